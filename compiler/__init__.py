@@ -1,0 +1,1 @@
+"""streamc: compile .sdl stream programs into Faust-style worker packages."""

@@ -1,0 +1,330 @@
+"""The checked program: what `check` produces and `emit` and `graph` consume.
+
+Everything here is already resolved and typed: names refer to declarations that exist, every
+operation knows the key and element type it receives and produces, and every internal topic
+(repartition topics, topics named only by a string in `through`/`echo`) is declared. Names are
+the source's names; turning them into safe Python identifiers is the code generator's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal as TypingLiteral
+
+# ---------------------------------------------------------------------------------------------
+# Types
+
+
+@dataclass(frozen=True)
+class PrimType:
+    """`str`, `int`, `float`, `bool` or `bytes` (a topic without a value type carries bytes)."""
+
+    name: TypingLiteral["str", "int", "float", "bool", "bytes"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class ListType:
+    item: Type
+
+    def __str__(self) -> str:
+        return f"list[{self.item}]"
+
+
+@dataclass(frozen=True)
+class OptionalType:
+    """A value that may be null; written `T?` in the source."""
+
+    inner: Type
+
+    def __str__(self) -> str:
+        return f"{self.inner}?"
+
+
+@dataclass(frozen=True)
+class RecordType:
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class TupleType:
+    """What `enumerate` (int, T) and `items` (K, V) produce."""
+
+    items: tuple[Type, ...]
+
+    def __str__(self) -> str:
+        return "(" + ", ".join(str(t) for t in self.items) + ")"
+
+
+@dataclass(frozen=True)
+class EventType:
+    """What `events` produces: the raw message with its decoded key and value."""
+
+    key: Type
+    value: Type
+
+    def __str__(self) -> str:
+        return f"Event[{self.key}, {self.value}]"
+
+
+@dataclass(frozen=True)
+class AnyType:
+    """Only as a hook parameter type: the hook accepts any element."""
+
+    def __str__(self) -> str:
+        return "any"
+
+
+Type = PrimType | ListType | OptionalType | RecordType | TupleType | EventType | AnyType
+
+STR = PrimType("str")
+INT = PrimType("int")
+FLOAT = PrimType("float")
+BOOL = PrimType("bool")
+BYTES = PrimType("bytes")
+
+# ---------------------------------------------------------------------------------------------
+# Declarations
+
+Scalar = str | int | float | bool | None
+
+
+@dataclass(frozen=True)
+class Default:
+    """A field's default. `value` is a Python value of the field's type (lists as tuples)."""
+
+    value: Scalar | tuple[Scalar, ...]
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: Type
+    default: Default | None  # None: the field is required
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str
+    fields: tuple[Field, ...]
+    doc: str | None = None
+
+
+TopicKind = TypingLiteral["declared", "implicit", "repartition"]
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A topic the worker reads or writes.
+
+    `declared` topics come from `topic` declarations; `implicit` ones from a string in
+    `through`/`echo`/`to` (their types are the stream's at that point); `repartition` ones
+    from `group_by`, named `<app>-<agent>-<source topic>-<key>-repartition`.
+    """
+
+    name: str  # the name the source uses; for implicit topics, the string itself
+    kafka_name: str  # the real Kafka topic name
+    key_type: Type
+    value_type: Type
+    partitions: int
+    kind: TopicKind
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A user Python function, declared with its signature in a `hooks` block."""
+
+    name: str
+    module: str  # the Python module name inside the worker package's hooks, e.g. "hooks"
+    params: tuple[Type, ...]
+    returns: Type | None  # None: returns nothing (a sink)
+    is_async: bool  # read from the hook's source (`async def`)
+
+
+@dataclass(frozen=True)
+class HookModule:
+    """A user module of hooks, shipped inside the worker package."""
+
+    module: str  # Python module name, from the file's stem
+    source_path: str  # as written in the .sdl, relative to the .sdl file
+    text: str  # the file's contents, copied verbatim into the package
+
+
+# ---------------------------------------------------------------------------------------------
+# `where` expressions (typed)
+
+
+@dataclass(frozen=True)
+class FieldRef:
+    path: tuple[str, ...]  # `customer.country` -> ("customer", "country")
+    type: Type
+
+
+@dataclass(frozen=True)
+class Const:
+    value: Scalar
+    type: Type  # for None: OptionalType of the type it is compared with
+
+
+@dataclass(frozen=True)
+class Unary:
+    op: TypingLiteral["not", "-"]
+    operand: Expr
+    type: Type
+
+
+BinaryOp = TypingLiteral["and", "or", "==", "!=", "<", "<=", ">", ">=", "+", "-", "*", "/", "%"]
+
+
+@dataclass(frozen=True)
+class Binary:
+    op: BinaryOp
+    left: Expr
+    right: Expr
+    type: Type
+
+
+Expr = FieldRef | Const | Unary | Binary
+
+# ---------------------------------------------------------------------------------------------
+# Operations. Each carries the element type it produces in `out`; `key` is the message key type
+# after it. The first operation receives the agent's `input`/`input_key`.
+
+
+@dataclass(frozen=True)
+class Process:
+    hooks: tuple[str, ...]  # hook names, applied in order
+    out: Type
+    key: Type
+
+
+@dataclass(frozen=True)
+class GroupBy:
+    field: tuple[str, ...] | None  # re-key by this field path...
+    hook: str | None  # ...or by this key function
+    topic: str  # the repartition topic's name (a Topic of kind "repartition")
+    out: Type
+    key: Type  # the new key type
+
+
+@dataclass(frozen=True)
+class Take:
+    n: int
+    within_seconds: float | None
+    out: Type  # ListType of the input
+    key: Type
+
+
+@dataclass(frozen=True)
+class Enumerate:
+    start: int
+    out: Type  # TupleType((INT, input))
+    key: Type
+
+
+@dataclass(frozen=True)
+class Through:
+    topic: str
+    out: Type
+    key: Type
+
+
+@dataclass(frozen=True)
+class Echo:
+    topics: tuple[str, ...]
+    out: Type
+    key: Type
+
+
+@dataclass(frozen=True)
+class Where:
+    expr: Expr
+    text: str  # the expression as written, for docs and the graph
+    out: Type
+    key: Type
+
+
+@dataclass(frozen=True)
+class Filter:
+    hook: str
+    out: Type
+    key: Type
+
+
+@dataclass(frozen=True)
+class Items:
+    out: Type  # TupleType((key, value))
+    key: Type
+
+
+@dataclass(frozen=True)
+class Events:
+    out: Type  # EventType(key, value)
+    key: Type
+
+
+@dataclass(frozen=True)
+class To:
+    """Terminal: send every element to a topic, keeping key and headers."""
+
+    topic: str
+    out: Type
+    key: Type
+
+
+@dataclass(frozen=True)
+class Sink:
+    """Terminal: call a hook for every element; tuples are passed as separate arguments."""
+
+    hook: str
+    unpack: bool
+    out: Type
+    key: Type
+
+
+Op = Process | GroupBy | Take | Enumerate | Through | Echo | Where | Filter | Items | Events | To | Sink
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    sources: tuple[str, ...]  # topic names; several when joined with `&`
+    input: Type  # the element type the sources carry
+    input_key: Type
+    ops: tuple[Op, ...]
+    text: str  # the pipeline as written, whitespace collapsed, for docstrings and the graph
+    line: int  # where the agent is declared, for docstrings and the graph
+
+
+@dataclass(frozen=True)
+class Program:
+    app: str  # names the consumer group, the package and every internal topic
+    source_name: str  # the .sdl file's name as given (never an absolute path), for headers
+    records: tuple[Record, ...]  # ordered so every record comes after the records it nests
+    topics: tuple[Topic, ...]  # declared first in source order, then implicit, then repartition
+    hook_modules: tuple[HookModule, ...]
+    hooks: tuple[Hook, ...]
+    agents: tuple[Agent, ...]  # in source order
+
+    def topic(self, name: str) -> Topic:
+        for topic in self.topics:
+            if topic.name == name:
+                return topic
+        raise KeyError(name)
+
+    def record(self, name: str) -> Record:
+        for record in self.records:
+            if record.name == name:
+                return record
+        raise KeyError(name)
+
+    def hook(self, name: str) -> Hook:
+        for hook in self.hooks:
+            if hook.name == name:
+                return hook
+        raise KeyError(name)

@@ -1,0 +1,1 @@
+"""streamc_runtime: the shared runtime of streamc-generated workers."""

@@ -1,0 +1,104 @@
+"""The seam between the runtime and a broker: raw messages in, raw messages out.
+
+The runtime (Conductor, streams, offset tracking) speaks only this protocol. Two transports
+implement it: the in-process memory broker (`streamc_runtime.memory`) for unit tests and
+`streamc run`, and aiokafka (`streamc_runtime.kafka`) for real clusters. Keeping the seam at
+raw bytes means codecs, acks and commits are the same code on both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+
+class TP(NamedTuple):
+    """A topic partition, by its real (Kafka) topic name."""
+
+    topic: str
+    partition: int
+
+
+@dataclass(slots=True)
+class Message:
+    """One consumed record, exactly as the broker gave it."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int  # milliseconds since the epoch
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str  # real topic name
+    partitions: int
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where a produced record landed, once the broker has it durably."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class RebalanceListener(Protocol):
+    async def on_partitions_revoked(self, revoked: Collection[TP]) -> None:
+        """Called before the partitions go: finish or abandon work on them, then commit."""
+
+    async def on_partitions_assigned(self, assigned: Collection[TP]) -> None:
+        """Called once the new assignment is known, before messages from it are fetched."""
+
+
+class Transport(Protocol):
+    """A consumer in one group plus a producer, both owned by one worker.
+
+    `start`/`stop` are idempotent. `send` returns once the record is queued; the awaitable it
+    returns resolves when the record is durably stored (acks=all on Kafka) or raises.
+    """
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
+        """Create the topics that do not exist yet; existing ones are left as they are."""
+
+    async def subscribe(self, topics: Collection[str], listener: RebalanceListener) -> None: ...
+
+    async def fetch(self, timeout: float, max_records: int) -> Sequence[Message]:
+        """Up to `max_records` messages from unpaused assigned partitions, waiting at most
+        `timeout` seconds for the first one. Order within a partition is offset order."""
+
+    def assignment(self) -> frozenset[TP]: ...
+
+    def pause(self, partitions: Collection[TP]) -> None: ...
+
+    def resume(self, partitions: Collection[TP]) -> None: ...
+
+    async def commit(self, offsets: Mapping[TP, int]) -> None:
+        """Commit, per partition, the offset of the next message to read."""
+
+    async def committed(self, partition: TP) -> int | None: ...
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        partition: int | None = None,
+    ) -> Awaitable[Delivery]: ...
+
+    async def flush(self) -> None:
+        """Wait until every record sent so far is durably stored."""
+
+    def partitions_for(self, topic: str) -> int | None:
+        """The topic's partition count, if known."""
