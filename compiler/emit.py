@@ -1,0 +1,519 @@
+"""Code generation: `emit(program) -> {path: text}`, pure and deterministic.
+
+The checked IR is first shaped into small view objects (every name already a safe identifier,
+every literal already escaped, every pipeline already spelled as method calls), then rendered
+by Jinja2 templates that hold nothing but loops and conditionals, then formatted in memory by
+the pinned black. Nothing here touches the file system: the CLI writes the result.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import PurePosixPath
+
+import black
+import jinja2
+
+from . import ir
+from .naming import KEYWORDS, Namer, doc_text, identifier, py_literal, snake
+
+RUNTIME_REQUIREMENT = "streamc-runtime>=0.1,<0.2"
+BLACK_MODE = black.Mode(target_versions={black.TargetVersion.PY311}, line_length=100)
+
+
+# ---------------------------------------------------------------------------------------------
+# View model: what the templates see
+
+
+@dataclass(frozen=True)
+class FieldView:
+    attr: str
+    annotation: str
+    value: str | None  # right-hand side of the class attribute, if any
+
+
+@dataclass(frozen=True)
+class RecordView:
+    class_name: str
+    doc: str
+    fields: tuple[FieldView, ...]
+
+
+@dataclass(frozen=True)
+class TopicView:
+    attr: str
+    kafka_name: str  # a Python literal
+    key_type: str
+    value_type: str
+    partitions: int
+    internal: bool
+    comment: str
+
+
+@dataclass(frozen=True)
+class HelperView:
+    """A small module-level function: a `where` predicate or a `group_by` key getter."""
+
+    name: str
+    param: str
+    param_type: str
+    returns: str
+    doc: str
+    expression: str
+
+
+@dataclass(frozen=True)
+class HookImport:
+    module: str
+    names: tuple[str, ...]  # `name` or `name as alias`
+
+
+@dataclass(frozen=True)
+class AgentView:
+    module: str
+    function: str
+    name: str  # a Python literal
+    doc: str
+    sources: str
+    input_type: str
+    record_imports: tuple[str, ...]
+    hook_imports: tuple[HookImport, ...]
+    typing_imports: tuple[str, ...]
+    runtime_imports: tuple[str, ...]
+    helpers: tuple[HelperView, ...]
+    chain: tuple[str, ...]
+    target: str
+    body: str
+
+
+@dataclass(frozen=True)
+class PackageView:
+    app: str  # a Python literal
+    app_title: str  # for prose (docstrings, README), escaped
+    package: str
+    distribution: str
+    runtime_requirement: str
+    source_name: str
+    records: tuple[RecordView, ...]
+    topics: tuple[TopicView, ...]
+    topic_record_imports: tuple[str, ...]
+    agents: tuple[AgentView, ...]
+    hook_modules: tuple[str, ...]
+    dlq_topic: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Shaping the IR
+
+
+class _Shaper:
+    def __init__(self, program: ir.Program) -> None:
+        self.program = program
+        # Agent modules import record classes and hooks by name, so those share one namespace;
+        # topics are always qualified (`topics.orders`) and get their own.
+        names = Namer()
+        self.record_names = {r.name: names.claim(r.name) for r in program.records}
+        self.hook_names = {h.name: names.claim(h.name) for h in program.hooks}
+        self.imported_names = frozenset(names.taken)
+        topic_names = Namer(set(self.record_names.values()) | {"app"})
+        self.topic_attrs = {t.name: topic_names.claim(t.name) for t in program.topics}
+        module_names = Namer({"__init__"}, unsafe=KEYWORDS)
+        self.hook_modules = {m.module: module_names.claim(m.module) for m in program.hook_modules}
+        # A field may not shadow a name its class body uses later in an annotation or default.
+        self.field_unsafe = (
+            KEYWORDS
+            | frozenset({"str", "int", "float", "bool", "bytes", "list", "None", "msgspec"})
+            | frozenset(self.record_names.values())
+        )
+
+    # -- types ---------------------------------------------------------------------------
+
+    def annotation(self, t: ir.Type) -> str:
+        match t:
+            case ir.PrimType(name=name):
+                return name
+            case ir.ListType(item=item):
+                return f"list[{self.annotation(item)}]"
+            case ir.OptionalType(inner=inner):
+                return f"{self.annotation(inner)} | None"
+            case ir.RecordType(name=name):
+                return self.record_names[name]
+            case ir.TupleType(items=items):
+                return "tuple[" + ", ".join(self.annotation(i) for i in items) + "]"
+            case ir.EventType(key=key, value=value):
+                return f"Event[{self.annotation(key)}, {self.annotation(value)}]"
+            case ir.AnyType():
+                return "Any"
+        raise AssertionError(t)
+
+    def records_in(self, t: ir.Type) -> set[str]:
+        match t:
+            case ir.RecordType(name=name):
+                return {self.record_names[name]}
+            case ir.ListType(item=inner) | ir.OptionalType(inner=inner):
+                return self.records_in(inner)
+            case ir.TupleType(items=items):
+                return set().union(*(self.records_in(i) for i in items))
+            case ir.EventType(key=key, value=value):
+                return self.records_in(key) | self.records_in(value)
+        return set()
+
+    # -- records -------------------------------------------------------------------------
+
+    def field_attrs(self, record: ir.Record) -> dict[str, str]:
+        namer = Namer(unsafe=self.field_unsafe)
+        return {f.name: namer.claim(f.name) for f in record.fields}
+
+    def record(self, record: ir.Record) -> RecordView:
+        attrs = self.field_attrs(record)
+        fields = []
+        for f in record.fields:
+            attr = attrs[f.name]
+            options: list[str] = []
+            if attr != f.name:
+                options.append(f"name={py_literal(f.name)}")
+            default = f.default
+            if default is None and isinstance(f.type, ir.OptionalType):
+                default = ir.Default(None)
+            simple_default: str | None = None
+            if default is not None:
+                if isinstance(default.value, tuple):
+                    factory = (
+                        f"lambda: {py_literal(default.value)}" if default.value else "list"
+                    )
+                    options.insert(0, f"default_factory={factory}")
+                elif options:
+                    options.insert(0, f"default={py_literal(default.value)}")
+                else:
+                    simple_default = py_literal(default.value)
+            value = simple_default
+            if options:
+                value = f"msgspec.field({', '.join(options)})"
+            fields.append(FieldView(attr, self.annotation(f.type), value))
+        doc = record.doc or f"Record {record.name} of {self.program.source_name}."
+        return RecordView(self.record_names[record.name], doc_text(doc), tuple(fields))
+
+    # -- topics --------------------------------------------------------------------------
+
+    def topic(self, topic: ir.Topic) -> TopicView:
+        comment = {
+            "declared": f"topic {topic.name}",
+            "implicit": "named by a string in a pipeline",
+            "repartition": "repartition topic of a group_by",
+        }[topic.kind]
+        return TopicView(
+            attr=self.topic_attrs[topic.name],
+            kafka_name=py_literal(topic.kafka_name),
+            key_type=self.annotation(topic.key_type),
+            value_type=self.annotation(topic.value_type),
+            partitions=topic.partitions,
+            internal=topic.kind == "repartition",
+            comment=doc_text(comment),
+        )
+
+    # -- agents --------------------------------------------------------------------------
+
+    def agent(self, agent: ir.Agent, module: str) -> AgentView:
+        local = Namer(set(self.imported_names))
+        function = local.claim(agent.name)
+        helpers: list[HelperView] = []
+        chain: list[str] = []
+        used_hooks: set[str] = set()
+        types_seen: list[ir.Type] = [agent.input]
+        element, key = agent.input, agent.input_key
+        sink: ir.Sink | None = None
+
+        for op in agent.ops:
+            match op:
+                case ir.Process(hooks=hooks):
+                    used_hooks.update(hooks)
+                    chain.append(f"process({', '.join(self.hook_names[h] for h in hooks)})")
+                case ir.Filter(hook=hook):
+                    used_hooks.add(hook)
+                    chain.append(f"filter({self.hook_names[hook]})")
+                case ir.Where(expr=expr, text=text):
+                    param = local_param(element, local)
+                    name = local.claim(f"{agent.name}_where")
+                    helpers.append(
+                        HelperView(
+                            name=name,
+                            param=param,
+                            param_type=self.annotation(element),
+                            returns="bool",
+                            doc=doc_text(f"where {text}"),
+                            expression=self.expression(expr, param, element),
+                        )
+                    )
+                    chain.append(f"filter({name})")
+                case ir.GroupBy(field=path, hook=hook, topic=topic):
+                    target = f"topics.{self.topic_attrs[topic]}"
+                    if hook is not None:
+                        used_hooks.add(hook)
+                        getter = self.hook_names[hook]
+                    else:
+                        assert path is not None
+                        param = local_param(element, local)
+                        getter = local.claim("by_" + "_".join(path))
+                        helpers.append(
+                            HelperView(
+                                name=getter,
+                                param=param,
+                                param_type=self.annotation(element),
+                                returns=self.annotation(op.key),
+                                doc=doc_text(f"group_by {'.'.join(path)}"),
+                                expression=self.field_path(param, path, element),
+                            )
+                        )
+                    chain.append(f"group_by({getter}, topic={target})")
+                case ir.Take(n=n, within_seconds=within):
+                    if within is None:
+                        chain.append(f"take({n})")
+                    else:
+                        chain.append(f"take({n}, within={py_literal(float(within))})")
+                case ir.Enumerate(start=start):
+                    chain.append("enumerate()" if start == 0 else f"enumerate({start})")
+                case ir.Through(topic=topic):
+                    chain.append(f"through(topics.{self.topic_attrs[topic]})")
+                case ir.Echo(topics=names):
+                    targets = ", ".join(f"topics.{self.topic_attrs[t]}" for t in names)
+                    chain.append(f"echo({targets})")
+                case ir.To(topic=topic):
+                    chain.append(f"to(topics.{self.topic_attrs[topic]})")
+                case ir.Items():
+                    chain.append("items()")
+                case ir.Events():
+                    chain.append("events()")
+                case ir.Sink():
+                    sink = op
+                    used_hooks.add(op.hook)
+            element, key = op.out, op.key
+            types_seen.append(element)
+
+        target_names = loop_targets(element, agent.ops[-1] if agent.ops else None, local)
+        target = ", ".join(target_names)
+        if sink is None:
+            body = "pass"
+        else:
+            hook = self.program.hook(sink.hook)
+            args = ", ".join(target_names) if sink.unpack else target
+            call = f"{self.hook_names[sink.hook]}({args})"
+            body = f"await {call}" if hook.is_async else call
+
+        hook_imports: dict[str, list[str]] = {}
+        for hook_name in sorted(used_hooks):
+            hook = self.program.hook(hook_name)
+            alias = self.hook_names[hook_name]
+            spelled = hook_name if alias == hook_name else f"{hook_name} as {alias}"
+            hook_imports.setdefault(self.hook_modules[hook.module], []).append(spelled)
+
+        records: set[str] = set()
+        for t in types_seen:
+            records |= self.records_in(t)
+        annotations = " ".join(self.annotation(t) for t in types_seen)
+        runtime_imports = ["Stream"]
+        if "Event[" in annotations:
+            runtime_imports.insert(0, "Event")
+        sources = " & ".join(f"topics.{self.topic_attrs[s]}" for s in agent.sources)
+        return AgentView(
+            module=module,
+            function=function,
+            name=py_literal(agent.name),
+            doc=doc_text(agent.text),
+            sources=sources,
+            input_type=self.annotation(agent.input),
+            record_imports=tuple(sorted(records)),
+            hook_imports=tuple(
+                HookImport(module, tuple(names)) for module, names in sorted(hook_imports.items())
+            ),
+            typing_imports=("Any",) if "Any" in annotations.split("[") else (),
+            runtime_imports=tuple(runtime_imports),
+            helpers=tuple(helpers),
+            chain=tuple(chain),
+            target=target,
+            body=body,
+        )
+
+    # -- expressions ---------------------------------------------------------------------
+
+    def field_path(self, param: str, path: tuple[str, ...], element: ir.Type) -> str:
+        parts = [param]
+        current: ir.Type = element
+        for name in path:
+            record = self.program.record(_record_name(current))
+            parts.append(self.field_attrs(record)[name])
+            current = next(f.type for f in record.fields if f.name == name)
+        return ".".join(parts)
+
+    def expression(self, expr: ir.Expr, param: str, element: ir.Type) -> str:
+        return _Expression(self, param, element).render(expr)
+
+
+_PRECEDENCE: dict[str, int] = {
+    "or": 1,
+    "and": 2,
+    "not": 3,
+    **dict.fromkeys(("==", "!=", "<", "<=", ">", ">="), 4),
+    "+": 5,
+    "-": 5,
+    "*": 6,
+    "/": 6,
+    "%": 6,
+}
+_NEGATION = 7
+_ATOM = 8
+
+
+class _Expression:
+    """Lowers a typed `where` expression to Python with only the parentheses it needs."""
+
+    def __init__(self, shaper: _Shaper, param: str, element: ir.Type) -> None:
+        self.shaper = shaper
+        self.param = param
+        self.element = element
+
+    def render(self, expr: ir.Expr) -> str:
+        return self._render(expr)[0]
+
+    def _render(self, expr: ir.Expr) -> tuple[str, int]:
+        match expr:
+            case ir.FieldRef(path=path):
+                return self.shaper.field_path(self.param, path, self.element), _ATOM
+            case ir.Const(value=value):
+                text = py_literal(value)
+                return text, (_NEGATION if text.startswith("-") else _ATOM)
+            case ir.Unary(op="not", operand=operand):
+                # `not (x is None)` rather than `not x is None`, which reads as a different test.
+                return f"not {self._operand(operand, _PRECEDENCE['+'])}", _PRECEDENCE["not"]
+            case ir.Unary(op="-", operand=operand):
+                return f"-{self._operand(operand, _ATOM)}", _NEGATION
+            case ir.Binary(op=op, left=left, right=right):
+                level = _PRECEDENCE[op]
+                if op in ("==", "!=") and (_is_null(left) or _is_null(right)):
+                    subject = right if _is_null(left) else left
+                    test = "is" if op == "==" else "is not"
+                    return f"{self._operand(subject, level + 1)} {test} None", level
+                # Comparisons never chain (Python would read `a < b < c` as a chain), and every
+                # operator is left-associative, so the right operand binds tighter.
+                left_needs = level + 1 if level == _PRECEDENCE["=="] else level
+                left_text = self._operand(left, left_needs)
+                return f"{left_text} {op} {self._operand(right, level + 1)}", level
+        raise AssertionError(expr)
+
+    def _operand(self, expr: ir.Expr, needs: int) -> str:
+        text, level = self._render(expr)
+        return f"({text})" if level < needs else text
+
+
+def _is_null(expr: ir.Expr) -> bool:
+    return isinstance(expr, ir.Const) and expr.value is None
+
+
+def _record_name(t: ir.Type) -> str:
+    while isinstance(t, ir.OptionalType):
+        t = t.inner
+    assert isinstance(t, ir.RecordType), t
+    return t.name
+
+
+def local_param(element: ir.Type, namer: Namer) -> str:
+    if isinstance(element, ir.RecordType):
+        return Namer(set(namer.taken)).claim(snake(element.name))
+    return Namer(set(namer.taken)).claim("value")
+
+
+def loop_targets(element: ir.Type, last_op: ir.Op | None, namer: Namer) -> list[str]:
+    """Loop variables named after what they hold: `order`, `batch`, `i, order`, `key, order`."""
+    scope = Namer(set(namer.taken))
+
+    def one(t: ir.Type) -> str:
+        if isinstance(t, ir.RecordType):
+            return scope.claim(snake(t.name))
+        if isinstance(t, ir.ListType):
+            return scope.claim("batch")
+        if isinstance(t, ir.EventType):
+            return scope.claim("event")
+        return scope.claim("value")
+
+    if isinstance(element, ir.TupleType):
+        first = scope.claim("i" if isinstance(last_op, ir.Enumerate) else "key")
+        return [first, *(one(t) for t in element.items[1:])]
+    return [one(element)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    templates = resources.files("streamc.templates")
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(lambda name: (templates / name).read_text("utf-8")),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def _render(template: str, **context: object) -> str:
+    return _environment().get_template(template).render(**context)
+
+
+def _python(template: str, **context: object) -> str:
+    return black.format_str(_render(template, **context), mode=BLACK_MODE)
+
+
+def shape(program: ir.Program) -> PackageView:
+    shaper = _Shaper(program)
+    package = identifier(program.app).lower() + "_worker"
+    modules = Namer({"__init__"})
+    agents = tuple(shaper.agent(a, modules.claim(a.name)) for a in program.agents)
+    return PackageView(
+        app=py_literal(program.app),
+        app_title=doc_text(program.app),
+        package=package,
+        distribution=package.replace("_", "-"),
+        runtime_requirement=RUNTIME_REQUIREMENT,
+        source_name=doc_text(program.source_name),
+        records=tuple(shaper.record(r) for r in program.records),
+        topics=tuple(shaper.topic(t) for t in program.topics),
+        topic_record_imports=tuple(
+            sorted(
+                set().union(
+                    *(shaper.records_in(t.key_type) | shaper.records_in(t.value_type)
+                      for t in program.topics)
+                )
+            )
+        ),
+        agents=agents,
+        hook_modules=tuple(shaper.hook_modules[m.module] for m in program.hook_modules),
+        dlq_topic=doc_text(f"{program.app}-dlq"),
+    )
+
+
+def emit(program: ir.Program) -> dict[PurePosixPath, str]:
+    """Every file of the worker package, keyed by its path inside the output folder."""
+    view = shape(program)
+    pkg = PurePosixPath(view.package)
+    files: dict[PurePosixPath, str] = {
+        PurePosixPath("pyproject.toml"): _render("pyproject.toml.jinja", p=view),
+        PurePosixPath("README.md"): _render("README.md.jinja", p=view),
+        pkg / "__init__.py": _python("__init__.py.jinja", p=view),
+        pkg / "__main__.py": _python("__main__.py.jinja", p=view),
+        pkg / "py.typed": "",
+        pkg / "records.py": _python("records.py.jinja", p=view),
+        pkg / "app.py": _python("app.py.jinja", p=view),
+        pkg / "topics.py": _python("topics.py.jinja", p=view),
+        pkg / "agents" / "__init__.py": _python("agents__init__.py.jinja", p=view),
+        pkg / "hooks" / "__init__.py": _python("hooks__init__.py.jinja", p=view),
+    }
+    for agent in view.agents:
+        files[pkg / "agents" / f"{agent.module}.py"] = _python("agent.py.jinja", p=view, a=agent)
+    for module, original in zip(view.hook_modules, program.hook_modules, strict=True):
+        # User code is shipped verbatim: it is theirs, not ours to reformat.
+        files[pkg / "hooks" / f"{module}.py"] = original.text
+    return dict(sorted(files.items()))
