@@ -20,7 +20,7 @@ from . import ir
 from .naming import KEYWORDS, Namer, doc_text, identifier, py_literal, snake
 
 RUNTIME_REQUIREMENT = "streamc-runtime>=0.1,<0.2"
-BLACK_MODE = black.Mode(target_versions={black.TargetVersion.PY311}, line_length=100)
+BLACK_MODE = black.Mode(target_versions={black.mode.TargetVersion.PY311}, line_length=100)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ class _Shaper:
         chain: list[str] = []
         used_hooks: set[str] = set()
         types_seen: list[ir.Type] = [agent.input]
-        element, key = agent.input, agent.input_key
+        element = agent.input
         sink: ir.Sink | None = None
 
         for op in agent.ops:
@@ -288,7 +288,7 @@ class _Shaper:
                 case ir.Sink():
                     sink = op
                     used_hooks.add(op.hook)
-            element, key = op.out, op.key
+            element = op.out
             types_seen.append(element)
 
         target_names = loop_targets(element, agent.ops[-1] if agent.ops else None, local)
@@ -296,17 +296,16 @@ class _Shaper:
         if sink is None:
             body = "pass"
         else:
-            hook = self.program.hook(sink.hook)
             args = ", ".join(target_names) if sink.unpack else target
             call = f"{self.hook_names[sink.hook]}({args})"
-            body = f"await {call}" if hook.is_async else call
+            body = f"await {call}" if self.program.hook(sink.hook).is_async else call
 
         hook_imports: dict[str, list[str]] = {}
         for hook_name in sorted(used_hooks):
-            hook = self.program.hook(hook_name)
             alias = self.hook_names[hook_name]
             spelled = hook_name if alias == hook_name else f"{hook_name} as {alias}"
-            hook_imports.setdefault(self.hook_modules[hook.module], []).append(spelled)
+            module = self.hook_modules[self.program.hook(hook_name).module]
+            hook_imports.setdefault(module, []).append(spelled)
 
         records: set[str] = set()
         for t in types_seen:

@@ -55,7 +55,12 @@ def identifier(text: str) -> str:
 
 
 def is_safe(name: str, unsafe: frozenset[str]) -> bool:
-    return name.isidentifier() and name.isascii() and name not in unsafe and not name.startswith("__")
+    return (
+        name.isidentifier()
+        and name.isascii()
+        and name not in unsafe
+        and not name.startswith("__")
+    )
 
 
 @dataclass

@@ -1,0 +1,192 @@
+"""The topology of a checked program, as Mermaid or Graphviz dot text.
+
+An agent is drawn as the chain of steps the runtime really runs: every `group_by` and
+`through` writes to a topic and a new step reads it back, so those topics sit between the
+steps. Node identifiers come from the program's names (never counters over the whole file), so
+diagrams stay stable as the program grows.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from . import ir
+
+Format = Literal["mermaid", "dot"]
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    label: str
+    kind: Literal["topic", "internal", "dlq", "step", "sink"]
+
+
+@dataclass(frozen=True)
+class Edge:
+    source: str
+    target: str
+    label: str = ""
+    dashed: bool = False
+
+
+@dataclass
+class Topology:
+    nodes: dict[str, Node] = field(default_factory=dict)
+    edges: list[Edge] = field(default_factory=list)
+
+    def add(self, node: Node) -> str:
+        self.nodes.setdefault(node.id, node)
+        return node.id
+
+
+def _node_id(prefix: str, name: str) -> str:
+    return prefix + "_" + re.sub(r"[^0-9A-Za-z_]", "_", name)
+
+
+def describe(op: ir.Op) -> str:
+    """An operation as the source would write it."""
+    match op:
+        case ir.Process(hooks=hooks):
+            return "process " + ", ".join(hooks)
+        case ir.GroupBy(field=path, hook=hook):
+            return "group_by " + (hook if hook is not None else ".".join(path or ()))
+        case ir.Take(n=n, within_seconds=within):
+            return f"take {n}" + ("" if within is None else f" within {within:g}s")
+        case ir.Enumerate(start=start):
+            return "enumerate" + ("" if start == 0 else f" {start}")
+        case ir.Through(topic=topic):
+            return f"through {topic}"
+        case ir.Echo(topics=topics):
+            return "echo " + ", ".join(topics)
+        case ir.Where(text=text):
+            return f"where {text}"
+        case ir.Filter(hook=hook):
+            return f"filter {hook}"
+        case ir.Items():
+            return "items"
+        case ir.Events():
+            return "events"
+        case ir.To(topic=topic):
+            return f"to {topic}"
+        case ir.Sink(hook=hook):
+            return f"sink {hook}"
+    raise AssertionError(op)
+
+
+def topology(program: ir.Program) -> Topology:
+    graph = Topology()
+    topic_ids: dict[str, str] = {}
+    for topic in program.topics:
+        kind: Literal["topic", "internal"] = "internal" if topic.kind == "repartition" else "topic"
+        node = Node(_node_id("topic", topic.name), topic.kafka_name, kind)
+        topic_ids[topic.name] = graph.add(node)
+    dlq = graph.add(Node("dlq", f"{program.app}-dlq", "dlq"))
+    for agent in program.agents:
+        _AgentSteps(graph, agent, topic_ids, dlq).draw()
+    return graph
+
+
+class _AgentSteps:
+    """Draws one agent as its steps, split wherever it writes a topic and reads it back."""
+
+    def __init__(self, graph: Topology, agent: ir.Agent, topic_ids: dict[str, str], dlq: str):
+        self.graph, self.agent, self.topic_ids, self.dlq = graph, agent, topic_ids, dlq
+        self.step = 1
+        self.reads = [topic_ids[s] for s in agent.sources]
+        self.labels: list[str] = []
+
+    @property
+    def step_id(self) -> str:
+        return _node_id("agent", f"{self.agent.name}_{self.step}")
+
+    def draw(self) -> None:
+        for op in self.agent.ops:
+            self.labels.append(describe(op))
+            match op:
+                case ir.GroupBy(topic=topic) | ir.Through(topic=topic):
+                    self.close_step(self.topic_ids[topic])
+                case ir.Echo(topics=topics):
+                    for topic in topics:
+                        self.graph.edges.append(Edge(self.step_id, self.topic_ids[topic], "echo"))
+                case ir.To(topic=topic):
+                    self.graph.edges.append(Edge(self.step_id, self.topic_ids[topic]))
+                case ir.Sink(hook=hook):
+                    sink = self.graph.add(Node(_node_id("sink", hook), hook, "sink"))
+                    self.graph.edges.append(Edge(self.step_id, sink))
+        self.close_step(None)
+
+    def close_step(self, writes: str | None) -> None:
+        label = "\n".join([f"agent {self.agent.name}", *self.labels])
+        step_id = self.graph.add(Node(self.step_id, label, "step"))
+        for source in self.reads:
+            self.graph.edges.append(Edge(source, step_id))
+        self.graph.edges.append(Edge(step_id, self.dlq, dashed=True))
+        if writes is not None:
+            self.graph.edges.append(Edge(step_id, writes))
+        self.reads = [writes] if writes is not None else []
+        self.labels = []
+        self.step += 1
+
+
+def _mermaid_text(text: str) -> str:
+    escaped = text.replace("&", "#amp;").replace('"', "#quot;").replace("<", "#lt;")
+    return escaped.replace(">", "#gt;").replace("\n", "<br/>")
+
+
+def _dot_text(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render(program: ir.Program, fmt: Format = "mermaid") -> str:
+    graph = topology(program)
+    if fmt == "mermaid":
+        shapes = {
+            "topic": '[("{}")]',
+            "internal": '[("{}")]',
+            "dlq": '[("{}")]',
+            "step": '["{}"]',
+            "sink": '>"{}"]',
+        }
+        lines = ["flowchart LR"]
+        for node in graph.nodes.values():
+            lines.append(f"    {node.id}{shapes[node.kind].format(_mermaid_text(node.label))}")
+        for edge in graph.edges:
+            arrow = "-.->" if edge.dashed else "-->"
+            label = f"|{_mermaid_text(edge.label)}|" if edge.label else ""
+            lines.append(f"    {edge.source} {arrow}{label} {edge.target}")
+        lines.append("    classDef internal stroke-dasharray: 4 2")
+        lines.append("    classDef dlq stroke:#c00")
+        internal = [n.id for n in graph.nodes.values() if n.kind == "internal"]
+        if internal:
+            lines.append(f"    class {','.join(internal)} internal")
+        lines.append("    class dlq dlq")
+        return "\n".join(lines) + "\n"
+
+    shapes_dot = {
+        "topic": "cylinder",
+        "internal": "cylinder",
+        "dlq": "cylinder",
+        "step": "box",
+        "sink": "cds",
+    }
+    lines = [f'digraph "{_dot_text(program.app)}" {{', "    rankdir=LR;"]
+    for node in graph.nodes.values():
+        style = ', style=dashed' if node.kind == "internal" else ""
+        color = ', color="#cc0000"' if node.kind == "dlq" else ""
+        lines.append(
+            f'    {node.id} [label="{_dot_text(node.label)}", shape={shapes_dot[node.kind]}'
+            f"{style}{color}];"
+        )
+    for edge in graph.edges:
+        attrs = []
+        if edge.label:
+            attrs.append(f'label="{_dot_text(edge.label)}"')
+        if edge.dashed:
+            attrs.append("style=dashed")
+        suffix = f" [{', '.join(attrs)}]" if attrs else ""
+        lines.append(f"    {edge.source} -> {edge.target}{suffix};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
