@@ -1,0 +1,24 @@
+"""Rewrite every golden expectation from the current compiler: `python tests/golden/regenerate.py`.
+
+Review the diff before committing it: a golden change is a change in what users get.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from golden import cases, refresh_sample_copies, regenerate  # noqa: E402
+
+
+def main() -> None:
+    refresh_sample_copies()
+    for case in cases():
+        regenerate(case)
+        print(f"regenerated {case.name}")
+
+
+if __name__ == "__main__":
+    main()
