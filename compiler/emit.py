@@ -180,9 +180,7 @@ class _Shaper:
             simple_default: str | None = None
             if default is not None:
                 if isinstance(default.value, tuple):
-                    factory = (
-                        f"lambda: {py_literal(default.value)}" if default.value else "list"
-                    )
+                    factory = f"lambda: {py_literal(default.value)}" if default.value else "list"
                     options.insert(0, f"default_factory={factory}")
                 elif options:
                     options.insert(0, f"default={py_literal(default.value)}")
@@ -483,8 +481,10 @@ def shape(program: ir.Program) -> PackageView:
         topic_record_imports=tuple(
             sorted(
                 set().union(
-                    *(shaper.records_in(t.key_type) | shaper.records_in(t.value_type)
-                      for t in program.topics)
+                    *(
+                        shaper.records_in(t.key_type) | shaper.records_in(t.value_type)
+                        for t in program.topics
+                    )
                 )
             )
         ),

@@ -174,7 +174,7 @@ def render(program: ir.Program, fmt: Format = "mermaid") -> str:
     }
     lines = [f'digraph "{_dot_text(program.app)}" {{', "    rankdir=LR;"]
     for node in graph.nodes.values():
-        style = ', style=dashed' if node.kind == "internal" else ""
+        style = ", style=dashed" if node.kind == "internal" else ""
         color = ', color="#cc0000"' if node.kind == "dlq" else ""
         lines.append(
             f'    {node.id} [label="{_dot_text(node.label)}", shape={shapes_dot[node.kind]}'

@@ -287,7 +287,20 @@ class Sink:
     key: Type
 
 
-Op = Process | GroupBy | Take | Enumerate | Through | Echo | Where | Filter | Items | Events | To | Sink
+Op = (
+    Process
+    | GroupBy
+    | Take
+    | Enumerate
+    | Through
+    | Echo
+    | Where
+    | Filter
+    | Items
+    | Events
+    | To
+    | Sink
+)
 
 
 @dataclass(frozen=True)

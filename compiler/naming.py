@@ -56,10 +56,7 @@ def identifier(text: str) -> str:
 
 def is_safe(name: str, unsafe: frozenset[str]) -> bool:
     return (
-        name.isidentifier()
-        and name.isascii()
-        and name not in unsafe
-        and not name.startswith("__")
+        name.isidentifier() and name.isascii() and name not in unsafe and not name.startswith("__")
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from golden import cases, refresh_sample_copies, regenerate  # noqa: E402
+from golden import cases, refresh_sample_copies, regenerate
 
 
 def main() -> None:
