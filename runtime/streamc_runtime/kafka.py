@@ -1,0 +1,722 @@
+"""The aiokafka transport: a worker's consumer (in the app's group) and producer on real Kafka.
+
+Imported only for `kafka://` brokers, through `KafkaTransport.from_url`. It implements
+`streamc_runtime.transport.Transport`; the runtime above it owns offsets, acks and commits, this
+module only moves raw records and keeps the broker-facing promises:
+
+- one `AIOKafkaConsumer` in the group, auto-commit off: only the runtime decides what is done;
+- one `AIOKafkaProducer` with acks=all; `commit` flushes it first, so an offset is never
+  committed ahead of output that might still be lost;
+- topics the app declares (repartition and dead-letter included) are created when missing;
+- an unreachable broker at start is retried with bounded exponential backoff, then reported in
+  one clear message instead of a traceback from deep inside aiokafka.
+
+Settings
+--------
+Every `KafkaSettings` field can be set from the environment as `STREAMC_KAFKA_<FIELD>` (upper
+case) or passed to `from_url` as a keyword override (overrides win). The ones users need most:
+
+==================================  ===========================================================
+`STREAMC_KAFKA_SECURITY_PROTOCOL`   `PLAINTEXT` (default), `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`
+`STREAMC_KAFKA_SASL_MECHANISM`      `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `GSSAPI`
+`STREAMC_KAFKA_SASL_USERNAME`       user for PLAIN/SCRAM
+`STREAMC_KAFKA_SASL_PASSWORD`       password for PLAIN/SCRAM
+`STREAMC_KAFKA_SSL_CAFILE`          CA bundle that signed the brokers' certificates
+                                    (default: the system's trusted CAs)
+`STREAMC_KAFKA_SSL_CERTFILE`        client certificate, for mutual TLS
+`STREAMC_KAFKA_SSL_KEYFILE`         the client certificate's private key
+`STREAMC_KAFKA_ENABLE_IDEMPOTENCE`  `true` (default): no duplicates from producer retries.
+                                    Set `false` for brokers without idempotent producers
+                                    (Tansu); at-least-once does not depend on it.
+`STREAMC_KAFKA_REPLICATION_FACTOR`  for topics streamc creates (default: min(3, brokers))
+`STREAMC_KAFKA_SESSION_TIMEOUT_MS`  group session timeout (default 10000): how long a dead
+                                    worker keeps its partitions before they move
+`STREAMC_KAFKA_CONNECT_ATTEMPTS`    start-up attempts before giving up (default 8, about 35 s)
+==================================  ===========================================================
+
+Booleans accept `1/true/yes/on` and `0/false/no/off`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Collection, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from aiokafka import (  # type: ignore[import-untyped]
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+)
+from aiokafka import errors as kerrors
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+from aiokafka.helpers import create_ssl_context  # type: ignore[import-untyped]
+from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
+
+from .transport import TP, Delivery, Message, RebalanceListener, TopicSpec
+
+__all__ = [
+    "KafkaConfigError",
+    "KafkaDeliveryError",
+    "KafkaSettings",
+    "KafkaTransport",
+    "KafkaTransportError",
+    "KafkaUnavailableError",
+    "parse_kafka_url",
+]
+
+log = logging.getLogger("streamc_runtime.kafka")
+
+ENV_PREFIX = "STREAMC_KAFKA_"
+
+_SECURITY_PROTOCOLS = frozenset({"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"})
+_SASL_MECHANISMS = frozenset({"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI"})
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+# Kafka's error code for CreateTopics on a name that exists: someone (maybe another worker
+# starting at the same moment) created it first, which is what we wanted.
+_TOPIC_ALREADY_EXISTS = 36
+
+
+class KafkaTransportError(Exception):
+    """Base of the errors this module raises on purpose; `str()` is meant for the user."""
+
+
+class KafkaConfigError(KafkaTransportError, ValueError):
+    """A broker URL or `STREAMC_KAFKA_*` setting that cannot work."""
+
+
+class KafkaUnavailableError(KafkaTransportError):
+    """The brokers could not be reached (or refused us) at start-up, after every retry."""
+
+
+class KafkaDeliveryError(KafkaTransportError):
+    """A produced record was not stored; raised by `flush` (and so by `commit`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    """Everything the transport passes to aiokafka. Defaults suit a production cluster."""
+
+    bootstrap_servers: tuple[str, ...]
+    group_id: str
+    client_id: str = "streamc"
+    # Producer
+    enable_idempotence: bool = True
+    linger_ms: int = 0
+    max_batch_size: int = 16384
+    compression_type: str | None = None
+    # Consumer
+    auto_offset_reset: str = "earliest"
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+    fetch_max_wait_ms: int = 500
+    fetch_max_bytes: int = 52_428_800
+    max_partition_fetch_bytes: int = 1_048_576
+    # Both
+    request_timeout_ms: int = 40_000
+    retry_backoff_ms: int = 100
+    metadata_max_age_ms: int = 300_000
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = dataclasses.field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    # Topics streamc creates; None: min(3, number of brokers).
+    replication_factor: int | None = None
+    # Start-up: attempts, first delay, delay cap, and the time one attempt may take.
+    connect_attempts: int = 8
+    connect_backoff_s: float = 0.5
+    connect_backoff_max_s: float = 10.0
+    connect_timeout_s: float = 15.0
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap_servers:
+            raise KafkaConfigError("no Kafka bootstrap servers given")
+        if self.security_protocol not in _SECURITY_PROTOCOLS:
+            raise KafkaConfigError(
+                f"{ENV_PREFIX}SECURITY_PROTOCOL={self.security_protocol!r} is not one of "
+                f"{', '.join(sorted(_SECURITY_PROTOCOLS))}"
+            )
+        uses_sasl = self.security_protocol.startswith("SASL_")
+        if uses_sasl and self.sasl_mechanism is None:
+            raise KafkaConfigError(
+                f"{ENV_PREFIX}SECURITY_PROTOCOL={self.security_protocol} needs "
+                f"{ENV_PREFIX}SASL_MECHANISM ({', '.join(sorted(_SASL_MECHANISMS))})"
+            )
+        if self.sasl_mechanism is not None:
+            if not uses_sasl:
+                raise KafkaConfigError(
+                    f"{ENV_PREFIX}SASL_MECHANISM is set but {ENV_PREFIX}SECURITY_PROTOCOL is "
+                    f"{self.security_protocol}; use SASL_SSL (or SASL_PLAINTEXT)"
+                )
+            if self.sasl_mechanism not in _SASL_MECHANISMS:
+                raise KafkaConfigError(
+                    f"{ENV_PREFIX}SASL_MECHANISM={self.sasl_mechanism!r} is not supported; use "
+                    f"one of {', '.join(sorted(_SASL_MECHANISMS))}"
+                )
+            if self.sasl_mechanism != "GSSAPI" and (
+                self.sasl_username is None or self.sasl_password is None
+            ):
+                raise KafkaConfigError(
+                    f"SASL {self.sasl_mechanism} needs {ENV_PREFIX}SASL_USERNAME and "
+                    f"{ENV_PREFIX}SASL_PASSWORD"
+                )
+        if self.replication_factor is not None and self.replication_factor < 1:
+            raise KafkaConfigError(f"{ENV_PREFIX}REPLICATION_FACTOR must be at least 1")
+        if self.connect_attempts < 1:
+            raise KafkaConfigError(f"{ENV_PREFIX}CONNECT_ATTEMPTS must be at least 1")
+
+    @classmethod
+    def from_env(
+        cls,
+        bootstrap_servers: Sequence[str],
+        group_id: str,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> KafkaSettings:
+        """Defaults, then `STREAMC_KAFKA_*` variables, then `overrides`."""
+        env = os.environ if environ is None else environ
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for name, f in fields.items():
+            if name in ("bootstrap_servers", "group_id"):
+                continue
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None and raw != "":
+                values[name] = _parse_env(ENV_PREFIX + name.upper(), raw, f.default)
+        settable = set(fields) - {"bootstrap_servers", "group_id"}
+        unknown = set(overrides) - settable
+        if unknown:
+            raise TypeError(f"unknown Kafka setting(s): {', '.join(sorted(unknown))}")
+        values.update(overrides)
+        return cls(bootstrap_servers=tuple(bootstrap_servers), group_id=group_id, **values)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """The connection settings shared by the consumer, producer and admin client."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": list(self.bootstrap_servers),
+            "client_id": self.client_id,
+            "request_timeout_ms": self.request_timeout_ms,
+            "retry_backoff_ms": self.retry_backoff_ms,
+            "metadata_max_age_ms": self.metadata_max_age_ms,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            kwargs["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+            )
+        if self.sasl_mechanism is not None:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password
+        return kwargs
+
+
+def _parse_env(name: str, raw: str, default: Any) -> Any:
+    """Parse one variable by the type of its field's default."""
+    try:
+        if isinstance(default, bool):
+            low = raw.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int) or name.endswith("REPLICATION_FACTOR"):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        raise KafkaConfigError(f"{name}={raw!r} is not a valid value") from None
+    return raw
+
+
+def parse_kafka_url(url: str) -> tuple[str, ...]:
+    """`kafka://host:port[,host:port...]` → `("host:port", ...)`."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() != "kafka":
+        raise KafkaConfigError(f"not a Kafka broker URL: {url!r} (expected kafka://host:port)")
+    rest = rest.rstrip("/")
+    servers: list[str] = []
+    for part in rest.split(","):
+        hostport = part.strip()
+        host, colon, port = hostport.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise KafkaConfigError(
+                f"bad Kafka broker address {hostport!r} in {url!r} (expected host:port)"
+            )
+        servers.append(hostport)
+    return tuple(servers)
+
+
+class _PendingDelivery:
+    """The awaitable `send` returns: resolves to a `Delivery` once the broker has the record.
+
+    A thin wrapper over aiokafka's per-record future rather than a new future or a coroutine,
+    so sending costs no extra task or future, and one that is never awaited warns about nothing.
+    """
+
+    __slots__ = ("_future",)
+
+    def __init__(self, future: asyncio.Future[Any]) -> None:
+        self._future = future
+
+    def __await__(self) -> Generator[Any, None, Delivery]:
+        metadata = yield from self._future.__await__()
+        return Delivery(metadata.topic, metadata.partition, metadata.offset)
+
+
+class _RebalanceBridge(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Translates aiokafka's rebalance callbacks to the runtime's `RebalanceListener`.
+
+    aiokafka awaits these inside its group coordinator and only logs what they raise; a runtime
+    failure there is kept and raised from the next `fetch`, so it cannot vanish.
+    """
+
+    def __init__(self, transport: KafkaTransport, listener: RebalanceListener) -> None:
+        self._transport = transport
+        self._listener = listener
+
+    async def on_partitions_revoked(self, revoked: Collection[Any]) -> None:
+        tps = frozenset(TP(tp.topic, tp.partition) for tp in revoked)
+        # Stop handing out their messages first: the runtime is about to settle them.
+        self._transport._ready = self._transport._ready - tps
+        if not tps:
+            return
+        try:
+            await self._listener.on_partitions_revoked(tps)
+        except Exception as exc:
+            log.exception("rebalance listener failed while partitions were revoked")
+            self._transport._listener_error = exc
+
+    async def on_partitions_assigned(self, assigned: Collection[Any]) -> None:
+        tps = frozenset(TP(tp.topic, tp.partition) for tp in assigned)
+        try:
+            await self._listener.on_partitions_assigned(tps)
+        except Exception as exc:
+            log.exception("rebalance listener failed while partitions were assigned")
+            self._transport._listener_error = exc
+        # Only now may `fetch` return their messages (the protocol's promise).
+        self._transport._ready = tps
+
+
+class KafkaTransport:
+    """`Transport` on Kafka through aiokafka: one consumer in the group, one producer.
+
+    Graceful shutdown is the runtime's job: it commits what is done, then calls `stop`, which
+    flushes the producer and leaves the group (aiokafka does not call the revoke listener then).
+    """
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._admin: Any = None
+        self._started = False
+        self._stopped = False
+        # Partitions whose assignment the runtime has been told about; `fetch` returns only
+        # their messages.
+        self._ready: frozenset[TP] = frozenset()
+        self._listener_error: BaseException | None = None
+        # Records whose delivery failed since the last flush (see `flush`).
+        self._failed: list[BaseException] = []
+        self._partitions: dict[str, int] = {}
+        self._assignment_raw: Any = None
+        self._assignment: frozenset[TP] = frozenset()
+
+    @classmethod
+    def from_url(cls, url: str, *, group_id: str, **overrides: Any) -> KafkaTransport:
+        """A transport for `kafka://host:port[,host:port...]`; settings from the environment
+        (`STREAMC_KAFKA_*`, see the module docstring) and then `overrides`."""
+        return cls(KafkaSettings.from_env(parse_kafka_url(url), group_id, **overrides))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, retrying with exponential backoff while the brokers are unreachable."""
+        if self._started:
+            return
+        if self._stopped:
+            raise KafkaTransportError("a stopped KafkaTransport cannot be started again")
+        s = self.settings
+        servers = ",".join(s.bootstrap_servers)
+        delay = s.connect_backoff_s
+        began = time.monotonic()
+        for attempt in range(1, s.connect_attempts + 1):
+            try:
+                await asyncio.wait_for(self._open(), s.connect_timeout_s)
+            except asyncio.CancelledError:
+                await self._close_clients()
+                raise
+            except Exception as exc:
+                await self._close_clients()
+                fatal = _fatal_start_error(exc, s)
+                if fatal is not None:
+                    raise KafkaUnavailableError(f"Kafka at {servers}: {fatal}") from exc
+                reason = _describe(exc)
+                if attempt == s.connect_attempts:
+                    raise KafkaUnavailableError(
+                        f"cannot reach Kafka at {servers} after {attempt} attempt(s) over "
+                        f"{time.monotonic() - began:.1f}s: {reason}. Check the --broker URL "
+                        f"(or STREAMC_BROKER), that the brokers are up and reachable from here, "
+                        f"and the {ENV_PREFIX}SECURITY_PROTOCOL/SASL/SSL settings."
+                    ) from exc
+                # Jitter so a fleet of workers restarting together does not retry in lockstep.
+                pause = delay * random.uniform(0.8, 1.2)
+                log.warning(
+                    "Kafka at %s not reachable (attempt %d/%d): %s; retrying in %.1fs",
+                    servers,
+                    attempt,
+                    s.connect_attempts,
+                    reason,
+                    pause,
+                )
+                await asyncio.sleep(pause)
+                delay = min(delay * 2, s.connect_backoff_max_s)
+            else:
+                self._started = True
+                log.info("connected to Kafka at %s as group %r", servers, s.group_id)
+                return
+
+    async def _open(self) -> None:
+        s = self.settings
+        common = s.client_kwargs()
+        # Producer first: it is what the idempotence check (InitProducerId) fails on.
+        self._producer = AIOKafkaProducer(
+            **common,
+            acks="all",
+            enable_idempotence=s.enable_idempotence,
+            linger_ms=s.linger_ms,
+            max_batch_size=s.max_batch_size,
+            compression_type=s.compression_type,
+        )
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            **common,
+            group_id=s.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=s.auto_offset_reset,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            max_poll_interval_ms=s.max_poll_interval_ms,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
+            fetch_max_bytes=s.fetch_max_bytes,
+            max_partition_fetch_bytes=s.max_partition_fetch_bytes,
+        )
+        await self._consumer.start()
+        self._admin = AIOKafkaAdminClient(**common)
+        await self._admin.start()
+
+    async def _close_clients(self) -> None:
+        """Close whatever `_open` managed to start; never raises (used on failure paths)."""
+        for name in ("_consumer", "_admin", "_producer"):
+            client = getattr(self, name)
+            setattr(self, name, None)
+            if client is None:
+                continue
+            try:
+                await (client.close() if name == "_admin" else client.stop())
+            except Exception:
+                log.debug("error closing the Kafka %s", name.strip("_"), exc_info=True)
+
+    async def stop(self) -> None:
+        """Flush the producer, leave the group, close every connection. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if not self._started:
+            await self._close_clients()
+            return
+        try:
+            if self._producer is not None:
+                await self._producer.flush()
+        finally:
+            consumer, admin, producer = self._consumer, self._admin, self._producer
+            self._consumer = self._admin = self._producer = None
+            self._ready = frozenset()
+            # Leave the group before closing the producer: nothing produced after this point
+            # can be committed anyway, and the group rebalances sooner.
+            try:
+                if consumer is not None:
+                    await consumer.stop()
+            finally:
+                try:
+                    if admin is not None:
+                        await admin.close()
+                finally:
+                    if producer is not None:
+                        await producer.stop()
+
+    # -- topics ------------------------------------------------------------------------------
+
+    async def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
+        """Create the missing topics with their declared partitions and config.
+
+        Existing topics are left as they are (a differing partition count is only logged:
+        changing it would move keys between partitions). A concurrent creator is fine.
+        """
+        admin = self._require(self._admin)
+        wanted = {spec.name: spec for spec in specs}
+        if not wanted:
+            return
+        existing = await self._describe(list(wanted))
+        for name, count in existing.items():
+            declared = wanted[name].partitions
+            if count != declared:
+                log.warning(
+                    "topic %r exists with %d partitions, the app declares %d; using it as is",
+                    name,
+                    count,
+                    declared,
+                )
+        missing = [spec for name, spec in wanted.items() if name not in existing]
+        if missing:
+            rf = self.settings.replication_factor or min(3, await self._broker_count())
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        spec.name,
+                        spec.partitions,
+                        rf,
+                        topic_configs=dict(spec.config),
+                    )
+                    for spec in missing
+                ],
+                timeout_ms=self.settings.request_timeout_ms,
+            )
+            for topic, code, message in response.topic_errors:
+                if code not in (0, _TOPIC_ALREADY_EXISTS):
+                    err = kerrors.for_code(code)
+                    raise KafkaTransportError(
+                        f"could not create topic {topic!r}: {err.__name__}"
+                        + (f": {message}" if message else "")
+                    )
+            log.info("created topics %s", ", ".join(spec.name for spec in missing))
+            # Creation propagates to every broker's metadata asynchronously on real Kafka;
+            # wait until it is visible so the first produce/subscribe sees the partitions.
+            await self._await_topics([spec.name for spec in missing])
+        for name, count in (await self._describe(list(wanted))).items():
+            self._partitions[name] = count
+
+    async def _describe(self, names: list[str]) -> dict[str, int]:
+        """Partition counts of those of `names` that exist (with at least one partition).
+
+        Asks for every topic rather than for `names`: a metadata request naming a missing
+        topic auto-creates it, with broker defaults, on clusters that allow auto-creation.
+        """
+        topics = await self._require(self._admin).describe_topics(None)
+        wanted = set(names)
+        found: dict[str, int] = {}
+        for t in topics:
+            if t["topic"] in wanted and t["error_code"] == 0 and t["partitions"]:
+                found[t["topic"]] = len(t["partitions"])
+        return found
+
+    async def _await_topics(self, names: list[str]) -> None:
+        deadline = time.monotonic() + self.settings.request_timeout_ms / 1000
+        delay = 0.05
+        while True:
+            found = await self._describe(names)
+            if all(name in found for name in names):
+                return
+            if time.monotonic() > deadline:
+                missing = sorted(set(names) - found.keys())
+                raise KafkaTransportError(f"topics not visible after creation: {missing}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _broker_count(self) -> int:
+        cluster = await self._require(self._admin).describe_cluster()
+        return max(1, len(cluster.get("brokers", ())))
+
+    def partitions_for(self, topic: str) -> int | None:
+        """From `ensure_topics`, else from the producer's metadata cache (None if unknown).
+
+        Only caches are read: asking the broker about an unknown topic could auto-create it.
+        """
+        count = self._partitions.get(topic)
+        if count is not None:
+            return count
+        if self._producer is None:
+            return None
+        parts = self._producer.client.cluster.partitions_for_topic(topic)
+        return len(parts) if parts else None
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    async def subscribe(self, topics: Collection[str], listener: RebalanceListener) -> None:
+        consumer = self._require(self._consumer)
+        consumer.subscribe(topics=sorted(topics), listener=_RebalanceBridge(self, listener))
+
+    # The protocol's signature: a plain wait bound, handed to aiokafka's own timeout.
+    async def fetch(self, timeout: float, max_records: int) -> Sequence[Message]:  # noqa: ASYNC109
+        consumer = self._require(self._consumer)
+        if self._listener_error is not None:
+            err, self._listener_error = self._listener_error, None
+            raise KafkaTransportError("the rebalance listener failed") from err
+        batches: dict[Any, list[Any]] = await consumer.getmany(
+            timeout_ms=max(0, int(timeout * 1000)), max_records=max_records
+        )
+        if not batches:
+            return ()
+        ready = self._ready
+        out: list[Message] = []
+        for tp, records in batches.items():
+            if tp not in ready:  # TopicPartition and TP are equal tuples
+                # Fetched between aiokafka's assignment and the runtime hearing of it (or
+                # after a revoke began): rewind so they are fetched again, never skipped.
+                self._rewind(tp, records[0].offset)
+                continue
+            out.extend(
+                [
+                    Message(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value, r.headers)
+                    for r in records
+                ]
+            )
+        return out
+
+    def _rewind(self, tp: Any, offset: int) -> None:
+        consumer = self._consumer
+        if tp in consumer.assignment():
+            consumer.seek(tp, offset)
+
+    def assignment(self) -> frozenset[TP]:
+        if self._consumer is None:
+            return frozenset()
+        raw = self._consumer.assignment()
+        # aiokafka returns the same frozenset until the assignment changes: convert once.
+        if raw is not self._assignment_raw:
+            self._assignment_raw = raw
+            self._assignment = frozenset(TP(tp.topic, tp.partition) for tp in raw)
+        return self._assignment
+
+    def pause(self, partitions: Collection[TP]) -> None:
+        consumer = self._require(self._consumer)
+        assigned = consumer.assignment()
+        # A partition may have been revoked since the runtime decided to pause it; aiokafka
+        # raises on unassigned ones, and a revoked partition needs no pausing.
+        consumer.pause(*[TopicPartition(*tp) for tp in partitions if tp in assigned])
+
+    def resume(self, partitions: Collection[TP]) -> None:
+        consumer = self._require(self._consumer)
+        assigned = consumer.assignment()
+        consumer.resume(*[TopicPartition(*tp) for tp in partitions if tp in assigned])
+
+    async def commit(self, offsets: Mapping[TP, int]) -> None:
+        """Flush the producer, then commit. Raises `KafkaDeliveryError` instead of committing
+        if output since the last flush was lost, and aiokafka's `CommitFailedError` if the
+        group has rebalanced in the meantime."""
+        consumer = self._require(self._consumer)
+        await self.flush()
+        if not offsets:
+            return
+        assigned = consumer.assignment()
+        payload = {
+            TopicPartition(tp.topic, tp.partition): offset
+            for tp, offset in offsets.items()
+            if tp in assigned
+        }
+        if len(payload) != len(offsets):
+            # Another member owns them now; committing would move its position.
+            gone = sorted(tp for tp in offsets if tp not in assigned)
+            log.warning("not committing offsets of partitions no longer assigned: %s", gone)
+        if payload:
+            await consumer.commit(payload)
+
+    async def committed(self, partition: TP) -> int | None:
+        consumer = self._require(self._consumer)
+        offset = await consumer.committed(TopicPartition(partition.topic, partition.partition))
+        return cast("int | None", offset)
+
+    # -- producing ---------------------------------------------------------------------------
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        partition: int | None = None,
+    ) -> Awaitable[Delivery]:
+        producer = self._require(self._producer)
+        future: asyncio.Future[Any] = await producer.send(
+            topic,
+            value,
+            key=key,
+            partition=partition,
+            headers=list(headers) if headers else None,
+        )
+        future.add_done_callback(self._on_delivered)
+        return _PendingDelivery(future)
+
+    def _on_delivered(self, future: asyncio.Future[Any]) -> None:
+        # Reading the exception here also keeps asyncio from logging "never retrieved".
+        if not future.cancelled():
+            exc = future.exception()
+            if exc is not None:
+                self._failed.append(exc)
+
+    async def flush(self) -> None:
+        """Wait until everything sent so far is stored; raise if any of it failed.
+
+        Failures are raised here even when the sender also awaited the `Delivery`: a commit
+        follows every flush, and committing past lost output would break at-least-once.
+        """
+        await self._require(self._producer).flush()
+        if self._failed:
+            failed, self._failed = self._failed, []
+            raise KafkaDeliveryError(
+                f"{len(failed)} record(s) could not be produced: {_describe(failed[0])}"
+            ) from failed[0]
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _require(self, client: Any) -> Any:
+        if client is None:
+            state = "stopped" if self._stopped else "not started"
+            raise KafkaTransportError(f"the Kafka transport is {state}")
+        return client
+
+
+def _describe(exc: BaseException) -> str:
+    """`Name: text` once (aiokafka's messages often start with their class name already)."""
+    name, text = type(exc).__name__, str(exc)
+    if not text:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
+def _fatal_start_error(exc: BaseException, settings: KafkaSettings) -> str | None:
+    """A start-up failure that retrying cannot fix, described for the user; else None."""
+    if isinstance(exc, KafkaConfigError):
+        return str(exc)
+    if isinstance(
+        exc,
+        kerrors.AuthenticationFailedError
+        | kerrors.UnsupportedSaslMechanismError
+        | kerrors.IllegalSaslStateError,
+    ):
+        return (
+            f"authentication failed ({_describe(exc)}); check {ENV_PREFIX}SASL_MECHANISM, "
+            f"{ENV_PREFIX}SASL_USERNAME and {ENV_PREFIX}SASL_PASSWORD"
+        )
+    if isinstance(exc, kerrors.UnknownError | kerrors.UnsupportedVersionError) and (
+        settings.enable_idempotence
+    ):
+        # aiokafka speaks only the oldest InitProducerId; brokers that cannot serve it answer
+        # with one of these (Tansu: UnknownError).
+        return (
+            f"the broker refused an idempotent producer ({_describe(exc)}). If it does not "
+            f"support idempotence, set {ENV_PREFIX}ENABLE_IDEMPOTENCE=false"
+        )
+    return None
