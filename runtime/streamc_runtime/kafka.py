@@ -293,6 +293,7 @@ class _RebalanceBridge(ConsumerRebalanceListener):  # type: ignore[misc]
         self._transport._ready = self._transport._ready - tps
         if not tps:
             return
+        log.info("partitions revoked: %s", _format_tps(tps))
         try:
             await self._listener.on_partitions_revoked(tps)
         except Exception as exc:
@@ -301,6 +302,7 @@ class _RebalanceBridge(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Collection[Any]) -> None:
         tps = frozenset(TP(tp.topic, tp.partition) for tp in assigned)
+        log.info("assigned partitions: %s", _format_tps(tps))
         try:
             await self._listener.on_partitions_assigned(tps)
         except Exception as exc:
@@ -686,6 +688,15 @@ class KafkaTransport:
             state = "stopped" if self._stopped else "not started"
             raise KafkaTransportError(f"the Kafka transport is {state}")
         return client
+
+
+def _format_tps(tps: Collection[TP]) -> str:
+    """`orders[0,2] totals[1]`: short enough for one log line, greppable by tests."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in tps:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    parts = [f"{t}[{','.join(map(str, sorted(ps)))}]" for t, ps in sorted(by_topic.items())]
+    return " ".join(parts) or "(none)"
 
 
 def _describe(exc: BaseException) -> str:

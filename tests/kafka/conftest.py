@@ -9,6 +9,7 @@ Tests isolate themselves with distinct topic names and group ids (`names` fixtur
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 import re
@@ -99,10 +100,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-@pytest.fixture(scope="session")
-def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+@contextlib.contextmanager
+def running_broker(log: Path) -> Iterator[Broker]:
+    """A Tansu process on a free loopback port, ready for requests; stopped on exit."""
     binary = _broker_bin()
-    log = tmp_path_factory.mktemp("tansu") / "broker.log"
     # The free port can be taken between probing and binding; try a few.
     for _attempt in range(3):
         proc, port = _start_broker(binary, log)
@@ -111,16 +112,29 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
             while proc.poll() is None and time.monotonic() < deadline:
                 if asyncio.run(_metadata_ok(f"127.0.0.1:{port}")):
                     break
-                time.sleep(0.1)
+                time.sleep(0.05)
             else:
-                _stop(proc)
                 continue
-            broker = Broker("127.0.0.1", port, proc.pid, log)
-            yield broker
+            yield Broker("127.0.0.1", port, proc.pid, log)
             return
         finally:
             _stop(proc)
     pytest.fail(f"Tansu did not start; its log:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """The broker shared by the transport tests, which keep apart by topic and group names."""
+    with running_broker(tmp_path_factory.mktemp("tansu") / "broker.log") as broker:
+        yield broker
+
+
+@pytest.fixture
+def fresh_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker of the test's own, for worker processes whose topic and group names are fixed
+    by their app. Tansu on memory storage starts in milliseconds, so isolation is cheap."""
+    with running_broker(tmp_path / "broker.log") as broker:
+        yield broker
 
 
 @pytest.fixture
