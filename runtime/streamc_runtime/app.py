@@ -1,0 +1,595 @@
+"""`App` (what generated code declares: topics and agents) and `Worker` (one running instance).
+
+An `App` is plain declarations and can be run any number of times; each run is a `Worker` owning
+one transport (one consumer in the app's group plus a producer), the Conductor, the offset
+tracker and every task. The worker lifecycle:
+
+    start:  transport.start -> ensure_topics -> agents build their streams -> subscribe ->
+            fetch loop, commit loop, stats loop
+    stop:   stop fetching -> close streams and let agents finish the element in hand (bounded,
+            then cancelled; unfinished work stays uncommitted) -> flush the producer -> commit ->
+            transport.stop
+
+Both are idempotent. A background task that fails is logged and stops the worker (exit status
+1) rather than leaving it stalled; `CancelledError` is always re-raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Generic, TypeVar
+
+from .conductor import Conductor
+from .offsets import OffsetTracker, PartitionOffsets
+from .records import Codec, key_codec, value_codec
+from .stream import Carrier, Event, SourceStream, Stream, ack_carrier, carrier_events
+from .transport import TP, Delivery, Message, TopicSpec, Transport
+
+__all__ = ["App", "Join", "Topic", "Worker"]
+
+logger = logging.getLogger("streamc")
+
+V = TypeVar("V")
+AgentFn = Callable[[Stream[Any]], Coroutine[Any, Any, None]]
+F = TypeVar("F", bound=AgentFn)
+
+
+class Topic(Generic[V]):
+    """A Kafka topic with its key and value types. Create with `App.topic`."""
+
+    def __init__(
+        self,
+        app: App,
+        name: str,
+        key_type: Any,
+        value_type: Any,
+        partitions: int,
+        internal: bool,
+    ) -> None:
+        self.app = app
+        self.name = name
+        self.key_type = bytes if key_type is None else key_type
+        self.value_type = bytes if value_type is None else value_type
+        self.partitions = partitions
+        self.internal = internal
+        self.key_codec: Codec[Any] = key_codec(self.key_type)
+        self.value_codec: Codec[Any] = value_codec(self.value_type)
+
+    def __and__(self, other: Topic[V] | Join) -> Join:
+        return Join((self,)) & other
+
+    async def send(
+        self,
+        value: V,
+        *,
+        key: Any = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        partition: int | None = None,
+    ) -> Awaitable[Delivery]:
+        """Send from hook code while the app runs; await the result for durability."""
+        worker = self.app.current_worker
+        if worker is None:
+            raise RuntimeError(f"topic {self.name!r}: the app is not running")
+        aw = await worker.transport.send(
+            self.name,
+            self.value_codec.encode(value),
+            self.key_codec.encode(key),
+            headers,
+            partition,
+        )
+        worker.sent += 1
+        return aw
+
+    def __repr__(self) -> str:
+        return f"<Topic {self.name} key={self.key_type!r} value={self.value_type!r}>"
+
+
+@dataclass(frozen=True)
+class Join:
+    """`t1 & t2 & ...`: one stream delivering from every topic."""
+
+    topics: tuple[Topic[Any], ...]
+
+    def __and__(self, other: Topic[Any] | Join) -> Join:
+        more = other.topics if isinstance(other, Join) else (other,)
+        return Join(self.topics + tuple(t for t in more if t not in self.topics))
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    fn: AgentFn
+    topics: tuple[Topic[Any], ...]
+
+
+class App:
+    """The declarations of a streamc app: its topics and agents.
+
+    `name` is the consumer group, the prefix of internal topics and of the dead-letter topic
+    `<name>-dlq`, which is declared automatically.
+    """
+
+    def __init__(self, name: str) -> None:
+        if not name:
+            raise ValueError("an app needs a name")
+        self.name = name
+        self.topics: dict[str, Topic[Any]] = {}
+        self.agents: list[Agent] = []
+        self.current_worker: Worker | None = None
+        self.dlq: Topic[bytes] = self.topic(
+            f"{name}-dlq", key_type=bytes, value_type=bytes, partitions=1, internal=True
+        )
+
+    def topic(
+        self,
+        name: str,
+        *,
+        key_type: Any = bytes,
+        value_type: Any = bytes,
+        partitions: int = 1,
+        internal: bool = False,
+    ) -> Topic[Any]:
+        """Declare a topic by its real Kafka name; it is created at start if absent."""
+        if partitions < 1:
+            raise ValueError(f"topic {name!r}: partitions must be >= 1")
+        existing = self.topics.get(name)
+        if existing is not None:
+            if (existing.key_type, existing.value_type, existing.partitions) != (
+                key_type or bytes,
+                value_type or bytes,
+                partitions,
+            ):
+                raise ValueError(f"topic {name!r} is already declared with other types")
+            return existing
+        topic: Topic[Any] = Topic(self, name, key_type, value_type, partitions, internal)
+        self.topics[name] = topic
+        return topic
+
+    def agent(self, source: Topic[Any] | Join, *, name: str | None = None) -> Callable[[F], F]:
+        """Register `async def agent(stream)`, run on the stream of `source`."""
+        topics = source.topics if isinstance(source, Join) else (source,)
+
+        def register(fn: F) -> F:
+            agent_name = name or fn.__name__
+            if any(a.name == agent_name for a in self.agents):
+                raise ValueError(f"app {self.name!r} already has an agent named {agent_name!r}")
+            self.agents.append(Agent(agent_name, fn, topics))
+            return fn
+
+        return register
+
+    def worker(self, transport: Transport, **options: Any) -> Worker:
+        """A new running instance of this app on `transport` (see `Worker` for options)."""
+        return Worker(self, transport, **options)
+
+    async def run(self, transport: Transport, **options: Any) -> int:
+        """Start a worker and wait until it stops; 0 after a clean stop, 1 after a failure."""
+        worker = self.worker(transport, **options)
+        await worker.start()
+        return await worker.wait()
+
+
+class Worker:
+    """One running instance of an `App` on one transport."""
+
+    def __init__(
+        self,
+        app: App,
+        transport: Transport,
+        *,
+        commit_interval: float = 3.0,
+        shutdown_timeout: float = 10.0,
+        stats_interval: float = 30.0,
+        buffer_size: int = 1000,
+        fetch_max: int = 500,
+        fetch_timeout: float = 0.5,
+    ) -> None:
+        if commit_interval <= 0:
+            raise ValueError("commit_interval must be > 0")
+        self.app = app
+        self.transport = transport
+        self.commit_interval = commit_interval
+        self.shutdown_timeout = shutdown_timeout
+        self.stats_interval = stats_interval
+        self.buffer_size = buffer_size
+        self.fetch_max = fetch_max
+        self.fetch_timeout = fetch_timeout
+        self.conductor = Conductor(self)
+        self.offsets = OffsetTracker()
+        self.takes: list[Any] = []  # take nodes, to see partial batches when draining
+        self.drain_epoch = 0
+        self.waiting = 0  # drivers blocked waiting on an empty stream buffer
+        # counters, for the stats line and tests
+        self.events_in = 0
+        self.sent = 0
+        self.dead_letters = 0
+        self.agent_errors = 0
+        self.pauses = 0
+        self.batches = 0  # take batches emitted
+        self.failure: BaseException | None = None
+        self._drivers: set[asyncio.Task[None]] = set()  # agent bodies and forwarding tasks
+        self._agent_tasks: dict[str, asyncio.Task[None]] = {}
+        self._roots: dict[str, SourceStream[Any]] = {}
+        self._tasks: list[asyncio.Task[None]] = []  # fetch, commit, stats
+        self._fetch_task: asyncio.Task[None] | None = None
+        self._dispatching = False
+        self._state = "new"
+        self._stop_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._state != "new":
+            return
+        self._state = "starting"
+        self.app.current_worker = self
+        await self.transport.start()
+        await self.transport.ensure_topics(
+            [TopicSpec(t.name, t.partitions) for t in self.app.topics.values()]
+        )
+        for agent in self.app.agents:
+            root: SourceStream[Any] = self.source_for(agent.topics, agent.name)
+            self._roots[agent.name] = root
+            task = self.spawn_driver(self._run_agent(agent, root), f"agent {agent.name}")
+            self._agent_tasks[agent.name] = task
+        # Let every body run to its first wait, so streams built in it (group_by, through)
+        # are part of the first subscription instead of forcing a second one.
+        for _ in range(5):
+            await asyncio.sleep(0)
+        await self._subscribe()
+        self._fetch_task = self._spawn(self._fetch_loop(), "fetch")
+        self._tasks.append(self._fetch_task)
+        self._tasks.append(self._spawn(self._commit_loop(), "commit"))
+        if self.stats_interval > 0:
+            self._tasks.append(self._spawn(self._stats_loop(), "stats"))
+        self._state = "running"
+        logger.info(
+            "worker %s started: agents %s, topics %s",
+            self.app.name,
+            ", ".join(a.name for a in self.app.agents) or "-",
+            ", ".join(self.conductor.topics()) or "-",
+        )
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop (safe from signal handlers and callbacks)."""
+        if self._stop_task is None and self._state in ("starting", "running"):
+            self._stop_task = asyncio.get_running_loop().create_task(self._stop(), name="stop")
+
+    async def stop(self) -> None:
+        """Stop gracefully; returns once stopped. Idempotent."""
+        if self._state == "new":
+            self._state = "stopped"
+            self._stopped.set()
+            return
+        self.request_stop()
+        await self._stopped.wait()
+
+    async def wait(self) -> int:
+        """Until the worker stops: 0 after a clean stop, 1 after a failure."""
+        await self._stopped.wait()
+        return 1 if self.failure is not None else 0
+
+    @property
+    def running(self) -> bool:
+        return self._state == "running"
+
+    async def _stop(self) -> None:
+        try:
+            self._state = "stopping"
+            # 1. stop fetching: nothing new enters the streams
+            if self._fetch_task is not None:
+                await _cancel(self._fetch_task)
+            # 2. finish the element in hand (take flushes its partial batch), within a bound;
+            # buffered but unstarted events are abandoned unacked, so they stay uncommitted
+            for stream in self.conductor.streams:
+                stream.close()
+            drivers = [t for t in self._drivers if not t.done()]
+            if drivers:
+                _, late = await asyncio.wait(drivers, timeout=self.shutdown_timeout)
+                for task in late:
+                    logger.warning("%s did not finish in time; abandoned", task.get_name())
+                    await _cancel(task)
+            # agents that ended by themselves finished their current element: ack it
+            for name, task in self._agent_tasks.items():
+                if task.done() and not task.cancelled():
+                    for node in self._roots[name]._chain():
+                        if node._current is not None:
+                            ack_carrier(node._current)
+                            node._current = None
+            # 3. flush the producer, so forwarded records are durable and release their holds
+            try:
+                await self.transport.flush()
+            except Exception:
+                logger.exception("flushing the producer failed")
+            # let delivery callbacks run before computing the commit
+            await asyncio.sleep(0)
+            # 4. commit what is done
+            await self.commit()
+        finally:
+            # 5. close
+            for task in self._tasks:
+                await _cancel(task)
+            try:
+                await self.transport.stop()
+            except Exception:
+                logger.exception("closing the transport failed")
+            self._state = "stopped"
+            if self.app.current_worker is self:
+                self.app.current_worker = None
+            self._stopped.set()
+            logger.info(
+                "worker %s stopped: %d in, %d sent, %d dead letters",
+                self.app.name,
+                self.events_in,
+                self.sent,
+                self.dead_letters,
+            )
+
+    def fail(self, exc: BaseException) -> None:
+        """A background failure: remember it and stop (never stall silently)."""
+        if self.failure is None:
+            self.failure = exc
+        self.request_stop()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(self._guard(coro, name), name=name)
+
+    def spawn_driver(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """A task that pulls from streams (an agent body or a forwarder)."""
+        task = self._spawn(coro, name)
+        self._drivers.add(task)
+        return task
+
+    async def _guard(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("%s failed; stopping the worker", name)
+            self.fail(exc)
+
+    # -- streams ----------------------------------------------------------------------------
+    def source_for(self, topics: tuple[Topic[Any], ...], agent: str) -> SourceStream[Any]:
+        stream: SourceStream[Any] = SourceStream(self, topics, agent)
+        self.conductor.add(stream)
+        return stream
+
+    async def _run_agent(self, agent: Agent, stream: SourceStream[Any]) -> None:
+        while True:
+            try:
+                await agent.fn(stream)
+                return
+            except Exception as exc:
+                failed = [node for node in stream._chain() if node._current is not None]
+                if not failed:
+                    raise  # not while handling an element: a restart would fail the same way
+                self.agent_errors += 1
+                logger.warning("agent %s raised %r; element dead-lettered", agent.name, exc)
+                for node in failed:
+                    carrier = node._current
+                    node._current = None
+                    if carrier is not None:
+                        await self.dead_letter(carrier, exc, agent.name)
+
+    # -- fetching and committing --------------------------------------------------------------
+    async def _subscribe(self) -> None:
+        self.conductor.changed = False
+        await self.transport.subscribe(self.conductor.topics(), self)
+
+    async def _fetch_loop(self) -> None:
+        transport, conductor = self.transport, self.conductor
+        while True:
+            if conductor.changed:
+                await self._subscribe()
+            messages = await transport.fetch(self.fetch_timeout, self.fetch_max)
+            if messages:
+                self.events_in += len(messages)
+                self._dispatching = True
+                try:
+                    await conductor.dispatch(messages)
+                finally:
+                    self._dispatching = False
+                # One yield per batch lets the agents drain what was just dispatched.
+                await asyncio.sleep(0)
+
+    async def commit(self) -> bool:
+        """Commit every partition whose committable offset moved; False if the commit failed."""
+        offsets = self.offsets.to_commit()
+        if not offsets:
+            return True
+        try:
+            await self.transport.commit(offsets)
+        except Exception:
+            logger.exception("commit failed; will retry")
+            return False
+        self.offsets.mark_committed(offsets)
+        return True
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.commit_interval)
+            await self.commit()
+
+    async def _stats_loop(self) -> None:
+        last_in, last_out, last_t = self.events_in, self.sent, time.monotonic()
+        while True:
+            await asyncio.sleep(self.stats_interval)
+            now = time.monotonic()
+            dt = max(now - last_t, 1e-9)
+            committed = {
+                f"{tp.topic}[{tp.partition}]": s.committed
+                for tp, s in sorted(self.offsets.partitions.items())
+                if s.committed is not None
+            }
+            logger.info(
+                "stats: in %.1f/s out %.1f/s in-flight %d dead-letters %d agent-errors %d "
+                "committed %s",
+                (self.events_in - last_in) / dt,
+                (self.sent - last_out) / dt,
+                self.offsets.in_flight(),
+                self.dead_letters,
+                self.agent_errors,
+                committed,
+            )
+            last_in, last_out, last_t = self.events_in, self.sent, now
+
+    # RebalanceListener
+    async def on_partitions_revoked(self, revoked: Collection[TP]) -> None:
+        gone = frozenset(revoked)
+        self.conductor.revoke(gone)
+        offsets = self.offsets.to_commit(only=gone)
+        if offsets:
+            try:
+                await self.transport.commit(offsets)
+            except Exception:
+                logger.exception("commit on revocation failed")
+        self.offsets.forget(gone)
+
+    async def on_partitions_assigned(self, assigned: Collection[TP]) -> None:
+        self.conductor.reapply()
+
+    # -- sending ----------------------------------------------------------------------------
+    async def forward(
+        self, topic: Topic[Any], value: Any, carrier: Carrier, *, key: Any = ...
+    ) -> None:
+        """Send `value` to `topic` with the key and headers of the element's message (or
+        `key`, already encoded); the element's events stay in flight until it is delivered."""
+        data = topic.value_codec.encode(value)
+        if isinstance(carrier, Event):
+            raw_key, headers = carrier.message.key, carrier.message.headers
+            events: list[Event[Any, Any]] = [carrier]
+        else:  # a batch: its events' common key, if they share one
+            events = carrier
+            first = events[0].message.key if events else None
+            raw_key = first if all(e.message.key == first for e in events) else None
+            headers = ()
+        if key is not ...:
+            raw_key = key
+        delivery = await self.transport.send(topic.name, data, raw_key, headers)
+        self.sent += 1
+        self._hold(delivery, [(e._offsets, e.message.offset) for e in events if not e._acked])
+
+    def _hold(
+        self, delivery: Awaitable[Delivery], held: list[tuple[PartitionOffsets, int]]
+    ) -> None:
+        """Keep `held` messages in flight until `delivery` resolves; a failed delivery stops
+        the worker with them uncommitted (at-least-once: they are re-read after restart)."""
+        if isinstance(delivery, asyncio.Future) and delivery.done():
+            if delivery.cancelled() or delivery.exception() is not None:
+                self.fail(_delivery_error(delivery))
+            return  # delivered already (the memory broker): nothing to hold
+        for state, offset in held:
+            state.hold(offset)
+        if isinstance(delivery, asyncio.Future):
+            delivery.add_done_callback(partial(self._delivered, held))
+        else:
+            asyncio.ensure_future(delivery).add_done_callback(partial(self._delivered, held))
+
+    def _delivered(
+        self, held: list[tuple[PartitionOffsets, int]], fut: asyncio.Future[Any]
+    ) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            logger.error("delivery failed: %s", _delivery_error(fut))
+            self.fail(_delivery_error(fut))
+            return
+        for state, offset in held:
+            state.release(offset)
+
+    async def dead_letter(self, carrier: Carrier, exc: BaseException, agent: str) -> None:
+        """Send each event of an element to `<app>-dlq`, then ack it."""
+        for event in carrier_events(carrier):
+            held = [] if event._acked else [(event._offsets, event.message.offset)]
+            await self._send_dead(event.message, exc, agent, held)
+            event._ack()
+
+    async def dead_letter_message(
+        self, message: Message, state: PartitionOffsets, exc: BaseException, agents: str
+    ) -> None:
+        """An undecodable message: dead-lettered once for all subscribers, then done."""
+        await self._send_dead(message, exc, agents, [(state, message.offset)])
+        state.release(message.offset)
+
+    async def _send_dead(
+        self,
+        message: Message,
+        exc: BaseException,
+        agent: str,
+        held: list[tuple[PartitionOffsets, int]],
+    ) -> None:
+        error = str(exc) or type(exc).__name__
+        headers = [
+            *message.headers,
+            ("streamc.error", error.encode()),
+            ("streamc.error.type", _qualname(exc).encode()),
+            ("streamc.source.topic", message.topic.encode()),
+            ("streamc.source.partition", str(message.partition).encode()),
+            ("streamc.source.offset", str(message.offset).encode()),
+            ("streamc.agent", agent.encode()),
+        ]
+        delivery = await self.transport.send(self.app.dlq.name, message.value, message.key, headers)
+        self.dead_letters += 1
+        self._hold(delivery, held)
+        logger.warning(
+            "dead letter: %s[%d]@%d (agent %s): %s: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            agent or "-",
+            _qualname(exc),
+            error,
+        )
+
+    # -- quiescence (run_local) ---------------------------------------------------------------
+    def idle(self) -> bool:
+        """Nothing left to fetch, nothing buffered, every driver waiting for data."""
+        if self._dispatching or self.conductor.changed or self._state != "running":
+            return False
+        has_unfetched = getattr(self.transport, "has_unfetched", None)
+        if has_unfetched is None or has_unfetched():
+            return False
+        if any(s.buffer for s in self.conductor.streams):
+            return False
+        live = sum(1 for t in self._drivers if not t.done())
+        return self.waiting >= live
+
+    def partial_batches(self) -> int:
+        return sum(t.pending for t in self.takes)
+
+    def request_drain(self) -> None:
+        """Flush every partial `take` batch started before now, once."""
+        self.drain_epoch += 1
+        for stream in self.conductor.streams:
+            stream.wake()
+
+
+def _qualname(exc: BaseException) -> str:
+    cls = type(exc)
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+
+
+def _delivery_error(fut: asyncio.Future[Any]) -> BaseException:
+    if fut.cancelled():
+        return RuntimeError("delivery cancelled")
+    exc = fut.exception()
+    return exc if exc is not None else RuntimeError("delivery failed")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel a task we own and wait for it, without swallowing our own cancellation."""
+    if task.done():
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise

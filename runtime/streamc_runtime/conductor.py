@@ -1,0 +1,131 @@
+"""The Conductor: from the worker's one consumer to every stream subscribed to each topic.
+
+For each fetched message it decodes key and value once, registers the message with its partition's
+offset tracker carrying one reference per subscribed stream (set once, before fan-out, so no
+stream's ack can bring the count to zero early), and appends one `Event` per stream. A message
+that fails to decode is dead-lettered once, not once per subscriber, and then counts as done for
+all of them. Streams whose buffer is full get their partitions paused until they drain to half.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .stream import Event, SourceStream
+from .transport import TP, Message
+
+if TYPE_CHECKING:
+    from .app import Topic, Worker
+
+__all__ = ["Conductor"]
+
+# Decoded values of these types are immutable, so subscribers can share one object; anything
+# else (records, lists) is decoded again per extra subscriber so one agent's processor cannot
+# change what another agent sees.
+_IMMUTABLE = (bytes, str, int, float, bool, type(None))
+
+
+class Conductor:
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._routes: dict[str, list[SourceStream[Any]]] = {}
+        self._topics: dict[str, Topic[Any]] = {}
+        self.streams: list[SourceStream[Any]] = []
+        self.changed = False  # subscriptions changed since the transport last subscribed
+
+    def add(self, stream: SourceStream[Any]) -> None:
+        self.streams.append(stream)
+        for topic in stream.topics:
+            self._routes.setdefault(topic.name, []).append(stream)
+            self._topics[topic.name] = topic
+        self.changed = True
+
+    def topics(self) -> list[str]:
+        return sorted(self._routes)
+
+    def agents_of(self, topic: str) -> str:
+        return ",".join(sorted({s._agent for s in self._routes.get(topic, ())}))
+
+    async def dispatch(self, messages: Sequence[Message]) -> None:
+        worker = self._worker
+        offsets = worker.offsets
+        routes = self._routes
+        last_topic: str | None = None
+        last_partition = -1
+        state = None
+        subs: list[SourceStream[Any]] = []
+        kdecode: Any = None
+        vdecode: Any = None
+        share = True
+        for m in messages:
+            if m.partition != last_partition or m.topic != last_topic:
+                last_topic, last_partition = m.topic, m.partition
+                state = offsets.get(TP(m.topic, m.partition))
+                subs = routes.get(m.topic, [])
+                if subs:
+                    topic = self._topics[m.topic]
+                    kdecode = topic.key_codec.decode
+                    vdecode = topic.value_codec.decode
+                    share = topic.value_codec.type in _IMMUTABLE
+            assert state is not None
+            if not subs:
+                state.add(m.offset, 0)  # nobody listens (anymore): done on arrival
+                continue
+            try:
+                key = kdecode(m.key)
+                value = vdecode(m.value)
+            except Exception as exc:
+                state.add(m.offset, 1)
+                await worker.dead_letter_message(m, state, exc, self.agents_of(m.topic))
+                continue
+            if len(subs) == 1:
+                state.add(m.offset, 1)
+                subs[0].buffer.append(Event(m, key, value, state))
+                continue
+            state.add(m.offset, len(subs))
+            for i, stream in enumerate(subs):
+                if i and not share:
+                    value = vdecode(m.value)
+                stream.buffer.append(Event(m, key, value, state))
+        for stream in self.streams:
+            if stream.buffer:
+                stream.wake()
+                if len(stream.buffer) >= stream.capacity and not stream.full:
+                    stream.full = True
+                    self._apply_pauses()
+
+    def _apply_pauses(self) -> None:
+        full = {t.name for s in self.streams if s.full for t in s.topics}
+        transport = self._worker.transport
+        paused = [tp for tp in transport.assignment() if tp.topic in full]
+        if paused:
+            transport.pause(paused)
+            self._worker.pauses += 1
+
+    def drained(self, stream: SourceStream[Any]) -> None:
+        """A full stream drained to its low-water mark: resume what no other full stream needs."""
+        stream.full = False
+        still_full = {t.name for s in self.streams if s.full for t in s.topics}
+        names = {t.name for t in stream.topics} - still_full
+        resume = [tp for tp in self._worker.transport.assignment() if tp.topic in names]
+        if resume:
+            self._worker.transport.resume(resume)
+
+    def reapply(self) -> None:
+        """After an assignment change, newly assigned partitions of full streams pause too."""
+        if any(s.full for s in self.streams):
+            self._apply_pauses()
+
+    def revoke(self, revoked: set[TP] | frozenset[TP]) -> None:
+        """Abandon buffered events of partitions leaving this worker (their new owner re-reads
+        them from the committed offset)."""
+        for stream in self.streams:
+            if stream.buffer:
+                kept = [
+                    e
+                    for e in stream.buffer
+                    if TP(e.message.topic, e.message.partition) not in revoked
+                ]
+                stream.buffer.clear()
+                stream.buffer.extend(kept)

@@ -1,0 +1,377 @@
+"""The in-process broker: Kafka's data model without the network.
+
+`MemoryBroker` holds topics split into partitions of offset-ordered messages, places keyed records
+with Kafka's default partitioner (murmur2 of the key bytes, so a key lands on the same partition
+number as on a real cluster), and keeps consumer groups with committed offsets; members of one
+group split the partitions of the topics they subscribe to (range assignment, like Kafka's
+default). `MemoryTransport` is one group member plus a producer, implementing the `Transport`
+protocol, so every test and `streamc run` exercise the same runtime code as Kafka does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+
+from .transport import TP, Delivery, Message, RebalanceListener, TopicSpec
+
+__all__ = ["MemoryBroker", "MemoryTransport", "murmur2", "partition_for_key"]
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (`Utils.murmur2` in kafka-clients), as an unsigned 32-bit int."""
+    length = len(data)
+    m = 0x5BD1E995
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    end = length & ~3
+    for i in range(0, end, 4):
+        k = data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24)
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    extra = length & 3
+    if extra == 3:
+        h ^= data[end + 2] << 16
+    if extra >= 2:
+        h ^= data[end + 1] << 8
+    if extra >= 1:
+        h ^= data[end]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner for a keyed record: `toPositive(murmur2(key)) % n`."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class _Partition:
+    __slots__ = ("base", "messages")
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []  # messages[i].offset == base + i
+        self.base = 0  # offset of messages[0]; grows when `trim` drops committed messages
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.messages)
+
+
+class _Group:
+    __slots__ = ("assignment", "committed", "generation", "members")
+
+    def __init__(self) -> None:
+        self.members: list[MemoryTransport] = []
+        self.committed: dict[TP, int] = {}
+        self.generation = 0
+        self.assignment: dict[int, frozenset[TP]] = {}  # id(member) -> partitions
+
+
+class MemoryBroker:
+    """Topics, partitions, offsets and consumer groups, in memory."""
+
+    def __init__(self, *, clock: Callable[[], int] | None = None) -> None:
+        self._topics: dict[str, list[_Partition]] = {}
+        self._groups: dict[str, _Group] = {}
+        self._round_robin: dict[str, itertools.count[int]] = {}
+        self._waiters: list[asyncio.Future[None]] = []
+        self._clock = clock or (lambda: int(time.time() * 1000))
+
+    # -- topics -----------------------------------------------------------------------------
+    def create_topic(self, name: str, partitions: int) -> None:
+        """Create the topic if absent (an existing topic keeps its partitions, as on Kafka)."""
+        if partitions < 1:
+            raise ValueError(f"topic {name!r}: partitions must be >= 1, got {partitions}")
+        if name not in self._topics:
+            self._topics[name] = [_Partition() for _ in range(partitions)]
+            for group in self._groups.values():  # subscribers of the new topic get its partitions
+                if any(name in member._topics for member in group.members):
+                    self._rebalance(group)
+
+    def topics(self) -> list[str]:
+        return sorted(self._topics)
+
+    def partitions_for(self, topic: str) -> int | None:
+        parts = self._topics.get(topic)
+        return None if parts is None else len(parts)
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> Delivery:
+        """Append one record and return where it landed."""
+        parts = self._topics.get(topic)
+        if parts is None:
+            raise KeyError(f"unknown topic {topic!r}")
+        if partition is None:
+            if key is not None:
+                partition = partition_for_key(key, len(parts))
+            else:
+                counter = self._round_robin.get(topic)
+                if counter is None:
+                    counter = self._round_robin[topic] = itertools.count()
+                partition = next(counter) % len(parts)
+        elif not 0 <= partition < len(parts):
+            raise ValueError(f"topic {topic!r} has no partition {partition}")
+        part = parts[partition]
+        offset = part.end
+        part.messages.append(
+            Message(
+                topic,
+                partition,
+                offset,
+                self._clock() if timestamp is None else timestamp,
+                key,
+                value,
+                tuple(headers),
+            )
+        )
+        if self._waiters:
+            self._wake()
+        return Delivery(topic, partition, offset)
+
+    def messages(self, topic: str, partition: int | None = None) -> list[Message]:
+        """A topic's retained messages, partition by partition, each in offset order."""
+        parts = self._topics.get(topic)
+        if parts is None:
+            raise KeyError(f"unknown topic {topic!r}")
+        if partition is not None:
+            return list(parts[partition].messages)
+        return [m for part in parts for m in part.messages]
+
+    def end_offset(self, tp: TP) -> int:
+        return self._topics[tp.topic][tp.partition].end
+
+    def committed(self, group_id: str, tp: TP) -> int | None:
+        group = self._groups.get(group_id)
+        return None if group is None else group.committed.get(tp)
+
+    def lag(self, group_id: str, topic: str) -> int:
+        """Messages of `topic` not yet committed by the group."""
+        total = 0
+        for p, part in enumerate(self._topics[topic]):
+            total += part.end - (self.committed(group_id, TP(topic, p)) or 0)
+        return total
+
+    def trim(self) -> int:
+        """Drop messages every known group has committed (a stand-in for retention); returns how
+        many were dropped. Topics no group has committed are kept whole."""
+        dropped = 0
+        for topic, parts in self._topics.items():
+            for p, part in enumerate(parts):
+                tp = TP(topic, p)
+                marks = [g.committed.get(tp) for g in self._groups.values()]
+                if not marks or any(mark is None for mark in marks):
+                    continue
+                upto = min(mark for mark in marks if mark is not None)
+                n = min(upto - part.base, len(part.messages))
+                if n > 0:
+                    del part.messages[:n]
+                    part.base += n
+                    dropped += n
+        return dropped
+
+    # -- groups -----------------------------------------------------------------------------
+    def _group(self, group_id: str) -> _Group:
+        group = self._groups.get(group_id)
+        if group is None:
+            group = self._groups[group_id] = _Group()
+        return group
+
+    def _join(self, member: MemoryTransport) -> None:
+        group = self._group(member.group_id)
+        if member not in group.members:
+            group.members.append(member)
+        self._rebalance(group)
+
+    def _leave(self, member: MemoryTransport) -> None:
+        group = self._group(member.group_id)
+        if member in group.members:
+            group.members.remove(member)
+            self._rebalance(group)
+
+    def _rebalance(self, group: _Group) -> None:
+        """Range assignment per topic over the members subscribed to it, in join order."""
+        assignment: dict[int, set[TP]] = {id(m): set() for m in group.members}
+        for topic in sorted({t for m in group.members for t in m._topics}):
+            parts = self._topics.get(topic)
+            if parts is None:
+                continue
+            members = [m for m in group.members if topic in m._topics]
+            n, k = len(parts), len(members)
+            start = 0
+            for i, member in enumerate(members):
+                count = n // k + (1 if i < n % k else 0)
+                assignment[id(member)].update(TP(topic, p) for p in range(start, start + count))
+                start += count
+        group.assignment = {mid: frozenset(tps) for mid, tps in assignment.items()}
+        group.generation += 1
+        self._wake()
+
+    def _commit(self, group_id: str, offsets: Mapping[TP, int]) -> None:
+        self._group(group_id).committed.update(offsets)
+
+    # -- waiting ----------------------------------------------------------------------------
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _wait(self, timeout: float) -> None:  # noqa: ASYNC109 - a poll bound
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
+
+
+class MemoryTransport:
+    """One member of a consumer group on a `MemoryBroker`, plus a producer."""
+
+    def __init__(self, broker: MemoryBroker, group_id: str) -> None:
+        self.broker = broker
+        self.group_id = group_id
+        self._topics: frozenset[str] = frozenset()
+        self._listener: RebalanceListener | None = None
+        self._assigned: frozenset[TP] = frozenset()
+        self._positions: dict[TP, int] = {}
+        self._paused: set[TP] = set()
+        self._generation = -1
+        self._started = False
+        self._cursor = 0  # rotates the partition a fetch starts with, for fairness
+
+    async def start(self) -> None:
+        self._started = True
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        self.broker._leave(self)
+        self._assigned = frozenset()
+        self._topics = frozenset()
+
+    async def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
+        for spec in specs:
+            self.broker.create_topic(spec.name, spec.partitions)
+
+    async def subscribe(self, topics: Collection[str], listener: RebalanceListener) -> None:
+        self._topics = frozenset(topics)
+        self._listener = listener
+        self.broker._join(self)
+
+    async def _sync_group(self) -> None:
+        group = self.broker._group(self.group_id)
+        while self._generation != group.generation:
+            self._generation = group.generation
+            new = group.assignment.get(id(self), frozenset())
+            old = self._assigned
+            revoked, added = old - new, new - old
+            if revoked and self._listener is not None:
+                await self._listener.on_partitions_revoked(revoked)
+            self._assigned = new
+            for tp in revoked:
+                self._positions.pop(tp, None)
+                self._paused.discard(tp)
+            for tp in added:
+                self._positions[tp] = group.committed.get(tp, 0)
+            if added and self._listener is not None:
+                await self._listener.on_partitions_assigned(added)
+
+    def _collect(self, max_records: int) -> list[Message]:
+        out: list[Message] = []
+        tps = [tp for tp in sorted(self._assigned) if tp not in self._paused]
+        if not tps:
+            return out
+        topics = self.broker._topics
+        n = len(tps)
+        self._cursor = (self._cursor + 1) % n
+        for i in range(n):
+            tp = tps[(self._cursor + i) % n]
+            part = topics[tp.topic][tp.partition]
+            pos = max(self._positions[tp], part.base)
+            if pos >= part.end:
+                continue
+            want = max_records - len(out)
+            chunk = part.messages[pos - part.base : pos - part.base + want]
+            out.extend(chunk)
+            self._positions[tp] = pos + len(chunk)
+            if len(out) >= max_records:
+                break
+        return out
+
+    async def fetch(
+        self, timeout: float, max_records: int  # noqa: ASYNC109 - the Transport signature
+    ) -> Sequence[Message]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            await self._sync_group()
+            out = self._collect(max_records)
+            if out:
+                return out
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return out
+            await self.broker._wait(remaining)
+
+    def assignment(self) -> frozenset[TP]:
+        return self._assigned
+
+    def pause(self, partitions: Collection[TP]) -> None:
+        self._paused.update(partitions)
+
+    def resume(self, partitions: Collection[TP]) -> None:
+        if self._paused.intersection(partitions):
+            self._paused.difference_update(partitions)
+            self.broker._wake()  # a fetch waiting on paused partitions must look again
+
+    def paused(self) -> frozenset[TP]:
+        return frozenset(self._paused)
+
+    def has_unfetched(self) -> bool:
+        """Whether an assigned partition (paused or not) holds messages not yet fetched, or a
+        rebalance is pending. Lets `run_local` tell "idle" from "not fetched yet"."""
+        if self._generation != self.broker._group(self.group_id).generation:
+            return True
+        topics = self.broker._topics
+        return any(
+            self._positions[tp] < topics[tp.topic][tp.partition].end for tp in self._assigned
+        )
+
+    async def commit(self, offsets: Mapping[TP, int]) -> None:
+        self.broker._commit(self.group_id, offsets)
+
+    async def committed(self, partition: TP) -> int | None:
+        return self.broker.committed(self.group_id, partition)
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        partition: int | None = None,
+    ) -> Awaitable[Delivery]:
+        fut: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+        fut.set_result(self.broker.produce(topic, value, key, headers, partition))
+        return fut
+
+    async def flush(self) -> None:
+        return None
+
+    def partitions_for(self, topic: str) -> int | None:
+        return self.broker.partitions_for(topic)

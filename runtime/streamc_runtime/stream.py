@@ -1,0 +1,590 @@
+"""`Stream[T]`, its operations, and `Event`: what an agent body iterates.
+
+A stream is a linked chain of nodes. The root (`SourceStream`) is a bounded buffer of `Event`s the
+Conductor fills; every operation is a node pulling from the one before it. Internally a node
+yields *elements*: `(value, carrier)`, where the carrier is the `Event` (or, after `take`, the
+list of `Event`s) the value came from, so acks follow values through `process`, `take`,
+`enumerate` and the rest. Only the node an agent iterates acks, when the agent advances: the
+carriers of intermediate nodes travel downstream unacked. Pulls never wait for data; they return
+`EMPTY` and the iterating loop waits on the root buffer (with a deadline if a `take` has a
+partial batch), so a timeout never cancels half-processed work.
+
+Each node has at most one downstream node and building the same operation on it again returns
+the existing node: when an agent body raises, the Worker dead-letters and acks the current
+element and calls the body again with the same stream, and the rebuilt chain resumes after the
+failed element.
+
+Hooks (processors, filters, key functions) that raise send the element to the dead-letter topic
+and the stream moves on; the body never sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections import deque
+from collections.abc import Callable, Iterator
+from operator import attrgetter
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, final
+
+from .offsets import PartitionOffsets
+from .transport import Message
+
+if TYPE_CHECKING:
+    from .app import Topic, Worker
+
+__all__ = ["EMPTY", "Event", "SourceStream", "Stream"]
+
+T = TypeVar("T")
+U = TypeVar("U")
+KT = TypeVar("KT")
+VT = TypeVar("VT")
+
+
+class Event(Generic[KT, VT]):
+    """One message as delivered to one stream: decoded key and value plus the raw `message`.
+
+    Acked automatically when the agent advances past it, when the agent raises while handling
+    it, and at shutdown once handled; `await event.ack()` and `async with event:` ack early.
+    Acking twice is harmless.
+    """
+
+    __slots__ = ("_acked", "_offsets", "key", "message", "value")
+
+    def __init__(self, message: Message, key: KT, value: VT, offsets: PartitionOffsets) -> None:
+        self.message = message
+        self.key = key
+        self.value = value
+        self._offsets = offsets
+        self._acked = False
+
+    @property
+    def acked(self) -> bool:
+        return self._acked
+
+    def _ack(self) -> None:
+        if not self._acked:
+            self._acked = True
+            self._offsets.release(self.message.offset)
+
+    async def ack(self) -> None:
+        """Mark this event handled; its offset may be committed once every stream is done."""
+        self._ack()
+
+    async def __aenter__(self) -> Event[KT, VT]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._ack()
+
+    def __repr__(self) -> str:
+        m = self.message
+        return f"<Event {m.topic}[{m.partition}]@{m.offset} key={self.key!r}>"
+
+
+Carrier = Event[Any, Any] | list[Event[Any, Any]]
+
+
+def carrier_events(carrier: Carrier) -> list[Event[Any, Any]]:
+    return carrier if isinstance(carrier, list) else [carrier]
+
+
+def ack_carrier(carrier: Carrier) -> None:
+    if isinstance(carrier, list):
+        for event in carrier:
+            event._ack()
+    else:
+        carrier._ack()
+
+
+@final
+class _Empty:
+    """No element available right now (not end of stream)."""
+
+    def __repr__(self) -> str:
+        return "EMPTY"
+
+
+EMPTY = _Empty()
+Element = tuple[Any, Carrier]
+Pulled = Element | _Empty
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """Whether calling `fn` returns an awaitable; decided once, when the stream is built."""
+    target: Any = fn
+    while hasattr(target, "func"):  # functools.partial
+        target = target.func
+    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+        getattr(target, "__call__", None)  # noqa: B004 - an object with `async def __call__`
+    )
+
+
+async def _call(fn: Callable[[Any], Any], is_async: bool, value: Any) -> Any:
+    result = fn(value)
+    if is_async or inspect.isawaitable(result):
+        return await result
+    return result
+
+
+class Stream(Generic[T]):
+    """An async iterable of `T`, with Faust's operations. Do not construct directly."""
+
+    _op = "stream"
+
+    def __init__(
+        self, worker: Worker, up: Stream[Any] | None, source: SourceStream[Any] | None
+    ) -> None:
+        self._worker = worker
+        self._up = up
+        # The buffer this node ultimately reads from; waiting happens there.
+        self._source: SourceStream[Any] = (
+            source if source is not None else cast("SourceStream[Any]", self)
+        )
+        self._agent: str = up._agent if up is not None else ""
+        self._down: Stream[Any] | None = None
+        self._current: Carrier | None = None  # the element the agent is handling
+
+    # -- building -------------------------------------------------------------------------
+    def _then(self, op: str, make: Callable[[], Stream[U]]) -> Stream[U]:
+        down = self._down
+        if down is not None:
+            if down._op != op:
+                raise ValueError(
+                    f"stream of agent {self._agent!r} already continues with {down._op}(); "
+                    f"a stream has one downstream operation, cannot add {op}()"
+                )
+            return cast(Stream[U], down)
+        node = make()
+        self._down = node
+        return node
+
+    def process(self, *fns: Callable[[Any], Any]) -> Stream[Any]:
+        """Apply processors in order (each sync or async) to every value."""
+        return self._then("process", lambda: _Process(self, fns))
+
+    def filter(self, pred: Callable[[T], Any]) -> Stream[T]:
+        """Keep values for which `pred` (sync or async) is true; the others are acked."""
+        return self._then("filter", lambda: _Filter(self, pred))
+
+    def group_by(self, key: Callable[[T], Any] | str, *, topic: Topic[Any]) -> Stream[T]:
+        """Re-key by `key` (a sync/async function or a field name) through the repartition
+        `topic`; the returned stream reads that topic, so equal keys meet on one partition."""
+        key_fn = attrgetter(key) if isinstance(key, str) else key
+        return self._then("group_by", lambda: _Forward(self, topic, key_fn, "group_by"))
+
+    def take(self, n: int, *, within: float | None = None) -> Stream[list[T]]:
+        """Batches of at most `n` values, never empty; with `within`, a partial batch is emitted
+        at most `within` seconds after its first value arrived. Its events are acked only after
+        the batch has been handled."""
+        if n < 1:
+            raise ValueError(f"take: n must be >= 1, got {n}")
+        if within is not None and within <= 0:
+            raise ValueError(f"take: within must be > 0, got {within}")
+        return self._then("take", lambda: _Take(self, n, within))
+
+    def enumerate(self, start: int = 0) -> Stream[tuple[int, T]]:
+        """`(count, value)` pairs; the count survives agent restarts."""
+        return self._then("enumerate", lambda: _Enumerate(self, start))
+
+    def through(self, topic: Topic[Any]) -> Stream[T]:
+        """Send every value to `topic` (keeping key and headers) and continue from that topic."""
+        return self._then("through", lambda: _Forward(self, topic, None, "through"))
+
+    def echo(self, *topics: Topic[Any]) -> Stream[T]:
+        """Send a copy of every value to each topic (keeping key and headers) and continue with
+        the same values; a source event is done only once its copies are delivered."""
+        return self._then("echo", lambda: _Echo(self, topics, "echo"))
+
+    def to(self, topic: Topic[Any]) -> Stream[T]:
+        """Send every value to `topic`; meant as the last operation (`async for _ in ...: pass`)."""
+        return self._then("to", lambda: _Echo(self, (topic,), "to"))
+
+    def items(self) -> Stream[tuple[Any, T]]:
+        """`(key, value)` pairs."""
+        return self._then("items", lambda: _Items(self))
+
+    def events(self) -> Stream[Event[Any, T]]:
+        """The `Event`s themselves (raw message, decoded key and value, manual ack)."""
+        return self._then("events", lambda: _Events(self))
+
+    # -- iterating ------------------------------------------------------------------------
+    async def _pull(self) -> Pulled:
+        raise NotImplementedError
+
+    def _deadline(self) -> float | None:
+        """The loop time at which this node wants to be pulled again even without new data."""
+        return None if self._up is None else self._up._deadline()
+
+    def __aiter__(self) -> Stream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        current = self._current
+        if current is not None:
+            self._current = None
+            ack_carrier(current)
+        source = self._source
+        pull = self._pull
+        while True:
+            element = await pull()
+            if element is not EMPTY:
+                value, self._current = cast(Element, element)
+                return cast(T, value)
+            if source.closed:
+                raise StopAsyncIteration
+            await source.wait(self._deadline())
+
+    def _chain(self) -> Iterator[Stream[Any]]:
+        node: Stream[Any] | None = self
+        while node is not None:
+            yield node
+            node = node._down
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of agent {self._agent!r}>"
+
+
+class SourceStream(Stream[T]):
+    """The root of a chain: a bounded buffer of events from one or more topics (`&`)."""
+
+    _op = "source"
+
+    def __init__(self, worker: Worker, topics: tuple[Topic[Any], ...], agent: str) -> None:
+        super().__init__(worker, None, None)
+        self._agent = agent
+        self.topics = topics
+        self.buffer: deque[Event[Any, Any]] = deque()
+        self.capacity = worker.buffer_size
+        self._low = max(worker.buffer_size // 2, 1)
+        self.full = False  # back-pressure engaged: the Conductor paused our partitions
+        self.closed = False
+        self._waiters: list[asyncio.Future[None]] = []
+        self._loop = asyncio.get_running_loop()
+
+    async def __anext__(self) -> T:
+        # The common `async for value in stream` path, inlined: no nested coroutine per value.
+        current = self._current
+        if current is not None:
+            self._current = None
+            ack_carrier(current)
+        buffer = self.buffer
+        while not buffer:
+            if self.closed:
+                raise StopAsyncIteration
+            await self.wait(None)
+        event = buffer.popleft()
+        if self.full and len(buffer) <= self._low:
+            self._worker.conductor.drained(self)
+        self._current = event
+        return cast(T, event.value)
+
+    async def _pull(self) -> Pulled:
+        buffer = self.buffer
+        if not buffer:
+            return EMPTY
+        event = buffer.popleft()
+        if self.full and len(buffer) <= self._low:
+            self._worker.conductor.drained(self)
+        return (event.value, event)
+
+    def wake(self) -> None:
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def wait(self, deadline: float | None) -> None:
+        """Until the buffer has data, the stream closes, a drain is requested or `deadline`."""
+        if self.buffer or self.closed:
+            return
+        loop = self._loop
+        fut: asyncio.Future[None] = loop.create_future()
+        handle = None
+        if deadline is not None:
+            delay = deadline - loop.time()
+            if delay <= 0:
+                return
+            handle = loop.call_later(delay, _resolve, fut)
+        self._waiters.append(fut)
+        worker = self._worker
+        worker.waiting += 1
+        try:
+            await fut
+        finally:
+            worker.waiting -= 1
+            if handle is not None:
+                handle.cancel()
+
+    def close(self) -> None:
+        """Stop delivering: buffered events are abandoned unacked (redelivered after restart)."""
+        self.closed = True
+        self.buffer.clear()
+        self.wake()
+
+    def _deadline(self) -> float | None:
+        return None
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class _Process(Stream[Any]):
+    _op = "process"
+
+    def __init__(self, up: Stream[Any], fns: tuple[Callable[[Any], Any], ...]) -> None:
+        super().__init__(up._worker, up, up._source)
+        self._fns = [(fn, _is_async(fn)) for fn in fns]
+
+    async def _pull(self) -> Pulled:
+        up = self._up
+        assert up is not None
+        while True:
+            element = await up._pull()
+            if element is EMPTY:
+                return element
+            value, carrier = cast(Element, element)
+            try:
+                for fn, is_async in self._fns:
+                    value = await _call(fn, is_async, value)
+            except Exception as exc:
+                await self._worker.dead_letter(carrier, exc, self._agent)
+                continue
+            return (value, carrier)
+
+
+class _Filter(Stream[Any]):
+    _op = "filter"
+
+    def __init__(self, up: Stream[Any], pred: Callable[[Any], Any]) -> None:
+        super().__init__(up._worker, up, up._source)
+        self._pred = pred
+        self._async = _is_async(pred)
+
+    async def _pull(self) -> Pulled:
+        up = self._up
+        assert up is not None
+        pred, is_async = self._pred, self._async
+        while True:
+            element = await up._pull()
+            if element is EMPTY:
+                return element
+            value, carrier = cast(Element, element)
+            try:
+                keep = await _call(pred, is_async, value)
+            except Exception as exc:
+                await self._worker.dead_letter(carrier, exc, self._agent)
+                continue
+            if keep:
+                return element
+            ack_carrier(carrier)  # filtered out: handled
+
+
+class _Take(Stream[list[Any]]):
+    _op = "take"
+
+    def __init__(self, up: Stream[Any], n: int, within: float | None) -> None:
+        super().__init__(up._worker, up, up._source)
+        self._n = n
+        self._within = within
+        self._values: list[Any] = []
+        self._events: list[Event[Any, Any]] = []
+        self._due: float | None = None  # loop time the partial batch must go out by
+        self._epoch = 0  # the worker's drain epoch when this batch started
+        self._loop = asyncio.get_running_loop()
+        self._worker.takes.append(self)
+
+    @property
+    def pending(self) -> int:
+        """Values held in the partial batch."""
+        return len(self._values)
+
+    def _deadline(self) -> float | None:
+        if self._values and self._due is not None:
+            return self._due
+        return super()._deadline()
+
+    def _emit(self) -> Element:
+        values, events = self._values, self._events
+        self._values, self._events, self._due = [], [], None
+        self._worker.batches += 1
+        return (values, events)
+
+    async def _pull(self) -> Pulled:
+        up = self._up
+        assert up is not None
+        n, within, loop = self._n, self._within, self._loop
+        values, events = self._values, self._events
+        while len(values) < n:
+            element = await up._pull()
+            if element is EMPTY:
+                if not values:
+                    return element
+                if (
+                    (self._due is not None and loop.time() >= self._due)
+                    or self._source.closed  # stopping: hand over the partial batch, then ack it
+                    or self._worker.drain_epoch > self._epoch  # `run_local` draining
+                ):
+                    break
+                return element
+            value, carrier = cast(Element, element)
+            if not values:
+                self._epoch = self._worker.drain_epoch
+                if within is not None:
+                    self._due = loop.time() + within
+            values.append(value)
+            if isinstance(carrier, list):
+                events.extend(carrier)
+            else:
+                events.append(carrier)
+            if self._due is not None and loop.time() >= self._due:
+                break
+        return self._emit()
+
+
+class _Enumerate(Stream[tuple[int, Any]]):
+    _op = "enumerate"
+
+    def __init__(self, up: Stream[Any], start: int) -> None:
+        super().__init__(up._worker, up, up._source)
+        self._count = start
+
+    async def _pull(self) -> Pulled:
+        up = self._up
+        assert up is not None
+        element = await up._pull()
+        if element is EMPTY:
+            return element
+        value, carrier = cast(Element, element)
+        i = self._count
+        self._count = i + 1
+        return ((i, value), carrier)
+
+
+def _carrier_key(carrier: Carrier) -> Any:
+    """The key of an element: its event's, or for a batch the key all its events share, else
+    None."""
+    if isinstance(carrier, list):
+        first = carrier[0].key if carrier else None
+        return first if all(e.key == first for e in carrier) else None
+    return carrier.key
+
+
+class _Items(Stream[tuple[Any, Any]]):
+    _op = "items"
+
+    def __init__(self, up: Stream[Any]) -> None:
+        super().__init__(up._worker, up, up._source)
+
+    async def _pull(self) -> Pulled:
+        up = self._up
+        assert up is not None
+        element = await up._pull()
+        if element is EMPTY:
+            return element
+        value, carrier = cast(Element, element)
+        return ((_carrier_key(carrier), value), carrier)
+
+
+class _Events(Stream[Any]):
+    _op = "events"
+
+    def __init__(self, up: Stream[Any]) -> None:
+        super().__init__(up._worker, up, up._source)
+
+    async def _pull(self) -> Pulled:
+        up = self._up
+        assert up is not None
+        element = await up._pull()
+        if element is EMPTY:
+            return element
+        value, carrier = cast(Element, element)
+        if isinstance(carrier, Event):
+            carrier.value = value  # what the pipeline made of it (processors may transform)
+        return (carrier, carrier)
+
+
+class _Echo(Stream[Any]):
+    _op = "echo"
+
+    def __init__(self, up: Stream[Any], topics: tuple[Topic[Any], ...], op: str) -> None:
+        super().__init__(up._worker, up, up._source)
+        self._topics = topics
+        self._op = op
+
+    async def _pull(self) -> Pulled:
+        up = self._up
+        assert up is not None
+        worker = self._worker
+        while True:
+            element = await up._pull()
+            if element is EMPTY:
+                return element
+            value, carrier = cast(Element, element)
+            try:
+                for topic in self._topics:
+                    await worker.forward(topic, value, carrier)
+            except Exception as exc:
+                await worker.dead_letter(carrier, exc, self._agent)
+                continue
+            return element
+
+
+class _Forward(Stream[Any]):
+    """`group_by` and `through`: a background task moves upstream values to `topic`; this node
+    reads `topic` back through its own buffer, as every other subscriber would."""
+
+    def __init__(
+        self,
+        up: Stream[Any],
+        topic: Topic[Any],
+        key_fn: Callable[[Any], Any] | None,
+        op: str,
+    ) -> None:
+        source = up._worker.source_for((topic,), up._agent)
+        super().__init__(up._worker, up, source)
+        self._op = op
+        self._topic = topic
+        self._key_fn = key_fn
+        self._key_async = key_fn is not None and _is_async(key_fn)
+        self._worker.spawn_driver(self._run(), f"{self._agent}:{op}:{topic.name}")
+
+    async def _run(self) -> None:
+        up = self._up
+        assert up is not None
+        source = up._source
+        worker, topic, key_fn = self._worker, self._topic, self._key_fn
+        while True:
+            element = await up._pull()
+            if element is EMPTY:
+                if source.closed:
+                    return
+                await source.wait(up._deadline())
+                continue
+            value, carrier = cast(Element, element)
+            try:
+                if key_fn is None:
+                    await worker.forward(topic, value, carrier)
+                else:
+                    key = await _call(key_fn, self._key_async, value)
+                    await worker.forward(topic, value, carrier, key=topic.key_codec.encode(key))
+            except Exception as exc:
+                await worker.dead_letter(carrier, exc, self._agent)
+                continue
+            ack_carrier(carrier)  # the forward holds it until delivered
+
+    async def _pull(self) -> Pulled:
+        return await self._source._pull()
+
+    def _deadline(self) -> float | None:
+        return None  # upstream deadlines belong to the forwarding task, not to this reader

@@ -1,0 +1,128 @@
+"""`worker_main`: the command line of a generated worker (`python -m <app>_worker`).
+
+    --broker URL            memory:// (default) or kafka://host:port[,host:port...];
+                            also from STREAMC_BROKER
+    --commit-interval SECS  how often offsets are committed (default 3.0)
+    --log-level LEVEL       DEBUG, INFO (default), WARNING, ERROR
+
+SIGINT/SIGTERM stop the worker gracefully. Exit status: 0 after a clean stop, 1 after a failure,
+2 for bad arguments (with a message, never a traceback). The Kafka transport is imported only
+for kafka:// URLs, to keep startup fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import signal
+import sys
+from collections.abc import Sequence
+
+from .app import App
+from .memory import MemoryBroker, MemoryTransport
+from .transport import Transport
+
+__all__ = ["parse_broker", "worker_main"]
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-]+:\d{1,5}$|^\[[0-9A-Fa-f:.]+\]:\d{1,5}$")
+
+
+def parse_broker(url: str) -> tuple[str, list[str]]:
+    """`("memory", [])` or `("kafka", ["host:port", ...])`; ValueError with a clear message."""
+    if url in ("memory://", "memory:"):
+        return "memory", []
+    if url.startswith("kafka://"):
+        hosts = [h.strip() for h in url[len("kafka://") :].split(",")]
+        if not hosts or any(not _HOSTPORT.match(h) for h in hosts):
+            raise ValueError(f"bad broker URL {url!r}: expected kafka://host:port[,host:port...]")
+        return "kafka", hosts
+    raise ValueError(f"bad broker URL {url!r}: expected memory:// or kafka://host:port[,...]")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
+
+
+def _level(text: str) -> str:
+    if text.upper() not in _LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"unknown level {text!r} (choose from {', '.join(_LEVELS)})"
+        )
+    return text.upper()
+
+
+def worker_main(app: App, argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=f"{app.name}-worker",
+        description=f"Run the agents of the streamc app {app.name!r}.",
+    )
+    parser.add_argument(
+        "--broker",
+        default=os.environ.get("STREAMC_BROKER", "memory://"),
+        help="memory:// or kafka://host:port[,host:port...] (env STREAMC_BROKER; "
+        "default memory://)",
+    )
+    parser.add_argument(
+        "--commit-interval",
+        type=_positive_float,
+        default=3.0,
+        metavar="SECONDS",
+        help="seconds between offset commits (default 3.0)",
+    )
+    parser.add_argument(
+        "--log-level", type=_level, default="INFO", metavar="LEVEL", help="default INFO"
+    )
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed usage and the error (or --help)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        kind, _hosts = parse_broker(args.broker)
+    except ValueError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    transport: Transport
+    if kind == "memory":
+        transport = MemoryTransport(MemoryBroker(), app.name)
+    else:
+        try:
+            from .kafka import KafkaTransport
+        except ImportError as exc:
+            print(f"{parser.prog}: error: Kafka transport unavailable: {exc}", file=sys.stderr)
+            return 1
+        transport = KafkaTransport.from_url(args.broker, group_id=app.name)
+    try:
+        return asyncio.run(_serve(app, transport, args.commit_interval))
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the handlers were installed
+        return 130
+
+
+async def _serve(app: App, transport: Transport, commit_interval: float) -> int:
+    worker = app.worker(transport, commit_interval=commit_interval)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, worker.request_stop)
+        except (NotImplementedError, RuntimeError):  # not the main thread / not supported
+            pass
+    try:
+        await worker.start()
+    except Exception:
+        logging.getLogger("streamc").exception("worker %s failed to start", app.name)
+        await worker.stop()
+        return 1
+    return await worker.wait()
