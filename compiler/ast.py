@@ -1,0 +1,309 @@
+"""The syntax tree of an .sdl file: what was written, with where it was written.
+
+Nothing here is resolved or checked: names are just names and types are just type expressions.
+`checker.check` turns a `Module` into an `ir.Program`. Every node carries a `Span` so any
+diagnostic can point at exactly the text it is about.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .diagnostics import Span
+
+
+@dataclass(frozen=True)
+class Name:
+    """An identifier as written; backquotes (`from`) are already stripped from `text`."""
+
+    text: str
+    span: Span
+
+
+# ---------------------------------------------------------------------------------------------
+# Type expressions
+
+
+@dataclass(frozen=True)
+class NamedType:
+    """`str`, `Order`, `list[str]`, `Event[str, Order]`, each maybe followed by `?`."""
+
+    name: Name
+    args: tuple[TypeExpr, ...]
+    optional: bool
+    span: Span
+
+
+@dataclass(frozen=True)
+class TupleTypeExpr:
+    """`(int, Order)`: only meaningful as a hook parameter or return type."""
+
+    items: tuple[TypeExpr, ...]
+    optional: bool
+    span: Span
+
+
+TypeExpr = NamedType | TupleTypeExpr
+
+# ---------------------------------------------------------------------------------------------
+# Literals (field defaults, and the leaves of `where` expressions)
+
+
+@dataclass(frozen=True)
+class StrLit:
+    value: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class IntLit:
+    value: int
+    span: Span
+
+
+@dataclass(frozen=True)
+class FloatLit:
+    value: float
+    span: Span
+
+
+@dataclass(frozen=True)
+class BoolLit:
+    value: bool
+    span: Span
+
+
+@dataclass(frozen=True)
+class NullLit:
+    span: Span
+
+
+@dataclass(frozen=True)
+class ListLit:
+    items: tuple[Literal, ...]
+    span: Span
+
+
+Literal = StrLit | IntLit | FloatLit | BoolLit | NullLit
+Default = Literal | ListLit
+
+# ---------------------------------------------------------------------------------------------
+# `where` expressions
+
+
+@dataclass(frozen=True)
+class FieldPath:
+    """`amount` or `customer.country`."""
+
+    names: tuple[Name, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class UnaryExpr:
+    op: str  # "not" or "-"
+    operand: Expr
+    span: Span
+    depth: int = field(default=1, compare=False)  # nesting depth, bounded by the parser
+
+
+@dataclass(frozen=True)
+class BinaryExpr:
+    op: str  # "and", "or", "==", "!=", "<", "<=", ">", ">=", "+", "-", "*", "/", "%"
+    left: Expr
+    right: Expr
+    op_span: Span
+    span: Span
+    depth: int = field(default=1, compare=False)
+
+
+Expr = FieldPath | Literal | UnaryExpr | BinaryExpr
+
+# ---------------------------------------------------------------------------------------------
+# Declarations
+
+
+@dataclass(frozen=True)
+class AppDecl:
+    name: Name
+    span: Span
+
+
+@dataclass(frozen=True)
+class FieldDecl:
+    name: Name
+    type: TypeExpr
+    default: Default | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class RecordDecl:
+    name: Name
+    fields: tuple[FieldDecl, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class TopicKey:
+    type: TypeExpr
+    span: Span
+
+
+@dataclass(frozen=True)
+class TopicPartitions:
+    count: IntLit
+    span: Span
+
+
+@dataclass(frozen=True)
+class TopicKafkaName:
+    name: StrLit
+    span: Span
+
+
+TopicOption = TopicKey | TopicPartitions | TopicKafkaName
+
+
+@dataclass(frozen=True)
+class TopicDecl:
+    name: Name
+    value_type: TypeExpr | None  # None: raw bytes
+    options: tuple[TopicOption, ...]  # as written; duplicates are the checker's to report
+    span: Span
+
+
+@dataclass(frozen=True)
+class HookSig:
+    name: Name
+    params: tuple[TypeExpr, ...]
+    returns: TypeExpr | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class HooksDecl:
+    path: StrLit  # the module's path relative to the .sdl file
+    hooks: tuple[HookSig, ...]
+    span: Span
+
+
+# ---- operations
+
+
+@dataclass(frozen=True)
+class ProcessOp:
+    hooks: tuple[Name, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class GroupByOp:
+    path: tuple[Name, ...]  # a field path, or a single name that may be a key hook
+    span: Span
+
+
+@dataclass(frozen=True)
+class Duration:
+    seconds: float
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class TakeOp:
+    size: IntLit
+    within: Duration | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class EnumerateOp:
+    start: IntLit | None
+    span: Span
+
+
+TopicRef = Name | StrLit  # a declared topic, or a Kafka topic given by its name
+
+
+@dataclass(frozen=True)
+class ThroughOp:
+    topic: TopicRef
+    span: Span
+
+
+@dataclass(frozen=True)
+class EchoOp:
+    topics: tuple[TopicRef, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class ItemsOp:
+    span: Span
+
+
+@dataclass(frozen=True)
+class EventsOp:
+    span: Span
+
+
+@dataclass(frozen=True)
+class WhereOp:
+    expr: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class FilterOp:
+    hook: Name
+    span: Span
+
+
+@dataclass(frozen=True)
+class ToOp:
+    topic: TopicRef
+    span: Span
+
+
+@dataclass(frozen=True)
+class SinkOp:
+    hook: Name
+    span: Span
+
+
+Op = (
+    ProcessOp | GroupByOp | TakeOp | EnumerateOp | ThroughOp | EchoOp | ItemsOp | EventsOp
+    | WhereOp | FilterOp | ToOp | SinkOp
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Source:
+    """`from orders` or `from orders & refunds`."""
+
+    topics: tuple[Name, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class AgentDecl:
+    name: Name
+    source: Source
+    ops: tuple[Op, ...]
+    span: Span
+
+    @property
+    def pipeline_span(self) -> Span:
+        """From `from` to the end of the last operation."""
+        return self.source.span.to(self.ops[-1].span) if self.ops else self.source.span
+
+
+Decl = AppDecl | RecordDecl | TopicDecl | HooksDecl | AgentDecl
+
+
+@dataclass(frozen=True)
+class Module:
+    filename: str  # as the user gave it; used in diagnostics
+    text: str  # the source, so the checker can quote expressions and pipelines as written
+    decls: tuple[Decl, ...]

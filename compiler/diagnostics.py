@@ -1,0 +1,172 @@
+"""Diagnostics: where something is wrong in the user's files, and how it is shown.
+
+The front end never prints and never raises on a user error: the parser raises
+`DiagnosticError` (carrying diagnostics) for a syntax error, the checker returns a list of them,
+and `render` turns them into the text of contract section 3:
+
+    samples/orders.sdl:7:24: error[E201]: record Order has no field 'acount_id'
+        | from orders | group_by acount_id
+        |                        ^^^^^^^^^
+    hint: did you mean 'account_id'?
+
+Codes are stable and grouped: E1xx syntax (and unreadable input), E2xx names, E3xx types. The
+table `CODES` is the single list of them; docs/language.md documents each one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Severity = Literal["error", "warning", "note"]
+
+# Every code the front end can produce, with a short title (used by the docs and the tests).
+CODES: dict[str, str] = {
+    "E100": "a file cannot be read",
+    "E101": "a file is not valid UTF-8",
+    "E102": "unexpected character",
+    "E103": "unexpected token",
+    "E104": "unexpected end of file",
+    "E105": "unterminated string",
+    "E106": "unknown keyword or operation",
+    "E107": "expression nested too deeply",
+    "E108": "invalid literal",
+    "E201": "unknown field",
+    "E202": "unknown type or record",
+    "E203": "unknown topic",
+    "E204": "unknown hook",
+    "E205": "hook function missing from its module",
+    "E206": "hooks module cannot be read or parsed",
+    "E207": "duplicate name",
+    "E208": "duplicate Kafka topic name",
+    "E209": "invalid or duplicate app name",
+    "E210": "invalid Kafka topic name",
+    "E211": "invalid hooks module path",
+    "E301": "topic type does not match the stream",
+    "E302": "joined topics carry different types",
+    "E303": "invalid key type",
+    "E304": "operation needs a plain stream",
+    "E305": "operation after a terminal operation",
+    "E306": "non-positive size, duration or partition count",
+    "E307": "hook parameters do not match",
+    "E308": "hook return type does not fit its role",
+    "E309": "field access on a stream that is not of records",
+    "E310": "ill-typed expression",
+    "E311": "`where` condition is not a bool",
+    "E312": "field default does not match the field type",
+    "E313": "recursive record",
+    "E314": "type not allowed here",
+    "E315": "wrong number of type arguments",
+}
+
+
+@dataclass(frozen=True)
+class Span:
+    """A stretch of source text. Lines and columns count from 1; `end_col` is exclusive.
+
+    `start`/`end` are character offsets into the text, so the exact source of a construct
+    (a `where` expression, an agent's pipeline) can be sliced back out.
+    """
+
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+    start: int
+    end: int
+
+    def to(self, other: Span) -> Span:
+        """The span from the start of this one to the end of `other`."""
+        return Span(self.line, self.col, other.end_line, other.end_col, self.start, other.end)
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One message, shaped like mypy's ErrorInfo. `line == 0` means the whole file."""
+
+    file: str
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+    severity: Severity
+    code: str
+    message: str
+    hints: tuple[str, ...] = ()
+
+    @classmethod
+    def error(
+        cls, file: str, span: Span | None, code: str, message: str, hints: Iterable[str] = ()
+    ) -> Diagnostic:
+        assert code in CODES, code  # a new code must be added to the table (and the docs)
+        if span is None:
+            return cls(file, 0, 0, 0, 0, "error", code, message, tuple(hints))
+        return cls(
+            file, span.line, span.col, span.end_line, span.end_col, "error", code, message,
+            tuple(hints),
+        )  # fmt: skip
+
+    def sort_key(self) -> tuple[str, int, int, str, str]:
+        return (self.file, self.line, self.col, self.code, self.message)
+
+
+class DiagnosticError(Exception):
+    """Raised by `parse` when the text is not a valid program; never escapes `loader.load`."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        super().__init__("\n".join(d.message for d in diagnostics))
+        self.diagnostics = diagnostics
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> tuple[str, ...]:
+    """A did-you-mean hint for a misspelled name, or nothing when no candidate is close."""
+    pool = sorted(set(candidates))
+    matches = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
+    if not matches:
+        # Case slips ("order" for "Order") score low with difflib on short words.
+        matches = [c for c in pool if c.lower() == word.lower()][:1]
+    return tuple(f"did you mean '{m}'?" for m in matches)
+
+
+def _display(line: str) -> str:
+    # Columns count characters, so every character must stay one cell wide: tabs and control
+    # characters become single spaces rather than being expanded or printed raw.
+    return "".join(" " if (c < " " or c == "\x7f") else c for c in line)
+
+
+def render_one(diagnostic: Diagnostic, sources: Mapping[str, str]) -> str:
+    d = diagnostic
+    if d.line <= 0:
+        head = f"{d.file}: {d.severity}[{d.code}]: {d.message}"
+        return "\n".join([head, *(f"hint: {h}" for h in d.hints)])
+    out = [f"{d.file}:{d.line}:{d.col}: {d.severity}[{d.code}]: {d.message}"]
+    text = sources.get(d.file)
+    if text is not None:
+        lines = text.split("\n")
+        if d.line <= len(lines):
+            line = _display(lines[d.line - 1].rstrip("\r\n"))
+            if len(line) > 200:
+                # Keep a very long line readable: show a window around the span.
+                lo = max(0, d.col - 1 - 60)
+                shown = line[lo : lo + 160]
+                offset = lo
+            else:
+                shown, offset = line, 0
+            start = max(d.col - 1 - offset, 0)
+            if d.end_line == d.line and d.end_col > d.col:
+                width = d.end_col - d.col
+            elif d.end_line > d.line:
+                width = max(len(shown) - start, 1)  # a multi-line span: caret to end of line
+            else:
+                width = 1  # an empty span, such as the end of the file
+            out.append(f"    | {shown.rstrip()}")
+            out.append("    | " + " " * start + "^" * width)
+    out.extend(f"hint: {h}" for h in d.hints)
+    return "\n".join(out)
+
+
+def render(diagnostics: Sequence[Diagnostic], sources: Mapping[str, str]) -> str:
+    """Every diagnostic in the given order, each ending with a newline ("" for none)."""
+    return "".join(render_one(d, sources) + "\n" for d in diagnostics)
