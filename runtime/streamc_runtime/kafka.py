@@ -45,8 +45,9 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Collection, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 from aiokafka import (  # type: ignore[import-untyped]
@@ -257,23 +258,6 @@ def parse_kafka_url(url: str) -> tuple[str, ...]:
             )
         servers.append(hostport)
     return tuple(servers)
-
-
-class _PendingDelivery:
-    """The awaitable `send` returns: resolves to a `Delivery` once the broker has the record.
-
-    A thin wrapper over aiokafka's per-record future rather than a new future or a coroutine,
-    so sending costs no extra task or future, and one that is never awaited warns about nothing.
-    """
-
-    __slots__ = ("_future",)
-
-    def __init__(self, future: asyncio.Future[Any]) -> None:
-        self._future = future
-
-    def __await__(self) -> Generator[Any, None, Delivery]:
-        metadata = yield from self._future.__await__()
-        return Delivery(metadata.topic, metadata.partition, metadata.offset)
 
 
 class _RebalanceBridge(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -651,22 +635,32 @@ class KafkaTransport:
         partition: int | None = None,
     ) -> Awaitable[Delivery]:
         producer = self._require(self._producer)
-        future: asyncio.Future[Any] = await producer.send(
+        sent: asyncio.Future[Any] = await producer.send(
             topic,
             value,
             key=key,
             partition=partition,
             headers=list(headers) if headers else None,
         )
-        future.add_done_callback(self._on_delivered)
-        return _PendingDelivery(future)
+        # A real Future, not a coroutine or custom awaitable: the runtime can attach a callback
+        # to it directly, so a send costs no task.
+        delivery: asyncio.Future[Delivery] = sent.get_loop().create_future()
+        sent.add_done_callback(partial(self._on_delivered, delivery))
+        return delivery
 
-    def _on_delivered(self, future: asyncio.Future[Any]) -> None:
-        # Reading the exception here also keeps asyncio from logging "never retrieved".
-        if not future.cancelled():
-            exc = future.exception()
-            if exc is not None:
-                self._failed.append(exc)
+    def _on_delivered(self, delivery: asyncio.Future[Delivery], sent: asyncio.Future[Any]) -> None:
+        if sent.cancelled():
+            delivery.cancel()
+            return
+        exc = sent.exception()  # also keeps asyncio from logging "never retrieved"
+        if exc is not None:
+            self._failed.append(exc)
+            if not delivery.done():
+                delivery.set_exception(exc)
+            return
+        if not delivery.done():  # the receiver may have cancelled it; the record still went
+            meta = sent.result()
+            delivery.set_result(Delivery(meta.topic, meta.partition, meta.offset))
 
     async def flush(self) -> None:
         """Wait until everything sent so far is stored; raise if any of it failed.
