@@ -302,8 +302,8 @@ class _Shaper:
         for hook_name in sorted(used_hooks):
             alias = self.hook_names[hook_name]
             spelled = hook_name if alias == hook_name else f"{hook_name} as {alias}"
-            module = self.hook_modules[self.program.hook(hook_name).module]
-            hook_imports.setdefault(module, []).append(spelled)
+            hook_module = self.hook_modules[self.program.hook(hook_name).module]
+            hook_imports.setdefault(hook_module, []).append(spelled)
 
         records: set[str] = set()
         for t in types_seen:
@@ -322,7 +322,7 @@ class _Shaper:
             input_type=self.annotation(agent.input),
             record_imports=tuple(sorted(records)),
             hook_imports=tuple(
-                HookImport(module, tuple(names)) for module, names in sorted(hook_imports.items())
+                HookImport(name, tuple(names)) for name, names in sorted(hook_imports.items())
             ),
             typing_imports=("Any",) if "Any" in annotations.split("[") else (),
             runtime_imports=tuple(runtime_imports),
@@ -335,13 +335,21 @@ class _Shaper:
     # -- expressions ---------------------------------------------------------------------
 
     def field_path(self, param: str, path: tuple[str, ...], element: ir.Type) -> str:
-        parts = [param]
+        """`order.customer.country`; through an optional record the path is null-safe:
+        `customer.country` is null when `customer` is, as in SQL, instead of an error."""
+        text = param
+        guards: list[str] = []
         current: ir.Type = element
         for name in path:
+            if isinstance(current, ir.OptionalType):
+                guards.append(text)
             record = self.program.record(_record_name(current))
-            parts.append(self.field_attrs(record)[name])
+            text = f"{text}.{self.field_attrs(record)[name]}"
             current = next(f.type for f in record.fields if f.name == name)
-        return ".".join(parts)
+        if not guards:
+            return text
+        condition = " or ".join(f"{guard} is None" for guard in guards)
+        return f"(None if {condition} else {text})"
 
     def expression(self, expr: ir.Expr, param: str, element: ir.Type) -> str:
         return _Expression(self, param, element).render(expr)
@@ -414,10 +422,21 @@ def _record_name(t: ir.Type) -> str:
     return t.name
 
 
+def _named_after(record: str, scope: Namer) -> str:
+    """`order` for an Order; `value` when the record's name would need mangling."""
+    wanted = snake(record)
+    if wanted.isidentifier() and wanted.isascii() and wanted not in scope.taken:
+        candidate = Namer(set(scope.taken)).claim(wanted)
+        if candidate == wanted:
+            return scope.claim(wanted)
+    return scope.claim("value")
+
+
 def local_param(element: ir.Type, namer: Namer) -> str:
+    scope = Namer(set(namer.taken))
     if isinstance(element, ir.RecordType):
-        return Namer(set(namer.taken)).claim(snake(element.name))
-    return Namer(set(namer.taken)).claim("value")
+        return _named_after(element.name, scope)
+    return scope.claim("value")
 
 
 def loop_targets(element: ir.Type, last_op: ir.Op | None, namer: Namer) -> list[str]:
@@ -426,7 +445,7 @@ def loop_targets(element: ir.Type, last_op: ir.Op | None, namer: Namer) -> list[
 
     def one(t: ir.Type) -> str:
         if isinstance(t, ir.RecordType):
-            return scope.claim(snake(t.name))
+            return _named_after(t.name, scope)
         if isinstance(t, ir.ListType):
             return scope.claim("batch")
         if isinstance(t, ir.EventType):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import streamc_runtime
 from golden import GOLDEN, REPO, SAMPLE_COPIES, cases, compile_case, expected_tree
 
 TREE_CASES = [c for c in cases() if (c / "expected").is_dir()]
@@ -55,10 +57,13 @@ def test_expected_trees_pass_mypy_strict(tmp_path: Path) -> None:
         for pkg in sorted((case / "expected").iterdir())
         if (pkg / "__init__.py").is_file()
     ]
+    # mypy cannot follow an editable install's import hook, so point it at the runtime source.
+    runtime_root = Path(streamc_runtime.__file__).resolve().parent.parent
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path), *packages],
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, "MYPYPATH": str(runtime_root)},
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,69 @@
+"""Write the sample inputs of samples/orders.sdl: `python samples/generate_data.py`.
+
+Deterministic (a fixed seed), so the committed JSONL files and the tests that assert on
+`streamc run`'s output stay in step. Each line is `{"key": ..., "value": ...}` as `streamc run`
+reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ACCOUNTS = [f"acct-{n}" for n in range(1, 41)]
+COUNTRIES = ["NL", "NL", "NL", "DE", "FR", "US", "GB", "ES"]
+
+
+def orders(rng: random.Random, count: int) -> list[dict[str, object]]:
+    lines = []
+    for n in range(count):
+        account = rng.choice(ACCOUNTS)
+        value: dict[str, object] = {
+            "id": f"ord-{n:05d}",
+            "account_id": account,
+            "amount": round(rng.lognormvariate(4.5, 1.1), 2),
+        }
+        if rng.random() < 0.3:
+            value["currency"] = rng.choice(["USD", "GBP"])
+        if rng.random() < 0.6:
+            value["language"] = rng.choice(["en", "nl", "de", "fr"])
+        if rng.random() < 0.2:
+            value["tags"] = rng.sample(["gift", "express", "b2b", "promo"], k=rng.randint(1, 2))
+        if rng.random() < 0.7:
+            value["customer"] = {"id": f"cust-{account[5:]}", "country": rng.choice(COUNTRIES)}
+        lines.append({"key": account, "value": value})
+    return lines
+
+
+def withdrawals(rng: random.Random, count: int) -> list[dict[str, object]]:
+    return [
+        {
+            "key": (account := rng.choice(ACCOUNTS)),
+            "value": {
+                "account_id": account,
+                "amount": round(rng.lognormvariate(5.5, 1.0), 2),
+                "country": rng.choice(COUNTRIES),
+                "atm": rng.random() < 0.4,
+            },
+        }
+        for _ in range(count)
+    ]
+
+
+def write(name: str, lines: list[dict[str, object]]) -> None:
+    text = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
+    (HERE / name).write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    rng = random.Random(20261128)
+    all_orders = orders(rng, 3000)
+    write("orders.jsonl", all_orders)
+    write("refunds.jsonl", rng.sample(all_orders, 60))
+    write("withdrawals.jsonl", withdrawals(rng, 400))
+
+
+if __name__ == "__main__":
+    main()

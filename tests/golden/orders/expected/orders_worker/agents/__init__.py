@@ -1,0 +1,9 @@
+"""The agents of orders.sdl, one module each; importing them registers them."""
+
+from . import totals as totals
+from . import report as report
+from . import audit as audit
+from . import suspicious as suspicious
+from . import cash as cash
+from . import refund_ledger as refund_ledger
+from . import raw as raw

@@ -1,0 +1,14 @@
+"""Agent 'refund_ledger': from refunds | events | sink handle_refund"""
+
+from streamc_runtime import Event, Stream
+
+from .. import topics
+from ..app import app
+from ..records import Order
+from ..hooks.hooks import handle_refund
+
+
+@app.agent(topics.refunds, name="refund_ledger")
+async def refund_ledger(stream: Stream[Order]) -> None:
+    async for event in stream.events():
+        await handle_refund(event)

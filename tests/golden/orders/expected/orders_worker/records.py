@@ -1,0 +1,33 @@
+"""Record types of orders.sdl, decoded and validated by msgspec."""
+
+import msgspec
+from streamc_runtime import Record
+
+
+class Customer(Record, kw_only=True):
+    """Record Customer of orders.sdl."""
+
+    id: str
+    country: str | None = None
+
+
+class Order(Record, kw_only=True):
+    """Record Order of orders.sdl."""
+
+    id: str
+    account_id: str
+    amount: float
+    currency: str = "EUR"
+    language: str | None = None
+    client: str | None = None
+    tags: list[str] = msgspec.field(default_factory=list)
+    customer: Customer | None = None
+
+
+class Withdrawal(Record, kw_only=True):
+    """Record Withdrawal of orders.sdl."""
+
+    account_id: str
+    amount: float
+    country: str
+    atm: bool = False
