@@ -95,6 +95,7 @@ class _Checker:
     records: dict[str, ast.RecordDecl] = field(default_factory=dict)
     record_fields: dict[str, dict[str, ir.Field]] = field(default_factory=dict)
     field_spans: dict[tuple[str, str], Span] = field(default_factory=dict)
+    broken_fields: set[tuple[str, str]] = field(default_factory=set)  # their type is unknown
     topics: dict[str, _TopicInfo] = field(default_factory=dict)  # by source name
     implicit: dict[str, _TopicInfo] = field(default_factory=dict)
     repartition: dict[str, _TopicInfo] = field(default_factory=dict)
@@ -153,7 +154,7 @@ class _Checker:
         )
         return ir.Program(
             app=self.app,
-            source_name=self.module.filename,
+            source_name=_source_name(self.module.filename),
             records=records,
             topics=tuple(topics),
             hook_modules=tuple(self.hook_modules),
@@ -208,6 +209,8 @@ class _Checker:
                 if ftype is not None:
                     fields[f.name.text] = ir.Field(f.name.text, ftype, default)
                     self.field_spans[(decl.name.text, f.name.text)] = f.type.span
+                else:
+                    self.broken_fields.add((decl.name.text, f.name.text))
             self.record_fields[decl.name.text] = fields
             built[decl.name.text] = ir.Record(decl.name.text, tuple(fields.values()))
         return self.order_records(built)
@@ -260,7 +263,9 @@ class _Checker:
             for item in d.items:
                 v = self.literal_value(item, base.item)
                 if isinstance(v, _Bad):
-                    self.bad_default(item.span, base.item, _lit_type_name(item))
+                    self.error(item.span, "E312",
+                               f"an item of the default does not match the field's type {ftype}",
+                               [f"expected {base.item}, found {_lit_type_name(item)}"])
                     return None
                 values.append(v)
             return ir.Default(tuple(values))
@@ -557,7 +562,7 @@ class _Checker:
                            [f"{first.name} carries {first.value_type} keyed by "
                             f"{first.key_type}; {t.name} carries {t.value_type} keyed by "
                             f"{t.key_type}"])  # fmt: skip
-                ok = False
+                # Carry on with the first topic's types so the pipeline is still checked.
         unknown = not ok or not sources or any(s.first_use == "broken" for s in sources)
         stream = _Stream(
             elem=None if unknown or first is None else first.value_type,
@@ -661,7 +666,8 @@ class _Checker:
                        hints)
             key = None
         if key is None or s.elem is None:
-            return self.lose(s)
+            s.key = None  # the element type is still known: later operations can be checked
+            return None
         key_text = ".".join(path) if path else str(hook_name)
         name = f"{self.app}-{agent.name.text}-{s.topic}-{key_text}-repartition"
         topic = ir.Topic(name, name, key, s.elem, s.partitions, "repartition")
@@ -689,15 +695,19 @@ class _Checker:
             if within <= 0:
                 self.error(op.within.span, "E306",
                            f"take needs a positive duration, found {op.within.text}")
-        if s.elem is None or s.key is None:
+        if s.elem is None:
             return None
         s.elem = ir.ListType(s.elem)
+        if s.key is None:
+            return None
         return ir.Take(op.size.value, within, s.elem, s.key)
 
     def op_enumerate(self, op: ast.EnumerateOp, s: _Stream, agent: ast.AgentDecl) -> ir.Op | None:
-        if s.elem is None or s.key is None:
+        if s.elem is None:
             return None
         s.elem = ir.TupleType((ir.INT, s.elem))
+        if s.key is None:
+            return None
         return ir.Enumerate(op.start.value if op.start else 0, s.elem, s.key)
 
     def target(self, ref: ast.TopicRef, s: _Stream, word: str) -> ir.Topic | None:
@@ -716,7 +726,7 @@ class _Checker:
                 if not self.check_kafka_name(ref.value, ref.span):
                     return None
                 if s.elem is None or s.key is None:
-                    return None
+                    return None  # its types would be guesses; any error is reported already
                 if not self.storable(s.elem, ref.span, word):
                     return None
                 if ref.value in self.kafka_names:
@@ -729,7 +739,7 @@ class _Checker:
                 self.implicit[ref.value] = info
                 return topic
         t = info.topic
-        if s.elem is None or s.key is None or info.first_use == "broken":
+        if s.elem is None or info.first_use == "broken":
             return t
         if not self.storable(s.elem, ref.span, word):
             return None
@@ -740,7 +750,7 @@ class _Checker:
                        f"{label} carries {t.value_type}, but the stream carries {s.elem}",
                        [f"expected {t.value_type}, found {s.elem}"])
             return None
-        if t.key_type != s.key:
+        if s.key is not None and t.key_type != s.key:
             self.error(ref.span, "E301",
                        f"{label} is keyed by {t.key_type}, but the stream is keyed by {s.key}",
                        [f"expected key {t.key_type}, found {s.key}"])
@@ -899,6 +909,8 @@ class _Checker:
                 return None
             fields = self.record_fields.get(base.name, {})
             f = fields.get(n.text)
+            if f is None and (base.name, n.text) in self.broken_fields:
+                return None  # its type was already reported as unknown
             if f is None:
                 self.error(n.span, "E201", f"record {base.name} has no field '{n.text}'",
                            did_you_mean(n.text, [*fields, *(extra if i == 0 else ())]))
@@ -955,19 +967,19 @@ class _Checker:
         if op in ("and", "or"):
             for side in (left, right):
                 if side.type != ir.BOOL:
-                    self.error(e.op_span, "E310",
+                    self.error(e.span, "E310",
                                f"'{op}' needs bool operands, found {_show_expr(side)}",
                                _maybe_null_hint(side.type))
                     return None
             return ir.Binary(op, left, right, ir.BOOL)
         if op in ("==", "!="):
             if _is_null(left) and _is_null(right):
-                self.error(e.op_span, "E310", "comparing null with null is always the same")
+                self.error(e.span, "E310", "comparing null with null is always the same")
                 return None
             if _is_null(left) or _is_null(right):
                 other = right if _is_null(left) else left
                 if not isinstance(other.type, ir.OptionalType):
-                    self.error(e.op_span, "E310",
+                    self.error(e.span, "E310",
                                f"{_show_expr(other)} is {other.type}, which is never null",
                                [f"only optional values ({other.type}?) can be null"])
                     return None
@@ -976,17 +988,17 @@ class _Checker:
                 return ir.Binary(op, left, right, ir.BOOL)
             lb, rb = _strip(lt), _strip(rt)
             if lb != rb and not (lb in NUMERIC and rb in NUMERIC):
-                self.error(e.op_span, "E310", f"cannot compare {lt} with {rt}",
+                self.error(e.span, "E310", f"cannot compare {lt} with {rt}",
                            [f"'{op}' needs values of the same type"])
                 return None
             return ir.Binary(op, left, right, ir.BOOL)
         if _is_null(left) or _is_null(right):
-            self.error(e.op_span, "E310", f"'{op}' cannot be applied to null")
+            self.error(e.span, "E310", f"'{op}' cannot be applied to null")
             return None
         if op in ("<", "<=", ">", ">="):
             if (lt in NUMERIC and rt in NUMERIC) or lt == rt == ir.STR:
                 return ir.Binary(op, left, right, ir.BOOL)
-            self.error(e.op_span, "E310", f"cannot compare {lt} with {rt} using '{op}'",
+            self.error(e.span, "E310", f"cannot compare {lt} with {rt} using '{op}'",
                        _maybe_null_hint(lt if isinstance(lt, ir.OptionalType) else rt)
                        or [f"'{op}' compares two numbers or two strings"])
             return None
@@ -996,7 +1008,7 @@ class _Checker:
         if lt in NUMERIC and rt in NUMERIC:
             result = ir.FLOAT if (op == "/" or ir.FLOAT in (lt, rt)) else ir.INT
             return ir.Binary(op, left, right, result)
-        self.error(e.op_span, "E310", f"'{op}' cannot be applied to {lt} and {rt}",
+        self.error(e.span, "E310", f"'{op}' cannot be applied to {lt} and {rt}",
                    _maybe_null_hint(lt if isinstance(lt, ir.OptionalType) else rt)
                    or [f"'{op}' needs two numbers" + (" or two strings" if op == "+" else "")])
         return None
@@ -1093,6 +1105,13 @@ def _show(t: ir.Type | None) -> str:
 def _lit_type_name(lit: ast.Default) -> str:
     return {ast.StrLit: "str", ast.IntLit: "int", ast.FloatLit: "float", ast.BoolLit: "bool",
             ast.NullLit: "null", ast.ListLit: "a list"}[type(lit)]  # fmt: skip
+
+
+def _source_name(filename: str) -> str:
+    # Generated files quote the source's name; an absolute path would make them differ per
+    # machine, so only the file's own name is kept then.
+    path = PurePosixPath(filename.replace("\\", "/"))
+    return path.name if path.is_absolute() or re.match(r"[A-Za-z]:", filename) else filename
 
 
 def _n(count: int, word: str) -> str:

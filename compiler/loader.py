@@ -39,7 +39,8 @@ def _read(path: Path, shown: str) -> tuple[str | None, Diagnostic | None, str | 
         col = len(before[before.rfind(b"\n") + 1 :].decode("utf-8", errors="replace")) + 1
         span = Span(line, col, line, col + 1, 0, 0)
         reason = f"byte 0x{data[e.start]:02x} at line {line}, column {col} is not valid UTF-8"
-        diag = Diagnostic.error(shown, span, "E101", f"file is not valid UTF-8: {reason}",
+        diag = Diagnostic.error(shown, span, "E101",
+                                f"file is not valid UTF-8 (byte 0x{data[e.start]:02x})",
                                 ["save the file as UTF-8"])  # fmt: skip
         return None, diag, reason
     # A byte-order mark is not part of the program.

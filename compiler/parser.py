@@ -393,6 +393,7 @@ _PHRASES: dict[str, tuple[str, str]] = {
     "take": ("the batch size, a whole number", "INT"),
     "within": ("a duration such as 500ms, 10s or 5m", "DURATION"),
     "partitions": ("the number of partitions, a whole number", "INT"),
+    "enumerate": ("the first number to count from, or '|'", "INT"),
     "name": ('the Kafka topic name in quotes, such as "orders.v1"', "STRING"),
     ":": ("a type", "NAME"),
     "key": ("a key type", "NAME"),
@@ -427,10 +428,13 @@ def _expected_phrase(expected: set[str], text: str, pos: int) -> str:
         phrase, needs = _PHRASES[str(prev)]
         if needs in expected:
             return phrase
-    shown = sorted({texts.get(t, t) for t in expected if t != "$END"},
-                   key=lambda s: (s.startswith("'"), s))  # fmt: skip
-    if expected >= {"APP", "RECORD", "TOPIC", "HOOKS", "AGENT"} and len(shown) == 5:
-        return "a declaration (app, record, topic, hooks or agent)"
+    decls = {"APP", "RECORD", "TOPIC", "HOOKS", "AGENT"}
+    rest = expected - decls - {"$END"} if expected >= decls else expected - {"$END"}
+    shown = sorted({texts.get(t, t) for t in rest}, key=lambda s: (s.startswith("'"), s))
+    if expected >= decls:
+        if not shown:
+            return "a declaration (app, record, topic, hooks or agent)"
+        shown.append("a new declaration")
     if not shown:
         return "end of file"
     if len(shown) == 1:
@@ -505,6 +509,12 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, filename: str) -> Diagnost
             [f"write `{word}` in backquotes to use it as a name"],
         )  # fmt: skip
     if tok.type in ("INT", "FLOAT") and "DURATION" in expected:
+        m = re.match(r"[0-9.]+[A-Za-z_]+", text[pos:])
+        if m:
+            bad = m.group(0)
+            span = Span(span.line, span.col, span.line, span.col + len(bad), pos, pos + len(bad))
+            return Diagnostic.error(filename, span, "E108", f"invalid duration '{bad}'",
+                                    ["durations look like 500ms, 10s, 5m or 1h"])  # fmt: skip
         return Diagnostic.error(filename, span, "E108", f"duration '{word}' has no unit",
                                 [f"write {word}s for seconds, or use ms, m or h"])  # fmt: skip
     return Diagnostic.error(filename, span, "E103", f"expected {wanted}, found {found}")
