@@ -66,6 +66,10 @@ class PartitionOffsets:
         while pending and refs[pending[0]] == 0:
             del refs[pending.popleft()]
 
+    def refs(self, offset: int) -> int:
+        """Outstanding references of a registered message (0 once done)."""
+        return self._refs.get(offset, 0)
+
     def close(self) -> None:
         self.closed = True
         self._refs.clear()
