@@ -161,6 +161,7 @@ def render_one(diagnostic: Diagnostic, sources: Mapping[str, str]) -> str:
                 width = max(len(shown) - start, 1)  # a multi-line span: caret to end of line
             else:
                 width = 1  # an empty span, such as the end of the file
+            width = max(min(width, len(shown) - start), 1)
             out.append(f"    | {shown.rstrip()}")
             out.append("    | " + " " * start + "^" * width)
     out.extend(f"hint: {h}" for h in d.hints)

@@ -54,6 +54,10 @@ def load(path: Path) -> LoadResult:
     if text is None:
         assert problem is not None
         result.diagnostics.append(problem)
+        if problem.code == "E101":
+            # Show the offending line, with the bad bytes as replacement characters.
+            data = path.read_bytes()
+            result.sources[shown] = data.decode("utf-8", errors="replace")
         return result
     result.sources[shown] = text
     try:

@@ -1,0 +1,2 @@
+def show(order):
+    print(order

@@ -1,0 +1,2 @@
+def show(key: str, order: object) -> None:
+    print(key, order)

@@ -1,0 +1,2 @@
+def show(order: object) -> None:
+    print(order)
