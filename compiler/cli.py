@@ -179,7 +179,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
                 del sys.modules[name]
         for topic, destination in outputs:
-            lines = [jsonl.format(m, app) for m in broker.messages(topic.kafka_name)]
+            declared = app.topics[topic.kafka_name]
+            lines = jsonl.lines(
+                broker, topic.kafka_name, declared.value_type, key_type=declared.key_type
+            )
             text = "".join(line + "\n" for line in lines)
             if destination == "-":
                 sys.stdout.write(text)
@@ -274,3 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return 3
     return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""The streamc command line: exit codes, build --check, run's output, graph."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path, PurePosixPath
+
+import pytest
+from streamc.cli import Failure, _inside, main
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "samples" / "orders.sdl"
+ORDERS = REPO / "samples" / "orders.jsonl"
+
+
+def test_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(SAMPLE)]) == 0
+    bad = tmp_path / "bad.sdl"
+    bad.write_text("app x\nrecord A { n: nit }\n")
+    assert main(["check", str(bad)]) == 1
+    assert "error[E2" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["check"])
+    assert usage.value.code == 2
+
+
+def test_build_twice_is_byte_identical_and_check_agrees(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["build", str(SAMPLE), "-o", str(first)]) == 0
+    assert main(["build", str(SAMPLE), "-o", str(second)]) == 0
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    for relative in files:
+        assert (first / relative).read_bytes() == (second / relative).read_bytes()
+    assert main(["build", str(SAMPLE), "-o", str(first), "--check"]) == 0
+
+
+def test_build_check_finds_edits_and_leftovers(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["build", str(SAMPLE), "-o", str(out), "--check"]) == 1  # missing
+    assert main(["build", str(SAMPLE), "-o", str(out)]) == 0
+    agent = out / "orders_worker" / "agents" / "totals.py"
+    agent.write_text(agent.read_text() + "# edited\n")
+    assert main(["build", str(SAMPLE), "-o", str(out), "--check"]) == 1
+    assert main(["build", str(SAMPLE), "-o", str(out)]) == 0
+    leftover = out / "orders_worker" / "agents" / "renamed.py"
+    leftover.write_text("")
+    assert main(["build", str(SAMPLE), "-o", str(out), "--check"]) == 1
+    assert main(["build", str(SAMPLE), "-o", str(out)]) == 0
+    assert not leftover.exists()  # a stale agent module would still register itself
+
+
+def test_never_writes_outside_the_output_folder(tmp_path: Path) -> None:
+    for escaping in ("../x.py", "/etc/x.py", "a/../../x.py"):
+        with pytest.raises(Failure):
+            _inside(tmp_path, PurePosixPath(escaping))
+    assert _inside(tmp_path, PurePosixPath("pkg/a.py")) == (tmp_path / "pkg" / "a.py").resolve()
+
+
+def test_run_prints_the_expected_batches(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(SAMPLE), "--input", f"orders={ORDERS}", "--output", "totals=-"]) == 0
+    out = capsys.readouterr().out
+    batches = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    inputs = [json.loads(line) for line in ORDERS.read_text().splitlines()]
+    assert batches and all(b["topic"] == "totals" for b in batches)
+    assert all(1 <= len(b["value"]) <= 100 for b in batches)
+    # Every order reaches a batch exactly once on the in-memory broker (nothing lost or doubled).
+    seen = Counter(order["id"] for b in batches for order in b["value"])
+    assert seen == Counter(line["value"]["id"] for line in inputs)
+    # Each batch is cut from one partition of the repartition topic, where every account's
+    # orders keep their order of arrival.
+    for batch in batches:
+        by_account: dict[str, list[str]] = {}
+        for order in batch["value"]:
+            by_account.setdefault(order["account_id"], []).append(order["id"])
+        assert all(ids == sorted(ids) for ids in by_account.values())
+
+
+def test_run_reports_bad_usage_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"value": 1\n')
+    cases = {
+        ("--input", "ordrs=x.jsonl"): (2, "did you mean 'orders'"),
+        ("--input", "orders"): (2, "TOPIC=FILE"),
+        ("--input", f"orders={bad}"): (1, "bad.jsonl:1: invalid JSON"),
+        ("--input", "orders=/nonexistent.jsonl"): (1, "cannot read"),
+    }
+    for args, (status, message) in cases.items():
+        result = subprocess.run(
+            [sys.executable, "-m", "streamc.cli", "run", str(SAMPLE), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == status, result.stderr
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_graph_names_every_topic_stably(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["graph", str(SAMPLE)]) == 0
+    mermaid = capsys.readouterr().out
+    assert mermaid.startswith("flowchart LR")
+    for name in ("orders-totals-orders-account_id-repartition", "orders-dlq", "audit.orders.v1"):
+        assert name in mermaid
+    assert main(["graph", str(SAMPLE), "--format", "dot"]) == 0
+    dot = capsys.readouterr().out
+    assert dot.startswith('digraph "orders"') and "agent_totals_2" in dot
+    assert main(["graph", str(SAMPLE)]) == 0
+    assert capsys.readouterr().out == mermaid
+
+
+def test_console_script_is_installed() -> None:
+    assert shutil.which("streamc", path=str(Path(sys.executable).parent))
