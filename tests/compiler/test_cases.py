@@ -1,7 +1,9 @@
 """Golden failing cases: one folder per case under cases/, in the manner of sqlc's testdata.
 
 Each folder holds `input.sdl` (plus `hooks.py` when the case needs one) and `expected.txt`,
-the rendered diagnostics. A folder named `E201-...` must produce at least one E201. To refresh
+the rendered diagnostics. A hooks module that is deliberately not Python is stored as
+`hooks.py.txt` (so linters leave it alone) and copied to `hooks.py` for the run. A folder
+named `E201-...` must produce at least one E201. To refresh
 every `expected.txt` after a deliberate wording change:
 
     STREAMC_REGEN=1 .venv/bin/python -m pytest tests/compiler/test_cases.py
@@ -10,10 +12,10 @@ every `expected.txt` after a deliberate wording change:
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
-
 from streamc.diagnostics import CODES, render
 from streamc.loader import load
 
@@ -23,8 +25,12 @@ CASE_DIRS = sorted(p for p in CASES.iterdir() if (p / "input.sdl").exists())
 
 
 @pytest.mark.parametrize("case", CASE_DIRS, ids=[p.name for p in CASE_DIRS])
-def test_case(case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(case)  # diagnostics name the file as given: "input.sdl"
+def test_case(case: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    work = tmp_path / case.name
+    shutil.copytree(case, work)
+    for stored in work.glob("*.py.txt"):
+        stored.rename(stored.with_suffix(""))
+    monkeypatch.chdir(work)  # diagnostics name the file as given: "input.sdl"
     result = load(Path("input.sdl"))
     assert result.program is None, "a failing case must not check clean"
     code = case.name.split("-")[0]

@@ -1,4 +1,4 @@
-from pprint import pprint as print_order
+from pprint import pprint as print_order  # noqa: F401  (the case: imported, not defined)
 
 
 def is_bigg(order: object) -> bool:
