@@ -64,13 +64,16 @@ class _Partition:
 
 
 class _Group:
-    __slots__ = ("assignment", "committed", "generation", "members")
+    __slots__ = ("assignment", "committed", "generation", "members", "owners")
 
     def __init__(self) -> None:
         self.members: list[MemoryTransport] = []
         self.committed: dict[TP, int] = {}
         self.generation = 0
         self.assignment: dict[int, frozenset[TP]] = {}  # id(member) -> partitions
+        # Who holds each partition right now. A new owner starts only once the old one has
+        # run its revocation (and committed), as Kafka's join barrier guarantees.
+        self.owners: dict[TP, int] = {}
 
 
 class MemoryBroker:
@@ -199,6 +202,8 @@ class MemoryBroker:
         group = self._group(member.group_id)
         if member in group.members:
             group.members.remove(member)
+            for tp in [tp for tp, owner in group.owners.items() if owner == id(member)]:
+                del group.owners[tp]
             self._rebalance(group)
 
     def _rebalance(self, group: _Group) -> None:
@@ -250,6 +255,7 @@ class MemoryTransport:
         self._positions: dict[TP, int] = {}
         self._paused: set[TP] = set()
         self._generation = -1
+        self._waiting_for: frozenset[TP] = frozenset()  # assigned, but still held by another
         self._started = False
         self._cursor = 0  # rotates the partition a fetch starts with, for fairness
 
@@ -275,21 +281,32 @@ class MemoryTransport:
 
     async def _sync_group(self) -> None:
         group = self.broker._group(self.group_id)
+        me = id(self)
         while self._generation != group.generation:
             self._generation = group.generation
-            new = group.assignment.get(id(self), frozenset())
-            old = self._assigned
-            revoked, added = old - new, new - old
-            if revoked and self._listener is not None:
-                await self._listener.on_partitions_revoked(revoked)
-            self._assigned = new
-            for tp in revoked:
-                self._positions.pop(tp, None)
-                self._paused.discard(tp)
-            for tp in added:
-                self._positions[tp] = group.committed.get(tp, 0)
-            if added and self._listener is not None:
-                await self._listener.on_partitions_assigned(added)
+            target = group.assignment.get(me, frozenset())
+            revoked = self._assigned - target
+            if revoked:
+                if self._listener is not None:
+                    await self._listener.on_partitions_revoked(revoked)
+                self._assigned -= revoked
+                for tp in revoked:
+                    self._positions.pop(tp, None)
+                    self._paused.discard(tp)
+                    if group.owners.get(tp) == me:
+                        del group.owners[tp]
+                self.broker._wake()  # a member waiting for these partitions may take them
+            self._waiting_for = target - self._assigned
+        if self._waiting_for:
+            free = frozenset(tp for tp in self._waiting_for if group.owners.get(tp, me) == me)
+            if free:
+                self._waiting_for -= free
+                for tp in free:
+                    group.owners[tp] = me
+                    self._positions[tp] = group.committed.get(tp, 0)
+                self._assigned |= free
+                if self._listener is not None:
+                    await self._listener.on_partitions_assigned(free)
 
     def _collect(self, max_records: int) -> list[Message]:
         out: list[Message] = []
@@ -346,6 +363,8 @@ class MemoryTransport:
         """Whether an assigned partition (paused or not) holds messages not yet fetched, or a
         rebalance is pending. Lets `run_local` tell "idle" from "not fetched yet"."""
         if self._generation != self.broker._group(self.group_id).generation:
+            return True
+        if self._waiting_for:
             return True
         topics = self.broker._topics
         return any(

@@ -70,7 +70,7 @@ class Running:
         return self.broker.messages(topic)
 
     def values(self, topic: str, type_: Any = Any) -> list[Any]:
-        return [msgspec.json.decode(m.value, type=type_) for m in self.messages(topic)]
+        return [msgspec.json.decode(m.value or b"null", type=type_) for m in self.messages(topic)]
 
     def committed(self, topic: str) -> dict[int, int]:
         """Committed offset per partition (0 where nothing was ever committed)."""
@@ -82,11 +82,10 @@ class Running:
         return {p: self.broker.end_offset(TP(topic, p)) for p in range(n)}
 
 
-async def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+async def wait_for(cond: Callable[[], bool], within: float = 5.0) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while not cond():
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.001)
-

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from streamc_runtime.offsets import OffsetTracker, PartitionOffsets
 from streamc_runtime.transport import TP
 

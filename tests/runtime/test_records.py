@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-
+from rtkit import Order
 from streamc_runtime import Record
 from streamc_runtime.records import DecodeError, key_codec, value_codec
-
-from rtkit import Order
 
 
 class Renamed(Record, kw_only=True):
@@ -50,7 +48,12 @@ def test_list_of_records() -> None:
 
 @pytest.mark.parametrize(
     ("type_", "value", "data"),
-    [(str, "héllo", b'"h\xc3\xa9llo"'), (int, 42, b"42"), (float, 1.5, b"1.5"), (bool, True, b"true")],
+    [
+        (str, "héllo", b'"h\xc3\xa9llo"'),
+        (int, 42, b"42"),
+        (float, 1.5, b"1.5"),
+        (bool, True, b"true"),
+    ],
 )
 def test_scalar_values_are_json(type_: type, value: object, data: bytes) -> None:
     codec = value_codec(type_)

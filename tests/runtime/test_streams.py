@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from rtkit import Order, Running, wait_for
-
 from streamc_runtime import App, Event, Stream
 from streamc_runtime.memory import partition_for_key
 from streamc_runtime.transport import TP
@@ -304,7 +303,11 @@ async def test_to_sends_every_value() -> None:
         for i in range(3):
             r.produce("nums", i, key=f"k{i}")
         await r.idle()
-    assert [(m.key, m.value) for m in r.messages("out")] == [(b"k0", b"1"), (b"k1", b"2"), (b"k2", b"3")]
+    assert [(m.key, m.value) for m in r.messages("out")] == [
+        (b"k0", b"1"),
+        (b"k1", b"2"),
+        (b"k2", b"3"),
+    ]
 
 
 @pytest.mark.parametrize("by", ["field", "async_fn", "sync_fn"])
@@ -508,16 +511,23 @@ async def test_forward_holds_the_source_until_delivered() -> None:
     from streamc_runtime.memory import MemoryTransport
 
     class SlowTransport(MemoryTransport):
-        pending: list[asyncio.Future[Any]] = []
+        """Deliveries resolve only when the test says so."""
 
-        async def send(self, topic: str, value: Any, key: Any = None, headers: Any = (),
-                       partition: Any = None) -> Any:
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            self.results: list[tuple[asyncio.Future[Any], Any]] = []
+
+        async def send(
+            self,
+            topic: str,
+            value: Any,
+            key: Any = None,
+            headers: Any = (),
+            partition: Any = None,
+        ) -> Any:
             done = await super().send(topic, value, key, headers, partition)
             fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self.pending.append(fut)
-            fut.add_done_callback(lambda _: None)
-            self._results = getattr(self, "_results", [])
-            self._results.append((fut, done.result()))
+            self.results.append((fut, await done))
             return fut
 
     app, nums = _ints_app()
@@ -529,8 +539,9 @@ async def test_forward_holds_the_source_until_delivered() -> None:
             pass
 
     r = Running(app)
-    r.transport = SlowTransport(r.broker, app.name)
-    r.worker = app.worker(r.transport, stats_interval=0, commit_interval=60)
+    slow = SlowTransport(r.broker, app.name)
+    r.transport = slow
+    r.worker = app.worker(slow, stats_interval=0, commit_interval=60)
     async with r:
         for i in range(3):
             r.produce("nums", i)
@@ -538,7 +549,7 @@ async def test_forward_holds_the_source_until_delivered() -> None:
         state = r.worker.offsets.get(TP("nums", 0))
         # the agent moved past 0 and 1, but their copies are not durable yet
         assert state.committable() == 0
-        results = r.transport._results
+        results = slow.results
         results[1][0].set_result(results[1][1])
         await asyncio.sleep(0)
         assert state.committable() == 0

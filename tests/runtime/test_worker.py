@@ -1,0 +1,199 @@
+"""Worker lifecycle: start/stop, graceful shutdown, back-pressure, failures, rebalancing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from rtkit import Running, wait_for
+from streamc_runtime import App, Stream, Topic
+from streamc_runtime.memory import MemoryBroker, MemoryTransport
+from streamc_runtime.transport import TP
+
+
+def _app() -> tuple[App, Topic[int]]:
+    app = App("w")
+    return app, app.topic("nums", key_type=str, value_type=int, partitions=2)
+
+
+async def test_start_and_stop_are_idempotent() -> None:
+    app, nums = _app()
+
+    @app.agent(nums)
+    async def collect(stream: Stream[int]) -> None:
+        async for _ in stream:
+            pass
+
+    r = Running(app)
+    await r.worker.start()
+    await r.worker.start()
+    await asyncio.gather(r.worker.stop(), r.worker.stop())
+    await r.worker.stop()
+    assert await r.worker.wait() == 0
+    # an App is only declarations: it can run again
+    async with Running(app, r.broker) as again:
+        again.produce("nums", 1)
+        await again.idle()
+
+
+async def test_graceful_stop_commits_and_a_new_worker_resumes() -> None:
+    app, nums = _app()
+    got: list[int] = []
+
+    @app.agent(nums)
+    async def collect(stream: Stream[int]) -> None:
+        async for value in stream:
+            got.append(value)
+
+    async with Running(app) as r:
+        for i in range(10):
+            r.produce("nums", i)
+        await r.idle()
+    assert r.committed("nums") == r.end_offsets("nums")
+    async with Running(app, r.broker) as r2:
+        r2.produce("nums", 10)
+        await r2.idle()
+    assert sorted(got) == list(range(11))
+
+
+async def test_commit_interval_commits_in_the_background() -> None:
+    app, nums = _app()
+
+    @app.agent(nums)
+    async def collect(stream: Stream[int]) -> None:
+        async for _ in stream:
+            pass
+
+    async with Running(app, commit_interval=0.02) as r:
+        r.produce("nums", 1, partition=1)
+        await wait_for(lambda: r.committed("nums") == {0: 0, 1: 1})
+
+
+async def test_back_pressure_pauses_and_memory_stays_bounded() -> None:
+    app, nums = _app()
+    gate = asyncio.Event()
+    got: list[int] = []
+
+    @app.agent(nums)
+    async def slow(stream: Stream[int]) -> None:
+        async for value in stream:
+            await gate.wait()
+            got.append(value)
+
+    async with Running(app, buffer_size=10, fetch_max=4) as r:
+        for i in range(200):
+            r.produce("nums", i)
+        await wait_for(lambda: bool(r.transport.paused()))
+        await asyncio.sleep(0.05)
+        (root,) = r.worker.conductor.streams
+        assert len(root.buffer) <= 10 + 4
+        assert r.worker.events_in <= 10 + 4 + 1
+        assert r.worker.pauses >= 1
+        gate.set()
+        await r.idle()
+        assert not r.transport.paused()
+    assert sorted(got) == list(range(200))
+    assert r.committed("nums") == r.end_offsets("nums")
+
+
+async def test_failure_outside_an_element_stops_the_worker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, nums = _app()
+
+    @app.agent(nums)
+    async def broken(stream: Stream[int]) -> None:
+        raise RuntimeError("cannot even start")
+
+    r = Running(app)
+    with caplog.at_level(logging.ERROR, logger="streamc"):
+        await r.worker.start()
+        assert await asyncio.wait_for(r.worker.wait(), 5) == 1
+    assert "cannot even start" in caplog.text or "agent broken failed" in caplog.text
+    assert isinstance(r.worker.failure, RuntimeError)
+
+
+async def test_shutdown_abandons_work_that_does_not_finish_in_time() -> None:
+    app, nums = _app()
+    started = asyncio.Event()
+
+    @app.agent(nums)
+    async def stuck(stream: Stream[int]) -> None:
+        async for _ in stream:
+            started.set()
+            await asyncio.sleep(3600)
+
+    async with Running(app, shutdown_timeout=0.05) as r:
+        r.produce("nums", 1, partition=0)
+        await started.wait()
+    # the element never finished: it is not committed, so it will be processed again
+    assert r.committed("nums") == {0: 0, 1: 0}
+
+
+async def test_sigterm_style_request_stop_from_a_callback() -> None:
+    app, nums = _app()
+
+    @app.agent(nums)
+    async def collect(stream: Stream[int]) -> None:
+        async for _ in stream:
+            pass
+
+    r = Running(app)
+    await r.worker.start()
+    r.produce("nums", 5, partition=0)
+    await r.idle()
+    asyncio.get_running_loop().call_soon(r.worker.request_stop)
+    assert await asyncio.wait_for(r.worker.wait(), 5) == 0
+    assert r.committed("nums") == {0: 1, 1: 0}
+
+
+async def test_stats_line_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    app, nums = _app()
+
+    @app.agent(nums)
+    async def collect(stream: Stream[int]) -> None:
+        async for _ in stream:
+            pass
+
+    with caplog.at_level(logging.INFO, logger="streamc"):
+        async with Running(app, stats_interval=0.02) as r:
+            r.produce("nums", 5)
+            await wait_for(lambda: "stats:" in caplog.text)
+    line = next(rec.message for rec in caplog.records if rec.message.startswith("stats:"))
+    assert "in-flight" in line and "dead-letters" in line
+
+
+async def test_two_workers_split_partitions_and_revocation_commits() -> None:
+    app = App("w")
+    nums = app.topic("nums", key_type=str, value_type=int, partitions=4)
+    seen: list[tuple[int, int]] = []
+    which = 0
+
+    @app.agent(nums)
+    async def collect(stream: Stream[int]) -> None:
+        me = which
+        async for event in stream.events():
+            seen.append((me, event.value))
+
+    broker = MemoryBroker()
+    async with Running(app, broker) as r1:
+        for i in range(8):
+            r1.produce("nums", i, partition=i % 4)
+        await r1.idle()
+        which = 1
+        r2 = Running(app, broker)
+        async with r2:
+            await wait_for(lambda: len(r2.transport.assignment()) == 2)
+            await wait_for(lambda: len(r1.transport.assignment()) == 2)
+            # the partitions r1 gave up were committed on revocation
+            for tp in r2.transport.assignment():
+                assert broker.committed("w", tp) == 2
+            for i in range(8, 16):
+                r1.produce("nums", i, partition=i % 4)
+            await r1.idle()
+            await r2.idle()
+    assert sorted(v for _, v in seen) == list(range(16))
+    assert {w for w, v in seen if v >= 8} == {0, 1}
+    assert all(broker.committed("w", TP("nums", p)) == 4 for p in range(4))
+    assert isinstance(r2.transport, MemoryTransport)
