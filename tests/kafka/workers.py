@@ -30,7 +30,7 @@ _TP = re.compile(r"([^\s\[]+)\[([\d,]*)\]")
 
 
 def build(sdl: Path, out: Path) -> Path:
-    """`streamc build SDL -o OUT/<pkg>`; returns the folder to put on PYTHONPATH."""
+    """`streamc build SDL -o OUT`; returns OUT, the folder to put on PYTHONPATH."""
     result = subprocess.run(
         [str(STREAMC), "build", str(sdl), "-o", str(out)],
         capture_output=True,
@@ -40,7 +40,7 @@ def build(sdl: Path, out: Path) -> Path:
     )
     if result.returncode != 0:
         raise AssertionError(f"streamc build {sdl} failed:\n{result.stdout}\n{result.stderr}")
-    return out.parent
+    return out
 
 
 def _die_with_parent() -> None:
