@@ -48,13 +48,20 @@ class Conductor:
         return ",".join(sorted({s._agent for s in self._routes.get(topic, ())}))
 
     async def dispatch(self, messages: Sequence[Message]) -> None:
+        # The hot path: state is looked up once per run of messages from one partition, and
+        # the single-subscriber case registers and enqueues inline.
         worker = self._worker
         offsets = worker.offsets
         routes = self._routes
         last_topic: str | None = None
         last_partition = -1
-        state = None
+        state: Any = None
+        pending_append: Any = None
+        refs: dict[int, int] = {}
         subs: list[SourceStream[Any]] = []
+        single: Any = None  # the buffer's append when exactly one stream listens
+        kcodec: Any = None
+        vcodec: Any = None
         kdecode: Any = None
         vdecode: Any = None
         share = True
@@ -62,31 +69,40 @@ class Conductor:
             if m.partition != last_partition or m.topic != last_topic:
                 last_topic, last_partition = m.topic, m.partition
                 state = offsets.get(TP(m.topic, m.partition))
+                pending_append = state._pending.append
+                refs = state._refs
                 subs = routes.get(m.topic, [])
+                single = subs[0].buffer.append if len(subs) == 1 else None
                 if subs:
                     topic = self._topics[m.topic]
-                    kdecode = topic.key_codec.decode
-                    vdecode = topic.value_codec.decode
-                    share = topic.value_codec.type in _IMMUTABLE
-            assert state is not None
+                    kcodec, vcodec = topic.key_codec, topic.value_codec
+                    kdecode, vdecode = kcodec.decode_bytes, vcodec.decode_bytes
+                    share = vcodec.type in _IMMUTABLE
+            offset = m.offset
             if not subs:
-                state.add(m.offset, 0)  # nobody listens (anymore): done on arrival
+                state.position = offset + 1  # nobody listens (anymore): done on arrival
                 continue
             try:
-                key = kdecode(m.key)
-                value = vdecode(m.value)
+                k = m.key
+                key = k if k is None or kdecode is None else kdecode(k)
+                v = m.value
+                value = vcodec.decode(v) if v is None else v if vdecode is None else vdecode(v)
             except Exception as exc:
-                state.add(m.offset, 1)
+                state.add(offset, 1)
                 await worker.dead_letter_message(m, state, exc, self.agents_of(m.topic))
                 continue
-            if len(subs) == 1:
-                state.add(m.offset, 1)
-                subs[0].buffer.append(Event(m, key, value, state))
+            state.position = offset + 1
+            if single is not None:
+                pending_append(offset)
+                refs[offset] = 1
+                single(Event(m, key, value, state))
                 continue
-            state.add(m.offset, len(subs))
+            # Several subscribers: the count is set once, before any of them can ack.
+            pending_append(offset)
+            refs[offset] = len(subs)
             for i, stream in enumerate(subs):
-                if i and not share:
-                    value = vdecode(m.value)
+                if i and not share and v is not None and vdecode is not None:
+                    value = vdecode(v)
                 stream.buffer.append(Event(m, key, value, state))
         for stream in self.streams:
             if stream.buffer:

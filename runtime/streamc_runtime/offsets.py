@@ -51,8 +51,9 @@ class PartitionOffsets:
     def release(self, offset: int) -> None:
         """Drop one reference; when the last one goes the message is done."""
         refs = self._refs
-        n = refs.get(offset)
-        if n is None:  # revoked partition or unknown offset: nothing to do
+        try:
+            n = refs[offset]
+        except KeyError:  # revoked partition or unknown offset: nothing to do
             return
         if n > 1:
             refs[offset] = n - 1

@@ -269,11 +269,14 @@ class SourceStream(Stream[T]):
         self._loop = asyncio.get_running_loop()
 
     async def __anext__(self) -> T:
-        # The common `async for value in stream` path, inlined: no nested coroutine per value.
+        # The common `async for value in stream` path, inlined: no nested coroutine per value,
+        # and the ack of the previous event (always a single Event here) done in place.
         current = self._current
         if current is not None:
             self._current = None
-            ack_carrier(current)
+            if not current._acked:  # type: ignore[union-attr]
+                current._acked = True  # type: ignore[union-attr]
+                current._offsets.release(current.message.offset)  # type: ignore[union-attr]
         buffer = self.buffer
         while not buffer:
             if self.closed:
