@@ -558,3 +558,43 @@ async def test_forward_holds_the_source_until_delivered() -> None:
         assert state.committable() == 2
         results[2][0].set_result(results[2][1])
     assert r.committed("nums") == {0: 3}
+
+
+async def test_stream_built_after_an_await_is_subscribed_late() -> None:
+    app = App("late")
+    orders = app.topic("orders", key_type=str, value_type=Order, partitions=2)
+    repart = app.topic("late-a-orders-account_id-repartition", key_type=str, value_type=Order)
+    got: list[str] = []
+
+    @app.agent(orders, name="a")
+    async def collect(stream: Stream[Order]) -> None:
+        await asyncio.sleep(0.05)  # the chain (and its repartition topic) appears after start
+        async for order in stream.group_by("account_id", topic=repart):
+            got.append(order.account_id)
+
+    async with Running(app, fetch_timeout=0.01) as r:
+        r.produce("orders", {"account_id": "x", "amount": 1})
+        await wait_for(lambda: got == ["x"])
+    assert r.committed(repart.name) == {0: 1}
+
+
+async def test_hooks_can_send_to_a_topic_while_running() -> None:
+    app, nums = _ints_app()
+    out = app.topic("out", key_type=str, value_type=int)
+
+    async def sink(value: int) -> None:
+        delivery = await out.send(value * 2, key="k", headers=[("h", b"v")])
+        await delivery
+
+    @app.agent(nums)
+    async def collect(stream: Stream[int]) -> None:
+        async for value in stream:
+            await sink(value)
+
+    async with Running(app) as r:
+        r.produce("nums", 21)
+        await r.idle()
+    (m,) = r.messages("out")
+    assert (m.key, m.value, m.headers) == (b"k", b"42", (("h", b"v"),))
+    with pytest.raises(RuntimeError, match="not running"):
+        await out.send(1)
