@@ -32,6 +32,7 @@ class NamedType:
     args: tuple[TypeExpr, ...]
     optional: bool
     span: Span
+    depth: int = field(default=1, compare=False)  # nesting depth, bounded by the parser
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class TupleTypeExpr:
     items: tuple[TypeExpr, ...]
     optional: bool
     span: Span
+    depth: int = field(default=1, compare=False)
 
 
 TypeExpr = NamedType | TupleTypeExpr

@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Severity = Literal["error", "warning", "note"]
 
@@ -31,7 +31,7 @@ CODES: dict[str, str] = {
     "E104": "unexpected end of file",
     "E105": "unterminated string",
     "E106": "unknown keyword or operation",
-    "E107": "expression nested too deeply",
+    "E107": "expression or type nested too deeply",
     "E108": "invalid literal",
     "E201": "unknown field",
     "E202": "unknown type or record",
@@ -62,12 +62,12 @@ CODES: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class Span:
+class Span(NamedTuple):
     """A stretch of source text. Lines and columns count from 1; `end_col` is exclusive.
 
     `start`/`end` are character offsets into the text, so the exact source of a construct
-    (a `where` expression, an agent's pipeline) can be sliced back out.
+    (a `where` expression, an agent's pipeline) can be sliced back out. A NamedTuple rather
+    than a dataclass: the parser makes one per token, and tuples are much cheaper to build.
     """
 
     line: int
@@ -79,7 +79,7 @@ class Span:
 
     def to(self, other: Span) -> Span:
         """The span from the start of this one to the end of `other`."""
-        return Span(self.line, self.col, other.end_line, other.end_col, self.start, other.end)
+        return Span(self[0], self[1], other[2], other[3], self[4], other[5])
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,11 @@ import functools
 import importlib.resources
 import re
 from collections.abc import Iterable
-from typing import Any, NoReturn
+from typing import Any
 
-from lark import Lark, Token, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
+from lark import Lark, Token, Transformer
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.lexer import PatternStr
-from lark.tree import Meta
-from lark.visitors import Transformer_NonRecursive
 
 from . import ast
 from .diagnostics import Diagnostic, DiagnosticError, Span, did_you_mean
@@ -38,46 +36,47 @@ OP_KEYWORDS = (
 @functools.cache
 def _lark() -> Lark:
     grammar = importlib.resources.files("streamc.grammar") / "streamc.lark"
+    # The AST is built by callbacks run as the parser reduces (no parse tree), which halves the
+    # time of a big file. Spans come from the tokens themselves, so every token is kept
+    # (keep_all_tokens) and each callback picks out what it needs.
     return Lark(
         grammar.read_text(encoding="utf-8"),
         parser="lalr",
         lexer="contextual",
-        propagate_positions=True,
+        keep_all_tokens=True,
         maybe_placeholders=True,
+        transformer=_ToAst(),
     )
 
 
 def parse(text: str, filename: str) -> ast.Module:
     """Parse an .sdl source. Raises `DiagnosticError` (one E1xx diagnostic) if it is invalid."""
     try:
-        tree = _lark().parse(text)
+        decls = _lark().parse(text)
     except UnexpectedInput as e:
         raise DiagnosticError([_syntax_diagnostic(e, text, filename)]) from None
-    except RecursionError:  # pragma: no cover - the grammar is LALR; only a safety net
-        raise DiagnosticError([_too_deep(filename, None)]) from None
-    try:
-        decls = _ToAst(filename).transform(tree)
-    except VisitError as e:
-        if isinstance(e.orig_exc, DiagnosticError):
-            raise e.orig_exc from None
-        raise
-    return ast.Module(filename=filename, text=text, decls=tuple(decls))
+    except _AstError as e:
+        raise DiagnosticError([Diagnostic.error(filename, e.span, e.code, e.message,
+                                                e.hints)]) from None  # fmt: skip
+    return ast.Module(filename=filename, text=text, decls=tuple(decls))  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------
-# Tree to AST
+# Tokens to AST
 
 
-def _span(meta: Meta) -> Span:
-    return Span(meta.line, meta.column, meta.end_line, meta.end_column, meta.start_pos,
-                meta.end_pos)  # fmt: skip
+class _AstError(Exception):
+    """A problem found while building the AST; `parse` adds the file name."""
+
+    def __init__(self, span: Span, code: str, message: str, hints: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.span, self.code, self.message, self.hints = span, code, message, tuple(hints)
 
 
 def _tspan(tok: Token) -> Span:
-    assert tok.line is not None and tok.column is not None
-    assert tok.end_line is not None and tok.end_column is not None
-    assert tok.start_pos is not None and tok.end_pos is not None
-    return Span(tok.line, tok.column, tok.end_line, tok.end_column, tok.start_pos, tok.end_pos)
+    # The lexer always sets every position of a token it produced.
+    return Span(tok.line, tok.column, tok.end_line, tok.end_column, tok.start_pos,  # type: ignore[arg-type]
+                tok.end_pos)  # type: ignore[arg-type]  # fmt: skip
 
 
 def _name(tok: Token) -> ast.Name:
@@ -87,33 +86,60 @@ def _name(tok: Token) -> ast.Name:
     return ast.Name(text, _tspan(tok))
 
 
+def _span_of(child: Any) -> Span:
+    return _tspan(child) if isinstance(child, Token) else child.span
+
+
+def _cover(children: list[Any]) -> Span:
+    """The span from the first to the last child (tokens or nodes), skipping placeholders."""
+    first = children[0]  # every rule starts with a token or a node, never a placeholder
+    last = children[-1]
+    if last is None:
+        last = next(c for c in reversed(children) if c is not None)
+    a = _span_of(first)
+    b = _span_of(last)
+    return Span(a[0], a[1], b[2], b[3], a[4], b[5])
+
+
+def _names(children: list[Any]) -> tuple[ast.Name, ...]:
+    return tuple(_name(c) for c in children if isinstance(c, Token) and c.type == "NAME")
+
+
+def _nodes(children: list[Any], kind: Any) -> tuple[Any, ...]:
+    return tuple(c for c in children if isinstance(c, kind))
+
+
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r", "0": "\0"}
+_TYPES = (ast.NamedType, ast.TupleTypeExpr)
+_OPS = (ast.ProcessOp, ast.GroupByOp, ast.TakeOp, ast.EnumerateOp, ast.ThroughOp, ast.EchoOp,
+        ast.ItemsOp, ast.EventsOp, ast.WhereOp, ast.FilterOp, ast.ToOp, ast.SinkOp)  # fmt: skip
 
 
-def _too_deep(filename: str, span: Span | None) -> Diagnostic:
-    return Diagnostic.error(
-        filename, span, "E107",
-        f"expression is nested more than {MAX_EXPR_DEPTH} levels deep",
-        ["split the condition into several `where` operations"],
-    )  # fmt: skip
+def _too_deep(span: Span, what: str) -> _AstError:
+    return _AstError(span, "E107", f"{what} is nested more than {MAX_EXPR_DEPTH} levels deep",
+                     ["split the condition into several `where` operations"]
+                     if what == "expression" else [])  # fmt: skip
 
 
-class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
-    """Builds frozen AST nodes bottom-up.
+class _Return:
+    """The `-> T` of a hook signature, told apart from its parameter types."""
 
-    Lark's non-recursive transformer, so 10,000 nested parentheses cannot overflow the stack.
+    def __init__(self, type: ast.TypeExpr, span: Span) -> None:
+        self.type, self.span = type, span
+
+
+class _ToAst(Transformer[Token, Any]):
+    """Callbacks that build frozen AST nodes as the LALR parser reduces each rule.
+
+    Running inside the parser (no tree, no recursion) means 10,000 nested parentheses cannot
+    overflow the stack; expression and type depth is bounded here instead.
     """
-
-    def __init__(self, filename: str) -> None:
-        super().__init__(visit_tokens=False)
-        self.filename = filename
-
-    def _fail(self, span: Span, code: str, message: str, hints: Iterable[str] = ()) -> NoReturn:
-        raise DiagnosticError([Diagnostic.error(self.filename, span, code, message, hints)])
 
     # ---- literals
     def _string(self, tok: Token) -> ast.StrLit:
         raw = str(tok)[1:-1]
+        if "\\" not in raw:
+            return ast.StrLit(raw, _tspan(tok))
         out: list[str] = []
         i = 0
         while i < len(raw):
@@ -125,8 +151,8 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
                     col = span.col + 1 + i
                     where = Span(span.line, col, span.line, col + 2, span.start + 1 + i,
                                  span.start + 3 + i)  # fmt: skip
-                    self._fail(where, "E108", f"unknown escape '\\{esc}' in a string",
-                               ['write "\\\\" for a backslash'])  # fmt: skip
+                    raise _AstError(where, "E108", f"unknown escape '\\{esc}' in a string",
+                                    ['write "\\\\" for a backslash'])  # fmt: skip
                 out.append(_ESCAPES[esc])
                 i += 2
             else:
@@ -138,7 +164,7 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
         span = _tspan(toks[0]).to(_tspan(toks[-1]))
         digits = str(toks[-1])
         if len(digits) > 30:
-            self._fail(span, "E108", "number is too large")
+            raise _AstError(span, "E108", "number is too large")
         value = int(digits)
         return ast.IntLit(-value if len(toks) == 2 else value, span)
 
@@ -149,197 +175,169 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
         return self._int(children)
 
     def float_lit(self, children: list[Token]) -> ast.FloatLit:
-        span = _tspan(children[0]).to(_tspan(children[-1]))
+        span = _cover(children)
         value = float(str(children[-1]))
         if value == float("inf"):
-            self._fail(span, "E108", "number is too large")
+            raise _AstError(span, "E108", "number is too large")
         return ast.FloatLit(-value if len(children) == 2 else value, span)
 
-    @v_args(meta=True)
-    def true_lit(self, meta: Meta, children: list[Any]) -> ast.BoolLit:
-        return ast.BoolLit(True, _span(meta))
+    def true_lit(self, children: list[Token]) -> ast.BoolLit:
+        return ast.BoolLit(True, _cover(children))
 
-    @v_args(meta=True)
-    def false_lit(self, meta: Meta, children: list[Any]) -> ast.BoolLit:
-        return ast.BoolLit(False, _span(meta))
+    def false_lit(self, children: list[Token]) -> ast.BoolLit:
+        return ast.BoolLit(False, _cover(children))
 
-    @v_args(meta=True)
-    def null_lit(self, meta: Meta, children: list[Any]) -> ast.NullLit:
-        return ast.NullLit(_span(meta))
+    def null_lit(self, children: list[Token]) -> ast.NullLit:
+        return ast.NullLit(_cover(children))
 
-    @v_args(meta=True)
-    def list_lit(self, meta: Meta, children: list[ast.Literal | None]) -> ast.ListLit:
-        return ast.ListLit(tuple(c for c in children if c is not None), _span(meta))
+    def list_lit(self, children: list[Any]) -> ast.ListLit:
+        items = tuple(c for c in children if c is not None and not isinstance(c, Token))
+        return ast.ListLit(items, _cover(children))
 
     # ---- types
-    @v_args(meta=True)
-    def named_type(self, meta: Meta, children: list[Any]) -> ast.NamedType:
-        optional = bool(children) and isinstance(children[-1], Token) and children[-1] == "?"
-        args = tuple(c for c in children[1:] if not isinstance(c, Token))
-        return ast.NamedType(_name(children[0]), args, optional, _span(meta))
+    def _type_depth(self, span: Span, items: tuple[ast.TypeExpr, ...]) -> int:
+        depth = 1 + max((t.depth for t in items), default=0)
+        if depth > MAX_EXPR_DEPTH:
+            raise _too_deep(span, "type")
+        return depth
 
-    @v_args(meta=True)
-    def tuple_type(self, meta: Meta, children: list[Any]) -> ast.TupleTypeExpr:
-        optional = isinstance(children[-1], Token) and children[-1] == "?"
-        items = tuple(c for c in children if not isinstance(c, Token))
-        return ast.TupleTypeExpr(items, optional, _span(meta))
+    def named_type(self, children: list[Any]) -> ast.NamedType:
+        last = children[-1]
+        optional = isinstance(last, Token) and last.type == "OPTIONAL"
+        args = _nodes(children, _TYPES)
+        span = _cover(children)
+        return ast.NamedType(_name(children[0]), args, optional, span,
+                             self._type_depth(span, args))  # fmt: skip
+
+    def tuple_type(self, children: list[Any]) -> ast.TupleTypeExpr:
+        last = children[-1]
+        optional = isinstance(last, Token) and last.type == "OPTIONAL"
+        items = _nodes(children, _TYPES)
+        span = _cover(children)
+        return ast.TupleTypeExpr(items, optional, span, self._type_depth(span, items))
 
     # ---- declarations
-    @v_args(meta=True)
-    def app_decl(self, meta: Meta, children: list[Token]) -> ast.AppDecl:
-        return ast.AppDecl(_name(children[0]), _span(meta))
+    def app_decl(self, children: list[Token]) -> ast.AppDecl:
+        return ast.AppDecl(_name(children[1]), _cover(children))
 
-    @v_args(meta=True)
-    def field(self, meta: Meta, children: list[Any]) -> ast.FieldDecl:
-        default = children[2] if len(children) > 2 else None
-        return ast.FieldDecl(_name(children[0]), children[1], default, _span(meta))
+    def field(self, children: list[Any]) -> ast.FieldDecl:
+        default = children[4] if len(children) > 4 else None
+        return ast.FieldDecl(_name(children[0]), children[2], default, _cover(children))
 
-    @v_args(meta=True)
-    def record_decl(self, meta: Meta, children: list[Any]) -> ast.RecordDecl:
-        return ast.RecordDecl(_name(children[0]), tuple(children[1:]), _span(meta))
+    def record_decl(self, children: list[Any]) -> ast.RecordDecl:
+        return ast.RecordDecl(_name(children[1]), _nodes(children, ast.FieldDecl),
+                              _cover(children))  # fmt: skip
 
-    @v_args(meta=True)
-    def topic_key(self, meta: Meta, children: list[Any]) -> ast.TopicKey:
-        return ast.TopicKey(children[0], _span(meta))
+    def topic_key(self, children: list[Any]) -> ast.TopicKey:
+        return ast.TopicKey(children[1], _cover(children))
 
-    @v_args(meta=True)
-    def topic_partitions(self, meta: Meta, children: list[Token]) -> ast.TopicPartitions:
-        return ast.TopicPartitions(self._int([children[0]]), _span(meta))
+    def topic_partitions(self, children: list[Token]) -> ast.TopicPartitions:
+        return ast.TopicPartitions(self._int([children[1]]), _cover(children))
 
-    @v_args(meta=True)
-    def topic_kafka_name(self, meta: Meta, children: list[Token]) -> ast.TopicKafkaName:
-        return ast.TopicKafkaName(self._string(children[0]), _span(meta))
+    def topic_kafka_name(self, children: list[Token]) -> ast.TopicKafkaName:
+        return ast.TopicKafkaName(self._string(children[1]), _cover(children))
 
-    @v_args(meta=True)
-    def topic_decl(self, meta: Meta, children: list[Any]) -> ast.TopicDecl:
-        rest = children[1:]
-        value_type = None
-        if rest and isinstance(rest[0], ast.NamedType | ast.TupleTypeExpr):
-            value_type, rest = rest[0], rest[1:]
-        return ast.TopicDecl(_name(children[0]), value_type, tuple(rest), _span(meta))
+    def topic_decl(self, children: list[Any]) -> ast.TopicDecl:
+        types = _nodes(children, _TYPES)
+        options = _nodes(children, (ast.TopicKey, ast.TopicPartitions, ast.TopicKafkaName))
+        return ast.TopicDecl(_name(children[1]), types[0] if types else None, options,
+                             _cover(children))  # fmt: skip
 
-    @v_args(meta=True)
-    def hook_return(self, meta: Meta, children: list[Any]) -> _Return:
-        return _Return(children[0])
+    def hook_return(self, children: list[Any]) -> _Return:
+        return _Return(children[1], _cover(children))
 
-    @v_args(meta=True)
-    def hook_sig(self, meta: Meta, children: list[Any]) -> ast.HookSig:
-        # Lark's placeholder gives [NAME, None] for `f()`; a return type comes as a _Return.
-        returns = None
-        params: list[ast.TypeExpr] = []
-        for child in children[1:]:
-            if isinstance(child, _Return):
-                returns = child.type
-            elif child is not None:
-                params.append(child)
-        return ast.HookSig(_name(children[0]), tuple(params), returns, _span(meta))
+    def hook_sig(self, children: list[Any]) -> ast.HookSig:
+        returns = children[-1].type if isinstance(children[-1], _Return) else None
+        return ast.HookSig(_name(children[0]), _nodes(children, _TYPES), returns,
+                           _cover(children))  # fmt: skip
 
-    @v_args(meta=True)
-    def hooks_decl(self, meta: Meta, children: list[Any]) -> ast.HooksDecl:
-        return ast.HooksDecl(self._string(children[0]), tuple(children[1:]), _span(meta))
+    def hooks_decl(self, children: list[Any]) -> ast.HooksDecl:
+        return ast.HooksDecl(self._string(children[1]), _nodes(children, ast.HookSig),
+                             _cover(children))  # fmt: skip
 
-    @v_args(meta=True)
-    def source(self, meta: Meta, children: list[Token]) -> ast.Source:
-        return ast.Source(tuple(_name(t) for t in children), _span(meta))
+    def source(self, children: list[Token]) -> ast.Source:
+        return ast.Source(_names(children), _cover(children))
 
-    @v_args(meta=True)
-    def agent_decl(self, meta: Meta, children: list[Any]) -> ast.AgentDecl:
-        return ast.AgentDecl(_name(children[0]), children[1], tuple(children[2:]), _span(meta))
+    def agent_decl(self, children: list[Any]) -> ast.AgentDecl:
+        return ast.AgentDecl(_name(children[1]), children[3], _nodes(children, _OPS),
+                             _cover(children))  # fmt: skip
 
     # ---- operations
-    def _ref(self, tok: Token) -> ast.TopicRef:
-        return self._string(tok) if tok.type == "STRING" else _name(tok)
+    def _refs(self, children: list[Token]) -> tuple[ast.TopicRef, ...]:
+        return tuple(self._string(t) if t.type == "STRING" else _name(t)
+                     for t in children[1:] if t.type in ("STRING", "NAME"))  # fmt: skip
 
-    @v_args(meta=True)
-    def process_op(self, meta: Meta, children: list[Token]) -> ast.ProcessOp:
-        return ast.ProcessOp(tuple(_name(t) for t in children), _span(meta))
+    def process_op(self, children: list[Token]) -> ast.ProcessOp:
+        return ast.ProcessOp(_names(children), _cover(children))
 
-    @v_args(meta=True)
-    def group_by_op(self, meta: Meta, children: list[Token]) -> ast.GroupByOp:
-        return ast.GroupByOp(tuple(_name(t) for t in children), _span(meta))
+    def group_by_op(self, children: list[Token]) -> ast.GroupByOp:
+        return ast.GroupByOp(_names(children), _cover(children))
 
-    @v_args(meta=True)
-    def take_op(self, meta: Meta, children: list[Token]) -> ast.TakeOp:
+    def take_op(self, children: list[Token]) -> ast.TakeOp:
         within = None
-        if len(children) > 1:
-            tok = children[1]
+        if len(children) > 2:
+            tok = children[3]
             m = re.fullmatch(r"([0-9.]+)(ms|s|m|h)", str(tok))
             assert m is not None  # the DURATION terminal guarantees the shape
-            scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2)]
             if len(m.group(1)) > 30:
-                self._fail(_tspan(tok), "E108", "duration is too large")
+                raise _AstError(_tspan(tok), "E108", "duration is too large")
+            scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2)]
             within = ast.Duration(float(m.group(1)) * scale, str(tok), _tspan(tok))
-        return ast.TakeOp(self._int([children[0]]), within, _span(meta))
+        return ast.TakeOp(self._int([children[1]]), within, _cover(children))
 
-    @v_args(meta=True)
-    def enumerate_op(self, meta: Meta, children: list[Token | None]) -> ast.EnumerateOp:
-        toks = [c for c in children if c is not None]
-        return ast.EnumerateOp(self._int(toks) if toks else None, _span(meta))
+    def enumerate_op(self, children: list[Token]) -> ast.EnumerateOp:
+        number = [c for c in children[1:] if c is not None]
+        return ast.EnumerateOp(self._int(number) if number else None, _cover(children))
 
-    @v_args(meta=True)
-    def through_op(self, meta: Meta, children: list[Token]) -> ast.ThroughOp:
-        return ast.ThroughOp(self._ref(children[0]), _span(meta))
+    def through_op(self, children: list[Token]) -> ast.ThroughOp:
+        return ast.ThroughOp(self._refs(children)[0], _cover(children))
 
-    @v_args(meta=True)
-    def echo_op(self, meta: Meta, children: list[Token]) -> ast.EchoOp:
-        return ast.EchoOp(tuple(self._ref(t) for t in children), _span(meta))
+    def echo_op(self, children: list[Token]) -> ast.EchoOp:
+        return ast.EchoOp(self._refs(children), _cover(children))
 
-    @v_args(meta=True)
-    def items_op(self, meta: Meta, children: list[Any]) -> ast.ItemsOp:
-        return ast.ItemsOp(_span(meta))
+    def items_op(self, children: list[Token]) -> ast.ItemsOp:
+        return ast.ItemsOp(_cover(children))
 
-    @v_args(meta=True)
-    def events_op(self, meta: Meta, children: list[Any]) -> ast.EventsOp:
-        return ast.EventsOp(_span(meta))
+    def events_op(self, children: list[Token]) -> ast.EventsOp:
+        return ast.EventsOp(_cover(children))
 
-    @v_args(meta=True)
-    def where_op(self, meta: Meta, children: list[Any]) -> ast.WhereOp:
-        return ast.WhereOp(children[0], _span(meta))
+    def where_op(self, children: list[Any]) -> ast.WhereOp:
+        return ast.WhereOp(children[1], _cover(children))
 
-    @v_args(meta=True)
-    def filter_op(self, meta: Meta, children: list[Token]) -> ast.FilterOp:
-        return ast.FilterOp(_name(children[0]), _span(meta))
+    def filter_op(self, children: list[Token]) -> ast.FilterOp:
+        return ast.FilterOp(_name(children[1]), _cover(children))
 
-    @v_args(meta=True)
-    def to_op(self, meta: Meta, children: list[Token]) -> ast.ToOp:
-        return ast.ToOp(self._ref(children[0]), _span(meta))
+    def to_op(self, children: list[Token]) -> ast.ToOp:
+        return ast.ToOp(self._refs(children)[0], _cover(children))
 
-    @v_args(meta=True)
-    def sink_op(self, meta: Meta, children: list[Token]) -> ast.SinkOp:
-        return ast.SinkOp(_name(children[0]), _span(meta))
+    def sink_op(self, children: list[Token]) -> ast.SinkOp:
+        return ast.SinkOp(_name(children[1]), _cover(children))
 
     # ---- expressions
-    @v_args(meta=True)
-    def field_ref(self, meta: Meta, children: list[Token]) -> ast.FieldPath:
-        return ast.FieldPath(tuple(_name(t) for t in children), _span(meta))
+    def field_ref(self, children: list[Token]) -> ast.FieldPath:
+        return ast.FieldPath(_names(children), _cover(children))
 
-    @v_args(meta=True)
-    def binary(self, meta: Meta, children: list[Any]) -> ast.BinaryExpr:
+    def paren(self, children: list[Any]) -> ast.Expr:
+        return children[1]  # type: ignore[no-any-return]
+
+    def binary(self, children: list[Any]) -> ast.BinaryExpr:
         left, op, right = children
         depth = 1 + max(_depth(left), _depth(right))
-        span = _span(meta)
+        span = _span_of(left).to(_span_of(right))
         if depth > MAX_EXPR_DEPTH:
-            raise DiagnosticError([_too_deep(self.filename, span)])
+            raise _too_deep(span, "expression")
         return ast.BinaryExpr(str(op), left, right, _tspan(op), span, depth)
 
-    @v_args(meta=True)
-    def unary(self, meta: Meta, children: list[Any]) -> ast.UnaryExpr:
+    def unary(self, children: list[Any]) -> ast.UnaryExpr:
         op, operand = children
         depth = 1 + _depth(operand)
-        span = _span(meta)
+        span = _tspan(op).to(_span_of(operand))
         if depth > MAX_EXPR_DEPTH:
-            raise DiagnosticError([_too_deep(self.filename, span)])
+            raise _too_deep(span, "expression")
         return ast.UnaryExpr(str(op), operand, span, depth)
 
     def start(self, children: list[ast.Decl]) -> list[ast.Decl]:
         return children
-
-
-class _Return:
-    """The `-> T` of a hook signature, told apart from its parameter types."""
-
-    def __init__(self, type: ast.TypeExpr) -> None:
-        self.type = type
 
 
 def _depth(node: Any) -> int:
