@@ -73,7 +73,7 @@ class Transport(Protocol):
 
     async def subscribe(self, topics: Collection[str], listener: RebalanceListener) -> None: ...
 
-    async def fetch(self, timeout: float, max_records: int) -> Sequence[Message]:
+    async def fetch(self, timeout: float, max_records: int) -> Sequence[Message]:  # noqa: ASYNC109
         """Up to `max_records` messages from unpaused assigned partitions, waiting at most
         `timeout` seconds for the first one. Order within a partition is offset order."""
 

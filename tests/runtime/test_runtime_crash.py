@@ -9,7 +9,6 @@ import asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rtkit import Running
-
 from streamc_runtime import App, Stream
 from streamc_runtime.memory import MemoryBroker
 from streamc_runtime.transport import TP
