@@ -11,6 +11,7 @@ protocol, so every test and `streamc run` exercise the same runtime code as Kafk
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -46,6 +47,7 @@ def murmur2(data: bytes) -> int:
     return h
 
 
+@functools.lru_cache(maxsize=16384)  # keys repeat (that is what group_by is for)
 def partition_for_key(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner for a keyed record: `toPositive(murmur2(key)) % n`."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
