@@ -9,6 +9,7 @@ enough to check.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.resources
 import re
@@ -318,7 +319,9 @@ class _ToAst(Transformer[Token, Any]):
         return ast.FieldPath(_names(children), _cover(children))
 
     def paren(self, children: list[Any]) -> ast.Expr:
-        return children[1]  # type: ignore[no-any-return]
+        # The parentheses belong to the expression's span, so `not (x == null)` quotes whole.
+        inner = children[1]
+        return dataclasses.replace(inner, span=_cover(children))  # type: ignore[no-any-return]
 
     def binary(self, children: list[Any]) -> ast.BinaryExpr:
         left, op, right = children

@@ -383,3 +383,12 @@ def test_check_is_pure_and_does_not_mutate() -> None:
     second = check(module, {"hooks.py": _HOOKS})
     assert first == second
     assert module == before
+
+
+def test_where_text_keeps_its_parentheses() -> None:
+    program = check_text("record R { a: int? }\ntopic t: R\n"
+                         "agent x = from t | where not (a == null) and (a != 3)\n")
+    where = program.agents[0].ops[0]
+    assert isinstance(where, ir.Where)
+    assert where.text == "not (a == null) and (a != 3)"
+    assert program.agents[0].text == "from t | where not (a == null) and (a != 3)"
