@@ -229,27 +229,39 @@ class _Checker:
                 return nested(t.inner)
             return []
 
-        def visit(name: str, path: list[str]) -> None:
-            if state.get(name) == 2 or name not in built:
+        def visit(root: str) -> None:
+            # Depth-first post-order with an explicit stack: a chain of thousands of nested
+            # records must not hit Python's recursion limit.
+            if state.get(root) == 2 or root not in built:
                 return
-            state[name] = 1
-            for f in built[name].fields:
-                for inner in nested(f.type):
-                    if state.get(inner) == 1:
-                        cycle = " -> ".join([*path[path.index(inner):], name, inner]) \
-                            if inner in path else f"{name} -> {inner}"  # fmt: skip
-                        self.error(self.field_spans[(name, f.name)], "E313",
-                                   f"record {name} contains itself through field '{f.name}'",
-                                   [f"the records nest in a cycle: {cycle}",
-                                    "a record cannot contain itself, not even through an "
-                                    "optional field or a list"])  # fmt: skip
-                    else:
-                        visit(inner, [*path, name])
-            state[name] = 2
-            order.append(built[name])
+            state[root] = 1
+            path = [root]
+            stack = [iter([(f, inner) for f in built[root].fields for inner in nested(f.type)])]
+            while stack:
+                step = next(stack[-1], None)
+                if step is None:
+                    stack.pop()
+                    done = path.pop()
+                    state[done] = 2
+                    order.append(built[done])
+                    continue
+                f, inner = step
+                name = path[-1]
+                if state.get(inner) == 1:
+                    cycle = " -> ".join([*path[path.index(inner):], inner])
+                    self.error(self.field_spans[(name, f.name)], "E313",
+                               f"record {name} contains itself through field '{f.name}'",
+                               [f"the records nest in a cycle: {cycle}",
+                                "a record cannot contain itself, not even through an "
+                                "optional field or a list"])  # fmt: skip
+                elif state.get(inner) != 2 and inner in built:
+                    state[inner] = 1
+                    path.append(inner)
+                    stack.append(iter([(g, x) for g in built[inner].fields
+                                       for x in nested(g.type)]))  # fmt: skip
 
         for name in built:
-            visit(name, [])
+            visit(name)
         return tuple(order)
 
     def check_default(self, f: ast.FieldDecl, ftype: ir.Type) -> ir.Default | None:
@@ -819,7 +831,6 @@ class _Checker:
         return ir.Filter(op.hook.text, s.elem, s.key)
 
     def op_sink(self, op: ast.SinkOp, s: _Stream, agent: ast.AgentDecl) -> ir.Op | None:
-        previous_mode = s.mode
         s.mode, s.mode_op = "done", "sink"
         hook = self.find_hook(op.hook)
         if hook is None:
@@ -830,7 +841,6 @@ class _Checker:
                        f"sink hook '{op.hook.text}' returns {_show(hook.returns)}; a sink "
                        "returns nothing", ["drop the `-> ...` from its declaration, or use it "
                                            "in `process`"])  # fmt: skip
-        del previous_mode
         if s.elem is None or s.key is None:
             return None
         return ir.Sink(op.hook.text, unpack, s.elem, s.key)

@@ -167,3 +167,12 @@ def test_invalid_utf8_file(tmp_path: Path) -> None:
     result = load(path)
     assert [d.code for d in result.diagnostics] == ["E101"]
     assert "\ufffd" in render(result.diagnostics, result.sources)
+
+
+def test_deeply_nested_record_chain() -> None:
+    text = "record R0 { a: int }\n" + "".join(
+        f"record R{i} {{ x: R{i - 1}? }}\n" for i in range(1, 5_000)
+    )
+    result = front_end(text + "record Z { z: R4999  again: Z? }\n")
+    assert not isinstance(result, ir.Program)
+    assert [d.code for d in result] == ["E313"]
