@@ -93,7 +93,13 @@ def snake(name: str) -> str:
 
 def py_literal(value: object) -> str:
     """A Python expression that evaluates to `value` (str, int, float, bool, None, tuples)."""
-    if value is None or isinstance(value, bool | int | str):
+    if isinstance(value, str):
+        text = repr(value)
+        # Double quotes, as black writes them, so formatting the output is a single pass.
+        if text[0] == "'" and '"' not in value:
+            return '"' + text[1:-1].replace("\\'", "'") + '"'
+        return text
+    if value is None or isinstance(value, bool | int):
         return repr(value)
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):

@@ -4,75 +4,32 @@ from .app import app
 from .records import Order, Withdrawal
 
 # topic orders
-orders = app.topic(
-    "orders",
-    key_type=str,
-    value_type=Order,
-    partitions=4,
-)
+orders = app.topic("orders", key_type=str, value_type=Order, partitions=4)
 
 # topic refunds
-refunds = app.topic(
-    "refunds",
-    key_type=str,
-    value_type=Order,
-    partitions=4,
-)
+refunds = app.topic("refunds", key_type=str, value_type=Order, partitions=4)
 
 # topic totals
-totals = app.topic(
-    "totals",
-    key_type=str,
-    value_type=list[Order],
-    partitions=4,
-)
+totals = app.topic("totals", key_type=str, value_type=list[Order], partitions=4)
 
 # topic audit
-audit = app.topic(
-    "audit.orders.v1",
-    key_type=str,
-    value_type=Order,
-    partitions=4,
-)
+audit = app.topic("audit.orders.v1", key_type=str, value_type=Order, partitions=4)
 
 # topic large_orders
-large_orders = app.topic(
-    "large_orders",
-    key_type=str,
-    value_type=Order,
-    partitions=4,
-)
+large_orders = app.topic("large_orders", key_type=str, value_type=Order, partitions=4)
 
 # topic withdrawals
-withdrawals = app.topic(
-    "withdrawals",
-    key_type=str,
-    value_type=Withdrawal,
-    partitions=2,
-)
+withdrawals = app.topic("withdrawals", key_type=str, value_type=Withdrawal, partitions=2)
 
 # topic raw_events
-raw_events = app.topic(
-    "raw_events",
-    key_type=str,
-    value_type=bytes,
-    partitions=1,
-)
+raw_events = app.topic("raw_events", key_type=str, value_type=bytes, partitions=1)
 
 # named by a string in a pipeline
-orders_audit_all = app.topic(
-    "orders.audit.all",
-    key_type=str,
-    value_type=Order,
-    partitions=4,
-)
+orders_audit_all = app.topic("orders.audit.all", key_type=str, value_type=Order, partitions=4)
 
 # named by a string in a pipeline
 orders_withdrawals_cash = app.topic(
-    "orders.withdrawals.cash",
-    key_type=str,
-    value_type=Withdrawal,
-    partitions=2,
+    "orders.withdrawals.cash", key_type=str, value_type=Withdrawal, partitions=2
 )
 
 # repartition topic of a group_by

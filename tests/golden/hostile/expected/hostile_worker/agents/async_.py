@@ -1,4 +1,4 @@
-"""Agent 'async': from def & app | where list == list | to \"out-2\" """
+"""Agent "async": from def & app | where list == list | to \"out-2\" """
 
 from streamc_runtime import Stream
 

@@ -1,4 +1,4 @@
-"""Agent 'await': from lambda | where id % 2 == 0 and type.import >= 0 | take 3 within 500ms | enumerate -1"""
+"""Agent "await": from lambda | where id % 2 == 0 and type.import >= 0 | take 3 within 500ms | enumerate -1"""
 
 from streamc_runtime import Stream
 

@@ -1,4 +1,4 @@
-"""Agent 'import': from def | process print | where `from` == \"\\\"\\\"\\\" ; drop table \\\\ \\n\" or self > -2 and not (match == null) | echo \"echo.1\", app | filter filter | group_by id | items | sink map"""
+"""Agent "import": from def | process print | where `from` == \"\\\"\\\"\\\" ; drop table \\\\ \\n\" or self > -2 and not (match == null) | echo \"echo.1\", app | filter filter | group_by id | items | sink map"""
 
 from streamc_runtime import Stream
 

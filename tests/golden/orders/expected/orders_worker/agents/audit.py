@@ -1,4 +1,4 @@
-"""Agent 'audit': from orders & refunds | process add_default_language, add_client_info | echo audit, \"orders.audit.all\" | where amount >= 1000 and not (customer.country == null) and customer.country != \"NL\" | to large_orders"""
+"""Agent "audit": from orders & refunds | process add_default_language, add_client_info | echo audit, \"orders.audit.all\" | where amount >= 1000 and not (customer.country == null) and customer.country != \"NL\" | to large_orders"""
 
 from streamc_runtime import Stream
 

@@ -1,4 +1,4 @@
-"""Agent 'cash': from withdrawals | where atm and amount * 1.0 > 500 - 0.01 | through \"orders.withdrawals.cash\" | items | sink show_withdrawal"""
+"""Agent "cash": from withdrawals | where atm and amount * 1.0 > 500 - 0.01 | through \"orders.withdrawals.cash\" | items | sink show_withdrawal"""
 
 from streamc_runtime import Stream
 

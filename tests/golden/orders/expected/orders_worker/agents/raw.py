@@ -1,4 +1,4 @@
-"""Agent 'raw': from raw_events | sink log_raw"""
+"""Agent "raw": from raw_events | sink log_raw"""
 
 from streamc_runtime import Stream
 

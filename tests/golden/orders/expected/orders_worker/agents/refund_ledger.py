@@ -1,4 +1,4 @@
-"""Agent 'refund_ledger': from refunds | events | sink handle_refund"""
+"""Agent "refund_ledger": from refunds | events | sink handle_refund"""
 
 from streamc_runtime import Event, Stream
 

@@ -1,4 +1,4 @@
-"""Agent 'report': from totals | sink print_batch"""
+"""Agent "report": from totals | sink print_batch"""
 
 from streamc_runtime import Stream
 

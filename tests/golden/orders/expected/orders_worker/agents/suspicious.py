@@ -1,4 +1,4 @@
-"""Agent 'suspicious': from withdrawals | filter is_suspicious | group_by account_of | enumerate 1 | sink print_numbered"""
+"""Agent "suspicious": from withdrawals | filter is_suspicious | group_by account_of | enumerate 1 | sink print_numbered"""
 
 from streamc_runtime import Stream
 

@@ -1,4 +1,4 @@
-"""Agent 'totals': from orders | group_by account_id | take 100 within 10s | through totals"""
+"""Agent "totals": from orders | group_by account_id | take 100 within 10s | through totals"""
 
 from streamc_runtime import Stream
 
