@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 import pytest
 from rtkit import Order, Running, wait_for
 from streamc_runtime import App, Event, Stream
@@ -336,9 +337,17 @@ async def test_group_by_rekeys_to_the_right_partition(by: str) -> None:
 
     async with Running(app) as r:
         for i in range(12):
-            r.produce("orders", {"account_id": f"acct-{i % 5}", "amount": i}, key=f"o{i}")
+            r.produce(
+                "orders",
+                {"account_id": f"acct-{i % 5}", "amount": i},
+                key=f"o{i}",
+                headers=[("trace", str(i).encode())],
+            )
         await r.idle()
     assert len(got) == 12
+    for m in r.messages(repart.name):
+        (trace,) = [v for k, v in m.headers if k == "trace"]
+        assert msgspec.json.decode(m.value, type=Order).amount == int(trace)
     for k, order, partition in got:
         assert k == order.account_id
         assert partition == partition_for_key(k.encode(), 4)
@@ -598,3 +607,20 @@ async def test_hooks_can_send_to_a_topic_while_running() -> None:
     assert (m.key, m.value, m.headers) == (b"k", b"42", (("h", b"v"),))
     with pytest.raises(RuntimeError, match="not running"):
         await out.send(1)
+
+
+async def test_batches_forward_with_their_shared_key() -> None:
+    app, nums = _ints_app()
+    out = app.topic("out", key_type=str, value_type=list[int])
+
+    @app.agent(nums)
+    async def batches(stream: Stream[int]) -> None:
+        async for _ in stream.take(2).to(out):
+            pass
+
+    async with Running(app) as r:
+        for i, key in enumerate(["a", "a", "a", "b"]):
+            r.produce("nums", i, key=key)
+        await r.idle()
+    assert [(m.key, m.value) for m in r.messages("out")] == [(b"a", b"[0,1]"), (None, b"[2,3]")]
+    assert r.worker.offsets.get(TP("nums", 0)).committable() == 4
