@@ -602,6 +602,8 @@ class KafkaTransport:
         """Flush the producer, then commit. Raises `KafkaDeliveryError` instead of committing
         if output since the last flush was lost, and aiokafka's `CommitFailedError` if the
         group has rebalanced in the meantime."""
+        if not offsets and self._consumer is None and not self._stopped:
+            return  # never started: nothing to commit
         consumer = self._require(self._consumer)
         await self.flush()
         if not offsets:
@@ -668,6 +670,8 @@ class KafkaTransport:
         Failures are raised here even when the sender also awaited the `Delivery`: a commit
         follows every flush, and committing past lost output would break at-least-once.
         """
+        if self._producer is None and not self._stopped:
+            return  # never started: nothing was sent (a worker stopping after a failed start)
         await self._require(self._producer).flush()
         if self._failed:
             failed, self._failed = self._failed, []

@@ -195,7 +195,11 @@ async def test_orders_app_on_kafka_matches_the_in_memory_run(
 
     for topic in exact:
         want = sum(expected[topic].values())
-        got = await read_topic(fresh_broker, topic, lambda rs, n=want: len(rs) >= n, within=60)
+
+        def enough(rs: list[Out], n: int = want) -> bool:
+            return len(rs) >= n
+
+        got = await read_topic(fresh_broker, topic, enough, within=60)
         actual = Counter(_canonical(r.key, json.loads(r.value or b"null")) for r in got)
         assert actual == expected[topic], f"{topic}: Kafka and in-memory runs differ"
 
@@ -393,3 +397,30 @@ async def test_poison_pills_go_to_the_dead_letter_topic_and_the_worker_goes_on(
     assert worker.alive, worker.tail()
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0, worker.tail()
+
+
+# -- start-up ---------------------------------------------------------------------------------
+
+
+async def test_worker_without_a_reachable_broker_exits_with_a_clear_message(
+    ledger_build: Path, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    nowhere = Broker("127.0.0.1", port, 0, tmp_path / "none.log")
+    worker = Worker(
+        "ledger_worker",
+        ledger_build,
+        nowhere,
+        tmp_path / "ledger.log",
+        env={"STREAMC_KAFKA_CONNECT_ATTEMPTS": "3", "STREAMC_KAFKA_CONNECT_BACKOFF_S": "0.1"},
+    ).start()
+    began = time.monotonic()
+    assert worker.wait(30) == 1
+    assert time.monotonic() - began < 20
+    text = worker.text()
+    assert f"cannot reach Kafka at 127.0.0.1:{port} after 3 attempt(s)" in text
+    assert "STREAMC_BROKER" in text
