@@ -1,16 +1,16 @@
 """Hooks for samples/orders.sdl: plain, typed, stdlib-only Python.
 
-The record classes are generated into the worker package, so the hooks describe what they need
-with Protocols: any object with those attributes will do, and the generated `Order` has them.
-Processors are generic over the record type so they give back exactly what they receive.
+The record classes and the Event type live in the generated worker package and its runtime,
+so the hooks describe what they need with Protocols: any object with those attributes will
+do, and the generated `Order` and the runtime's `Event` have them. Processors are generic over
+the record type so they give back exactly what they receive.
 """
 
 from __future__ import annotations
 
 import asyncio
+from types import TracebackType
 from typing import Protocol, TypeVar
-
-from streamc_runtime import Event
 
 
 class OrderLike(Protocol):
@@ -29,6 +29,37 @@ class WithdrawalLike(Protocol):
 
 OrderT = TypeVar("OrderT", bound=OrderLike)
 WithdrawalT = TypeVar("WithdrawalT", bound=WithdrawalLike)
+ValueT_co = TypeVar("ValueT_co", covariant=True)
+
+
+class MessageLike(Protocol):
+    """Where an event came from (the runtime's message has more: timestamp, headers, ...)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+class EventLike(Protocol[ValueT_co]):
+    """What `events` hands a sink: decoded key and value, the raw message, and manual ack."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def value(self) -> ValueT_co: ...
+    @property
+    def message(self) -> MessageLike: ...
+    async def ack(self) -> None: ...
+    async def __aenter__(self) -> object: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
 # Where a real shop would ask a service; a dict keeps the sample fast and offline.
 _CLIENTS = {"acct-1": "web", "acct-2": "ios"}
@@ -61,8 +92,10 @@ def is_suspicious(withdrawal: WithdrawalT) -> bool:
 
 def print_batch(batch: list[OrderT]) -> None:
     """A sink for `take`'s batches."""
+    # A batch holds one partition's orders, so it may span several accounts.
     total = sum(order.amount for order in batch)
-    print(f"batch of {len(batch)} orders for {batch[0].account_id}: {total:.2f}")
+    accounts = ", ".join(sorted({order.account_id for order in batch}))
+    print(f"batch of {len(batch)} orders ({accounts}): {total:.2f}")
 
 
 def print_numbered(number: int, withdrawal: WithdrawalT) -> None:
@@ -75,9 +108,12 @@ def show_withdrawal(key: str, withdrawal: WithdrawalT) -> None:
     print(f"cash withdrawal on {key}: {withdrawal.amount:.2f} in {withdrawal.country}")
 
 
-async def handle_refund(event: Event[str, OrderT]) -> None:
+async def handle_refund(event: EventLike[OrderLike]) -> None:
     """A sink after `events`: the raw message is at hand, and we ack by hand."""
     message = event.message
+    if event.value.amount <= 0:
+        await event.ack()  # nothing to book: ack at once
+        return
     async with event:  # acked when the block ends, even if the body raises
         print(
             f"refund {event.key} of {event.value.amount:.2f} "

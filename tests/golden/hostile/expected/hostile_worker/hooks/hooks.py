@@ -3,18 +3,18 @@
 from typing import Any
 
 
-def print(value: Any) -> Any:  # noqa: A001
+def print(value: Any) -> Any:
     value.self = value.self * 2
     return value
 
 
-def id(value: Any) -> str:  # noqa: A001
+def id(value: Any) -> str:
     return str(value.import_)
 
 
-def filter(value: Any) -> bool:  # noqa: A001
+def filter(value: Any) -> bool:
     return True
 
 
-async def map(key: str, value: Any) -> None:  # noqa: A001
+async def map(key: str, value: Any) -> None:
     return None
