@@ -70,6 +70,20 @@ def refresh_sample_copies() -> None:
             shutil.copyfile(REPO / name, folder / Path(name).name)
 
 
+def refresh_docs_diagram() -> None:
+    """docs/architecture.md shows the sample's topology as `streamc graph` prints it."""
+    from streamc.graph import render
+
+    with inside(REPO):
+        result = load(Path("samples/orders.sdl"))
+    assert result.program is not None, "samples/orders.sdl must check clean"
+    doc = REPO / "docs" / "architecture.md"
+    text = doc.read_text(encoding="utf-8")
+    start = text.index("```mermaid\n") + len("```mermaid\n")
+    end = text.index("```", start)
+    doc.write_text(text[:start] + render(result.program) + text[end:], encoding="utf-8")
+
+
 def regenerate(case: Path) -> None:
     files, stderr = compile_case(case)
     shutil.rmtree(case / "expected", ignore_errors=True)

@@ -1,5 +1,8 @@
 """Rewrite every golden expectation from the current compiler: `python tests/golden/regenerate.py`.
 
+Also refreshes the copy of samples/ in tests/golden/orders and the sample's diagram in
+docs/architecture.md.
+
 Review the diff before committing it: a golden change is a change in what users get.
 """
 
@@ -10,11 +13,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from golden import cases, refresh_sample_copies, regenerate
+from golden import cases, refresh_docs_diagram, refresh_sample_copies, regenerate
 
 
 def main() -> None:
     refresh_sample_copies()
+    refresh_docs_diagram()
     for case in cases():
         regenerate(case)
         print(f"regenerated {case.name}")
