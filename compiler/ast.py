@@ -171,7 +171,9 @@ TopicOption = TopicKey | TopicPartitions | TopicKafkaName
 class TopicDecl:
     name: Name
     value_type: TypeExpr | None  # None: raw bytes
-    options: tuple[TopicOption, ...]  # as written; duplicates are the checker's to report
+    options: tuple[
+        TopicOption, ...
+    ]  # as written; duplicates are the checker's to report
     span: Span
 
 
@@ -307,5 +309,7 @@ Decl = AppDecl | RecordDecl | TopicDecl | HooksDecl | AgentDecl
 @dataclass(frozen=True)
 class Module:
     filename: str  # as the user gave it; used in diagnostics
-    text: str  # the source, so the checker can quote expressions and pipelines as written
+    text: (
+        str  # the source, so the checker can quote expressions and pipelines as written
+    )
     decls: tuple[Decl, ...]

@@ -95,11 +95,15 @@ class _Checker:
     records: dict[str, ast.RecordDecl] = field(default_factory=dict)
     record_fields: dict[str, dict[str, ir.Field]] = field(default_factory=dict)
     field_spans: dict[tuple[str, str], Span] = field(default_factory=dict)
-    broken_fields: set[tuple[str, str]] = field(default_factory=set)  # their type is unknown
+    broken_fields: set[tuple[str, str]] = field(
+        default_factory=set
+    )  # their type is unknown
     topics: dict[str, _TopicInfo] = field(default_factory=dict)  # by source name
     implicit: dict[str, _TopicInfo] = field(default_factory=dict)
     repartition: dict[str, _TopicInfo] = field(default_factory=dict)
-    kafka_names: dict[str, str] = field(default_factory=dict)  # kafka name -> source name
+    kafka_names: dict[str, str] = field(
+        default_factory=dict
+    )  # kafka name -> source name
     hooks: dict[str, _HookInfo] = field(default_factory=dict)
     hook_modules: list[ir.HookModule] = field(default_factory=list)
 
@@ -135,8 +139,12 @@ class _Checker:
             if isinstance(decl, ast.AgentDecl):
                 name = decl.name.text
                 if name in seen_agents:
-                    self.error(decl.name.span, "E207", f"agent '{name}' is already declared",
-                               [f"the first one is at {self.line_of(seen_agents[name])}"])
+                    self.error(
+                        decl.name.span,
+                        "E207",
+                        f"agent '{name}' is already declared",
+                        [f"the first one is at {self.line_of(seen_agents[name])}"],
+                    )
                 else:
                     seen_agents[name] = decl.name.span
                 agent = self.check_agent(decl)
@@ -148,8 +156,13 @@ class _Checker:
         topics += [t.topic for t in self.implicit.values()]
         topics += [t.topic for t in self.repartition.values()]
         hooks = tuple(
-            ir.Hook(name, h.module, tuple(p for p in h.params if p is not None), h.returns,
-                    h.is_async)
+            ir.Hook(
+                name,
+                h.module,
+                tuple(p for p in h.params if p is not None),
+                h.returns,
+                h.is_async,
+            )
             for name, h in self.hooks.items()
         )
         return ir.Program(
@@ -164,8 +177,12 @@ class _Checker:
 
     def check_app(self, apps: list[ast.AppDecl]) -> None:
         for extra in apps[1:]:
-            self.error(extra.span, "E209", "the app name is declared twice",
-                       [f"the first declaration is at {self.line_of(apps[0].span)}"])
+            self.error(
+                extra.span,
+                "E209",
+                "the app name is declared twice",
+                [f"the first declaration is at {self.line_of(apps[0].span)}"],
+            )
         if apps:
             self.app = apps[0].name.text
             return
@@ -173,9 +190,12 @@ class _Checker:
         self.app = stem
         if not IDENT_RE.match(stem):
             self.app = "app"
-            self.error(None, "E209",
-                       f"the file name '{stem}' cannot name the app: it is not an identifier",
-                       ["declare the name at the top of the file, such as `app orders`"])
+            self.error(
+                None,
+                "E209",
+                f"the file name '{stem}' cannot name the app: it is not an identifier",
+                ["declare the name at the top of the file, such as `app orders`"],
+            )
 
     # ---- records
 
@@ -183,11 +203,18 @@ class _Checker:
         for decl in decls:
             name = decl.name.text
             if name in BUILTIN_TYPE_NAMES:
-                self.error(decl.name.span, "E207",
-                           f"'{name}' is a built-in type and cannot name a record")
+                self.error(
+                    decl.name.span,
+                    "E207",
+                    f"'{name}' is a built-in type and cannot name a record",
+                )
             elif name in self.records:
-                self.error(decl.name.span, "E207", f"record '{name}' is already declared",
-                           [f"the first one is at {self.line_of(self.records[name].span)}"])
+                self.error(
+                    decl.name.span,
+                    "E207",
+                    f"record '{name}' is already declared",
+                    [f"the first one is at {self.line_of(self.records[name].span)}"],
+                )
             else:
                 self.records[name] = decl
 
@@ -199,8 +226,11 @@ class _Checker:
             fields: dict[str, ir.Field] = {}
             for f in decl.fields:
                 if f.name.text in fields:
-                    self.error(f.name.span, "E207",
-                               f"record {decl.name.text} already has a field '{f.name.text}'")
+                    self.error(
+                        f.name.span,
+                        "E207",
+                        f"record {decl.name.text} already has a field '{f.name.text}'",
+                    )
                     continue
                 ftype = self.resolve_type(f.type, "field")
                 default = None
@@ -236,7 +266,11 @@ class _Checker:
                 return
             state[root] = 1
             path = [root]
-            stack = [iter([(f, inner) for f in built[root].fields for inner in nested(f.type)])]
+            stack = [
+                iter(
+                    [(f, inner) for f in built[root].fields for inner in nested(f.type)]
+                )
+            ]
             while stack:
                 step = next(stack[-1], None)
                 if step is None:
@@ -248,7 +282,7 @@ class _Checker:
                 f, inner = step
                 name = path[-1]
                 if state.get(inner) == 1:
-                    cycle = " -> ".join([*path[path.index(inner):], inner])
+                    cycle = " -> ".join([*path[path.index(inner) :], inner])
                     self.error(self.field_spans[(name, f.name)], "E313",
                                f"record {name} contains itself through field '{f.name}'",
                                [f"the records nest in a cycle: {cycle}",
@@ -275,9 +309,12 @@ class _Checker:
             for item in d.items:
                 v = self.literal_value(item, base.item)
                 if isinstance(v, _Bad):
-                    self.error(item.span, "E312",
-                               f"an item of the default does not match the field's type {ftype}",
-                               [f"expected {base.item}, found {_lit_type_name(item)}"])
+                    self.error(
+                        item.span,
+                        "E312",
+                        f"an item of the default does not match the field's type {ftype}",
+                        [f"expected {base.item}, found {_lit_type_name(item)}"],
+                    )
                     return None
                 values.append(v)
             return ir.Default(tuple(values))
@@ -303,8 +340,12 @@ class _Checker:
         return lit.value if base == ir.STR else _BAD
 
     def bad_default(self, span: Span, expected: ir.Type, found: str) -> None:
-        self.error(span, "E312", f"the default does not match the field's type {expected}",
-                   [f"expected {expected}, found {found}"])
+        self.error(
+            span,
+            "E312",
+            f"the default does not match the field's type {expected}",
+            [f"expected {expected}, found {found}"],
+        )
 
     # ---- types
 
@@ -312,8 +353,12 @@ class _Checker:
         """Resolve a type expression. `where`: "field", "topic", "key", "param" or "return"."""
         if isinstance(t, ast.TupleTypeExpr):
             if where not in ("param", "return"):
-                self.error(t.span, "E314", f"a tuple type cannot be used as a {_WHERE[where]}",
-                           ["tuples only appear as hook parameters, after enumerate or items"])
+                self.error(
+                    t.span,
+                    "E314",
+                    f"a tuple type cannot be used as a {_WHERE[where]}",
+                    ["tuples only appear as hook parameters, after enumerate or items"],
+                )
                 return None
             items = [self.resolve_type(i, "inner") for i in t.items]
             if any(i is None for i in items):
@@ -326,21 +371,30 @@ class _Checker:
         if name in ("list", "Event"):
             want = 1 if name == "list" else 2
             if len(t.args) != want:
-                self.error(t.span, "E315",
-                           f"{name} takes {want} type argument{'s' if want > 1 else ''}, "
-                           f"found {len(t.args)}",
-                           ["write list[T]" if name == "list" else "write Event[K, V]"])
+                self.error(
+                    t.span,
+                    "E315",
+                    f"{name} takes {want} type argument{'s' if want > 1 else ''}, "
+                    f"found {len(t.args)}",
+                    ["write list[T]" if name == "list" else "write Event[K, V]"],
+                )
                 return None
             if name == "Event" and where not in ("param", "inner-param"):
-                self.error(t.span, "E314", f"Event cannot be used as a {_WHERE[where]}",
-                           ["Event[K, V] is only a hook parameter, after `events`"])
+                self.error(
+                    t.span,
+                    "E314",
+                    f"Event cannot be used as a {_WHERE[where]}",
+                    ["Event[K, V] is only a hook parameter, after `events`"],
+                )
                 return None
             args = [self.resolve_type(a, inner_where) for a in t.args]
             if any(a is None for a in args):
                 return None
             first, last = args[0], args[-1]
             assert first is not None and last is not None
-            resolved = ir.ListType(first) if name == "list" else ir.EventType(first, last)
+            resolved = (
+                ir.ListType(first) if name == "list" else ir.EventType(first, last)
+            )
         elif t.args:
             self.error(t.span, "E315", f"{name} takes no type arguments")
             return None
@@ -348,18 +402,28 @@ class _Checker:
             resolved = PRIMITIVES[name]
         elif name == "any":
             if where not in ("param", "inner-param"):
-                self.error(t.span, "E314", f"any cannot be used as a {_WHERE[where]}",
-                           ["any is only a hook parameter type: the hook accepts anything"])
+                self.error(
+                    t.span,
+                    "E314",
+                    f"any cannot be used as a {_WHERE[where]}",
+                    ["any is only a hook parameter type: the hook accepts anything"],
+                )
                 return None
             resolved = ir.AnyType()
         elif name in self.records:
             resolved = ir.RecordType(name)
         else:
-            self.error(t.name.span, "E202", f"unknown type '{name}'",
-                       did_you_mean(name, [*self.records, *BUILTIN_TYPE_NAMES]))
+            self.error(
+                t.name.span,
+                "E202",
+                f"unknown type '{name}'",
+                did_you_mean(name, [*self.records, *BUILTIN_TYPE_NAMES]),
+            )
             return None
         if t.optional:
-            if isinstance(resolved, ir.OptionalType):  # pragma: no cover - grammar has one ?
+            if isinstance(
+                resolved, ir.OptionalType
+            ):  # pragma: no cover - grammar has one ?
                 return resolved
             return ir.OptionalType(resolved)
         return resolved
@@ -386,41 +450,60 @@ class _Checker:
             if isinstance(opt, ast.TopicKey):
                 key_type = self.resolve_type(opt.type, "key")
                 if key_type is not None and key_type not in KEY_TYPES:
-                    self.error(opt.type.span, "E303", f"a topic key cannot be {key_type}",
-                               ["keys are str, int or bytes"])
+                    self.error(
+                        opt.type.span,
+                        "E303",
+                        f"a topic key cannot be {key_type}",
+                        ["keys are str, int or bytes"],
+                    )
                     key_type = None
             elif isinstance(opt, ast.TopicPartitions):
                 if opt.count.value < 1:
-                    self.error(opt.count.span, "E306",
-                               f"a topic needs at least 1 partition, found {opt.count.value}")
+                    self.error(
+                        opt.count.span,
+                        "E306",
+                        f"a topic needs at least 1 partition, found {opt.count.value}",
+                    )
                 partitions = max(opt.count.value, 1)
             else:
                 kafka_name, kafka_span = opt.name.value, opt.name.span
                 self.check_kafka_name(kafka_name, kafka_span)
         if name in self.topics:
             first = self.topics[name].span
-            self.error(decl.name.span, "E207", f"topic '{name}' is already declared",
-                       [f"the first one is at {self.line_of(first)}"] if first else [])
+            self.error(
+                decl.name.span,
+                "E207",
+                f"topic '{name}' is already declared",
+                [f"the first one is at {self.line_of(first)}"] if first else [],
+            )
             return
         self.claim_kafka_name(kafka_name, name, kafka_span)
         topic = ir.Topic(name, kafka_name, key_type or ir.BYTES, value_type or ir.BYTES,
                          partitions, "declared")  # fmt: skip
         info = _TopicInfo(topic, decl.name.span)
         if key_type is None or value_type is None:
-            info.first_use = "broken"  # its types are unknown: stay quiet about them later
+            info.first_use = (
+                "broken"  # its types are unknown: stay quiet about them later
+            )
         self.topics[name] = info
 
     def check_kafka_name(self, kafka_name: str, span: Span) -> bool:
         if KAFKA_NAME_RE.match(kafka_name) and kafka_name not in (".", ".."):
             return True
-        self.error(span, "E210", f"'{kafka_name}' is not a valid Kafka topic name",
-                   ["Kafka topic names have 1 to 249 letters, digits, '.', '_' or '-'"])
+        self.error(
+            span,
+            "E210",
+            f"'{kafka_name}' is not a valid Kafka topic name",
+            ["Kafka topic names have 1 to 249 letters, digits, '.', '_' or '-'"],
+        )
         return False
 
     def claim_kafka_name(self, kafka_name: str, owner: str, span: Span) -> None:
         if kafka_name in self.kafka_names:
             other = self.kafka_names[kafka_name]
-            self.error(span, "E208", f"Kafka topic '{kafka_name}' is already used by {other}")
+            self.error(
+                span, "E208", f"Kafka topic '{kafka_name}' is already used by {other}"
+            )
             return
         self.kafka_names[kafka_name] = f"topic {owner}"
 
@@ -430,20 +513,30 @@ class _Checker:
         path = decl.path.value
         pure = PurePosixPath(path.replace("\\", "/"))
         if not path.endswith(".py") or pure.is_absolute() or not path.strip():
-            self.error(decl.path.span, "E211",
-                       f"hooks module '{path}' must be a relative path to a .py file",
-                       ['such as "hooks.py", relative to the folder of the .sdl file'])
+            self.error(
+                decl.path.span,
+                "E211",
+                f"hooks module '{path}' must be a relative path to a .py file",
+                ['such as "hooks.py", relative to the folder of the .sdl file'],
+            )
             module = None
         elif not IDENT_RE.match(pure.stem):
-            self.error(decl.path.span, "E211",
-                       f"hooks module '{path}' cannot be imported: '{pure.stem}' is not a "
-                       "Python identifier", ["rename the file, such as my_hooks.py"])
+            self.error(
+                decl.path.span,
+                "E211",
+                f"hooks module '{path}' cannot be imported: '{pure.stem}' is not a "
+                "Python identifier",
+                ["rename the file, such as my_hooks.py"],
+            )
             module = None
         else:
             module = pure.stem
             if any(m.module == module for m in self.hook_modules):
-                self.error(decl.path.span, "E207",
-                           f"a hooks module named '{module}' is already declared")
+                self.error(
+                    decl.path.span,
+                    "E207",
+                    f"a hooks module named '{module}' is already declared",
+                )
                 module = None
         functions: dict[str, pyast.FunctionDef | pyast.AsyncFunctionDef] | None = None
         imported: set[str] = set()
@@ -471,7 +564,9 @@ class _Checker:
             line = e.lineno or 0
             col = e.offset or 1
             span = Span(line, col, line, col + 1, 0, 0) if line else None
-            self.error(span, "E206", f"hooks module is not valid Python: {e.msg}", file=display)
+            self.error(
+                span, "E206", f"hooks module is not valid Python: {e.msg}", file=display
+            )
             return None, set()
         except (ValueError, RecursionError, MemoryError) as e:
             self.error(None, "E206", f"hooks module cannot be parsed: {type(e).__name__}",
@@ -496,11 +591,19 @@ class _Checker:
     ) -> None:
         name = sig.name.text
         params = tuple(self.resolve_type(p, "param") for p in sig.params)
-        returns = self.resolve_type(sig.returns, "return") if sig.returns is not None else None
+        returns = (
+            self.resolve_type(sig.returns, "return")
+            if sig.returns is not None
+            else None
+        )
         if name in self.hooks:
             first = self.hooks[name].sig.name.span
-            self.error(sig.name.span, "E207", f"hook '{name}' is already declared",
-                       [f"the first one is at {self.line_of(first)}"])
+            self.error(
+                sig.name.span,
+                "E207",
+                f"hook '{name}' is already declared",
+                [f"the first one is at {self.line_of(first)}"],
+            )
             return
         info = _HookInfo(sig, module, params, returns, sig.returns is not None)
         self.hooks[name] = info
@@ -510,8 +613,10 @@ class _Checker:
         if fn is None:
             hints = list(did_you_mean(name, functions))
             if name in imported:
-                hints.append(f"'{name}' is imported there; streamc needs a `def` or `async def` "
-                             "in the module itself to know whether to await it")
+                hints.append(
+                    f"'{name}' is imported there; streamc needs a `def` or `async def` "
+                    "in the module itself to know whether to await it"
+                )
             self.error(sig.name.span, "E205", f"{path} has no function '{name}'", hints)
             return
         info.is_async = isinstance(fn, pyast.AsyncFunctionDef)
@@ -523,12 +628,21 @@ class _Checker:
         kw_required = [a.arg for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True)
                        if d is None]  # fmt: skip
         if kw_required:
-            self.error(sig.span, "E307",
-                       f"function '{name}' in {path} has a required keyword-only parameter "
-                       f"'{kw_required[0]}'", ["streamc passes arguments by position"])
+            self.error(
+                sig.span,
+                "E307",
+                f"function '{name}' in {path} has a required keyword-only parameter "
+                f"'{kw_required[0]}'",
+                ["streamc passes arguments by position"],
+            )
         elif n < required or (most is not None and n > most):
-            takes = str(required) if most == required else (
-                f"{required} or more" if most is None else f"{required} to {most}")
+            takes = (
+                str(required)
+                if most == required
+                else (
+                    f"{required} or more" if most is None else f"{required} to {most}"
+                )
+            )
             self.error(sig.span, "E307",
                        f"hook '{name}' is declared with {_n(n, 'parameter')}, but the "
                        f"function in {path} takes {takes}")  # fmt: skip
@@ -538,15 +652,23 @@ class _Checker:
     def find_topic(self, ref: ast.Name) -> _TopicInfo | None:
         info = self.topics.get(ref.text)
         if info is None:
-            self.error(ref.span, "E203", f"unknown topic '{ref.text}'",
-                       did_you_mean(ref.text, self.topics))
+            self.error(
+                ref.span,
+                "E203",
+                f"unknown topic '{ref.text}'",
+                did_you_mean(ref.text, self.topics),
+            )
         return info
 
     def find_hook(self, ref: ast.Name) -> _HookInfo | None:
         info = self.hooks.get(ref.text)
         if info is None:
-            self.error(ref.span, "E204", f"unknown hook '{ref.text}'",
-                       did_you_mean(ref.text, self.hooks))
+            self.error(
+                ref.span,
+                "E204",
+                f"unknown hook '{ref.text}'",
+                did_you_mean(ref.text, self.hooks),
+            )
         return info
 
     def check_agent(self, decl: ast.AgentDecl) -> ir.Agent | None:
@@ -555,7 +677,9 @@ class _Checker:
         seen: set[str] = set()
         for ref in decl.source.topics:
             if ref.text in seen:
-                self.error(ref.span, "E207", f"topic '{ref.text}' is joined with itself")
+                self.error(
+                    ref.span, "E207", f"topic '{ref.text}' is joined with itself"
+                )
                 continue
             seen.add(ref.text)
             info = self.find_topic(ref)
@@ -586,9 +710,12 @@ class _Checker:
         ops: list[ir.Op] = []
         for op in decl.ops:
             if stream.mode == "done":
-                self.error(op.span, "E305",
-                           f"nothing may follow '{stream.mode_op}', which ends the pipeline",
-                           ["start another agent from the same topic instead"])
+                self.error(
+                    op.span,
+                    "E305",
+                    f"nothing may follow '{stream.mode_op}', which ends the pipeline",
+                    ["start another agent from the same topic instead"],
+                )
                 break
             if stream.mode in ("items", "events") and not isinstance(op, ast.SinkOp):
                 self.error(op.span, "E304",
@@ -608,7 +735,9 @@ class _Checker:
             input=input_elem,
             input_key=input_key,
             ops=tuple(ops),
-            text=_collapse(self.module.text[decl.pipeline_span.start:decl.pipeline_span.end]),
+            text=_collapse(
+                self.module.text[decl.pipeline_span.start : decl.pipeline_span.end]
+            ),
             line=decl.span.line,
         )
 
@@ -616,7 +745,9 @@ class _Checker:
         handler = _HANDLERS[type(op)]
         return handler(self, op, s, agent)
 
-    def op_process(self, op: ast.ProcessOp, s: _Stream, agent: ast.AgentDecl) -> ir.Op | None:
+    def op_process(
+        self, op: ast.ProcessOp, s: _Stream, agent: ast.AgentDecl
+    ) -> ir.Op | None:
         for ref in op.hooks:
             hook = self.find_hook(ref)
             if hook is None:
@@ -624,9 +755,12 @@ class _Checker:
                 continue
             self.check_hook_call(hook, ref, s.elem, "processor")
             if not hook.has_return:
-                self.error(ref.span, "E308",
-                           f"hook '{ref.text}' returns nothing, so it cannot be a processor",
-                           ["a processor returns the new element, such as `-> Order`"])
+                self.error(
+                    ref.span,
+                    "E308",
+                    f"hook '{ref.text}' returns nothing, so it cannot be a processor",
+                    ["a processor returns the new element, such as `-> Order`"],
+                )
                 s.elem = None
             else:
                 s.elem = hook.returns
@@ -635,7 +769,9 @@ class _Checker:
             return None
         return ir.Process(tuple(r.text for r in op.hooks), s.elem, s.key)
 
-    def op_group_by(self, op: ast.GroupByOp, s: _Stream, agent: ast.AgentDecl) -> ir.Op | None:
+    def op_group_by(
+        self, op: ast.GroupByOp, s: _Stream, agent: ast.AgentDecl
+    ) -> ir.Op | None:
         first = op.path[0]
         elem = s.elem
         field_names = set(self.record_fields.get(elem.name, {})) \
@@ -643,14 +779,22 @@ class _Checker:
         key: ir.Type | None
         hook_name: str | None = None
         path: tuple[str, ...] | None = None
-        if len(op.path) == 1 and first.text in self.hooks and first.text not in field_names:
+        if (
+            len(op.path) == 1
+            and first.text in self.hooks
+            and first.text not in field_names
+        ):
             hook = self.hooks[first.text]
             self.check_hook_call(hook, first, elem, "key function")
             key = hook.returns
             if not hook.has_return:
-                self.error(first.span, "E308",
-                           f"hook '{first.text}' returns nothing, so it cannot be a key "
-                           "function", ["a key function returns the key, such as `-> str`"])
+                self.error(
+                    first.span,
+                    "E308",
+                    f"hook '{first.text}' returns nothing, so it cannot be a key "
+                    "function",
+                    ["a key function returns the key, such as `-> str`"],
+                )
             hook_name = first.text
             key_span = first.span
         else:
@@ -658,9 +802,13 @@ class _Checker:
                 return self.lose(s)
             if not isinstance(elem, ir.RecordType):
                 if len(op.path) == 1:
-                    self.error(first.span, "E204",
-                               f"unknown hook '{first.text}' (a stream of {elem} has no "
-                               "fields to group by)", did_you_mean(first.text, self.hooks))
+                    self.error(
+                        first.span,
+                        "E204",
+                        f"unknown hook '{first.text}' (a stream of {elem} has no "
+                        "fields to group by)",
+                        did_you_mean(first.text, self.hooks),
+                    )
                 else:
                     self.error(first.span, "E309",
                                f"cannot group a stream of {elem} by a field: only records "
@@ -669,23 +817,34 @@ class _Checker:
             key = self.resolve_path(op.path, elem, extra=self.hooks)
             path = tuple(n.text for n in op.path)
             key_span = op.path[0].span.to(op.path[-1].span)
-        if key is not None and (isinstance(key, ir.OptionalType) or key not in KEY_TYPES):
+        if key is not None and (
+            isinstance(key, ir.OptionalType) or key not in KEY_TYPES
+        ):
             what = f"'{'.'.join(path)}'" if path else f"hook '{hook_name}'"
             hints = ["keys are str, int or bytes, and never null"]
             if isinstance(key, ir.OptionalType):
                 hints.insert(0, f"{what} may be null")
-            self.error(key_span, "E303", f"cannot group by {what}: {key} is not a valid key",
-                       hints)
+            self.error(
+                key_span,
+                "E303",
+                f"cannot group by {what}: {key} is not a valid key",
+                hints,
+            )
             key = None
         if key is None or s.elem is None:
-            s.key = None  # the element type is still known: later operations can be checked
+            s.key = (
+                None  # the element type is still known: later operations can be checked
+            )
             return None
         key_text = ".".join(path) if path else str(hook_name)
         name = f"{self.app}-{agent.name.text}-{s.topic}-{key_text}-repartition"
         topic = ir.Topic(name, name, key, s.elem, s.partitions, "repartition")
         if name in self.kafka_names:
-            self.error(op.span, "E208",
-                       f"Kafka topic '{name}' is already used by {self.kafka_names[name]}")
+            self.error(
+                op.span,
+                "E208",
+                f"Kafka topic '{name}' is already used by {self.kafka_names[name]}",
+            )
         else:
             self.kafka_names[name] = f"the repartition topic of agent {agent.name.text}"
             self.repartition[name] = _TopicInfo(topic, None)
@@ -699,14 +858,20 @@ class _Checker:
 
     def op_take(self, op: ast.TakeOp, s: _Stream, agent: ast.AgentDecl) -> ir.Op | None:
         if op.size.value < 1:
-            self.error(op.size.span, "E306",
-                       f"take needs a positive batch size, found {op.size.value}")
+            self.error(
+                op.size.span,
+                "E306",
+                f"take needs a positive batch size, found {op.size.value}",
+            )
         within = None
         if op.within is not None:
             within = op.within.seconds
             if within <= 0:
-                self.error(op.within.span, "E306",
-                           f"take needs a positive duration, found {op.within.text}")
+                self.error(
+                    op.within.span,
+                    "E306",
+                    f"take needs a positive duration, found {op.within.text}",
+                )
         if s.elem is None:
             return None
         s.elem = ir.ListType(s.elem)
@@ -714,7 +879,9 @@ class _Checker:
             return None
         return ir.Take(op.size.value, within, s.elem, s.key)
 
-    def op_enumerate(self, op: ast.EnumerateOp, s: _Stream, agent: ast.AgentDecl) -> ir.Op | None:
+    def op_enumerate(
+        self, op: ast.EnumerateOp, s: _Stream, agent: ast.AgentDecl
+    ) -> ir.Op | None:
         if s.elem is None:
             return None
         s.elem = ir.TupleType((ir.INT, s.elem))
@@ -729,7 +896,9 @@ class _Checker:
             if info is None:
                 return None
         else:
-            declared = [t for t in self.topics.values() if t.topic.kafka_name == ref.value]
+            declared = [
+                t for t in self.topics.values() if t.topic.kafka_name == ref.value
+            ]
             if declared:
                 info = declared[0]
             elif ref.value in self.implicit:
@@ -745,8 +914,10 @@ class _Checker:
                     self.error(ref.span, "E208", f"Kafka topic '{ref.value}' is already used "
                                f"by {self.kafka_names[ref.value]}")  # fmt: skip
                     return None
-                self.kafka_names[ref.value] = f"the topic \"{ref.value}\""
-                topic = ir.Topic(ref.value, ref.value, s.key, s.elem, s.partitions, "implicit")
+                self.kafka_names[ref.value] = f'the topic "{ref.value}"'
+                topic = ir.Topic(
+                    ref.value, ref.value, s.key, s.elem, s.partitions, "implicit"
+                )
                 info = _TopicInfo(topic, ref.span, first_use=self.line_of(ref.span))
                 self.implicit[ref.value] = info
                 return topic
@@ -758,14 +929,20 @@ class _Checker:
         label = f"topic {t.name}" if t.kind == "declared" else \
             f"topic \"{t.name}\" (first used at {info.first_use})"  # fmt: skip
         if t.value_type != s.elem:
-            self.error(ref.span, "E301",
-                       f"{label} carries {t.value_type}, but the stream carries {s.elem}",
-                       [f"expected {t.value_type}, found {s.elem}"])
+            self.error(
+                ref.span,
+                "E301",
+                f"{label} carries {t.value_type}, but the stream carries {s.elem}",
+                [f"expected {t.value_type}, found {s.elem}"],
+            )
             return None
         if s.key is not None and t.key_type != s.key:
-            self.error(ref.span, "E301",
-                       f"{label} is keyed by {t.key_type}, but the stream is keyed by {s.key}",
-                       [f"expected key {t.key_type}, found {s.key}"])
+            self.error(
+                ref.span,
+                "E301",
+                f"{label} is keyed by {t.key_type}, but the stream is keyed by {s.key}",
+                [f"expected key {t.key_type}, found {s.key}"],
+            )
             return None
         return t
 
@@ -777,7 +954,9 @@ class _Checker:
             return False
         return True
 
-    def op_through(self, op: ast.ThroughOp, s: _Stream, agent: ast.AgentDecl) -> ir.Op | None:
+    def op_through(
+        self, op: ast.ThroughOp, s: _Stream, agent: ast.AgentDecl
+    ) -> ir.Op | None:
         topic = self.target(op.topic, s, "through")
         if topic is None or s.elem is None or s.key is None:
             return None
@@ -790,7 +969,9 @@ class _Checker:
             topic = self.target(ref, s, "echo")
             if topic is not None:
                 if topic.name in names:
-                    self.error(ref.span, "E207", f"echo names topic '{topic.name}' twice")
+                    self.error(
+                        ref.span, "E207", f"echo names topic '{topic.name}' twice"
+                    )
                 names.append(topic.name)
         if s.elem is None or s.key is None or len(names) != len(op.topics):
             return None
@@ -803,29 +984,39 @@ class _Checker:
             return None
         return ir.To(topic.name, s.elem, s.key)
 
-    def op_items(self, op: ast.ItemsOp, s: _Stream, agent: ast.AgentDecl) -> ir.Op | None:
+    def op_items(
+        self, op: ast.ItemsOp, s: _Stream, agent: ast.AgentDecl
+    ) -> ir.Op | None:
         s.mode = s.mode_op = "items"
         if s.elem is None or s.key is None:
             return None
         s.elem = ir.TupleType((s.key, s.elem))
         return ir.Items(s.elem, s.key)
 
-    def op_events(self, op: ast.EventsOp, s: _Stream, agent: ast.AgentDecl) -> ir.Op | None:
+    def op_events(
+        self, op: ast.EventsOp, s: _Stream, agent: ast.AgentDecl
+    ) -> ir.Op | None:
         s.mode = s.mode_op = "events"
         if s.elem is None or s.key is None:
             return None
         s.elem = ir.EventType(s.key, s.elem)
         return ir.Events(s.elem, s.key)
 
-    def op_filter(self, op: ast.FilterOp, s: _Stream, agent: ast.AgentDecl) -> ir.Op | None:
+    def op_filter(
+        self, op: ast.FilterOp, s: _Stream, agent: ast.AgentDecl
+    ) -> ir.Op | None:
         hook = self.find_hook(op.hook)
         if hook is None:
             return None
         self.check_hook_call(hook, op.hook, s.elem, "filter")
         if hook.returns != ir.BOOL:
             found = hook.returns if hook.has_return else "nothing"
-            self.error(op.hook.span, "E308", f"filter hook '{op.hook.text}' must return bool",
-                       [f"expected bool, found {found}"])
+            self.error(
+                op.hook.span,
+                "E308",
+                f"filter hook '{op.hook.text}' must return bool",
+                [f"expected bool, found {found}"],
+            )
         if s.elem is None or s.key is None:
             return None
         return ir.Filter(op.hook.text, s.elem, s.key)
@@ -845,22 +1036,30 @@ class _Checker:
             return None
         return ir.Sink(op.hook.text, unpack, s.elem, s.key)
 
-    def op_where(self, op: ast.WhereOp, s: _Stream, agent: ast.AgentDecl) -> ir.Op | None:
+    def op_where(
+        self, op: ast.WhereOp, s: _Stream, agent: ast.AgentDecl
+    ) -> ir.Op | None:
         if s.elem is None:
             return None
         if not isinstance(s.elem, ir.RecordType):
-            self.error(op.span, "E309",
-                       f"where needs a stream of records, but the stream carries {s.elem}",
-                       ["use `filter` with a hook for other elements"])
+            self.error(
+                op.span,
+                "E309",
+                f"where needs a stream of records, but the stream carries {s.elem}",
+                ["use `filter` with a hook for other elements"],
+            )
             return None
         typed = self.check_expr(op.expr, s.elem)
         if typed is None or s.key is None:
             return None
         if typed.type != ir.BOOL:
-            self.error(op.expr.span, "E311",
-                       f"the condition of where must be a bool, found {typed.type}")
+            self.error(
+                op.expr.span,
+                "E311",
+                f"the condition of where must be a bool, found {typed.type}",
+            )
             return None
-        text = _collapse(self.module.text[op.expr.span.start:op.expr.span.end])
+        text = _collapse(self.module.text[op.expr.span.start : op.expr.span.end])
         return ir.Where(typed, text, s.elem, s.key)
 
     # ---- hook calls
@@ -896,9 +1095,12 @@ class _Checker:
         p = params[0]
         assert p is not None
         if not _accepts(p, elem):
-            self.error(ref.span, "E307",
-                       f"hook '{name}' takes {p}, but the stream carries {elem}",
-                       [f"expected {p}, found {elem}"])
+            self.error(
+                ref.span,
+                "E307",
+                f"hook '{name}' takes {p}, but the stream carries {elem}",
+                [f"expected {p}, found {elem}"],
+            )
         return False
 
     # ---- where expressions
@@ -922,8 +1124,12 @@ class _Checker:
             if f is None and (base.name, n.text) in self.broken_fields:
                 return None  # its type was already reported as unknown
             if f is None:
-                self.error(n.span, "E201", f"record {base.name} has no field '{n.text}'",
-                           did_you_mean(n.text, [*fields, *(extra if i == 0 else ())]))
+                self.error(
+                    n.span,
+                    "E201",
+                    f"record {base.name} has no field '{n.text}'",
+                    did_you_mean(n.text, [*fields, *(extra if i == 0 else ())]),
+                )
                 return None
             current = f.type
         if optional and not isinstance(current, ir.OptionalType):
@@ -954,13 +1160,21 @@ class _Checker:
                 return None
             if e.op == "not":
                 if operand.type != ir.BOOL:
-                    self.error(e.span, "E310", f"'not' needs a bool, found {operand.type}",
-                               _maybe_null_hint(operand.type))
+                    self.error(
+                        e.span,
+                        "E310",
+                        f"'not' needs a bool, found {operand.type}",
+                        _maybe_null_hint(operand.type),
+                    )
                     return None
                 return ir.Unary("not", operand, ir.BOOL)
             if operand.type not in NUMERIC:
-                self.error(e.span, "E310", f"'-' needs a number, found {operand.type}",
-                           _maybe_null_hint(operand.type))
+                self.error(
+                    e.span,
+                    "E310",
+                    f"'-' needs a number, found {operand.type}",
+                    _maybe_null_hint(operand.type),
+                )
                 return None
             return ir.Unary("-", operand, operand.type)
         if isinstance(e, ast.BinaryExpr):
@@ -977,29 +1191,41 @@ class _Checker:
         if op in ("and", "or"):
             for side in (left, right):
                 if side.type != ir.BOOL:
-                    self.error(e.span, "E310",
-                               f"'{op}' needs bool operands, found {_show_expr(side)}",
-                               _maybe_null_hint(side.type))
+                    self.error(
+                        e.span,
+                        "E310",
+                        f"'{op}' needs bool operands, found {_show_expr(side)}",
+                        _maybe_null_hint(side.type),
+                    )
                     return None
             return ir.Binary(op, left, right, ir.BOOL)
         if op in ("==", "!="):
             if _is_null(left) and _is_null(right):
-                self.error(e.span, "E310", "comparing null with null is always the same")
+                self.error(
+                    e.span, "E310", "comparing null with null is always the same"
+                )
                 return None
             if _is_null(left) or _is_null(right):
                 other = right if _is_null(left) else left
                 if not isinstance(other.type, ir.OptionalType):
-                    self.error(e.span, "E310",
-                               f"{_show_expr(other)} is {other.type}, which is never null",
-                               [f"only optional values ({other.type}?) can be null"])
+                    self.error(
+                        e.span,
+                        "E310",
+                        f"{_show_expr(other)} is {other.type}, which is never null",
+                        [f"only optional values ({other.type}?) can be null"],
+                    )
                     return None
                 null = ir.Const(None, other.type)
                 left, right = (null, right) if _is_null(left) else (left, null)
                 return ir.Binary(op, left, right, ir.BOOL)
             lb, rb = _strip(lt), _strip(rt)
             if lb != rb and not (lb in NUMERIC and rb in NUMERIC):
-                self.error(e.span, "E310", f"cannot compare {lt} with {rt}",
-                           [f"'{op}' needs values of the same type"])
+                self.error(
+                    e.span,
+                    "E310",
+                    f"cannot compare {lt} with {rt}",
+                    [f"'{op}' needs values of the same type"],
+                )
                 return None
             return ir.Binary(op, left, right, ir.BOOL)
         if _is_null(left) or _is_null(right):
@@ -1008,9 +1234,13 @@ class _Checker:
         if op in ("<", "<=", ">", ">="):
             if (lt in NUMERIC and rt in NUMERIC) or lt == rt == ir.STR:
                 return ir.Binary(op, left, right, ir.BOOL)
-            self.error(e.span, "E310", f"cannot compare {lt} with {rt} using '{op}'",
-                       _maybe_null_hint(lt if isinstance(lt, ir.OptionalType) else rt)
-                       or [f"'{op}' compares two numbers or two strings"])
+            self.error(
+                e.span,
+                "E310",
+                f"cannot compare {lt} with {rt} using '{op}'",
+                _maybe_null_hint(lt if isinstance(lt, ir.OptionalType) else rt)
+                or [f"'{op}' compares two numbers or two strings"],
+            )
             return None
         # arithmetic
         if op == "+" and lt == rt == ir.STR:
@@ -1018,21 +1248,28 @@ class _Checker:
         if lt in NUMERIC and rt in NUMERIC:
             result = ir.FLOAT if (op == "/" or ir.FLOAT in (lt, rt)) else ir.INT
             return ir.Binary(op, left, right, result)
-        self.error(e.span, "E310", f"'{op}' cannot be applied to {lt} and {rt}",
-                   _maybe_null_hint(lt if isinstance(lt, ir.OptionalType) else rt)
-                   or [f"'{op}' needs two numbers" + (" or two strings" if op == "+" else "")])
+        self.error(
+            e.span,
+            "E310",
+            f"'{op}' cannot be applied to {lt} and {rt}",
+            _maybe_null_hint(lt if isinstance(lt, ir.OptionalType) else rt)
+            or [f"'{op}' needs two numbers" + (" or two strings" if op == "+" else "")],
+        )
         return None
 
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
 
+
 class _Bad:
     """A literal that does not fit a type."""
 
 
 _BAD = _Bad()
-_NULL = ir.OptionalType(ir.AnyType())  # the type of `null` until it meets the other side
+_NULL = ir.OptionalType(
+    ir.AnyType()
+)  # the type of `null` until it meets the other side
 
 _WHERE = {
     "field": "field type", "topic": "topic's value type", "key": "topic's key type",
@@ -1041,7 +1278,9 @@ _WHERE = {
     "inner": "type argument",
 }  # fmt: skip
 
-_HANDLERS: dict[type, Callable[[_Checker, ast.Op, _Stream, ast.AgentDecl], ir.Op | None]] = {
+_HANDLERS: dict[
+    type, Callable[[_Checker, ast.Op, _Stream, ast.AgentDecl], ir.Op | None]
+] = {
     ast.ProcessOp: _Checker.op_process,  # type: ignore[dict-item]
     ast.GroupByOp: _Checker.op_group_by,  # type: ignore[dict-item]
     ast.TakeOp: _Checker.op_take,  # type: ignore[dict-item]
@@ -1081,7 +1320,8 @@ def _accepts(param: ir.Type, actual: ir.Type) -> bool:
     if isinstance(param, ir.TupleType):
         items = actual.items  # type: ignore[union-attr]
         return len(param.items) == len(items) and all(
-            _accepts(p, a) for p, a in zip(param.items, items, strict=True))
+            _accepts(p, a) for p, a in zip(param.items, items, strict=True)
+        )
     if isinstance(param, ir.EventType) and isinstance(actual, ir.EventType):
         return _accepts(param.key, actual.key) and _accepts(param.value, actual.value)
     return param == actual
@@ -1121,7 +1361,11 @@ def _source_name(filename: str) -> str:
     # Generated files quote the source's name; an absolute path would make them differ per
     # machine, so only the file's own name is kept then.
     path = PurePosixPath(filename.replace("\\", "/"))
-    return path.name if path.is_absolute() or re.match(r"[A-Za-z]:", filename) else filename
+    return (
+        path.name
+        if path.is_absolute() or re.match(r"[A-Za-z]:", filename)
+        else filename
+    )
 
 
 def _n(count: int, word: str) -> str:
@@ -1133,5 +1377,7 @@ _COMMENT_OR_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*')
 
 def _collapse(text: str) -> str:
     """Source text without comments, whitespace runs collapsed to one space."""
-    text = _COMMENT_OR_STRING.sub(lambda m: m.group(0) if m.group(0)[0] == '"' else " ", text)
+    text = _COMMENT_OR_STRING.sub(
+        lambda m: m.group(0) if m.group(0)[0] == '"' else " ", text
+    )
     return " ".join(text.split())

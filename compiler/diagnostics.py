@@ -98,9 +98,16 @@ class Diagnostic:
 
     @classmethod
     def error(
-        cls, file: str, span: Span | None, code: str, message: str, hints: Iterable[str] = ()
+        cls,
+        file: str,
+        span: Span | None,
+        code: str,
+        message: str,
+        hints: Iterable[str] = (),
     ) -> Diagnostic:
-        assert code in CODES, code  # a new code must be added to the table (and the docs)
+        assert (
+            code in CODES
+        ), code  # a new code must be added to the table (and the docs)
         if span is None:
             return cls(file, 0, 0, 0, 0, "error", code, message, tuple(hints))
         return cls(
@@ -158,7 +165,9 @@ def render_one(diagnostic: Diagnostic, sources: Mapping[str, str]) -> str:
             if d.end_line == d.line and d.end_col > d.col:
                 width = d.end_col - d.col
             elif d.end_line > d.line:
-                width = max(len(shown) - start, 1)  # a multi-line span: caret to end of line
+                width = max(
+                    len(shown) - start, 1
+                )  # a multi-line span: caret to end of line
             else:
                 width = 1  # an empty span, such as the end of the file
             width = max(min(width, len(shown) - start), 1)

@@ -30,13 +30,19 @@ def _read(path: Path, shown: str) -> tuple[str | None, Diagnostic | None, str | 
         data = path.read_bytes()
     except OSError as e:
         reason = e.strerror or type(e).__name__
-        return None, Diagnostic.error(shown, None, "E100", f"cannot read file: {reason}"), reason
+        return (
+            None,
+            Diagnostic.error(shown, None, "E100", f"cannot read file: {reason}"),
+            reason,
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         before = data[: e.start]
         line = before.count(b"\n") + 1
-        col = len(before[before.rfind(b"\n") + 1 :].decode("utf-8", errors="replace")) + 1
+        col = (
+            len(before[before.rfind(b"\n") + 1 :].decode("utf-8", errors="replace")) + 1
+        )
         span = Span(line, col, line, col + 1, 0, 0)
         reason = f"byte 0x{data[e.start]:02x} at line {line}, column {col} is not valid UTF-8"
         diag = Diagnostic.error(shown, span, "E101",

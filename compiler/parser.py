@@ -69,9 +69,16 @@ def parse(text: str, filename: str) -> ast.Module:
 class _AstError(Exception):
     """A problem found while building the AST; `parse` adds the file name."""
 
-    def __init__(self, span: Span, code: str, message: str, hints: Iterable[str] = ()) -> None:
+    def __init__(
+        self, span: Span, code: str, message: str, hints: Iterable[str] = ()
+    ) -> None:
         super().__init__(message)
-        self.span, self.code, self.message, self.hints = span, code, message, tuple(hints)
+        self.span, self.code, self.message, self.hints = (
+            span,
+            code,
+            message,
+            tuple(hints),
+        )
 
 
 def _tspan(tok: Token) -> Span:
@@ -103,7 +110,9 @@ def _cover(children: list[Any]) -> Span:
 
 
 def _names(children: list[Any]) -> tuple[ast.Name, ...]:
-    return tuple(_name(c) for c in children if isinstance(c, Token) and c.type == "NAME")
+    return tuple(
+        _name(c) for c in children if isinstance(c, Token) and c.type == "NAME"
+    )
 
 
 def _nodes(children: list[Any], kind: Any) -> tuple[Any, ...]:
@@ -240,7 +249,9 @@ class _ToAst(Transformer[Token, Any]):
 
     def topic_decl(self, children: list[Any]) -> ast.TopicDecl:
         types = _nodes(children, _TYPES)
-        options = _nodes(children, (ast.TopicKey, ast.TopicPartitions, ast.TopicKafkaName))
+        options = _nodes(
+            children, (ast.TopicKey, ast.TopicPartitions, ast.TopicKafkaName)
+        )
         return ast.TopicDecl(_name(children[1]), types[0] if types else None, options,
                              _cover(children))  # fmt: skip
 
@@ -388,7 +399,10 @@ _PHRASES: dict[str, tuple[str, str]] = {
     "sink": ("a hook name", "NAME"),
     "group_by": ("a field name or a key hook name", "NAME"),
     ".": ("a field name", "NAME"),
-    "through": ('a topic name, or a Kafka topic name in quotes such as "audit"', "NAME"),
+    "through": (
+        'a topic name, or a Kafka topic name in quotes such as "audit"',
+        "NAME",
+    ),
     "to": ('a topic name, or a Kafka topic name in quotes such as "audit"', "NAME"),
     "echo": ('a topic name, or a Kafka topic name in quotes such as "audit"', "NAME"),
     "take": ("the batch size, a whole number", "INT"),
@@ -431,7 +445,9 @@ def _expected_phrase(expected: set[str], text: str, pos: int) -> str:
             return phrase
     decls = {"APP", "RECORD", "TOPIC", "HOOKS", "AGENT"}
     rest = expected - decls - {"$END"} if expected >= decls else expected - {"$END"}
-    shown = sorted({texts.get(t, t) for t in rest}, key=lambda s: (s.startswith("'"), s))
+    shown = sorted(
+        {texts.get(t, t) for t in rest}, key=lambda s: (s.startswith("'"), s)
+    )
     if expected >= decls:
         if not shown:
             return "a declaration (app, record, topic, hooks or agent)"
@@ -472,7 +488,9 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, filename: str) -> Diagnost
             )  # fmt: skip
         m = re.match(r"[0-9]+(\.[0-9]+)?[A-Za-z_]+", text[pos:])
         if m and "DURATION" in expected:
-            span = Span(line, col, line, col + len(m.group(0)), pos, pos + len(m.group(0)))
+            span = Span(
+                line, col, line, col + len(m.group(0)), pos, pos + len(m.group(0))
+            )
             return Diagnostic.error(filename, span, "E108",
                                     f"invalid duration '{m.group(0)}'",
                                     ["durations look like 500ms, 10s, 5m or 1h"])  # fmt: skip
@@ -495,7 +513,9 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, filename: str) -> Diagnost
     texts = _terminal_texts()
     word = str(tok)
     found = f"'{word}'" if len(word) <= 40 else f"'{word[:37]}...'"
-    keywords = sorted(texts[t][1:-1] for t in expected if t in texts and _is_keyword(texts[t]))
+    keywords = sorted(
+        texts[t][1:-1] for t in expected if t in texts and _is_keyword(texts[t])
+    )
     if tok.type == "NAME" and keywords:
         hint = did_you_mean(word, keywords)
         if wanted.startswith("an operation"):
@@ -513,7 +533,9 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, filename: str) -> Diagnost
         m = re.match(r"[0-9.]+[A-Za-z_]+", text[pos:])
         if m:
             bad = m.group(0)
-            span = Span(span.line, span.col, span.line, span.col + len(bad), pos, pos + len(bad))
+            span = Span(
+                span.line, span.col, span.line, span.col + len(bad), pos, pos + len(bad)
+            )
             return Diagnostic.error(filename, span, "E108", f"invalid duration '{bad}'",
                                     ["durations look like 500ms, 10s, 5m or 1h"])  # fmt: skip
         return Diagnostic.error(filename, span, "E108", f"duration '{word}' has no unit",

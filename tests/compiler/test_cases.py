@@ -35,8 +35,9 @@ def test_case(case: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     assert result.program is None, "a failing case must not check clean"
     code = case.name.split("-")[0]
     assert code in CODES
-    assert code in {d.code for d in result.diagnostics}, render(result.diagnostics,
-                                                                 result.sources)
+    assert code in {d.code for d in result.diagnostics}, render(
+        result.diagnostics, result.sources
+    )
     rendered = render(result.diagnostics, result.sources)
     expected = case / "expected.txt"
     if os.environ.get("STREAMC_REGEN") or not expected.exists():

@@ -40,19 +40,29 @@ def _examples() -> str:
             if (case / name).exists():
                 text = (case / name).read_text(encoding="utf-8").rstrip()
                 hooks = f"with `hooks.py`:\n\n```python\n{text}\n```\n\n"
-        out.append(f"#### {code}: {title}\n\n```sdl\n{source.rstrip()}\n```\n\n{hooks}"
-                   f"```\n{expected.read_text(encoding='utf-8').rstrip()}\n```\n")
-    out.append("#### E100, E101: files that cannot be read\n\n```\n"
-               "missing.sdl: error[E100]: cannot read file: No such file or directory\n"
-               "input.sdl:2:19: error[E101]: file is not valid UTF-8 (byte 0xe9)\n```\n")
+        out.append(
+            f"#### {code}: {title}\n\n```sdl\n{source.rstrip()}\n```\n\n{hooks}"
+            f"```\n{expected.read_text(encoding='utf-8').rstrip()}\n```\n"
+        )
+    out.append(
+        "#### E100, E101: files that cannot be read\n\n```\n"
+        "missing.sdl: error[E100]: cannot read file: No such file or directory\n"
+        "input.sdl:2:19: error[E101]: file is not valid UTF-8 (byte 0xe9)\n```\n"
+    )
     return "\n".join(out)
 
 
 def _generated(doc: str) -> str:
-    doc = re.sub(r"(\| code \| meaning \|\n\|---\|---\|\n)(.*?)(\n\n)",
-                 lambda m: m.group(1) + "<!-- codes -->" + m.group(3), doc, flags=re.S)
+    doc = re.sub(
+        r"(\| code \| meaning \|\n\|---\|---\|\n)(.*?)(\n\n)",
+        lambda m: m.group(1) + "<!-- codes -->" + m.group(3),
+        doc,
+        flags=re.S,
+    )
     head, _, _ = doc.partition("<!-- examples -->")
-    return (head.replace("<!-- codes -->", _table()) + "<!-- examples -->\n\n" + _examples())
+    return (
+        head.replace("<!-- codes -->", _table()) + "<!-- examples -->\n\n" + _examples()
+    )
 
 
 def test_language_doc_is_in_step_with_the_cases() -> None:

@@ -15,7 +15,9 @@ from streamc.parser import parse
 from .conftest import SAMPLES
 
 
-def check_text(text: str, hooks: str | None = None, filename: str = "t.sdl") -> ir.Program:
+def check_text(
+    text: str, hooks: str | None = None, filename: str = "t.sdl"
+) -> ir.Program:
     result = check(parse(text, filename), {"hooks.py": hooks})
     assert isinstance(result, ir.Program), render(result, {filename: text})
     return result
@@ -45,7 +47,9 @@ def test_sample_checks_clean(monkeypatch: pytest.MonkeyPatch) -> None:
     assert program.source_name == "samples/orders.sdl"
     assert [r.name for r in program.records] == ["Customer", "Order", "Withdrawal"]
     assert program.hook_modules[0].module == "hooks"
-    assert program.hook_modules[0].text == (SAMPLES / "hooks.py").read_text(encoding="utf-8")
+    assert program.hook_modules[0].text == (SAMPLES / "hooks.py").read_text(
+        encoding="utf-8"
+    )
     assert program.hook("add_client_info").is_async
     assert program.hook("handle_refund").is_async
     assert not program.hook("add_default_language").is_async
@@ -55,8 +59,20 @@ def test_sample_uses_every_operation() -> None:
     result = load(SAMPLES / "orders.sdl")
     assert result.program is not None
     kinds = {type(op) for agent in result.program.agents for op in agent.ops}
-    assert kinds == {ir.Process, ir.GroupBy, ir.Take, ir.Enumerate, ir.Through, ir.Echo,
-                     ir.Where, ir.Filter, ir.Items, ir.Events, ir.To, ir.Sink}
+    assert kinds == {
+        ir.Process,
+        ir.GroupBy,
+        ir.Take,
+        ir.Enumerate,
+        ir.Through,
+        ir.Echo,
+        ir.Where,
+        ir.Filter,
+        ir.Items,
+        ir.Events,
+        ir.To,
+        ir.Sink,
+    }
     assert any(len(agent.sources) > 1 for agent in result.program.agents)  # `&`
 
 
@@ -64,11 +80,19 @@ def test_design_card_pipeline() -> None:
     result = load(SAMPLES / "orders.sdl")
     assert result.program is not None
     totals = next(a for a in result.program.agents if a.name == "totals")
-    assert totals.text == "from orders | group_by account_id | take 100 within 10s | through totals"
+    assert (
+        totals.text
+        == "from orders | group_by account_id | take 100 within 10s | through totals"
+    )
     order = ir.RecordType("Order")
     assert totals.ops == (
-        ir.GroupBy(("account_id",), None, "orders-totals-orders-account_id-repartition",
-                   order, ir.STR),
+        ir.GroupBy(
+            ("account_id",),
+            None,
+            "orders-totals-orders-account_id-repartition",
+            order,
+            ir.STR,
+        ),
         ir.Take(100, 10.0, ir.ListType(order), ir.STR),
         ir.Through("totals", ir.ListType(order), ir.STR),
     )
@@ -108,7 +132,9 @@ def _names_used(module: ast.Module) -> list[tuple[ast.Name, str]]:
                 found.append((op.hook, "E204"))
             elif isinstance(op, ast.GroupByOp):
                 found.extend((n, "E201") for n in op.path)  # a misspelled key hook too
-            elif isinstance(op, ast.ThroughOp | ast.ToOp) and isinstance(op.topic, ast.Name):
+            elif isinstance(op, ast.ThroughOp | ast.ToOp) and isinstance(
+                op.topic, ast.Name
+            ):
                 found.append((op.topic, "E203"))
             elif isinstance(op, ast.EchoOp):
                 found.extend((t, "E203") for t in op.topics if isinstance(t, ast.Name))
@@ -129,7 +155,9 @@ def _misspell(word: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("name", "code"), _USES, ids=[f"{n.text}@{n.span.line}:{n.span.col}" for n, _ in _USES]
+    ("name", "code"),
+    _USES,
+    ids=[f"{n.text}@{n.span.line}:{n.span.col}" for n, _ in _USES],
 )
 def test_misspelling_is_reported_where_it_is(name: ast.Name, code: str) -> None:
     wrong = _misspell(name.text)
@@ -166,11 +194,16 @@ def test_keywords_and_python_names_as_field_and_topic_names() -> None:
         "record R { key: str name: str to: int `from`: str class: int type: str list: int "
         "id: str partitions: int }\n"
         "topic class: R key str\n"
-        "topic `from`: R key str name \"from\"\n"
+        'topic `from`: R key str name "from"\n'
         "agent type = from class | where `from` == name and class > 1 | group_by key "
         "| to `from`\n"
     )
-    assert [f.name for f in program.records[0].fields][:4] == ["key", "name", "to", "from"]
+    assert [f.name for f in program.records[0].fields][:4] == [
+        "key",
+        "name",
+        "to",
+        "from",
+    ]
     assert program.agents[0].sources == ("class",)
     where = program.agents[0].ops[0]
     assert isinstance(where, ir.Where)
@@ -178,10 +211,14 @@ def test_keywords_and_python_names_as_field_and_topic_names() -> None:
 
 
 def test_layout_is_free_and_comments_are_ignored() -> None:
-    one = check_text("record R { a: int }\ntopic t: R key str\nagent x = from t | take 2 | "
-                     "enumerate 5\n")
-    many = check_text("record R {\n  a: int # why\n}\ntopic t: R\n  key str # k\n"
-                      "agent x =\n  from t  # source\n  | take 2\n\n  | enumerate 5\n")
+    one = check_text(
+        "record R { a: int }\ntopic t: R key str\nagent x = from t | take 2 | "
+        "enumerate 5\n"
+    )
+    many = check_text(
+        "record R {\n  a: int # why\n}\ntopic t: R\n  key str # k\n"
+        "agent x =\n  from t  # source\n  | take 2\n\n  | enumerate 5\n"
+    )
     assert one.agents[0].ops == many.agents[0].ops
     assert many.agents[0].text == "from t | take 2 | enumerate 5"
 
@@ -201,13 +238,17 @@ def test_defaults_and_types_in_the_ir() -> None:
 
 
 def test_records_are_ordered_nested_first() -> None:
-    program = check_text("record A { b: B  c: list[C] }\nrecord B { c: C? }\nrecord C { x: int }\n")
+    program = check_text(
+        "record A { b: B  c: list[C] }\nrecord B { c: C? }\nrecord C { x: int }\n"
+    )
     assert [r.name for r in program.records] == ["C", "B", "A"]
 
 
 def test_topics_default_to_bytes_and_one_partition() -> None:
     program = check_text("topic raw\n")
-    assert program.topics == (ir.Topic("raw", "raw", ir.BYTES, ir.BYTES, 1, "declared"),)
+    assert program.topics == (
+        ir.Topic("raw", "raw", ir.BYTES, ir.BYTES, 1, "declared"),
+    )
 
 
 def test_where_types_and_null() -> None:
@@ -215,7 +256,7 @@ def test_where_types_and_null() -> None:
         "record C { country: str? }\nrecord R { a: int  b: float  c: C?  s: str }\n"
         "topic t: R key str\n"
         "agent x = from t | where -a % 2 == 0 and a / 2 > b and c.country != null "
-        "or s + \"x\" == \"yx\"\n"
+        'or s + "x" == "yx"\n'
     )
     where = program.agents[0].ops[0]
     assert isinstance(where, ir.Where)
@@ -231,20 +272,26 @@ def test_where_types_and_null() -> None:
 def test_implicit_topics_take_the_stream_types() -> None:
     program = check_text(
         "record R { a: str }\ntopic t: R key str partitions 3\n"
-        "agent x = from t | group_by a | take 5 within 500ms | echo \"batches\" | to \"b2\"\n"
+        'agent x = from t | group_by a | take 5 within 500ms | echo "batches" | to "b2"\n'
     )
     batches = program.topic("batches")
-    assert batches == ir.Topic("batches", "batches", ir.STR, ir.ListType(ir.RecordType("R")),
-                               3, "implicit")
+    assert batches == ir.Topic(
+        "batches", "batches", ir.STR, ir.ListType(ir.RecordType("R")), 3, "implicit"
+    )
     take = program.agents[0].ops[1]
     assert isinstance(take, ir.Take) and take.within_seconds == 0.5
-    assert [t.kind for t in program.topics] == ["declared", "implicit", "implicit", "repartition"]
+    assert [t.kind for t in program.topics] == [
+        "declared",
+        "implicit",
+        "implicit",
+        "repartition",
+    ]
 
 
 def test_string_naming_a_declared_kafka_topic_is_that_topic() -> None:
     program = check_text(
-        "record R { a: str }\ntopic t: R key str\ntopic audit: R key str name \"audit.v1\"\n"
-        "agent x = from t | echo \"audit.v1\"\n"
+        'record R { a: str }\ntopic t: R key str\ntopic audit: R key str name "audit.v1"\n'
+        'agent x = from t | echo "audit.v1"\n'
     )
     assert program.agents[0].ops[0] == ir.Echo(("audit",), ir.RecordType("R"), ir.STR)
     assert len(program.topics) == 2
@@ -274,15 +321,16 @@ def with_default(x, y=1): return True
 def test_hooks_any_unpacking_and_async() -> None:
     program = check_text(
         "record R { a: str }\ntopic t: R key str\n"
-        "hooks \"hooks.py\" { key_of(R) -> int  pair(int, R)  anything(any)  "
+        'hooks "hooks.py" { key_of(R) -> int  pair(int, R)  anything(any)  '
         "with_default(R) -> bool }\n"
         "agent x = from t | filter with_default | group_by key_of | enumerate | sink pair\n"
         "agent y = from t | events | sink anything\n",
         HOOKS,
     )
     x = program.agents[0]
-    assert x.ops[1] == ir.GroupBy(None, "key_of", "t-x-t-key_of-repartition",
-                                  ir.RecordType("R"), ir.INT)
+    assert x.ops[1] == ir.GroupBy(
+        None, "key_of", "t-x-t-key_of-repartition", ir.RecordType("R"), ir.INT
+    )
     sink = x.ops[3]
     assert isinstance(sink, ir.Sink) and sink.unpack
     assert program.hook("pair").is_async
@@ -292,10 +340,13 @@ def test_hooks_any_unpacking_and_async() -> None:
 
 
 def test_every_error_is_reported_in_one_run() -> None:
-    codes = [d.code for d in diagnostics_of(
-        "record R { a: flaot }\ntopic t: R key str\ntopic t2: Q\n"
-        "agent x = from t | take 0 | through nowhere\nagent y = from tt\n"
-    )]
+    codes = [
+        d.code
+        for d in diagnostics_of(
+            "record R { a: flaot }\ntopic t: R key str\ntopic t2: Q\n"
+            "agent x = from t | take 0 | through nowhere\nagent y = from tt\n"
+        )
+    ]
     assert codes == ["E202", "E202", "E306", "E203", "E203"]
 
 
@@ -318,7 +369,7 @@ def test_syntax_error_is_a_diagnostic_error() -> None:
         ("record", "E104", "a record name"),
         ("agent x = from t | take 10 within 5", "E108", "write 5s"),
         ("agent x = from t | where a == 'x'", "E102", "expected an expression"),
-        ("topic t key str name \"x", "E105", ""),
+        ('topic t key str name "x', "E105", ""),
         ("record R { a: int = 99999999999999999999999999999999999 }", "E108", ""),
     ],
 )
@@ -336,8 +387,13 @@ def test_syntax_messages(text: str, code: str, needle: str) -> None:
 
 def test_render_matches_the_contract() -> None:
     text = "\n" * 6 + "from orders | group_by acount_id\n"
-    d = Diagnostic.error("samples/orders.sdl", Span(7, 24, 7, 33, 0, 0), "E201",
-                         "record Order has no field 'acount_id'", ["did you mean 'account_id'?"])
+    d = Diagnostic.error(
+        "samples/orders.sdl",
+        Span(7, 24, 7, 33, 0, 0),
+        "E201",
+        "record Order has no field 'acount_id'",
+        ["did you mean 'account_id'?"],
+    )
     assert render([d], {"samples/orders.sdl": text}) == (
         "samples/orders.sdl:7:24: error[E201]: record Order has no field 'acount_id'\n"
         "    | from orders | group_by acount_id\n"
@@ -349,7 +405,9 @@ def test_render_matches_the_contract() -> None:
 def test_loader_reports_unreadable_files(tmp_path: Path) -> None:
     missing = load(tmp_path / "nope.sdl")
     assert [d.code for d in missing.diagnostics] == ["E100"]
-    assert render(missing.diagnostics, missing.sources).startswith(f"{tmp_path}/nope.sdl: error")
+    assert render(missing.diagnostics, missing.sources).startswith(
+        f"{tmp_path}/nope.sdl: error"
+    )
     folder = load(tmp_path)
     assert [d.code for d in folder.diagnostics] == ["E100"]
 
@@ -357,19 +415,21 @@ def test_loader_reports_unreadable_files(tmp_path: Path) -> None:
 def test_loader_reads_hooks_next_to_the_sdl(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "h.py").write_text("async def f(x): pass\n")
-    (tmp_path / "a.sdl").write_text("topic t\nhooks \"sub/h.py\" { f(bytes) }\n"
-                                    "agent x = from t | sink f\n")
+    (tmp_path / "a.sdl").write_text(
+        'topic t\nhooks "sub/h.py" { f(bytes) }\n' "agent x = from t | sink f\n"
+    )
     result = load(tmp_path / "a.sdl")
     assert result.diagnostics == []
     assert result.program is not None
-    assert result.program.hook_modules == (ir.HookModule("h", "sub/h.py",
-                                                         "async def f(x): pass\n"),)
+    assert result.program.hook_modules == (
+        ir.HookModule("h", "sub/h.py", "async def f(x): pass\n"),
+    )
     assert str(tmp_path / "sub/h.py") in result.sources
 
 
 def test_hooks_module_with_bad_bytes(tmp_path: Path) -> None:
     (tmp_path / "hooks.py").write_bytes(b"def f(x):\n    return '\xff'\n")
-    (tmp_path / "a.sdl").write_text("topic t\nhooks \"hooks.py\" { f(bytes) }\n")
+    (tmp_path / "a.sdl").write_text('topic t\nhooks "hooks.py" { f(bytes) }\n')
     result = load(tmp_path / "a.sdl")
     [d] = result.diagnostics
     assert d.code == "E206"
@@ -386,8 +446,10 @@ def test_check_is_pure_and_does_not_mutate() -> None:
 
 
 def test_where_text_keeps_its_parentheses() -> None:
-    program = check_text("record R { a: int? }\ntopic t: R\n"
-                         "agent x = from t | where not (a == null) and (a != 3)\n")
+    program = check_text(
+        "record R { a: int? }\ntopic t: R\n"
+        "agent x = from t | where not (a == null) and (a != 3)\n"
+    )
     where = program.agents[0].ops[0]
     assert isinstance(where, ir.Where)
     assert where.text == "not (a == null) and (a != 3)"

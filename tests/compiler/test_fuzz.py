@@ -103,8 +103,11 @@ def test_random_hooks_module(text: str, hooks: str) -> None:
     assert_clean(front_end(text, None), text)
 
 
-@settings(max_examples=100, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(st.binary(max_size=300))
 def test_random_bytes(tmp_path: Path, data: bytes) -> None:
     path = tmp_path / "junk.sdl"
@@ -122,20 +125,31 @@ def test_random_bytes(tmp_path: Path, data: bytes) -> None:
         "\x00\x01\x02",
         "\ufeffapp x",
         "(" * 10_000,
-        "record R { a: int }\ntopic t: R\nagent x = from t | where " + "(" * 10_000 + "a > 1"
+        "record R { a: int }\ntopic t: R\nagent x = from t | where "
+        + "(" * 10_000
+        + "a > 1"
         + ")" * 10_000,
         "record R { a: int }\ntopic t: R\nagent x = from t | where " + "(" * 10_000,
         "record R { a: int }\ntopic t: R\nagent x = from t | where "
-        + "(a + " * 5_000 + "1" + ")" * 5_000 + " > 1",
-        "record R { a: int }\ntopic t: R\nagent x = from t | where a" + " + a" * 20_000 + " > 1",
-        "record R { a: int }\ntopic t: R\nagent x = from t | where " + "not " * 20_000 + "true",
-        "record R { a: int }\ntopic t: R\nagent x = from t | where " + "- " * 20_000 + "a > 1",
-        "hooks \"h.py\" { f(" + "list[" * 5_000 + "int" + "]" * 5_000 + ") }",
+        + "(a + " * 5_000
+        + "1"
+        + ")" * 5_000
+        + " > 1",
+        "record R { a: int }\ntopic t: R\nagent x = from t | where a"
+        + " + a" * 20_000
+        + " > 1",
+        "record R { a: int }\ntopic t: R\nagent x = from t | where "
+        + "not " * 20_000
+        + "true",
+        "record R { a: int }\ntopic t: R\nagent x = from t | where "
+        + "- " * 20_000
+        + "a > 1",
+        'hooks "h.py" { f(' + "list[" * 5_000 + "int" + "]" * 5_000 + ") }",
         "record R { a: " + "list[" * 5_000 + "int" + "]" * 5_000 + " }",
         "record R { a: int = " + "9" * 100_000 + " }",
         "agent x = from t | take " + "9" * 100_000,
         "agent x = from t | take 1 within " + "9" * 100_000 + "s",
-        "topic t name \"" + "a" * 100_000 + "\"",
+        'topic t name "' + "a" * 100_000 + '"',
         "x" * 1_000_000,
         "# " + "x" * 1_000_000,
         "\t\r\f\v\u2028\u2029\x85 app x",
@@ -151,8 +165,9 @@ def test_huge_valid_file() -> None:
                       "record R0 { a: str  n: int }\n" for i in range(300))  # fmt: skip
     topics = "".join(f"topic t{i}: R{i} key str partitions 3\n" for i in range(300))
     agents = "".join(
-        f"agent a{i} = from t{i % 300} | where n > {i} and a != \"x\" | group_by a "
-        f"| take 10 within 1s | through \"out-{i}\"\n" for i in range(3_000)
+        f'agent a{i} = from t{i % 300} | where n > {i} and a != "x" | group_by a '
+        f'| take 10 within 1s | through "out-{i}"\n'
+        for i in range(3_000)
     )
     result = front_end(records + topics + agents)
     assert isinstance(result, ir.Program)
