@@ -158,6 +158,28 @@ async def test_pause_holds_back_a_partition_until_resumed(
         t.resume([TP(topic, 7)])
 
 
+async def test_pausing_with_records_already_buffered_skips_nothing(
+    kafka_broker: Broker, names: Callable[[str], str]
+) -> None:
+    """Back-pressure pauses a partition whose next records the client may already hold; after
+    resuming, reading must go on at the next offset: no gap, no repeat."""
+    topic = names("t")
+    tp = TP(topic, 0)
+    async with open_transport(kafka_broker, names("g")) as t:
+        await t.ensure_topics([TopicSpec(topic, 1)])
+        for i in range(200):
+            await t.send(topic, str(i).encode())
+        await t.flush()
+        await subscribed(t, [topic], lambda lis: tp in lis.assigned)
+        got = await drain(t, 1, max_records=7)  # the client has fetched far more than 7
+        t.pause([tp])
+        for _ in range(3):
+            assert not await t.fetch(0.1, 100)
+        t.resume([tp])
+        got += await drain(t, 200 - len(got))
+    assert [m.offset for m in got] == list(range(200))
+
+
 async def test_ensure_topics_is_idempotent_and_tolerates_racing_creators(
     kafka_broker: Broker, names: Callable[[str], str]
 ) -> None:
