@@ -25,6 +25,7 @@ case) or passed to `from_url` as a keyword override (overrides win). The ones us
                                     (default: the system's trusted CAs)
 `STREAMC_KAFKA_SSL_CERTFILE`        client certificate, for mutual TLS
 `STREAMC_KAFKA_SSL_KEYFILE`         the client certificate's private key
+`STREAMC_KAFKA_SSL_PASSWORD`        the private key's password, if it is encrypted
 `STREAMC_KAFKA_ENABLE_IDEMPOTENCE`  `true` (default): no duplicates from producer retries.
                                     Set `false` for brokers without idempotent producers
                                     (Tansu); at-least-once does not depend on it.
@@ -132,6 +133,7 @@ class KafkaSettings:
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    ssl_password: str | None = dataclasses.field(default=None, repr=False)
     # Topics streamc creates; None: min(3, number of brokers).
     replication_factor: int | None = None
     # Start-up: attempts, first delay, delay cap, and the time one attempt may take.
@@ -214,7 +216,10 @@ class KafkaSettings:
         }
         if self.security_protocol in ("SSL", "SASL_SSL"):
             kwargs["ssl_context"] = create_ssl_context(
-                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+                cafile=self.ssl_cafile,
+                certfile=self.ssl_certfile,
+                keyfile=self.ssl_keyfile,
+                password=self.ssl_password,
             )
         if self.sasl_mechanism is not None:
             kwargs["sasl_mechanism"] = self.sasl_mechanism
