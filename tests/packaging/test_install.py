@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import os
-import re
 import subprocess
 import sys
 import sysconfig
@@ -18,6 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -34,20 +35,18 @@ def _run(*args: str | Path, cwd: Path, check: bool = True) -> subprocess.Complet
 
 
 def _requirement_closure(names: Iterable[str]) -> set[str]:
+    """The distributions `names` need here, following requirements whose markers hold."""
     seen: set[str] = set()
-    pending = [re.split(r"[ ;<>=!~\[]", n, maxsplit=1)[0] for n in names]
+    pending = [Requirement(n).name for n in names]
     while pending:
-        name = pending.pop().lower().replace("_", "-")
+        name = canonicalize_name(pending.pop())
         if name in seen:
             continue
         seen.add(name)
-        for requirement in md.requires(name) or []:
-            if "extra ==" in requirement:
-                continue
-            marker = requirement.partition(";")[2].strip()
-            if marker and "python_version" in marker and '< "3.1' in marker.replace("'", '"'):
-                continue
-            pending.append(re.split(r"[ ;<>=!~\[(]", requirement, maxsplit=1)[0])
+        for text in md.requires(name) or []:
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                pending.append(requirement.name)
     return seen
 
 
