@@ -51,15 +51,60 @@ def _lark() -> Lark:
 
 
 def parse(text: str, filename: str) -> ast.Module:
-    """Parse an .sdl source. Raises `DiagnosticError` (one E1xx diagnostic) if it is invalid."""
-    try:
-        decls = _lark().parse(text)
-    except UnexpectedInput as e:
-        raise DiagnosticError([_syntax_diagnostic(e, text, filename)]) from None
-    except _AstError as e:
-        raise DiagnosticError([Diagnostic.error(filename, e.span, e.code, e.message,
-                                                e.hints)]) from None  # fmt: skip
-    return ast.Module(filename=filename, text=text, decls=tuple(decls))  # type: ignore[arg-type]
+    """Parse an .sdl source. Raises `DiagnosticError` (E1xx diagnostics) if it is invalid.
+
+    After a syntax error the parser skips to the next declaration and carries on, so one run
+    reports the first syntax error of each broken declaration (up to `MAX_SYNTAX_ERRORS`).
+    """
+    diagnostics: list[Diagnostic] = []
+    current = text
+    budget = 4 * len(text) + 100_000  # reparsing a huge file many times is not worth it
+    while True:
+        try:
+            decls = _lark().parse(current)
+        except UnexpectedInput as e:
+            diagnostics.append(_syntax_diagnostic(e, current, filename))
+        except _AstError as e:
+            diagnostics.append(
+                Diagnostic.error(filename, e.span, e.code, e.message, e.hints)
+            )
+        else:
+            if diagnostics:
+                raise DiagnosticError(diagnostics)
+            return ast.Module(filename=filename, text=text, decls=tuple(decls))  # type: ignore[arg-type]
+        budget -= len(current)
+        skipped = _skip_declaration(current, diagnostics[-1])
+        if skipped is None or len(diagnostics) >= MAX_SYNTAX_ERRORS or budget < 0:
+            raise DiagnosticError(diagnostics)
+        current = skipped
+
+
+MAX_SYNTAX_ERRORS = 10
+_DECL_START = re.compile(r"^[ \t]*(?:app|record|topic|hooks|agent)\b", re.MULTILINE)
+
+
+def _skip_declaration(text: str, error: Diagnostic) -> str | None:
+    """The text with the declaration holding `error` blanked out, or None if nothing follows.
+
+    Blanking (spaces for every character but newlines) keeps every later line and column
+    where it was, so the next round's diagnostics point at the user's real text. The broken
+    declaration starts at the last declaration keyword that begins a line at or before the
+    error, and ends where the next one begins a line after the error's line.
+    """
+    lines = text.split("\n")
+    line = min(max(error.line, 1), len(lines))
+    error_pos = sum(len(x) + 1 for x in lines[: line - 1]) + max(error.col - 1, 0)
+    line_end = text.find("\n", error_pos)
+    if line_end < 0:
+        return None
+    following = _DECL_START.search(text, line_end + 1)
+    if following is None:
+        return None
+    start = 0
+    for m in _DECL_START.finditer(text, 0, error_pos + 1):
+        start = m.start()
+    gap = text[start : following.start()]
+    return text[:start] + re.sub(r"[^\n]", " ", gap) + text[following.start() :]
 
 
 # ---------------------------------------------------------------------------------------------

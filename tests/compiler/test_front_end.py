@@ -454,3 +454,24 @@ def test_where_text_keeps_its_parentheses() -> None:
     assert isinstance(where, ir.Where)
     assert where.text == "not (a == null) and (a != 3)"
     assert program.agents[0].text == "from t | where not (a == null) and (a != 3)"
+
+
+def test_each_broken_declaration_gets_its_syntax_error() -> None:
+    text = (
+        "record R {\n  a int\n}\n"
+        "topic t: R key str\n"
+        "agent x = from t | grop_by a\n"
+        "agent y = from t | take 3\n"
+        "agent z = from t | take 3 within\n"
+    )
+    diagnostics = diagnostics_of(text)
+    assert [(d.code, d.line) for d in diagnostics] == [
+        ("E103", 2),
+        ("E106", 5),
+        ("E104", 7),
+    ]
+
+
+def test_syntax_errors_are_capped() -> None:
+    text = "".join(f"topic t{i} key\n" for i in range(50))
+    assert len(diagnostics_of(text)) == 10
