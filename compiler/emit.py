@@ -283,7 +283,8 @@ class _Shaper:
             element = op.out
             types_seen.append(element)
 
-        target_names = loop_targets(element, agent.ops[-1] if agent.ops else None, local)
+        producer = next((op for op in reversed(agent.ops) if not isinstance(op, ir.Sink)), None)
+        target_names = loop_targets(element, producer, local)
         target = ", ".join(target_names)
         if sink is None:
             body = "pass"

@@ -10,9 +10,9 @@ from ..hooks.hooks import account_of, is_suspicious, print_numbered
 
 @app.agent(topics.withdrawals, name="suspicious")
 async def suspicious(stream: Stream[Withdrawal]) -> None:
-    async for key, withdrawal in (
+    async for i, withdrawal in (
         stream.filter(is_suspicious)
         .group_by(account_of, topic=topics.orders_suspicious_withdrawals_account_of_repartition)
         .enumerate(1)
     ):
-        print_numbered(key, withdrawal)
+        print_numbered(i, withdrawal)

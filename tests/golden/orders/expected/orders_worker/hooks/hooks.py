@@ -61,6 +61,7 @@ class EventLike(Protocol[ValueT_co]):
         tb: TracebackType | None,
     ) -> None: ...
 
+
 # Where a real shop would ask a service; a dict keeps the sample fast and offline.
 _CLIENTS = {"acct-1": "web", "acct-2": "ios"}
 _HOME_COUNTRY = "NL"
@@ -75,7 +76,9 @@ def add_default_language(order: OrderT) -> OrderT:
 
 async def add_client_info(order: OrderT) -> OrderT:
     """An async processor: look up which client the account uses."""
-    await asyncio.sleep(0)  # stands in for an HTTP call; yields to the loop, never waits
+    await asyncio.sleep(
+        0
+    )  # stands in for an HTTP call; yields to the loop, never waits
     order.client = _CLIENTS.get(order.account_id, "unknown")
     return order
 
@@ -100,7 +103,9 @@ def print_batch(batch: list[OrderT]) -> None:
 
 def print_numbered(number: int, withdrawal: WithdrawalT) -> None:
     """A sink after `enumerate 1`: the tuple arrives as two arguments."""
-    print(f"suspicious withdrawal #{number}: {withdrawal.account_id} {withdrawal.amount:.2f}")
+    print(
+        f"suspicious withdrawal #{number}: {withdrawal.account_id} {withdrawal.amount:.2f}"
+    )
 
 
 def show_withdrawal(key: str, withdrawal: WithdrawalT) -> None:
