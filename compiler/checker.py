@@ -1311,6 +1311,8 @@ def _accepts(param: ir.Type, actual: ir.Type) -> bool:
     """Whether a hook parameter of type `param` accepts `actual`; `any` matches anything."""
     if isinstance(param, ir.AnyType):
         return True
+    if isinstance(param, ir.OptionalType) and not isinstance(actual, ir.OptionalType):
+        return _accepts(param.inner, actual)  # a parameter that takes T? also takes T
     if type(param) is not type(actual):
         return False
     if isinstance(param, ir.ListType):

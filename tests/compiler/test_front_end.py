@@ -475,3 +475,20 @@ def test_each_broken_declaration_gets_its_syntax_error() -> None:
 def test_syntax_errors_are_capped() -> None:
     text = "".join(f"topic t{i} key\n" for i in range(50))
     assert len(diagnostics_of(text)) == 10
+
+
+def test_optional_parameter_accepts_plain_values() -> None:
+    program = check_text(
+        'record R { a: str }\ntopic t: R key str\nhooks "hooks.py" { f(R?)  g(list[any]) }\n'
+        "agent x = from t | sink f\nagent y = from t | take 2 | sink g\n",
+        "def f(r): pass\ndef g(rs): pass\n",
+    )
+    assert [a.name for a in program.agents] == ["x", "y"]
+    assert (
+        diagnostics_of(
+            'record R { a: str? }\ntopic t: R? key str\nhooks "hooks.py" { f(R) }\n'
+            "agent x = from t | sink f\n",
+            "def f(r): pass\n",
+        )[0].code
+        == "E307"
+    )
