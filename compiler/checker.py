@@ -1105,9 +1105,17 @@ class _Checker:
 
     # ---- where expressions
 
-    def resolve_path(self, names: Sequence[ast.Name], record: ir.RecordType,
-                     extra: Iterable[str] = ()) -> ir.Type | None:  # fmt: skip
-        """The type of `a.b.c` on a record; optional if any step on the way is optional."""
+    def resolve_path(
+        self,
+        names: Sequence[ast.Name],
+        record: ir.RecordType,
+        extra: Iterable[str] = (),
+        known: frozenset[tuple[str, ...]] = frozenset(),
+    ) -> ir.Type | None:
+        """The type of `a.b.c` on a record; optional if any step on the way is optional.
+
+        `known` holds paths a surrounding `x != null and ...` has shown are not null.
+        """
         current: ir.Type = record
         optional = False
         for i, n in enumerate(names):
@@ -1132,13 +1140,16 @@ class _Checker:
                 )
                 return None
             current = f.type
+            if isinstance(current, ir.OptionalType) and _path(names[: i + 1]) in known:
+                current = current.inner
         if optional and not isinstance(current, ir.OptionalType):
             return ir.OptionalType(current)
         return current
 
-    def check_expr(self, e: ast.Expr, record: ir.RecordType) -> ir.Expr | None:
+    def check_expr(self, e: ast.Expr, record: ir.RecordType,
+                   known: frozenset[tuple[str, ...]] = frozenset()) -> ir.Expr | None:  # fmt: skip
         if isinstance(e, ast.FieldPath):
-            t = self.resolve_path(e.names, record)
+            t = self.resolve_path(e.names, record, known=known)
             return None if t is None else ir.FieldRef(tuple(n.text for n in e.names), t)
         if isinstance(e, ast.StrLit):
             return ir.Const(e.value, ir.STR)
@@ -1152,7 +1163,7 @@ class _Checker:
             # Typed once we know what it is compared with (see `binary`).
             return ir.Const(None, _NULL)
         if isinstance(e, ast.UnaryExpr):
-            operand = self.check_expr(e.operand, record)
+            operand = self.check_expr(e.operand, record, known)
             if operand is None:
                 return None
             if _is_null(operand):
@@ -1178,12 +1189,19 @@ class _Checker:
                 return None
             return ir.Unary("-", operand, operand.type)
         if isinstance(e, ast.BinaryExpr):
-            return self.check_binary(e, record)
+            return self.check_binary(e, record, known)
         return None  # pragma: no cover - lists never reach expressions
 
-    def check_binary(self, e: ast.BinaryExpr, record: ir.RecordType) -> ir.Expr | None:
-        left = self.check_expr(e.left, record)
-        right = self.check_expr(e.right, record)
+    def check_binary(self, e: ast.BinaryExpr, record: ir.RecordType,
+                     known: frozenset[tuple[str, ...]]) -> ir.Expr | None:  # fmt: skip
+        left = self.check_expr(e.left, record, known)
+        # `x != null and x > 1`: the right side of `and` runs only when the left holds (and of
+        # `or` only when it fails), so what the left proves about null narrows the right.
+        if e.op == "and":
+            known = known | _not_null(e.left, True)
+        elif e.op == "or":
+            known = known | _not_null(e.left, False)
+        right = self.check_expr(e.right, record, known)
         if left is None or right is None:
             return None
         op = cast(ir.BinaryOp, e.op)
@@ -1329,6 +1347,32 @@ def _accepts(param: ir.Type, actual: ir.Type) -> bool:
     return param == actual
 
 
+def _path(names: Sequence[ast.Name]) -> tuple[str, ...]:
+    return tuple(n.text for n in names)
+
+
+def _not_null(e: ast.Expr, holds: bool) -> frozenset[tuple[str, ...]]:
+    """Field paths proven not null when `e` evaluates to `holds` (with every prefix)."""
+    if isinstance(e, ast.UnaryExpr) and e.op == "not":
+        return _not_null(e.operand, not holds)
+    if not isinstance(e, ast.BinaryExpr):
+        return frozenset()
+    if e.op in ("and", "or"):
+        if (
+            e.op == "and"
+        ) == holds:  # `a and b` true, or `a or b` false: both sides are known
+            return _not_null(e.left, holds) | _not_null(e.right, holds)
+        return frozenset()
+    if e.op in ("==", "!=") and (e.op == "!=") == holds:
+        sides = (e.left, e.right)
+        if any(isinstance(x, ast.NullLit) for x in sides):
+            for x in sides:
+                if isinstance(x, ast.FieldPath):
+                    path = _path(x.names)
+                    return frozenset(path[:i] for i in range(1, len(path) + 1))
+    return frozenset()
+
+
 def _strip(t: ir.Type) -> ir.Type:
     return t.inner if isinstance(t, ir.OptionalType) else t
 
@@ -1345,8 +1389,7 @@ def _show_expr(e: ir.Expr) -> str:
 
 def _maybe_null_hint(t: ir.Type) -> list[str]:
     if isinstance(t, ir.OptionalType):
-        return [f"{t} may be null; compare it with null using == or !=, or give the field a "
-                "non-optional type"]  # fmt: skip
+        return [f"{t} may be null: test it first, as in `x != null and x > 1`"]
     return []
 
 

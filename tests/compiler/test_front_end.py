@@ -492,3 +492,26 @@ def test_optional_parameter_accepts_plain_values() -> None:
         )[0].code
         == "E307"
     )
+
+
+def test_null_checks_narrow_the_rest_of_the_condition() -> None:
+    program = check_text(
+        "record C { country: str? }\nrecord R { a: int?  c: C? }\ntopic t: R\n"
+        "agent x = from t | where a != null and a > 1\n"
+        "agent y = from t | where a == null or a * 2 < 10\n"
+        'agent z = from t | where not (c.country == null) and c.country < "M"\n'
+    )
+    x = program.agents[0].ops[0]
+    assert isinstance(x, ir.Where) and isinstance(x.expr, ir.Binary)
+    assert x.expr.right == ir.Binary(
+        ">", ir.FieldRef(("a",), ir.INT), ir.Const(1, ir.INT), ir.BOOL
+    )
+    codes = [
+        d.code
+        for d in diagnostics_of(
+            "record R { a: int? }\ntopic t: R\n"
+            "agent x = from t | where a != null or a > 1\n"
+            "agent y = from t | where a > 1 and a != null\n"
+        )
+    ]
+    assert codes == ["E310", "E310"]
