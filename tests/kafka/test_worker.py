@@ -324,28 +324,28 @@ async def test_two_workers_split_partitions_and_survive_losing_one(
     # Both start at once: they also race to create the app's other topics.
     a = start(workers, ledger_build, fresh_broker, tmp_path / "a.log")
     b = start(workers, ledger_build, fresh_broker, tmp_path / "b.log")
+
+    def split() -> bool:
+        held_a, held_b = a.assignment(), b.assignment()
+        # Both logs must agree: each holds some, none twice, all covered.
+        return bool(held_a and held_b and not held_a & held_b and held_a | held_b == every)
+
     await wait_until(
-        lambda: (
-            (
-                bool(a.assignment())
-                and bool(b.assignment())
-                and a.assignment() | b.assignment() == every
-            )
-            or not (a.alive and b.alive)
-        ),
+        lambda: split() or not (a.alive and b.alive),
         45,
         "two workers to split the partitions",
     )
     assert a.alive and b.alive, a.tail() + b.tail()
     assert not a.assignment() & b.assignment()
 
-    placed = await trickle(fresh_broker, range(400))
+    # Kill B in the middle of a steady feed: its partitions and in-flight work move to A.
+    feeding = asyncio.ensure_future(trickle(fresh_broker, range(600), seconds=4.0))
     await read_topic(fresh_broker, "batches", lambda rs: len(batched_ids(rs)) >= 100, within=30)
-    b.kill()  # mid-stream: B's partitions and its in-flight work must move to A
+    b.kill()
     await wait_until(
         lambda: a.assignment() == every or not a.alive, 45, "the survivor to take over"
     )
-    placed += await trickle(fresh_broker, range(400, 600))
+    placed = await feeding
     want = {f"o{i}" for i in range(600)}
     got = await read_topic(
         fresh_broker, "batches", lambda rs: set(batched_ids(rs)) >= want, within=60

@@ -25,7 +25,7 @@ from kafkatest import FAST_GROUP_ENV, Broker
 REPO = Path(__file__).resolve().parents[2]
 STREAMC = Path(sys.executable).with_name("streamc")
 
-_ASSIGNED = re.compile(r"assigned partitions: (.*)$")
+_CHANGE = re.compile(r"(assigned partitions|partitions revoked): (.*)$")
 _TP = re.compile(r"([^\s\[]+)\[([\d,]*)\]")
 
 
@@ -121,19 +121,21 @@ class Worker:
         return f"--- {self.log} ---\n" + "\n".join(self.text().splitlines()[-lines:])
 
     def assignment(self) -> set[tuple[str, int]]:
-        """The partitions this process last logged as assigned (since its latest start)."""
+        """The partitions this process holds according to its log (since its latest start):
+        the transport logs every assignment and every revocation."""
         text = self.text().rsplit("--- start", 1)[-1]
-        latest: set[tuple[str, int]] = set()
+        held: set[tuple[str, int]] = set()
         for line in text.splitlines():
-            m = _ASSIGNED.search(line)
+            m = _CHANGE.search(line)
             if m:
-                latest = {
+                tps = {
                     (topic, int(p))
-                    for topic, ps in _TP.findall(m.group(1))
+                    for topic, ps in _TP.findall(m.group(2))
                     for p in ps.split(",")
                     if p
                 }
-        return latest
+                held = tps if m.group(1) == "assigned partitions" else held - tps
+        return held
 
 
 @dataclass(frozen=True)
