@@ -1140,7 +1140,15 @@ class _Checker:
                 )
                 return None
             current = f.type
-            if isinstance(current, ir.OptionalType) and _path(names[: i + 1]) in known:
+            # Narrow only the last field, and only if no optional record lies on the way: the
+            # generated code reaches through optional records with conditional expressions,
+            # which a type checker (mypy --strict on the worker) cannot narrow.
+            if (
+                i == len(names) - 1
+                and not optional
+                and isinstance(current, ir.OptionalType)
+                and _path(names) in known
+            ):
                 current = current.inner
         if optional and not isinstance(current, ir.OptionalType):
             return ir.OptionalType(current)
@@ -1352,7 +1360,7 @@ def _path(names: Sequence[ast.Name]) -> tuple[str, ...]:
 
 
 def _not_null(e: ast.Expr, holds: bool) -> frozenset[tuple[str, ...]]:
-    """Field paths proven not null when `e` evaluates to `holds` (with every prefix)."""
+    """Field paths proven not null when `e` evaluates to `holds`."""
     if isinstance(e, ast.UnaryExpr) and e.op == "not":
         return _not_null(e.operand, not holds)
     if not isinstance(e, ast.BinaryExpr):
@@ -1368,8 +1376,7 @@ def _not_null(e: ast.Expr, holds: bool) -> frozenset[tuple[str, ...]]:
         if any(isinstance(x, ast.NullLit) for x in sides):
             for x in sides:
                 if isinstance(x, ast.FieldPath):
-                    path = _path(x.names)
-                    return frozenset(path[:i] for i in range(1, len(path) + 1))
+                    return frozenset([_path(x.names)])
     return frozenset()
 
 
