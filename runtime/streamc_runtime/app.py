@@ -188,6 +188,7 @@ class Worker:
         buffer_size: int = 1000,
         fetch_max: int = 500,
         fetch_timeout: float = 0.5,
+        revoke_timeout: float = 2.0,
     ) -> None:
         if commit_interval <= 0:
             raise ValueError("commit_interval must be > 0")
@@ -199,9 +200,10 @@ class Worker:
         self.buffer_size = buffer_size
         self.fetch_max = fetch_max
         self.fetch_timeout = fetch_timeout
+        self.revoke_timeout = revoke_timeout
         self.conductor = Conductor(self)
         self.offsets = OffsetTracker()
-        self.takes: list[Any] = []  # take nodes, to see partial batches when draining
+        self.takes: list[Any] = []  # take nodes: partial batches to drain or abandon
         self.drain_epoch = 0
         self.waiting = 0  # drivers blocked waiting on an empty stream buffer
         # counters, for the stats line and tests
@@ -441,8 +443,19 @@ class Worker:
 
     # RebalanceListener
     async def on_partitions_revoked(self, revoked: Collection[TP]) -> None:
+        """Abandon what was not started (buffers, partial batches), give elements in hand up
+        to `revoke_timeout` to finish, commit, forget. Abandoned work stays uncommitted, so
+        the new owner does it; finished work is committed, so it does not do it again."""
         gone = frozenset(revoked)
         self.conductor.revoke(gone)
+        for take in self.takes:
+            take.abandon(gone)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.revoke_timeout
+        states = [self.offsets.partitions[tp] for tp in gone if tp in self.offsets.partitions]
+        # Polling (bounded, rare) keeps the ack path free of notification work.
+        while any(s.busy() for s in states) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
         offsets = self.offsets.to_commit(only=gone)
         if offsets:
             try:

@@ -138,10 +138,11 @@ class Conductor:
         them from the committed offset)."""
         for stream in self.streams:
             if stream.buffer:
-                kept = [
-                    e
-                    for e in stream.buffer
-                    if TP(e.message.topic, e.message.partition) not in revoked
-                ]
+                kept = []
+                for e in stream.buffer:
+                    if (e.message.topic, e.message.partition) in revoked:
+                        e._offsets.abandon(e.message.offset)
+                    else:
+                        kept.append(e)
                 stream.buffer.clear()
                 stream.buffer.extend(kept)

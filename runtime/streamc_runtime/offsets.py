@@ -25,7 +25,7 @@ __all__ = ["OffsetTracker", "PartitionOffsets"]
 class PartitionOffsets:
     """The in-flight messages of one partition, as assigned to this worker."""
 
-    __slots__ = ("_pending", "_refs", "closed", "committed", "position", "tp")
+    __slots__ = ("_abandoned", "_pending", "_refs", "closed", "committed", "position", "tp")
 
     def __init__(self, tp: TP, committed: int | None = None) -> None:
         self.tp = tp
@@ -34,6 +34,7 @@ class PartitionOffsets:
         self.position: int | None = None  # one past the highest offset registered
         self.committed = committed  # last offset handed to the transport's commit
         self.closed = False  # set on revocation: late acks of old events are ignored
+        self._abandoned: dict[int, int] = {}  # offset -> references dropped on revocation
 
     def add(self, offset: int, refs: int) -> None:
         """Register a fetched message carrying `refs` references (0 = done on arrival)."""
@@ -67,6 +68,17 @@ class PartitionOffsets:
         while pending and refs[pending[0]] == 0:
             del refs[pending.popleft()]
 
+    def abandon(self, offset: int) -> None:
+        """A reference that will never be released (work dropped on revocation): the message
+        stays uncommitted, but `busy` no longer waits for it."""
+        if offset in self._refs:
+            self._abandoned[offset] = self._abandoned.get(offset, 0) + 1
+
+    def busy(self) -> bool:
+        """Whether some in-flight message still has a reference that will be released."""
+        abandoned = self._abandoned
+        return any(n > abandoned.get(o, 0) for o, n in self._refs.items())
+
     def refs(self, offset: int) -> int:
         """Outstanding references of a registered message (0 once done)."""
         return self._refs.get(offset, 0)
@@ -75,6 +87,7 @@ class PartitionOffsets:
         self.closed = True
         self._refs.clear()
         self._pending.clear()
+        self._abandoned.clear()
 
     @property
     def in_flight(self) -> int:

@@ -417,6 +417,25 @@ class _Take(Stream[list[Any]]):
             return self._due
         return super()._deadline()
 
+    def abandon(self, revoked: frozenset[Any]) -> None:
+        """Drop values of revoked partitions from the partial batch (never handed to the agent,
+        so the partitions' new owner will handle them)."""
+        values, events = self._values, self._events
+        if not values or len(values) != len(events):  # nested batches: keep (at-least-once)
+            return
+        keep = []
+        for i, e in enumerate(events):
+            if (e.message.topic, e.message.partition) in revoked:
+                e._offsets.abandon(e.message.offset)
+            else:
+                keep.append(i)
+        if len(keep) != len(values):
+            # in place: a running `_pull` holds these very lists
+            values[:] = [values[i] for i in keep]
+            events[:] = [events[i] for i in keep]
+            if not values:
+                self._due = None
+
     def _emit(self) -> Element:
         values, events = self._values, self._events
         self._values, self._events, self._due = [], [], None

@@ -122,3 +122,15 @@ def test_committed_never_passes_an_unfinished_message(
             assert all(outstanding[j] == 0 for j, o in enumerate(offsets) if o < committed)
     if crash >= len(order):  # everything finished: everything committed
         assert p.committable() == offsets[-1] + 1
+
+
+def test_abandoned_references_block_commits_but_not_busy() -> None:
+    p = PartitionOffsets(TP0)
+    p.add(0, 2)
+    p.add(1, 1)
+    p.abandon(0)  # one subscriber's copy dropped on revocation
+    assert p.busy()
+    p.release(0)  # the other subscriber finished
+    p.release(1)
+    assert not p.busy()
+    assert p.committable() == 0  # the dropped copy was never handled: not committed

@@ -197,3 +197,45 @@ async def test_two_workers_split_partitions_and_revocation_commits() -> None:
     assert {w for w, v in seen if v >= 8} == {0, 1}
     assert all(broker.committed("w", TP("nums", p)) == 4 for p in range(4))
     assert isinstance(r2.transport, MemoryTransport)
+
+
+async def test_revocation_lets_the_element_in_hand_finish_and_abandons_partial_batches() -> None:
+    app = App("rv")
+    nums = app.topic("nums", key_type=str, value_type=int, partitions=2)
+    slow = app.topic("slow", key_type=str, value_type=int, partitions=2)
+    handled: list[tuple[str, int]] = []
+    gate = asyncio.Event()
+    holding = asyncio.Event()
+
+    @app.agent(slow, name="slow")
+    async def slow_agent(stream: Stream[int]) -> None:
+        async for value in stream:
+            holding.set()
+            await gate.wait()
+            handled.append(("slow", value))
+
+    @app.agent(nums, name="batcher")
+    async def batcher(stream: Stream[int]) -> None:
+        async for batch in stream.take(100):
+            handled.extend(("batch", v) for v in batch)
+
+    broker = MemoryBroker()
+    async with Running(app, broker) as r1:
+        r1.produce("slow", 1, partition=1)
+        for i in range(4):
+            r1.produce("nums", i, partition=i % 2)
+        await holding.wait()
+        await wait_for(lambda: r1.worker.partial_batches() == 4)
+        r2 = Running(app, broker)
+        loop = asyncio.get_running_loop()
+        joined = loop.time()
+        async with r2:
+            loop.call_later(0.05, gate.set)
+            await wait_for(lambda: len(r2.transport.assignment()) == 2)
+            # r1 gave up partition 1 of both topics: the element in hand finished and was
+            # committed; the unhandled partial batch values were left to r2
+            assert broker.committed("rv", TP("slow", 1)) == 1
+            assert broker.committed("rv", TP("nums", 1)) in (None, 0)
+            assert loop.time() - joined < 1.0  # did not wait for the abandoned values
+    assert handled.count(("slow", 1)) == 1
+    assert sorted(v for k, v in handled if k == "batch") == [0, 1, 2, 3]
