@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 
 from .conductor import Conductor
 from .offsets import OffsetTracker, PartitionOffsets
-from .records import Codec, key_codec, value_codec
+from .records import Codec, DecodeError, key_codec, value_codec
 from .stream import Carrier, Event, SourceStream, Stream, ack_carrier, carrier_events
 from .transport import TP, Delivery, Message, TopicSpec, Transport
 
@@ -372,7 +372,11 @@ class Worker:
                 if not failed:
                     raise  # not while handling an element: a restart would fail the same way
                 self.agent_errors += 1
-                logger.warning("agent %s raised %r; element dead-lettered", agent.name, exc)
+                logger.warning(
+                    "agent %s raised while handling an element; it goes to %s",
+                    agent.name,
+                    self.app.dlq.name,
+                )
                 for node in failed:
                     carrier = node._current
                     node._current = None
@@ -516,9 +520,10 @@ class Worker:
 
     async def dead_letter(self, carrier: Carrier, exc: BaseException, agent: str) -> None:
         """Send each event of an element to `<app>-dlq`, then ack it."""
-        for event in carrier_events(carrier):
+        for i, event in enumerate(carrier_events(carrier)):
             held = [] if event._acked else [(event._offsets, event.message.offset)]
-            await self._send_dead(event.message, exc, agent, held)
+            # A hook's traceback is logged once per element, with its first event.
+            await self._send_dead(event.message, exc, agent, held, traceback=i == 0)
             event._ack()
 
     async def dead_letter_message(
@@ -534,8 +539,11 @@ class Worker:
         exc: BaseException,
         agent: str,
         held: list[tuple[PartitionOffsets, int]],
+        *,
+        traceback: bool = False,
     ) -> None:
-        error = str(exc) or type(exc).__name__
+        # Capped: a header is for reading, and some exceptions carry whole payloads.
+        error = (str(exc) or type(exc).__name__)[:_MAX_ERROR]
         headers = [
             *message.headers,
             ("streamc.error", error.encode()),
@@ -556,6 +564,7 @@ class Worker:
             agent or "-",
             _qualname(exc),
             error,
+            exc_info=exc if traceback and not isinstance(exc, DecodeError) else None,
         )
 
     # -- quiescence (run_local) ---------------------------------------------------------------
@@ -579,6 +588,9 @@ class Worker:
         self.drain_epoch += 1
         for stream in self.conductor.streams:
             stream.wake()
+
+
+_MAX_ERROR = 2000
 
 
 def _qualname(exc: BaseException) -> str:
