@@ -44,6 +44,7 @@ import asyncio
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import random
 import re
@@ -96,6 +97,9 @@ def _die_with_parent() -> None:
 async def _metadata_ok(bootstrap: str) -> bool:
     from aiokafka import AIOKafkaClient  # type: ignore[import-untyped]
 
+    # Refused connections are expected until the broker listens; keep them off the console.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
     client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
     try:
         await client.bootstrap()
@@ -146,9 +150,18 @@ async def tansu(log: Path) -> AsyncIterator[str]:
         port = _free_port()
         listener = f"tcp://127.0.0.1:{port}"
         with log.open("ab") as out:
-            proc = subprocess.Popen(
-                [binary, "broker", "--listener-url", listener, "--advertised-listener-url",
-                 listener, "--storage-engine", "memory://tansu/"],
+            # Popen only forks and returns; the broker outlives this block (stopped below).
+            proc = subprocess.Popen(  # noqa: ASYNC220
+                [
+                    binary,
+                    "broker",
+                    "--listener-url",
+                    listener,
+                    "--advertised-listener-url",
+                    listener,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -206,7 +219,10 @@ async def produce(bootstrap: str, topic: str, n: int) -> Dataset:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+        # Kafka's defaults, stated: Tansu reports only the configs a topic was created with,
+        # and Quix's group_by reads retention.ms from the input topic (KeyError without it).
+        configs = {"retention.ms": "604800000", "retention.bytes": "-1"}
+        await admin.create_topics([NewTopic(topic, PARTITIONS, 1, topic_configs=configs)])
     finally:
         await admin.close()
     records, total = orders(n)
@@ -287,6 +303,10 @@ class Launch:
     env: dict[str, str]
 
 
+# Tasks draining finished runs' stdout (a reference keeps them from being collected early).
+drains: set[asyncio.Task[bytes]] = set()
+
+
 def _peak_rss_mib(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -346,6 +366,8 @@ async def run_one(
         first, done = events["first"], events["done"]
         # Keep reading its stdout, so a chatty process can never block on a full pipe.
         drain = asyncio.get_running_loop().create_task(proc.stdout.read())
+        drains.add(drain)
+        drain.add_done_callback(drains.discard)
         result.rate = data.n / max(done["t"] - first["t"], 1e-9)
         result.startup = first["t"] - launched
         result.peak_rss_mib = _peak_rss_mib(proc.pid)
@@ -441,7 +463,9 @@ def build_streamc(pipeline: str, group: str, topic: str, rundir: Path) -> Path:
     return out
 
 
-def streamc_launch(pipeline: str, group: str, data: Dataset, bootstrap: str, rundir: Path) -> Launch:
+def streamc_launch(
+    pipeline: str, group: str, data: Dataset, bootstrap: str, rundir: Path
+) -> Launch:
     path = build_streamc(pipeline, group, data.topic, rundir)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(path), env.get("PYTHONPATH")]))
@@ -533,10 +557,7 @@ def summarise(results: list[Result], impls: list[str], pipelines: list[str]) -> 
 # -- main ------------------------------------------------------------------------------------
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    run_id = uuid.uuid4().hex[:6]
-    rundir = Path(args.out or f"/tmp/streamc-bench-{run_id}").resolve()
-    rundir.mkdir(parents=True, exist_ok=True)
+async def main_async(args: argparse.Namespace, run_id: str, rundir: Path) -> dict[str, Any]:
     impls = [i for i in IMPLS if i in args.impl]
     pipelines = [p for p in PIPELINES if p in args.pipeline]
     print(f"run {run_id}: N={args.n:,}, repeats={args.repeat}, logs in {rundir}", flush=True)
@@ -583,10 +604,7 @@ async def main_async(args: argparse.Namespace) -> int:
         "results": [asdict(r) for r in results],
         "table": table,
     }
-    (rundir / "results.json").write_text(json.dumps(report, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
-    return 0 if all(r.ok for r in results) else 1
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -603,7 +621,15 @@ def main(argv: list[str] | None = None) -> int:
         args.n = 10_000 if args.quick else 200_000
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
-    return asyncio.run(main_async(args))
+    run_id = uuid.uuid4().hex[:6]
+    rundir = Path(args.out or f"/tmp/streamc-bench-{run_id}").resolve()
+    rundir.mkdir(parents=True, exist_ok=True)
+    report = asyncio.run(main_async(args, run_id, rundir))
+    text = json.dumps(report, indent=1)
+    (rundir / "results.json").write_text(text)
+    if args.json:
+        Path(args.json).write_text(text)
+    return 0 if all(r["ok"] for r in report["results"]) else 1
 
 
 if __name__ == "__main__":
