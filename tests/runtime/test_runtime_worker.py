@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 from rtkit import Running, wait_for
@@ -239,3 +240,47 @@ async def test_revocation_lets_the_element_in_hand_finish_and_abandons_partial_b
             assert loop.time() - joined < 1.0  # did not wait for the abandoned values
     assert handled.count(("slow", 1)) == 1
     assert sorted(v for k, v in handled if k == "batch") == [0, 1, 2, 3]
+
+
+async def test_a_failing_fetch_is_logged_and_stops_the_worker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, nums = _app()
+
+    @app.agent(nums)
+    async def collect(stream: Stream[int]) -> None:
+        async for _ in stream:
+            pass
+
+    class Broken(MemoryTransport):
+        async def fetch(self, timeout: float, max_records: int) -> Any:  # noqa: ASYNC109
+            raise ConnectionError("broker went away")
+
+    broker = MemoryBroker()
+    worker = app.worker(Broken(broker, app.name), stats_interval=0)
+    with caplog.at_level(logging.ERROR, logger="streamc"):
+        await worker.start()
+        assert await asyncio.wait_for(worker.wait(), 5) == 1
+    assert "fetch failed; stopping the worker" in caplog.text
+    assert "broker went away" in caplog.text
+
+
+async def test_bad_keys_and_tombstones() -> None:
+    app = App("k")
+    by_int = app.topic("by_int", key_type=int, value_type=int)
+    raw = app.topic("raw", key_type=bytes, value_type=bytes)
+    got: list[Any] = []
+
+    @app.agent(by_int & raw)
+    async def collect(stream: Stream[Any]) -> None:
+        async for key, value in stream.items():
+            got.append((key, value))
+
+    async with Running(app) as r:
+        r.produce("by_int", 1, key="12")
+        r.produce("by_int", 2, key="twelve")
+        r.broker.produce("raw", None, b"\xff")
+        await r.idle()
+    assert sorted(got, key=repr) == sorted([(12, 1), (b"\xff", None)], key=repr)
+    (dead,) = r.messages("k-dlq")
+    assert b"decimal integer" in dict(dead.headers)["streamc.error"]
