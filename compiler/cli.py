@@ -151,7 +151,7 @@ def _topic_option(program: ir.Program, option: str, spec: str) -> tuple[ir.Topic
 
 def cmd_run(args: argparse.Namespace) -> int:
     from streamc_runtime import jsonl
-    from streamc_runtime.local import run_local
+    from streamc_runtime.local import LocalRunError, run_local
 
     program = _load(args.file)
     inputs: dict[str, list[dict[str, Any]]] = {}
@@ -174,6 +174,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             app = importlib.import_module(f"{package}.app").app
             importlib.import_module(f"{package}.agents")
             broker = asyncio.run(run_local(app, inputs))
+        except ValueError as error:  # an input that does not fit its topic
+            raise Failure(f"streamc run: {error}") from None
+        except LocalRunError as error:
+            cause = error.__cause__ or error
+            raise Failure(
+                f"streamc run: the worker failed: {type(cause).__name__}: {cause}"
+            ) from None
         finally:
             sys.path.remove(workdir)
             for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
@@ -181,7 +188,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         for topic, destination in outputs:
             declared = app.topics[topic.kafka_name]
             lines = jsonl.lines(
-                broker, topic.kafka_name, declared.value_type, key_type=declared.key_type
+                broker,
+                topic.kafka_name,
+                declared.value_type,
+                key_type=declared.key_type,
+                timestamp=args.timestamps,
             )
             text = "".join(line + "\n" for line in lines)
             if destination == "-":
@@ -246,6 +257,11 @@ def _parser() -> argparse.ArgumentParser:
         "--input", action="append", default=[], metavar="TOPIC=FILE.jsonl", required=True
     )
     run.add_argument("--output", action="append", default=[], metavar="TOPIC=FILE|-")
+    run.add_argument(
+        "--timestamps",
+        action="store_true",
+        help="include each message's timestamp (output then differs from run to run)",
+    )
     run.set_defaults(run=cmd_run)
 
     graph = commands.add_parser("graph", help="print the topology")

@@ -83,7 +83,10 @@ def test_run_prints_the_expected_batches(capsys: pytest.CaptureFixture[str]) -> 
 def test_run_reports_bad_usage_without_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"value": 1\n')
+    misplaced = tmp_path / "misplaced.jsonl"
+    misplaced.write_text('{"value": {}, "partition": 9}\n')
     cases = {
+        ("--input", f"orders={misplaced}"): (1, "partition 9 out of range"),
         ("--input", "ordrs=x.jsonl"): (2, "did you mean 'orders'"),
         ("--input", "orders"): (2, "TOPIC=FILE"),
         ("--input", f"orders={bad}"): (1, "bad.jsonl:1: invalid JSON"),
