@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import pytest
 from kafkatest import Broker, RecordingListener, kafka_partition, open_transport, wait_until
-from streamc_runtime.kafka import KafkaTransport, KafkaUnavailableError
+from streamc_runtime.kafka import KafkaTransport, KafkaTransportError, KafkaUnavailableError
 from streamc_runtime.transport import TP, Message, TopicSpec, Transport
 
 pytestmark = [pytest.mark.kafka, pytest.mark.asyncio]
@@ -305,3 +305,23 @@ async def test_unreachable_broker_fails_clearly_after_bounded_retries(
     assert time.monotonic() - began < 10
     await transport.stop()  # safe after a failed start
     await transport.stop()
+
+
+async def test_a_failing_rebalance_listener_surfaces_from_fetch(
+    kafka_broker: Broker, names: Callable[[str], str]
+) -> None:
+    """aiokafka only logs what a listener raises; the transport must not let it vanish."""
+
+    class Broken(RecordingListener):
+        async def on_partitions_assigned(self, assigned: Collection[TP]) -> None:
+            raise RuntimeError("runtime bug")
+
+    topic = names("t")
+    async with open_transport(kafka_broker, names("g")) as t:
+        await t.ensure_topics([TopicSpec(topic, 1)])
+        await t.subscribe([topic], Broken())
+        with pytest.raises(KafkaTransportError, match="rebalance listener") as caught:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                await t.fetch(0.1, 10)
+        assert isinstance(caught.value.__cause__, RuntimeError)

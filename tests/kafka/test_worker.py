@@ -187,7 +187,9 @@ async def test_orders_app_on_kafka_matches_the_in_memory_run(
         )
     assert all(expected[t] for t in exact), "the oracle produced nothing on some topic"
 
-    await create_topics(fresh_broker, {"orders": 4, "refunds": 4, "withdrawals": 2})
+    await create_topics(
+        fresh_broker, {"orders": 4, "refunds": 4, "withdrawals": 2, "raw_events": 1}
+    )
     placed = {t: await produce(fresh_broker, t, _jsonl_records(p)) for t, p in inputs.items()}
     raw = await produce(fresh_broker, "raw_events", [(b"k", b"\x00raw\xff")] * 3)
     worker = start(workers, orders_build, fresh_broker, tmp_path / "orders.log")
