@@ -108,4 +108,4 @@ def test_unknown_override_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="sesion_timeout_ms"):
         KafkaTransport.from_url("kafka://h:1", group_id="g", sesion_timeout_ms=1)
     with pytest.raises(TypeError, match="group_id"):
-        KafkaSettings.from_env(("h:1",), "g", {}, group_id="other")
+        KafkaSettings.from_env(("h:1",), "g", {}, **{"group_id": "other"})
