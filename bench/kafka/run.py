@@ -292,6 +292,7 @@ class Result:
     rate: float | None = None  # messages/s
     startup: float | None = None  # s, launch -> first element out
     peak_rss_mib: float | None = None
+    cpu: float | None = None  # CPU seconds per second between first and done (1.0 = a core)
     commit_note: str = ""
     log: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -316,6 +317,16 @@ def _peak_rss_mib(pid: int) -> float | None:
     except OSError:
         pass
     return None
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of `pid` so far (fields 14 and 15 of /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -362,6 +373,10 @@ async def run_one(
             except ValueError:
                 continue  # a peer printing something of its own
             if isinstance(ev, dict) and "ev" in ev:
+                # CPU time when the event is read (within a millisecond or so of it): the
+                # share of a core used between `first` and `done` tells CPU-bound runs from
+                # ones that wait (on the broker, on acks, on a paused fetch).
+                ev["cpu"] = _cpu_seconds(proc.pid)
                 events.setdefault(ev["ev"], ev)
         first, done = events["first"], events["done"]
         # Keep reading its stdout, so a chatty process can never block on a full pipe.
@@ -371,6 +386,8 @@ async def run_one(
         result.rate = data.n / max(done["t"] - first["t"], 1e-9)
         result.startup = first["t"] - launched
         result.peak_rss_mib = _peak_rss_mib(proc.pid)
+        if first.get("cpu") is not None and done.get("cpu") is not None:
+            result.cpu = (done["cpu"] - first["cpu"]) / max(done["t"] - first["t"], 1e-9)
         result.extra = {"count": done.get("count"), "total": done.get("total")}
         problems = []
         if done.get("count") != data.n:
@@ -513,12 +530,13 @@ def summarise(results: list[Result], impls: list[str], pipelines: list[str]) -> 
                 "rate": _median([r.rate for r in good]),
                 "rss": _median([r.peak_rss_mib for r in good]),
                 "startup": _median([r.startup for r in good]),
+                "cpu": _median([r.cpu for r in good]),
                 "runs": len(runs),
                 "good": len(good),
             }
     head = (
         f"{'pipeline':8} {'implementation':14} {'msg/s':>10} {'vs ceiling':>10} "
-        f"{'peak RSS MiB':>12} {'start-up s':>10}  runs ok"
+        f"{'peak RSS MiB':>12} {'start-up s':>10} {'CPU':>5}  runs ok"
     )
     lines += [head, "-" * len(head)]
     for p in pipelines:
@@ -533,6 +551,7 @@ def summarise(results: list[Result], impls: list[str], pipelines: list[str]) -> 
                 + f"{ratio:>10} "
                 + (f"{rss:12.1f} " if rss else f"{'-':>12} ")
                 + (f"{start:10.2f}" if start else f"{'-':>10}")
+                + (f" {m['cpu']:5.0%}" if m["cpu"] is not None else f" {'-':>5}")
                 + f"  {m['good']}/{m['runs']}"
             )
         lines.append("")
@@ -575,12 +594,17 @@ async def main_async(args: argparse.Namespace, run_id: str, rundir: Path) -> dic
                 for impl in impls:
                     group = f"{impl.replace('-', '_')}_{p}_{run_id}_{rep}"
                     launch = LAUNCHERS[impl](p, group, data, bootstrap, rundir)
+                    if args.profile:
+                        # cProfile writes its file when the process exits (after SIGTERM).
+                        prof = ["-m", "cProfile", "-o", str(rundir / f"{group}.prof")]
+                        launch = Launch([launch.argv[0], *prof, *launch.argv[1:]], launch.env)
                     r = await run_one(bootstrap, data, Result(p, impl, rep, group), launch, rundir)
                     results.append(r)
                     if r.ok:
                         print(
                             f"  {p} {impl:11} #{rep}: {r.rate:10,.0f} msg/s  "
                             f"rss {r.peak_rss_mib:6.1f} MiB  start-up {r.startup:5.2f} s  "
+                            f"cpu {r.cpu or 0:4.0%}  "
                             f"({r.commit_note})",
                             flush=True,
                         )
@@ -616,6 +640,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline", nargs="+", choices=PIPELINES, default=list(PIPELINES))
     parser.add_argument("--out", help="folder for logs, builds and results.json")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run each process under cProfile (OUT/<group>.prof); slows everything down",
+    )
     args = parser.parse_args(argv)
     if args.n is None:
         args.n = 10_000 if args.quick else 200_000
