@@ -237,12 +237,26 @@ class MemoryBroker:
                 fut.set_result(None)
 
     async def _wait(self, timeout: float) -> None:  # noqa: ASYNC109 - a poll bound
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Not `asyncio.wait_for`: on Python 3.11 it swallows a cancellation that arrives
+        # together with the wake-up, and a fetch that ignores its cancellation hangs the
+        # worker's stop. A plain future with a timer cannot lose the CancelledError.
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
         self._waiters.append(fut)
+        timer = loop.call_later(timeout, _resolve, fut)
         try:
-            await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            pass
+            await fut
+        finally:
+            timer.cancel()
+            try:  # timed out or cancelled: do not keep it for the next wake-up
+                self._waiters.remove(fut)
+            except ValueError:  # woken: `_wake` already took it
+                pass
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class MemoryTransport:
