@@ -230,10 +230,16 @@ class Worker:
             return
         self._state = "starting"
         self.app.current_worker = self
+        # A stop (requested, or a failing agent body) may run while start awaits: from then
+        # on start must not subscribe or spawn anything, or it would outlive the stop.
         await self.transport.start()
+        if self._state != "starting":
+            return
         await self.transport.ensure_topics(
             [TopicSpec(t.name, t.partitions) for t in self.app.topics.values()]
         )
+        if self._state != "starting":
+            return
         for agent in self.app.agents:
             root: SourceStream[Any] = self.source_for(agent.topics, agent.name)
             self._roots[agent.name] = root
@@ -243,7 +249,11 @@ class Worker:
         # are part of the first subscription instead of forcing a second one.
         for _ in range(5):
             await asyncio.sleep(0)
+        if self._state != "starting":
+            return
         await self._subscribe()
+        if self._state != "starting":
+            return
         self._fetch_task = self._spawn(self._fetch_loop(), "fetch")
         self._tasks.append(self._fetch_task)
         self._tasks.append(self._spawn(self._commit_loop(), "commit"))
