@@ -72,12 +72,19 @@ class Counter:
     `add(k)` costs one comparison on the hot path; the report happens twice per run.
     """
 
-    __slots__ = ("count", "n", "total")
+    __slots__ = ("began", "count", "n", "total")
 
     def __init__(self, n: int) -> None:
         self.n = n
         self.count = 0
         self.total = 0.0
+        self.began = False
+
+    def started(self) -> None:
+        """P2: the first input element (the clock starts there, not at the first output)."""
+        if not self.began:
+            self.began = True
+            say("first")
 
     def one(self) -> None:
         self.count += 1

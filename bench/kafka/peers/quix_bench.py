@@ -51,6 +51,7 @@ def count(_order: dict[str, Any]) -> None:
 if args.pipeline == "p1":
     sdf.update(count)
 elif args.pipeline == "p2":
+    sdf.update(lambda _order: counter.started())  # the clock starts at the first input
     sdf = sdf.group_by("account_id")
     sdf.update(count)
 else:

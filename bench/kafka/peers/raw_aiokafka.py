@@ -37,7 +37,7 @@ async def _ensure_topic(bootstrap: str, name: str, partitions: int) -> None:
         await admin.close()
 
 
-async def run(args: Args, loads: Callable[[bytes], Any]) -> None:
+async def run(args: Args, loads: Callable[[bytes], Any], producer_opts: dict[str, int]) -> None:
     repartition = f"{args.group}-account_id-repartition"
     topics = [args.topic]
     if args.pipeline == "p2":
@@ -56,7 +56,12 @@ async def run(args: Args, loads: Callable[[bytes], Any]) -> None:
     producer = None
     if args.pipeline == "p2":
         # The same producer settings as the streamc transport's defaults (acks=all, linger 0).
-        producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all")
+        producer = AIOKafkaProducer(
+            bootstrap_servers=args.bootstrap,
+            acks="all",
+            linger_ms=producer_opts["linger_ms"],
+            max_batch_size=producer_opts["max_batch_size"],
+        )
         await producer.start()
     await consumer.start()
     stop = asyncio.Event()
@@ -80,6 +85,7 @@ async def run(args: Args, loads: Callable[[bytes], Any]) -> None:
                 elif args.pipeline == "p2":
                     assert producer is not None
                     if tp.topic == source:
+                        counter.started()
                         for r in records:
                             order = loads(r.value)
                             await producer.send(
@@ -120,14 +126,20 @@ async def run(args: Args, loads: Callable[[bytes], Any]) -> None:
 
 
 def main() -> None:
-    args, extra = parse_args(codec={"choices": ["json", "orjson"], "required": True})
+    args, extra = parse_args(
+        codec={"choices": ["json", "orjson"], "required": True},
+        # P2's producer; the defaults are the streamc transport's (KafkaSettings).
+        linger_ms={"type": int, "default": 0},
+        max_batch_size={"type": int, "default": 16384},
+    )
     if extra["codec"] == "orjson":
         import orjson
 
         loads: Callable[[bytes], Any] = orjson.loads
     else:
         loads = json.loads
-    asyncio.run(run(args, loads))
+    opts = {"linger_ms": extra["linger_ms"], "max_batch_size": extra["max_batch_size"]}
+    asyncio.run(run(args, loads, opts))
 
 
 if __name__ == "__main__":

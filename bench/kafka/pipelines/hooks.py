@@ -15,11 +15,23 @@ import time
 _N = int(os.environ.get("BENCH_N", "0"))
 _count = 0
 _total = 0.0
+_started = False
 
 
 def _say(event: str, **fields: object) -> None:
     sys.stdout.write(json.dumps({"ev": event, "t": time.time(), **fields}) + "\n")
     sys.stdout.flush()
+
+
+def first_input(order):  # type: ignore[no-untyped-def]
+    """P2: the clock starts at the first *input* order, not at the first re-keyed one: an
+    implementation may forward most of the backlog before it reads any of it back, and a
+    window opened at the first output would leave that work out. Costs one call per order."""
+    global _started
+    if not _started:
+        _started = True
+        _say("first")
+    return order
 
 
 def count_order(order):  # type: ignore[no-untyped-def]
