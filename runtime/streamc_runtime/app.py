@@ -508,9 +508,14 @@ class Worker:
         """Keep `held` messages in flight until `delivery` resolves; a failed delivery stops
         the worker with them uncommitted (at-least-once: they are re-read after restart)."""
         if isinstance(delivery, asyncio.Future) and delivery.done():
-            if delivery.cancelled() or delivery.exception() is not None:
-                self.fail(_delivery_error(delivery))
-            return  # delivered already (the memory broker): nothing to hold
+            if not delivery.cancelled() and delivery.exception() is None:
+                return  # delivered already (the memory broker): nothing to hold
+            # Failed already: hold for good, so the acks that follow cannot make the
+            # messages done and the stop's commit cannot pass them.
+            for state, offset in held:
+                state.hold(offset)
+            self.fail(_delivery_error(delivery))
+            return
         for state, offset in held:
             state.hold(offset)
         if isinstance(delivery, asyncio.Future):

@@ -46,7 +46,8 @@ class Event(Generic[KT, VT]):
     """One message as delivered to one stream: decoded key and value plus the raw `message`.
 
     Acked automatically when the agent advances past it, when the agent raises while handling
-    it, and at shutdown once handled; `await event.ack()` and `async with event:` ack early.
+    it, and at shutdown once handled; `await event.ack()` and `async with event:` ack early
+    (a block left by an exception does not ack: the element is dead-lettered, then acked).
     Acking twice is harmless.
     """
 
@@ -81,7 +82,11 @@ class Event(Generic[KT, VT]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._ack()
+        # Raising out of the block leaves the ack to the runtime: the body raised while
+        # handling this event, so it is dead-lettered and acked once the dead letter is
+        # delivered (acking here would let a commit pass it before then).
+        if exc_type is None:
+            self._ack()
 
     def __repr__(self) -> str:
         m = self.message
