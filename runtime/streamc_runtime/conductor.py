@@ -146,3 +146,7 @@ class Conductor:
                         kept.append(e)
                 stream.buffer.clear()
                 stream.buffer.extend(kept)
+            # A full stream resumes when a pull drains it to half; if revocation emptied it,
+            # no pull ever will, and the partitions it keeps would stay paused for good.
+            if stream.full and len(stream.buffer) <= stream.low:
+                self.drained(stream)

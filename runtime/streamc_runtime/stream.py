@@ -267,7 +267,7 @@ class SourceStream(Stream[T]):
         self.topics = topics
         self.buffer: deque[Event[Any, Any]] = deque()
         self.capacity = worker.buffer_size
-        self._low = max(worker.buffer_size // 2, 1)
+        self.low = max(worker.buffer_size // 2, 1)  # drained: resume the paused partitions
         self.full = False  # back-pressure engaged: the Conductor paused our partitions
         self.closed = False
         self._waiters: list[asyncio.Future[None]] = []
@@ -288,7 +288,7 @@ class SourceStream(Stream[T]):
                 raise StopAsyncIteration
             await self.wait(None)
         event = buffer.popleft()
-        if self.full and len(buffer) <= self._low:
+        if self.full and len(buffer) <= self.low:
             self._worker.conductor.drained(self)
         self._current = event
         return cast(T, event.value)
@@ -298,7 +298,7 @@ class SourceStream(Stream[T]):
         if not buffer:
             return EMPTY
         event = buffer.popleft()
-        if self.full and len(buffer) <= self._low:
+        if self.full and len(buffer) <= self.low:
             self._worker.conductor.drained(self)
         return (event.value, event)
 
