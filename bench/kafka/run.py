@@ -657,6 +657,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="folder for logs, builds and results.json")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="then run bench/bench_runtime.py (the runtime on the memory broker vs a bare loop)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="run each process under cProfile (OUT/<group>.prof); slows everything down",
@@ -670,6 +675,17 @@ def main(argv: list[str] | None = None) -> int:
     rundir = Path(args.out or f"/tmp/streamc-bench-{run_id}").resolve()
     rundir.mkdir(parents=True, exist_ok=True)
     report = asyncio.run(main_async(args, run_id, rundir))
+    if args.memory:
+        # Deliverable 2 of issue 6: the runtime's own overhead, without Kafka, is measured by
+        # bench/bench_runtime.py (memory broker against a bare json.loads loop); run it here
+        # so one command gives both views.
+        cmd = [sys.executable, str(REPO / "bench" / "bench_runtime.py"), "--no-memory"]
+        if args.quick:
+            cmd.append("--quick")
+        print("\nin-memory broker (bench/bench_runtime.py):", flush=True)
+        mem = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        print(mem.stdout + mem.stderr, end="", flush=True)
+        report["memory_broker"] = mem.stdout
     text = json.dumps(report, indent=1)
     (rundir / "results.json").write_text(text)
     if args.json:
