@@ -360,7 +360,13 @@ class Worker:
     async def _guard(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         try:
             await coro
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and not task.cancelling():
+                # Nobody cancelled this task (e.g. a body awaited something a library
+                # cancelled): it is dying, and a dead driver would stall its streams.
+                logger.error("%s ended by a CancelledError nobody requested; stopping", name)
+                self.fail(exc)
             raise
         except Exception as exc:
             logger.exception("%s failed; stopping the worker", name)
