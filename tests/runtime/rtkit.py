@@ -4,7 +4,7 @@ them, and run on the in-memory broker."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -13,7 +13,7 @@ from streamc_runtime import App, Record
 from streamc_runtime.app import Worker
 from streamc_runtime.local import until_idle
 from streamc_runtime.memory import MemoryBroker, MemoryTransport
-from streamc_runtime.transport import TP, Message
+from streamc_runtime.transport import TP, Delivery, Message
 
 
 class Order(Record, kw_only=True):
@@ -89,3 +89,67 @@ async def wait_for(cond: Callable[[], bool], within: float = 5.0) -> None:
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.001)
+
+
+class GatedTransport(MemoryTransport):
+    """Records land in the broker at once, but their deliveries to `gated` topics resolve only
+    on `release()`, and those to `failing` topics fail (as an already failed future, or later
+    when `fail_late`)."""
+
+    def __init__(
+        self,
+        broker: MemoryBroker,
+        group_id: str,
+        gated: Sequence[str] = (),
+        failing: Sequence[str] = (),
+        fail_late: bool = False,
+    ) -> None:
+        super().__init__(broker, group_id)
+        self.gated, self.failing, self.fail_late = set(gated), set(failing), fail_late
+        self.pending: list[tuple[asyncio.Future[Delivery], Delivery | None]] = []
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        partition: int | None = None,
+    ) -> asyncio.Future[Delivery]:
+        fut: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+        if topic in self.failing:
+            if self.fail_late:
+                self.pending.append((fut, None))
+            else:
+                fut.set_exception(ConnectionError(f"{topic}: not delivered"))
+            return fut
+        delivery = self.broker.produce(topic, value, key, headers, partition)
+        if topic in self.gated:
+            self.pending.append((fut, delivery))
+        else:
+            fut.set_result(delivery)
+        return fut
+
+    def release(self) -> None:
+        pending, self.pending = self.pending, []
+        for fut, delivery in pending:
+            if fut.done():
+                continue
+            if delivery is None:
+                fut.set_exception(ConnectionError("not delivered"))
+            else:
+                fut.set_result(delivery)
+
+    async def flush(self) -> None:
+        self.release()
+
+
+def gated(app: App, gated: Sequence[str] = (), **kwargs: Any) -> Running:
+    r = Running(app)
+    failing = kwargs.pop("failing", ())
+    fail_late = kwargs.pop("fail_late", False)
+    r.transport = GatedTransport(r.broker, app.name, gated, failing, fail_late)
+    kwargs.setdefault("stats_interval", 0)
+    kwargs.setdefault("commit_interval", 60.0)
+    r.worker = app.worker(r.transport, **kwargs)
+    return r

@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from rtkit import Running, wait_for
+from rtkit import Running, gated, wait_for
 from streamc_runtime import App, Stream
 from streamc_runtime.memory import MemoryBroker
 from streamc_runtime.transport import TP
-from test_runtime_review_acks import gated
 
 
 def _batch_app(handled: list[int], gate: asyncio.Event, started: asyncio.Event) -> App:
