@@ -34,19 +34,19 @@ def _run(*args: str | Path, cwd: Path, check: bool = True) -> subprocess.Complet
     return result
 
 
-def _requirement_closure(names: Iterable[str]) -> set[str]:
-    """The distributions `names` need here, following requirements whose markers hold."""
+def _requirement_closure(requirements: Iterable[str]) -> set[str]:
+    """The distributions `requirements` need here, following those whose markers hold (so no
+    extras, and nothing for other platforms)."""
     seen: set[str] = set()
-    pending = [Requirement(n).name for n in names]
+    pending = list(requirements)
     while pending:
-        name = canonicalize_name(pending.pop())
-        if name in seen:
+        requirement = Requirement(pending.pop())
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
             continue
-        seen.add(name)
-        for text in md.requires(name) or []:
-            requirement = Requirement(text)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                pending.append(requirement.name)
+        name = canonicalize_name(requirement.name)
+        if name not in seen:
+            seen.add(name)
+            pending.extend(md.requires(name) or [])
     return seen
 
 
