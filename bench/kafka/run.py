@@ -346,7 +346,7 @@ async def run_one(
 ) -> Result:
     log = logdir / f"{result.group}.log"
     result.log = str(log)
-    timeout = 60 + data.n / 1500  # Faust's P2 runs at a few thousand per second
+    timeout = 60 + data.n / 500  # Faust's P2 runs at one to three thousand per second
     launched = time.time()
     with log.open("ab") as err:
         proc = await asyncio.create_subprocess_exec(
@@ -359,6 +359,7 @@ async def run_one(
             preexec_fn=_die_with_parent,
         )
     events: dict[str, dict[str, Any]] = {}
+    progress: int | None = None
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + timeout
@@ -367,7 +368,10 @@ async def run_one(
             try:
                 line = await asyncio.wait_for(proc.stdout.readline(), max(left, 0.01))
             except TimeoutError:
-                result.problem = f"no `done` within {timeout:.0f}s (got {sorted(events)})"
+                result.problem = (
+                    f"no `done` within {timeout:.0f}s (got {sorted(events)}, "
+                    f"{progress or 0:,} counted by the last progress report)"
+                )
                 return result
             if not line:
                 await proc.wait()
@@ -377,6 +381,9 @@ async def run_one(
                 ev = json.loads(line)
             except ValueError:
                 continue  # a peer printing something of its own
+            if isinstance(ev, dict) and ev.get("ev") == "progress":
+                progress = ev.get("count")
+                continue
             if isinstance(ev, dict) and "ev" in ev:
                 # CPU time when the event is read (within a millisecond or so of it): the
                 # share of a core used between `first` and `done` tells CPU-bound runs from

@@ -90,6 +90,8 @@ class Counter:
         self.count += 1
         if self.count == 1:
             say("first")
+        if self.count % 10_000 == 0:  # so a run that times out says how far it got
+            say("progress", count=self.count)
         if self.count == self.n:
             say("done", count=self.count)
 

@@ -40,6 +40,8 @@ def count_order(order):  # type: ignore[no-untyped-def]
     _count += 1
     if _count == 1:
         _say("first")
+    if _count % 10_000 == 0:  # so a run that times out says how far it got
+        _say("progress", count=_count)
     if _count == _N:
         _say("done", count=_count)
 
