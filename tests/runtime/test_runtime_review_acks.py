@@ -256,3 +256,34 @@ async def test_manual_acks_twice_and_after_advancing_are_harmless_with_two_subsc
         gate.set()
         await r.idle()
         assert state.committable() == 3
+
+
+async def test_an_undecodable_message_is_done_only_once_its_dead_letter_is_delivered() -> None:
+    app = App("u")
+    orders = app.topic("orders", key_type=str, value_type=Order)
+    copy = app.topic("copy", key_type=str, value_type=Order)
+    got: list[str] = []
+
+    @app.agent(orders, name="a")
+    async def a(stream: Stream[Order]) -> None:
+        async for order in stream:
+            got.append("a" + order.account_id)
+
+    @app.agent(orders, name="b")
+    async def b(stream: Stream[Order]) -> None:
+        async for order in stream.through(copy):
+            got.append("b" + order.account_id)
+
+    r = gated(app, ["u-dlq"])
+    async with r:
+        r.produce("orders", {"account_id": "x", "amount": 1})
+        r.produce("orders", b"{broken", raw=True)
+        r.produce("orders", {"account_id": "y", "amount": 2})
+        await r.idle()
+        assert sorted(got) == ["ax", "ay", "bx", "by"]
+        assert _committable(r, "orders") == 1  # the broken one waits for its dead letter
+        r.transport.release()  # type: ignore[attr-defined]
+        await _settle()
+        assert _committable(r, "orders") == 3
+    (dead,) = r.messages("u-dlq")
+    assert dict(dead.headers)["streamc.agent"] == b"a,b"
