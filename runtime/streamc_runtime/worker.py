@@ -21,7 +21,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from .app import App
+from .app import App, _cancel
 from .memory import MemoryBroker, MemoryTransport
 from .transport import Transport
 
@@ -119,10 +119,19 @@ async def _serve(app: App, transport: Transport, commit_interval: float) -> int:
             loop.add_signal_handler(sig, worker.request_stop)
         except (NotImplementedError, RuntimeError):  # not the main thread / not supported
             pass
-    try:
-        await worker.start()
-    except Exception:
-        logging.getLogger("streamc").exception("worker %s failed to start", app.name)
+    # Start in a task of its own, so a SIGTERM while it still connects (Kafka retries for
+    # minutes) ends the start instead of being ignored until it finishes.
+    starting = asyncio.ensure_future(worker.start())
+    stopped = asyncio.ensure_future(worker.wait())
+    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # stopped (SIGTERM) while starting: end the start too
+        await _cancel(starting)
+    error = None if starting.cancelled() else starting.exception()
+    if error is not None:
+        logging.getLogger("streamc").error(
+            "worker %s failed to start", app.name, exc_info=error
+        )
         await worker.stop()
+        await stopped
         return 1
-    return await worker.wait()
+    return await stopped

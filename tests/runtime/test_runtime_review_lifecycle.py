@@ -4,6 +4,7 @@ running, cancellation is never swallowed."""
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import pytest
 from rtkit import Running, wait_for
@@ -101,3 +102,46 @@ async def test_stop_during_start_leaves_nothing_running() -> None:
     assert not r.worker.running
     assert await r.worker.wait() == 0
     assert r.broker._group("z").members == []
+
+
+async def test_the_worker_command_stops_on_sigterm_while_still_connecting() -> None:
+    from streamc_runtime.worker import _serve
+
+    class Connecting(MemoryTransport):
+        """A broker that cannot be reached yet: start retries until cancelled."""
+
+        def __init__(self, broker: MemoryBroker, group_id: str) -> None:
+            super().__init__(broker, group_id)
+            self.connecting = asyncio.Event()
+            self.gave_up = False
+
+        async def start(self) -> None:
+            self.connecting.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                self.gave_up = True
+                raise
+
+    app = App("c")
+    nums = app.topic("nums", key_type=str, value_type=int)
+
+    @app.agent(nums)
+    async def collect(stream: Stream[int]) -> None:
+        async for _ in stream:
+            pass
+
+    transport = Connecting(MemoryBroker(), app.name)
+    loop = asyncio.get_running_loop()
+    serving = asyncio.create_task(_serve(app, transport, 1.0))
+    try:
+        await asyncio.wait_for(transport.connecting.wait(), 3)
+        worker = app.current_worker
+        assert worker is not None
+        worker.request_stop()  # what the SIGTERM handler calls
+        assert await asyncio.wait_for(serving, 3) == 0
+        assert transport.gave_up
+        assert not worker.running
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
