@@ -281,6 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Failure as failure:
         print(failure, file=sys.stderr)
         return EXIT_DIAGNOSTICS
+    except OSError as error:  # the output folder or file cannot be written
+        where = f": {error.filename}" if error.filename else ""
+        print(f"streamc {args.command}: cannot write{where}: {error.strerror}", file=sys.stderr)
+        return EXIT_DIAGNOSTICS
     except KeyboardInterrupt:
         return 130
     except Exception as error:  # the promise is: never a traceback

@@ -119,3 +119,14 @@ def test_graph_names_every_topic_stably(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_console_script_is_installed() -> None:
     assert shutil.which("streamc", path=str(Path(sys.executable).parent))
+
+
+def test_unwritable_output_is_an_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["build", str(SAMPLE), "-o", str(blocker)]) == 1
+    assert main(["build", str(SAMPLE), "-o", str(blocker / "sub")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "internal error" not in err
