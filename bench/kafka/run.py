@@ -438,6 +438,21 @@ async def run_one(
                 result.commit_note = "committed only at shutdown"
             else:
                 problems.append(f"offsets not committed: {missing}")
+        # Stop it gracefully and read its final count (printed at exit): above N means
+        # something was counted twice, which `done` (fired at the N-th) cannot show.
+        await _stop(proc)
+        final: int | None = None
+        with contextlib.suppress(TimeoutError):
+            for raw in (await asyncio.wait_for(drain, 10)).splitlines():
+                with contextlib.suppress(ValueError):
+                    ev = json.loads(raw)
+                    if isinstance(ev, dict) and ev.get("ev") == "exit":
+                        final = ev.get("count")
+        result.extra["final_count"] = final
+        if final is None:
+            result.commit_note += "; no final count reported"
+        elif final != data.n:
+            problems.append(f"final count {final:,} after the stop, produced {data.n:,}")
         result.problem = "; ".join(problems)
         result.ok = not problems
         return result

@@ -9,6 +9,7 @@ streamc workers print the same lines from their sink hooks (bench/kafka/pipeline
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import time
@@ -79,6 +80,9 @@ class Counter:
         self.count = 0
         self.total = 0.0
         self.began = False
+        # The final count, after a graceful stop: more than N means something was counted
+        # twice (`done` fires at the N-th, so it cannot tell).
+        atexit.register(lambda: say("exit", count=self.count))
 
     def started(self) -> None:
         """P2: the first input element (the clock starts there, not at the first output)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 import faust
-from common import Counter, parse_args
+from common import Counter, parse_args, say
 
 args, _ = parse_args()
 counter = Counter(args.n)
@@ -67,6 +67,12 @@ else:
     async def p3(stream: faust.StreamT[Order]) -> None:
         async for batch in stream.take(100, within=1):
             counter.batch(len(batch), sum(o.amount for o in batch))
+
+
+@app.on_before_shutdown.connect
+def _final_count(sender: faust.App, **_kwargs: object) -> None:
+    # Faust's worker leaves through os._exit, so Counter's atexit report never runs.
+    say("exit", count=counter.count)
 
 
 if __name__ == "__main__":

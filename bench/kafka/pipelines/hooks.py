@@ -7,6 +7,7 @@ bench/kafka/peers/common.py, which the peers use, and which this file cannot imp
 the worker package carries only its own hooks.
 """
 
+import atexit
 import json
 import os
 import sys
@@ -21,6 +22,10 @@ _started = False
 def _say(event: str, **fields: object) -> None:
     sys.stdout.write(json.dumps({"ev": event, "t": time.time(), **fields}) + "\n")
     sys.stdout.flush()
+
+
+# The final count, after a graceful stop: more than N means something was counted twice.
+atexit.register(lambda: _say("exit", count=_count))
 
 
 def first_input(order):  # type: ignore[no-untyped-def]
