@@ -55,9 +55,9 @@ elif args.pipeline == "p2":
 
     @app.agent(orders)
     async def p2(stream: faust.StreamT[Order]) -> None:
+        stream.add_processor(lambda order: counter.started() or order)  # clock starts here
         # An explicit topic: Faust's default name is derived from the input topic alone, which
         # every repeat shares; the group id keeps each run's repartition topic its own.
-        stream.add_processor(lambda order: counter.started() or order)  # clock starts here
         async for _order in stream.group_by(Order.account_id, topic=repartition):
             counter.one()
 
