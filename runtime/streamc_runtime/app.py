@@ -28,7 +28,7 @@ from .conductor import Conductor
 from .offsets import OffsetTracker, PartitionOffsets
 from .records import Codec, DecodeError, key_codec, value_codec
 from .stream import Carrier, Event, SourceStream, Stream, ack_carrier, carrier_events
-from .transport import TP, Delivery, Message, TopicSpec, Transport
+from .transport import TP, Delivery, Message, TopicSpec, Transport, TransportError
 
 __all__ = ["App", "Join", "Topic", "Worker"]
 
@@ -427,6 +427,9 @@ class Worker:
             return True
         try:
             await self.transport.commit(offsets)
+        except TransportError as exc:  # e.g. the group is rebalancing: expected, and retried
+            logger.warning("commit failed; will retry: %s", exc)
+            return False
         except Exception:
             logger.exception("commit failed; will retry")
             return False

@@ -61,7 +61,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-
 from aiokafka.helpers import create_ssl_context  # type: ignore[import-untyped]
 from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
-from .transport import TP, Delivery, Message, RebalanceListener, TopicSpec
+from .transport import TP, Delivery, Message, RebalanceListener, TopicSpec, TransportError
 
 __all__ = [
     "KafkaConfigError",
@@ -86,7 +86,7 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 _TOPIC_ALREADY_EXISTS = 36
 
 
-class KafkaTransportError(Exception):
+class KafkaTransportError(TransportError):
     """Base of the errors this module raises on purpose; `str()` is meant for the user."""
 
 
@@ -100,6 +100,19 @@ class KafkaUnavailableError(KafkaTransportError):
 
 class KafkaDeliveryError(KafkaTransportError):
     """A produced record was not stored; raised by `flush` (and so by `commit`)."""
+
+
+class KafkaCommitRefusedError(KafkaTransportError):
+    """The group refused a commit because it is rebalancing: normal, and retried after it."""
+
+
+# What the coordinator answers while the group is rebalancing or has moved on without us.
+_COMMIT_REFUSALS = (
+    kerrors.CommitFailedError,
+    kerrors.RebalanceInProgressError,
+    kerrors.IllegalGenerationError,
+    kerrors.UnknownMemberIdError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +358,10 @@ class KafkaTransport:
         began = time.monotonic()
         for attempt in range(1, s.connect_attempts + 1):
             try:
-                await asyncio.wait_for(self._open(), s.connect_timeout_s)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancellation that
+                # arrives as _open completes, and a SIGTERM during start-up must not be lost.
+                async with asyncio.timeout(s.connect_timeout_s):
+                    await self._open()
             except asyncio.CancelledError:
                 await self._close_clients()
                 raise
@@ -605,8 +621,8 @@ class KafkaTransport:
 
     async def commit(self, offsets: Mapping[TP, int]) -> None:
         """Flush the producer, then commit. Raises `KafkaDeliveryError` instead of committing
-        if output since the last flush was lost, and aiokafka's `CommitFailedError` if the
-        group has rebalanced in the meantime."""
+        if output since the last flush was lost, and `KafkaCommitRefusedError` if the group is
+        rebalancing or has rebalanced in the meantime."""
         if not offsets and self._consumer is None and not self._stopped:
             return  # never started: nothing to commit
         consumer = self._require(self._consumer)
@@ -624,7 +640,10 @@ class KafkaTransport:
             gone = sorted(tp for tp in offsets if tp not in assigned)
             log.warning("not committing offsets of partitions no longer assigned: %s", gone)
         if payload:
-            await consumer.commit(payload)
+            try:
+                await consumer.commit(payload)
+            except _COMMIT_REFUSALS as exc:
+                raise KafkaCommitRefusedError(f"commit refused: {_describe(exc)}") from exc
 
     async def committed(self, partition: TP) -> int | None:
         consumer = self._require(self._consumer)

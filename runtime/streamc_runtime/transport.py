@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 
+class TransportError(Exception):
+    """An error a transport raises on purpose, whose message is meant for the user (a broker
+    that cannot be reached, a setting that cannot work, a commit the group refused)."""
+
+
 class TP(NamedTuple):
     """A topic partition, by its real (Kafka) topic name."""
 

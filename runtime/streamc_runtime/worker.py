@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from .app import App, _cancel
 from .memory import MemoryBroker, MemoryTransport
-from .transport import Transport
+from .transport import Transport, TransportError
 
 __all__ = ["parse_broker", "worker_main"]
 
@@ -104,7 +104,11 @@ def worker_main(app: App, argv: Sequence[str] | None = None) -> int:
         except ImportError as exc:
             print(f"{parser.prog}: error: Kafka transport unavailable: {exc}", file=sys.stderr)
             return 1
-        transport = KafkaTransport.from_url(args.broker, group_id=app.name)
+        try:
+            transport = KafkaTransport.from_url(args.broker, group_id=app.name)
+        except ValueError as exc:  # a STREAMC_KAFKA_* setting that cannot work
+            print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+            return 2
     try:
         return asyncio.run(_serve(app, transport, args.commit_interval))
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the handlers were installed
@@ -128,8 +132,13 @@ async def _serve(app: App, transport: Transport, commit_interval: float) -> int:
         await _cancel(starting)
     error = None if starting.cancelled() else starting.exception()
     if error is not None:
+        # A transport's own errors say what is wrong in one line; anything else is a bug
+        # worth its traceback.
         logging.getLogger("streamc").error(
-            "worker %s failed to start", app.name, exc_info=error
+            "worker %s failed to start: %s",
+            app.name,
+            error,
+            exc_info=None if isinstance(error, TransportError) else error,
         )
         await worker.stop()
         await stopped
