@@ -15,10 +15,24 @@ import functools
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 
-from .transport import TP, Delivery, Message, RebalanceListener, TopicSpec
+from .transport import TP, Delivery, RebalanceListener, TopicSpec
 
-__all__ = ["MemoryBroker", "MemoryTransport", "murmur2", "partition_for_key"]
+__all__ = ["MemoryBroker", "MemoryMessage", "MemoryTransport", "murmur2", "partition_for_key"]
+
+
+@dataclass(slots=True)
+class MemoryMessage:
+    """A stored record; the memory broker's implementation of `transport.Message`."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int  # milliseconds since the epoch
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
 
 
 def murmur2(data: bytes) -> int:
@@ -57,7 +71,7 @@ class _Partition:
     __slots__ = ("base", "messages")
 
     def __init__(self) -> None:
-        self.messages: list[Message] = []  # messages[i].offset == base + i
+        self.messages: list[MemoryMessage] = []  # messages[i].offset == base + i
         self.base = 0  # offset of messages[0]; grows when `trim` drops committed messages
 
     @property
@@ -132,7 +146,7 @@ class MemoryBroker:
         part = parts[partition]
         offset = part.end
         part.messages.append(
-            Message(
+            MemoryMessage(
                 topic,
                 partition,
                 offset,
@@ -146,7 +160,7 @@ class MemoryBroker:
             self._wake()
         return Delivery(topic, partition, offset)
 
-    def messages(self, topic: str, partition: int | None = None) -> list[Message]:
+    def messages(self, topic: str, partition: int | None = None) -> list[MemoryMessage]:
         """A topic's retained messages, partition by partition, each in offset order."""
         parts = self._topics.get(topic)
         if parts is None:
@@ -324,8 +338,8 @@ class MemoryTransport:
                 if self._listener is not None:
                     await self._listener.on_partitions_assigned(free)
 
-    def _collect(self, max_records: int) -> list[Message]:
-        out: list[Message] = []
+    def _collect(self, max_records: int) -> list[MemoryMessage]:
+        out: list[MemoryMessage] = []
         tps = [tp for tp in sorted(self._assigned) if tp not in self._paused]
         if not tps:
             return out
@@ -348,7 +362,7 @@ class MemoryTransport:
 
     async def fetch(
         self, timeout: float, max_records: int  # noqa: ASYNC109 - the Transport signature
-    ) -> Sequence[Message]:
+    ) -> Sequence[MemoryMessage]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:

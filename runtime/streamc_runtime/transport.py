@@ -25,17 +25,36 @@ class TP(NamedTuple):
     partition: int
 
 
-@dataclass(slots=True)
-class Message:
-    """One consumed record, exactly as the broker gave it."""
+class Message(Protocol):
+    """One consumed record, exactly as the broker gave it: the attributes the runtime reads.
 
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int  # milliseconds since the epoch
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]] = ()
+    A structural type, so a transport hands over its client's own record objects instead of
+    copying each one (a copy per message was a measurable share of the hot path): aiokafka's
+    `ConsumerRecord` has these attributes, and the memory broker stores its own
+    `MemoryMessage`. Read-only for the runtime: it never changes a message it was given.
+    """
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def timestamp(self) -> int:
+        """Milliseconds since the epoch."""
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
 @dataclass(frozen=True)
@@ -80,7 +99,10 @@ class Transport(Protocol):
 
     async def fetch(self, timeout: float, max_records: int) -> Sequence[Message]:  # noqa: ASYNC109
         """Up to `max_records` messages from unpaused assigned partitions, waiting at most
-        `timeout` seconds for the first one. Order within a partition is offset order."""
+        `timeout` seconds for the first one. Order within a partition is offset order.
+
+        The messages may be the client's own objects (any type with `Message`'s attributes);
+        the runtime keeps them while their events are in flight and never mutates them."""
 
     def assignment(self) -> frozenset[TP]: ...
 
