@@ -1,10 +1,11 @@
 """The Conductor: from the worker's one consumer to every stream subscribed to each topic.
 
-For each fetched message it decodes key and value once, registers the message with its partition's
-offset tracker carrying one reference per subscribed stream (set once, before fan-out, so no
-stream's ack can bring the count to zero early), and appends one `Event` per stream. A message
-that fails to decode is dead-lettered once, not once per subscriber, and then counts as done for
-all of them. Streams whose buffer is full get their partitions paused until they drain to half.
+For each fetched message it decodes the value once (and the key where decoding could fail;
+other keys are decoded when first read), registers the message with its partition's offset
+tracker carrying one reference per subscribed stream (set once, before fan-out, so no stream's
+ack can bring the count to zero early), and appends one `Event` per stream. A message that fails
+to decode is dead-lettered once, not once per subscriber, and then counts as done for all of
+them. Streams whose buffer is full get their partitions paused until they drain to half.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ __all__ = ["Conductor"]
 # else (records, lists) is decoded again per extra subscriber so one agent's processor cannot
 # change what another agent sees.
 _IMMUTABLE = (bytes, str, int, float, bool, type(None))
+
+# A key left for the event to decode when first read.
+_LAZY: Any = object()
 
 
 class Conductor:
@@ -65,6 +69,7 @@ class Conductor:
         kdecode: Any = None
         vdecode: Any = None
         share = True
+        lazy_ascii = False  # str keys: ASCII ones are decoded on first read
         for m in messages:
             if m.partition != last_partition or m.topic != last_topic:
                 last_topic, last_partition = m.topic, m.partition
@@ -78,13 +83,20 @@ class Conductor:
                     kcodec, vcodec = topic.key_codec, topic.value_codec
                     kdecode, vdecode = kcodec.decode_bytes, vcodec.decode_bytes
                     share = vcodec.type in _IMMUTABLE
+                    lazy_ascii = kcodec.type is str
             offset = m.offset
             if not subs:
                 state.position = offset + 1  # nobody listens (anymore): done on arrival
                 continue
             try:
                 k = m.key
-                key = k if k is None or kdecode is None else kdecode(k)
+                # Keys are decoded when first read (most pipelines never do), except where
+                # decoding could fail: those are decoded now, so a bad key is dead-lettered
+                # on arrival as before. ASCII is valid UTF-8, so an ASCII `str` key cannot fail.
+                if k is None or kdecode is None or (lazy_ascii and k.isascii()):
+                    key = _LAZY
+                else:
+                    key = kdecode(k)
                 v = m.value
                 value = vcodec.decode(v) if v is None else v if vdecode is None else vdecode(v)
             except Exception as exc:
@@ -95,7 +107,10 @@ class Conductor:
             if single is not None:
                 pending_append(offset)
                 refs[offset] = 1
-                single(Event(m, key, value, state))
+                event = Event(m, value, state, kdecode)
+                if key is not _LAZY:
+                    event._key = key
+                single(event)
                 continue
             # Several subscribers: the count is set once, before any of them can ack.
             pending_append(offset)
@@ -103,7 +118,10 @@ class Conductor:
             for i, stream in enumerate(subs):
                 if i and not share and v is not None and vdecode is not None:
                     value = vdecode(v)
-                stream.buffer.append(Event(m, key, value, state))
+                event = Event(m, value, state, kdecode)
+                if key is not _LAZY:
+                    event._key = key
+                stream.buffer.append(event)
         for stream in self.streams:
             if stream.buffer:
                 stream.wake()

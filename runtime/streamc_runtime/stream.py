@@ -49,16 +49,38 @@ class Event(Generic[KT, VT]):
     it, and at shutdown once handled; `await event.ack()` and `async with event:` ack early
     (a block left by an exception does not ack: the element is dead-lettered, then acked).
     Acking twice is harmless.
+
+    The key is decoded on first use (`key`), since most pipelines never read it. The Conductor
+    only leaves it undecoded when decoding cannot fail (raw bytes, or ASCII text for a `str`
+    key), so a key that does not decode is still dead-lettered on arrival, never later.
     """
 
-    __slots__ = ("_acked", "_offsets", "key", "message", "value")
+    __slots__ = ("_acked", "_kdecode", "_key", "_offsets", "message", "value")
 
-    def __init__(self, message: Message, key: KT, value: VT, offsets: PartitionOffsets) -> None:
+    _key: KT  # set once decoded (by the Conductor or on first read); unset until then
+
+    def __init__(
+        self,
+        message: Message,
+        value: VT,
+        offsets: PartitionOffsets,
+        key_decode: Callable[[bytes], KT] | None = None,
+    ) -> None:
         self.message = message
-        self.key = key
         self.value = value
         self._offsets = offsets
+        self._kdecode = key_decode  # None: the raw key bytes are the key
         self._acked = False
+
+    @property
+    def key(self) -> KT:
+        try:
+            return self._key
+        except AttributeError:
+            raw = self.message.key
+            decode = self._kdecode
+            key = self._key = cast(KT, raw if raw is None or decode is None else decode(raw))
+            return key
 
     @property
     def acked(self) -> bool:

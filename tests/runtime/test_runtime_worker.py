@@ -284,3 +284,42 @@ async def test_bad_keys_and_tombstones() -> None:
     assert sorted(got, key=repr) == sorted([(12, 1), (b"\xff", None)], key=repr)
     (dead,) = r.messages("k-dlq")
     assert b"decimal integer" in dict(dead.headers)["streamc.error"]
+
+
+async def test_keys_decoded_lazily_still_dead_letter_on_arrival() -> None:
+    """Keys are decoded on first read, but a key that cannot decode is dead-lettered on
+    arrival even by an agent that never reads keys (invalid UTF-8 for a `str` key)."""
+    app = App("lazy")
+    by_str = app.topic("by_str", key_type=str, value_type=int)
+    by_json = app.topic("by_json", key_type=list[int], value_type=int)
+    values: list[Any] = []
+    keys: list[Any] = []
+
+    @app.agent(by_str, name="values_only")
+    async def values_only(stream: Stream[Any]) -> None:
+        async for value in stream:
+            values.append(value)
+
+    @app.agent(by_str & by_json, name="with_keys")
+    async def with_keys(stream: Stream[Any]) -> None:
+        async for event in stream.events():
+            assert event.key is event.key  # decoded once, then the same object
+            keys.append(event.key)
+
+    async with Running(app) as r:
+        r.broker.produce("by_str", b"1", b"plain")
+        r.broker.produce("by_str", b"2", "Zürich".encode())
+        r.broker.produce("by_str", b"3", b"\xff\xfe")
+        r.broker.produce("by_str", b"4", None)
+        r.broker.produce("by_json", b"5", b"[1,2]")
+        r.broker.produce("by_json", b"6", b"[1,")
+        await r.idle()
+        await r.worker.commit()
+    assert sorted(values) == [1, 2, 4]
+    assert sorted(keys, key=repr) == sorted(["plain", "Zürich", None, [1, 2]], key=repr)
+    dead = r.messages("lazy-dlq")
+    assert sorted(m.value for m in dead) == [b"3", b"6"]
+    for m in dead:
+        # once for every subscribed agent, as before keys were decoded lazily
+        assert dict(m.headers)["streamc.agent"] in (b"values_only,with_keys", b"with_keys")
+    assert r.committed("by_str") == {0: 4} and r.committed("by_json") == {0: 2}
