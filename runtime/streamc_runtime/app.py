@@ -83,6 +83,10 @@ class Topic(Generic[V]):
             partition,
         )
         worker.sent += 1
+        # The transport may return its client's own future, which must not be cancelled (the
+        # flush would lose sight of a failure): a caller's timeout cancels only the shield.
+        if isinstance(aw, asyncio.Future) and not aw.done():
+            return asyncio.shield(aw)
         return aw
 
     def __repr__(self) -> str:
@@ -497,19 +501,21 @@ class Worker:
         """Send `value` to `topic` with the key and headers of the element's message (or
         `key`, already encoded); the element's events stay in flight until it is delivered."""
         data = topic.value_codec.encode(value)
-        if isinstance(carrier, Event):
-            raw_key, headers = carrier.message.key, carrier.message.headers
-            events: list[Event[Any, Any]] = [carrier]
+        held: list[tuple[PartitionOffsets, int]]
+        if isinstance(carrier, Event):  # the common case, without a list of one to walk
+            message = carrier.message
+            raw_key, headers = message.key, message.headers
+            held = [] if carrier._acked else [(carrier._offsets, message.offset)]
         else:  # a batch: its events' common key, if they share one
-            events = carrier
-            first = events[0].message.key if events else None
-            raw_key = first if all(e.message.key == first for e in events) else None
+            first = carrier[0].message.key if carrier else None
+            raw_key = first if all(e.message.key == first for e in carrier) else None
             headers = ()
+            held = [(e._offsets, e.message.offset) for e in carrier if not e._acked]
         if key is not ...:
             raw_key = key
         delivery = await self.transport.send(topic.name, data, raw_key, headers)
         self.sent += 1
-        self._hold(delivery, [(e._offsets, e.message.offset) for e in events if not e._acked])
+        self._hold(delivery, held)
 
     def _hold(
         self, delivery: Awaitable[Delivery], held: list[tuple[PartitionOffsets, int]]

@@ -48,7 +48,6 @@ import random
 import time
 from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, cast
 
 from aiokafka import (  # type: ignore[import-untyped]
@@ -84,6 +83,9 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 # Kafka's error code for CreateTopics on a name that exists: someone (maybe another worker
 # starting at the same moment) created it first, which is what we wanted.
 _TOPIC_ALREADY_EXISTS = 36
+# `send` sweeps its list of unresolved record futures once it reaches this length (or twice
+# what the last sweep kept): small enough to bound the resolved futures it keeps alive.
+_SETTLE_MIN = 1024
 
 
 class KafkaTransportError(TransportError):
@@ -334,6 +336,10 @@ class KafkaTransport:
         self._listener_error: BaseException | None = None
         # Records whose delivery failed since the last flush (see `flush`).
         self._failed: list[BaseException] = []
+        # aiokafka's futures of the records sent and not yet looked at by `_settle` (which
+        # moves their failures to `_failed`), and the length at which `send` settles them.
+        self._unsettled: list[asyncio.Future[Any]] = []
+        self._settle_at = _SETTLE_MIN
         self._partitions: dict[str, int] = {}
         self._assignment_raw: Any = None
         self._assignment: frozenset[TP] = frozenset()
@@ -447,6 +453,7 @@ class KafkaTransport:
         try:
             if self._producer is not None:
                 await self._producer.flush()
+                self._settle()  # retrieve failures nobody will raise now, as callbacks did
         finally:
             consumer, admin, producer = self._consumer, self._admin, self._producer
             self._consumer = self._admin = self._producer = None
@@ -666,25 +673,36 @@ class KafkaTransport:
             partition=partition,
             headers=list(headers) if headers else None,
         )
-        # A real Future, not a coroutine or custom awaitable: the runtime can attach a callback
-        # to it directly, so a send costs no task.
-        delivery: asyncio.Future[Delivery] = sent.get_loop().create_future()
-        sent.add_done_callback(partial(self._on_delivered, delivery))
-        return delivery
+        # aiokafka's own future is the delivery: it resolves to a RecordMetadata, which has the
+        # `Delivery` attributes, and it is a real Future the runtime attaches its callback to.
+        # A future and a callback of ours per record cost as much again as aiokafka's send
+        # itself. Failures still reach `flush`: `_settle` collects them from these futures.
+        unsettled = self._unsettled
+        unsettled.append(sent)
+        if len(unsettled) >= self._settle_at:
+            self._settle()
+        return cast("Awaitable[Delivery]", sent)
 
-    def _on_delivered(self, delivery: asyncio.Future[Delivery], sent: asyncio.Future[Any]) -> None:
-        if sent.cancelled():
-            delivery.cancel()
-            return
-        exc = sent.exception()  # also keeps asyncio from logging "never retrieved"
-        if exc is not None:
-            self._failed.append(exc)
-            if not delivery.done():
-                delivery.set_exception(exc)
-            return
-        if not delivery.done():  # the receiver may have cancelled it; the record still went
-            meta = sent.result()
-            delivery.set_result(Delivery(meta.topic, meta.partition, meta.offset))
+    def _settle(self) -> None:
+        """Move the failures of resolved sends to `_failed` and forget the resolved ones.
+
+        Swept in bulk, not by a callback per record: the next sweep waits until the list has
+        doubled, so each record is looked at a bounded number of times, and the resolved
+        futures kept meanwhile are few. A cancelled future is not a failure: aiokafka never
+        cancels them, and `Topic.send` gives user code a shield, so only the runtime's own
+        bookkeeping could, which it does not.
+        """
+        pending: list[asyncio.Future[Any]] = []
+        failed = self._failed
+        for fut in self._unsettled:
+            if not fut.done():
+                pending.append(fut)
+            elif not fut.cancelled():
+                exc = fut.exception()  # also keeps asyncio from logging "never retrieved"
+                if exc is not None:
+                    failed.append(exc)
+        self._unsettled = pending
+        self._settle_at = max(_SETTLE_MIN, 2 * len(pending))
 
     async def flush(self) -> None:
         """Wait until everything sent so far is stored; raise if any of it failed.
@@ -695,6 +713,9 @@ class KafkaTransport:
         if self._producer is None and not self._stopped:
             return  # never started: nothing was sent (a worker stopping after a failed start)
         await self._require(self._producer).flush()
+        # Every record sent before the flush has resolved now (aiokafka resolves a batch's
+        # record futures together with the batch future the flush waited for).
+        self._settle()
         if self._failed:
             failed, self._failed = self._failed, []
             raise KafkaDeliveryError(

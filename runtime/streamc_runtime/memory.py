@@ -19,7 +19,14 @@ from dataclasses import dataclass
 
 from .transport import TP, Delivery, RebalanceListener, TopicSpec
 
-__all__ = ["MemoryBroker", "MemoryMessage", "MemoryTransport", "murmur2", "partition_for_key"]
+__all__ = [
+    "MemoryBroker",
+    "MemoryDelivery",
+    "MemoryMessage",
+    "MemoryTransport",
+    "murmur2",
+    "partition_for_key",
+]
 
 
 @dataclass(slots=True)
@@ -33,6 +40,15 @@ class MemoryMessage:
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryDelivery:
+    """Where a record landed; the memory broker's implementation of `transport.Delivery`."""
+
+    topic: str
+    partition: int
+    offset: int
 
 
 def murmur2(data: bytes) -> int:
@@ -128,7 +144,7 @@ class MemoryBroker:
         headers: Sequence[tuple[str, bytes]] = (),
         partition: int | None = None,
         timestamp: int | None = None,
-    ) -> Delivery:
+    ) -> MemoryDelivery:
         """Append one record and return where it landed."""
         parts = self._topics.get(topic)
         if parts is None:
@@ -158,7 +174,7 @@ class MemoryBroker:
         )
         if self._waiters:
             self._wake()
-        return Delivery(topic, partition, offset)
+        return MemoryDelivery(topic, partition, offset)
 
     def messages(self, topic: str, partition: int | None = None) -> list[MemoryMessage]:
         """A topic's retained messages, partition by partition, each in offset order."""

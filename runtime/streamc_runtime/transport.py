@@ -64,13 +64,21 @@ class TopicSpec:
     config: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """Where a produced record landed, once the broker has it durably."""
+class Delivery(Protocol):
+    """Where a produced record landed, once the broker has it durably.
 
-    topic: str
-    partition: int
-    offset: int
+    Structural, like `Message`: a transport may resolve sends with its client's own result
+    (aiokafka's `RecordMetadata` has these attributes); the memory broker has `MemoryDelivery`.
+    """
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
 
 
 class RebalanceListener(Protocol):
@@ -85,7 +93,10 @@ class Transport(Protocol):
     """A consumer in one group plus a producer, both owned by one worker.
 
     `start`/`stop` are idempotent. `send` returns once the record is queued; the awaitable it
-    returns resolves when the record is durably stored (acks=all on Kafka) or raises.
+    returns resolves to a `Delivery` when the record is durably stored (acks=all on Kafka) or
+    raises. It may be the client's own future (no wrapper per record on the hot path), so a
+    caller must not cancel it: `Topic.send` hands user code a shield instead. Whatever the
+    callers do with it, `flush` raises if a record sent before it was not stored.
     """
 
     async def start(self) -> None: ...

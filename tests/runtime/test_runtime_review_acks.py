@@ -287,3 +287,31 @@ async def test_an_undecodable_message_is_done_only_once_its_dead_letter_is_deliv
         assert _committable(r, "orders") == 3
     (dead,) = r.messages("u-dlq")
     assert dict(dead.headers)["streamc.agent"] == b"a,b"
+
+
+async def test_cancelling_a_hook_send_leaves_the_transport_future_alone() -> None:
+    """A transport may return its client's own future (Kafka does); `Topic.send` hands user
+    code a shield, so a timeout in a hook cannot cancel it and hide a later failure from
+    the flush that guards every commit."""
+    app = App("shield")
+    src = app.topic("src", value_type=int)
+    out = app.topic("out", value_type=int)
+    timed_out: list[bool] = []
+
+    @app.agent(src)
+    async def sender(stream: Stream[int]) -> None:
+        async for value in stream:
+            try:
+                await asyncio.wait_for(await out.send(value), 0.01)
+            except TimeoutError:
+                timed_out.append(True)
+
+    r = gated(app, ["out"])
+    async with r:
+        r.produce("src", 1)
+        await r.idle()
+        assert timed_out == [True]
+        ((fut, _),) = r.transport.pending
+        assert not fut.cancelled()
+        r.transport.release()
+        assert (await fut).topic == "out"
