@@ -4,6 +4,8 @@ broker. Mirrors (and goes beyond) Faust's own stream tests."""
 from __future__ import annotations
 
 import asyncio
+import types
+from collections.abc import Generator
 from typing import Any
 
 import msgspec
@@ -624,3 +626,39 @@ async def test_batches_forward_with_their_shared_key() -> None:
         await r.idle()
     assert [(m.key, m.value) for m in r.messages("out")] == [(b"a", b"[0,1]"), (None, b"[2,3]")]
     assert r.worker.offsets.get(TP("nums", 0)).committable() == 4
+
+
+async def test_sync_hooks_returning_awaitables_are_awaited_every_time() -> None:
+    """A sync hook's result is awaited when it is awaitable, even after the same hook has
+    returned plain values (results are checked by type, and generators are never assumed
+    plain: a `types.coroutine` generator is awaitable)."""
+    app = App("aw")
+    numbers = app.topic("numbers", value_type=int)
+    got: list[Any] = []
+
+    async def double(v: int) -> int:
+        await asyncio.sleep(0)
+        return v * 2
+
+    @types.coroutine
+    def triple(v: int) -> Generator[None, None, int]:
+        yield None
+        return v * 3
+
+    def plain(v: int) -> Any:
+        return v
+
+    def wrapping(v: int) -> Any:
+        # plain value, coroutine, plain value, `types.coroutine` generator, plain value
+        return [plain, double, plain, triple, plain][v % 5](v)
+
+    @app.agent(numbers)
+    async def collect(stream: Stream[int]) -> None:
+        async for value in stream.process(wrapping).filter(lambda v: plain(v) >= 0):
+            got.append(value)
+
+    async with Running(app) as r:
+        for v in range(10):
+            r.produce("numbers", v, partition=0)
+        await r.idle()
+    assert got == [0, 2, 2, 9, 4, 5, 12, 7, 24, 9]
