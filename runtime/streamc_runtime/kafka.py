@@ -46,6 +46,7 @@ import logging
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -83,9 +84,9 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 # Kafka's error code for CreateTopics on a name that exists: someone (maybe another worker
 # starting at the same moment) created it first, which is what we wanted.
 _TOPIC_ALREADY_EXISTS = 36
-# `send` sweeps its list of unresolved record futures once it reaches this length (or twice
-# what the last sweep kept): small enough to bound the resolved futures it keeps alive.
-_SETTLE_MIN = 1024
+# `send` settles its queue of record futures after this many more sends: often enough to keep
+# few resolved futures (and their RecordMetadata) alive, rarely enough to cost nothing.
+_SETTLE_EVERY = 256
 
 
 class KafkaTransportError(TransportError):
@@ -336,10 +337,11 @@ class KafkaTransport:
         self._listener_error: BaseException | None = None
         # Records whose delivery failed since the last flush (see `flush`).
         self._failed: list[BaseException] = []
-        # aiokafka's futures of the records sent and not yet looked at by `_settle` (which
-        # moves their failures to `_failed`), and the length at which `send` settles them.
-        self._unsettled: list[asyncio.Future[Any]] = []
-        self._settle_at = _SETTLE_MIN
+        # aiokafka's futures of the records sent, in send order, not yet looked at by
+        # `_settle` (which moves their failures to `_failed`), and the length at which `send`
+        # settles them.
+        self._unsettled: deque[asyncio.Future[Any]] = deque()
+        self._settle_at = _SETTLE_EVERY
         self._partitions: dict[str, int] = {}
         self._assignment_raw: Any = None
         self._assignment: frozenset[TP] = frozenset()
@@ -684,25 +686,24 @@ class KafkaTransport:
         return cast("Awaitable[Delivery]", sent)
 
     def _settle(self) -> None:
-        """Move the failures of resolved sends to `_failed` and forget the resolved ones.
+        """Move the failures of resolved sends to `_failed` and forget them, oldest first.
 
-        Swept in bulk, not by a callback per record: the next sweep waits until the list has
-        doubled, so each record is looked at a bounded number of times, and the resolved
-        futures kept meanwhile are few. A cancelled future is not a failure: aiokafka never
-        cancels them, and `Topic.send` gives user code a shield, so only the runtime's own
-        bookkeeping could, which it does not.
+        In bulk rather than by a callback per record, and only from the head of the queue, so
+        each future is looked at about once: aiokafka resolves records roughly in send order
+        (a batch at a time). A future still unresolved at the head keeps the later ones queued
+        until it resolves, which every record does within the producer's timeouts. A
+        cancelled future is not a failure: aiokafka never cancels them, and `Topic.send`
+        gives user code a shield, so only the runtime could, and it does not.
         """
-        pending: list[asyncio.Future[Any]] = []
+        unsettled = self._unsettled
         failed = self._failed
-        for fut in self._unsettled:
-            if not fut.done():
-                pending.append(fut)
-            elif not fut.cancelled():
+        while unsettled and unsettled[0].done():
+            fut = unsettled.popleft()
+            if not fut.cancelled():
                 exc = fut.exception()  # also keeps asyncio from logging "never retrieved"
                 if exc is not None:
                     failed.append(exc)
-        self._unsettled = pending
-        self._settle_at = max(_SETTLE_MIN, 2 * len(pending))
+        self._settle_at = len(unsettled) + _SETTLE_EVERY
 
     async def flush(self) -> None:
         """Wait until everything sent so far is stored; raise if any of it failed.

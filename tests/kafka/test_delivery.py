@@ -64,20 +64,35 @@ async def test_send_returns_the_record_future_and_flush_raises_unawaited_failure
 
 async def test_failures_survive_bulk_settling_until_the_flush() -> None:
     t, producer = transport()
-    n = kafka_module._SETTLE_MIN * 3
-    for i in range(n):
+    every = kafka_module._SETTLE_EVERY
+    for i in range(every * 4):
         await t.send("t", b"x")
         fut = producer.futures[i]
         if i == 5:
             fut.set_exception(ConnectionError("lost"))
-        elif i % 2 == 0:
-            stored(fut, i)  # resolved early: settled (forgotten) by a later send
-    # Resolved futures do not pile up: only the unresolved half (and the newest) are kept.
-    assert len(t._unsettled) < n * 3 // 4
-    for fut in producer.futures:
-        if not fut.done():
-            stored(fut, 0)
+        else:
+            stored(fut, i)
+        # resolved futures do not pile up between flushes
+        assert len(t._unsettled) <= every
     with pytest.raises(KafkaDeliveryError, match="lost"):
         await t.flush()
-    assert t._unsettled == []
+    assert not t._unsettled
     await t.flush()
+
+
+async def test_an_unresolved_send_keeps_later_ones_until_it_resolves() -> None:
+    t, producer = transport()
+    every = kafka_module._SETTLE_EVERY
+    for i in range(every * 3):
+        await t.send("t", b"x")
+        if i != 1:  # the second record waits, as a slow batch would
+            fut = producer.futures[i]
+            if i == every * 2:
+                fut.set_exception(ConnectionError("lost behind a slow one"))
+            else:
+                stored(fut, i)
+    assert len(t._unsettled) == every * 3 - 1  # the first one went
+    stored(producer.futures[1], 1)
+    with pytest.raises(KafkaDeliveryError, match="lost behind a slow one"):
+        await t.flush()
+    assert not t._unsettled
