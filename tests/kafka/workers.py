@@ -21,6 +21,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
 from kafkatest import FAST_GROUP_ENV, Broker
+from tansu_broker import die_with_parent
 
 REPO = Path(__file__).resolve().parents[2]
 STREAMC = Path(sys.executable).with_name("streamc")
@@ -41,13 +42,6 @@ def build(sdl: Path, out: Path) -> Path:
     if result.returncode != 0:
         raise AssertionError(f"streamc build {sdl} failed:\n{result.stdout}\n{result.stderr}")
     return out
-
-
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
 @dataclass
@@ -77,7 +71,7 @@ class Worker:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         return self
 
