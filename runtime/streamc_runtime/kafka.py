@@ -61,7 +61,16 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-
 from aiokafka.helpers import create_ssl_context  # type: ignore[import-untyped]
 from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
-from .transport import TP, Delivery, Message, RebalanceListener, TopicSpec, TransportError
+from .memory import partition_for_key
+from .transport import (
+    TP,
+    Delivery,
+    Headers,
+    Message,
+    RebalanceListener,
+    TopicSpec,
+    TransportError,
+)
 
 __all__ = [
     "KafkaConfigError",
@@ -128,7 +137,11 @@ class KafkaSettings:
     # Producer
     enable_idempotence: bool = True
     linger_ms: int = 0
-    max_batch_size: int = 16384
+    # Bytes per partition batch. Larger than aiokafka's 16 KiB (librdkafka's is 1 MB): with
+    # linger 0 a batch still goes out as soon as the connection is free, but forwarding
+    # (`group_by`, `through`) fills batches while the previous one is in flight, and a full
+    # batch makes it wait a broker round trip.
+    max_batch_size: int = 262_144
     compression_type: str | None = None
     # Consumer
     auto_offset_reset: str = "earliest"
@@ -343,6 +356,9 @@ class KafkaTransport:
         self._unsettled: deque[asyncio.Future[Any]] = deque()
         self._settle_at = _SETTLE_EVERY
         self._partitions: dict[str, int] = {}
+        # topic -> partition -> (builder, its batch future): the batch `send_many` appends to
+        # until aiokafka drains it.
+        self._open_batches: dict[str, dict[int, tuple[Any, asyncio.Future[Any]]]] = {}
         self._assignment_raw: Any = None
         self._assignment: frozenset[TP] = frozenset()
 
@@ -685,6 +701,63 @@ class KafkaTransport:
             self._settle()
         return cast("Awaitable[Delivery]", sent)
 
+    async def send_many(
+        self, topic: str, records: Sequence[tuple[bytes | None, bytes | None, Headers]]
+    ) -> Awaitable[Any]:
+        """Send `(key, value, headers)` records in order, in whole batches; the awaitable
+        resolves once every batch holding one of them is stored.
+
+        What `send` costs per record (a coroutine, aiokafka's pure-Python murmur2, a future
+        and a `RecordMetadata`) is paid here per batch. Records are partitioned as aiokafka's
+        default partitioner does (murmur2 of the key, with the hash cached since keys repeat;
+        a random partition for no key) and appended to aiokafka batch builders. A builder
+        stays open after it is handed to aiokafka, and later records for its partition go into
+        it until aiokafka drains it for sending (aiokafka's own `send` appends to a queued
+        batch the same way): the next run fills a batch while the previous one is in flight,
+        instead of waiting for it. Order within a partition is kept: a partition has one
+        open builder, aiokafka queues a partition's batches in order, and a record too large
+        for a batch is sent on its own after the open builder is given up.
+        """
+        producer = self._require(self._producer)
+        if not records:
+            return _all_of(())
+        partitions = sorted(await producer.partitions_for(topic))
+        count = len(partitions)
+        opened = self._open_batches.setdefault(topic, {})
+        covering: dict[asyncio.Future[Any], None] = {}  # the batches this run went into
+        for key, value, headers in records:
+            if type(headers) is not list:  # aiokafka's builder takes exactly a list
+                headers = list(headers)
+            if key is None:
+                partition = random.choice(partitions)
+            else:
+                partition = partitions[partition_for_key(key, count)]
+            slot = opened.get(partition)
+            if slot is not None:
+                builder, batch = slot
+                added = builder.append(timestamp=None, key=key, value=value, headers=headers)
+                if added is not None:
+                    covering[batch] = None
+                    continue
+            # No open batch for the partition, or it is full or already drained: a new one.
+            builder = producer.create_batch()
+            if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                # Larger than a batch may be: aiokafka sends it in a batch of its own, behind
+                # the open one, which must then take no more records.
+                opened.pop(partition, None)
+                batch = await producer.send(
+                    topic, value, key=key, partition=partition, headers=headers
+                )
+            else:
+                # Waits while aiokafka still queues an undrained batch for the partition.
+                batch = await producer.send_batch(builder, topic, partition=partition)
+                opened[partition] = (builder, batch)
+            self._unsettled.append(batch)
+            covering[batch] = None
+        if len(self._unsettled) >= self._settle_at:
+            self._settle()
+        return _all_of(list(covering))
+
     def _settle(self) -> None:
         """Move the failures of resolved sends to `_failed` and forget them, oldest first.
 
@@ -714,8 +787,12 @@ class KafkaTransport:
         if self._producer is None and not self._stopped:
             return  # never started: nothing was sent (a worker stopping after a failed start)
         await self._require(self._producer).flush()
-        # Every record sent before the flush has resolved now (aiokafka resolves a batch's
-        # record futures together with the batch future the flush waited for).
+        # Every record sent before the flush is stored or failed now. aiokafka resolves a
+        # batch's record futures together with the batch future the flush waited for, but
+        # `send_batch` hands out a shield of it, which resolves one callback later.
+        late = [fut for fut in self._unsettled if not fut.done()]
+        if late:
+            await asyncio.wait(late)
         self._settle()
         if self._failed:
             failed, self._failed = self._failed, []
@@ -730,6 +807,13 @@ class KafkaTransport:
             state = "stopped" if self._stopped else "not started"
             raise KafkaTransportError(f"the Kafka transport is {state}")
         return client
+
+
+def _all_of(futures: Sequence[asyncio.Future[Any]]) -> Awaitable[Any]:
+    """One awaitable for several deliveries: done (or failed) when all of them are."""
+    if len(futures) == 1:
+        return futures[0]
+    return asyncio.gather(*futures)  # with none, a future already done
 
 
 def _format_tps(tps: Collection[TP]) -> str:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from .transport import TP, Delivery, RebalanceListener, TopicSpec
+from .transport import TP, Delivery, Headers, RebalanceListener, TopicSpec
 
 __all__ = [
     "MemoryBroker",
@@ -435,8 +435,29 @@ class MemoryTransport:
         fut.set_result(self.broker.produce(topic, value, key, headers, partition))
         return fut
 
+    async def send_many(
+        self, topic: str, records: Sequence[tuple[bytes | None, bytes | None, Headers]]
+    ) -> Awaitable[object]:
+        # Record by record through `send`, which tests override to delay or fail deliveries.
+        deliveries = [await self.send(topic, v, k, headers) for k, v, headers in records]
+        return _all_delivered(deliveries)
+
     async def flush(self) -> None:
         return None
 
     def partitions_for(self, topic: str) -> int | None:
         return self.broker.partitions_for(topic)
+
+
+def _all_delivered(deliveries: Sequence[Awaitable[Delivery]]) -> Awaitable[object]:
+    """One awaitable for several deliveries: already done when they all are (the broker
+    stores at once), else resolving when the last does or raising the first failure."""
+    futures = [d for d in deliveries if isinstance(d, asyncio.Future)]
+    if len(futures) == len(deliveries) and all(f.done() for f in futures):
+        for fut in futures:
+            if fut.cancelled() or fut.exception() is not None:
+                return fut
+        done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+    return asyncio.gather(*deliveries)

@@ -29,7 +29,7 @@ from types import GeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, final
 
 from .offsets import PartitionOffsets
-from .transport import Message
+from .transport import Headers, Message
 
 if TYPE_CHECKING:
     from .app import Topic, Worker
@@ -130,6 +130,16 @@ def ack_carrier(carrier: Carrier) -> None:
         carrier._ack()
 
 
+def forwarded_key_headers(carrier: Carrier) -> tuple[bytes | None, Headers]:
+    """The raw key and headers a forwarded element keeps: its message's, or for a batch the
+    key all its messages share (else none) and no headers."""
+    if isinstance(carrier, Event):
+        message = carrier.message
+        return message.key, message.headers
+    first = carrier[0].message.key if carrier else None
+    return (first if all(e.message.key == first for e in carrier) else None), ()
+
+
 @final
 class _Empty:
     """No element available right now (not end of stream)."""
@@ -161,13 +171,13 @@ def _is_async(fn: Callable[..., Any]) -> bool:
 _NOT_AWAITABLE: set[type] = set()
 
 
-async def _call(fn: Callable[[Any], Any], is_async: bool, value: Any) -> Any:
-    result = fn(value)
+async def _settle(result: Any, is_async: bool) -> Any:
+    """The final value of a hook's `result`: awaited if it is awaitable. Hot loops call a hook
+    themselves and come here only when `is_async or type(result) not in _NOT_AWAITABLE`, so a
+    sync hook costs no coroutine per element."""
     if is_async:
         return await result
     kind = type(result)
-    if kind in _NOT_AWAITABLE:
-        return result
     if inspect.isawaitable(result):  # a sync hook may still return an awaitable
         return await result
     if kind is not GeneratorType:
@@ -293,6 +303,30 @@ class Stream(Generic[T]):
         return f"<{type(self).__name__} of agent {self._agent!r}>"
 
 
+async def _next_source_value(node: Stream[Any]) -> Any:
+    """`async for value in node` where `node` hands over its `source`'s events as they are (the
+    source itself, or the read-back side of `group_by`/`through`): the common path, inlined,
+    with the ack of the previous event (always a single Event here) done in place. It is the
+    `__anext__` of both, not called from one: a coroutine frame per element is measurable."""
+    source = node._source
+    current = node._current
+    if current is not None:
+        node._current = None
+        if not current._acked:  # type: ignore[union-attr]
+            current._acked = True  # type: ignore[union-attr]
+            current._offsets.release(current.message.offset)  # type: ignore[union-attr]
+    buffer = source.buffer
+    while not buffer:
+        if source.closed:
+            raise StopAsyncIteration
+        await source.wait(None)
+    event = buffer.popleft()
+    if source.full and len(buffer) <= source.low:
+        source._worker.conductor.drained(source)
+    node._current = event
+    return event.value
+
+
 class SourceStream(Stream[T]):
     """The root of a chain: a bounded buffer of events from one or more topics (`&`)."""
 
@@ -310,25 +344,7 @@ class SourceStream(Stream[T]):
         self._waiters: list[asyncio.Future[None]] = []
         self._loop = asyncio.get_running_loop()
 
-    async def __anext__(self) -> T:
-        # The common `async for value in stream` path, inlined: no nested coroutine per value,
-        # and the ack of the previous event (always a single Event here) done in place.
-        current = self._current
-        if current is not None:
-            self._current = None
-            if not current._acked:  # type: ignore[union-attr]
-                current._acked = True  # type: ignore[union-attr]
-                current._offsets.release(current.message.offset)  # type: ignore[union-attr]
-        buffer = self.buffer
-        while not buffer:
-            if self.closed:
-                raise StopAsyncIteration
-            await self.wait(None)
-        event = buffer.popleft()
-        if self.full and len(buffer) <= self.low:
-            self._worker.conductor.drained(self)
-        self._current = event
-        return cast(T, event.value)
+    __anext__ = _next_source_value
 
     async def _pull(self) -> Pulled:
         buffer = self.buffer
@@ -401,7 +417,9 @@ class _Process(Stream[Any]):
             value, carrier = cast(Element, element)
             try:
                 for fn, is_async in self._fns:
-                    value = await _call(fn, is_async, value)
+                    value = fn(value)
+                    if is_async or type(value) not in _NOT_AWAITABLE:
+                        value = await _settle(value, is_async)
             except Exception as exc:
                 await self._worker.dead_letter(carrier, exc, self._agent)
                 continue
@@ -426,7 +444,9 @@ class _Filter(Stream[Any]):
                 return element
             value, carrier = cast(Element, element)
             try:
-                keep = await _call(pred, is_async, value)
+                keep = pred(value)
+                if is_async or type(keep) not in _NOT_AWAITABLE:
+                    keep = await _settle(keep, is_async)
             except Exception as exc:
                 await self._worker.dead_letter(carrier, exc, self._agent)
                 continue
@@ -604,6 +624,11 @@ class _Echo(Stream[Any]):
             return element
 
 
+# The most elements one forwarding run sends at once (a run ends earlier when upstream has
+# nothing more buffered).
+_RUN_MAX = 1000
+
+
 class _Forward(Stream[Any]):
     """`group_by` and `through`: a background task moves upstream values to `topic`; this node
     reads `topic` back through its own buffer, as every other subscriber would."""
@@ -624,31 +649,59 @@ class _Forward(Stream[Any]):
         self._worker.spawn_driver(self._run(), f"{self._agent}:{op}:{topic.name}")
 
     async def _run(self) -> None:
+        # Elements are sent in runs, each run as soon as upstream has nothing more at hand (or
+        # at _RUN_MAX): one `send_many` and one delivery callback per run, not per element.
+        # A hook or encoding that fails dead-letters its own element; the run goes on.
         up = self._up
         assert up is not None
         source = up._source
-        worker, topic, key_fn = self._worker, self._topic, self._key_fn
+        worker, topic, key_fn, key_async = self._worker, self._topic, self._key_fn, self._key_async
+        encode_key, encode_value = topic.key_codec.encode, topic.value_codec.encode
+        records: list[tuple[bytes | None, bytes | None, Headers]] = []
+        carriers: list[Carrier] = []
         while True:
             element = await up._pull()
             if element is EMPTY:
+                if records:
+                    await self._send_run(records, carriers)
+                    records, carriers = [], []
+                    continue
                 if source.closed:
                     return
                 await source.wait(up._deadline())
                 continue
             value, carrier = cast(Element, element)
             try:
-                if key_fn is None:
-                    await worker.forward(topic, value, carrier)
-                else:
-                    key = await _call(key_fn, self._key_async, value)
-                    await worker.forward(topic, value, carrier, key=topic.key_codec.encode(key))
+                raw_key, headers = forwarded_key_headers(carrier)
+                if key_fn is not None:
+                    key = key_fn(value)
+                    if key_async or type(key) not in _NOT_AWAITABLE:
+                        key = await _settle(key, key_async)
+                    raw_key = encode_key(key)
+                data = encode_value(value)
             except Exception as exc:
                 await worker.dead_letter(carrier, exc, self._agent)
                 continue
-            ack_carrier(carrier)  # the forward holds it until delivered
+            records.append((raw_key, data, headers))
+            carriers.append(carrier)
+            if len(records) >= _RUN_MAX:
+                await self._send_run(records, carriers)
+                records, carriers = [], []
+
+    async def _send_run(
+        self, records: list[tuple[bytes | None, bytes | None, Headers]], carriers: list[Carrier]
+    ) -> None:
+        worker = self._worker
+        try:
+            await worker.forward_run(self._topic, records, carriers)
+        except Exception as exc:  # not queued (or not all of it): each element is dead-lettered
+            for carrier in carriers:
+                await worker.dead_letter(carrier, exc, self._agent)
 
     async def _pull(self) -> Pulled:
         return await self._source._pull()
+
+    __anext__ = _next_source_value
 
     def _deadline(self) -> float | None:
         return None  # upstream deadlines belong to the forwarding task, not to this reader

@@ -18,6 +18,9 @@ class TransportError(Exception):
     that cannot be reached, a setting that cannot work, a commit the group refused)."""
 
 
+Headers = Sequence[tuple[str, bytes]]
+
+
 class TP(NamedTuple):
     """A topic partition, by its real (Kafka) topic name."""
 
@@ -134,6 +137,15 @@ class Transport(Protocol):
         headers: Sequence[tuple[str, bytes]] = (),
         partition: int | None = None,
     ) -> Awaitable[Delivery]: ...
+
+    async def send_many(
+        self, topic: str, records: Sequence[tuple[bytes | None, bytes | None, Headers]]
+    ) -> Awaitable[object]:
+        """Send `(key, value, headers)` records, in order, each to the partition its key
+        maps to; returns once all are queued. The awaitable resolves when every one of them is
+        durably stored, or raises if any was not. The forwarding of `group_by` and `through`
+        sends whole runs this way: a transport can batch them (Kafka: one produce batch per
+        partition) instead of paying for a send per record."""
 
     async def flush(self) -> None:
         """Wait until every record sent so far is durably stored."""
