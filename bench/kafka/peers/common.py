@@ -85,7 +85,8 @@ class Counter:
         atexit.register(lambda: say("exit", count=self.count))
 
     def started(self) -> None:
-        """P2: the first input element (the clock starts there, not at the first output)."""
+        """The first input element is in hand: the clock starts (P2: not at the first output;
+        batch counters: before the first batch is decoded). Said once."""
         if not self.began:
             self.began = True
             say("first")
@@ -93,25 +94,26 @@ class Counter:
     def one(self) -> None:
         self.count += 1
         if self.count == 1:
-            say("first")
+            self.started()
         if self.count % 10_000 == 0:  # so a run that times out says how far it got
             say("progress", count=self.count)
         if self.count == self.n:
             say("done", count=self.count)
 
     def add(self, k: int) -> None:
-        """`k` more elements at once (the raw loops count a fetched batch in one step)."""
+        """`k` more elements at once (the raw loops count a fetched batch in one step, and
+        call `started` before they decode it, so its decoding is inside the window too)."""
         before = self.count
         self.count += k
-        if before == 0 and k:
-            say("first")
+        if k:
+            self.started()
         if before < self.n <= self.count:
             say("done", count=self.count)
 
     def batch(self, size: int, total: float) -> None:
         """P3: a batch of `size` elements whose amounts sum to `total`."""
         if self.count == 0:
-            say("first")
+            self.started()
         before = self.count
         self.count += size
         self.total += total

@@ -55,7 +55,8 @@ async def run(args: Args, loads: Callable[[bytes], Any], producer_opts: dict[str
     )
     producer = None
     if args.pipeline == "p2":
-        # The same producer settings as the streamc transport's defaults (acks=all, linger 0).
+        # The same producer settings as the streamc transport's defaults (acks=all, linger 0,
+        # 256 KiB batches).
         producer = AIOKafkaProducer(
             bootstrap_servers=args.bootstrap,
             acks="all",
@@ -79,6 +80,7 @@ async def run(args: Args, loads: Callable[[bytes], Any], producer_opts: dict[str
             fetched = await consumer.getmany(timeout_ms=200)
             for tp, records in fetched.items():
                 if args.pipeline == "p1":
+                    counter.started()
                     for r in records:
                         loads(r.value)
                     counter.add(len(records))
@@ -130,7 +132,7 @@ def main() -> None:
         codec={"choices": ["json", "orjson"], "required": True},
         # P2's producer; the defaults are the streamc transport's (KafkaSettings).
         linger_ms={"type": int, "default": 0},
-        max_batch_size={"type": int, "default": 16384},
+        max_batch_size={"type": int, "default": 262144},
     )
     if extra["codec"] == "orjson":
         import orjson
