@@ -711,12 +711,14 @@ class KafkaTransport:
         and a `RecordMetadata`) is paid here per batch. Records are partitioned as aiokafka's
         default partitioner does (murmur2 of the key, with the hash cached since keys repeat;
         a random partition for no key) and appended to aiokafka batch builders. A builder
-        stays open after it is handed to aiokafka, and later records for its partition go into
-        it until aiokafka drains it for sending (aiokafka's own `send` appends to a queued
-        batch the same way): the next run fills a batch while the previous one is in flight,
-        instead of waiting for it. Order within a partition is kept: a partition has one
-        open builder, aiokafka queues a partition's batches in order, and a record too large
-        for a batch is sent on its own after the open builder is given up.
+        handed to aiokafka takes more records (the next run's too) for as long as aiokafka
+        still queues it, as aiokafka's own `send` appends to a queued batch: the next run fills
+        a batch while the previous one is in flight instead of waiting for it. Never after
+        aiokafka has taken it for sending: the idempotent producer numbers a batch by its
+        record count then, and builds it one loop step later. Order within a partition is
+        kept: a partition has one open builder, aiokafka queues a partition's batches in
+        order, and a record too large for a batch is sent on its own after the open builder
+        is given up.
         """
         producer = self._require(self._producer)
         if not records:
@@ -724,6 +726,7 @@ class KafkaTransport:
         partitions = sorted(await producer.partitions_for(topic))
         count = len(partitions)
         opened = self._open_batches.setdefault(topic, {})
+        _drop_taken(producer, topic, opened)  # aiokafka may have sent some since the last run
         covering: dict[asyncio.Future[Any], None] = {}  # the batches this run went into
         for key, value, headers in records:
             if type(headers) is not list:  # aiokafka's builder takes exactly a list
@@ -752,6 +755,8 @@ class KafkaTransport:
                 # Waits while aiokafka still queues an undrained batch for the partition.
                 batch = await producer.send_batch(builder, topic, partition=partition)
                 opened[partition] = (builder, batch)
+            # While this run waited, aiokafka may have taken any open batch for sending.
+            _drop_taken(producer, topic, opened)
             self._unsettled.append(batch)
             covering[batch] = None
         if len(self._unsettled) >= self._settle_at:
@@ -807,6 +812,26 @@ class KafkaTransport:
             state = "stopped" if self._stopped else "not started"
             raise KafkaTransportError(f"the Kafka transport is {state}")
         return client
+
+
+def _drop_taken(producer: Any, topic: str, opened: dict[int, tuple[Any, Any]]) -> None:
+    """Forget the open builders of `topic` that aiokafka no longer queues (it has taken them
+    for sending, or failed them): a builder may take records only while it is the last batch
+    aiokafka queues for its partition, which is when aiokafka's own `send` appends to it.
+
+    aiokafka has no public way to tell, so this reads its accumulator (aiokafka is pinned
+    exactly, and tests/kafka/test_delivery.py runs this against aiokafka's own accumulator);
+    should that ever be missing, no builder is reused, which is slower but still correct."""
+    if not opened:
+        return
+    queued = getattr(getattr(producer, "_message_accumulator", None), "_batches", None)
+    if not isinstance(queued, Mapping):
+        opened.clear()
+        return
+    for partition, (builder, _batch) in list(opened.items()):
+        batches = queued.get(TopicPartition(topic, partition))
+        if not batches or getattr(batches[-1], "_builder", None) is not builder:
+            del opened[partition]
 
 
 def _all_of(futures: Sequence[asyncio.Future[Any]]) -> Awaitable[Any]:
