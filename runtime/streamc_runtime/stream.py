@@ -122,8 +122,10 @@ def carrier_events(carrier: Carrier) -> list[Event[Any, Any]]:
 
 def ack_carrier(carrier: Carrier) -> None:
     if isinstance(carrier, list):
-        for event in carrier:
-            event._ack()
+        for event in carrier:  # `event._ack()`, inlined: batches are acked event by event
+            if not event._acked:
+                event._acked = True
+                event._offsets.release(event.message.offset)
     else:
         carrier._ack()
 
@@ -507,8 +509,29 @@ class _Take(Stream[list[Any]]):
         assert up is not None
         n, within, loop = self._n, self._within, self._loop
         values, events = self._values, self._events
+        source = self._source
         while len(values) < n:
-            element = await up._pull()
+            if up is source:
+                # Straight from the buffer: a run of events per step, with no element tuple
+                # and no coroutine each.
+                buffer = source.buffer
+                if buffer:
+                    if not values:
+                        self._epoch = self._worker.drain_epoch
+                        if within is not None:
+                            self._due = loop.time() + within
+                    for _ in range(min(n - len(values), len(buffer))):
+                        event = buffer.popleft()
+                        values.append(event.value)
+                        events.append(event)
+                    if source.full and len(buffer) <= source.low:
+                        self._worker.conductor.drained(source)
+                    if self._due is not None and loop.time() >= self._due:
+                        break
+                    continue
+                element: Pulled = EMPTY
+            else:
+                element = await up._pull()
             if element is EMPTY:
                 if not values:
                     return element
