@@ -59,6 +59,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ import tansu_broker  # noqa: E402
 
 PIPELINES = ("p1", "p2", "p3")
 IMPLS = ("streamc", "faust", "quix", "raw-json", "raw-orjson")
-EXTRA_IMPLS = ("raw-orjson-tuned",)
+EXTRA_IMPLS = ("raw-orjson-tuned", "streamc-uvloop", "raw-orjson-uvloop")
 CEILING = "raw-orjson"
 PARTITIONS = 4
 ACCOUNTS = 1000
@@ -435,7 +436,7 @@ def build_streamc(pipeline: str, group: str, topic: str, rundir: Path) -> Path:
 
 
 def streamc_launch(
-    pipeline: str, group: str, data: Dataset, bootstrap: str, rundir: Path
+    pipeline: str, group: str, data: Dataset, bootstrap: str, rundir: Path, loop: str = "asyncio"
 ) -> Launch:
     path = build_streamc(pipeline, group, data.topic, rundir)
     env = dict(os.environ)
@@ -451,7 +452,7 @@ def streamc_launch(
     )
     argv = [
         sys.executable, "-m", f"{group}_worker", "--broker", f"kafka://{bootstrap}",
-        "--commit-interval", str(COMMIT_INTERVAL), "--log-level", "WARNING",
+        "--commit-interval", str(COMMIT_INTERVAL), "--log-level", "WARNING", "--loop", loop,
     ]  # fmt: skip
     return Launch(argv, env)
 
@@ -465,6 +466,9 @@ LAUNCHERS: dict[str, Callable[[str, str, Dataset, str, Path], Launch]] = {
     # Not in the default set: the same loop with the producer lingering 5 ms, to show what
     # P2's ceiling is when records wait to fill batches.
     "raw-orjson-tuned": _peer("raw_aiokafka.py", "--codec", "orjson", "--linger-ms", "5"),
+    # Not in the default set either: both on uvloop instead of asyncio's own loop.
+    "streamc-uvloop": partial(streamc_launch, loop="uvloop"),
+    "raw-orjson-uvloop": _peer("raw_aiokafka.py", "--codec", "orjson", "--loop", "uvloop"),
 }
 
 

@@ -4,6 +4,8 @@
                             also from STREAMC_BROKER
     --commit-interval SECS  how often offsets are committed (default 3.0)
     --log-level LEVEL       DEBUG, INFO (default), WARNING, ERROR
+    --loop LOOP             asyncio (default) or uvloop (`pip install streamc-runtime[uvloop]`);
+                            also from STREAMC_LOOP
 
 SIGINT/SIGTERM stop the worker gracefully. Exit status: 0 after a clean stop, 1 after a failure,
 2 for bad arguments (with a message, never a traceback). The Kafka transport is imported only
@@ -82,6 +84,13 @@ def worker_main(app: App, argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--log-level", type=_level, default="INFO", metavar="LEVEL", help="default INFO"
     )
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default=os.environ.get("STREAMC_LOOP", "asyncio"),
+        help="the event loop (env STREAMC_LOOP; default asyncio); uvloop needs "
+        "`pip install streamc-runtime[uvloop]`",
+    )
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed usage and the error (or --help)
@@ -92,6 +101,25 @@ def worker_main(app: App, argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
+    if args.loop not in ("asyncio", "uvloop"):  # from STREAMC_LOOP, which argparse skips
+        print(
+            f"{parser.prog}: error: unknown event loop {args.loop!r} in STREAMC_LOOP "
+            "(choose asyncio or uvloop)",
+            file=sys.stderr,
+        )
+        return 2
+    loop_factory = None
+    if args.loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            print(
+                f"{parser.prog}: error: --loop uvloop: uvloop is not installed "
+                "(pip install 'streamc-runtime[uvloop]')",
+                file=sys.stderr,
+            )
+            return 2
+        loop_factory = uvloop.new_event_loop
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -110,7 +138,8 @@ def worker_main(app: App, argv: Sequence[str] | None = None) -> int:
             print(f"{parser.prog}: error: {exc}", file=sys.stderr)
             return 2
     try:
-        return asyncio.run(_serve(app, transport, args.commit_interval))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(_serve(app, transport, args.commit_interval))
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the handlers were installed
         return 130
 

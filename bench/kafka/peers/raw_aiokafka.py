@@ -133,6 +133,7 @@ def main() -> None:
         # P2's producer; the defaults are the streamc transport's (KafkaSettings).
         linger_ms={"type": int, "default": 0},
         max_batch_size={"type": int, "default": 262144},
+        loop={"choices": ["asyncio", "uvloop"], "default": "asyncio"},
     )
     if extra["codec"] == "orjson":
         import orjson
@@ -141,7 +142,12 @@ def main() -> None:
     else:
         loads = json.loads
     opts = {"linger_ms": extra["linger_ms"], "max_batch_size": extra["max_batch_size"]}
-    asyncio.run(run(args, loads, opts))
+    if extra["loop"] == "uvloop":
+        import uvloop
+
+        uvloop.run(run(args, loads, opts))
+    else:
+        asyncio.run(run(args, loads, opts))
 
 
 if __name__ == "__main__":
