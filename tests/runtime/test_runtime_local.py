@@ -170,3 +170,88 @@ def test_worker_main_stops_on_sigterm(tmp_path: Path) -> None:
     rest = proc.stderr.read()
     assert proc.wait(10) == 0, rest
     assert "stopped" in rest and "Traceback" not in rest
+
+
+def test_worker_main_loop_bogus_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert worker_main(App("x"), ["--loop", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "argument --loop: invalid choice: 'bogus'" in err
+    assert "asyncio" in err and "uvloop" in err and "Traceback" not in err
+
+
+def test_worker_main_streamc_loop_bogus_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("STREAMC_BROKER", raising=False)
+    monkeypatch.setenv("STREAMC_LOOP", "bogus")
+    assert worker_main(App("x"), []) == 2
+    err = capsys.readouterr().err
+    assert "x-worker: error: unknown event loop 'bogus' in STREAMC_LOOP" in err
+    assert "asyncio or uvloop" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [(["--loop", "uvloop"], None), ([], "uvloop")],
+    ids=["flag", "env"],
+)
+def test_worker_main_uvloop_missing_says_how_to_install(
+    argv: list[str],
+    env: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("STREAMC_BROKER", raising=False)
+    if env is None:
+        monkeypatch.delenv("STREAMC_LOOP", raising=False)
+    else:
+        monkeypatch.setenv("STREAMC_LOOP", env)
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # `import uvloop` raises ImportError
+    assert worker_main(App("x"), argv) == 2
+    err = capsys.readouterr().err
+    assert "--loop uvloop: uvloop is not installed" in err
+    assert "pip install 'streamc-runtime[uvloop]'" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [(["--loop", "uvloop"], {}), ([], {"STREAMC_LOOP": "uvloop"})],
+    ids=["flag", "env"],
+)
+def test_worker_main_runs_on_uvloop(argv: list[str], env: dict[str, str], tmp_path: Path) -> None:
+    script = tmp_path / "w.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "import streamc_runtime.worker as worker\n"
+        "from streamc_runtime import App, worker_main\n"
+        "serve = worker._serve\n"
+        "async def _serve(*args):\n"
+        "    loop = type(asyncio.get_running_loop())\n"
+        "    print(f'loop: {loop.__module__}.{loop.__qualname__}', file=sys.stderr, flush=True)\n"
+        "    return await serve(*args)\n"
+        "worker._serve = _serve\n"
+        "app = App('uv')\n"
+        "t = app.topic('t', key_type=str, value_type=int)\n"
+        "@app.agent(t)\n"
+        "async def a(stream):\n"
+        "    async for _ in stream:\n"
+        "        pass\n"
+        "sys.exit(worker_main(app))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--log-level", "INFO", *argv],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"STREAMC_BROKER": "memory://", "PATH": "/usr/bin:/bin", **env},
+    )
+    assert proc.stderr is not None
+    seen: list[str] = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "started" in line:
+            break
+    proc.terminate()
+    rest = proc.stderr.read()
+    assert proc.wait(10) == 0, "".join(seen) + rest
+    assert any(line.startswith("loop: uvloop.") for line in seen), seen
+    assert "stopped" in rest and "Traceback" not in rest
