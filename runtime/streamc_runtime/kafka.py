@@ -47,7 +47,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -365,6 +365,7 @@ class KafkaTransport:
         # [records, index of the first one not handed out] (see `fetch`).
         self._fetched: dict[Any, list[Any]] = {}
         self._idle = True  # the last fetch found nothing (or none happened yet)
+        self._resumed: asyncio.Future[Any] | None = None  # see `_getmany_or_resume`
         # topic -> partition -> (builder, its batch future): the batch `send_many` appends to
         # until aiokafka drains it.
         self._open_batches: dict[str, dict[int, tuple[Any, asyncio.Future[Any]]]] = {}
@@ -616,10 +617,18 @@ class KafkaTransport:
         # aiokafka unpacks all it returns first, and a first fetch holds about a megabyte per
         # partition, tens of milliseconds before the first record could be handled. The
         # runtime gets `max_records` at a time either way; the rest waits in `_fetched`.
-        batches: dict[Any, list[Any]] = await consumer.getmany(
+        getmany = consumer.getmany(
             timeout_ms=max(0, int(timeout * 1000)),
             max_records=max_records if self._idle else None,
         )
+        if self._fetched:
+            # Records are held for paused partitions: a resume must end the wait, since
+            # aiokafka's position is past them and it may have nothing newer to wake for.
+            batches = await self._getmany_or_resume(getmany)
+            if batches is None:
+                return self._take_fetched(consumer, max_records)
+        else:
+            batches = await getmany
         self._idle = not batches
         if not batches:
             return ()
@@ -641,6 +650,26 @@ class KafkaTransport:
                 held[0] = held[0][held[1] :] + records
                 held[1] = 0
         return self._take_fetched(consumer, max_records)
+
+    async def _getmany_or_resume(
+        self, getmany: Coroutine[Any, Any, dict[Any, list[Any]]]
+    ) -> dict[Any, list[Any]] | None:
+        """What `getmany` returns, or None if a partition with held records is resumed first
+        (the getmany is then cancelled, before it took anything)."""
+        resumed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._resumed = resumed
+        task: asyncio.Future[Any] = asyncio.ensure_future(getmany)
+        try:
+            await asyncio.wait({task, resumed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._resumed = None
+            if not task.done():
+                task.cancel()
+                # Wait for it to end, but stay cancellable ourselves (a stop cancels fetch).
+                await asyncio.wait({task})
+        if task.cancelled():
+            return None
+        return cast("dict[Any, list[Any]]", task.result())
 
     def _take_fetched(self, consumer: Any, max_records: int) -> list[Message]:
         """Up to `max_records` of the fetched records not handed out yet, in offset order per
@@ -697,6 +726,10 @@ class KafkaTransport:
         consumer = self._require(self._consumer)
         assigned = consumer.assignment()
         consumer.resume(*[TopicPartition(*tp) for tp in partitions if tp in assigned])
+        resumed = self._resumed
+        if resumed is not None and not resumed.done():
+            if any(tp in self._fetched for tp in partitions):
+                resumed.set_result(None)  # a fetch waits while these have records held
 
     async def commit(self, offsets: Mapping[TP, int]) -> None:
         """Flush the producer, then commit. Raises `KafkaDeliveryError` instead of committing

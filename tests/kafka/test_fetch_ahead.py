@@ -273,12 +273,6 @@ async def test_records_of_an_assigned_partition_not_yet_ready_are_rewound() -> N
     assert got(await t.fetch(0, 500)) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="held records of a partition resumed while fetch waits in getmany stay held until "
-    "getmany times out (aiokafka has nothing new for it); the memory transport wakes a "
-    "waiting fetch on resume",
-)
 async def test_resume_during_a_waiting_fetch_hands_out_the_held_records_promptly() -> None:
     t, c = transport(A)
     c.script.append({A: records(A, range(0, 6))})
