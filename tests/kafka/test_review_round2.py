@@ -1,0 +1,119 @@
+"""Review of the Kafka transport's `send_many` (round 2), on a stand-in producer: no broker.
+
+aiokafka's `AIOKafkaProducer.send` refuses a record larger than `max_request_size` before it
+queues anything (`MessageSizeTooLargeError`), so a `group_by`/`through` element whose encoded
+value is too large used to be dead-lettered (with its source message, which is small enough)
+and the worker went on. `send_many` must refuse it the same way: queued in a batch of its own,
+the broker refuses the whole batch (MESSAGE_TOO_LARGE, not retriable), the run's delivery fails
+and the worker stops; restarted, it reads the same message and stops again (a poison pill).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka.errors import MessageSizeTooLargeError  # type: ignore[import-untyped]
+from aiokafka.producer.message_accumulator import BatchBuilder  # type: ignore[import-untyped]
+from aiokafka.record.default_records import (  # type: ignore[import-untyped]
+    DefaultRecordBatchBuilder,
+)
+from streamc_runtime.kafka import KafkaSettings, KafkaTransport
+
+pytestmark = pytest.mark.asyncio
+
+
+class _Producer:
+    """AIOKafkaProducer's batch API and its `send`, whose size check is aiokafka's own
+    (`AIOKafkaProducer._serialize`, default `max_request_size`)."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self._max_request_size = 1048576  # aiokafka's default
+        self.queued: list[tuple[str, int, Any]] = []  # (kind, partition, builder or value)
+        self._message_accumulator = None  # no batch is ever reused: irrelevant here
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    def create_batch(self) -> BatchBuilder:
+        return BatchBuilder(self.batch_size, 0)
+
+    async def send_batch(
+        self, builder: BatchBuilder, topic: str, *, partition: int
+    ) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.queued.append(("batch", partition, builder))
+        return asyncio.shield(fut)
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Any = None,
+    ) -> asyncio.Future[Any]:
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers or [])
+        if size > self._max_request_size:  # exactly what AIOKafkaProducer._serialize does
+            raise MessageSizeTooLargeError(f"The message is {size} bytes when serialized")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.queued.append(("send", partition or 0, value))
+        return fut
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="send_many queues a record larger than max_request_size in a batch of its own "
+    "(aiokafka's builder takes any record into an empty batch, so the 'too large for a "
+    "batch' fallback to producer.send never runs): the broker then fails the batch and "
+    "the worker stops, where send/forward dead-lettered the element and went on",
+)
+async def test_send_many_refuses_a_record_aiokafkas_send_would_refuse() -> None:
+    t = KafkaTransport(KafkaSettings(bootstrap_servers=("localhost:9092",), group_id="g"))
+    producer = _Producer(batch_size=t.settings.max_batch_size)
+    t._producer = producer
+    huge = b"x" * (2 << 20)  # 2 MiB: over aiokafka's max_request_size and Kafka's max.message.bytes
+    with pytest.raises(MessageSizeTooLargeError):  # as `t.send` raises for it
+        await t.send_many("t", [(b"k", huge, ())])
+    assert producer.queued == []
+
+
+async def test_send_refuses_the_same_record_before_queueing_it() -> None:
+    """The behaviour `send_many` departs from: `send` (and so `Worker.forward`) raises."""
+    t = KafkaTransport(KafkaSettings(bootstrap_servers=("localhost:9092",), group_id="g"))
+    producer = _Producer(batch_size=t.settings.max_batch_size)
+    t._producer = producer
+    with pytest.raises(MessageSizeTooLargeError):
+        await t.send("t", b"x" * (2 << 20), b"k")
+    assert producer.queued == []
+
+
+class _PartlyAvailable(_Producer):
+    """Four partitions, of which only partition 2 has a leader right now (aiokafka's
+    `cluster.available_partitions_for_topic`): its default partitioner sends an unkeyed
+    record to an available partition, so it is not stuck behind a leaderless one."""
+
+    def __init__(self, batch_size: int) -> None:
+        super().__init__(batch_size)
+        cluster = type("Cluster", (), {"available_partitions_for_topic": lambda s, t: {2}})()
+        self.client = type("Client", (), {"cluster": cluster})()
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2, 3}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="send_many picks a random partition among all for a record without a key, "
+    "where aiokafka's DefaultPartitioner (which `send` used) picks among available ones: "
+    "with a leader down, unkeyed records queue for it until they expire and the worker stops",
+)
+async def test_send_many_sends_unkeyed_records_to_available_partitions_as_aiokafka_does() -> None:
+    t = KafkaTransport(KafkaSettings(bootstrap_servers=("localhost:9092",), group_id="g"))
+    producer = _PartlyAvailable(batch_size=t.settings.max_batch_size)
+    t._producer = producer
+    await t.send_many("t", [(None, str(i).encode(), ()) for i in range(40)])
+    assert {partition for _, partition, _ in producer.queued} == {2}
