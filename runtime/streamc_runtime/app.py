@@ -227,6 +227,8 @@ class Worker:
         self.batches = 0  # take batches emitted
         self.failure: BaseException | None = None
         self._drivers: set[asyncio.Task[None]] = set()  # agent bodies and forwarding tasks
+        # deliveries of forwarded runs not resolved yet (the stop waits for them after flushing)
+        self._runs_in_delivery: set[asyncio.Future[Any]] = set()
         self._agent_tasks: dict[str, asyncio.Task[None]] = {}
         self._roots: dict[str, SourceStream[Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []  # fetch, commit, stats
@@ -330,7 +332,10 @@ class Worker:
                 await self.transport.flush()
             except Exception:
                 logger.exception("flushing the producer failed")
-            # let delivery callbacks run before computing the commit
+            # let delivery callbacks run before computing the commit: a forwarded run's
+            # delivery resolves some callbacks after the batches the flush waited for
+            if self._runs_in_delivery:
+                await asyncio.wait(set(self._runs_in_delivery), timeout=self.shutdown_timeout)
             await asyncio.sleep(0)
             # 4. commit what is done
             await self.commit()
@@ -542,6 +547,8 @@ class Worker:
             return
         fut = delivery if isinstance(delivery, asyncio.Future) else asyncio.ensure_future(delivery)
         fut.add_done_callback(partial(self._run_delivered, carriers))
+        self._runs_in_delivery.add(fut)
+        fut.add_done_callback(self._runs_in_delivery.discard)
 
     def _run_delivered(self, carriers: Sequence[Carrier], fut: asyncio.Future[Any]) -> None:
         if fut.cancelled() or fut.exception() is not None:

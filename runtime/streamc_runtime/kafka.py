@@ -59,6 +59,9 @@ from aiokafka import (  # type: ignore[import-untyped]
 from aiokafka import errors as kerrors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 from aiokafka.helpers import create_ssl_context  # type: ignore[import-untyped]
+from aiokafka.record.default_records import (  # type: ignore[import-untyped]
+    DefaultRecordBatchBuilder,
+)
 from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
 from .memory import partition_for_key
@@ -68,6 +71,7 @@ from .transport import (
     Headers,
     Message,
     RebalanceListener,
+    RecordTooLargeError,
     TopicSpec,
     TransportError,
 )
@@ -75,6 +79,7 @@ from .transport import (
 __all__ = [
     "KafkaConfigError",
     "KafkaDeliveryError",
+    "KafkaRecordTooLargeError",
     "KafkaSettings",
     "KafkaTransport",
     "KafkaTransportError",
@@ -96,6 +101,11 @@ _TOPIC_ALREADY_EXISTS = 36
 # `send` settles its queue of record futures after this many more sends: often enough to keep
 # few resolved futures (and their RecordMetadata) alive, rarely enough to cost nothing.
 _SETTLE_EVERY = 256
+# aiokafka's default `max_request_size`, and a bound on what a record adds to its key, value
+# and headers in a batch (varints, attributes, deltas): below `limit - overhead` no record
+# needs its exact size computed.
+_MAX_REQUEST_SIZE = 1_048_576
+_RECORD_OVERHEAD = 512
 
 
 class KafkaTransportError(TransportError):
@@ -112,6 +122,10 @@ class KafkaUnavailableError(KafkaTransportError):
 
 class KafkaDeliveryError(KafkaTransportError):
     """A produced record was not stored; raised by `flush` (and so by `commit`)."""
+
+
+class KafkaRecordTooLargeError(KafkaTransportError, RecordTooLargeError):
+    """`send_many` refused records larger than the producer's `max_request_size`."""
 
 
 class KafkaCommitRefusedError(KafkaTransportError):
@@ -812,8 +826,15 @@ class KafkaTransport:
         producer = self._require(self._producer)
         if not records:
             return _all_of(())
+        _refuse_too_large(producer, records)
         partitions = sorted(await producer.partitions_for(topic))
         count = len(partitions)
+        # Like aiokafka's default partitioner: a record without a key goes to a partition
+        # that has a leader now (any, if none has).
+        unkeyed = partitions
+        cluster = getattr(getattr(producer, "client", None), "cluster", None)
+        if cluster is not None:
+            unkeyed = sorted(cluster.available_partitions_for_topic(topic) or partitions)
         opened = self._open_batches.setdefault(topic, {})
         _drop_taken(producer, topic, opened)  # aiokafka may have sent some since the last run
         covering: dict[asyncio.Future[Any], None] = {}  # the batches this run went into
@@ -821,7 +842,7 @@ class KafkaTransport:
             if type(headers) is not list:  # aiokafka's builder takes exactly a list
                 headers = list(headers)
             if key is None:
-                partition = random.choice(partitions)
+                partition = random.choice(unkeyed)
             else:
                 partition = partitions[partition_for_key(key, count)]
             slot = opened.get(partition)
@@ -901,6 +922,31 @@ class KafkaTransport:
             state = "stopped" if self._stopped else "not started"
             raise KafkaTransportError(f"the Kafka transport is {state}")
         return client
+
+
+def _refuse_too_large(
+    producer: Any, records: Sequence[tuple[bytes | None, bytes | None, Headers]]
+) -> None:
+    """Raise `KafkaRecordTooLargeError` naming every record aiokafka's `send` would refuse as
+    larger than `max_request_size`, before any of the run is queued (queued, such a record
+    would fail its whole batch at the broker, and so the run, and stop the worker).
+
+    The exact size is computed only for records whose key and value come near the limit."""
+    limit = getattr(producer, "_max_request_size", _MAX_REQUEST_SIZE)
+    near = limit - _RECORD_OVERHEAD
+    refused = []
+    for i, (key, value, headers) in enumerate(records):
+        size = (len(key) if key else 0) + (len(value) if value else 0)
+        if headers:
+            size += sum(len(k) + len(v) for k, v in headers)
+        if size > near:
+            exact = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers))
+            if exact > limit:
+                refused.append(i)
+    if refused:
+        raise KafkaRecordTooLargeError(
+            f"{len(refused)} record(s) larger than max_request_size ({limit} bytes)", refused
+        )
 
 
 def _drop_taken(producer: Any, topic: str, opened: dict[int, tuple[Any, Any]]) -> None:

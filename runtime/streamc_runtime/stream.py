@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, final
 import msgspec
 
 from .offsets import PartitionOffsets
-from .transport import Headers, Message
+from .transport import Headers, Message, RecordTooLargeError
 
 if TYPE_CHECKING:
     from .app import Topic, Worker
@@ -274,6 +274,11 @@ class Stream(Generic[T]):
         """The loop time at which this node wants to be pulled again even without new data."""
         return None if self._up is None else self._up._deadline()
 
+    def _may_wait(self) -> bool:
+        """Whether a pull from this node may wait on something other than the buffer (an async
+        hook, a send): the forwarding task then sends what it holds before pulling again."""
+        return False if self._up is None else self._up._may_wait()
+
     def __aiter__(self) -> Stream[T]:
         return self
 
@@ -406,6 +411,10 @@ class _Process(Stream[Any]):
     def __init__(self, up: Stream[Any], fns: tuple[Callable[[Any], Any], ...]) -> None:
         super().__init__(up._worker, up, up._source)
         self._fns = [(fn, _is_async(fn)) for fn in fns]
+        self._waits = any(is_async for _, is_async in self._fns)  # or a sync one returned one
+
+    def _may_wait(self) -> bool:
+        return self._waits or super()._may_wait()
 
     async def _pull(self) -> Pulled:
         up = self._up
@@ -419,6 +428,8 @@ class _Process(Stream[Any]):
                 for fn, is_async in self._fns:
                     value = fn(value)
                     if is_async or type(value) not in _NOT_AWAITABLE:
+                        if not is_async and inspect.isawaitable(value):
+                            self._waits = True
                         value = await _settle(value, is_async)
             except Exception as exc:
                 await self._worker.dead_letter(carrier, exc, self._agent)
@@ -433,6 +444,10 @@ class _Filter(Stream[Any]):
         super().__init__(up._worker, up, up._source)
         self._pred = pred
         self._async = _is_async(pred)
+        self._waits = self._async  # or the sync predicate returned an awaitable
+
+    def _may_wait(self) -> bool:
+        return self._waits or super()._may_wait()
 
     async def _pull(self) -> Pulled:
         up = self._up
@@ -446,6 +461,8 @@ class _Filter(Stream[Any]):
             try:
                 keep = pred(value)
                 if is_async or type(keep) not in _NOT_AWAITABLE:
+                    if not is_async and inspect.isawaitable(keep):
+                        self._waits = True
                     keep = await _settle(keep, is_async)
             except Exception as exc:
                 await self._worker.dead_letter(carrier, exc, self._agent)
@@ -627,6 +644,9 @@ class _Echo(Stream[Any]):
         self._topics = topics
         self._op = op
 
+    def _may_wait(self) -> bool:
+        return True  # it awaits its sends
+
     async def _pull(self) -> Pulled:
         up = self._up
         assert up is not None
@@ -680,7 +700,12 @@ class _Forward(Stream[Any]):
         encode_key, encode_value = topic.key_codec.encode, topic.value_codec.encode
         records: list[tuple[bytes | None, bytes | None, Headers]] = []
         carriers: list[Carrier] = []
+        may_wait = False  # whether pulling the next element may wait on a hook (per run)
         while True:
+            if records and may_wait:
+                # What is done goes out before an async hook gets to hold it back.
+                await self._send_run(records, carriers)
+                records, carriers = [], []
             element = await up._pull()
             if element is EMPTY:
                 if records:
@@ -692,11 +717,16 @@ class _Forward(Stream[Any]):
                 await source.wait(up._deadline())
                 continue
             value, carrier = cast(Element, element)
+            if not records:
+                may_wait = up._may_wait()
             try:
                 raw_key, headers = forwarded_key_headers(carrier)
                 if key_fn is not None:
                     key = key_fn(value)
                     if key_async or type(key) not in _NOT_AWAITABLE:
+                        if records and (key_async or inspect.isawaitable(key)):
+                            await self._send_run(records, carriers)  # before the key waits
+                            records, carriers = [], []
                         key = await _settle(key, key_async)
                     raw_key = encode_key(key)
                 data = encode_value(value)
@@ -715,6 +745,13 @@ class _Forward(Stream[Any]):
         worker = self._worker
         try:
             await worker.forward_run(self._topic, records, carriers)
+        except RecordTooLargeError as exc:  # refused before anything was sent
+            refused = set(exc.indexes)
+            for i in sorted(refused):
+                await worker.dead_letter(carriers[i], exc, self._agent)
+            kept = [i for i in range(len(records)) if i not in refused]
+            if kept:
+                await self._send_run([records[i] for i in kept], [carriers[i] for i in kept])
         except Exception as exc:  # not queued (or not all of it): each element is dead-lettered
             for carrier in carriers:
                 await worker.dead_letter(carrier, exc, self._agent)
@@ -726,3 +763,6 @@ class _Forward(Stream[Any]):
 
     def _deadline(self) -> float | None:
         return None  # upstream deadlines belong to the forwarding task, not to this reader
+
+    def _may_wait(self) -> bool:
+        return False  # this reader only reads its own buffer; the forwarding task does the rest

@@ -21,6 +21,15 @@ class TransportError(Exception):
 Headers = Sequence[tuple[str, bytes]]
 
 
+class RecordTooLargeError(TransportError):
+    """`send_many` refused some records of a run, before sending any of it, because the
+    transport can never send them; `indexes` are their positions in the run."""
+
+    def __init__(self, message: str, indexes: Sequence[int]) -> None:
+        super().__init__(message)
+        self.indexes = tuple(indexes)
+
+
 class TP(NamedTuple):
     """A topic partition, by its real (Kafka) topic name."""
 
@@ -143,7 +152,9 @@ class Transport(Protocol):
     ) -> Awaitable[object]:
         """Send `(key, value, headers)` records, in order, each to the partition its key
         maps to; returns once all are queued. The awaitable resolves when every one of them is
-        durably stored, or raises if any was not. The forwarding of `group_by` and `through`
+        durably stored, or raises if any was not. Records the transport can never send (too
+        large) make it raise `RecordTooLargeError` before anything is sent. The forwarding of
+        `group_by` and `through`
         sends whole runs this way: a transport can batch them (Kafka: one produce batch per
         partition) instead of paying for a send per record."""
 

@@ -1,11 +1,12 @@
 """Review of the Kafka transport's `send_many` (round 2), on a stand-in producer: no broker.
 
 aiokafka's `AIOKafkaProducer.send` refuses a record larger than `max_request_size` before it
-queues anything (`MessageSizeTooLargeError`), so a `group_by`/`through` element whose encoded
-value is too large used to be dead-lettered (with its source message, which is small enough)
-and the worker went on. `send_many` must refuse it the same way: queued in a batch of its own,
-the broker refuses the whole batch (MESSAGE_TOO_LARGE, not retriable), the run's delivery fails
-and the worker stops; restarted, it reads the same message and stops again (a poison pill).
+queues anything, so a `group_by`/`through` element whose encoded value is too large is
+dead-lettered and the worker goes on. `send_many` must refuse it the same way, before queuing
+any of the run and naming the records: queued in a batch of its own, the broker would refuse
+the whole batch (MESSAGE_TOO_LARGE, not retriable), the run's delivery would fail and the worker
+stop, and restarted it would read the same message and stop again (a poison pill). Records
+without a key go where aiokafka's default partitioner puts them: a partition with a leader.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder  # type: ignore[i
 from aiokafka.record.default_records import (  # type: ignore[import-untyped]
     DefaultRecordBatchBuilder,
 )
-from streamc_runtime.kafka import KafkaSettings, KafkaTransport
+from streamc_runtime.kafka import KafkaRecordTooLargeError, KafkaSettings, KafkaTransport
 
 pytestmark = pytest.mark.asyncio
 
@@ -64,21 +65,27 @@ class _Producer:
         return fut
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="send_many queues a record larger than max_request_size in a batch of its own "
-    "(aiokafka's builder takes any record into an empty batch, so the 'too large for a "
-    "batch' fallback to producer.send never runs): the broker then fails the batch and "
-    "the worker stops, where send/forward dead-lettered the element and went on",
-)
 async def test_send_many_refuses_a_record_aiokafkas_send_would_refuse() -> None:
     t = KafkaTransport(KafkaSettings(bootstrap_servers=("localhost:9092",), group_id="g"))
     producer = _Producer(batch_size=t.settings.max_batch_size)
     t._producer = producer
     huge = b"x" * (2 << 20)  # 2 MiB: over aiokafka's max_request_size and Kafka's max.message.bytes
-    with pytest.raises(MessageSizeTooLargeError):  # as `t.send` raises for it
-        await t.send_many("t", [(b"k", huge, ())])
+    ok = (b"k", b"small", ())
+    # Refused like `t.send` refuses it, before any of the run is queued, naming which records
+    # (so the forwarding task dead-letters those and sends the rest).
+    with pytest.raises(KafkaRecordTooLargeError) as refused:
+        await t.send_many("t", [ok, (b"k", huge, ()), ok, (None, huge, [("h", b"v")])])
+    assert refused.value.indexes == (1, 3)
     assert producer.queued == []
+    # Just under the limit still goes (the exact size is aiokafka's own estimate).
+    limit = producer._max_request_size
+    size = limit - DefaultRecordBatchBuilder.estimate_size_in_bytes(b"k", b"", [])
+    while DefaultRecordBatchBuilder.estimate_size_in_bytes(b"k", b"x" * size, []) > limit:
+        size -= 1  # the length varints grow with the value: a few bytes
+    fits = b"x" * size
+    assert DefaultRecordBatchBuilder.estimate_size_in_bytes(b"k", fits, []) > limit - 8
+    await t.send_many("t", [(b"k", fits, ())])
+    assert [kind for kind, _, _ in producer.queued] == ["batch"]
 
 
 async def test_send_refuses_the_same_record_before_queueing_it() -> None:
@@ -105,12 +112,6 @@ class _PartlyAvailable(_Producer):
         return {0, 1, 2, 3}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="send_many picks a random partition among all for a record without a key, "
-    "where aiokafka's DefaultPartitioner (which `send` used) picks among available ones: "
-    "with a leader down, unkeyed records queue for it until they expire and the worker stops",
-)
 async def test_send_many_sends_unkeyed_records_to_available_partitions_as_aiokafka_does() -> None:
     t = KafkaTransport(KafkaSettings(bootstrap_servers=("localhost:9092",), group_id="g"))
     producer = _PartlyAvailable(batch_size=t.settings.max_batch_size)

@@ -1,20 +1,18 @@
 """Review of forwarding in runs (round 2).
 
-`_Forward._run` sends a run "as soon as upstream has nothing more at hand", which it learns from
-`up._pull()` returning EMPTY. An async hook upstream (or an async `group_by` key) is awaited
-inside that very pull, so while the hook of the next element waits, the elements already
-finished sit in the unsent run: they are neither forwarded nor committable, for as long as the
-hook takes (up to `_RUN_MAX` hooks in a row). Before runs, each element was forwarded as soon as
-its hook returned. A revocation or a stop meanwhile leaves those finished elements to be done
-again; a hook waiting on a slow service stalls the output and the commits of everything before.
+`_Forward._run` sends a run once upstream has nothing more at hand. An async hook upstream (or
+an async `group_by` key) is awaited inside the next pull, so a run must go out before such a
+pull: otherwise the elements already finished would sit unsent, neither forwarded nor
+committable, for as long as the next hook takes (a review found exactly that; these tests keep
+it fixed). Records the transport refuses as too large are dead-lettered alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import msgspec
-import pytest
 from rtkit import Running
 from streamc_runtime import App, Stream
 from streamc_runtime.transport import TP
@@ -28,12 +26,6 @@ def _values(r: Running, topic: str) -> list[int]:
     return [msgspec.json.decode(m.value or b"null") for m in r.messages(topic)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_Forward._run holds a finished element in its unsent run while an upstream async "
-    "hook awaits for the next element (EMPTY is never seen): element 0 is not forwarded and "
-    "its offset not committable until element 1's hook returns",
-)
 async def test_an_element_is_forwarded_while_the_next_ones_async_hook_still_waits() -> None:
     app = App("g")
     nums = app.topic("nums", key_type=str, value_type=int)
@@ -66,10 +58,6 @@ async def test_an_element_is_forwarded_while_the_next_ones_async_hook_still_wait
     assert _values(r, "out") == [0, 1, 2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the same with an async group_by key: the run waits for the next element's key",
-)
 async def test_an_element_is_forwarded_while_the_next_ones_async_key_still_waits() -> None:
     app = App("g")
     nums = app.topic("nums", key_type=str, value_type=int)
@@ -118,3 +106,40 @@ async def test_with_sync_hooks_a_run_goes_out_once_upstream_is_empty() -> None:
         await r.idle()
         assert _values(r, "out") == [0, 1, 2]
         assert r.worker.offsets.get(TP("nums", 0)).committable() == 3
+
+
+async def test_a_record_the_transport_refuses_as_too_large_is_dead_lettered_alone() -> None:
+    """`send_many` refuses records it can never send (Kafka: over `max_request_size`) before
+    sending any of the run; only those elements go to the dead-letter topic, the rest of the
+    run is forwarded in order and everything is committed."""
+    from streamc_runtime.memory import MemoryTransport
+    from streamc_runtime.transport import RecordTooLargeError
+
+    class Limited(MemoryTransport):
+        async def send_many(self, topic: str, records: Any) -> Any:
+            big = [i for i, (_k, v, _h) in enumerate(records) if v is not None and len(v) > 3]
+            if topic == "out" and big:
+                raise RecordTooLargeError("too large", big)
+            return await super().send_many(topic, records)
+
+    app = App("big")
+    nums = app.topic("nums", key_type=str, value_type=int)
+    out = app.topic("out", key_type=str, value_type=int)
+
+    @app.agent(nums, name="a")
+    async def copy(stream: Stream[int]) -> None:
+        async for _ in stream.through(out):
+            pass
+
+    r = Running(app)
+    r.transport = Limited(r.broker, app.name)
+    r.worker = app.worker(r.transport, stats_interval=0, commit_interval=60)
+    for v in (1, 22, 33333, 4, 55555, 6):
+        r.produce("nums", v, key="k")
+    async with r:
+        await r.idle()
+    assert _values(r, "out") == [1, 22, 4, 6]
+    dead = r.messages("big-dlq")
+    assert [m.value for m in dead] == [b"33333", b"55555"]
+    assert all(dict(m.headers)["streamc.error.type"].endswith(b"RecordTooLargeError") for m in dead)
+    assert r.committed("nums") == {0: 6}
