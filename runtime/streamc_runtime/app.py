@@ -5,7 +5,7 @@ one transport (one consumer in the app's group plus a producer), the Conductor, 
 tracker and every task. The worker lifecycle:
 
     start:  transport.start -> ensure_topics -> agents build their streams -> subscribe ->
-            fetch loop, commit loop, stats loop
+            ensure the dead-letter topic -> fetch loop, commit loop, stats loop
     stop:   stop fetching -> close streams and let agents finish the element in hand (bounded,
             then cancelled; unfinished work stays uncommitted) -> flush the producer -> commit ->
             transport.stop
@@ -249,8 +249,13 @@ class Worker:
         await self.transport.start()
         if self._state != "starting":
             return
+        # The dead-letter topic is created after subscribing, while the group join (which
+        # takes a broker-side delay, seconds on Kafka) runs: nothing is dead-lettered before
+        # the first fetch. Unless an agent reads it, as every topic read must exist first.
+        dlq = self.app.dlq
+        deferred = [] if any(dlq in a.topics for a in self.app.agents) else [dlq]
         await self.transport.ensure_topics(
-            [TopicSpec(t.name, t.partitions) for t in self.app.topics.values()]
+            [TopicSpec(t.name, t.partitions) for t in self.app.topics.values() if t not in deferred]
         )
         if self._state != "starting":
             return
@@ -268,6 +273,10 @@ class Worker:
         await self._subscribe()
         if self._state != "starting":
             return
+        if deferred:
+            await self.transport.ensure_topics([TopicSpec(t.name, t.partitions) for t in deferred])
+            if self._state != "starting":
+                return
         self._fetch_task = self._spawn(self._fetch_loop(), "fetch")
         self._tasks.append(self._fetch_task)
         self._tasks.append(self._spawn(self._commit_loop(), "commit"))

@@ -446,7 +446,6 @@ class KafkaTransport:
     async def _open(self) -> None:
         s = self.settings
         common = s.client_kwargs()
-        # Producer first: it is what the idempotence check (InitProducerId) fails on.
         self._producer = AIOKafkaProducer(
             **common,
             acks="all",
@@ -455,7 +454,6 @@ class KafkaTransport:
             max_batch_size=s.max_batch_size,
             compression_type=s.compression_type,
         )
-        await self._producer.start()
         self._consumer = AIOKafkaConsumer(
             **common,
             group_id=s.group_id,
@@ -468,9 +466,20 @@ class KafkaTransport:
             fetch_max_bytes=s.fetch_max_bytes,
             max_partition_fetch_bytes=s.max_partition_fetch_bytes,
         )
-        await self._consumer.start()
         self._admin = AIOKafkaAdminClient(**common)
-        await self._admin.start()
+        # Connected together: each start is a few round trips, and start-up time is spent
+        # before the group join can even begin.
+        started = await asyncio.gather(
+            self._producer.start(),
+            self._consumer.start(),
+            self._admin.start(),
+            return_exceptions=True,
+        )
+        # The producer's failure first: it is what the idempotence check (InitProducerId)
+        # fails on, which `_fatal_start_error` explains.
+        for outcome in started:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _close_clients(self) -> None:
         """Close whatever `_open` managed to start; never raises (used on failure paths)."""
@@ -562,8 +571,8 @@ class KafkaTransport:
             # Creation propagates to every broker's metadata asynchronously on real Kafka;
             # wait until it is visible so the first produce/subscribe sees the partitions.
             await self._await_topics([spec.name for spec in missing])
-        for name, count in (await self._describe(list(wanted))).items():
-            self._partitions[name] = count
+            existing = await self._describe(list(wanted))
+        self._partitions.update(existing)
 
     async def _describe(self, names: list[str]) -> dict[str, int]:
         """Partition counts of those of `names` that exist (with at least one partition).
