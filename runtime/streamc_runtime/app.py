@@ -549,10 +549,7 @@ class Worker:
         delivery = await self.transport.send_many(topic.name, records)
         self.sent += len(records)
         if isinstance(delivery, asyncio.Future) and delivery.done():
-            if not delivery.cancelled() and delivery.exception() is None:
-                _ack_all(carriers)
-            else:
-                self.fail(_delivery_error(delivery))
+            self._run_delivered(carriers, delivery)  # now, not a loop step later
             return
         fut = delivery if isinstance(delivery, asyncio.Future) else asyncio.ensure_future(delivery)
         fut.add_done_callback(partial(self._run_delivered, carriers))
@@ -564,7 +561,8 @@ class Worker:
             logger.error("delivery failed: %s", _delivery_error(fut))
             self.fail(_delivery_error(fut))
             return
-        _ack_all(carriers)
+        for carrier in carriers:
+            ack_carrier(carrier)
 
     def _hold(
         self, delivery: Awaitable[Delivery], held: list[tuple[PartitionOffsets, int]]
@@ -670,15 +668,6 @@ class Worker:
 
 
 _MAX_ERROR = 2000
-
-
-def _ack_all(carriers: Sequence[Carrier]) -> None:
-    for carrier in carriers:
-        if isinstance(carrier, Event):
-            carrier._ack()
-        else:
-            for event in carrier:
-                event._ack()
 
 
 def _qualname(exc: BaseException) -> str:

@@ -862,18 +862,13 @@ class KafkaTransport:
                     covering[batch] = None
                     continue
             # No open batch for the partition, or it is full or already drained: a new one.
+            # aiokafka's builder takes any record into an empty batch (one larger than the
+            # batch size goes alone; larger than a request was refused above).
             builder = producer.create_batch()
-            if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
-                # Larger than a batch may be: aiokafka sends it in a batch of its own, behind
-                # the open one, which must then take no more records.
-                opened.pop(partition, None)
-                batch = await producer.send(
-                    topic, value, key=key, partition=partition, headers=headers
-                )
-            else:
-                # Waits while aiokafka still queues an undrained batch for the partition.
-                batch = await producer.send_batch(builder, topic, partition=partition)
-                opened[partition] = (builder, batch)
+            builder.append(timestamp=None, key=key, value=value, headers=headers)
+            # Waits while aiokafka still queues an undrained batch for the partition.
+            batch = await producer.send_batch(builder, topic, partition=partition)
+            opened[partition] = (builder, batch)
             # While this run waited, aiokafka may have taken any open batch for sending.
             _drop_taken(producer, topic, opened)
             self._unsettled.append(batch)

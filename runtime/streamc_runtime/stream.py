@@ -515,6 +515,12 @@ class _Take(Stream[list[Any]]):
             if not values:
                 self._due = None
 
+    def _begin_batch(self) -> None:
+        """The first value of a batch is in: note the drain epoch and start the `within` clock."""
+        self._epoch = self._worker.drain_epoch
+        if self._within is not None:
+            self._due = self._loop.time() + self._within
+
     def _emit(self) -> Element:
         values, events = self._values, self._events
         self._values, self._events, self._due = [], [], None
@@ -524,7 +530,7 @@ class _Take(Stream[list[Any]]):
     async def _pull(self) -> Pulled:
         up = self._up
         assert up is not None
-        n, within, loop = self._n, self._within, self._loop
+        n, loop = self._n, self._loop
         values, events = self._values, self._events
         source = self._source
         while len(values) < n:
@@ -534,9 +540,7 @@ class _Take(Stream[list[Any]]):
                 buffer = source.buffer
                 if buffer:
                     if not values:
-                        self._epoch = self._worker.drain_epoch
-                        if within is not None:
-                            self._due = loop.time() + within
+                        self._begin_batch()
                     for _ in range(min(n - len(values), len(buffer))):
                         event = buffer.popleft()
                         values.append(event.value)
@@ -561,9 +565,7 @@ class _Take(Stream[list[Any]]):
                 return element
             value, carrier = cast(Element, element)
             if not values:
-                self._epoch = self._worker.drain_epoch
-                if within is not None:
-                    self._due = loop.time() + within
+                self._begin_batch()
             values.append(value)
             if isinstance(carrier, list):
                 events.extend(carrier)

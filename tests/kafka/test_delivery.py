@@ -139,12 +139,9 @@ class BatchProducer:
         self,
         partitions: frozenset[int] = frozenset({0, 1, 2, 3}),
         batch_size: int = 1024,
-        *,
-        builder: type[BatchBuilder] | None = None,
     ) -> None:
         self.partitions = partitions
         self.batch_size = batch_size
-        self.builder_type = builder or BatchBuilder
         self.queue: list[_Submitted] = []  # in submission order
         # What send_many reads to tell whether aiokafka still queues a batch: per partition,
         # the batches not drained yet (aiokafka's accumulator keeps `MessageBatch`es there,
@@ -155,7 +152,7 @@ class BatchProducer:
         return set(self.partitions)
 
     def create_batch(self) -> BatchBuilder:
-        return self.builder_type(self.batch_size, 0)
+        return BatchBuilder(self.batch_size, 0)
 
     async def send_batch(
         self, builder: BatchBuilder, topic: str, *, partition: int
@@ -321,36 +318,6 @@ async def test_an_oversized_record_goes_alone_and_the_open_batch_takes_nothing_a
         [b"3", b"4"],
     ]
     assert [v for _, v in producer.records(p)] == [b"1", big, b"3", b"4"]
-
-
-class _StrictBuilder(BatchBuilder):  # type: ignore[misc]
-    """A builder that refuses a record too large for its batch even when empty, for
-    `send_many`'s fallback to a plain `send`."""
-
-    def __init__(self, batch_size: int, compression_type: int) -> None:
-        super().__init__(batch_size, compression_type)
-        self.limit = batch_size
-
-    def append(self, *, timestamp: Any, key: Any, value: Any, headers: Any = ()) -> Any:
-        if len(key or b"") + len(value or b"") > self.limit:
-            self.close()
-            return None
-        return super().append(timestamp=timestamp, key=key, value=value, headers=headers)
-
-
-async def test_a_record_no_batch_takes_is_sent_alone_behind_the_open_batch() -> None:
-    t, producer = batch_transport(batch_size=1024, builder=_StrictBuilder)
-    big = b"B" * 4000
-    delivery = await t.send_many("t", [(b"k", b"1", ()), (b"k", big, ()), (b"k", b"3", ())])
-    await t.send_many("t", [(b"k", b"4", ())])
-    p = producer.queue[0].partition
-    kinds = ["batch" if s.builder is not None else "send" for s in producer.queue]
-    assert kinds == ["batch", "send", "batch"]
-    assert [v for _, v in producer.records(p)] == [b"1", big, b"3", b"4"]
-    assert len(t._unsettled) == 3
-    for s in producer.queue:
-        batch_stored(s)
-    await delivery  # covers the single send too
 
 
 async def test_send_many_resolves_when_every_batch_it_touched_is_stored() -> None:
