@@ -10,12 +10,15 @@ import argparse
 import asyncio
 import difflib
 import importlib
+import math
 import os
 import sys
 import tempfile
+import traceback
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 from . import ir
 
@@ -151,7 +154,8 @@ def _topic_option(program: ir.Program, option: str, spec: str) -> tuple[ir.Topic
 
 def cmd_run(args: argparse.Namespace) -> int:
     from streamc_runtime import jsonl
-    from streamc_runtime.local import LocalRunError, run_local
+    from streamc_runtime.local import LocalRunError, LocalRunStopped, run_local
+    from streamc_runtime.memory import MemoryBroker
 
     program = _load(args.file)
     inputs: dict[str, list[dict[str, Any]]] = {}
@@ -161,21 +165,60 @@ def cmd_run(args: argparse.Namespace) -> int:
             inputs.setdefault(topic.kafka_name, []).extend(jsonl.read(path))
         except OSError as error:
             raise Failure(f"--input {spec}: cannot read {path}: {error.strerror}") from None
-        except ValueError as error:
-            raise Failure(f"--input {spec}: {error}") from None
+        except ValueError as error:  # names the file and line
+            raise Failure(str(error)) from None
     outputs = [_topic_option(program, "--output", spec) for spec in args.output]
 
     files = _emit(program)
-    with tempfile.TemporaryDirectory(prefix="streamc-run-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="streamc-run-") as workdir, ExitStack() as opened:
         _write_tree(Path(workdir), files)
         package = _package_name(files)
+        hook_paths = _hook_paths(program, files, Path(workdir), Path(args.file))
         sys.path.insert(0, workdir)
         try:
-            app = importlib.import_module(f"{package}.app").app
-            importlib.import_module(f"{package}.agents")
-            broker = asyncio.run(run_local(app, inputs))
-        except ValueError as error:  # an input that does not fit its topic
-            raise Failure(f"streamc run: {error}") from None
+            try:
+                app = importlib.import_module(f"{package}.app").app
+                importlib.import_module(f"{package}.agents")
+            except Exception as error:
+                _raise_if_hook_error(error, hook_paths)
+                raise
+            # Outputs are written as records are produced, so a run that is stopped or killed
+            # keeps what it produced until then.
+            writer = jsonl.Writer(timestamp=args.timestamps)
+            for topic, destination in outputs:
+                declared = app.topics[topic.kafka_name]
+                out = (
+                    sys.stdout
+                    if destination == "-"
+                    else opened.enter_context(open(destination, "w", encoding="utf-8"))
+                )
+                writer.add(topic.kafka_name, out, declared.value_type, declared.key_type)
+            broker = MemoryBroker()
+            broker.on_produce = writer
+            progress = _progress_display(args, outputs)
+            try:
+                asyncio.run(
+                    run_local(
+                        app,
+                        inputs,
+                        broker=broker,
+                        time_limit=args.timeout,
+                        max_records=args.max_records or None,
+                        on_progress=progress,
+                        progress_interval=progress.interval if progress else 1.0,
+                    )
+                )
+            finally:
+                writer.flush()
+                if progress is not None:
+                    progress.close()
+        except ValueError as error:  # an input that does not fit its topic: "file:line: ..."
+            raise Failure(str(error)) from None
+        except LocalRunStopped as error:
+            raise Failure(
+                f"streamc run: {_user_paths(str(error), hook_paths)}\n"
+                "the outputs hold what was produced until then"
+            ) from None
         except LocalRunError as error:
             cause = error.__cause__ or error
             raise Failure(
@@ -185,22 +228,117 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.path.remove(workdir)
             for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
                 del sys.modules[name]
-        for topic, destination in outputs:
-            declared = app.topics[topic.kafka_name]
-            lines = jsonl.lines(
-                broker,
-                topic.kafka_name,
-                declared.value_type,
-                key_type=declared.key_type,
-                timestamp=args.timestamps,
-            )
-            text = "".join(line + "\n" for line in lines)
-            if destination == "-":
-                sys.stdout.write(text)
-            else:
-                Path(destination).write_text(text, encoding="utf-8")
         _summarise(program, broker)
     return EXIT_OK
+
+
+def _hook_paths(
+    program: ir.Program, files: Mapping[PurePosixPath, str], workdir: Path, sdl: Path
+) -> dict[str, str]:
+    """Where each hook module copied into the run's package came from: {copy: user's path}."""
+    paths = {}
+    for relative, text in files.items():
+        if len(relative.parts) == 3 and relative.parts[1] == "hooks":
+            for module in program.hook_modules:
+                if module.text == text:
+                    paths[str(workdir / relative)] = str(sdl.parent / module.source_path)
+                    break
+    return paths
+
+
+def _user_paths(text: str, hook_paths: Mapping[str, str]) -> str:
+    for copy, original in hook_paths.items():
+        text = text.replace(copy, original)
+    return text
+
+
+def _raise_if_hook_error(error: Exception, hook_paths: Mapping[str, str]) -> None:
+    """A hook module that fails at import is the user's mistake: say where, not "a bug"."""
+    where: tuple[str, int | None] | None = None
+    if isinstance(error, SyntaxError) and error.filename and error.filename in hook_paths:
+        where = (hook_paths[error.filename], error.lineno)
+    for frame, lineno in traceback.walk_tb(error.__traceback__):
+        if frame.f_code.co_filename in hook_paths:  # the innermost hook frame wins
+            where = (hook_paths[frame.f_code.co_filename], lineno)
+    if where is None:
+        return
+    path, line = where
+    raise Failure(
+        f"{path}:{line}: error: importing the hook module failed: {type(error).__name__}: "
+        f"{_user_paths(str(error), hook_paths)}"
+    ) from None
+
+
+class _Progress:
+    """Records in and out on stderr while `streamc run` works: a bar redrawn in place on a
+    terminal, else a line every `interval` seconds (quiet for runs shorter than that)."""
+
+    def __init__(self, stream: IO[str], interval: float, bar: bool) -> None:
+        self.stream = stream
+        self.interval = interval
+        self.bar = bar
+        self._drawn = False
+
+    def __call__(self, p: Any) -> None:
+        counts = (
+            f"{p.records_in:,} in, {p.records_out:,} out"
+            + (f" ({p.dead_letters:,} dead letters)" if p.dead_letters else "")
+            + f", {p.inputs_done:,}/{p.inputs_total:,} read messages done, {p.elapsed:.1f}s"
+        )
+        if self.bar:
+            width = 20
+            filled = width * p.inputs_done // p.inputs_total if p.inputs_total else width
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {counts}\x1b[K")
+            self._drawn = True
+        else:
+            self.stream.write(f"streamc run: {counts}\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def _progress_display(args: argparse.Namespace, outputs: Sequence[Any]) -> _Progress | None:
+    interval = args.progress_interval
+    if interval == 0:
+        return None
+    # A bar rewrites its line in place, which records printed to the same terminal would break.
+    to_terminal = any(d == "-" for _, d in outputs) and sys.stdout.isatty()
+    bar = sys.stderr.isatty() and not to_terminal
+    if interval is None:
+        interval = 0.2 if bar else 5.0
+    return _Progress(sys.stderr, interval, bar)
+
+
+def _duration(text: str) -> float:
+    """`30s`, `500ms`, `2m`, `1h` or plain seconds, for `--timeout` and `--progress-interval`."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    number, unit = text, "s"
+    for suffix in ("ms", "s", "m", "h"):
+        if text.endswith(suffix):
+            number, unit = text[: -len(suffix)], suffix
+            break
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 30s, 500ms, 2m or 1h, got {text!r}"
+        ) from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"a duration must be 0 or more, got {text!r}")
+    return seconds
+
+
+def _count(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return number
 
 
 def _summarise(program: ir.Program, broker: Any) -> None:
@@ -261,6 +399,27 @@ def _parser() -> argparse.ArgumentParser:
         "--timestamps",
         action="store_true",
         help="include each message's timestamp (output then differs from run to run)",
+    )
+    run.add_argument(
+        "--timeout",
+        type=_duration,
+        metavar="DURATION",
+        help="stop after DURATION (30s, 2m...) and name the agents still busy; exit 1",
+    )
+    run.add_argument(
+        "--max-records",
+        type=_count,
+        default=1_000_000,
+        metavar="N",
+        help="stop once the worker has written more than N records, e.g. in a cycle "
+        "(default 1000000; 0: no limit)",
+    )
+    run.add_argument(
+        "--progress-interval",
+        type=_duration,
+        metavar="DURATION",
+        help="progress on stderr every DURATION (default: a bar on a terminal, "
+        "else a line every 5s; 0: none)",
     )
     run.set_defaults(run=cmd_run)
 

@@ -117,6 +117,8 @@ class MemoryBroker:
         self._round_robin: dict[str, itertools.count[int]] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._clock = clock or (lambda: int(time.time() * 1000))
+        # Called with every stored message (`streamc run` writes its outputs from here).
+        self.on_produce: Callable[[MemoryMessage], None] | None = None
 
     # -- topics -----------------------------------------------------------------------------
     def create_topic(self, name: str, partitions: int) -> None:
@@ -161,17 +163,18 @@ class MemoryBroker:
             raise ValueError(f"topic {topic!r} has no partition {partition}")
         part = parts[partition]
         offset = part.end
-        part.messages.append(
-            MemoryMessage(
-                topic,
-                partition,
-                offset,
-                self._clock() if timestamp is None else timestamp,
-                key,
-                value,
-                tuple(headers),
-            )
+        message = MemoryMessage(
+            topic,
+            partition,
+            offset,
+            self._clock() if timestamp is None else timestamp,
+            key,
+            value,
+            tuple(headers),
         )
+        part.messages.append(message)
+        if self.on_produce is not None:
+            self.on_produce(message)
         if self._waiters:
             self._wake()
         return MemoryDelivery(topic, partition, offset)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -130,3 +131,164 @@ def test_unwritable_output_is_an_error_not_a_traceback(
     assert main(["build", str(SAMPLE), "-o", str(blocker / "sub")]) == 1
     err = capsys.readouterr().err
     assert "cannot write" in err and "internal error" not in err
+
+
+# -- `streamc run` never hangs silently and reports input mistakes as the user's --------------
+
+_HOOKED_SDL = """app h
+record R { n: int }
+topic src: R key str partitions 1
+topic dst: R key str partitions 1
+hooks "hk.py" {
+    slow(R) -> R
+}
+agent a = from src | process slow | to dst
+"""
+
+_HOOKS = """import asyncio
+
+
+async def slow(r):
+    if r.n == 3:
+        await asyncio.Event().wait()
+    await asyncio.sleep(DELAY)
+    return r
+"""
+
+
+def _hooked(tmp_path: Path, delay: float = 0.0, prelude: str = "") -> Path:
+    sdl = tmp_path / "h.sdl"
+    sdl.write_text(_HOOKED_SDL)
+    (tmp_path / "hk.py").write_text(prelude + _HOOKS.replace("DELAY", repr(delay)))
+    (tmp_path / "in.jsonl").write_text(
+        "".join(f'{{"value": {{"n": {n}}}, "key": "k{n}"}}\n' for n in (1, 2, 3, 4))
+    )
+    return sdl
+
+
+def _streamc_run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamc.cli", "run", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+def test_run_timeout_names_the_stuck_hook_and_keeps_what_was_written(tmp_path: Path) -> None:
+    _hooked(tmp_path)
+    result = _streamc_run(
+        "h.sdl", "--input", "src=in.jsonl", "--output", "dst=out.jsonl", "--timeout", "1s",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert (
+        "streamc run: timed out after 1s (4 records in, 2 out)\n"
+        "  agent a is in slow() at hk.py:6, handling src[0] offset 2 (key 'k3')\n"
+        "the outputs hold what was produced until then\n"
+    ) in result.stderr
+    assert "Traceback" not in result.stderr
+    written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [(d["offset"], d["key"], d["value"]) for d in written] == [
+        (0, "k1", {"n": 1}),
+        (1, "k2", {"n": 2}),
+    ]
+
+
+def test_run_killed_keeps_the_records_printed_so_far(tmp_path: Path) -> None:
+    _hooked(tmp_path)
+    args = ["run", "h.sdl", "--input", "src=in.jsonl", "--output", "dst=-"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamc.cli", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    printed = [proc.stdout.readline(), proc.stdout.readline()]  # then the hook never returns
+    proc.kill()
+    proc.wait(10)
+    assert [json.loads(line)["value"] for line in printed] == [{"n": 1}, {"n": 2}]
+
+
+def test_run_progress_goes_to_stderr_every_interval_not_to_stdout(tmp_path: Path) -> None:
+    _hooked(tmp_path, delay=0.3)
+    result = _streamc_run(
+        "h.sdl", "--input", "src=in.jsonl", "--output", "dst=-", "--timeout", "1.4s",
+        "--progress-interval", "0.5s",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert [json.loads(line)["value"] for line in result.stdout.splitlines()] == [
+        {"n": 1},
+        {"n": 2},
+    ]
+    progress = [line for line in result.stderr.splitlines() if "read messages done" in line]
+    # one line every 0.5s: records 1 and 2 are done at 0.3s and 0.6s, then the hook hangs
+    assert len(progress) >= 2
+    assert all(
+        re.fullmatch(r"streamc run: 4 in, [012] out, [012]/4 read messages done, \d+\.\ds", line)
+        for line in progress
+    ), progress
+    assert progress[-1].startswith("streamc run: 4 in, 2 out, 2/4 read messages done, ")
+
+
+def test_run_stops_a_cycle_at_max_records(tmp_path: Path) -> None:
+    sdl = tmp_path / "cycle.sdl"
+    sdl.write_text("app c\ntopic t: int key str\nagent loop = from t | to t\n")
+    (tmp_path / "in.jsonl").write_text('{"value": 1}\n')
+    result = _streamc_run(
+        "cycle.sdl", "--input", "t=in.jsonl", "--max-records", "300", cwd=tmp_path
+    )
+    assert result.returncode == 1, result.stderr
+    assert "streamc run: stopped after the worker wrote " in result.stderr
+    assert "records (limit 300); does an agent read a topic that it or another" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("prelude", "expected"),
+    [
+        ("import no_such_module\n", "hk.py:1: error: importing the hook module failed: "
+         "ModuleNotFoundError: No module named 'no_such_module'"),
+        ("x = 1\nraise RuntimeError('no config')\n", "hk.py:2: error: importing the hook module "
+         "failed: RuntimeError: no config"),
+        ("import json\nCONFIG = json.loads('{')\n", "hk.py:2: error: importing the hook module "
+         "failed: JSONDecodeError: Expecting property name enclosed in double quotes"),
+    ],
+)  # fmt: skip
+def test_run_hook_module_failing_at_import_is_a_user_error(
+    tmp_path: Path, prelude: str, expected: str
+) -> None:
+    _hooked(tmp_path, prelude=prelude)
+    result = _streamc_run("h.sdl", "--input", "src=in.jsonl", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(expected)
+    assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('{"value": {"n": 1}, "key": 1e400}', "invalid JSON: number 1e400 is out of range"),
+        ('{"value": ' + "[" * 100_000 + "]" * 100_000 + "}", "JSON nested too deeply"),
+        ('{"value": {"n": NaN}}', "invalid JSON: NaN is not JSON"),
+        ('{"value": {"n": 1}, "partition": true}', "topic 'src': 'partition' must be an integer"),
+        ('{"value": {"n": 1}, "headers": {"h": null}}', "topic 'src': header 'h' must be a string"),
+        ('{"value": {"n": 1}, "headers": {"h": {}}}', "topic 'src': header 'h' must be a string"),
+    ],
+)  # fmt: skip
+def test_run_input_mistakes_name_file_and_line_and_exit_1(
+    tmp_path: Path, line: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _hooked(tmp_path)
+    (tmp_path / "in.jsonl").write_text('{"value": {"n": 1}}\n' + line + "\n")
+    sdl = tmp_path / "h.sdl"
+    status = main(["run", str(sdl), "--input", f"src={tmp_path / 'in.jsonl'}", "--output", "dst=-"])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert captured.out == ""  # nothing is produced before every input is checked
+    assert captured.err.startswith(f"{tmp_path}/in.jsonl:2: {expected}")
+    assert len(captured.err.splitlines()) == 1

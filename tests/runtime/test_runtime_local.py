@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import subprocess
 import sys
@@ -11,7 +13,8 @@ from typing import Any
 import pytest
 from rtkit import Order
 from streamc_runtime import App, Stream, jsonl, worker_main
-from streamc_runtime.local import run_local
+from streamc_runtime.local import LocalRunStopped, Progress, run_local
+from streamc_runtime.memory import MemoryBroker, MemoryMessage
 from streamc_runtime.transport import TP
 
 
@@ -255,3 +258,205 @@ def test_worker_main_runs_on_uvloop(argv: list[str], env: dict[str, str], tmp_pa
     assert proc.wait(10) == 0, "".join(seen) + rest
     assert any(line.startswith("loop: uvloop.") for line in seen), seen
     assert "stopped" in rest and "Traceback" not in rest
+
+
+# -- JSONL: every input mistake names its file and line; every output form is unambiguous -----
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"value": NaN}', "NaN is not JSON"),
+        ('{"value": [Infinity]}', "Infinity is not JSON"),
+        ('{"value": -Infinity}', "-Infinity is not JSON"),
+        ('{"value": 1, "key": 1e400}', "number 1e400 is out of range"),
+        ('{"value": ' + "[" * 100_000 + "]" * 100_000 + "}", "JSON nested too deeply"),
+    ],
+)
+def test_jsonl_read_rejects_what_json_cannot_hold_with_file_and_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"value": 1.5e300}\n' + text + "\n")
+    with pytest.raises(ValueError) as error:
+        jsonl.read(path)
+    assert str(error.value).startswith(f"{path}:2: ")
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"value": {}, "partition": true}', "'partition' must be an integer, got true"),
+        ('{"value": {}, "partition": "1"}', "'partition' must be an integer, got \"1\""),
+        ('{"value": {}, "timestamp": true}', "'timestamp' must be integer milliseconds"),
+        ('{"value": {}, "headers": {"h": null}}', "header 'h' must be a string, got null"),
+        (
+            '{"value": {}, "headers": {"h": {"x": 1}}}',
+            "header 'h' must be a string, got {\"x\": 1}",
+        ),
+        ('{"value": {}, "headers": {"h": 7}}', "header 'h' must be a string, got 7"),
+        ('{"value": {}, "raw": "x"}', "exactly one of them; found 'value' and 'raw'"),
+        ('{"raw_base64": "not base64!"}', "'raw_base64' must be a base64 string"),
+        (
+            '{"key": "k"}',
+            "needs 'value' (or 'raw' or 'raw_base64'), exactly one of them; found none",
+        ),
+    ],
+)
+async def test_run_local_names_file_and_line_of_a_bad_input_and_produces_nothing(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    path = tmp_path / "orders.jsonl"
+    path.write_text('{"value": {"account_id": "a", "amount": 1}}\n' + line + "\n")
+    broker = MemoryBroker()
+    with pytest.raises(ValueError) as error:
+        await run_local(_orders_app(), {"orders": jsonl.read(path)}, broker=broker)
+    assert str(error.value).startswith(f"{path}:2: topic 'orders': ")
+    assert message in str(error.value)
+    assert broker.messages("orders") == []  # checked before anything is produced
+
+
+async def test_raw_base64_injects_bytes_that_are_not_utf8() -> None:
+    broker = await run_local(
+        _orders_app(), {"raw.events": [{"raw_base64": "//4="}, {"raw": "\\xff\\xfe"}]}
+    )
+    assert [m.value for m in broker.messages("raw.events")] == [b"\xff\xfe", b"\\xff\\xfe"]
+    assert [m.value for m in broker.messages("raw.copy")] == [b"\xff\xfe", b"\\xff\\xfe"]
+
+
+def test_format_prints_bytes_and_their_escaped_text_differently() -> None:
+    def line(key: bytes | None, value: bytes | None, headers: Any, value_type: Any) -> Any:
+        message = MemoryMessage("t", 0, 5, 1, key, value, headers)
+        return json.loads(jsonl.format(message, value_type, key_type=str, timestamp=False))
+
+    binary = line(b"\xff\xfe", b"\xff\xfe", [("h", b"\xff\xfe"), ("t", b"ok")], bytes)
+    escaped = line(b"\\xff\\xfe", b"\\xff\\xfe", [("h", b"\\xff\\xfe"), ("t", b"ok")], bytes)
+    assert binary == {
+        "topic": "t",
+        "partition": 0,
+        "offset": 5,
+        "key_base64": "//4=",
+        "raw_base64": "//4=",
+        "headers": {"t": "ok"},
+        "headers_base64": {"h": "//4="},
+    }
+    assert escaped == {
+        "topic": "t",
+        "partition": 0,
+        "offset": 5,
+        "key": "\\xff\\xfe",
+        "value": "\\xff\\xfe",
+        "headers": {"h": "\\xff\\xfe", "t": "ok"},
+    }
+    # A typed topic: JSON is the value; text that is not JSON is "raw", as in the input form.
+    assert line(None, b'"abc"', [], Order)["value"] == "abc"
+    assert line(None, b"abc", [], Order)["raw"] == "abc"
+    assert "value" not in line(None, b"abc", [], Order)
+    assert line(None, b"\xff", [], Order)["raw_base64"] == "/w=="
+
+
+async def test_writer_writes_each_record_as_it_is_produced_and_flushes_per_loop_turn() -> None:
+    out = io.StringIO()
+    flushes: list[str] = []
+    out.flush = lambda: flushes.append(out.getvalue())  # type: ignore[method-assign]
+    writer = jsonl.Writer(timestamp=False)
+    writer.add("raw.copy", out, bytes, bytes)
+    broker = MemoryBroker()
+    broker.on_produce = writer
+    await run_local(_orders_app(), {"raw.events": [{"value": "a"}, {"value": "b"}]}, broker=broker)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(d["topic"], d["offset"], d["value"]) for d in lines] == [
+        ("raw.copy", 0, "a"),
+        ("raw.copy", 1, "b"),
+    ]
+    assert flushes and flushes[-1] == out.getvalue()
+
+
+# -- run_local's limits: a stuck hook or a cycle ends with a message, not a hang -------------
+
+
+def _stuck_app() -> App:
+    app = App("stuck")
+    src = app.topic("src", key_type=str, value_type=int, partitions=1)
+    dst = app.topic("dst", key_type=str, value_type=int, partitions=1)
+
+    async def never_on_three(value: int) -> int:
+        if value == 3:
+            await asyncio.Event().wait()
+        return value
+
+    @app.agent(src, name="slow")
+    async def slow(stream: Stream[int]) -> None:
+        async for _ in stream.process(never_on_three).to(dst):
+            pass
+
+    return app
+
+
+async def test_time_limit_names_the_stuck_hook_and_its_element() -> None:
+    broker = MemoryBroker()
+    inputs = {"src": [{"value": n, "key": f"k{n}"} for n in (1, 2, 3, 4)]}
+    with pytest.raises(LocalRunStopped) as stopped:
+        await run_local(_stuck_app(), inputs, broker=broker, time_limit=0.3)
+    message = str(stopped.value)
+    first, busy = message.splitlines()
+    assert first == "timed out after 0.3s (4 records in, 2 out)"
+    assert busy.startswith("  agent slow is in _stuck_app.<locals>.never_on_three() at ")
+    assert busy.endswith(
+        f"test_runtime_local.py:{never_on_three_wait_line()}, handling src[0] offset 2 (key 'k3')"
+    )
+    assert [m.value for m in broker.messages("dst")] == [b"1", b"2"]
+
+
+def never_on_three_wait_line() -> int:
+    source = Path(__file__).read_text().splitlines()
+    return next(i for i, text in enumerate(source, 1) if "await asyncio.Event().wait()" in text)
+
+
+def _cycle_app() -> App:
+    app = App("cycle")
+    loop = app.topic("loop", key_type=str, value_type=int, partitions=1)
+
+    @app.agent(loop, name="again")
+    async def again(stream: Stream[int]) -> None:
+        async for _ in stream.to(loop):
+            pass
+
+    return app
+
+
+async def test_a_cycle_stops_once_the_worker_wrote_more_than_max_records() -> None:
+    broker = MemoryBroker()
+    with pytest.raises(LocalRunStopped, match=r"\(a cycle\)\?$") as stopped:
+        await run_local(_cycle_app(), {"loop": [{"value": 1}]}, broker=broker, max_records=500)
+    written = int(str(stopped.value).split("wrote ")[1].split(" records")[0].replace(",", ""))
+    assert str(stopped.value).startswith(f"stopped after the worker wrote {written:,} records ")
+    # the element in hand when the limit was seen is finished by the stop, nothing more
+    assert 500 < written < len(broker.messages("loop")) <= written + 100
+
+
+async def test_a_cycle_stops_at_the_time_limit_saying_records_still_move() -> None:
+    with pytest.raises(LocalRunStopped) as stopped:
+        await run_local(_cycle_app(), {"loop": [{"value": 1}]}, time_limit=0.2)
+    assert str(stopped.value).endswith(
+        "out); no agent is stuck and records are still moving: "
+        "does an agent read a topic that it or another agent writes (a cycle)?"
+    )
+
+
+async def test_progress_is_reported_every_interval_while_the_worker_runs() -> None:
+    seen: list[Progress] = []
+    with pytest.raises(LocalRunStopped):
+        await run_local(
+            _stuck_app(),
+            {"src": [{"value": n} for n in (1, 2, 3, 4)]},
+            time_limit=0.5,
+            on_progress=seen.append,
+            progress_interval=0.1,
+        )
+    assert 3 <= len(seen) <= 5
+    assert [p.elapsed for p in seen] == sorted(p.elapsed for p in seen)
+    last = seen[-1]
+    assert (last.records_in, last.records_out, last.dead_letters) == (4, 2, 0)
+    assert (last.inputs_done, last.inputs_total) == (2, 4)  # offsets 0, 1 done; 2 stuck
