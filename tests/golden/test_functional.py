@@ -191,11 +191,12 @@ def _all_committed(broker: MemoryBroker, group: str, topic: str) -> bool:
 
 
 def test_a_sink_whose_plain_def_returns_a_coroutine_is_awaited(load_package: Any) -> None:
-    # record_retried is a retry decorator's plain `def` wrapper around an `async def`: the
-    # generated agent must await what it returns, or the work never runs while the element
-    # is acked and committed.
+    # record_retried is a plain `def` returning a coroutine (an `async def` under a retry
+    # decorator): the generated agent must await it, or the work never runs while the element
+    # is acked and committed. record_decorated is that `async def` named directly.
     broker, hooks = _hook_calls(load_package, [("a", "acct-1", 1), ("b", "acct-1", 2)])
     assert hooks.SEEN["retried"] == ["a", "b"]
+    assert hooks.SEEN["decorated"] == ["a", "b"]
     assert hooks.SEEN["plain"] == ["a", "b"]  # the proven plain def, called directly
     assert broker.messages("hook_calls-dlq") == []
     assert _all_committed(broker, "hook_calls", "orders")

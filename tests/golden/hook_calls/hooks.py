@@ -17,7 +17,13 @@ class OrderLike(Protocol):
     quantity: int
 
 
-SEEN: dict[str, list[Any]] = {"pair": [], "numbered": [], "retried": [], "plain": []}
+SEEN: dict[str, list[Any]] = {
+    "pair": [],
+    "numbered": [],
+    "retried": [],
+    "decorated": [],
+    "plain": [],
+}
 
 
 def reprice(order: OrderLike) -> Any:
@@ -88,11 +94,23 @@ def record_numbered(pair: tuple[int, OrderLike]) -> None:
 
 
 @retry(3)
-async def record_retried(order: OrderLike) -> None:
+async def _record(order: OrderLike) -> None:
     await asyncio.sleep(0)
     if order.id == "interrupt":
         raise KeyboardInterrupt
     SEEN["retried"].append(order.id)
+
+
+def record_retried(order: OrderLike) -> Awaitable[None]:
+    """A plain `def` handing back what the retry decorator's wrapper returns: a coroutine."""
+    return _record(order)
+
+
+@retry(3)
+async def record_decorated(order: OrderLike) -> None:
+    """An `async def` under a decorator: what a call returns is the decorator's business."""
+    await asyncio.sleep(0)
+    SEEN["decorated"].append(order.id)
 
 
 def record_plain(order: OrderLike) -> None:
