@@ -305,12 +305,12 @@ class _Shaper:
             # A tuple goes to a one-parameter sink whole, to a sink of as many parameters in
             # pieces.
             args = target if sink.unpack or len(target_names) == 1 else f"({target})"
-            hook = self.program.hook(sink.hook)
+            called = self.program.hook(sink.hook)
             fn = self.hook_names[sink.hook]
-            if not hook.call_proven:
+            if not called.call_proven:
                 body = f"await sink({fn}, {args})"
                 runtime_imports.append("sink")
-            elif hook.is_async:
+            elif called.is_async:
                 body = f"await {fn}({args})"
             else:
                 body = f"{fn}({args})"
