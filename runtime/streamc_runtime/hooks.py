@@ -129,9 +129,10 @@ def result_check(type_: Any, hook: str) -> Callable[[Any], Any]:
 
         return check_shape
     to_builtins, convert = msgspec.to_builtins, msgspec.convert
+    record = type_ if isinstance(type_, type) else None  # the common case, tested inline
 
     def check_record(value: Any) -> Any:
-        if not shape(value):
+        if type(value) is not record and (record is not None or not shape(value)):
             raise HookResultError(hook, expected, value)
         try:
             convert(to_builtins(value), type_)
