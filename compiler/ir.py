@@ -283,7 +283,8 @@ class To:
 
 @dataclass(frozen=True)
 class Sink:
-    """Terminal: call a hook for every element; tuples are passed as separate arguments."""
+    """Terminal: call a hook for every element. A tuple is passed as separate arguments when
+    `unpack` (the hook takes as many parameters), else whole."""
 
     hook: str
     unpack: bool
