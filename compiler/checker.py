@@ -76,6 +76,7 @@ class _HookInfo:
     returns: ir.Type | None
     has_return: bool
     is_async: bool = False
+    call_proven: bool = False  # see ir.Hook
 
 
 @dataclass
@@ -106,6 +107,8 @@ class _Checker:
     )  # kafka name -> source name
     hooks: dict[str, _HookInfo] = field(default_factory=dict)
     hook_modules: list[ir.HookModule] = field(default_factory=list)
+    # hook functions whose name their module binds again after the `def` (`f = retry(f)`)
+    rebound_defs: set[pyast.AST] = field(default_factory=set)
 
     # ---- reporting
 
@@ -162,6 +165,7 @@ class _Checker:
                 tuple(p for p in h.params if p is not None),
                 h.returns,
                 h.is_async,
+                h.call_proven,
             )
             for name, h in self.hooks.items()
         )
@@ -579,6 +583,7 @@ class _Checker:
                 functions[node.name] = node
             elif isinstance(node, pyast.Import | pyast.ImportFrom):
                 imported.update((a.asname or a.name).split(".")[0] for a in node.names)
+        self.rebound_defs.update(_rebound_defs(tree, functions))
         return functions, imported
 
     def check_hook_sig(
@@ -620,6 +625,7 @@ class _Checker:
             self.error(sig.name.span, "E205", f"{path} has no function '{name}'", hints)
             return
         info.is_async = isinstance(fn, pyast.AsyncFunctionDef)
+        info.call_proven = fn not in self.rebound_defs and _call_proven(fn)
         args = fn.args
         positional = [*args.posonlyargs, *args.args]
         required = len(positional) - len(args.defaults)
@@ -1353,6 +1359,47 @@ def _accepts(param: ir.Type, actual: ir.Type) -> bool:
     if isinstance(param, ir.EventType) and isinstance(actual, ir.EventType):
         return _accepts(param.key, actual.key) and _accepts(param.value, actual.value)
     return param == actual
+
+
+def _rebound_defs(
+    tree: pyast.Module, functions: Mapping[str, pyast.FunctionDef | pyast.AsyncFunctionDef]
+) -> set[pyast.AST]:
+    """The functions whose name a top-level statement after their `def` binds again."""
+    rebound: set[pyast.AST] = set()
+    for name, fn in functions.items():
+        after = tree.body[tree.body.index(fn) + 1 :]
+        if any(
+            isinstance(node, pyast.Name) and node.id == name and isinstance(node.ctx, pyast.Store)
+            for statement in after
+            for node in pyast.walk(statement)
+        ):
+            rebound.add(fn)
+    return rebound
+
+
+def _call_proven(fn: pyast.FunctionDef | pyast.AsyncFunctionDef) -> bool:
+    """Whether the source alone tells what calling `fn` gives back, so generated code may call
+    it directly: an undecorated `async def` gives a coroutine to await; an undecorated `def`
+    that is not a generator and returns no value gives None. Anything else (a decorator, a
+    `def` returning another call's result) may give an awaitable: the runtime decides."""
+    if fn.decorator_list:
+        return False
+    if isinstance(fn, pyast.AsyncFunctionDef):
+        return True
+    own: list[pyast.AST] = list(fn.body)
+    while own:
+        node = own.pop()
+        if isinstance(node, pyast.Yield | pyast.YieldFrom):
+            return False
+        if isinstance(node, pyast.Return) and not (
+            node.value is None
+            or (isinstance(node.value, pyast.Constant) and node.value.value is None)
+        ):
+            return False
+        if not isinstance(node, pyast.FunctionDef | pyast.AsyncFunctionDef | pyast.ClassDef
+                          | pyast.Lambda):  # fmt: skip
+            own.extend(pyast.iter_child_nodes(node))
+    return True
 
 
 def _path(names: Sequence[ast.Name]) -> tuple[str, ...]:

@@ -217,14 +217,24 @@ class _Shaper:
         element = agent.input
         sink: ir.Sink | None = None
 
+        def returns(hook: str) -> str:
+            """The hook's declared result type, which the runtime checks every result against."""
+            declared = self.program.hook(hook).returns
+            assert declared is not None
+            types_seen.append(declared)
+            return self.annotation(declared)
+
         for op in agent.ops:
             match op:
                 case ir.Process(hooks=hooks):
                     used_hooks.update(hooks)
-                    chain.append(f"process({', '.join(self.hook_names[h] for h in hooks)})")
+                    fns = ", ".join(self.hook_names[h] for h in hooks)
+                    declared = ", ".join(returns(h) for h in hooks)
+                    declared += "," if len(hooks) == 1 else ""
+                    chain.append(f"process({fns}, returns=({declared}))")
                 case ir.Filter(hook=hook):
                     used_hooks.add(hook)
-                    chain.append(f"filter({self.hook_names[hook]})")
+                    chain.append(f"filter({self.hook_names[hook]}, returns={returns(hook)})")
                 case ir.Where(expr=expr, text=text):
                     param = local_param(element, local)
                     name = local.claim(f"{agent.name}_where")
@@ -241,9 +251,11 @@ class _Shaper:
                     chain.append(f"filter({name})")
                 case ir.GroupBy(field=path, hook=hook, topic=topic):
                     target = f"topics.{self.topic_attrs[topic]}"
+                    checked = ""
                     if hook is not None:
                         used_hooks.add(hook)
                         getter = self.hook_names[hook]
+                        checked = f", returns={returns(hook)}"
                     else:
                         assert path is not None
                         param = local_param(element, local)
@@ -258,7 +270,7 @@ class _Shaper:
                                 expression=self.field_path(param, path, element),
                             )
                         )
-                    chain.append(f"group_by({getter}, topic={target})")
+                    chain.append(f"group_by({getter}, topic={target}{checked})")
                 case ir.Take(n=n, within_seconds=within):
                     if within is None:
                         chain.append(f"take({n})")
@@ -286,12 +298,22 @@ class _Shaper:
         producer = next((op for op in reversed(agent.ops) if not isinstance(op, ir.Sink)), None)
         target_names = loop_targets(element, producer, local)
         target = ", ".join(target_names)
+        runtime_imports = ["Stream"]
         if sink is None:
             body = "pass"
         else:
-            args = ", ".join(target_names) if sink.unpack else target
-            call = f"{self.hook_names[sink.hook]}({args})"
-            body = f"await {call}" if self.program.hook(sink.hook).is_async else call
+            # A tuple goes to a one-parameter sink whole, to a sink of as many parameters in
+            # pieces.
+            args = target if sink.unpack or len(target_names) == 1 else f"({target})"
+            called = self.program.hook(sink.hook)
+            fn = self.hook_names[sink.hook]
+            if not called.call_proven:
+                body = f"await sink({fn}, {args})"
+                runtime_imports.append("sink")
+            elif called.is_async:
+                body = f"await {fn}({args})"
+            else:
+                body = f"{fn}({args})"
 
         hook_imports: dict[str, list[str]] = {}
         for hook_name in sorted(used_hooks):
@@ -304,7 +326,6 @@ class _Shaper:
         for t in types_seen:
             records |= self.records_in(t)
         annotations = " ".join(self.annotation(t) for t in types_seen)
-        runtime_imports = ["Stream"]
         if "Event[" in annotations:
             runtime_imports.insert(0, "Event")
         sources = " & ".join(f"topics.{self.topic_attrs[s]}" for s in agent.sources)

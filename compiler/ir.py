@@ -144,6 +144,10 @@ class Hook:
     params: tuple[Type, ...]
     returns: Type | None  # None: returns nothing (a sink)
     is_async: bool  # read from the hook's source (`async def`)
+    # The source proves what a call gives back: a coroutine (`is_async`) or nothing. Only then
+    # does generated code call it directly; otherwise the runtime awaits what it returns if
+    # that is awaitable (a plain `def` may wrap an `async def`).
+    call_proven: bool = False
 
 
 @dataclass(frozen=True)
@@ -279,7 +283,8 @@ class To:
 
 @dataclass(frozen=True)
 class Sink:
-    """Terminal: call a hook for every element; tuples are passed as separate arguments."""
+    """Terminal: call a hook for every element. A tuple is passed as separate arguments when
+    `unpack` (the hook takes as many parameters), else whole."""
 
     hook: str
     unpack: bool

@@ -31,6 +31,7 @@ MODULE_LEVEL_UNSAFE = (
             "Event",
             "Record",
             "Stream",
+            "sink",
             "worker_main",
             "app",
             "agents",

@@ -25,6 +25,7 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 from .conductor import Conductor
+from .hooks import HookResultError
 from .offsets import OffsetTracker, PartitionOffsets
 from .records import Codec, DecodeError, key_codec, value_codec
 from .stream import (
@@ -394,7 +395,7 @@ class Worker:
                 logger.error("%s ended by a CancelledError nobody requested; stopping", name)
                 self.fail(exc)
             raise
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit from user code too: logged, exit status 1
             logger.exception("%s failed; stopping the worker", name)
             self.fail(exc)
 
@@ -409,7 +410,9 @@ class Worker:
             try:
                 await agent.fn(stream)
                 return
-            except Exception as exc:
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # a sink's SystemExit too: dead-lettered, like any error
                 failed = [node for node in stream._chain() if node._current is not None]
                 if not failed:
                     raise  # not while handling an element: a restart would fail the same way
@@ -630,6 +633,11 @@ class Worker:
             ("streamc.source.offset", str(message.offset).encode()),
             ("streamc.agent", agent.encode()),
         ]
+        if isinstance(exc, HookResultError):
+            headers += [
+                ("streamc.hook", exc.hook.encode()),
+                ("streamc.hook.returns", exc.expected.encode()),
+            ]
         delivery = await self.transport.send(self.app.dlq.name, message.value, message.key, headers)
         self.dead_letters += 1
         self._hold(delivery, held)

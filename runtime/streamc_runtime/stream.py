@@ -14,8 +14,11 @@ the existing node: when an agent body raises, the Worker dead-letters and acks t
 element and calls the body again with the same stream, and the rebuilt chain resumes after the
 failed element.
 
-Hooks (processors, filters, key functions) that raise send the element to the dead-letter topic
-and the stream moves on; the body never sees it.
+Hooks (processors, filters, key functions) that raise, or whose result does not have the type
+their `returns` declares, send the element to the dead-letter topic and the stream moves on; the
+body never sees it. Any exception but a cancellation counts (`SystemExit`, `KeyboardInterrupt`
+and other `BaseException`s raised by a hook too): a hook cannot end the worker with the element
+acked, nor make it crash-loop on that element.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter
 from types import GeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, final
 
 import msgspec
 
+from .hooks import result_check
 from .offsets import PartitionOffsets
 from .transport import Headers, Message, RecordTooLargeError
 
@@ -163,6 +167,18 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     )
 
 
+def _hook_name(fn: Callable[..., Any]) -> str:
+    return str(getattr(fn, "__name__", None) or fn)
+
+
+def _checks(
+    fns: tuple[Callable[[Any], Any], ...], returns: Sequence[Any] | None
+) -> list[Callable[[Any], Any] | None]:
+    if returns is None:
+        return [None] * len(fns)
+    return [result_check(t, _hook_name(fn)) for fn, t in zip(fns, returns, strict=True)]
+
+
 # Types whose instances `inspect.isawaitable` rejected. That check costs about 0.5 µs (an ABC
 # isinstance) and ran for every element through every sync hook, twice per element in a
 # `process` then `group_by`. Awaitability is decided by the type (`await` needs `__await__` on
@@ -217,19 +233,32 @@ class Stream(Generic[T]):
         self._down = node
         return node
 
-    def process(self, *fns: Callable[[Any], Any]) -> Stream[Any]:
-        """Apply processors in order (each sync or async) to every value."""
-        return self._then("process", lambda: _Process(self, fns))
+    def process(
+        self, *fns: Callable[[Any], Any], returns: Sequence[Any] | None = None
+    ) -> Stream[Any]:
+        """Apply processors in order (each sync or async) to every value. With `returns` (one
+        declared type per processor) each result is checked: a mismatch dead-letters the
+        element."""
+        if returns is not None and len(returns) != len(fns):
+            raise ValueError(f"process: {len(fns)} processors but {len(returns)} result types")
+        return self._then("process", lambda: _Process(self, fns, returns))
 
-    def filter(self, pred: Callable[[T], Any]) -> Stream[T]:
-        """Keep values for which `pred` (sync or async) is true; the others are acked."""
-        return self._then("filter", lambda: _Filter(self, pred))
+    def filter(self, pred: Callable[[T], Any], *, returns: Any = None) -> Stream[T]:
+        """Keep values for which `pred` (sync or async) is true; the others are acked. With
+        `returns=bool`, a result that is not a bool (a forgotten `return` gives None, which
+        would drop every element) dead-letters the element."""
+        return self._then("filter", lambda: _Filter(self, pred, returns))
 
-    def group_by(self, key: Callable[[T], Any] | str, *, topic: Topic[Any]) -> Stream[T]:
+    def group_by(
+        self, key: Callable[[T], Any] | str, *, topic: Topic[Any], returns: Any = None
+    ) -> Stream[T]:
         """Re-key by `key` (a sync/async function or a field name) through the repartition
-        `topic`; the returned stream reads that topic, so equal keys meet on one partition."""
+        `topic`; the returned stream reads that topic, so equal keys meet on one partition.
+        With `returns` (the key function's declared type), a key of another type (None, a
+        float or a bool for an `int`) dead-letters the element instead of mis-partitioning."""
         key_fn = attrgetter(key) if isinstance(key, str) else key
-        return self._then("group_by", lambda: _Forward(self, topic, key_fn, "group_by"))
+        check = None if returns is None else result_check(returns, _hook_name(key_fn))
+        return self._then("group_by", lambda: _Forward(self, topic, key_fn, "group_by", check))
 
     def take(self, n: int, *, within: float | None = None) -> Stream[list[T]]:
         """Batches of at most `n` values, never empty; with `within`, a partial batch is emitted
@@ -408,10 +437,17 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 class _Process(Stream[Any]):
     _op = "process"
 
-    def __init__(self, up: Stream[Any], fns: tuple[Callable[[Any], Any], ...]) -> None:
+    def __init__(
+        self,
+        up: Stream[Any],
+        fns: tuple[Callable[[Any], Any], ...],
+        returns: Sequence[Any] | None,
+    ) -> None:
         super().__init__(up._worker, up, up._source)
-        self._fns = [(fn, _is_async(fn)) for fn in fns]
-        self._waits = any(is_async for _, is_async in self._fns)  # or a sync one returned one
+        self._fns = [
+            (fn, _is_async(fn), check) for fn, check in zip(fns, _checks(fns, returns), strict=True)
+        ]
+        self._waits = any(is_async for _, is_async, _ in self._fns)  # or a sync one returned one
 
     def _may_wait(self) -> bool:
         return self._waits or super()._may_wait()
@@ -425,13 +461,17 @@ class _Process(Stream[Any]):
                 return element
             value, carrier = cast(Element, element)
             try:
-                for fn, is_async in self._fns:
+                for fn, is_async, check in self._fns:
                     value = fn(value)
                     if is_async or type(value) not in _NOT_AWAITABLE:
                         if not is_async and inspect.isawaitable(value):
                             self._waits = True
                         value = await _settle(value, is_async)
-            except Exception as exc:
+                    if check is not None:
+                        value = check(value)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # a hook's SystemExit too: see the module docstring
                 await self._worker.dead_letter(carrier, exc, self._agent)
                 continue
             return (value, carrier)
@@ -440,9 +480,10 @@ class _Process(Stream[Any]):
 class _Filter(Stream[Any]):
     _op = "filter"
 
-    def __init__(self, up: Stream[Any], pred: Callable[[Any], Any]) -> None:
+    def __init__(self, up: Stream[Any], pred: Callable[[Any], Any], returns: Any) -> None:
         super().__init__(up._worker, up, up._source)
         self._pred = pred
+        self._check = None if returns is None else result_check(returns, _hook_name(pred))
         self._async = _is_async(pred)
         self._waits = self._async  # or the sync predicate returned an awaitable
 
@@ -452,7 +493,7 @@ class _Filter(Stream[Any]):
     async def _pull(self) -> Pulled:
         up = self._up
         assert up is not None
-        pred, is_async = self._pred, self._async
+        pred, is_async, check = self._pred, self._async, self._check
         while True:
             element = await up._pull()
             if element is EMPTY:
@@ -464,7 +505,11 @@ class _Filter(Stream[Any]):
                     if not is_async and inspect.isawaitable(keep):
                         self._waits = True
                     keep = await _settle(keep, is_async)
-            except Exception as exc:
+                if check is not None:
+                    keep = check(keep)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # a hook's SystemExit too: see the module docstring
                 await self._worker.dead_letter(carrier, exc, self._agent)
                 continue
             if keep:
@@ -682,12 +727,14 @@ class _Forward(Stream[Any]):
         topic: Topic[Any],
         key_fn: Callable[[Any], Any] | None,
         op: str,
+        key_check: Callable[[Any], Any] | None = None,
     ) -> None:
         source = up._worker.source_for((topic,), up._agent)
         super().__init__(up._worker, up, source)
         self._op = op
         self._topic = topic
         self._key_fn = key_fn
+        self._key_check = key_check
         self._key_async = key_fn is not None and _is_async(key_fn)
         self._worker.spawn_driver(self._run(), f"{self._agent}:{op}:{topic.name}")
 
@@ -699,6 +746,7 @@ class _Forward(Stream[Any]):
         assert up is not None
         source = up._source
         worker, topic, key_fn, key_async = self._worker, self._topic, self._key_fn, self._key_async
+        key_check = self._key_check
         encode_key, encode_value = topic.key_codec.encode, topic.value_codec.encode
         records: list[tuple[bytes | None, bytes | None, Headers]] = []
         carriers: list[Carrier] = []
@@ -730,9 +778,13 @@ class _Forward(Stream[Any]):
                             await self._send_run(records, carriers)  # before the key waits
                             records, carriers = [], []
                         key = await _settle(key, key_async)
+                    if key_check is not None:
+                        key = key_check(key)
                     raw_key = encode_key(key)
                 data = encode_value(value)
-            except Exception as exc:
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # a hook's SystemExit too: see the module docstring
                 await worker.dead_letter(carrier, exc, self._agent)
                 continue
             records.append((raw_key, data, headers))

@@ -517,3 +517,55 @@ def test_null_checks_narrow_the_rest_of_the_condition() -> None:
         )
     ]
     assert codes == ["E310", "E310", "E310"]
+
+
+_SHAPES = """\
+import functools
+
+def retry(fn):
+    @functools.wraps(fn)
+    def wrapper(*args):
+        return fn(*args)
+    return wrapper
+
+async def plain_async(x): pass
+def plain_none(x):
+    if x:
+        return
+    return None
+def plain_nested(x):
+    def inner():
+        return 1
+    print(inner)
+def returns_value(x): return other(x)
+def generator(x): yield x
+@retry
+async def decorated_async(x): pass
+async def rebound(x): pass
+rebound = retry(rebound)
+def other(x): pass
+"""
+
+
+def test_the_call_shape_of_a_hook_is_proven_only_from_undecorated_unbound_defs() -> None:
+    names = [
+        "plain_async", "plain_none", "plain_nested", "returns_value", "generator",
+        "decorated_async", "rebound",
+    ]  # fmt: skip
+    hooks = "\n".join(f"    {n}(Order)" for n in names)
+    agents = "\n".join(f"agent a_{n} = from orders | sink {n}" for n in names)
+    program = check_text(
+        "record Order { id: str }\ntopic orders: Order\n"
+        f'hooks "hooks.py" {{\n{hooks}\n}}\n{agents}\n',
+        _SHAPES,
+    )
+    proven = {n: program.hook(n).call_proven for n in names}
+    assert proven == {
+        "plain_async": True,
+        "plain_none": True,
+        "plain_nested": True,  # a nested function's return is not the hook's
+        "returns_value": False,  # may return a coroutine
+        "generator": False,
+        "decorated_async": False,
+        "rebound": False,
+    }

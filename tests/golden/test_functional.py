@@ -158,3 +158,128 @@ def test_hostile_names_run(load_package: Any) -> None:
     repartitioned = broker.messages("hostile-import-def-id-repartition")
     assert [m.key for m in repartitioned] == [b"3"]  # the key function named `id`
     assert broker.messages("hostile-dlq") == []
+
+
+# -- hook_calls: how hooks are called, and what happens to what they return -------------------
+
+
+def _hook_calls(load_package: Any, orders: list[tuple[str, str, int]]) -> tuple[Any, Any]:
+    """Runs hook_calls on `orders` ((id, account, quantity), all on account keys) and returns
+    the broker and the hooks module (whose SEEN holds what each sink received)."""
+    app = load_package("hook_calls", "hook_calls_worker").app
+    hooks = importlib.import_module("hook_calls_worker.hooks.hooks")
+    lines = [
+        {"key": account, "value": {"id": id_, "account_id": account, "quantity": quantity}}
+        for id_, account, quantity in orders
+    ]
+    return asyncio.run(run_local(app, {"orders": lines})), hooks
+
+
+def _dead(broker: MemoryBroker) -> dict[tuple[str, str], dict[str, bytes]]:
+    """The dead letters of hook_calls by (agent, order id), with their headers."""
+    return {
+        (dict(m.headers)["streamc.agent"].decode(), json.loads(m.value)["id"]): dict(m.headers)
+        for m in broker.messages("hook_calls-dlq")
+    }
+
+
+def _all_committed(broker: MemoryBroker, group: str, topic: str) -> bool:
+    return all(
+        broker.committed(group, TP(topic, p)) == (broker.end_offset(TP(topic, p)) or None)
+        for p in range(broker.partitions_for(topic) or 0)
+    )
+
+
+def test_a_sink_whose_plain_def_returns_a_coroutine_is_awaited(load_package: Any) -> None:
+    # record_retried is a plain `def` returning a coroutine (an `async def` under a retry
+    # decorator): the generated agent must await it, or the work never runs while the element
+    # is acked and committed. record_decorated is that `async def` named directly.
+    broker, hooks = _hook_calls(load_package, [("a", "acct-1", 1), ("b", "acct-1", 2)])
+    assert hooks.SEEN["retried"] == ["a", "b"]
+    assert hooks.SEEN["decorated"] == ["a", "b"]
+    assert hooks.SEEN["plain"] == ["a", "b"]  # the proven plain def, called directly
+    assert broker.messages("hook_calls-dlq") == []
+    assert _all_committed(broker, "hook_calls", "orders")
+
+
+def test_a_one_parameter_sink_gets_a_tuple_whole(load_package: Any) -> None:
+    broker, hooks = _hook_calls(load_package, [("a", "acct-1", 1), ("b", "acct-1", 1)])
+    assert hooks.SEEN["pair"] == [("acct-1", "a"), ("acct-1", "b")]  # after items
+    assert hooks.SEEN["numbered"] == [(1, "a"), (2, "b")]  # after enumerate 1
+    assert broker.messages("hook_calls-dlq") == []
+
+
+def test_hook_results_of_the_wrong_type_are_dead_lettered_at_their_agent(
+    load_package: Any,
+) -> None:
+    bad = ["none", "dict", "str", "bad-field", "none-key", "dict-key", "float-key", "bool-key"]
+    bad.append("none-kept")
+    broker, hooks = _hook_calls(
+        load_package,
+        [("good", "acct-1", 1), *((b, "acct-1", 2) for b in bad), ("last", "acct-1", 3)],
+    )
+    declared = {
+        "reprice": b"Order",
+        "account_of": b"str",
+        "quantity_of": b"int",
+        "is_kept": b"bool",
+    }
+    expected = {
+        ("reprice", "none"): ("reprice", b"None"),
+        ("reprice", "dict"): ("reprice", b"dict"),
+        ("reprice", "str"): ("reprice", b"str"),
+        ("reprice", "bad-field"): ("reprice", b"Order"),
+        ("by_account", "none-key"): ("account_of", b"None"),
+        ("by_account", "dict-key"): ("account_of", b"dict"),
+        ("by_quantity", "float-key"): ("quantity_of", b"float"),
+        ("by_quantity", "bool-key"): ("quantity_of", b"bool"),
+        ("kept", "none-kept"): ("is_kept", b"None"),
+    }
+    dead = _dead(broker)
+    assert set(dead) == set(expected)
+    for where, (hook, got) in expected.items():
+        headers = dead[where]
+        assert headers["streamc.hook"] == hook.encode()
+        assert headers["streamc.hook.returns"] == declared[hook]
+        assert headers["streamc.error.type"] == b"streamc_runtime.hooks.HookResultError"
+        assert headers["streamc.error"].startswith(
+            b"hook '%s' returned %s, declared %s" % (hook.encode(), got, declared[hook])
+        )
+    assert (
+        b"Expected `int`, got `str` - at `$.quantity`"
+        in dead[("reprice", "bad-field")]["streamc.error"]
+    )
+    # Only well-typed results reach topics and sinks; keys are exactly what was declared.
+    all_ids = ["good", *bad, "last"]
+    assert [o["id"] for o in values(broker, "repriced")] == [
+        i for i in all_ids if i not in ("none", "dict", "str", "bad-field")
+    ]
+    by_account = broker.messages("hook_calls-by_account-orders-account_of-repartition")
+    assert {m.key for m in by_account} == {b"acct-1"}
+    by_quantity = broker.messages("hook_calls-by_quantity-orders-quantity_of-repartition")
+    assert sorted(m.key for m in by_quantity) == sorted(
+        b"%d" % q
+        for i, q in zip(all_ids, [1, *[2] * len(bad), 3], strict=True)
+        if i not in ("float-key", "bool-key")
+    )
+    assert hooks.SEEN["retried"] == [i for i in all_ids if i != "none-kept"]
+    assert _all_committed(broker, "hook_calls", "orders")
+
+
+def test_a_hook_raising_system_exit_or_keyboard_interrupt_dead_letters_its_element(
+    load_package: Any,
+) -> None:
+    # reprice raises SystemExit for "exit"; record_retried raises KeyboardInterrupt (through
+    # its retry wrapper) for "interrupt". Each is a hook failure: its element goes to the
+    # dead-letter topic, the others go on, everything is committed.
+    broker, hooks = _hook_calls(
+        load_package,
+        [("a", "acct-1", 1), ("exit", "acct-1", 1), ("interrupt", "acct-1", 1), ("b", "acct-1", 1)],
+    )
+    dead = _dead(broker)
+    assert set(dead) == {("reprice", "exit"), ("kept", "interrupt")}
+    assert dead[("reprice", "exit")]["streamc.error.type"] == b"SystemExit"
+    assert dead[("kept", "interrupt")]["streamc.error.type"] == b"KeyboardInterrupt"
+    assert [o["id"] for o in values(broker, "repriced")] == ["a", "interrupt", "b"]
+    assert hooks.SEEN["retried"] == ["a", "exit", "b"]
+    assert _all_committed(broker, "hook_calls", "orders")

@@ -426,3 +426,36 @@ async def test_worker_without_a_reachable_broker_exits_with_a_clear_message(
     text = worker.text()
     assert f"cannot reach Kafka at 127.0.0.1:{port} after 3 attempt(s)" in text
     assert "STREAMC_BROKER" in text
+
+
+# -- sinks ------------------------------------------------------------------------------------
+
+
+async def test_a_sink_returning_a_coroutine_from_a_plain_def_does_its_work_before_commit(
+    fresh_broker: Broker,
+    workers: list[Worker],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # apps/receipts.sdl's sink is a plain `def` returning a retry decorator's coroutine: every
+    # committed order must have its receipt written.
+    built = build(APPS / "receipts.sdl", tmp_path_factory.mktemp("receipts") / "receipts_worker")
+    receipts = tmp_path / "receipts.txt"
+    receipts.touch()
+    await create_topics(fresh_broker, {"orders": 2})
+    placed = await produce(fresh_broker, "orders", [ledger_order(i) for i in range(30)])
+    worker = Worker(
+        "receipts_worker",
+        built,
+        fresh_broker,
+        tmp_path / "receipts.log",
+        env={"RECEIPTS_FILE": str(receipts)},
+    ).start()
+    workers.append(worker)
+    await wait_committed(fresh_broker, "receipts", "orders", ends(placed))
+    assert sorted(receipts.read_text().split()) == sorted(f"o{i}" for i in range(30))
+    assert (await read_topic(fresh_broker, "receipts-dlq", lambda rs: True, settle=0.5)) == []
+    assert worker.alive, worker.tail()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.tail()
+    assert "was never awaited" not in worker.text()

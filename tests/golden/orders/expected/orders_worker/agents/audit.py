@@ -20,7 +20,7 @@ def audit_where(order: Order) -> bool:
 @app.agent(topics.orders & topics.refunds, name="audit")
 async def audit(stream: Stream[Order]) -> None:
     async for order in (
-        stream.process(add_default_language, add_client_info)
+        stream.process(add_default_language, add_client_info, returns=(Order, Order))
         .echo(topics.audit, topics.orders_audit_all)
         .filter(audit_where)
         .to(topics.large_orders)

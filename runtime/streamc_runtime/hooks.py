@@ -1,0 +1,143 @@
+"""Calling user hooks as the `.sdl` declares them.
+
+Two things the declaration promises and Python does not enforce:
+
+- A hook is awaited when what it returns is awaitable, whatever its `def` says: a plain `def`
+  may hand back a coroutine (a retry decorator wrapping an `async def` with
+  `functools.wraps`), and an element whose work was never awaited must not be acked.
+- What a hook returns has the declared type. A processor declared `-> Order` that returns
+  `None`, a dict or an `Order` holding a string in an `int` field, or a key function declared
+  `-> str` that returns `None`, would otherwise be written to a topic (or partition a
+  `group_by`) as if it were right. `result_check(type, hook)` builds, once per hook, the check
+  the stream operations run on every result; a mismatch dead-letters the element with a
+  `HookResultError`, whose hook and mismatch go into the dead letter's headers.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, ParamSpec
+
+import msgspec
+
+__all__ = ["HookResultError", "result_check", "sink"]
+
+P = ParamSpec("P")
+
+
+async def sink(fn: Callable[P, object], /, *args: P.args, **kwargs: P.kwargs) -> None:
+    """Call the sink `fn` and await what it returns if that is awaitable.
+
+    Generated code calls a sink directly only when the hook's source proves the shape of the
+    call (an undecorated `async def`, awaited; an undecorated `def` returning nothing); every
+    other sink goes through here."""
+    result = fn(*args, **kwargs)
+    if inspect.isawaitable(result):
+        await result
+
+
+class HookResultError(TypeError):
+    """A hook returned something that is not of its declared type."""
+
+    def __init__(self, hook: str, expected: str, value: object, detail: str = "") -> None:
+        got = "None" if value is None else type(value).__qualname__
+        message = f"hook {hook!r} returned {got}, declared {expected}"
+        super().__init__(f"{message}: {detail}" if detail else message)
+        self.hook = hook
+        self.expected = expected
+
+
+def type_name(type_: Any) -> str:
+    """`Order`, `list[Order]`, `str | None`: a declared type as the generated code spells it."""
+    if isinstance(type_, type) and not typing.get_args(type_):
+        return type_.__qualname__
+    origin = typing.get_origin(type_)
+    args = typing.get_args(type_)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("None" if a is type(None) else type_name(a) for a in args)
+    if origin is not None:
+        return f"{type_name(origin)}[{', '.join(type_name(a) for a in args)}]"
+    return repr(type_)
+
+
+def _shape(type_: Any) -> Callable[[Any], bool]:
+    """Whether a value has the declared type down to record instances: the exact record class
+    (a dict with the right fields is not an `Order`), lists, optionals, and scalars (`bool` is
+    not an `int`, `1.9` is not an `int`; an `int` is a fine `float`). Record fields are left to
+    msgspec (`_fields`)."""
+    if type_ is float:
+        return lambda v: type(v) is float or type(v) is int
+    if isinstance(type_, type) and not typing.get_args(type_):
+        return lambda v: type(v) is type_
+    origin = typing.get_origin(type_)
+    args = typing.get_args(type_)
+    if origin in (typing.Union, types.UnionType):
+        inner = [_shape(a) for a in args if a is not type(None)]
+        optional = len(inner) < len(args)
+        return lambda v: (optional and v is None) or any(check(v) for check in inner)
+    if origin is list:
+        item = _shape(args[0])
+        return lambda v: type(v) is list and all(item(x) for x in v)
+    raise TypeError(f"cannot check results against {type_!r}")
+
+
+def _has_record(type_: Any) -> bool:
+    if isinstance(type_, type) and issubclass(type_, msgspec.Struct):
+        return True
+    return any(_has_record(a) for a in typing.get_args(type_))
+
+
+def result_check(type_: Any, hook: str) -> Callable[[Any], Any]:
+    """The check of `hook`'s results against its declared `type_`: it returns the result (an
+    `int` declared `float` becomes a `float`, so equal keys encode alike) or raises
+    `HookResultError`.
+
+    Scalars cost one type comparison. A record costs a msgspec round trip of its fields
+    (`to_builtins`, then `convert` against the class, both in C): a record built by user code
+    is never validated by msgspec itself, and a string in an `int` field would otherwise
+    reach the topic."""
+    expected = type_name(type_)
+    if type_ in (str, int, bool, bytes):
+
+        def check_scalar(value: Any) -> Any:
+            if type(value) is type_:
+                return value
+            raise HookResultError(hook, expected, value)
+
+        return check_scalar
+    if type_ is float:
+
+        def check_float(value: Any) -> Any:
+            kind = type(value)
+            if kind is float:
+                return value
+            if kind is int:
+                return float(value)
+            raise HookResultError(hook, expected, value)
+
+        return check_float
+    shape = _shape(type_)
+    if not _has_record(type_):
+
+        def check_shape(value: Any) -> Any:
+            if shape(value):
+                return value
+            raise HookResultError(hook, expected, value)
+
+        return check_shape
+    to_builtins, convert = msgspec.to_builtins, msgspec.convert
+    record = type_ if isinstance(type_, type) else None  # the common case, tested inline
+
+    def check_record(value: Any) -> Any:
+        if type(value) is not record and (record is not None or not shape(value)):
+            raise HookResultError(hook, expected, value)
+        try:
+            convert(to_builtins(value), type_)
+        except (msgspec.ValidationError, TypeError) as exc:
+            raise HookResultError(hook, expected, value, str(exc)) from None
+        return value
+
+    return check_record

@@ -1,0 +1,16 @@
+"""Agent "by_quantity": from orders | group_by quantity_of | enumerate 1 | sink record_numbered"""
+
+from streamc_runtime import Stream
+
+from .. import topics
+from ..app import app
+from ..records import Order
+from ..hooks.hooks import quantity_of, record_numbered
+
+
+@app.agent(topics.orders, name="by_quantity")
+async def by_quantity(stream: Stream[Order]) -> None:
+    async for i, order in stream.group_by(
+        quantity_of, topic=topics.hook_calls_by_quantity_orders_quantity_of_repartition, returns=int
+    ).enumerate(1):
+        record_numbered((i, order))

@@ -1,0 +1,14 @@
+"""Agent "plain": from orders | sink record_plain"""
+
+from streamc_runtime import Stream
+
+from .. import topics
+from ..app import app
+from ..records import Order
+from ..hooks.hooks import record_plain
+
+
+@app.agent(topics.orders, name="plain")
+async def plain(stream: Stream[Order]) -> None:
+    async for order in stream:
+        record_plain(order)
