@@ -20,7 +20,7 @@ from pathlib import PurePosixPath
 from typing import cast
 
 from . import ast, ir
-from .diagnostics import Diagnostic, Span, did_you_mean
+from .diagnostics import Diagnostic, Note, Span, closest, did_you_mean
 
 PRIMITIVES: dict[str, ir.PrimType] = {
     "str": ir.STR, "int": ir.INT, "float": ir.FLOAT, "bool": ir.BOOL, "bytes": ir.BYTES,
@@ -106,14 +106,22 @@ class _Checker:
     )  # kafka name -> source name
     hooks: dict[str, _HookInfo] = field(default_factory=dict)
     hook_modules: list[ir.HookModule] = field(default_factory=list)
+    hook_module_spans: dict[str, Span] = field(default_factory=dict)
+    kafka_spans: dict[str, Span] = field(default_factory=dict)  # where each name is claimed
 
     # ---- reporting
 
     def error(self, span: Span | None, code: str, message: str, hints: Iterable[str] = (),
-              file: str | None = None) -> None:  # fmt: skip
+              file: str | None = None, notes: Iterable[Note] = ()) -> None:  # fmt: skip
         self.diagnostics.append(
-            Diagnostic.error(file or self.module.filename, span, code, message, hints)
+            Diagnostic.error(file or self.module.filename, span, code, message, hints, notes)
         )
+
+    def first_here(self, span: Span | None, what: str, verb: str = "defined") -> tuple[Note, ...]:
+        """The note of a duplicate: where the name was first defined (or used)."""
+        if span is None:
+            return ()
+        return (Note.at(self.module.filename, span, f"{what} is first {verb} here"),)
 
     def line_of(self, span: Span) -> str:
         return f"line {span.line}"
@@ -143,7 +151,7 @@ class _Checker:
                         decl.name.span,
                         "E207",
                         f"agent '{name}' is already declared",
-                        [f"the first one is at {self.line_of(seen_agents[name])}"],
+                        notes=self.first_here(seen_agents[name], f"agent '{name}'"),
                     )
                 else:
                     seen_agents[name] = decl.name.span
@@ -181,7 +189,7 @@ class _Checker:
                 extra.span,
                 "E209",
                 "the app name is declared twice",
-                [f"the first declaration is at {self.line_of(apps[0].span)}"],
+                notes=self.first_here(apps[0].span, "the app name", "declared"),
             )
         if apps:
             self.app = apps[0].name.text
@@ -213,7 +221,7 @@ class _Checker:
                     decl.name.span,
                     "E207",
                     f"record '{name}' is already declared",
-                    [f"the first one is at {self.line_of(self.records[name].span)}"],
+                    notes=self.first_here(self.records[name].name.span, f"record '{name}'"),
                 )
             else:
                 self.records[name] = decl
@@ -224,14 +232,17 @@ class _Checker:
             if self.records.get(decl.name.text) is not decl:
                 continue
             fields: dict[str, ir.Field] = {}
+            seen: dict[str, Span] = {}
             for f in decl.fields:
-                if f.name.text in fields:
+                if f.name.text in seen:
                     self.error(
                         f.name.span,
                         "E207",
                         f"record {decl.name.text} already has a field '{f.name.text}'",
+                        notes=self.first_here(seen[f.name.text], f"field '{f.name.text}'"),
                     )
                     continue
+                seen[f.name.text] = f.name.span
                 ftype = self.resolve_type(f.type, "field")
                 default = None
                 if f.default is not None and ftype is not None:
@@ -444,7 +455,8 @@ class _Checker:
             word = {ast.TopicKey: "key", ast.TopicPartitions: "partitions",
                     ast.TopicKafkaName: "name"}[type(opt)]  # fmt: skip
             if type(opt) in seen:
-                self.error(opt.span, "E207", f"topic {name} gives '{word}' twice")
+                first = self.first_here(seen[type(opt)], f"'{word}'", "given")
+                self.error(opt.span, "E207", f"topic {name} gives '{word}' twice", notes=first)
                 continue
             seen[type(opt)] = opt.span
             if isinstance(opt, ast.TopicKey):
@@ -474,7 +486,7 @@ class _Checker:
                 decl.name.span,
                 "E207",
                 f"topic '{name}' is already declared",
-                [f"the first one is at {self.line_of(first)}"] if first else [],
+                notes=self.first_here(first, f"topic '{name}'"),
             )
             return
         self.claim_kafka_name(kafka_name, name, kafka_span)
@@ -501,11 +513,13 @@ class _Checker:
     def claim_kafka_name(self, kafka_name: str, owner: str, span: Span) -> None:
         if kafka_name in self.kafka_names:
             other = self.kafka_names[kafka_name]
-            self.error(
-                span, "E208", f"Kafka topic '{kafka_name}' is already used by {other}"
-            )
+            first = self.first_here(self.kafka_spans.get(kafka_name),
+                                    f"Kafka topic '{kafka_name}'", "used")  # fmt: skip
+            self.error(span, "E208", f"Kafka topic '{kafka_name}' is already used by {other}",
+                       notes=first)  # fmt: skip
             return
         self.kafka_names[kafka_name] = f"topic {owner}"
+        self.kafka_spans[kafka_name] = span
 
     # ---- hooks
 
@@ -531,13 +545,17 @@ class _Checker:
             module = None
         else:
             module = pure.stem
-            if any(m.module == module for m in self.hook_modules):
+            if module in self.hook_module_spans:
                 self.error(
                     decl.path.span,
                     "E207",
                     f"a hooks module named '{module}' is already declared",
-                )
+                    notes=self.first_here(self.hook_module_spans[module],
+                                          f"hooks module '{module}'"),
+                )  # fmt: skip
                 module = None
+            else:
+                self.hook_module_spans[module] = decl.path.span
         functions: dict[str, pyast.FunctionDef | pyast.AsyncFunctionDef] | None = None
         imported: set[str] = set()
         if module is not None:
@@ -602,7 +620,7 @@ class _Checker:
                 sig.name.span,
                 "E207",
                 f"hook '{name}' is already declared",
-                [f"the first one is at {self.line_of(first)}"],
+                notes=self.first_here(first, f"hook '{name}'"),
             )
             return
         info = _HookInfo(sig, module, params, returns, sig.returns is not None)
@@ -674,14 +692,15 @@ class _Checker:
     def check_agent(self, decl: ast.AgentDecl) -> ir.Agent | None:
         sources: list[_TopicInfo] = []
         ok = True
-        seen: set[str] = set()
+        seen: dict[str, Span] = {}
         for ref in decl.source.topics:
             if ref.text in seen:
                 self.error(
-                    ref.span, "E207", f"topic '{ref.text}' is joined with itself"
-                )
+                    ref.span, "E207", f"topic '{ref.text}' is joined with itself",
+                    notes=self.first_here(seen[ref.text], f"topic '{ref.text}'", "joined"),
+                )  # fmt: skip
                 continue
-            seen.add(ref.text)
+            seen[ref.text] = ref.span
             info = self.find_topic(ref)
             if info is None:
                 ok = False
@@ -814,7 +833,23 @@ class _Checker:
                                f"cannot group a stream of {elem} by a field: only records "
                                "have fields")  # fmt: skip
                 return self.lose(s)
-            key = self.resolve_path(op.path, elem, extra=self.hooks)
+            if (
+                len(op.path) == 1
+                and first.text not in field_names
+                and (elem.name, first.text) not in self.broken_fields
+            ):
+                # One name may be a field or a hook: say so, and suggest the nearest of both.
+                fields = self.record_fields.get(elem.name, {})
+                near = closest(first.text, [*fields, *self.hooks])
+                kind = "the field " if near in fields else "the hook "
+                what = "field or hook" if self.hooks else "field"
+                self.error(first.span, "E201",
+                           f"record {elem.name} has no {what} '{first.text}'",
+                           [f"did you mean {kind if self.hooks else ''}'{near}'?"]
+                           if near else [])  # fmt: skip
+                key = None
+            else:
+                key = self.resolve_path(op.path, elem)
             path = tuple(n.text for n in op.path)
             key_span = op.path[0].span.to(op.path[-1].span)
         if key is not None and (
@@ -844,9 +879,11 @@ class _Checker:
                 op.span,
                 "E208",
                 f"Kafka topic '{name}' is already used by {self.kafka_names[name]}",
+                notes=self.first_here(self.kafka_spans.get(name), f"Kafka topic '{name}'", "used"),
             )
         else:
             self.kafka_names[name] = f"the repartition topic of agent {agent.name.text}"
+            self.kafka_spans[name] = op.span
             self.repartition[name] = _TopicInfo(topic, None)
         s.key, s.topic = key, name
         return ir.GroupBy(path, hook_name, name, s.elem, key)
@@ -912,9 +949,13 @@ class _Checker:
                     return None
                 if ref.value in self.kafka_names:
                     self.error(ref.span, "E208", f"Kafka topic '{ref.value}' is already used "
-                               f"by {self.kafka_names[ref.value]}")  # fmt: skip
+                               f"by {self.kafka_names[ref.value]}",
+                               notes=self.first_here(self.kafka_spans.get(ref.value),
+                                                     f"Kafka topic '{ref.value}'", "used"),
+                               )  # fmt: skip
                     return None
                 self.kafka_names[ref.value] = f'the topic "{ref.value}"'
+                self.kafka_spans[ref.value] = ref.span
                 topic = ir.Topic(
                     ref.value, ref.value, s.key, s.elem, s.partitions, "implicit"
                 )
@@ -1109,7 +1150,6 @@ class _Checker:
         self,
         names: Sequence[ast.Name],
         record: ir.RecordType,
-        extra: Iterable[str] = (),
         known: frozenset[tuple[str, ...]] = frozenset(),
     ) -> ir.Type | None:
         """The type of `a.b.c` on a record; optional if any step on the way is optional.
@@ -1136,7 +1176,7 @@ class _Checker:
                     n.span,
                     "E201",
                     f"record {base.name} has no field '{n.text}'",
-                    did_you_mean(n.text, [*fields, *(extra if i == 0 else ())]),
+                    did_you_mean(n.text, fields),
                 )
                 return None
             current = f.type
