@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import cast
 
-from . import ast, ir
+from . import ast, check_hooks, ir
 from .diagnostics import Diagnostic, Note, Span, closest, did_you_mean
 
 PRIMITIVES: dict[str, ir.PrimType] = {
@@ -107,6 +107,9 @@ class _Checker:
     hooks: dict[str, _HookInfo] = field(default_factory=dict)
     hook_modules: list[ir.HookModule] = field(default_factory=list)
     hook_module_spans: dict[str, Span] = field(default_factory=dict)
+    hook_scopes: dict[str, tuple[check_hooks.Scope, list[str], str]] = field(
+        default_factory=dict
+    )  # by hooks path: what its names are bound to, its lines, its name as shown
     kafka_spans: dict[str, Span] = field(default_factory=dict)  # where each name is claimed
 
     # ---- reporting
@@ -455,8 +458,8 @@ class _Checker:
             word = {ast.TopicKey: "key", ast.TopicPartitions: "partitions",
                     ast.TopicKafkaName: "name"}[type(opt)]  # fmt: skip
             if type(opt) in seen:
-                first = self.first_here(seen[type(opt)], f"'{word}'", "given")
-                self.error(opt.span, "E207", f"topic {name} gives '{word}' twice", notes=first)
+                note = self.first_here(seen[type(opt)], f"'{word}'", "given")
+                self.error(opt.span, "E207", f"topic {name} gives '{word}' twice", notes=note)
                 continue
             seen[type(opt)] = opt.span
             if isinstance(opt, ast.TopicKey):
@@ -513,10 +516,10 @@ class _Checker:
     def claim_kafka_name(self, kafka_name: str, owner: str, span: Span) -> None:
         if kafka_name in self.kafka_names:
             other = self.kafka_names[kafka_name]
-            first = self.first_here(self.kafka_spans.get(kafka_name),
-                                    f"Kafka topic '{kafka_name}'", "used")  # fmt: skip
+            note = self.first_here(self.kafka_spans.get(kafka_name),
+                                   f"Kafka topic '{kafka_name}'", "used")  # fmt: skip
             self.error(span, "E208", f"Kafka topic '{kafka_name}' is already used by {other}",
-                       notes=first)  # fmt: skip
+                       notes=note)  # fmt: skip
             return
         self.kafka_names[kafka_name] = f"topic {owner}"
         self.kafka_spans[kafka_name] = span
@@ -592,6 +595,8 @@ class _Checker:
             return None, set()
         functions: dict[str, pyast.FunctionDef | pyast.AsyncFunctionDef] = {}
         imported: set[str] = set()
+        scope = check_hooks.Scope.of(tree, self.records)
+        self.hook_scopes[display] = (scope, text.split("\n"), display)
         for node in tree.body:
             if isinstance(node, pyast.FunctionDef | pyast.AsyncFunctionDef):
                 functions[node.name] = node
@@ -664,6 +669,22 @@ class _Checker:
             self.error(sig.span, "E307",
                        f"hook '{name}' is declared with {_n(n, 'parameter')}, but the "
                        f"function in {path} takes {takes}")  # fmt: skip
+        elif None not in info.params and (info.returns is not None or not info.has_return):
+            self.check_annotations(info, fn, path)  # (unknown types are reported already)
+
+    def check_annotations(self, info: _HookInfo,
+                          fn: pyast.FunctionDef | pyast.AsyncFunctionDef, path: str) -> None:
+        scope, lines, display = self.hook_scopes[hooks_display_path(self.module.filename, path)]
+        sig = info.sig
+        declared = f"{sig.name.text}({', '.join(str(p) for p in info.params)})" + (
+            f" -> {info.returns}" if info.has_return else "")  # fmt: skip
+        where = f"{self.module.filename}:{sig.span.line}"
+        for m in check_hooks.annotation_mismatches(
+            fn, info.params, info.returns, info.has_return, scope, lines
+        ):
+            self.error(m.span, "E316", f"hook '{sig.name.text}': {m.message}",
+                       [*m.hints, f"it is declared at {where} as `{declared}`"],
+                       file=display)  # fmt: skip
 
     # ---- agents
 

@@ -62,6 +62,7 @@ CODES: dict[str, str] = {
     "E313": "recursive record",
     "E314": "type not allowed here",
     "E315": "wrong number of type arguments",
+    "E316": "hook annotations contradict the declaration",
 }
 
 
