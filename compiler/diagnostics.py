@@ -47,6 +47,7 @@ CODES: dict[str, str] = {
     "E209": "invalid or duplicate app name",
     "E210": "invalid Kafka topic name",
     "E211": "invalid hooks module path",
+    "E212": "hooks import a local module that cannot be shipped",
     "E301": "topic type does not match the stream",
     "E302": "joined topics carry different types",
     "E303": "invalid key type",
