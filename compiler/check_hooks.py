@@ -137,9 +137,11 @@ class Scope:
         if isinstance(node, pyast.Attribute):
             base = self._resolve(node.value, depth + 1)
             if base.kind == "module":
-                return self.qualified(base.name, node.attr) if base.name in _TYPING | {
-                    "builtins"
-                } else _T("module", f"{base.name}.{node.attr}")
+                return (
+                    self.qualified(base.name, node.attr)
+                    if base.name in _TYPING | {"builtins"}
+                    else _T("module", f"{base.name}.{node.attr}")
+                )
             return _UNKNOWN
         if isinstance(node, pyast.BinOp) and isinstance(node.op, pyast.BitOr):
             return _union(self.resolve(node.left, depth + 1), self.resolve(node.right, depth + 1))

@@ -47,7 +47,10 @@ def _span(node: pyast.stmt, lines: list[str]) -> Span:
     # statement's first line, which is what the caret can show.
     text = lines[node.lineno - 1] if 0 < node.lineno <= len(lines) else ""
     col = len(text.encode("utf-8")[: node.col_offset].decode("utf-8", errors="replace")) + 1
-    end = len(text.rstrip()) + 1 if node.end_lineno != node.lineno else len(
-        text.encode("utf-8")[: node.end_col_offset or 0].decode("utf-8", errors="replace")
-    ) + 1
+    end = (
+        len(text.rstrip()) + 1
+        if node.end_lineno != node.lineno
+        else len(text.encode("utf-8")[: node.end_col_offset or 0].decode("utf-8", errors="replace"))
+        + 1
+    )
     return Span(node.lineno, col, node.lineno, max(end, col + 1), 0, 0)

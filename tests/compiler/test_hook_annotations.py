@@ -37,26 +37,41 @@ def problems(signature: str, hooks: str) -> list[tuple[int, str]]:
         ("Order) -> bool", "def hook(order: Order) -> bool: ..."),
         ("Order) -> bool", "def hook(order: 'Order') -> 'bool': ..."),
         ("Order) -> bool", "from ..records import Order\ndef hook(order: Order) -> bool: ..."),
-        ("Order) -> bool", "from shop_worker.records import Order as O\n"
-                           "def hook(order: O) -> bool: ..."),
+        (
+            "Order) -> bool",
+            "from shop_worker.records import Order as O\ndef hook(order: O) -> bool: ...",
+        ),
         ("Order) -> bool", "from typing import Any\ndef hook(order: Any) -> Any: ..."),
         ("Order) -> bool", "def hook(order: object) -> bool: ..."),
         # A Protocol, a TypeVar, a class of the module's own: unknown, so accepted.
-        ("Order) -> Order", "from typing import Protocol, TypeVar\n"
-                            "class OrderLike(Protocol):\n    id: str\n"
-                            "T = TypeVar('T', bound=OrderLike)\n"
-                            "def hook(order: T) -> T: ..."),
-        ("Order) -> bool", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-                           "    from mylib import Order\ndef hook(order: Order) -> bool: ..."),
+        (
+            "Order) -> Order",
+            "from typing import Protocol, TypeVar\n"
+            "class OrderLike(Protocol):\n    id: str\n"
+            "T = TypeVar('T', bound=OrderLike)\n"
+            "def hook(order: T) -> T: ...",
+        ),
+        (
+            "Order) -> bool",
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+            "    from mylib import Order\ndef hook(order: Order) -> bool: ...",
+        ),
         ("Order) -> bool", "class Order: ...\ndef hook(order: Order) -> bool: ..."),
         ("Order) -> Order", "async def hook(order: Order) -> Order: ..."),
-        ("Order) -> Order", "from typing import Awaitable\n"
-                            "def hook(order: Order) -> Awaitable[Order]: ..."),
-        ("Order) -> Order", "import typing\ndef hook(order: Order) -> "
-                            "typing.Coroutine[typing.Any, typing.Any, Order]: ..."),
+        (
+            "Order) -> Order",
+            "from typing import Awaitable\ndef hook(order: Order) -> Awaitable[Order]: ...",
+        ),
+        (
+            "Order) -> Order",
+            "import typing\ndef hook(order: Order) -> "
+            "typing.Coroutine[typing.Any, typing.Any, Order]: ...",
+        ),
         ("Order) -> str?", "def hook(order: Order) -> str: ..."),
-        ("Order) -> str?", "from typing import Optional\n"
-                           "def hook(order: Order) -> Optional[str]: ..."),
+        (
+            "Order) -> str?",
+            "from typing import Optional\ndef hook(order: Order) -> Optional[str]: ...",
+        ),
         ("str?) -> str", "def hook(text: str | None) -> str: ..."),
         ("str?) -> str", "import typing as t\ndef hook(text: t.Union[str, None]) -> str: ..."),
         ("int) -> float", "def hook(n: float) -> int: ..."),  # int is a float, not back
@@ -79,42 +94,122 @@ def test_agreeing_or_unknown_annotations_are_accepted(signature: str, hooks: str
 @pytest.mark.parametrize(
     ("signature", "hooks", "expected"),
     [
-        ("Order) -> bool", "def hook(x: int) -> bool: ...",
-         [(1, "parameter 'x' is annotated int, but the hook is declared to take Order there")]),
-        ("Order) -> bool", "def hook(order: Order) -> str: ...",
-         [(1, "the function is annotated to return str, but the hook is declared to return "
-              "bool")]),
-        ("Order) -> bool", "def hook(order: Order) -> 'int': ...",
-         [(1, "the function is annotated to return 'int', but the hook is declared to return "
-              "bool")]),
-        ("str?) -> str", "from typing import Optional\n\ndef hook(t: str) -> Optional[str]: ...",
-         [(3, "parameter 't' is annotated str, but the hook is declared to take str? there"),
-          (3, "the function is annotated to return Optional[str], but the hook is declared to "
-              "return str")]),
-        ("float)", "def hook(n: int) -> None: ...",
-         [(1, "parameter 'n' is annotated int, but the hook is declared to take float there")]),
-        ("list[Order])", "import typing\ndef hook(orders: typing.List[str]) -> None: ...",
-         [(2, "parameter 'orders' is annotated typing.List[str], but the hook is declared to "
-              "take list[Order] there")]),
-        ("(int, Order))", "def hook(pair: tuple[Order, int]) -> None: ...",
-         [(1, "parameter 'pair' is annotated tuple[Order, int], but the hook is declared to "
-              "take (int, Order) there")]),
-        ("any)", "def hook(x: int) -> None: ...",
-         [(1, "parameter 'x' is annotated int, but the hook is declared to take any there")]),
-        ("Order) -> Order", "async def hook(order: Order) -> None: ...",
-         [(1, "the function is annotated to return None, but the hook is declared to return "
-              "Order")]),
-        ("Order) -> Order", "from collections.abc import Awaitable\n"
-                            "def hook(order: Order) -> Awaitable[str]: ...",
-         [(2, "the function is annotated to return Awaitable[str], but the hook is declared "
-              "to return Order")]),
-        ("Order)", "import collections.abc\n"
-                   "def hook(order: Order) -> collections.abc.Awaitable[None]: ...",
-         [(2, "the function returns collections.abc.Awaitable[None], but a sink's result is "
-              "not awaited unless the sink is an `async def`")]),
-        ("int, Order)", "def hook(n: int, *rest: str) -> None: ...",
-         [(1, "parameter 'rest' is annotated str, but the hook is declared to take Order "
-              "there")]),
+        (
+            "Order) -> bool",
+            "def hook(x: int) -> bool: ...",
+            [(1, "parameter 'x' is annotated int, but the hook is declared to take Order there")],
+        ),
+        (
+            "Order) -> bool",
+            "def hook(order: Order) -> str: ...",
+            [
+                (
+                    1,
+                    "the function is annotated to return str, but the hook is declared to return "
+                    "bool",
+                )
+            ],
+        ),
+        (
+            "Order) -> bool",
+            "def hook(order: Order) -> 'int': ...",
+            [
+                (
+                    1,
+                    "the function is annotated to return 'int', but the hook is declared to return "
+                    "bool",
+                )
+            ],
+        ),
+        (
+            "str?) -> str",
+            "from typing import Optional\n\ndef hook(t: str) -> Optional[str]: ...",
+            [
+                (3, "parameter 't' is annotated str, but the hook is declared to take str? there"),
+                (
+                    3,
+                    "the function is annotated to return Optional[str], but the hook is "
+                    "declared to return str",
+                ),
+            ],
+        ),
+        (
+            "float)",
+            "def hook(n: int) -> None: ...",
+            [(1, "parameter 'n' is annotated int, but the hook is declared to take float there")],
+        ),
+        (
+            "list[Order])",
+            "import typing\ndef hook(orders: typing.List[str]) -> None: ...",
+            [
+                (
+                    2,
+                    "parameter 'orders' is annotated typing.List[str], but the hook is declared to "
+                    "take list[Order] there",
+                )
+            ],
+        ),
+        (
+            "(int, Order))",
+            "def hook(pair: tuple[Order, int]) -> None: ...",
+            [
+                (
+                    1,
+                    "parameter 'pair' is annotated tuple[Order, int], but the hook is declared to "
+                    "take (int, Order) there",
+                )
+            ],
+        ),
+        (
+            "any)",
+            "def hook(x: int) -> None: ...",
+            [(1, "parameter 'x' is annotated int, but the hook is declared to take any there")],
+        ),
+        (
+            "Order) -> Order",
+            "async def hook(order: Order) -> None: ...",
+            [
+                (
+                    1,
+                    "the function is annotated to return None, but the hook is declared to return "
+                    "Order",
+                )
+            ],
+        ),
+        (
+            "Order) -> Order",
+            "from collections.abc import Awaitable\ndef hook(order: Order) -> Awaitable[str]: ...",
+            [
+                (
+                    2,
+                    "the function is annotated to return Awaitable[str], but the hook is declared "
+                    "to return Order",
+                )
+            ],
+        ),
+        (
+            "Order)",
+            "import collections.abc\n"
+            "def hook(order: Order) -> collections.abc.Awaitable[None]: ...",
+            [
+                (
+                    2,
+                    "the function returns collections.abc.Awaitable[None], but a sink's result is "
+                    "not awaited unless the sink is an `async def`",
+                )
+            ],
+        ),
+        (
+            "int, Order)",
+            "def hook(n: int, *rest: str) -> None: ...",
+            [
+                (
+                    1,
+                    "parameter 'rest' is annotated str, but the hook is declared to take Order "
+                    "there",
+                )
+            ],
+        ),
     ],
 )
 def test_contradicting_annotations_are_reported_where_they_are(
