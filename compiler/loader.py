@@ -128,7 +128,10 @@ def _load_helpers(
                                                  f"local module is not valid Python: {reason}"))
             continue
         for imported in imports_of(tree, text.split("\n")):
-            found = _local_module(sdl, posixpath.dirname(rel), imported, helpers)
+            try:
+                found = _local_module(sdl, posixpath.dirname(rel), imported, helpers)
+            except (OSError, RuntimeError) as e:  # a symlink loop, a folder we may not read
+                found = (f"cannot look for local module '{imported.name}': {e}", [])
             if isinstance(found, ir.HelperModule):
                 helpers[found.module] = found
                 sources[hooks_display_path(str(sdl), found.source_path)] = found.text
