@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import cast
 
-from . import ast, ir
-from .diagnostics import Diagnostic, Span, did_you_mean
+from . import ast, check_hooks, ir
+from .diagnostics import Diagnostic, Note, Span, closest, did_you_mean
 
 PRIMITIVES: dict[str, ir.PrimType] = {
     "str": ir.STR, "int": ir.INT, "float": ir.FLOAT, "bool": ir.BOOL, "bytes": ir.BYTES,
@@ -109,14 +109,25 @@ class _Checker:
     hook_modules: list[ir.HookModule] = field(default_factory=list)
     # hook functions whose name their module binds again after the `def` (`f = retry(f)`)
     rebound_defs: set[pyast.AST] = field(default_factory=set)
+    hook_module_spans: dict[str, Span] = field(default_factory=dict)
+    hook_scopes: dict[str, tuple[check_hooks.Scope, list[str], str]] = field(
+        default_factory=dict
+    )  # by hooks path: what its names are bound to, its lines, its name as shown
+    kafka_spans: dict[str, Span] = field(default_factory=dict)  # where each name is claimed
 
     # ---- reporting
 
     def error(self, span: Span | None, code: str, message: str, hints: Iterable[str] = (),
-              file: str | None = None) -> None:  # fmt: skip
+              file: str | None = None, notes: Iterable[Note] = ()) -> None:  # fmt: skip
         self.diagnostics.append(
-            Diagnostic.error(file or self.module.filename, span, code, message, hints)
+            Diagnostic.error(file or self.module.filename, span, code, message, hints, notes)
         )
+
+    def first_here(self, span: Span | None, what: str, verb: str = "defined") -> tuple[Note, ...]:
+        """The note of a duplicate: where the name was first defined (or used)."""
+        if span is None:
+            return ()
+        return (Note.at(self.module.filename, span, f"{what} is first {verb} here"),)
 
     def line_of(self, span: Span) -> str:
         return f"line {span.line}"
@@ -146,7 +157,7 @@ class _Checker:
                         decl.name.span,
                         "E207",
                         f"agent '{name}' is already declared",
-                        [f"the first one is at {self.line_of(seen_agents[name])}"],
+                        notes=self.first_here(seen_agents[name], f"agent '{name}'"),
                     )
                 else:
                     seen_agents[name] = decl.name.span
@@ -185,7 +196,7 @@ class _Checker:
                 extra.span,
                 "E209",
                 "the app name is declared twice",
-                [f"the first declaration is at {self.line_of(apps[0].span)}"],
+                notes=self.first_here(apps[0].span, "the app name", "declared"),
             )
         if apps:
             self.app = apps[0].name.text
@@ -217,7 +228,7 @@ class _Checker:
                     decl.name.span,
                     "E207",
                     f"record '{name}' is already declared",
-                    [f"the first one is at {self.line_of(self.records[name].span)}"],
+                    notes=self.first_here(self.records[name].name.span, f"record '{name}'"),
                 )
             else:
                 self.records[name] = decl
@@ -228,14 +239,17 @@ class _Checker:
             if self.records.get(decl.name.text) is not decl:
                 continue
             fields: dict[str, ir.Field] = {}
+            seen: dict[str, Span] = {}
             for f in decl.fields:
-                if f.name.text in fields:
+                if f.name.text in seen:
                     self.error(
                         f.name.span,
                         "E207",
                         f"record {decl.name.text} already has a field '{f.name.text}'",
+                        notes=self.first_here(seen[f.name.text], f"field '{f.name.text}'"),
                     )
                     continue
+                seen[f.name.text] = f.name.span
                 ftype = self.resolve_type(f.type, "field")
                 default = None
                 if f.default is not None and ftype is not None:
@@ -448,7 +462,8 @@ class _Checker:
             word = {ast.TopicKey: "key", ast.TopicPartitions: "partitions",
                     ast.TopicKafkaName: "name"}[type(opt)]  # fmt: skip
             if type(opt) in seen:
-                self.error(opt.span, "E207", f"topic {name} gives '{word}' twice")
+                note = self.first_here(seen[type(opt)], f"'{word}'", "given")
+                self.error(opt.span, "E207", f"topic {name} gives '{word}' twice", notes=note)
                 continue
             seen[type(opt)] = opt.span
             if isinstance(opt, ast.TopicKey):
@@ -478,7 +493,7 @@ class _Checker:
                 decl.name.span,
                 "E207",
                 f"topic '{name}' is already declared",
-                [f"the first one is at {self.line_of(first)}"] if first else [],
+                notes=self.first_here(first, f"topic '{name}'"),
             )
             return
         self.claim_kafka_name(kafka_name, name, kafka_span)
@@ -505,11 +520,13 @@ class _Checker:
     def claim_kafka_name(self, kafka_name: str, owner: str, span: Span) -> None:
         if kafka_name in self.kafka_names:
             other = self.kafka_names[kafka_name]
-            self.error(
-                span, "E208", f"Kafka topic '{kafka_name}' is already used by {other}"
-            )
+            note = self.first_here(self.kafka_spans.get(kafka_name),
+                                   f"Kafka topic '{kafka_name}'", "used")  # fmt: skip
+            self.error(span, "E208", f"Kafka topic '{kafka_name}' is already used by {other}",
+                       notes=note)  # fmt: skip
             return
         self.kafka_names[kafka_name] = f"topic {owner}"
+        self.kafka_spans[kafka_name] = span
 
     # ---- hooks
 
@@ -535,13 +552,17 @@ class _Checker:
             module = None
         else:
             module = pure.stem
-            if any(m.module == module for m in self.hook_modules):
+            if module in self.hook_module_spans:
                 self.error(
                     decl.path.span,
                     "E207",
                     f"a hooks module named '{module}' is already declared",
-                )
+                    notes=self.first_here(self.hook_module_spans[module],
+                                          f"hooks module '{module}'"),
+                )  # fmt: skip
                 module = None
+            else:
+                self.hook_module_spans[module] = decl.path.span
         functions: dict[str, pyast.FunctionDef | pyast.AsyncFunctionDef] | None = None
         imported: set[str] = set()
         if module is not None:
@@ -578,6 +599,8 @@ class _Checker:
             return None, set()
         functions: dict[str, pyast.FunctionDef | pyast.AsyncFunctionDef] = {}
         imported: set[str] = set()
+        scope = check_hooks.Scope.of(tree, self.records)
+        self.hook_scopes[display] = (scope, text.split("\n"), display)
         for node in tree.body:
             if isinstance(node, pyast.FunctionDef | pyast.AsyncFunctionDef):
                 functions[node.name] = node
@@ -607,7 +630,7 @@ class _Checker:
                 sig.name.span,
                 "E207",
                 f"hook '{name}' is already declared",
-                [f"the first one is at {self.line_of(first)}"],
+                notes=self.first_here(first, f"hook '{name}'"),
             )
             return
         info = _HookInfo(sig, module, params, returns, sig.returns is not None)
@@ -620,7 +643,7 @@ class _Checker:
             if name in imported:
                 hints.append(
                     f"'{name}' is imported there; streamc needs a `def` or `async def` "
-                    "in the module itself to know whether to await it"
+                    "in the module itself to read its signature"
                 )
             self.error(sig.name.span, "E205", f"{path} has no function '{name}'", hints)
             return
@@ -652,6 +675,22 @@ class _Checker:
             self.error(sig.span, "E307",
                        f"hook '{name}' is declared with {_n(n, 'parameter')}, but the "
                        f"function in {path} takes {takes}")  # fmt: skip
+        elif None not in info.params and (info.returns is not None or not info.has_return):
+            self.check_annotations(info, fn, path)  # (unknown types are reported already)
+
+    def check_annotations(self, info: _HookInfo,
+                          fn: pyast.FunctionDef | pyast.AsyncFunctionDef, path: str) -> None:
+        scope, lines, display = self.hook_scopes[hooks_display_path(self.module.filename, path)]
+        sig = info.sig
+        declared = f"{sig.name.text}({', '.join(str(p) for p in info.params)})" + (
+            f" -> {info.returns}" if info.has_return else "")  # fmt: skip
+        where = f"{self.module.filename}:{sig.span.line}"
+        for m in check_hooks.annotation_mismatches(
+            fn, info.params, info.returns, info.has_return, scope, lines
+        ):
+            self.error(m.span, "E316", f"hook '{sig.name.text}': {m.message}",
+                       [*m.hints, f"it is declared at {where} as `{declared}`"],
+                       file=display)  # fmt: skip
 
     # ---- agents
 
@@ -680,14 +719,15 @@ class _Checker:
     def check_agent(self, decl: ast.AgentDecl) -> ir.Agent | None:
         sources: list[_TopicInfo] = []
         ok = True
-        seen: set[str] = set()
+        seen: dict[str, Span] = {}
         for ref in decl.source.topics:
             if ref.text in seen:
                 self.error(
-                    ref.span, "E207", f"topic '{ref.text}' is joined with itself"
-                )
+                    ref.span, "E207", f"topic '{ref.text}' is joined with itself",
+                    notes=self.first_here(seen[ref.text], f"topic '{ref.text}'", "joined"),
+                )  # fmt: skip
                 continue
-            seen.add(ref.text)
+            seen[ref.text] = ref.span
             info = self.find_topic(ref)
             if info is None:
                 ok = False
@@ -820,7 +860,23 @@ class _Checker:
                                f"cannot group a stream of {elem} by a field: only records "
                                "have fields")  # fmt: skip
                 return self.lose(s)
-            key = self.resolve_path(op.path, elem, extra=self.hooks)
+            if (
+                len(op.path) == 1
+                and first.text not in field_names
+                and (elem.name, first.text) not in self.broken_fields
+            ):
+                # One name may be a field or a hook: say so, and suggest the nearest of both.
+                fields = self.record_fields.get(elem.name, {})
+                near = closest(first.text, [*fields, *self.hooks])
+                kind = "the field " if near in fields else "the hook "
+                what = "field or hook" if self.hooks else "field"
+                self.error(first.span, "E201",
+                           f"record {elem.name} has no {what} '{first.text}'",
+                           [f"did you mean {kind if self.hooks else ''}'{near}'?"]
+                           if near else [])  # fmt: skip
+                key = None
+            else:
+                key = self.resolve_path(op.path, elem)
             path = tuple(n.text for n in op.path)
             key_span = op.path[0].span.to(op.path[-1].span)
         if key is not None and (
@@ -850,9 +906,11 @@ class _Checker:
                 op.span,
                 "E208",
                 f"Kafka topic '{name}' is already used by {self.kafka_names[name]}",
+                notes=self.first_here(self.kafka_spans.get(name), f"Kafka topic '{name}'", "used"),
             )
         else:
             self.kafka_names[name] = f"the repartition topic of agent {agent.name.text}"
+            self.kafka_spans[name] = op.span
             self.repartition[name] = _TopicInfo(topic, None)
         s.key, s.topic = key, name
         return ir.GroupBy(path, hook_name, name, s.elem, key)
@@ -918,9 +976,13 @@ class _Checker:
                     return None
                 if ref.value in self.kafka_names:
                     self.error(ref.span, "E208", f"Kafka topic '{ref.value}' is already used "
-                               f"by {self.kafka_names[ref.value]}")  # fmt: skip
+                               f"by {self.kafka_names[ref.value]}",
+                               notes=self.first_here(self.kafka_spans.get(ref.value),
+                                                     f"Kafka topic '{ref.value}'", "used"),
+                               )  # fmt: skip
                     return None
                 self.kafka_names[ref.value] = f'the topic "{ref.value}"'
+                self.kafka_spans[ref.value] = ref.span
                 topic = ir.Topic(
                     ref.value, ref.value, s.key, s.elem, s.partitions, "implicit"
                 )
@@ -1115,7 +1177,6 @@ class _Checker:
         self,
         names: Sequence[ast.Name],
         record: ir.RecordType,
-        extra: Iterable[str] = (),
         known: frozenset[tuple[str, ...]] = frozenset(),
     ) -> ir.Type | None:
         """The type of `a.b.c` on a record; optional if any step on the way is optional.
@@ -1142,7 +1203,7 @@ class _Checker:
                     n.span,
                     "E201",
                     f"record {base.name} has no field '{n.text}'",
-                    did_you_mean(n.text, [*fields, *(extra if i == 0 else ())]),
+                    did_you_mean(n.text, fields),
                 )
                 return None
             current = f.type

@@ -9,6 +9,9 @@ and `render` turns them into the text of contract section 3:
         |                        ^^^^^^^^^
     hint: did you mean 'account_id'?
 
+A diagnostic may carry notes: other places that explain it (where a duplicate name was first
+defined), each shown with its own source line after the hints.
+
 Codes are stable and grouped: E1xx syntax (and unreadable input), E2xx names, E3xx types. The
 table `CODES` is the single list of them; docs/language.md documents each one.
 """
@@ -44,6 +47,7 @@ CODES: dict[str, str] = {
     "E209": "invalid or duplicate app name",
     "E210": "invalid Kafka topic name",
     "E211": "invalid hooks module path",
+    "E212": "hooks import a local module that cannot be shipped",
     "E301": "topic type does not match the stream",
     "E302": "joined topics carry different types",
     "E303": "invalid key type",
@@ -59,6 +63,7 @@ CODES: dict[str, str] = {
     "E313": "recursive record",
     "E314": "type not allowed here",
     "E315": "wrong number of type arguments",
+    "E316": "hook annotations contradict the declaration",
 }
 
 
@@ -82,6 +87,21 @@ class Span(NamedTuple):
         return Span(self[0], self[1], other[2], other[3], self[4], other[5])
 
 
+class Note(NamedTuple):
+    """A place that explains a diagnostic, such as the first definition of a duplicate name."""
+
+    file: str
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+    message: str
+
+    @classmethod
+    def at(cls, file: str, span: Span, message: str) -> Note:
+        return cls(file, span.line, span.col, span.end_line, span.end_col, message)
+
+
 @dataclass(frozen=True)
 class Diagnostic:
     """One message, shaped like mypy's ErrorInfo. `line == 0` means the whole file."""
@@ -95,6 +115,7 @@ class Diagnostic:
     code: str
     message: str
     hints: tuple[str, ...] = ()
+    notes: tuple[Note, ...] = ()
 
     @classmethod
     def error(
@@ -104,15 +125,16 @@ class Diagnostic:
         code: str,
         message: str,
         hints: Iterable[str] = (),
+        notes: Iterable[Note] = (),
     ) -> Diagnostic:
         assert (
             code in CODES
         ), code  # a new code must be added to the table (and the docs)
         if span is None:
-            return cls(file, 0, 0, 0, 0, "error", code, message, tuple(hints))
+            return cls(file, 0, 0, 0, 0, "error", code, message, tuple(hints), tuple(notes))
         return cls(
             file, span.line, span.col, span.end_line, span.end_col, "error", code, message,
-            tuple(hints),
+            tuple(hints), tuple(notes),
         )  # fmt: skip
 
     def sort_key(self) -> tuple[str, int, int, str, str]:
@@ -127,14 +149,20 @@ class DiagnosticError(Exception):
         self.diagnostics = diagnostics
 
 
-def did_you_mean(word: str, candidates: Iterable[str]) -> tuple[str, ...]:
-    """A did-you-mean hint for a misspelled name, or nothing when no candidate is close."""
+def closest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate a misspelled name most likely meant, or None when none is close."""
     pool = sorted(set(candidates))
     matches = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
     if not matches:
         # Case slips ("order" for "Order") score low with difflib on short words.
         matches = [c for c in pool if c.lower() == word.lower()][:1]
-    return tuple(f"did you mean '{m}'?" for m in matches)
+    return matches[0] if matches else None
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> tuple[str, ...]:
+    """A did-you-mean hint for a misspelled name, or nothing when no candidate is close."""
+    match = closest(word, candidates)
+    return () if match is None else (f"did you mean '{match}'?",)
 
 
 def _display(line: str) -> str:
@@ -145,10 +173,14 @@ def _display(line: str) -> str:
 
 def render_one(diagnostic: Diagnostic, sources: Mapping[str, str]) -> str:
     d = diagnostic
+    label = f"{d.severity}[{d.code}]" if d.code else d.severity
+    notes = [
+        render_one(Diagnostic(*n[:5], "note", "", n.message), sources) for n in d.notes
+    ]
     if d.line <= 0:
-        head = f"{d.file}: {d.severity}[{d.code}]: {d.message}"
-        return "\n".join([head, *(f"hint: {h}" for h in d.hints)])
-    out = [f"{d.file}:{d.line}:{d.col}: {d.severity}[{d.code}]: {d.message}"]
+        head = f"{d.file}: {label}: {d.message}"
+        return "\n".join([head, *(f"hint: {h}" for h in d.hints), *notes])
+    out = [f"{d.file}:{d.line}:{d.col}: {label}: {d.message}"]
     text = sources.get(d.file)
     if text is not None:
         lines = text.split("\n")
@@ -174,6 +206,7 @@ def render_one(diagnostic: Diagnostic, sources: Mapping[str, str]) -> str:
             out.append(f"    | {shown.rstrip()}")
             out.append("    | " + " " * start + "^" * width)
     out.extend(f"hint: {h}" for h in d.hints)
+    out.extend(notes)
     return "\n".join(out)
 
 

@@ -93,6 +93,7 @@ class PackageView:
     agents: tuple[AgentView, ...]
     hook_modules: tuple[str, ...]
     dlq_topic: str
+    helper_modules: tuple[str, ...] = ()  # local modules the hooks import, in hooks/_local
 
 
 # ---------------------------------------------------------------------------------------------
@@ -594,6 +595,7 @@ def shape(program: ir.Program) -> PackageView:
         agents=agents,
         hook_modules=tuple(shaper.hook_modules[m.module] for m in program.hook_modules),
         dlq_topic=doc_text(f"{program.app}-dlq"),
+        helper_modules=tuple(h.module for h in program.helper_modules),
     )
 
 
@@ -619,4 +621,7 @@ def emit(program: ir.Program) -> dict[PurePosixPath, str]:
     for module, original in zip(view.hook_modules, program.hook_modules, strict=True):
         # User code is shipped verbatim: it is theirs, not ours to reformat.
         files[pkg / "hooks" / f"{module}.py"] = original.text
+    for helper in program.helper_modules:
+        # Imported by name (`import helpers`), so outside the package's namespace.
+        files[pkg / "hooks" / "_local" / f"{helper.module}.py"] = helper.text
     return dict(sorted(files.items()))

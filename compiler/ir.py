@@ -159,6 +159,15 @@ class HookModule:
     text: str  # the file's contents, copied verbatim into the package
 
 
+@dataclass(frozen=True)
+class HelperModule:
+    """A local module the hooks import by name (`from helpers import LIMIT`), shipped too."""
+
+    module: str  # the name the hooks import it by
+    source_path: str  # relative to the .sdl file
+    text: str
+
+
 # ---------------------------------------------------------------------------------------------
 # `where` expressions (typed)
 
@@ -328,6 +337,7 @@ class Program:
     hook_modules: tuple[HookModule, ...]
     hooks: tuple[Hook, ...]
     agents: tuple[Agent, ...]  # in source order
+    helper_modules: tuple[HelperModule, ...] = ()  # by module name
 
     def topic(self, name: str) -> Topic:
         for topic in self.topics:

@@ -8,12 +8,17 @@ file read so the diagnostics can be rendered with their source lines.
 
 from __future__ import annotations
 
+import ast as pyast
+import dataclasses
+import posixpath
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ast, ir
 from .checker import check, hooks_display_path
 from .diagnostics import Diagnostic, DiagnosticError, Span
+from .hook_imports import Imported, imports_of
 from .parser import parse
 
 
@@ -85,8 +90,81 @@ def load(path: Path) -> LoadResult:
             if hook_text is not None:
                 result.sources[hooks_display_path(shown, rel)] = hook_text
     checked = check(module, hook_sources, hook_errors)
-    if isinstance(checked, ir.Program):
-        result.program = checked
+    helpers, problems = _load_helpers(path, hook_sources, result.sources)
+    if isinstance(checked, ir.Program) and not problems:
+        result.program = dataclasses.replace(checked, helper_modules=tuple(helpers))
     else:
-        result.diagnostics.extend(checked)
+        found = [*([] if isinstance(checked, ir.Program) else checked), *problems]
+        result.diagnostics.extend(sorted(set(found), key=Diagnostic.sort_key))
     return result
+
+
+def _load_helpers(
+    sdl: Path, hook_sources: dict[str, str | None], sources: dict[str, str]
+) -> tuple[list[ir.HelperModule], list[Diagnostic]]:
+    """The local modules the hooks import, and the local modules those import, by name.
+
+    A module is local when `NAME.py` lies in the folder of the module importing it, which is
+    where Python finds it when the hooks run beside the .sdl. What cannot be shipped as a
+    module the worker imports by the same name is reported (E212) rather than left to fail
+    when the worker starts: a local package, a module outside the .sdl's folder, two
+    different modules of one name, a name the standard library uses.
+    """
+    helpers: dict[str, ir.HelperModule] = {}
+    problems: list[Diagnostic] = []
+    pending = [(rel.replace("\\", "/"), text, False) for rel, text in hook_sources.items()
+               if text is not None]  # fmt: skip
+    while pending:
+        rel, text, is_helper = pending.pop(0)
+        display = hooks_display_path(str(sdl), rel)
+        try:
+            tree = pyast.parse(text)
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
+            if is_helper:  # (the checker reports hooks modules that are not Python)
+                line, col = getattr(e, "lineno", None) or 0, getattr(e, "offset", None) or 1
+                span = Span(line, col, line, col + 1, 0, 0) if line else None
+                reason = getattr(e, "msg", type(e).__name__)
+                problems.append(Diagnostic.error(display, span, "E212",
+                                                 f"local module is not valid Python: {reason}"))
+            continue
+        for imported in imports_of(tree, text.split("\n")):
+            try:
+                found = _local_module(sdl, posixpath.dirname(rel), imported, helpers)
+            except (OSError, RuntimeError) as e:  # a symlink loop, a folder we may not read
+                found = (f"cannot look for local module '{imported.name}': {e}", [])
+            if isinstance(found, ir.HelperModule):
+                helpers[found.module] = found
+                sources[hooks_display_path(str(sdl), found.source_path)] = found.text
+                pending.append((found.source_path, found.text, True))
+            elif found is not None:
+                problems.append(Diagnostic.error(display, imported.span, "E212", *found))
+    return sorted(helpers.values(), key=lambda h: h.module), problems
+
+
+def _local_module(
+    sdl: Path, folder: str, imported: Imported, helpers: dict[str, ir.HelperModule]
+) -> ir.HelperModule | tuple[str, list[str]] | None:
+    """The local module an import names, a problem (message, hints), or None: not local."""
+    name = imported.name
+    rel = posixpath.join(folder, f"{name}.py")
+    file = sdl.parent / rel
+    if not file.exists() and (sdl.parent / folder / name / "__init__.py").is_file():
+        return (f"'{name}' is a local package, which streamc does not copy into the worker",
+                [f"make it a single module, {name}.py, or install it beside the worker"])
+    if not file.is_file():
+        return None  # the standard library or an installed package
+    if name in sys.stdlib_module_names:
+        return (f"local module '{rel}' has the name of a standard library module",
+                ["rename it: in the worker it would hide the standard library's"])
+    if not file.resolve().is_relative_to(sdl.parent.resolve()):
+        return (f"local module '{rel}' lies outside the folder of {sdl.name}", [])
+    first = helpers.get(name)
+    if first is not None:
+        if first.source_path == rel:
+            return None  # already shipped
+        return (f"local module '{rel}' has the same name as '{first.source_path}'",
+                [f"the worker can hold only one module named '{name}'; rename one"])
+    text, _, reason = _read(file, rel)
+    if text is None:
+        return (f"cannot read local module '{rel}'", [reason] if reason else [])
+    return ir.HelperModule(name, rel, text)

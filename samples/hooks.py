@@ -95,7 +95,8 @@ def is_suspicious(withdrawal: WithdrawalT) -> bool:
 
 def print_batch(batch: list[OrderT]) -> None:
     """A sink for `take`'s batches."""
-    # A batch holds one partition's orders, so it may span several accounts.
+    # `take` cuts batches from the agent's whole stream: one batch mixes partitions, and so
+    # accounts, even after `group_by account_id`.
     total = sum(order.amount for order in batch)
     accounts = ", ".join(sorted({order.account_id for order in batch}))
     print(f"batch of {len(batch)} orders ({accounts}): {total:.2f}")

@@ -72,8 +72,8 @@ def test_run_prints_the_expected_batches(capsys: pytest.CaptureFixture[str]) -> 
     # Every order reaches a batch exactly once on the in-memory broker (nothing lost or doubled).
     seen = Counter(order["id"] for b in batches for order in b["value"])
     assert seen == Counter(line["value"]["id"] for line in inputs)
-    # Each batch is cut from one partition of the repartition topic, where every account's
-    # orders keep their order of arrival.
+    # A batch mixes partitions, but one account's orders share a partition of the repartition
+    # topic, so within a batch they keep their order of arrival.
     for batch in batches:
         by_account: dict[str, list[str]] = {}
         for order in batch["value"]:
@@ -292,3 +292,51 @@ def test_run_input_mistakes_name_file_and_line_and_exit_1(
     assert captured.out == ""  # nothing is produced before every input is checked
     assert captured.err.startswith(f"{tmp_path}/in.jsonl:2: {expected}")
     assert len(captured.err.splitlines()) == 1
+def _shop_with_helpers(folder: Path) -> Path:
+    """A project whose hooks import a local module, which imports another one."""
+    (folder / "shop.sdl").write_text(
+        "app shop\n"
+        "record Order { id: str  amount: float }\n"
+        "topic orders: Order key str\n"
+        'hooks "hooks.py" {\n    is_big(Order) -> bool\n    show(Order)\n}\n'
+        "agent big = from orders | filter is_big | sink show\n"
+    )
+    (folder / "hooks.py").write_text(
+        "import shop_format\nfrom shop_limits import LIMIT\n\n\n"
+        "def is_big(order) -> bool:\n    return order.amount > LIMIT\n\n\n"
+        "def show(order) -> None:\n    print(shop_format.line(order))\n"
+    )
+    (folder / "shop_format.py").write_text(
+        "from shop_limits import LIMIT\n\n\n"
+        "def line(order) -> str:\n    return f'big order {order.id}: {order.amount} > {LIMIT}'\n"
+    )
+    (folder / "shop_limits.py").write_text("LIMIT = 100.0\n")
+    (folder / "orders.jsonl").write_text(
+        '{"key": "a", "value": {"id": "o1", "amount": 50}}\n'
+        '{"key": "a", "value": {"id": "o2", "amount": 500}}\n'
+    )
+    return folder / "shop.sdl"
+
+
+def test_build_ships_the_local_modules_the_hooks_import(tmp_path: Path) -> None:
+    sdl = _shop_with_helpers(tmp_path)
+    assert main(["build", str(sdl), "-o", str(tmp_path / "out")]) == 0
+    local = tmp_path / "out" / "shop_worker" / "hooks" / "_local"
+    assert sorted(p.name for p in local.iterdir()) == ["shop_format.py", "shop_limits.py"]
+    assert (local / "shop_limits.py").read_text() == "LIMIT = 100.0\n"
+
+
+def test_run_imports_the_local_modules_the_hooks_import(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sdl = _shop_with_helpers(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the worker adds its _local folder
+    try:
+        assert main(["run", str(sdl), "--input", f"orders={tmp_path / 'orders.jsonl'}"]) == 0
+    finally:
+        for name in ("shop_format", "shop_limits"):
+            sys.modules.pop(name, None)
+    printed = capsys.readouterr().out.splitlines()
+    assert [line for line in printed if line.startswith("big order")] == [
+        "big order o2: 500.0 > 100.0"
+    ]

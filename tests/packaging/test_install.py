@@ -158,3 +158,37 @@ def test_installed_compiler_builds_the_sample_from_another_folder(
     for absent in ("streamc", "lark", "black", "jinja2"):
         probe = _run(python, "-c", f"import {absent}", cwd=tmp_path, check=False)
         assert probe.returncode != 0, f"the worker's environment can import {absent}"
+
+
+def test_installed_worker_imports_the_local_modules_its_hooks_import(
+    wheels: Path, tmp_path: Path
+) -> None:
+    from streamc.cli import main
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "shop.sdl").write_text(
+        'app shop\nrecord Order { id: str }\nhooks "hooks.py" {\n    tag(Order) -> str\n}\n'
+    )
+    (project / "hooks.py").write_text(
+        "from shop_tags import PREFIX\n\n\ndef tag(order) -> str:\n    return PREFIX + order.id\n"
+    )
+    (project / "shop_tags.py").write_text("PREFIX = 'order-'\n")
+    assert main(["build", str(project / "shop.sdl"), "-o", str(tmp_path / "out")]) == 0
+    worker_wheels = tmp_path / "worker-wheels"
+    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "-w", worker_wheels, tmp_path / "out", cwd=tmp_path)  # fmt: skip
+    runtime_deps = _requirement_closure(["streamc-runtime"]) - {"streamc-runtime"}
+    venv = _venv_seeing(tmp_path / "worker-venv", runtime_deps)
+    _install(venv, *worker_wheels.glob("*.whl"), *wheels.glob("streamc_runtime-*.whl"))
+    elsewhere = tmp_path / "elsewhere"  # nothing of the project on the path
+    elsewhere.mkdir()
+    probe = _run(
+        venv / "bin" / "python",
+        "-c",
+        "from shop_worker.hooks.hooks import tag\n"
+        "from shop_worker.records import Order\n"
+        "print(tag(Order(id='7')))",
+        cwd=elsewhere,
+    )
+    assert probe.stdout == "order-7\n"
