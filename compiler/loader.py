@@ -85,8 +85,6 @@ def load(path: Path) -> LoadResult:
             if hook_text is not None:
                 result.sources[hooks_display_path(shown, rel)] = hook_text
     checked = check(module, hook_sources, hook_errors)
-    if isinstance(checked, ir.Program):
-        result.program = checked
-    else:
-        result.diagnostics.extend(checked)
+    result.program = checked.program
+    result.diagnostics.extend(checked.diagnostics)
     return result
