@@ -34,11 +34,11 @@ class Failure(Exception):
 # Shared steps
 
 
-def _load(path: str) -> ir.Program:
+def _load(path: str, roots: Sequence[str] = ()) -> ir.Program:
     from .diagnostics import render
     from .loader import load
 
-    result = load(Path(path))
+    result = load(Path(path), [Path(root) for root in roots])
     if result.diagnostics:
         sys.stderr.write(render(result.diagnostics, result.sources))
         errors = sum(1 for d in result.diagnostics if d.severity == "error")
@@ -106,7 +106,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         try:
-            _load(path)
+            _load(path, args.allow_root)
         except Failure as failure:
             print(failure, file=sys.stderr)
             failed += 1
@@ -116,7 +116,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    program = _load(args.file)
+    program = _load(args.file, args.allow_root)
     files = _emit(program)
     out = Path(args.output) if args.output else Path("build") / _package_name(files)
     if args.check:
@@ -153,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streamc_runtime import jsonl
     from streamc_runtime.local import LocalRunError, run_local
 
-    program = _load(args.file)
+    program = _load(args.file, args.allow_root)
     inputs: dict[str, list[dict[str, Any]]] = {}
     for spec in args.input:
         topic, path = _topic_option(program, "--input", spec)
@@ -219,7 +219,7 @@ def _summarise(program: ir.Program, broker: Any) -> None:
 def cmd_graph(args: argparse.Namespace) -> int:
     from .graph import render
 
-    sys.stdout.write(render(_load(args.file), args.format))
+    sys.stdout.write(render(_load(args.file, args.allow_root), args.format))
     return EXIT_OK
 
 
@@ -235,13 +235,24 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="streamc", description=__doc__.splitlines()[0] if __doc__ else None)
+    sources = _Parser(add_help=False)
+    sources.add_argument(
+        "--allow-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also read hooks modules from inside DIR (by default only from inside the "
+        "folder of the .sdl file)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    check = commands.add_parser("check", help="parse and type-check; print diagnostics")
+    check = commands.add_parser(
+        "check", help="parse and type-check; print diagnostics", parents=[sources]
+    )
     check.add_argument("files", nargs="+", metavar="FILE.sdl")
     check.set_defaults(run=cmd_check)
 
-    build = commands.add_parser("build", help="write the worker package")
+    build = commands.add_parser("build", help="write the worker package", parents=[sources])
     build.add_argument("file", metavar="FILE.sdl")
     build.add_argument("-o", "--output", metavar="DIR", help="default: build/<app>_worker")
     build.add_argument(
@@ -250,7 +261,9 @@ def _parser() -> argparse.ArgumentParser:
     build.set_defaults(run=cmd_build)
 
     run = commands.add_parser(
-        "run", help="build, then run the worker on the in-memory broker until inputs are done"
+        "run",
+        help="build, then run the worker on the in-memory broker until inputs are done",
+        parents=[sources],
     )
     run.add_argument("file", metavar="FILE.sdl")
     run.add_argument(
@@ -264,7 +277,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(run=cmd_run)
 
-    graph = commands.add_parser("graph", help="print the topology")
+    graph = commands.add_parser("graph", help="print the topology", parents=[sources])
     graph.add_argument("file", metavar="FILE.sdl")
     graph.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
     graph.set_defaults(run=cmd_graph)
