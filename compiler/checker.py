@@ -1448,14 +1448,9 @@ def _lit_type_name(lit: ast.Default) -> str:
 
 
 def _source_name(filename: str) -> str:
-    # Generated files quote the source's name; an absolute path would make them differ per
-    # machine, so only the file's own name is kept then.
-    path = PurePosixPath(filename.replace("\\", "/"))
-    return (
-        path.name
-        if path.is_absolute() or re.match(r"[A-Za-z]:", filename)
-        else filename
-    )
+    # Generated files quote the source by its own name only: any folder in the path depends
+    # on where streamc was run from, and `build --check` must agree wherever it runs.
+    return PurePosixPath(filename.replace("\\", "/")).name
 
 
 def _n(count: int, word: str) -> str:

@@ -44,7 +44,7 @@ def test_sample_checks_clean(monkeypatch: pytest.MonkeyPatch) -> None:
     program = result.program
     assert program is not None
     assert program.app == "orders"
-    assert program.source_name == "samples/orders.sdl"
+    assert program.source_name == "orders.sdl"
     assert [r.name for r in program.records] == ["Customer", "Order", "Withdrawal"]
     assert program.hook_modules[0].module == "hooks"
     assert program.hook_modules[0].text == (SAMPLES / "hooks.py").read_text(
