@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import ir
-from .manifest import MANIFEST, digest, parse_manifest, with_manifest
+from .manifest import MANIFEST, digest, digests_text, parse_manifest, with_manifest
 
 if TYPE_CHECKING:
     from .loader import LoadResult
@@ -140,9 +140,8 @@ def _write_tree(root: Path, files: Mapping[PurePosixPath, str]) -> None:
     manifest = _inside(root, MANIFEST)
     # Until the end, the manifest lists old and new files, so a build that is interrupted
     # leaves nothing that the next one would take for the user's.
-    manifest.write_bytes(
-        with_manifest({**dict.fromkeys(previous, ""), **files})[MANIFEST].encode("utf-8")
-    )
+    written = {relative: digest(text.encode("utf-8")) for relative, text in files.items()}
+    manifest.write_bytes(digests_text({**previous, **written}).encode("utf-8"))
     for relative, text in files.items():
         target = targets[relative]
         target.parent.mkdir(parents=True, exist_ok=True)

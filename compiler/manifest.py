@@ -23,7 +23,12 @@ def digest(data: bytes) -> str:
 
 def manifest_text(files: Mapping[PurePosixPath, str]) -> str:
     """The manifest of a build that writes `files` (relative path -> text)."""
-    entries = {str(path): digest(files[path].encode("utf-8")) for path in sorted(files)}
+    return digests_text({path: digest(text.encode("utf-8")) for path, text in files.items()})
+
+
+def digests_text(digests: Mapping[PurePosixPath, str]) -> str:
+    """A manifest listing `digests` (relative path -> digest)."""
+    entries = {str(path): digests[path] for path in sorted(digests)}
     return json.dumps({"note": _NOTE, "files": entries}, indent=2) + "\n"
 
 

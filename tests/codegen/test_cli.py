@@ -92,6 +92,29 @@ def test_build_keeps_a_left_over_file_the_user_edited(
     assert "orders_worker/agents/raw_log.py" in manifest["files"]
 
 
+def test_an_interrupted_build_leaves_a_manifest_the_next_build_trusts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sdl = _project(tmp_path) / "orders.sdl"
+    out = tmp_path / "out"
+    assert main(["build", str(sdl), "-o", str(out)]) == 0
+    _rename_agent(sdl, "raw", "raw_log")
+    write_bytes = Path.write_bytes
+
+    def fail_after_the_new_agent(self: Path, data: bytes) -> int:
+        written = write_bytes(self, data)
+        if self.name == "raw_log.py":
+            raise OSError(28, "No space left on device", str(self))
+        return written
+
+    monkeypatch.setattr(Path, "write_bytes", fail_after_the_new_agent)
+    assert main(["build", str(sdl), "-o", str(out)]) == 1
+    monkeypatch.undo()
+    assert main(["build", str(sdl), "-o", str(out)]) == 0  # raw_log.py is known to be streamc's
+    assert not (out / "orders_worker" / "agents" / "raw.py").exists()  # and raw.py unedited
+    assert main(["build", str(sdl), "-o", str(out), "--check"]) == 0
+
+
 def test_build_refuses_a_non_empty_folder_without_a_manifest(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
