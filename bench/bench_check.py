@@ -74,7 +74,7 @@ def main() -> None:
     t_check, c_check, program = best(
         lambda: check(module, {"hooks.py": HOOKS}), opts.repeat
     )
-    assert isinstance(program, ir.Program), program
+    assert isinstance(program.program, ir.Program), program.diagnostics
     print(
         f"source: {opts.agents} agents, {opts.records} records, "
         f"{len(text.splitlines())} lines, {len(text) / 1024:.0f} KiB"

@@ -20,6 +20,12 @@ from pathlib import PurePosixPath
 from typing import cast
 
 from . import ast, check_hooks, ir
+from .check_topology import (
+    KAFKA_NAME_RULE,
+    MAX_PARTITIONS,
+    check_topology,
+    kafka_name_problem,
+)
 from .diagnostics import Diagnostic, Note, Span, closest, did_you_mean
 
 PRIMITIVES: dict[str, ir.PrimType] = {
@@ -28,7 +34,6 @@ PRIMITIVES: dict[str, ir.PrimType] = {
 BUILTIN_TYPE_NAMES = (*PRIMITIVES, "list", "Event", "any")
 KEY_TYPES = (ir.STR, ir.INT, ir.BYTES)
 IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-KAFKA_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,249}\Z")
 NUMERIC = (ir.INT, ir.FLOAT)
 
 
@@ -38,22 +43,36 @@ def hooks_display_path(sdl_filename: str, hooks_path: str) -> str:
     return posixpath.join(folder, hooks_path) if folder else hooks_path
 
 
+@dataclass(frozen=True)
+class CheckResult:
+    """The program when there is no error, and every diagnostic (errors and warnings)."""
+
+    program: ir.Program | None
+    diagnostics: tuple[Diagnostic, ...]  # sorted by place
+
+    @property
+    def errors(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.severity == "error")
+
+
 def check(
     module: ast.Module,
     hook_sources: Mapping[str, str | None],
     hook_errors: Mapping[str, str] | None = None,
-) -> ir.Program | list[Diagnostic]:
+) -> CheckResult:
     """Check a parsed module. `hook_sources` maps each hooks path as written to its text.
 
-    `hook_errors` may say why a module could not be read (the loader passes the OS error);
-    it only improves the message. Returns the program, or every diagnostic sorted by place.
+    `hook_errors` may say why a module could not be read (the loader passes the reason);
+    it only improves the message. Warnings about the topology come only for a program
+    without errors: an error can leave the topology half built.
     """
     checker = _Checker(module, hook_sources, hook_errors or {})
     program = checker.run()
     if checker.diagnostics:
-        return sorted(set(checker.diagnostics), key=Diagnostic.sort_key)
+        return CheckResult(None, tuple(sorted(set(checker.diagnostics), key=Diagnostic.sort_key)))
     assert program is not None
-    return program
+    warnings = check_topology(module, program)
+    return CheckResult(program, tuple(sorted(set(warnings), key=Diagnostic.sort_key)))
 
 
 @dataclass
@@ -143,7 +162,11 @@ class _Checker:
         for decl in decls:
             if isinstance(decl, ast.TopicDecl):
                 self.check_topic(decl)
-        self.kafka_names[f"{self.app}-dlq"] = "<dead-letter topic>"
+        dlq = f"{self.app}-dlq"
+        self.kafka_names[dlq] = "<dead-letter topic>"
+        apps = [d for d in decls if isinstance(d, ast.AppDecl)]
+        self.check_kafka_name(dlq, apps[0].name.span if apps else None,
+                              "the dead-letter topic", "shorten the app name")  # fmt: skip
         for decl in decls:
             if isinstance(decl, ast.HooksDecl):
                 self.check_hooks(decl)
@@ -483,10 +506,17 @@ class _Checker:
                         "E306",
                         f"a topic needs at least 1 partition, found {opt.count.value}",
                     )
-                partitions = max(opt.count.value, 1)
+                elif opt.count.value > MAX_PARTITIONS:
+                    self.error(
+                        opt.count.span,
+                        "E306",
+                        f"a topic has at most {MAX_PARTITIONS:,} partitions, found "
+                        f"{opt.count.value:,}",
+                    )
+                partitions = min(max(opt.count.value, 1), MAX_PARTITIONS)
             else:
                 kafka_name, kafka_span = opt.name.value, opt.name.span
-                self.check_kafka_name(kafka_name, kafka_span)
+        self.check_kafka_name(kafka_name, kafka_span)
         if name in self.topics:
             first = self.topics[name].span
             self.error(
@@ -506,15 +536,17 @@ class _Checker:
             )
         self.topics[name] = info
 
-    def check_kafka_name(self, kafka_name: str, span: Span) -> bool:
-        if KAFKA_NAME_RE.match(kafka_name) and kafka_name not in (".", ".."):
+    def check_kafka_name(self, kafka_name: str, span: Span | None, made: str = "",
+                         remedy: str = "") -> bool:  # fmt: skip
+        """Whether `kafka_name` may name a topic; `made` says which name streamc made."""
+        problem = kafka_name_problem(kafka_name)
+        if problem is None:
             return True
-        self.error(
-            span,
-            "E210",
-            f"'{kafka_name}' is not a valid Kafka topic name",
-            ["Kafka topic names have 1 to 249 letters, digits, '.', '_' or '-'"],
-        )
+        if made:
+            message = f"{made} would be named '{kafka_name}', which is {problem}"
+        else:
+            message = f"'{kafka_name}' is not a valid Kafka topic name"
+        self.error(span, "E210", message, [KAFKA_NAME_RULE, *([remedy] if remedy else [])])
         return False
 
     def claim_kafka_name(self, kafka_name: str, owner: str, span: Span) -> None:
@@ -908,7 +940,13 @@ class _Checker:
                 f"Kafka topic '{name}' is already used by {self.kafka_names[name]}",
                 notes=self.first_here(self.kafka_spans.get(name), f"Kafka topic '{name}'", "used"),
             )
-        else:
+        elif self.check_kafka_name(
+            name,
+            op.span,
+            f"the repartition topic of agent {agent.name.text}",
+            "it is named <app>-<agent>-<source topic>-<key>-repartition: shorten those "
+            "names, or send the stream `through` a shorter topic before a second group_by",
+        ):
             self.kafka_names[name] = f"the repartition topic of agent {agent.name.text}"
             self.kafka_spans[name] = op.span
             self.repartition[name] = _TopicInfo(topic, None)
@@ -1518,14 +1556,9 @@ def _lit_type_name(lit: ast.Default) -> str:
 
 
 def _source_name(filename: str) -> str:
-    # Generated files quote the source's name; an absolute path would make them differ per
-    # machine, so only the file's own name is kept then.
-    path = PurePosixPath(filename.replace("\\", "/"))
-    return (
-        path.name
-        if path.is_absolute() or re.match(r"[A-Za-z]:", filename)
-        else filename
-    )
+    # Generated files quote the source by its own name only: any folder in the path depends
+    # on where streamc was run from, and `build --check` must agree wherever it runs.
+    return PurePosixPath(filename.replace("\\", "/")).name
 
 
 def _n(count: int, word: str) -> str:

@@ -1,7 +1,8 @@
 """The `streamc` command: check, build, run and graph `.sdl` programs.
 
 This is the only part of the compiler that writes files, and it never writes outside the
-folder it was given. Exit status: 0 success, 1 diagnostics or a failed check, 2 bad usage.
+folder it was given, nor changes a file there that the folder's manifest does not say streamc
+wrote. Exit status: 0 success (warnings included), 1 errors or a failed check, 2 bad usage.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ import traceback
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from . import ir
+from .manifest import MANIFEST, digest, digests_text, parse_manifest, with_manifest
+
+if TYPE_CHECKING:
+    from .loader import LoadResult
 
 EXIT_OK, EXIT_DIAGNOSTICS, EXIT_USAGE = 0, 1, 2
 
@@ -37,18 +42,25 @@ class Failure(Exception):
 # Shared steps
 
 
-def _load(path: str) -> ir.Program:
+def _load(path: str, roots: Sequence[str] = ()) -> ir.Program:
+    program = _load_result(path, roots).program
+    assert program is not None
+    return program
+
+
+def _load_result(path: str, roots: Sequence[str] = ()) -> LoadResult:
+    """Load and check `path`, printing its diagnostics; Failure if any is an error."""
     from .diagnostics import render
     from .loader import load
 
-    result = load(Path(path))
+    result = load(Path(path), [Path(root) for root in roots])
     if result.diagnostics:
         sys.stderr.write(render(result.diagnostics, result.sources))
         errors = sum(1 for d in result.diagnostics if d.severity == "error")
         if result.program is None or errors:
             raise Failure(f"{path}: {errors} error{'s' if errors != 1 else ''}")
     assert result.program is not None
-    return result.program
+    return result
 
 
 def _emit(program: ir.Program) -> dict[PurePosixPath, str]:
@@ -67,34 +79,90 @@ def _inside(root: Path, relative: PurePosixPath) -> Path:
     return target
 
 
+def _previous_build(root: Path) -> dict[PurePosixPath, str] | None:
+    """What the last build wrote into `root` (path -> digest); {} for a new or empty folder.
+
+    None when `root` holds files but no manifest: streamc cannot tell its files from the
+    user's there, so it must not write into it.
+    """
+    if not root.exists():
+        return {}
+    if not root.is_dir():
+        raise Failure(f"refusing to build into {root}: it is not a folder")
+    manifest = root / MANIFEST
+    if not manifest.is_file():
+        return None if any(root.iterdir()) else {}
+    from .loader import read_limited  # a manifest is bounded like any file streamc reads
+
+    previous = parse_manifest(read_limited(manifest).decode("utf-8", errors="replace"))
+    if previous is None:
+        raise Failure(f"refusing to build into {root}: {manifest} is not a streamc manifest")
+    return previous
+
+
 def _stale_files(root: Path, files: Mapping[PurePosixPath, str]) -> list[str]:
-    """Paths under `root` that differ from `files`: changed, missing, or left over."""
+    """Why `root` is not what building `files` would make: changed, missing or left over."""
+    previous = _previous_build(root) if root.is_dir() else {}
+    if previous is None:
+        return [f"{root} holds files but no {MANIFEST}: it was not written by streamc build"]
     stale = []
-    for relative, text in files.items():
+    for relative, text in with_manifest(files).items():
         target = root / relative
         if not target.is_file() or target.read_bytes() != text.encode("utf-8"):
             stale.append(str(relative))
-    package_dirs = {relative.parts[0] for relative in files if len(relative.parts) > 1}
-    for package in sorted(package_dirs):
-        for existing in sorted((root / package).rglob("*.py")):
-            relative = PurePosixPath(existing.relative_to(root).as_posix())
-            if relative not in files and "__pycache__" not in relative.parts:
-                stale.append(f"{relative} (not generated)")
+    for relative in sorted(set(previous) - set(files)):
+        if (root / relative).is_file():
+            stale.append(f"{relative} (left over from an earlier build)")
     return stale
 
 
 def _write_tree(root: Path, files: Mapping[PurePosixPath, str]) -> None:
+    """Write `files` and their manifest under `root`, then delete what the last build wrote
+    and this one does not (a renamed agent's module, say).
+
+    Files the manifest does not list are the user's and are never touched: a new generated
+    file that would replace one is refused. A generated file the user edited is overwritten
+    (the manifest says streamc owns it); a left-over one the user edited is kept, and from
+    then on it is theirs.
+    """
+    previous = _previous_build(root)
+    if previous is None:
+        raise Failure(
+            f"refusing to build into {root}: it is not empty and holds no {MANIFEST}, so "
+            "streamc cannot tell the files it would replace from yours; build into a new or "
+            "empty folder"
+        )
     targets = {relative: _inside(root, relative) for relative in files}
+    for relative, target in targets.items():
+        if relative not in previous and (target.exists() or target.is_symlink()):
+            raise Failure(
+                f"refusing to overwrite {root / relative}: streamc did not write it (it is "
+                f"not in {root / MANIFEST}); move it away and build again"
+            )
     root.mkdir(parents=True, exist_ok=True)
+    manifest = _inside(root, MANIFEST)
+    # Until the end, the manifest lists old and new files, so a build that is interrupted
+    # leaves nothing that the next one would take for the user's.
+    written = {relative: digest(text.encode("utf-8")) for relative, text in files.items()}
+    manifest.write_bytes(digests_text({**previous, **written}).encode("utf-8"))
     for relative, text in files.items():
         target = targets[relative]
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.is_file() or target.read_bytes() != text.encode("utf-8"):
             target.write_bytes(text.encode("utf-8"))
-    # Modules left from an earlier build of a renamed agent would still register themselves.
-    for leftover in _stale_files(root, files):
-        if leftover.endswith(" (not generated)"):
-            (root / leftover.removesuffix(" (not generated)")).unlink()
+    for relative in sorted(set(previous) - set(files)):
+        target = _inside(root, relative)
+        if not target.is_file():
+            continue
+        if digest(target.read_bytes()) != previous[relative]:
+            print(f"kept {root / relative}: edited since streamc wrote it", file=sys.stderr)
+            continue
+        target.unlink()
+        for folder in target.parents:  # folders the deletion left empty
+            if folder == root.resolve() or any(folder.iterdir()):
+                break
+            folder.rmdir()
+    manifest.write_bytes(with_manifest(files)[MANIFEST].encode("utf-8"))
 
 
 def _package_name(files: Mapping[PurePosixPath, str]) -> str:
@@ -109,7 +177,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         try:
-            _load(path)
+            _load(path, args.allow_root)
         except Failure as failure:
             print(failure, file=sys.stderr)
             failed += 1
@@ -119,9 +187,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    program = _load(args.file)
-    files = _emit(program)
+    result = _load_result(args.file, args.allow_root)
+    assert result.program is not None
+    files = _emit(result.program)
     out = Path(args.output) if args.output else Path("build") / _package_name(files)
+    for source in result.files:
+        if source.is_relative_to(out.resolve()):
+            raise Failure(
+                f"refusing to build into {out}: it holds {source.name}, which the build reads; "
+                "choose a folder of its own, such as build/"
+            )
     if args.check:
         stale = _stale_files(out, files) if out.is_dir() else [f"{out} does not exist"]
         if stale:
@@ -132,7 +207,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"{out}: up to date")
         return EXIT_OK
     _write_tree(out, files)
-    print(f"wrote {out} ({len(files)} files)")
+    print(f"wrote {out} ({len(files)} files and {MANIFEST})")
     return EXIT_OK
 
 
@@ -157,7 +232,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streamc_runtime.local import LocalRunError, LocalRunStopped, run_local
     from streamc_runtime.memory import MemoryBroker
 
-    program = _load(args.file)
+    program = _load(args.file, args.allow_root)
     inputs: dict[str, list[dict[str, Any]]] = {}
     for spec in args.input:
         topic, path = _topic_option(program, "--input", spec)
@@ -357,7 +432,7 @@ def _summarise(program: ir.Program, broker: Any) -> None:
 def cmd_graph(args: argparse.Namespace) -> int:
     from .graph import render
 
-    sys.stdout.write(render(_load(args.file), args.format))
+    sys.stdout.write(render(_load(args.file, args.allow_root), args.format))
     return EXIT_OK
 
 
@@ -373,13 +448,24 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="streamc", description=__doc__.splitlines()[0] if __doc__ else None)
+    sources = _Parser(add_help=False)
+    sources.add_argument(
+        "--allow-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also read hooks modules from inside DIR (by default only from inside the "
+        "folder of the .sdl file)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    check = commands.add_parser("check", help="parse and type-check; print diagnostics")
+    check = commands.add_parser(
+        "check", help="parse and type-check; print diagnostics", parents=[sources]
+    )
     check.add_argument("files", nargs="+", metavar="FILE.sdl")
     check.set_defaults(run=cmd_check)
 
-    build = commands.add_parser("build", help="write the worker package")
+    build = commands.add_parser("build", help="write the worker package", parents=[sources])
     build.add_argument("file", metavar="FILE.sdl")
     build.add_argument("-o", "--output", metavar="DIR", help="default: build/<app>_worker")
     build.add_argument(
@@ -388,7 +474,9 @@ def _parser() -> argparse.ArgumentParser:
     build.set_defaults(run=cmd_build)
 
     run = commands.add_parser(
-        "run", help="build, then run the worker on the in-memory broker until inputs are done"
+        "run",
+        help="build, then run the worker on the in-memory broker until inputs are done",
+        parents=[sources],
     )
     run.add_argument("file", metavar="FILE.sdl")
     run.add_argument(
@@ -423,7 +511,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(run=cmd_run)
 
-    graph = commands.add_parser("graph", help="print the topology")
+    graph = commands.add_parser("graph", help="print the topology", parents=[sources])
     graph.add_argument("file", metavar="FILE.sdl")
     graph.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
     graph.set_defaults(run=cmd_graph)

@@ -12,7 +12,8 @@ and `render` turns them into the text of contract section 3:
 A diagnostic may carry notes: other places that explain it (where a duplicate name was first
 defined), each shown with its own source line after the hints.
 
-Codes are stable and grouped: E1xx syntax (and unreadable input), E2xx names, E3xx types. The
+Codes are stable and grouped: E1xx syntax (and unreadable input), E2xx names, E3xx types, and
+W5xx warnings about the topology (the program compiles, but will misbehave on Kafka). The
 table `CODES` is the single list of them; docs/language.md documents each one.
 """
 
@@ -53,7 +54,7 @@ CODES: dict[str, str] = {
     "E303": "invalid key type",
     "E304": "operation needs a plain stream",
     "E305": "operation after a terminal operation",
-    "E306": "non-positive size, duration or partition count",
+    "E306": "size, duration or partition count out of range",
     "E307": "hook parameters do not match",
     "E308": "hook return type does not fit its role",
     "E309": "field access on a stream that is not of records",
@@ -64,6 +65,8 @@ CODES: dict[str, str] = {
     "E314": "type not allowed here",
     "E315": "wrong number of type arguments",
     "E316": "hook annotations contradict the declaration",
+    "W501": "agents write a topic they read: an endless loop",
+    "W502": "Kafka topic names that collide in Kafka's metrics",
 }
 
 
@@ -127,13 +130,40 @@ class Diagnostic:
         hints: Iterable[str] = (),
         notes: Iterable[Note] = (),
     ) -> Diagnostic:
+        return cls._make("error", file, span, code, message, hints, notes)
+
+    @classmethod
+    def warning(
+        cls,
+        file: str,
+        span: Span | None,
+        code: str,
+        message: str,
+        hints: Iterable[str] = (),
+        notes: Iterable[Note] = (),
+    ) -> Diagnostic:
+        """Something that compiles but is probably wrong; it never fails a command."""
+        return cls._make("warning", file, span, code, message, hints, notes)
+
+    @classmethod
+    def _make(
+        cls,
+        severity: Severity,
+        file: str,
+        span: Span | None,
+        code: str,
+        message: str,
+        hints: Iterable[str],
+        notes: Iterable[Note],
+    ) -> Diagnostic:
         assert (
             code in CODES
         ), code  # a new code must be added to the table (and the docs)
+        assert code.startswith("W") == (severity == "warning"), code
         if span is None:
-            return cls(file, 0, 0, 0, 0, "error", code, message, tuple(hints), tuple(notes))
+            return cls(file, 0, 0, 0, 0, severity, code, message, tuple(hints), tuple(notes))
         return cls(
-            file, span.line, span.col, span.end_line, span.end_col, "error", code, message,
+            file, span.line, span.col, span.end_line, span.end_col, severity, code, message,
             tuple(hints), tuple(notes),
         )  # fmt: skip
 

@@ -331,7 +331,7 @@ class Agent:
 @dataclass(frozen=True)
 class Program:
     app: str  # names the consumer group, the package and every internal topic
-    source_name: str  # the .sdl file's name as given (never an absolute path), for headers
+    source_name: str  # the .sdl file's own name, without its folder, for headers
     records: tuple[Record, ...]  # ordered so every record comes after the records it nests
     topics: tuple[Topic, ...]  # declared first in source order, then implicit, then repartition
     hook_modules: tuple[HookModule, ...]

@@ -4,14 +4,23 @@
 folder) and checks the whole. Whatever goes wrong (a missing file, bytes that are not UTF-8, a
 syntax error) comes back as diagnostics, never as an exception, together with the text of every
 file read so the diagnostics can be rendered with their source lines.
+
+Only regular files of at most `MAX_FILE_BYTES` are read (a FIFO would hang, a device never
+ends), and a hooks module must resolve, links followed, inside the .sdl's folder or a root the
+user allowed: a program cannot make streamc copy a file from elsewhere into the package, nor
+quote it in a diagnostic.
 """
 
 from __future__ import annotations
 
 import ast as pyast
 import dataclasses
+import errno
+import os
 import posixpath
+import stat
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,12 +36,65 @@ class LoadResult:
     program: ir.Program | None
     diagnostics: list[Diagnostic] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # file name as shown -> text
+    files: list[Path] = field(default_factory=list)  # every file read, resolved
+
+
+MAX_FILE_BYTES = 1 << 20  # 1 MiB, for the .sdl and each hooks module
+
+
+def read_limited(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of `path` if it is a regular file of at most `limit` bytes, else OSError."""
+    # Non-blocking, so that opening a FIFO returns at once instead of waiting for a writer;
+    # the type is then checked on the open file, which a rename cannot swap afterwards.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:  # the size from fstat may be stale: stop one byte past the cap
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise OSError(errno.EFBIG, f"larger than streamc's limit of {limit // 1024} KiB", str(path))
+    return b"".join(chunks)
+
+
+def inside_project(
+    folder: Path, relative: str, roots: Sequence[Path] = ()
+) -> tuple[Path | None, str | None]:
+    """`relative` (as written in the .sdl) resolved against `folder`, links followed.
+
+    Returns the resolved path when it lies inside `folder` or one of `roots`, else None and
+    the reason, which never names the file a link points to.
+    """
+    target = folder / relative
+    try:
+        resolved = target.resolve()
+        allowed = [folder.resolve(), *(root.resolve() for root in roots)]
+    except (OSError, RuntimeError):  # a loop of links
+        return None, "its links cannot be followed"
+    if any(resolved.is_relative_to(root) for root in allowed):
+        return resolved, None
+    lexical = Path(os.path.normpath(os.path.abspath(target)))
+    if any(lexical.is_relative_to(Path(os.path.abspath(root))) for root in [folder, *roots]):
+        where = "it is a link to a file outside the folder of the .sdl file"
+    else:
+        where = "it is outside the folder of the .sdl file"
+    return None, f"{where}; hooks modules must be inside it, or inside a folder given with " \
+        "--allow-root"  # fmt: skip
 
 
 def _read(path: Path, shown: str) -> tuple[str | None, Diagnostic | None, str | None]:
     """The file's text, or a diagnostic and a short reason why it cannot be had."""
     try:
-        data = path.read_bytes()
+        data = read_limited(path)
     except OSError as e:
         reason = e.strerror or type(e).__name__
         return (
@@ -58,7 +120,8 @@ def _read(path: Path, shown: str) -> tuple[str | None, Diagnostic | None, str | 
     return text.removeprefix("\ufeff"), None, None
 
 
-def load(path: Path) -> LoadResult:
+def load(path: Path, roots: Sequence[Path] = ()) -> LoadResult:
+    """Load and check `path`; hooks modules may also live under the folders in `roots`."""
     shown = str(path)
     result = LoadResult(program=None)
     text, problem, _ = _read(path, shown)
@@ -67,10 +130,11 @@ def load(path: Path) -> LoadResult:
         result.diagnostics.append(problem)
         if problem.code == "E101":
             # Show the offending line, with the bad bytes as replacement characters.
-            data = path.read_bytes()
+            data = read_limited(path)
             result.sources[shown] = data.decode("utf-8", errors="replace")
         return result
     result.sources[shown] = text
+    result.files.append(path.resolve())
     try:
         module = parse(text, shown)
     except DiagnosticError as e:
@@ -83,19 +147,24 @@ def load(path: Path) -> LoadResult:
             rel = decl.path.value
             hook_text: str | None = None
             if rel.endswith(".py") and "\0" not in rel:
-                hook_text, _, reason = _read(path.parent / rel, rel)
+                where, reason = inside_project(path.parent, rel, roots)
+                if where is not None:
+                    hook_text, _, reason = _read(where, rel)
                 if reason is not None:
                     hook_errors[rel] = reason
+                elif where is not None:
+                    result.files.append(where)
             hook_sources[rel] = hook_text
             if hook_text is not None:
                 result.sources[hooks_display_path(shown, rel)] = hook_text
     checked = check(module, hook_sources, hook_errors)
     helpers, problems = _load_helpers(path, hook_sources, result.sources)
-    if isinstance(checked, ir.Program) and not problems:
-        result.program = dataclasses.replace(checked, helper_modules=tuple(helpers))
-    else:
-        found = [*([] if isinstance(checked, ir.Program) else checked), *problems]
-        result.diagnostics.extend(sorted(set(found), key=Diagnostic.sort_key))
+    result.files.extend((path.parent / h.source_path).resolve() for h in helpers)
+    if checked.program is not None and not problems:
+        result.program = dataclasses.replace(checked.program, helper_modules=tuple(helpers))
+    result.diagnostics.extend(
+        sorted(set([*checked.diagnostics, *problems]), key=Diagnostic.sort_key)
+    )
     return result
 
 

@@ -40,19 +40,164 @@ def test_build_twice_is_byte_identical_and_check_agrees(tmp_path: Path) -> None:
     assert main(["build", str(SAMPLE), "-o", str(first), "--check"]) == 0
 
 
-def test_build_check_finds_edits_and_leftovers(tmp_path: Path) -> None:
+def _project(tmp_path: Path) -> Path:
+    """A copy of the sample project to edit: tmp_path/project/orders.sdl and hooks.py."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copyfile(SAMPLE, project / "orders.sdl")
+    shutil.copyfile(SAMPLE.with_name("hooks.py"), project / "hooks.py")
+    return project
+
+
+def _rename_agent(sdl: Path, old: str, new: str) -> None:
+    text = sdl.read_text()
+    sdl.write_text(text.replace(f"agent {old} =", f"agent {new} =", 1))
+
+
+def test_build_check_finds_edits_and_leftovers_but_not_the_users_files(tmp_path: Path) -> None:
+    sdl = _project(tmp_path) / "orders.sdl"
     out = tmp_path / "out"
-    assert main(["build", str(SAMPLE), "-o", str(out), "--check"]) == 1  # missing
-    assert main(["build", str(SAMPLE), "-o", str(out)]) == 0
+    assert main(["build", str(sdl), "-o", str(out), "--check"]) == 1  # missing
+    assert main(["build", str(sdl), "-o", str(out)]) == 0
     agent = out / "orders_worker" / "agents" / "totals.py"
     agent.write_text(agent.read_text() + "# edited\n")
+    assert main(["build", str(sdl), "-o", str(out), "--check"]) == 1
+    assert main(["build", str(sdl), "-o", str(out)]) == 0
+    assert "# edited" not in agent.read_text()  # a generated file is streamc's to rewrite
+    mine = out / "orders_worker" / "agents" / "mine.py"
+    mine.write_text("MINE = 1\n")
+    assert main(["build", str(sdl), "-o", str(out), "--check"]) == 0
+    _rename_agent(sdl, "raw", "raw_log")
+    assert main(["build", str(sdl), "-o", str(out), "--check"]) == 1
+    assert main(["build", str(sdl), "-o", str(out)]) == 0
+    assert main(["build", str(sdl), "-o", str(out), "--check"]) == 0
+    assert not (out / "orders_worker" / "agents" / "raw.py").exists()  # the last build's
+    assert (out / "orders_worker" / "agents" / "raw_log.py").is_file()
+    assert mine.read_text() == "MINE = 1\n"  # never the user's
+
+
+def test_build_keeps_a_left_over_file_the_user_edited(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sdl = _project(tmp_path) / "orders.sdl"
+    out = tmp_path / "out"
+    assert main(["build", str(sdl), "-o", str(out)]) == 0
+    raw = out / "orders_worker" / "agents" / "raw.py"
+    raw.write_text(raw.read_text() + "# my notes\n")
+    _rename_agent(sdl, "raw", "raw_log")
+    assert main(["build", str(sdl), "-o", str(out)]) == 0
+    assert raw.read_text().endswith("# my notes\n")
+    assert f"kept {raw}: edited since streamc wrote it" in capsys.readouterr().err
+    manifest = json.loads((out / ".streamc-manifest.json").read_text())
+    assert "orders_worker/agents/raw.py" not in manifest["files"]  # it is the user's now
+    assert "orders_worker/agents/raw_log.py" in manifest["files"]
+
+
+def test_an_interrupted_build_leaves_a_manifest_the_next_build_trusts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sdl = _project(tmp_path) / "orders.sdl"
+    out = tmp_path / "out"
+    assert main(["build", str(sdl), "-o", str(out)]) == 0
+    _rename_agent(sdl, "raw", "raw_log")
+    write_bytes = Path.write_bytes
+
+    def fail_after_the_new_agent(self: Path, data: bytes) -> int:
+        written = write_bytes(self, data)
+        if self.name == "raw_log.py":
+            raise OSError(28, "No space left on device", str(self))
+        return written
+
+    monkeypatch.setattr(Path, "write_bytes", fail_after_the_new_agent)
+    assert main(["build", str(sdl), "-o", str(out)]) == 1
+    monkeypatch.undo()
+    assert main(["build", str(sdl), "-o", str(out)]) == 0  # raw_log.py is known to be streamc's
+    assert not (out / "orders_worker" / "agents" / "raw.py").exists()  # and raw.py unedited
+    assert main(["build", str(sdl), "-o", str(out), "--check"]) == 0
+
+
+def test_build_refuses_a_non_empty_folder_without_a_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    (out / "orders_worker").mkdir(parents=True)
+    (out / "README.md").write_text("my project\n")
+    (out / "orders_worker" / "helpers.py").write_text("X = 1\n")
+    assert main(["build", str(SAMPLE), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    refusal = f"refusing to build into {out}: it is not empty and holds no .streamc-manifest.json"
+    assert refusal in err
+    assert sorted(p.name for p in out.rglob("*")) == ["README.md", "helpers.py", "orders_worker"]
+    assert (out / "README.md").read_text() == "my project\n"
     assert main(["build", str(SAMPLE), "-o", str(out), "--check"]) == 1
-    assert main(["build", str(SAMPLE), "-o", str(out)]) == 0
-    leftover = out / "orders_worker" / "agents" / "renamed.py"
-    leftover.write_text("")
-    assert main(["build", str(SAMPLE), "-o", str(out), "--check"]) == 1
-    assert main(["build", str(SAMPLE), "-o", str(out)]) == 0
-    assert not leftover.exists()  # a stale agent module would still register itself
+
+
+def test_build_never_overwrites_a_file_it_did_not_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sdl = _project(tmp_path) / "orders.sdl"
+    out = tmp_path / "out"
+    assert main(["build", str(sdl), "-o", str(out)]) == 0
+    mine = out / "orders_worker" / "agents" / "raw_log.py"
+    mine.write_text("# mine\n")
+    _rename_agent(sdl, "raw", "raw_log")  # the new build would write agents/raw_log.py
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main(["build", str(sdl), "-o", str(out)]) == 1
+    assert f"refusing to overwrite {mine}: streamc did not write it" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("output", [".", "shop_worker", "sub/.."])
+def test_build_refuses_an_output_folder_holding_its_sources(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    output: str,
+) -> None:
+    (tmp_path / "shop_worker").mkdir()
+    (tmp_path / "sub").mkdir()
+    hooks = tmp_path / "shop_worker" / "my_hooks.py"
+    hooks.write_text("def show(x):\n    print(x)\n")
+    (tmp_path / "shop.sdl").write_text(
+        'topic t\nhooks "shop_worker/my_hooks.py" { show(bytes) }\nagent a = from t | sink show\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert main(["build", "shop.sdl", "-o", output]) == 1
+    err = capsys.readouterr().err
+    assert f"refusing to build into {output}: it holds " in err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_output_does_not_depend_on_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    assert main(["build", "samples/orders.sdl", "-o", str(tmp_path / "from_root")]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(["build", str(SAMPLE), "-o", "from_elsewhere"]) == 0
+    first, second = tmp_path / "from_root", tmp_path / "from_elsewhere"
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    for relative in files:
+        assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
+    monkeypatch.chdir(REPO)
+    assert main(["build", "samples/orders.sdl", "-o", str(second), "--check"]) == 0
+
+
+def test_warnings_are_printed_and_do_not_fail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sdl = tmp_path / "loop.sdl"
+    sdl.write_text("topic orders_v1 key str\ntopic audit key str name \"orders.v1\"\n"
+                   "agent again = from orders_v1 | to orders_v1\n")  # fmt: skip
+    assert main(["check", str(sdl)]) == 0
+    err = capsys.readouterr().err
+    assert f"{sdl}:3:35: warning[W501]: messages written here come back to topic orders_v1: " \
+        "orders_v1 → agent again → orders_v1\n" in err  # fmt: skip
+    assert f"{sdl}:2:26: warning[W502]: Kafka topic 'orders.v1' collides with 'orders_v1'" in err
+    assert main(["build", str(sdl), "-o", str(tmp_path / "out")]) == 0
+    assert "warning[W501]" in capsys.readouterr().err
 
 
 def test_never_writes_outside_the_output_folder(tmp_path: Path) -> None:

@@ -19,8 +19,8 @@ def check_text(
     text: str, hooks: str | None = None, filename: str = "t.sdl"
 ) -> ir.Program:
     result = check(parse(text, filename), {"hooks.py": hooks})
-    assert isinstance(result, ir.Program), render(result, {filename: text})
-    return result
+    assert result.program is not None, render(result.diagnostics, {filename: text})
+    return result.program
 
 
 def diagnostics_of(text: str, hooks: str | None = None) -> list[Diagnostic]:
@@ -29,8 +29,8 @@ def diagnostics_of(text: str, hooks: str | None = None) -> list[Diagnostic]:
     except DiagnosticError as e:
         return e.diagnostics
     result = check(module, {"hooks.py": hooks})
-    assert not isinstance(result, ir.Program)
-    return result
+    assert result.program is None
+    return list(result.diagnostics)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -44,7 +44,7 @@ def test_sample_checks_clean(monkeypatch: pytest.MonkeyPatch) -> None:
     program = result.program
     assert program is not None
     assert program.app == "orders"
-    assert program.source_name == "samples/orders.sdl"
+    assert program.source_name == "orders.sdl"
     assert [r.name for r in program.records] == ["Customer", "Order", "Withdrawal"]
     assert program.hook_modules[0].module == "hooks"
     assert program.hook_modules[0].text == (SAMPLES / "hooks.py").read_text(
@@ -163,8 +163,7 @@ def test_misspelling_is_reported_where_it_is(name: ast.Name, code: str) -> None:
     wrong = _misspell(name.text)
     text = _SAMPLE[: name.span.start] + wrong + _SAMPLE[name.span.end :]
     module = parse(text, "orders.sdl")
-    result = check(module, {"hooks.py": _HOOKS})
-    assert not isinstance(result, ir.Program)
+    result = list(check(module, {"hooks.py": _HOOKS}).diagnostics)
     here = [d for d in result if (d.line, d.col) == (name.span.line, name.span.col)]
     assert here, render(result, {"orders.sdl": text})
     d = here[0]
@@ -181,8 +180,7 @@ def test_misspelled_declarations_are_suggested_at_their_uses() -> None:
         ("topic withdrawals:", "topic withdrawal:", "E203"),
     ]:
         text = _SAMPLE.replace(before, after, 1)
-        result = check(parse(text, "orders.sdl"), {"hooks.py": _HOOKS})
-        assert not isinstance(result, ir.Program)
+        result = list(check(parse(text, "orders.sdl"), {"hooks.py": _HOOKS}).errors)
         assert {d.code for d in result} == {code}
         assert all(d.hints for d in result)
 
@@ -308,6 +306,23 @@ def test_joined_sources_name_the_repartition_topic() -> None:
     assert isinstance(group_by, ir.GroupBy)
     assert group_by.topic == "t-x-t.u-a-repartition"
     assert program.topic(group_by.topic).partitions == 6
+
+
+
+def test_every_kafka_name_the_program_makes_fits_kafka() -> None:
+    app = "a" * 246  # the dead-letter topic "<app>-dlq" would be 250 characters
+    [dlq] = diagnostics_of(f"app {app}\ntopic t\n")
+    assert (dlq.code, dlq.line, dlq.col) == ("E210", 1, 5)
+    assert dlq.message == (
+        f"the dead-letter topic would be named '{app}-dlq', which is 250 characters long, "
+        "more than Kafka's 249"
+    )
+    assert dlq.hints[-1] == "shorten the app name"
+    assert check_text(f"app {'a' * 245}\ntopic t\n").topics[0].kafka_name == "t"
+    topic = "t" * 250  # a declared topic is named after itself unless `name` says otherwise
+    [long_topic] = diagnostics_of(f"topic {topic}\n")
+    assert (long_topic.code, long_topic.col) == ("E210", 7)
+    assert check_text(f'topic {topic} name "short"\n').topics[0].kafka_name == "short"
 
 
 HOOKS = """

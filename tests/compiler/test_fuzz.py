@@ -41,7 +41,8 @@ def front_end(text: str, hooks: str | None = HOOKS) -> ir.Program | list[Diagnos
         module = parse(text, "orders.sdl")
     except DiagnosticError as e:
         return e.diagnostics
-    return check(module, {"hooks.py": hooks})
+    result = check(module, {"hooks.py": hooks})
+    return result.program if result.program is not None else list(result.diagnostics)
 
 
 def assert_clean(result: ir.Program | list[Diagnostic], text: str) -> None:

@@ -1,5 +1,6 @@
 """Golden cases: `tests/golden/<case>/` holds one `.sdl` (plus any hook modules) and either
-`expected/`, the whole generated tree, or `expected.stderr`, the diagnostics it must get.
+`expected/`, the whole generated tree (with the manifest `streamc build` writes beside it), or
+`expected.stderr`, the diagnostics it must get.
 
 `python tests/golden/regenerate.py` rewrites every expectation from the current compiler; the
 tests compare byte for byte. The `orders` case is a copy of `samples/` so that the showcase's
@@ -17,6 +18,7 @@ from pathlib import Path
 from streamc.diagnostics import render
 from streamc.emit import emit
 from streamc.loader import load
+from streamc.manifest import with_manifest
 
 GOLDEN = Path(__file__).resolve().parent
 REPO = GOLDEN.parent.parent
@@ -50,7 +52,8 @@ def compile_case(case: Path) -> tuple[dict[str, str], str]:
         stderr = render(result.diagnostics, result.sources) if result.diagnostics else ""
         if result.program is None:
             return {}, stderr
-        return {str(path): text for path, text in emit(result.program).items()}, stderr
+        tree = with_manifest(emit(result.program))
+        return {str(path): text for path, text in tree.items()}, stderr
 
 
 def expected_tree(case: Path) -> dict[str, str]:

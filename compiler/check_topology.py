@@ -1,0 +1,206 @@
+"""Rules about the topics a program makes and how its agents connect them.
+
+The checker proper types one pipeline at a time; the rules here need the whole program, or
+Kafka's limits rather than the language's:
+
+- every Kafka topic name the program makes (declared, named by a string, repartition, the
+  dead-letter topic) fits Kafka's rules, and a partition count stays within `MAX_PARTITIONS`
+  (the checker calls `kafka_name_problem` and `MAX_PARTITIONS` where it makes each name);
+- W501: agents that write a topic they read, directly or through other agents: on Kafka each
+  message that goes round comes back forever;
+- W502: two topic names that differ only by `.` against `_`: Kafka's metric names write both
+  as `_`, and Kafka refuses to create the second topic once the first exists.
+
+`check_topology` runs on a program that checked clean and returns warnings only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass
+
+from . import ast, ir
+from .diagnostics import Diagnostic, Span
+
+MAX_KAFKA_NAME = 249  # Kafka's own limit on a topic name's length
+# Far above what one topic needs on a real cluster, and small enough for `streamc run`'s
+# in-memory broker, which allocates every partition up front.
+MAX_PARTITIONS = 10_000
+_KAFKA_NAME_RE = re.compile(r"[A-Za-z0-9._-]+\Z")
+KAFKA_NAME_RULE = f"Kafka topic names have 1 to {MAX_KAFKA_NAME} letters, digits, '.', '_' or '-'"
+
+
+def kafka_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a Kafka topic name, or None when it can."""
+    if not name or not _KAFKA_NAME_RE.match(name) or name in (".", ".."):
+        return "invalid"
+    if len(name) > MAX_KAFKA_NAME:
+        return f"{len(name)} characters long, more than Kafka's {MAX_KAFKA_NAME}"
+    return None
+
+
+@dataclass(frozen=True)
+class _Write:
+    """One step of an agent reads `source` and writes `target` (at `span`)."""
+
+    source: str
+    target: str
+    agent: str
+    span: Span
+
+
+def check_topology(module: ast.Module, program: ir.Program) -> list[Diagnostic]:
+    spans, writes = _walk(module, program)
+    return [*_cycles(module.filename, program, writes), *_collisions(module, program, spans)]
+
+
+def _walk(module: ast.Module, program: ir.Program) -> tuple[dict[str, Span], list[_Write]]:
+    """Where each topic is first named, and every topic-to-topic write of every agent.
+
+    The program checked clean, so each agent's IR operations match its AST ones one to one.
+    An agent's pipeline runs as steps: a `group_by` or `through` writes a topic and the next
+    step reads it back, so an agent that re-keys is not a loop by itself.
+    """
+    spans: dict[str, Span] = {}
+    for decl in module.decls:
+        if isinstance(decl, ast.TopicDecl):
+            named = [o for o in decl.options if isinstance(o, ast.TopicKafkaName)]
+            spans.setdefault(decl.name.text, named[0].name.span if named else decl.name.span)
+    agents = {a.name: a for a in program.agents}
+    writes: list[_Write] = []
+    for decl in module.decls:
+        if not isinstance(decl, ast.AgentDecl) or decl.name.text not in agents:
+            continue
+        agent = agents[decl.name.text]
+        reading: tuple[str, ...] = agent.sources
+        for node, op in zip(decl.ops, agent.ops, strict=True):
+            targets: list[tuple[str, Span]] = []
+            if isinstance(op, ir.GroupBy):
+                targets = [(op.topic, node.span)]
+            elif isinstance(op, ir.Through | ir.To) and isinstance(node, ast.ThroughOp | ast.ToOp):
+                targets = [(op.topic, node.topic.span)]
+            elif isinstance(op, ir.Echo) and isinstance(node, ast.EchoOp):
+                targets = [(t, ref.span) for t, ref in zip(op.topics, node.topics, strict=True)]
+            for target, span in targets:
+                spans.setdefault(target, span)
+                writes += [_Write(source, target, agent.name, span) for source in reading]
+            if isinstance(op, ir.GroupBy | ir.Through):
+                reading = (op.topic,)
+    return spans, writes
+
+
+def _cycles(filename: str, program: ir.Program, writes: list[_Write]) -> list[Diagnostic]:
+    """One W501 per group of topics that messages can go round, naming a shortest loop."""
+    edges: dict[str, list[_Write]] = {t.name: [] for t in program.topics}
+    for w in writes:
+        edges[w.source].append(w)
+    out: list[Diagnostic] = []
+    for group in _loops(edges):
+        start = next(name for name in edges if name in group)  # the first in program order
+        loop = _shortest_loop(start, edges, group)
+        path = " → ".join([start, *(f"agent {w.agent} → {w.target}" for w in loop)])
+        out.append(
+            Diagnostic.warning(
+                filename,
+                loop[-1].span,
+                "W501",
+                f"messages written here come back to topic {start}: {path}",
+                [
+                    "on Kafka a message that comes back is processed again, and again: write "
+                    "to another topic, unless a `where` or `filter` in the loop stops every "
+                    "message"
+                ],
+            )
+        )
+    return out
+
+
+def _loops(edges: dict[str, list[_Write]]) -> list[set[str]]:
+    """The strongly connected groups of topics that hold a loop (Tarjan's algorithm, without
+    recursion: a program may chain thousands of topics)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[set[str]] = []
+    for root in edges:
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            node, i = work.pop()
+            if i == 0:
+                index[node] = low[node] = len(index)
+                stack.append(node)
+                on_stack.add(node)
+            if i < len(edges[node]):
+                work.append((node, i + 1))
+                target = edges[node][i].target
+                if target not in index:
+                    work.append((target, 0))
+                elif target in on_stack:
+                    low[node] = min(low[node], index[target])
+                continue
+            if work:  # back in the caller: pass the lowest link up
+                caller = work[-1][0]
+                low[caller] = min(low[caller], low[node])
+            if low[node] == index[node]:
+                group: set[str] = set()
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    group.add(member)
+                    if member == node:
+                        break
+                if len(group) > 1 or any(w.target == node for w in edges[node]):
+                    groups.append(group)
+    return groups
+
+
+def _shortest_loop(start: str, edges: dict[str, list[_Write]], group: set[str]) -> list[_Write]:
+    """The writes of a shortest path from `start` back to itself (breadth first)."""
+    came: dict[str, _Write] = {}
+    queue = deque([start])
+    while queue:
+        node = queue.popleft()
+        for w in edges[node]:
+            if w.target == start:
+                loop = [w]
+                while node != start:
+                    loop.append(came[node])
+                    node = came[node].source
+                return loop[::-1]
+            if w.target in group and w.target not in came:
+                came[w.target] = w
+                queue.append(w.target)
+    raise AssertionError(f"{start} is in a loop")  # callers pass a topic that reaches itself
+
+
+def _collisions(
+    module: ast.Module, program: ir.Program, spans: dict[str, Span]
+) -> list[Diagnostic]:
+    """W502 for each topic whose name, with '.' written as '_', an earlier one already has."""
+    named = [(t.kafka_name, spans.get(t.name)) for t in program.topics]
+    apps = [d for d in module.decls if isinstance(d, ast.AppDecl)]
+    named.append((f"{program.app}-dlq", apps[0].name.span if apps else None))
+    first: dict[str, str] = {}
+    out: list[Diagnostic] = []
+    for name, span in named:
+        metric = name.replace(".", "_")
+        other = first.setdefault(metric, name)
+        if other != name:
+            out.append(
+                Diagnostic.warning(
+                    module.filename,
+                    span,
+                    "W502",
+                    f"Kafka topic '{name}' collides with '{other}': Kafka's metric names "
+                    f"write both as '{metric}'",
+                    [
+                        "Kafka refuses to create one of them once the other exists; "
+                        "rename one of them"
+                    ],
+                )
+            )
+    return out
