@@ -35,6 +35,7 @@ from .stream import (
     ack_carrier,
     carrier_events,
     forwarded_key_headers,
+    forwarded_timestamp,
 )
 from .transport import TP, Delivery, Headers, Message, TopicSpec, Transport, TransportError
 
@@ -518,11 +519,22 @@ class Worker:
 
     # -- sending ----------------------------------------------------------------------------
     async def forward(
-        self, topic: Topic[Any], value: Any, carrier: Carrier, *, key: Any = ...
+        self,
+        topic: Topic[Any],
+        value: Any,
+        carrier: Carrier,
+        *,
+        key: Any = ...,
+        as_received: bool = False,
     ) -> None:
-        """Send `value` to `topic` with the key and headers of the element's message (or
-        `key`, already encoded); the element's events stay in flight until it is delivered."""
-        data = topic.value_codec.encode(value)
+        """Send `value` to `topic` with the key, headers and timestamp of the element's message
+        (or `key`, already encoded); the element's events stay in flight until it is delivered.
+        `as_received`: `value` is its message's decoded value, unchanged, so the message's own
+        value bytes are sent instead of encoding it again."""
+        if as_received and isinstance(carrier, Event):
+            data = carrier.message.value
+        else:
+            data = topic.value_codec.encode(value)
         raw_key, headers = forwarded_key_headers(carrier)
         if isinstance(carrier, Event):  # the common case, without a list of one to walk
             held = [] if carrier._acked else [(carrier._offsets, carrier.message.offset)]
@@ -530,7 +542,9 @@ class Worker:
             held = [(e._offsets, e.message.offset) for e in carrier if not e._acked]
         if key is not ...:
             raw_key = key
-        delivery = await self.transport.send(topic.name, data, raw_key, headers)
+        delivery = await self.transport.send(
+            topic.name, data, raw_key, headers, timestamp=forwarded_timestamp(carrier)
+        )
         self.sent += 1
         self._hold(delivery, held)
 
@@ -540,13 +554,15 @@ class Worker:
         records: Sequence[tuple[bytes | None, bytes | None, Headers]],
         carriers: Sequence[Carrier],
     ) -> None:
-        """Send a run of encoded records (one per element, in order) to `topic` at once; the
+        """Send a run of encoded records (one per element, in order, each with its element's
+        timestamp) to `topic` at once; the
         elements' `carriers` are acked when every record of the run is delivered, and never
         if any is not (the worker then stops with them uncommitted).
 
         Per run rather than per record: one `send_many`, one callback, and acks in place of
         a hold and a release per record."""
-        delivery = await self.transport.send_many(topic.name, records)
+        timestamps = [forwarded_timestamp(carrier) for carrier in carriers]
+        delivery = await self.transport.send_many(topic.name, records, timestamps)
         self.sent += len(records)
         if isinstance(delivery, asyncio.Future) and delivery.done():
             self._run_delivered(carriers, delivery)  # now, not a loop step later
