@@ -554,13 +554,12 @@ class Worker:
         records: Sequence[tuple[bytes | None, bytes | None, Headers]],
         carriers: Sequence[Carrier],
     ) -> None:
-        """Send a run of encoded records (one per element, in order, each with its element's
-        timestamp) to `topic` at once; the
+        """Send a run of encoded records (one per element, in order) to `topic` at once; the
         elements' `carriers` are acked when every record of the run is delivered, and never
         if any is not (the worker then stops with them uncommitted).
 
         Per run rather than per record: one `send_many`, one callback, and acks in place of
-        a hold and a release per record."""
+        a hold and a release per record. Each record keeps its element's timestamp."""
         timestamps = [forwarded_timestamp(carrier) for carrier in carriers]
         delivery = await self.transport.send_many(topic.name, records, timestamps)
         self.sent += len(records)
