@@ -486,7 +486,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--timestamps",
         action="store_true",
-        help="include each message's timestamp (output then differs from run to run)",
+        help="include each message's timestamp (inputs without one get the current time)",
     )
     run.add_argument(
         "--timeout",

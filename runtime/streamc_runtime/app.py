@@ -36,6 +36,7 @@ from .stream import (
     ack_carrier,
     carrier_events,
     forwarded_key_headers,
+    forwarded_timestamp,
 )
 from .transport import TP, Delivery, Headers, Message, TopicSpec, Transport, TransportError
 
@@ -521,11 +522,22 @@ class Worker:
 
     # -- sending ----------------------------------------------------------------------------
     async def forward(
-        self, topic: Topic[Any], value: Any, carrier: Carrier, *, key: Any = ...
+        self,
+        topic: Topic[Any],
+        value: Any,
+        carrier: Carrier,
+        *,
+        key: Any = ...,
+        as_received: bool = False,
     ) -> None:
-        """Send `value` to `topic` with the key and headers of the element's message (or
-        `key`, already encoded); the element's events stay in flight until it is delivered."""
-        data = topic.value_codec.encode(value)
+        """Send `value` to `topic` with the key, headers and timestamp of the element's message
+        (or `key`, already encoded); the element's events stay in flight until it is delivered.
+        `as_received`: `value` is its message's decoded value, unchanged, so the message's own
+        value bytes are sent instead of encoding it again."""
+        if as_received and isinstance(carrier, Event):
+            data = carrier.message.value
+        else:
+            data = topic.value_codec.encode(value)
         raw_key, headers = forwarded_key_headers(carrier)
         if isinstance(carrier, Event):  # the common case, without a list of one to walk
             held = [] if carrier._acked else [(carrier._offsets, carrier.message.offset)]
@@ -533,7 +545,9 @@ class Worker:
             held = [(e._offsets, e.message.offset) for e in carrier if not e._acked]
         if key is not ...:
             raw_key = key
-        delivery = await self.transport.send(topic.name, data, raw_key, headers)
+        delivery = await self.transport.send(
+            topic.name, data, raw_key, headers, timestamp=forwarded_timestamp(carrier)
+        )
         self.sent += 1
         self._hold(delivery, held)
 
@@ -548,8 +562,9 @@ class Worker:
         if any is not (the worker then stops with them uncommitted).
 
         Per run rather than per record: one `send_many`, one callback, and acks in place of
-        a hold and a release per record."""
-        delivery = await self.transport.send_many(topic.name, records)
+        a hold and a release per record. Each record keeps its element's timestamp."""
+        timestamps = [forwarded_timestamp(carrier) for carrier in carriers]
+        delivery = await self.transport.send_many(topic.name, records, timestamps)
         self.sent += len(records)
         if isinstance(delivery, asyncio.Future) and delivery.done():
             self._run_delivered(carriers, delivery)  # now, not a loop step later

@@ -6,6 +6,8 @@ tracker carrying one reference per subscribed stream (set once, before fan-out, 
 ack can bring the count to zero early), and appends one `Event` per stream. A message that fails
 to decode is dead-lettered once, not once per subscriber, and then counts as done for all of
 them. Streams whose buffer is full get their partitions paused until they drain to half.
+That dead letter's send is the one await in a dispatch: partitions revoked during it get nothing
+more from the batch.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ class Conductor:
         vdecode: Any = None
         share = True
         lazy_ascii = False  # str keys: ASCII ones are decoded on first read
-        for m in messages:
+        rest = iter(messages)  # what is left of the batch, should a revocation cut it short
+        for m in rest:
             if m.partition != last_partition or m.topic != last_topic:
                 last_topic, last_partition = m.topic, m.partition
                 state = offsets.get(TP(m.topic, m.partition))
@@ -101,7 +104,18 @@ class Conductor:
                 value = vcodec.decode(v) if v is None else v if vdecode is None else vdecode(v)
             except Exception as exc:
                 state.add(offset, 1)
+                mark = offsets.revocations
                 await worker.dead_letter_message(m, state, exc, self.agents_of(m.topic))
+                if offsets.revocations != mark:
+                    # Partitions were revoked while the send waited (the Kafka coordinator
+                    # runs beside us): the rest of their messages must register nothing, not
+                    # in their closed state and not in a new one (a partition assigned back
+                    # is fetched again from its commit, and offsets from this older fetch
+                    # would sit ahead of the refetched ones). The rest starts afresh, with
+                    # every state looked up again.
+                    gone = offsets.forgotten_since(mark)
+                    await self.dispatch([r for r in rest if TP(r.topic, r.partition) not in gone])
+                    return
                 continue
             state.position = offset + 1
             if single is not None:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import os
 import random
@@ -794,6 +795,7 @@ class KafkaTransport:
         key: bytes | None = None,
         headers: Sequence[tuple[str, bytes]] = (),
         partition: int | None = None,
+        timestamp: int | None = None,
     ) -> Awaitable[Delivery]:
         producer = self._require(self._producer)
         sent: asyncio.Future[Any] = await producer.send(
@@ -801,6 +803,7 @@ class KafkaTransport:
             value,
             key=key,
             partition=partition,
+            timestamp_ms=timestamp if timestamp is None or timestamp >= 0 else None,
             headers=list(headers) if headers else None,
         )
         # aiokafka's own future is the delivery: it resolves to a RecordMetadata, which has the
@@ -814,10 +817,14 @@ class KafkaTransport:
         return cast("Awaitable[Delivery]", sent)
 
     async def send_many(
-        self, topic: str, records: Sequence[tuple[bytes | None, bytes | None, Headers]]
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes | None, bytes | None, Headers]],
+        timestamps: Sequence[int | None] | None = None,
     ) -> Awaitable[Any]:
         """Send `(key, value, headers)` records in order, in whole batches; the awaitable
-        resolves once every batch holding one of them is stored.
+        resolves once every batch holding one of them is stored. `timestamps`, if given, has
+        each record's time (milliseconds; None or negative: now).
 
         What `send` costs per record (a coroutine, aiokafka's pure-Python murmur2, a future
         and a `RecordMetadata`) is paid here per batch. Records are partitioned as aiokafka's
@@ -847,9 +854,13 @@ class KafkaTransport:
         opened = self._open_batches.setdefault(topic, {})
         _drop_taken(producer, topic, opened)  # aiokafka may have sent some since the last run
         covering: dict[asyncio.Future[Any], None] = {}  # the batches this run went into
-        for key, value, headers in records:
+        stamps = itertools.repeat(None) if timestamps is None else timestamps
+        for (key, value, headers), timestamp in zip(records, stamps, strict=False):
             if type(headers) is not list:  # aiokafka's builder takes exactly a list
                 headers = list(headers)
+            # aiokafka's builder stamps None with the current time; it would write a negative
+            # time (a consumed record's "no timestamp") as it is.
+            ts = timestamp if timestamp is None or timestamp >= 0 else None
             if key is None:
                 partition = random.choice(unkeyed)
             else:
@@ -857,7 +868,7 @@ class KafkaTransport:
             slot = opened.get(partition)
             if slot is not None:
                 builder, batch = slot
-                added = builder.append(timestamp=None, key=key, value=value, headers=headers)
+                added = builder.append(timestamp=ts, key=key, value=value, headers=headers)
                 if added is not None:
                     covering[batch] = None
                     continue
@@ -865,7 +876,7 @@ class KafkaTransport:
             # aiokafka's builder takes any record into an empty batch (one larger than the
             # batch size goes alone; larger than a request was refused above).
             builder = producer.create_batch()
-            builder.append(timestamp=None, key=key, value=value, headers=headers)
+            builder.append(timestamp=ts, key=key, value=value, headers=headers)
             # Waits while aiokafka still queues an undrained batch for the partition.
             batch = await producer.send_batch(builder, topic, partition=partition)
             opened[partition] = (builder, batch)

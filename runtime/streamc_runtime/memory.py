@@ -433,16 +433,26 @@ class MemoryTransport:
         key: bytes | None = None,
         headers: Sequence[tuple[str, bytes]] = (),
         partition: int | None = None,
+        timestamp: int | None = None,
     ) -> Awaitable[Delivery]:
         fut: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
-        fut.set_result(self.broker.produce(topic, value, key, headers, partition))
+        if timestamp is not None and timestamp < 0:
+            timestamp = None
+        fut.set_result(self.broker.produce(topic, value, key, headers, partition, timestamp))
         return fut
 
     async def send_many(
-        self, topic: str, records: Sequence[tuple[bytes | None, bytes | None, Headers]]
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes | None, bytes | None, Headers]],
+        timestamps: Sequence[int | None] | None = None,
     ) -> Awaitable[object]:
         # Record by record through `send`, which tests override to delay or fail deliveries.
-        deliveries = [await self.send(topic, v, k, headers) for k, v, headers in records]
+        stamps = itertools.repeat(None) if timestamps is None else timestamps
+        deliveries = [
+            await self.send(topic, v, k, headers, timestamp=ts)
+            for (k, v, headers), ts in zip(records, stamps, strict=False)
+        ]
         return _all_delivered(deliveries)
 
     async def flush(self) -> None:

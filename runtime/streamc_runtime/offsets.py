@@ -111,10 +111,12 @@ class PartitionOffsets:
 class OffsetTracker:
     """The `PartitionOffsets` of every partition this worker currently owns."""
 
-    __slots__ = ("partitions",)
+    __slots__ = ("_forgotten", "partitions", "revocations")
 
     def __init__(self) -> None:
         self.partitions: dict[TP, PartitionOffsets] = {}
+        self.revocations = 0  # how many times `forget` ran: a mark for `forgotten_since`
+        self._forgotten: dict[TP, int] = {}  # partition -> the revocation that last dropped it
 
     def get(self, tp: TP) -> PartitionOffsets:
         state = self.partitions.get(tp)
@@ -140,10 +142,16 @@ class OffsetTracker:
 
     def forget(self, tps: set[TP] | frozenset[TP]) -> None:
         """Drop revoked partitions; events still holding them ack into a closed tracker."""
+        self.revocations += 1
         for tp in tps:
+            self._forgotten[tp] = self.revocations
             state = self.partitions.pop(tp, None)
             if state is not None:
                 state.close()
+
+    def forgotten_since(self, mark: int) -> set[TP]:
+        """The partitions revoked after `revocations` was `mark` (assigned back since, or not)."""
+        return {tp for tp, n in self._forgotten.items() if n > mark}
 
     def in_flight(self) -> int:
         return sum(s.in_flight for s in self.partitions.values())

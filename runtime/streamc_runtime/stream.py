@@ -144,6 +144,14 @@ def forwarded_key_headers(carrier: Carrier) -> tuple[bytes | None, Headers]:
     return (first if all(e.message.key == first for e in carrier) else None), ()
 
 
+def forwarded_timestamp(carrier: Carrier) -> int | None:
+    """The timestamp a forwarded element keeps (milliseconds): its message's, or for a batch
+    the latest of its messages' (as Kafka Streams does); None when there is none to keep."""
+    if isinstance(carrier, Event):
+        return carrier.message.timestamp
+    return max((e.message.timestamp for e in carrier), default=None)
+
+
 @final
 class _Empty:
     """No element available right now (not end of stream)."""
@@ -205,6 +213,9 @@ class Stream(Generic[T]):
     """An async iterable of `T`, with Faust's operations. Do not construct directly."""
 
     _op = "stream"
+    # Whether this node's values may differ from the decoded values of their carriers'
+    # messages: a processor's result (even the same object, changed in place), a batch, a pair.
+    _changes_values = False
 
     def __init__(
         self, worker: Worker, up: Stream[Any] | None, source: SourceStream[Any] | None
@@ -307,6 +318,11 @@ class Stream(Generic[T]):
         """Whether a pull from this node may wait on something other than the buffer (an async
         hook, a send): the forwarding task then sends what it holds before pulling again."""
         return False if self._up is None else self._up._may_wait()
+
+    def _unchanged(self) -> bool:
+        """Whether every value this node yields is still the decoded value of its carrier's
+        message, as the source decoded it: decided once, by the operations in the chain."""
+        return not self._changes_values and (self._up is None or self._up._unchanged())
 
     def __aiter__(self) -> Stream[T]:
         return self
@@ -436,6 +452,7 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 class _Process(Stream[Any]):
     _op = "process"
+    _changes_values = True
 
     def __init__(
         self,
@@ -519,6 +536,7 @@ class _Filter(Stream[Any]):
 
 class _Take(Stream[list[Any]]):
     _op = "take"
+    _changes_values = True
 
     def __init__(self, up: Stream[Any], n: int, within: float | None) -> None:
         super().__init__(up._worker, up, up._source)
@@ -623,6 +641,7 @@ class _Take(Stream[list[Any]]):
 
 class _Enumerate(Stream[tuple[int, Any]]):
     _op = "enumerate"
+    _changes_values = True
 
     def __init__(self, up: Stream[Any], start: int) -> None:
         super().__init__(up._worker, up, up._source)
@@ -651,6 +670,7 @@ def _carrier_key(carrier: Carrier) -> Any:
 
 class _Items(Stream[tuple[Any, Any]]):
     _op = "items"
+    _changes_values = True
 
     def __init__(self, up: Stream[Any]) -> None:
         super().__init__(up._worker, up, up._source)
@@ -667,6 +687,7 @@ class _Items(Stream[tuple[Any, Any]]):
 
 class _Events(Stream[Any]):
     _op = "events"
+    _changes_values = True
 
     def __init__(self, up: Stream[Any]) -> None:
         super().__init__(up._worker, up, up._source)
@@ -683,6 +704,14 @@ class _Events(Stream[Any]):
         return (carrier, carrier)
 
 
+def _forwards_bytes(up: Stream[Any], topic: Topic[Any]) -> bool:
+    """Whether the values `up` yields go to `topic` as their messages' own value bytes rather
+    than encoded again: no hook can have changed them, and `topic` carries the type they were
+    decoded as. Re-encoding would drop the fields the record does not declare and write out
+    defaults the producer never sent; the bytes are also cheaper."""
+    return up._unchanged() and all(t.value_type == topic.value_type for t in up._source.topics)
+
+
 class _Echo(Stream[Any]):
     _op = "echo"
 
@@ -690,6 +719,7 @@ class _Echo(Stream[Any]):
         super().__init__(up._worker, up, up._source)
         self._topics = topics
         self._op = op
+        self._targets = [(topic, _forwards_bytes(up, topic)) for topic in topics]
 
     def _may_wait(self) -> bool:
         return True  # it awaits its sends
@@ -704,8 +734,8 @@ class _Echo(Stream[Any]):
                 return element
             value, carrier = cast(Element, element)
             try:
-                for topic in self._topics:
-                    await worker.forward(topic, value, carrier)
+                for topic, as_received in self._targets:
+                    await worker.forward(topic, value, carrier, as_received=as_received)
             except Exception as exc:
                 await worker.dead_letter(carrier, exc, self._agent)
                 continue
@@ -736,6 +766,7 @@ class _Forward(Stream[Any]):
         self._key_fn = key_fn
         self._key_check = key_check
         self._key_async = key_fn is not None and _is_async(key_fn)
+        self._as_received = _forwards_bytes(up, topic)
         self._worker.spawn_driver(self._run(), f"{self._agent}:{op}:{topic.name}")
 
     async def _run(self) -> None:
@@ -748,6 +779,7 @@ class _Forward(Stream[Any]):
         worker, topic, key_fn, key_async = self._worker, self._topic, self._key_fn, self._key_async
         key_check = self._key_check
         encode_key, encode_value = topic.key_codec.encode, topic.value_codec.encode
+        as_received = self._as_received  # then every carrier is an Event
         records: list[tuple[bytes | None, bytes | None, Headers]] = []
         carriers: list[Carrier] = []
         may_wait = False  # whether pulling the next element may wait on a hook (per run)
@@ -781,7 +813,10 @@ class _Forward(Stream[Any]):
                     if key_check is not None:
                         key = key_check(key)
                     raw_key = encode_key(key)
-                data = encode_value(value)
+                if as_received:
+                    data = carrier.message.value  # type: ignore[union-attr]
+                else:
+                    data = encode_value(value)
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # a hook's SystemExit too: see the module docstring
@@ -817,6 +852,9 @@ class _Forward(Stream[Any]):
 
     def _deadline(self) -> float | None:
         return None  # upstream deadlines belong to the forwarding task, not to this reader
+
+    def _unchanged(self) -> bool:
+        return True  # this reader yields what it decodes from `topic`
 
     def _may_wait(self) -> bool:
         return False  # this reader only reads its own buffer; the forwarding task does the rest

@@ -145,13 +145,20 @@ class Transport(Protocol):
         key: bytes | None = None,
         headers: Sequence[tuple[str, bytes]] = (),
         partition: int | None = None,
-    ) -> Awaitable[Delivery]: ...
+        timestamp: int | None = None,
+    ) -> Awaitable[Delivery]:
+        """`timestamp`: the record's time in milliseconds since the epoch; None (or a
+        negative one) lets the producer stamp it with the current time."""
 
     async def send_many(
-        self, topic: str, records: Sequence[tuple[bytes | None, bytes | None, Headers]]
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes | None, bytes | None, Headers]],
+        timestamps: Sequence[int | None] | None = None,
     ) -> Awaitable[object]:
         """Send `(key, value, headers)` records, in order, each to the partition its key
-        maps to; returns once all are queued. The awaitable resolves when every one of them is
+        maps to; returns once all are queued. `timestamps`, if given, has one per record, as
+        for `send`. The awaitable resolves when every one of them is
         durably stored, or raises if any was not. Records the transport can never send (too
         large) make it raise `RecordTooLargeError` before anything is sent. The forwarding of
         `group_by` and `through`

@@ -174,6 +174,7 @@ class BatchProducer:
         *,
         key: bytes | None = None,
         partition: int | None = None,
+        timestamp_ms: int | None = None,
         headers: Any = None,
     ) -> asyncio.Future[Any]:
         assert partition in self.partitions

@@ -55,6 +55,7 @@ class _Producer:
         *,
         key: bytes | None = None,
         partition: int | None = None,
+        timestamp_ms: int | None = None,
         headers: Any = None,
     ) -> asyncio.Future[Any]:
         size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers or [])

@@ -115,6 +115,7 @@ class GatedTransport(MemoryTransport):
         key: bytes | None = None,
         headers: Sequence[tuple[str, bytes]] = (),
         partition: int | None = None,
+        timestamp: int | None = None,
     ) -> asyncio.Future[Delivery]:
         fut: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
         if topic in self.failing:
@@ -123,7 +124,7 @@ class GatedTransport(MemoryTransport):
             else:
                 fut.set_exception(ConnectionError(f"{topic}: not delivered"))
             return fut
-        delivery = self.broker.produce(topic, value, key, headers, partition)
+        delivery = self.broker.produce(topic, value, key, headers, partition, timestamp)
         if topic in self.gated:
             self.pending.append((fut, delivery))
         else:

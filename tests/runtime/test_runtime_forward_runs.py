@@ -32,9 +32,9 @@ def _spy_runs(r: Running) -> list[tuple[str, int]]:
     runs: list[tuple[str, int]] = []
     send_many = r.transport.send_many
 
-    async def spy(topic: str, records: Sequence[Any]) -> Any:
+    async def spy(topic: str, records: Sequence[Any], timestamps: Any = None) -> Any:
         runs.append((topic, len(records)))
-        return await send_many(topic, records)
+        return await send_many(topic, records, timestamps)
 
     r.transport.send_many = spy  # type: ignore[method-assign]
     return runs
@@ -239,9 +239,10 @@ class _OneFails(MemoryTransport):
         key: bytes | None = None,
         headers: Sequence[tuple[str, bytes]] = (),
         partition: int | None = None,
+        timestamp: int | None = None,
     ) -> asyncio.Future[Delivery]:
         fut: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
-        delivery = self.broker.produce(topic, value, key, headers, partition)
+        delivery = self.broker.produce(topic, value, key, headers, partition, timestamp)
         if topic == "out":
             self.pending.append((fut, delivery, value))
         else:

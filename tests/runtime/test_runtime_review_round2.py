@@ -116,11 +116,11 @@ async def test_a_record_the_transport_refuses_as_too_large_is_dead_lettered_alon
     from streamc_runtime.transport import RecordTooLargeError
 
     class Limited(MemoryTransport):
-        async def send_many(self, topic: str, records: Any) -> Any:
+        async def send_many(self, topic: str, records: Any, timestamps: Any = None) -> Any:
             big = [i for i, (_k, v, _h) in enumerate(records) if v is not None and len(v) > 3]
             if topic == "out" and big:
                 raise RecordTooLargeError("too large", big)
-            return await super().send_many(topic, records)
+            return await super().send_many(topic, records, timestamps)
 
     app = App("big")
     nums = app.topic("nums", key_type=str, value_type=int)

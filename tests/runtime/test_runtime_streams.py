@@ -407,9 +407,10 @@ async def test_body_restart_resumes_memoized_chain_after_failed_batch() -> None:
         await r.idle()
     assert batches == [[0, 1], [4, 5]]
     assert len(nodes) == 2 and nodes[0] is nodes[1]
+    # group_by forwards the input's own bytes (no hook changed them)
     assert [m.value for m in r.messages("g-dlq")] == [
-        b'{"account_id":"a","amount":2.0,"language":null,"tags":[]}',
-        b'{"account_id":"a","amount":3.0,"language":null,"tags":[]}',
+        b'{"account_id":"a","amount":2}',
+        b'{"account_id":"a","amount":3}',
     ]
     assert r.committed(repart.name) == {0: 6}
 
@@ -535,8 +536,9 @@ async def test_forward_holds_the_source_until_delivered() -> None:
             key: Any = None,
             headers: Any = (),
             partition: Any = None,
+            timestamp: Any = None,
         ) -> Any:
-            done = await super().send(topic, value, key, headers, partition)
+            done = await super().send(topic, value, key, headers, partition, timestamp)
             fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             self.results.append((fut, await done))
             return fut
