@@ -46,9 +46,9 @@ class DeliveryError(TransportError):
 
 
 def redact_url(url: str) -> str:
-    """`url` fit for a message or a log line: whatever stands before an `@` after the scheme
-    (user and password) is replaced by `***`."""
-    return re.sub(r"://.*@", "://***@", url, flags=re.DOTALL)
+    """`url` fit for a message or a log line: whatever stands between the scheme and the last
+    `@` (a user and password) is replaced by `***`."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*:/*)?.*@", r"\1***@", url, flags=re.DOTALL)
 
 
 def is_transient(exc: BaseException) -> bool:
