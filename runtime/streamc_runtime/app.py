@@ -38,13 +38,25 @@ from .stream import (
     forwarded_key_headers,
     forwarded_timestamp,
 )
-from .transport import TP, Delivery, Headers, Message, TopicSpec, Transport, TransportError
+from .transport import (
+    TP,
+    Delivery,
+    DeliveryError,
+    Headers,
+    Message,
+    RecordTooLargeError,
+    TopicSpec,
+    Transport,
+    TransportError,
+    is_transient,
+)
 
 __all__ = ["App", "Join", "Topic", "Worker"]
 
 logger = logging.getLogger("streamc")
 
 V = TypeVar("V")
+X = TypeVar("X")
 AgentFn = Callable[[Stream[Any]], Coroutine[Any, Any, None]]
 F = TypeVar("F", bound=AgentFn)
 
@@ -85,19 +97,28 @@ class Topic(Generic[V]):
         worker = self.app.current_worker
         if worker is None:
             raise RuntimeError(f"topic {self.name!r}: the app is not running")
-        aw = await worker.transport.send(
+        aw = await worker.send_or_stop(
             self.name,
             self.value_codec.encode(value),
             self.key_codec.encode(key),
             headers,
             partition,
         )
+        if aw is None:
+            # Which message the hook is handling is unknown here: no commit may pass it, so
+            # none is made any more (the next owner redoes the uncommitted work).
+            worker.lose_output(TransportError(f"topic {self.name!r}: send failed"))
+            raise TransportError(f"topic {self.name!r}: send failed; the worker is stopping")
         worker.sent += 1
+        # The send's source message may be acked (and committable) before the delivery fails:
+        # a failure stops every later commit (the commit's flush also reports it on Kafka).
+        fut = aw if isinstance(aw, asyncio.Future) else asyncio.ensure_future(aw)
+        fut.add_done_callback(worker._hook_send_done)
         # The transport may return its client's own future, which must not be cancelled (the
         # flush would lose sight of a failure): a caller's timeout cancels only the shield.
-        if isinstance(aw, asyncio.Future) and not aw.done():
-            return asyncio.shield(aw)
-        return aw
+        if not fut.done():
+            return asyncio.shield(fut)
+        return fut
 
     def __repr__(self) -> str:
         return f"<Topic {self.name} key={self.key_type!r} value={self.value_type!r}>"
@@ -203,9 +224,13 @@ class Worker:
         fetch_max: int = 500,
         fetch_timeout: float = 0.5,
         revoke_timeout: float = 2.0,
+        send_attempts: int = 5,
+        send_backoff: float = 0.2,
     ) -> None:
         if commit_interval <= 0:
             raise ValueError("commit_interval must be > 0")
+        if send_attempts < 1:
+            raise ValueError("send_attempts must be >= 1")
         self.app = app
         self.transport = transport
         self.commit_interval = commit_interval
@@ -215,6 +240,10 @@ class Worker:
         self.fetch_max = fetch_max
         self.fetch_timeout = fetch_timeout
         self.revoke_timeout = revoke_timeout
+        # A send that raises a transient error is tried `send_attempts` times in all, waiting
+        # `send_backoff` seconds, doubled each time (at most _SEND_BACKOFF_MAX), in between.
+        self.send_attempts = send_attempts
+        self.send_backoff = send_backoff
         self.conductor = Conductor(self)
         self.offsets = OffsetTracker()
         self.takes: list[Any] = []  # take nodes: partial batches to drain or abandon
@@ -228,6 +257,9 @@ class Worker:
         self.pauses = 0
         self.batches = 0  # take batches emitted
         self.failure: BaseException | None = None
+        # Set when output may be lost (a delivery failed, or a send never went out) and which
+        # messages it came from is unknown: from then on nothing is committed.
+        self.output_lost: BaseException | None = None
         self._drivers: set[asyncio.Task[None]] = set()  # agent bodies and forwarding tasks
         # deliveries of forwarded runs not resolved yet (the stop waits for them after flushing)
         self._runs_in_delivery: set[asyncio.Future[Any]] = set()
@@ -341,6 +373,8 @@ class Worker:
             # 3. flush the producer, so forwarded records are durable and release their holds
             try:
                 await self.transport.flush()
+            except DeliveryError as exc:
+                self.lose_output(exc)
             except Exception:
                 logger.exception("flushing the producer failed")
             # let delivery callbacks run before computing the commit: a forwarded run's
@@ -375,6 +409,18 @@ class Worker:
         if self.failure is None:
             self.failure = exc
         self.request_stop()
+
+    def lose_output(self, exc: BaseException) -> None:
+        """Output was lost and the messages it came from are unknown: stop, and commit nothing
+        from now on (at-least-once: the next owner redoes all that is uncommitted)."""
+        if self.output_lost is None:
+            self.output_lost = exc
+            logger.error("output lost (%s); stopping without committing any further", exc)
+        self.fail(exc)
+
+    def _hook_send_done(self, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            self.lose_output(_delivery_error(fut))
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         return asyncio.get_running_loop().create_task(self._guard(coro, name), name=name)
@@ -452,11 +498,16 @@ class Worker:
 
     async def commit(self) -> bool:
         """Commit every partition whose committable offset moved; False if the commit failed."""
+        if self.output_lost is not None:
+            return False
         offsets = self.offsets.to_commit()
         if not offsets:
             return True
         try:
             await self.transport.commit(offsets)
+        except DeliveryError as exc:  # the commit's flush found lost output: never commit now
+            self.lose_output(exc)
+            return False
         except TransportError as exc:  # e.g. the group is rebalancing: expected, and retried
             logger.warning("commit failed; will retry: %s", exc)
             return False
@@ -510,9 +561,11 @@ class Worker:
         while any(s.busy() for s in states) and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
         offsets = self.offsets.to_commit(only=gone)
-        if offsets:
+        if offsets and self.output_lost is None:
             try:
                 await self.transport.commit(offsets)
+            except DeliveryError as exc:
+                self.lose_output(exc)
             except Exception:
                 logger.exception("commit on revocation failed")
         self.offsets.forget(gone)
@@ -545,9 +598,22 @@ class Worker:
             held = [(e._offsets, e.message.offset) for e in carrier if not e._acked]
         if key is not ...:
             raw_key = key
-        delivery = await self.transport.send(
-            topic.name, data, raw_key, headers, timestamp=forwarded_timestamp(carrier)
-        )
+        timestamp = forwarded_timestamp(carrier)
+        try:
+            delivery = await self.transport.send(
+                topic.name, data, raw_key, headers, timestamp=timestamp
+            )
+        except RecordTooLargeError:
+            raise  # a data error: the caller dead-letters the element
+        except Exception as exc:
+            send = partial(
+                self.transport.send, topic.name, data, raw_key, headers, timestamp=timestamp
+            )
+            retried = await self._resend(exc, send, topic.name)
+            if retried is None:  # the worker is stopping: keep the element uncommitted
+                self._hold_for_good(held)
+                return
+            delivery = retried
         self.sent += 1
         self._hold(delivery, held)
 
@@ -562,9 +628,21 @@ class Worker:
         if any is not (the worker then stops with them uncommitted).
 
         Per run rather than per record: one `send_many`, one callback, and acks in place of
-        a hold and a release per record. Each record keeps its element's timestamp."""
+        a hold and a release per record. Each record keeps its element's timestamp.
+
+        Raises `RecordTooLargeError` (a data error) only; a transport failure is retried (see
+        `_resend`), and if it persists the worker stops with the carriers never acked."""
         timestamps = [forwarded_timestamp(carrier) for carrier in carriers]
-        delivery = await self.transport.send_many(topic.name, records, timestamps)
+        try:
+            delivery = await self.transport.send_many(topic.name, records, timestamps)
+        except RecordTooLargeError:
+            raise
+        except Exception as exc:
+            send = partial(self.transport.send_many, topic.name, records, timestamps)
+            retried = await self._resend(exc, send, topic.name)
+            if retried is None:
+                return
+            delivery = retried
         self.sent += len(records)
         if isinstance(delivery, asyncio.Future) and delivery.done():
             self._run_delivered(carriers, delivery)  # now, not a loop step later
@@ -582,6 +660,68 @@ class Worker:
         for carrier in carriers:
             ack_carrier(carrier)
 
+    async def send_or_stop(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers,
+        partition: int | None = None,
+    ) -> Awaitable[Delivery] | None:
+        """`transport.send`, retrying transient failures; None if the send never went out
+        (the worker is stopping then). Raises `RecordTooLargeError`."""
+        try:
+            return await self.transport.send(topic, value, key, headers, partition)
+        except RecordTooLargeError:
+            raise
+        except Exception as exc:
+            send = partial(self.transport.send, topic, value, key, headers, partition)
+            return await self._resend(exc, send, topic)
+
+    async def _resend(
+        self, exc: Exception, send: Callable[[], Awaitable[X]], topic: str
+    ) -> X | None:
+        """Retry a send that raised `exc`: transient errors (`is_transient`) up to
+        `send_attempts` tries in all, with exponential backoff. A failure that persists, or
+        that retrying cannot fix, is a transport failure, never bad data: the worker stops
+        (None is returned) and the caller keeps its messages uncommitted, so the next owner
+        sends them again."""
+        delay = self.send_backoff
+        attempt = 1
+        while is_transient(exc) and attempt < self.send_attempts and self.failure is None:
+            logger.warning(
+                "sending to %s failed (attempt %d/%d): %s; retrying in %.2fs",
+                topic,
+                attempt,
+                self.send_attempts,
+                _describe(exc),
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _SEND_BACKOFF_MAX)
+            attempt += 1
+            try:
+                return await send()
+            except RecordTooLargeError:
+                raise
+            except Exception as again:
+                exc = again
+        # Once the worker is failing, later sends give up at once: one line says why.
+        (logger.error if self.failure is None else logger.debug)(
+            "sending to %s failed after %d attempt(s): %s; stopping the worker, the messages "
+            "stay uncommitted",
+            topic,
+            attempt,
+            _describe(exc),
+        )
+        self.fail(exc)
+        return None
+
+    def _hold_for_good(self, held: list[tuple[PartitionOffsets, int]]) -> None:
+        """Hold messages whose output is lost so no ack and no commit can pass them."""
+        for state, offset in held:
+            state.hold(offset)
+
     def _hold(
         self, delivery: Awaitable[Delivery], held: list[tuple[PartitionOffsets, int]]
     ) -> None:
@@ -592,8 +732,7 @@ class Worker:
                 return  # delivered already (the memory broker): nothing to hold
             # Failed already: hold for good, so the acks that follow cannot make the
             # messages done and the stop's commit cannot pass them.
-            for state, offset in held:
-                state.hold(offset)
+            self._hold_for_good(held)
             self.fail(_delivery_error(delivery))
             return
         for state, offset in held:
@@ -653,7 +792,14 @@ class Worker:
                 ("streamc.hook", exc.hook.encode()),
                 ("streamc.hook.returns", exc.expected.encode()),
             ]
-        delivery = await self.transport.send(self.app.dlq.name, message.value, message.key, headers)
+        dlq = self.app.dlq.name
+        try:
+            delivery = await self.send_or_stop(dlq, message.value, message.key, headers)
+        except RecordTooLargeError as too_large:
+            delivery = await self._send_truncated(message, headers, too_large.limit)
+        if delivery is None:  # the worker is stopping: keep the message uncommitted
+            self._hold_for_good(held)
+            return
         self.dead_letters += 1
         self._hold(delivery, held)
         logger.warning(
@@ -666,6 +812,26 @@ class Worker:
             error,
             exc_info=exc if traceback and not isinstance(exc, DecodeError) else None,
         )
+
+    async def _send_truncated(
+        self, message: Message, headers: list[tuple[str, bytes]], limit: int | None
+    ) -> Awaitable[Delivery] | None:
+        """Dead-letter a message too large to produce whole (it came from a topic allowing
+        more than the producer's limit): its value cut to fit, with headers saying so. Were
+        even its key and headers too large, they go too: no message may stop the worker."""
+        value = message.value or b""
+        marks = [
+            ("streamc.truncated", b"true"),
+            ("streamc.original.size", str(len(value)).encode()),
+        ]
+        marked = [*headers, *marks]
+        room = (limit or 0) - _framing(message.key, marked)
+        dlq = self.app.dlq.name
+        try:
+            return await self.send_or_stop(dlq, value[: max(room, 0)], message.key, marked)
+        except RecordTooLargeError:
+            own = [(k, v) for k, v in headers if k.startswith("streamc.")]
+            return await self.send_or_stop(dlq, b"", None, [*own, *marks])
 
     # -- quiescence (run_local) ---------------------------------------------------------------
     def idle(self) -> bool:
@@ -691,6 +857,20 @@ class Worker:
 
 
 _MAX_ERROR = 2000
+_SEND_BACKOFF_MAX = 5.0
+
+
+def _framing(key: bytes | None, headers: Headers) -> int:
+    """A bound on a record's size without its value: key, headers, and what Kafka adds to
+    them in a batch of one (batch header, varints): what a truncated value must leave room for."""
+    size = 128 + (len(key) if key else 0)
+    for name, data in headers:
+        size += 10 + len(name.encode()) + len(data)
+    return size
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _qualname(exc: BaseException) -> str:

@@ -33,7 +33,13 @@ case) or passed to `from_url` as a keyword override (overrides win). The ones us
 `STREAMC_KAFKA_SESSION_TIMEOUT_MS`  group session timeout (default 10000): how long a dead
                                     worker keeps its partitions before they move
 `STREAMC_KAFKA_CONNECT_ATTEMPTS`    start-up attempts before giving up (default 8, about 35 s)
+`STREAMC_KAFKA_MAX_REQUEST_SIZE`    the largest record the producer sends, in bytes (default
+                                    1048576); a larger one is dead-lettered, truncated
 ==================================  ===========================================================
+
+TLS and SASL settings are refused unless `SECURITY_PROTOCOL` uses them (they would be
+ignored), and a TLS file that does not exist is reported at once. A broker URL holding
+credentials is refused without being echoed.
 
 Booleans accept `1/true/yes/on` and `0/false/no/off`.
 """
@@ -69,18 +75,22 @@ from .memory import partition_for_key
 from .transport import (
     TP,
     Delivery,
+    DeliveryError,
     Headers,
     Message,
     RebalanceListener,
     RecordTooLargeError,
     TopicSpec,
+    TransientTransportError,
     TransportError,
+    redact_url,
 )
 
 __all__ = [
     "KafkaConfigError",
     "KafkaDeliveryError",
     "KafkaRecordTooLargeError",
+    "KafkaSendError",
     "KafkaSettings",
     "KafkaTransport",
     "KafkaTransportError",
@@ -121,8 +131,13 @@ class KafkaUnavailableError(KafkaTransportError):
     """The brokers could not be reached (or refused us) at start-up, after every retry."""
 
 
-class KafkaDeliveryError(KafkaTransportError):
+class KafkaDeliveryError(KafkaTransportError, DeliveryError):
     """A produced record was not stored; raised by `flush` (and so by `commit`)."""
+
+
+class KafkaSendError(KafkaTransportError, TransientTransportError):
+    """The producer could not queue a record for a reason that may pass (a timeout waiting
+    for metadata or buffer space, no leader, a lost connection): the worker retries."""
 
 
 class KafkaRecordTooLargeError(KafkaTransportError, RecordTooLargeError):
@@ -170,6 +185,9 @@ class KafkaSettings:
     request_timeout_ms: int = 40_000
     retry_backoff_ms: int = 100
     metadata_max_age_ms: int = 300_000
+    # The largest record (as aiokafka measures it) the producer sends; larger ones are data
+    # errors, dead-lettered with a truncated value.
+    max_request_size: int = _MAX_REQUEST_SIZE
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -218,10 +236,48 @@ class KafkaSettings:
                     f"SASL {self.sasl_mechanism} needs {ENV_PREFIX}SASL_USERNAME and "
                     f"{ENV_PREFIX}SASL_PASSWORD"
                 )
+        self._check_tls_and_sasl()
+        if self.max_request_size < 1024:
+            raise KafkaConfigError(f"{ENV_PREFIX}MAX_REQUEST_SIZE must be at least 1024")
         if self.replication_factor is not None and self.replication_factor < 1:
             raise KafkaConfigError(f"{ENV_PREFIX}REPLICATION_FACTOR must be at least 1")
         if self.connect_attempts < 1:
             raise KafkaConfigError(f"{ENV_PREFIX}CONNECT_ATTEMPTS must be at least 1")
+
+    def _check_tls_and_sasl(self) -> None:
+        """Settings the protocol would silently ignore are refused; TLS files must exist."""
+        protocol = self.security_protocol
+        tls = {
+            "SSL_CAFILE": self.ssl_cafile,
+            "SSL_CERTFILE": self.ssl_certfile,
+            "SSL_KEYFILE": self.ssl_keyfile,
+            "SSL_PASSWORD": self.ssl_password,
+        }
+        tls_set = [name for name, value in tls.items() if value is not None]
+        if tls_set and protocol not in ("SSL", "SASL_SSL"):
+            raise KafkaConfigError(
+                f"{', '.join(ENV_PREFIX + n for n in tls_set)} set, but "
+                f"{ENV_PREFIX}SECURITY_PROTOCOL is {protocol}, which does not use TLS; set "
+                f"{ENV_PREFIX}SECURITY_PROTOCOL=SSL (or SASL_SSL)"
+            )
+        sasl = {"SASL_USERNAME": self.sasl_username, "SASL_PASSWORD": self.sasl_password}
+        sasl_set = [name for name, value in sasl.items() if value is not None]
+        if sasl_set and not protocol.startswith("SASL_"):
+            raise KafkaConfigError(
+                f"{', '.join(ENV_PREFIX + n for n in sasl_set)} set, but "
+                f"{ENV_PREFIX}SECURITY_PROTOCOL is {protocol}, which does not use SASL; set "
+                f"{ENV_PREFIX}SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT) and "
+                f"{ENV_PREFIX}SASL_MECHANISM"
+            )
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise KafkaConfigError(
+                f"{ENV_PREFIX}SSL_KEYFILE is the key of a client certificate: set "
+                f"{ENV_PREFIX}SSL_CERTFILE too"
+            )
+        for name in ("SSL_CAFILE", "SSL_CERTFILE", "SSL_KEYFILE"):
+            path = tls[name]
+            if path is not None and not os.path.isfile(path):
+                raise KafkaConfigError(f"{ENV_PREFIX}{name}: no such file: {path}")
 
     @classmethod
     def from_env(
@@ -259,12 +315,18 @@ class KafkaSettings:
             "security_protocol": self.security_protocol,
         }
         if self.security_protocol in ("SSL", "SASL_SSL"):
-            kwargs["ssl_context"] = create_ssl_context(
-                cafile=self.ssl_cafile,
-                certfile=self.ssl_certfile,
-                keyfile=self.ssl_keyfile,
-                password=self.ssl_password,
-            )
+            try:
+                kwargs["ssl_context"] = create_ssl_context(
+                    cafile=self.ssl_cafile,
+                    certfile=self.ssl_certfile,
+                    keyfile=self.ssl_keyfile,
+                    password=self.ssl_password,
+                )
+            except (OSError, ValueError) as exc:  # unreadable, not PEM (SSLError), bad password
+                files = [f for f in (self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile) if f]
+                raise KafkaConfigError(
+                    f"cannot load the TLS files {', '.join(files) or '(system CAs)'}: {exc}"
+                ) from exc
         if self.sasl_mechanism is not None:
             kwargs["sasl_mechanism"] = self.sasl_mechanism
             kwargs["sasl_plain_username"] = self.sasl_username
@@ -293,9 +355,15 @@ def _parse_env(name: str, raw: str, default: Any) -> Any:
 
 def parse_kafka_url(url: str) -> tuple[str, ...]:
     """`kafka://host:port[,host:port...]` → `("host:port", ...)`."""
+    shown = redact_url(url)  # a URL may hold a password: never echo it
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() != "kafka":
-        raise KafkaConfigError(f"not a Kafka broker URL: {url!r} (expected kafka://host:port)")
+        raise KafkaConfigError(f"not a Kafka broker URL: {shown!r} (expected kafka://host:port)")
+    if "@" in rest:
+        raise KafkaConfigError(
+            f"credentials do not go in the broker URL ({shown!r}); set "
+            f"{ENV_PREFIX}SASL_USERNAME and {ENV_PREFIX}SASL_PASSWORD"
+        )
     rest = rest.rstrip("/")
     servers: list[str] = []
     for part in rest.split(","):
@@ -303,7 +371,7 @@ def parse_kafka_url(url: str) -> tuple[str, ...]:
         host, colon, port = hostport.rpartition(":")
         if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise KafkaConfigError(
-                f"bad Kafka broker address {hostport!r} in {url!r} (expected host:port)"
+                f"bad Kafka broker address {hostport!r} in {shown!r} (expected host:port)"
             )
         servers.append(hostport)
     return tuple(servers)
@@ -453,6 +521,7 @@ class KafkaTransport:
             enable_idempotence=s.enable_idempotence,
             linger_ms=s.linger_ms,
             max_batch_size=s.max_batch_size,
+            max_request_size=s.max_request_size,
             compression_type=s.compression_type,
         )
         self._consumer = AIOKafkaConsumer(
@@ -798,14 +867,17 @@ class KafkaTransport:
         timestamp: int | None = None,
     ) -> Awaitable[Delivery]:
         producer = self._require(self._producer)
-        sent: asyncio.Future[Any] = await producer.send(
-            topic,
-            value,
-            key=key,
-            partition=partition,
-            timestamp_ms=timestamp if timestamp is None or timestamp >= 0 else None,
-            headers=list(headers) if headers else None,
-        )
+        try:
+            sent: asyncio.Future[Any] = await producer.send(
+                topic,
+                value,
+                key=key,
+                partition=partition,
+                timestamp_ms=timestamp if timestamp is None or timestamp >= 0 else None,
+                headers=list(headers) if headers else None,
+            )
+        except kerrors.KafkaError as exc:
+            raise _send_error(exc, producer) from exc
         # aiokafka's own future is the delivery: it resolves to a RecordMetadata, which has the
         # `Delivery` attributes, and it is a real Future the runtime attaches its callback to.
         # A future and a callback of ours per record cost as much again as aiokafka's send
@@ -821,6 +893,18 @@ class KafkaTransport:
         topic: str,
         records: Sequence[tuple[bytes | None, bytes | None, Headers]],
         timestamps: Sequence[int | None] | None = None,
+    ) -> Awaitable[Any]:
+        """`_send_many`, with aiokafka's errors told apart as the runtime needs them."""
+        try:
+            return await self._send_many(topic, records, timestamps)
+        except kerrors.KafkaError as exc:
+            raise _send_error(exc, self._producer) from exc
+
+    async def _send_many(
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes | None, bytes | None, Headers]],
+        timestamps: Sequence[int | None] | None,
     ) -> Awaitable[Any]:
         """Send `(key, value, headers)` records in order, in whole batches; the awaitable
         resolves once every batch holding one of them is stored. `timestamps`, if given, has
@@ -960,8 +1044,21 @@ def _refuse_too_large(
                 refused.append(i)
     if refused:
         raise KafkaRecordTooLargeError(
-            f"{len(refused)} record(s) larger than max_request_size ({limit} bytes)", refused
+            f"{len(refused)} record(s) larger than max_request_size ({limit} bytes)",
+            refused,
+            limit,
         )
+
+
+def _send_error(exc: Exception, producer: Any) -> Exception:
+    """What the runtime is to make of aiokafka's refusal to queue a record: too large (a data
+    error, dead-lettered), transient (retried), or as it is (the worker stops)."""
+    if isinstance(exc, kerrors.MessageSizeTooLargeError):
+        limit = getattr(producer, "_max_request_size", _MAX_REQUEST_SIZE)
+        return KafkaRecordTooLargeError(_describe(exc), (0,), limit)
+    if getattr(exc, "retriable", False) or isinstance(exc, kerrors.KafkaTimeoutError):
+        return KafkaSendError(_describe(exc))
+    return exc
 
 
 def _drop_taken(producer: Any, topic: str, opened: dict[int, tuple[Any, Any]]) -> None:

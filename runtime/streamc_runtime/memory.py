@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from .transport import TP, Delivery, Headers, RebalanceListener, TopicSpec
+from .transport import TP, Delivery, Headers, RebalanceListener, RecordTooLargeError, TopicSpec
 
 __all__ = [
     "MemoryBroker",
@@ -26,6 +26,7 @@ __all__ = [
     "MemoryTransport",
     "murmur2",
     "partition_for_key",
+    "record_size",
 ]
 
 
@@ -292,12 +293,27 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-class MemoryTransport:
-    """One member of a consumer group on a `MemoryBroker`, plus a producer."""
+def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
+    """A record's size as the memory transport measures it against `max_record_size`: its
+    key, value and header bytes (Kafka adds a few bytes of framing on top)."""
+    size = (len(key) if key else 0) + (len(value) if value else 0)
+    for name, data in headers:
+        size += len(name.encode()) + len(data)
+    return size
 
-    def __init__(self, broker: MemoryBroker, group_id: str) -> None:
+
+class MemoryTransport:
+    """One member of a consumer group on a `MemoryBroker`, plus a producer.
+
+    `max_record_size` plays the Kafka producer's `max_request_size`: a larger record (by
+    `record_size`) is refused with `RecordTooLargeError` before anything is stored."""
+
+    def __init__(
+        self, broker: MemoryBroker, group_id: str, *, max_record_size: int | None = None
+    ) -> None:
         self.broker = broker
         self.group_id = group_id
+        self.max_record_size = max_record_size
         self._topics: frozenset[str] = frozenset()
         self._listener: RebalanceListener | None = None
         self._assigned: frozenset[TP] = frozenset()
@@ -435,11 +451,26 @@ class MemoryTransport:
         partition: int | None = None,
         timestamp: int | None = None,
     ) -> Awaitable[Delivery]:
+        if self.max_record_size is not None:
+            self._refuse_too_large([(key, value, headers)])
         fut: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
         if timestamp is not None and timestamp < 0:
             timestamp = None
         fut.set_result(self.broker.produce(topic, value, key, headers, partition, timestamp))
         return fut
+
+    def _refuse_too_large(
+        self, records: Sequence[tuple[bytes | None, bytes | None, Headers]]
+    ) -> None:
+        limit = self.max_record_size
+        assert limit is not None
+        refused = [i for i, (k, v, h) in enumerate(records) if record_size(k, v, h) > limit]
+        if refused:
+            raise RecordTooLargeError(
+                f"{len(refused)} record(s) larger than max_record_size ({limit} bytes)",
+                refused,
+                limit,
+            )
 
     async def send_many(
         self,
@@ -447,6 +478,8 @@ class MemoryTransport:
         records: Sequence[tuple[bytes | None, bytes | None, Headers]],
         timestamps: Sequence[int | None] | None = None,
     ) -> Awaitable[object]:
+        if self.max_record_size is not None:
+            self._refuse_too_large(records)  # before any of the run is stored
         # Record by record through `send`, which tests override to delay or fail deliveries.
         stamps = itertools.repeat(None) if timestamps is None else timestamps
         deliveries = [

@@ -841,9 +841,8 @@ class _Forward(Stream[Any]):
             kept = [i for i in range(len(records)) if i not in refused]
             if kept:
                 await self._send_run([records[i] for i in kept], [carriers[i] for i in kept])
-        except Exception as exc:  # not queued (or not all of it): each element is dead-lettered
-            for carrier in carriers:
-                await worker.dead_letter(carrier, exc, self._agent)
+        # Any other failure is the transport's, not the data's: `forward_run` retried it and
+        # stopped the worker with the run unacked, so nothing is dead-lettered for it.
 
     async def _pull(self) -> Pulled:
         return await self._source._pull()

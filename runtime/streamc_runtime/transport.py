@@ -8,6 +8,7 @@ raw bytes means codecs, acks and commits are the same code on both.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
@@ -22,12 +23,38 @@ Headers = Sequence[tuple[str, bytes]]
 
 
 class RecordTooLargeError(TransportError):
-    """`send_many` refused some records of a run, before sending any of it, because the
-    transport can never send them; `indexes` are their positions in the run."""
+    """`send_many` refused some records of a run (or `send` its record), before sending any of
+    it, because the transport can never send them; `indexes` are their positions in the run
+    and `limit` the largest record the transport sends, in its own measure (None: unknown).
 
-    def __init__(self, message: str, indexes: Sequence[int]) -> None:
+    A data error: the record goes to the dead-letter topic, truncated if need be."""
+
+    def __init__(self, message: str, indexes: Sequence[int], limit: int | None = None) -> None:
         super().__init__(message)
         self.indexes = tuple(indexes)
+        self.limit = limit
+
+
+class TransientTransportError(TransportError):
+    """A send failed for a reason that may pass (a timeout, a partition without a leader, a
+    lost connection): worth retrying, and never a reason to dead-letter a message."""
+
+
+class DeliveryError(TransportError):
+    """Records sent earlier were not stored (raised by `flush`, and so by `commit`): committing
+    anything from then on could pass a message whose output is lost."""
+
+
+def redact_url(url: str) -> str:
+    """`url` fit for a message or a log line: whatever stands between the scheme and the last
+    `@` (a user and password) is replaced by `***`."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*:/*)?.*@", r"\1***@", url, flags=re.DOTALL)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed send is worth retrying: a transport error that may pass, or a plain
+    connection error or timeout (which a transport may let through as they are)."""
+    return isinstance(exc, TransientTransportError | ConnectionError | TimeoutError)
 
 
 class TP(NamedTuple):
@@ -109,6 +136,10 @@ class Transport(Protocol):
     raises. It may be the client's own future (no wrapper per record on the hot path), so a
     caller must not cancel it: `Topic.send` hands user code a shield instead. Whatever the
     callers do with it, `flush` raises if a record sent before it was not stored.
+
+    `send` and `send_many` raise `RecordTooLargeError` for a record the transport can never
+    send (a data error), `TransientTransportError` (or a `ConnectionError`/`TimeoutError`) for
+    one that may go through later, and anything else for a failure retrying cannot fix.
     """
 
     async def start(self) -> None: ...
@@ -166,7 +197,8 @@ class Transport(Protocol):
         partition) instead of paying for a send per record."""
 
     async def flush(self) -> None:
-        """Wait until every record sent so far is durably stored."""
+        """Wait until every record sent so far is durably stored; raise `DeliveryError` if one
+        of them was not."""
 
     def partitions_for(self, topic: str) -> int | None:
         """The topic's partition count, if known."""

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from .app import App, _cancel
 from .memory import MemoryBroker, MemoryTransport
-from .transport import Transport, TransportError
+from .transport import Transport, TransportError, redact_url
 
 __all__ = ["parse_broker", "worker_main"]
 
@@ -37,12 +37,18 @@ def parse_broker(url: str) -> tuple[str, list[str]]:
     """`("memory", [])` or `("kafka", ["host:port", ...])`; ValueError with a clear message."""
     if url in ("memory://", "memory:"):
         return "memory", []
+    shown = redact_url(url)  # a URL may hold a password: never echo it
     if url.startswith("kafka://"):
+        if "@" in url:
+            raise ValueError(
+                f"bad broker URL {shown!r}: credentials do not go in the URL; set "
+                "STREAMC_KAFKA_SASL_USERNAME and STREAMC_KAFKA_SASL_PASSWORD"
+            )
         hosts = [h.strip() for h in url[len("kafka://") :].split(",")]
         if not hosts or any(not _HOSTPORT.match(h) for h in hosts):
-            raise ValueError(f"bad broker URL {url!r}: expected kafka://host:port[,host:port...]")
+            raise ValueError(f"bad broker URL {shown!r}: expected kafka://host:port[,host:port...]")
         return "kafka", hosts
-    raise ValueError(f"bad broker URL {url!r}: expected memory:// or kafka://host:port[,...]")
+    raise ValueError(f"bad broker URL {shown!r}: expected memory:// or kafka://host:port[,...]")
 
 
 def _positive_float(text: str) -> float:

@@ -94,8 +94,10 @@ async def test_send_refuses_the_same_record_before_queueing_it() -> None:
     t = KafkaTransport(KafkaSettings(bootstrap_servers=("localhost:9092",), group_id="g"))
     producer = _Producer(batch_size=t.settings.max_batch_size)
     t._producer = producer
-    with pytest.raises(MessageSizeTooLargeError):
+    with pytest.raises(KafkaRecordTooLargeError) as refused:  # a data error, as send_many's
         await t.send("t", b"x" * (2 << 20), b"k")
+    assert isinstance(refused.value.__cause__, MessageSizeTooLargeError)
+    assert (refused.value.indexes, refused.value.limit) == ((0,), 1048576)
     assert producer.queued == []
 
 
