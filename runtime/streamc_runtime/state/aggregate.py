@@ -176,7 +176,8 @@ class Aggregate(Stream[Any]):
                 worker._hold_for_good(held)
                 return
             for s, count in folded.values():
-                s.applied(count)
+                s.applied(count + 1)  # its data records and its skip map
+            worker.tables.sent(delivery)
             worker._hold(cast("Awaitable[Delivery]", delivery), held)
         self._out.extend(out)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -117,6 +117,23 @@ class WorkerTables:
         self.worker = worker
         self.state_dir = None if state_dir is None else Path(state_dir)
         self.tables: dict[str, TablePartitions] = {}
+        # Deliveries of changelog runs not resolved yet: a checkpoint waits for those sent
+        # before it and is not written if one failed.
+        self._in_flight: set[asyncio.Future[Any]] = set()
+
+    def sent(self, delivery: Awaitable[object]) -> None:
+        """A changelog run went out (every store it touched has counted it)."""
+        if isinstance(delivery, asyncio.Future) and delivery.done():
+            if delivery.cancelled() or delivery.exception() is not None:
+                self._in_flight.add(delivery)  # kept: a checkpoint must see the failure
+            return
+        fut = asyncio.ensure_future(delivery)
+        self._in_flight.add(fut)
+        fut.add_done_callback(self._resolved)
+
+    def _resolved(self, fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self._in_flight.discard(fut)
 
     def new_store(self, table: Table[Any, Any], partition: int) -> Store:
         decode = table.state_codec.decode
@@ -177,13 +194,17 @@ class WorkerTables:
             return
         worker = self.worker
         snapshots = [(held.store, held.store.snapshot()) for held in helds]
+        runs = set(self._in_flight)
         try:
             await worker.transport.flush()
         except DeliveryError as exc:
             worker.lose_output(exc)
+        if runs:
+            await asyncio.wait(runs)
         # After any failure a delivery may have been lost: the stores keep their last
         # checkpoint, and a restore replays the changelog after it.
-        if worker.failure is not None or worker.output_lost is not None:
+        failed = any(f.cancelled() or f.exception() is not None for f in runs)
+        if failed or worker.failure is not None or worker.output_lost is not None:
             return
         for store, snapshot in snapshots:
             store.checkpoint(snapshot)
