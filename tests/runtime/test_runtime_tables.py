@@ -331,3 +331,42 @@ async def test_rocksdb_stores_are_checkpointed_on_revocation(tmp_path: Path) -> 
             assert b.table("totals")
         finally:
             await b.stop()
+
+
+async def test_streamc_run_table_option_prints_final_rows_sorted_by_key(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from streamc.cli import _write_table
+
+    app = totals_app(partitions=2)
+    r = Running(app)
+    async with r:
+        produce(r, orders(7, accounts=3))
+        await r.idle()
+    _write_table(r.broker, app.tables["totals"], "-")
+    assert capsys.readouterr().out.splitlines() == [
+        '{"key":"acc0","value":{"account_id":"acc0","orders":3,"amount":9.0}}',
+        '{"key":"acc1","value":{"account_id":"acc1","orders":2,"amount":5.0}}',
+        '{"key":"acc2","value":{"account_id":"acc2","orders":2,"amount":7.0}}',
+    ]
+
+
+def test_worker_state_dir_option_and_environment_reach_the_worker(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from streamc_runtime import worker as worker_module
+
+    seen: list[str | None] = []
+
+    async def serve(app: Any, transport: Any, interval: float, state_dir: str | None) -> int:
+        seen.append(state_dir)
+        return 0
+
+    monkeypatch.setattr(worker_module, "_serve", serve)
+    app = totals_app()
+    assert worker_module.worker_main(app, ["--state-dir", str(tmp_path)]) == 0
+    monkeypatch.setenv("STREAMC_STATE_DIR", str(tmp_path / "env"))
+    assert worker_module.worker_main(app, []) == 0
+    monkeypatch.delenv("STREAMC_STATE_DIR")
+    assert worker_module.worker_main(app, []) == 0
+    assert seen == [str(tmp_path), str(tmp_path / "env"), None]
