@@ -218,9 +218,12 @@ def _topic_option(program: ir.Program, option: str, spec: str) -> tuple[ir.Topic
     for topic in program.topics:
         if name in (topic.name, topic.kafka_name):
             return topic, path
-    if name == f"{program.app}-dlq":
-        dlq = ir.Topic(name, name, ir.BYTES, ir.BYTES, 1, "declared")
-        return dlq, path
+    if name == f"{program.app}-dlq" or (
+        name.startswith(f"{program.app}-") and name.endswith("-changelog")
+    ):
+        # The dead-letter topic, or a table's changelog: their types come from the app.
+        internal = ir.Topic(name, name, ir.BYTES, ir.BYTES, 1, "declared")
+        return internal, path
     known = [t.name for t in program.topics] + [f"{program.app}-dlq"]
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else f"; topics: {', '.join(known)}"
@@ -243,6 +246,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ValueError as error:  # names the file and line
             raise Failure(str(error)) from None
     outputs = [_topic_option(program, "--output", spec) for spec in args.output]
+    tables = [_table_option(spec) for spec in args.table]
 
     files = _emit(program)
     with tempfile.TemporaryDirectory(prefix="streamc-run-") as workdir, ExitStack() as opened:
@@ -260,7 +264,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             # Outputs are written as records are produced, so a run that is stopped or killed
             # keeps what it produced until then.
             writer = jsonl.Writer(timestamp=args.timestamps)
+            for name, _ in tables:
+                if name not in app.tables:
+                    known = ", ".join(sorted(app.tables)) or "none"
+                    raise UsageError(f"--table: no table '{name}' (tables: {known})")
             for topic, destination in outputs:
+                if topic.kafka_name not in app.topics:
+                    raise UsageError(f"--output: no topic '{topic.kafka_name}'")
                 declared = app.topics[topic.kafka_name]
                 out = (
                     sys.stdout
@@ -303,8 +313,38 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.path.remove(workdir)
             for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
                 del sys.modules[name]
+            for name, destination in tables:
+                _write_table(broker, app.tables[name], destination)
         _summarise(program, broker)
     return EXIT_OK
+
+
+def _table_option(spec: str) -> tuple[str, str]:
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise UsageError(f"--table takes TABLE=FILE, got {spec!r}")
+    return name, path
+
+
+def _write_table(broker: Any, table: Any, destination: str) -> None:
+    """A table's final rows, read from its changelog, as JSON lines sorted by key."""
+    import msgspec
+    from streamc_runtime.state import table_rows
+
+    rows = table_rows(broker, table)
+    lines = [
+        msgspec.json.encode({"key": key, "value": rows[key]}).decode() + "\n"
+        for key in sorted(rows)
+    ]
+    if destination == "-":
+        sys.stdout.writelines(lines)
+        sys.stdout.flush()
+        return
+    try:
+        with open(destination, "w", encoding="utf-8") as out:
+            out.writelines(lines)
+    except OSError as error:
+        raise Failure(f"--table: cannot write {destination}: {error.strerror}") from None
 
 
 def _hook_paths(
@@ -483,6 +523,13 @@ def _parser() -> argparse.ArgumentParser:
         "--input", action="append", default=[], metavar="TOPIC=FILE.jsonl", required=True
     )
     run.add_argument("--output", action="append", default=[], metavar="TOPIC=FILE|-")
+    run.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        metavar="TABLE=FILE|-",
+        help="at the end, write the table's rows as JSON lines {key, value}, sorted by key",
+    )
     run.add_argument(
         "--timestamps",
         action="store_true",

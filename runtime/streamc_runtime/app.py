@@ -19,15 +19,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from .conductor import Conductor
 from .hooks import HookResultError
 from .offsets import OffsetTracker, PartitionOffsets
 from .records import Codec, DecodeError, key_codec, value_codec
+from .state.table import Table, WorkerTables
 from .stream import (
     Carrier,
     Event,
@@ -37,6 +39,7 @@ from .stream import (
     carrier_events,
     forwarded_key_headers,
     forwarded_timestamp,
+    positioned,
 )
 from .transport import (
     TP,
@@ -72,9 +75,15 @@ class Topic(Generic[V]):
         value_type: Any,
         partitions: int,
         internal: bool,
+        positions: bool = False,
+        config: Mapping[str, str] | None = None,
     ) -> None:
         self.app = app
         self.name = name
+        # Whether forwards to this topic carry their source position (an aggregation reads
+        # it, directly or further down: the skip rule needs the original input's position).
+        self.positions = positions
+        self.config: Mapping[str, str] = dict(config or {})  # topic configs at creation
         self.key_type = bytes if key_type is None else key_type
         self.value_type = bytes if value_type is None else value_type
         self.partitions = partitions
@@ -155,6 +164,7 @@ class App:
         self.name = name
         self.topics: dict[str, Topic[Any]] = {}
         self.agents: list[Agent] = []
+        self.tables: dict[str, Table[Any, Any]] = {}
         self.current_worker: Worker | None = None
         self.dlq: Topic[bytes] = self.topic(
             f"{name}-dlq", key_type=bytes, value_type=bytes, partitions=1, internal=True
@@ -168,8 +178,12 @@ class App:
         value_type: Any = bytes,
         partitions: int = 1,
         internal: bool = False,
+        positions: bool = False,
+        config: Mapping[str, str] | None = None,
     ) -> Topic[Any]:
-        """Declare a topic by its real Kafka name; it is created at start if absent."""
+        """Declare a topic by its real Kafka name; it is created at start if absent (with
+        `config`). `positions`: forwards to it carry their source position (an aggregation
+        reads what is written to it)."""
         if partitions < 1:
             raise ValueError(f"topic {name!r}: partitions must be >= 1")
         existing = self.topics.get(name)
@@ -180,10 +194,36 @@ class App:
                 partitions,
             ):
                 raise ValueError(f"topic {name!r} is already declared with other types")
+            existing.positions = existing.positions or positions
             return existing
-        topic: Topic[Any] = Topic(self, name, key_type, value_type, partitions, internal)
+        topic: Topic[Any] = Topic(
+            self, name, key_type, value_type, partitions, internal, positions, config
+        )
         self.topics[name] = topic
         return topic
+
+    def table(
+        self, name: str, *, key_type: Any, value_type: Any, state_type: Any, partitions: int
+    ) -> Table[Any, Any]:
+        """Declare a keyed table, filled by one `Stream.aggregate`; its changelog topic
+        `<app>-<name>-changelog` is compacted and has the table's partitions."""
+        if name in self.tables:
+            raise ValueError(f"app {self.name!r} already has a table named {name!r}")
+        if partitions < 1:
+            raise ValueError(f"table {name!r}: partitions must be >= 1")
+        changelog = self.topic(
+            f"{self.name}-{name}-changelog",
+            key_type=key_type,
+            value_type=state_type,
+            partitions=partitions,
+            internal=True,
+            config={"cleanup.policy": "compact"},
+        )
+        table: Table[Any, Any] = Table(
+            self, name, key_type, value_type, state_type, partitions, changelog
+        )
+        self.tables[name] = table
+        return table
 
     def agent(self, source: Topic[Any] | Join, *, name: str | None = None) -> Callable[[F], F]:
         """Register `async def agent(stream)`, run on the stream of `source`."""
@@ -226,6 +266,7 @@ class Worker:
         revoke_timeout: float = 2.0,
         send_attempts: int = 5,
         send_backoff: float = 0.2,
+        state_dir: str | Path | None = None,
     ) -> None:
         if commit_interval <= 0:
             raise ValueError("commit_interval must be > 0")
@@ -246,6 +287,8 @@ class Worker:
         self.send_backoff = send_backoff
         self.conductor = Conductor(self)
         self.offsets = OffsetTracker()
+        # Table stores: in memory, or RocksDB under `state_dir` (see `state/table.py`).
+        self.tables = WorkerTables(self, state_dir)
         self.takes: list[Any] = []  # take nodes: partial batches to drain or abandon
         self.drain_epoch = 0
         self.waiting = 0  # drivers blocked waiting on an empty stream buffer
@@ -289,7 +332,11 @@ class Worker:
         dlq = self.app.dlq
         deferred = [] if any(dlq in a.topics for a in self.app.agents) else [dlq]
         await self.transport.ensure_topics(
-            [TopicSpec(t.name, t.partitions) for t in self.app.topics.values() if t not in deferred]
+            [
+                TopicSpec(t.name, t.partitions, t.config)
+                for t in self.app.topics.values()
+                if t not in deferred
+            ]
         )
         if self._state != "starting":
             return
@@ -382,7 +429,8 @@ class Worker:
             if self._runs_in_delivery:
                 await asyncio.wait(set(self._runs_in_delivery), timeout=self.shutdown_timeout)
             await asyncio.sleep(0)
-            # 4. commit what is done
+            # 4. checkpoint and close the table stores, commit what is done
+            await self.tables.close()
             await self.commit()
         finally:
             # 5. close
@@ -403,6 +451,15 @@ class Worker:
                 self.sent,
                 self.dead_letters,
             )
+
+    def table(self, name: str) -> dict[Any, Any]:
+        """The current rows of table `name` in the partitions this worker holds (by key)."""
+        live = self.tables.tables.get(name)
+        if live is None:
+            if name not in self.app.tables:
+                raise KeyError(f"app {self.app.name!r} has no table {name!r}")
+            return {}
+        return live.rows()
 
     def fail(self, exc: BaseException) -> None:
         """A background failure: remember it and stop (never stall silently)."""
@@ -500,6 +557,8 @@ class Worker:
         """Commit every partition whose committable offset moved; False if the commit failed."""
         if self.output_lost is not None:
             return False
+        # RocksDB stores write what their delivered changelog holds (memory stores: nothing).
+        await self.tables.checkpoint()
         offsets = self.offsets.to_commit()
         if not offsets:
             return True
@@ -560,6 +619,8 @@ class Worker:
         # Polling (bounded, rare) keeps the ack path free of notification work.
         while any(s.busy() for s in states) and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
+        # Their table stores: checkpointed after a flush, then closed (the next owner restores).
+        await self.tables.revoked(gone)
         offsets = self.offsets.to_commit(only=gone)
         if offsets and self.output_lost is None:
             try:
@@ -572,6 +633,7 @@ class Worker:
 
     async def on_partitions_assigned(self, assigned: Collection[TP]) -> None:
         self.conductor.reapply()
+        self.tables.assigned(assigned)  # their stores start restoring now
 
     # -- sending ----------------------------------------------------------------------------
     async def forward(
@@ -592,6 +654,8 @@ class Worker:
         else:
             data = topic.value_codec.encode(value)
         raw_key, headers = forwarded_key_headers(carrier)
+        if topic.positions and isinstance(carrier, Event):
+            headers = positioned(carrier.message, headers)
         if isinstance(carrier, Event):  # the common case, without a list of one to walk
             held = [] if carrier._acked else [(carrier._offsets, carrier.message.offset)]
         else:
@@ -659,6 +723,33 @@ class Worker:
             return
         for carrier in carriers:
             ack_carrier(carrier)
+
+    async def send_changelog(
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes | None, bytes | None, Headers]],
+        partitions: Sequence[int],
+    ) -> Awaitable[object] | None:
+        """A run of changelog records, each to its table partition; None if it never went
+        out (transient failures are retried; the worker is then stopping). A record too large
+        is no data error here (the state is applied): the worker stops too."""
+        send = partial(self.transport.send_many, topic, records, None, partitions=partitions)
+        try:
+            try:
+                delivery = await send()
+            except RecordTooLargeError:
+                raise
+            except Exception as exc:
+                retried = await self._resend(exc, send, topic)
+                if retried is None:
+                    return None
+                delivery = retried
+        except RecordTooLargeError as exc:
+            logger.error("a changelog record of %s is too large: %s; stopping", topic, exc)
+            self.fail(exc)
+            return None
+        self.sent += len(records)
+        return delivery
 
     async def send_or_stop(
         self,

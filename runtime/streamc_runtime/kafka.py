@@ -54,7 +54,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Collection, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -855,6 +855,38 @@ class KafkaTransport:
         offset = await consumer.committed(TopicPartition(partition.topic, partition.partition))
         return cast("int | None", offset)
 
+    async def read_partition(
+        self, topic: str, partition: int, start: int
+    ) -> AsyncIterator[Sequence[Message]]:
+        """One partition from `start` to its end, by a consumer of its own outside the group
+        (assign and seek, nothing committed). The end is the high watermark of the fetches,
+        not `end_offsets()` (wrong on Tansu: tansu.md); a partition written meanwhile is read
+        to the watermark of the latest fetch."""
+        tp = TopicPartition(topic, partition)
+        consumer = AIOKafkaConsumer(
+            **self.settings.client_kwargs(),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",  # `start` compacted or deleted away: from the first
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            max_partition_fetch_bytes=self.settings.max_partition_fetch_bytes,
+            fetch_max_bytes=self.settings.fetch_max_bytes,
+        )
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            while True:
+                batches = await consumer.getmany(tp, timeout_ms=500)
+                records = batches.get(tp, [])
+                if records:
+                    yield records
+                highwater = consumer.highwater(tp)
+                if highwater is not None and await consumer.position(tp) >= highwater:
+                    return
+        finally:
+            await consumer.stop()
+
     # -- producing ---------------------------------------------------------------------------
 
     async def send(
@@ -893,10 +925,12 @@ class KafkaTransport:
         topic: str,
         records: Sequence[tuple[bytes | None, bytes | None, Headers]],
         timestamps: Sequence[int | None] | None = None,
+        *,
+        partitions: Sequence[int] | None = None,
     ) -> Awaitable[Any]:
         """`_send_many`, with aiokafka's errors told apart as the runtime needs them."""
         try:
-            return await self._send_many(topic, records, timestamps)
+            return await self._send_many(topic, records, timestamps, partitions)
         except kerrors.KafkaError as exc:
             raise _send_error(exc, self._producer) from exc
 
@@ -905,10 +939,12 @@ class KafkaTransport:
         topic: str,
         records: Sequence[tuple[bytes | None, bytes | None, Headers]],
         timestamps: Sequence[int | None] | None,
+        targets: Sequence[int] | None = None,
     ) -> Awaitable[Any]:
         """Send `(key, value, headers)` records in order, in whole batches; the awaitable
         resolves once every batch holding one of them is stored. `timestamps`, if given, has
-        each record's time (milliseconds; None or negative: now).
+        each record's time (milliseconds; None or negative: now); `targets`, if given, each
+        record's partition (a table's changelog: the table partition, whatever the key).
 
         What `send` costs per record (a coroutine, aiokafka's pure-Python murmur2, a future
         and a `RecordMetadata`) is paid here per batch. Records are partitioned as aiokafka's
@@ -939,13 +975,16 @@ class KafkaTransport:
         _drop_taken(producer, topic, opened)  # aiokafka may have sent some since the last run
         covering: dict[asyncio.Future[Any], None] = {}  # the batches this run went into
         stamps = itertools.repeat(None) if timestamps is None else timestamps
-        for (key, value, headers), timestamp in zip(records, stamps, strict=False):
+        chosen: Any = itertools.repeat(None) if targets is None else targets
+        for (key, value, headers), timestamp, target in zip(records, stamps, chosen, strict=False):
             if type(headers) is not list:  # aiokafka's builder takes exactly a list
                 headers = list(headers)
             # aiokafka's builder stamps None with the current time; it would write a negative
             # time (a consumed record's "no timestamp") as it is.
             ts = timestamp if timestamp is None or timestamp >= 0 else None
-            if key is None:
+            if target is not None:
+                partition = target
+            elif key is None:
                 partition = random.choice(unkeyed)
             else:
                 partition = partitions[partition_for_key(key, count)]

@@ -14,8 +14,9 @@ import asyncio
 import functools
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .transport import TP, Delivery, Headers, RebalanceListener, RecordTooLargeError, TopicSpec
 
@@ -114,6 +115,7 @@ class MemoryBroker:
 
     def __init__(self, *, clock: Callable[[], int] | None = None) -> None:
         self._topics: dict[str, list[_Partition]] = {}
+        self._configs: dict[str, dict[str, str]] = {}
         self._groups: dict[str, _Group] = {}
         self._round_robin: dict[str, itertools.count[int]] = {}
         self._waiters: list[asyncio.Future[None]] = []
@@ -122,18 +124,26 @@ class MemoryBroker:
         self.on_produce: Callable[[MemoryMessage], None] | None = None
 
     # -- topics -----------------------------------------------------------------------------
-    def create_topic(self, name: str, partitions: int) -> None:
-        """Create the topic if absent (an existing topic keeps its partitions, as on Kafka)."""
+    def create_topic(
+        self, name: str, partitions: int, config: Mapping[str, str] | None = None
+    ) -> None:
+        """Create the topic if absent (an existing topic keeps its partitions and config, as
+        on Kafka). The config is only kept (`topic_config`): nothing here compacts."""
         if partitions < 1:
             raise ValueError(f"topic {name!r}: partitions must be >= 1, got {partitions}")
         if name not in self._topics:
             self._topics[name] = [_Partition() for _ in range(partitions)]
+            self._configs[name] = dict(config or {})
             for group in self._groups.values():  # subscribers of the new topic get its partitions
                 if any(name in member._topics for member in group.members):
                     self._rebalance(group)
 
     def topics(self) -> list[str]:
         return sorted(self._topics)
+
+    def topic_config(self, name: str) -> dict[str, str]:
+        """The config a topic was created with."""
+        return dict(self._configs[name])
 
     def partitions_for(self, topic: str) -> int | None:
         parts = self._topics.get(topic)
@@ -337,7 +347,7 @@ class MemoryTransport:
 
     async def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
         for spec in specs:
-            self.broker.create_topic(spec.name, spec.partitions)
+            self.broker.create_topic(spec.name, spec.partitions, spec.config)
 
     async def subscribe(self, topics: Collection[str], listener: RebalanceListener) -> None:
         self._topics = frozenset(topics)
@@ -477,14 +487,17 @@ class MemoryTransport:
         topic: str,
         records: Sequence[tuple[bytes | None, bytes | None, Headers]],
         timestamps: Sequence[int | None] | None = None,
+        *,
+        partitions: Sequence[int] | None = None,
     ) -> Awaitable[object]:
         if self.max_record_size is not None:
             self._refuse_too_large(records)  # before any of the run is stored
         # Record by record through `send`, which tests override to delay or fail deliveries.
         stamps = itertools.repeat(None) if timestamps is None else timestamps
+        parts: Any = itertools.repeat(None) if partitions is None else partitions
         deliveries = [
-            await self.send(topic, v, k, headers, timestamp=ts)
-            for (k, v, headers), ts in zip(records, stamps, strict=False)
+            await self.send(topic, v, k, headers, p, ts)
+            for (k, v, headers), ts, p in zip(records, stamps, parts, strict=False)
         ]
         return _all_delivered(deliveries)
 
@@ -493,6 +506,24 @@ class MemoryTransport:
 
     def partitions_for(self, topic: str) -> int | None:
         return self.broker.partitions_for(topic)
+
+    async def read_partition(
+        self, topic: str, partition: int, start: int
+    ) -> AsyncIterator[Sequence[MemoryMessage]]:
+        part = self.broker._topics[topic][partition]
+        end = part.end  # as of now: what is appended while reading is not waited for
+        pos = max(start, part.base)
+        while pos < end:
+            upto = min(pos + _READ_CHUNK, end)
+            chunk = part.messages[pos - part.base : upto - part.base]
+            if not chunk:  # trimmed meanwhile
+                return
+            yield chunk
+            pos = chunk[-1].offset + 1
+            await asyncio.sleep(0)  # a long restore leaves the loop to the rest
+
+
+_READ_CHUNK = 10_000
 
 
 def _all_delivered(deliveries: Sequence[Awaitable[Delivery]]) -> Awaitable[object]:

@@ -39,6 +39,7 @@ from .transport import Headers, Message, RecordTooLargeError
 
 if TYPE_CHECKING:
     from .app import Topic, Worker
+    from .state.table import Table
 
 __all__ = ["EMPTY", "Event", "SourceStream", "Stream"]
 
@@ -142,6 +143,19 @@ def forwarded_key_headers(carrier: Carrier) -> tuple[bytes | None, Headers]:
         return message.key, message.headers
     first = carrier[0].message.key if carrier else None
     return (first if all(e.message.key == first for e in carrier) else None), ()
+
+
+POSITION_HEADER = "streamc.position"
+
+
+def positioned(message: Message, headers: Headers) -> Headers:
+    """`headers` with the message's source position (`<topic>:<partition>:<offset>`) added,
+    unless they carry one already (from further upstream: that one is the source)."""
+    for name, _ in headers:
+        if name == POSITION_HEADER:
+            return headers
+    mark = f"{message.topic}:{message.partition}:{message.offset}".encode()
+    return (*headers, (POSITION_HEADER, mark))
 
 
 def forwarded_timestamp(carrier: Carrier) -> int | None:
@@ -297,6 +311,20 @@ class Stream(Generic[T]):
     def to(self, topic: Topic[Any]) -> Stream[T]:
         """Send every value to `topic`; meant as the last operation (`async for _ in ...: pass`)."""
         return self._then("to", lambda: _Echo(self, (topic,), "to"))
+
+    def aggregate(
+        self,
+        table: Table[Any, Any],
+        *,
+        fold: Callable[[Any, Any], Any],
+        row: Callable[[Any, Any], Any],
+    ) -> Stream[Any]:
+        """Fold every value into its key's state in `table` (`fold(state, value)` returns the
+        new state, sync or async) and continue with `row(key, state)`, a new record each time.
+        Exact across crashes (the skip rule, `streamc_runtime.state.aggregate`)."""
+        from .state.aggregate import Aggregate
+
+        return self._then("aggregate", lambda: Aggregate(self, table, fold, row))
 
     def items(self) -> Stream[tuple[Any, T]]:
         """`(key, value)` pairs."""
@@ -780,6 +808,7 @@ class _Forward(Stream[Any]):
         key_check = self._key_check
         encode_key, encode_value = topic.key_codec.encode, topic.value_codec.encode
         as_received = self._as_received  # then every carrier is an Event
+        positions = topic.positions  # an aggregation reads on: records carry their source
         records: list[tuple[bytes | None, bytes | None, Headers]] = []
         carriers: list[Carrier] = []
         may_wait = False  # whether pulling the next element may wait on a hook (per run)
@@ -803,6 +832,8 @@ class _Forward(Stream[Any]):
                 may_wait = up._may_wait()
             try:
                 raw_key, headers = forwarded_key_headers(carrier)
+                if positions and type(carrier) is Event:
+                    headers = positioned(carrier.message, headers)
                 if key_fn is not None:
                     key = key_fn(value)
                     if key_async or type(key) not in _NOT_AWAITABLE:

@@ -9,7 +9,7 @@ raw bytes means codecs, acks and commits are the same code on both.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -186,11 +186,13 @@ class Transport(Protocol):
         topic: str,
         records: Sequence[tuple[bytes | None, bytes | None, Headers]],
         timestamps: Sequence[int | None] | None = None,
+        *,
+        partitions: Sequence[int] | None = None,
     ) -> Awaitable[object]:
         """Send `(key, value, headers)` records, in order, each to the partition its key
-        maps to; returns once all are queued. `timestamps`, if given, has one per record, as
-        for `send`. The awaitable resolves when every one of them is
-        durably stored, or raises if any was not. Records the transport can never send (too
+        maps to (or to `partitions[i]`, if given); returns once all are queued. `timestamps`,
+        if given, has one per record, as for `send`. The awaitable resolves when every one of
+        them is durably stored, or raises if any was not. Records the transport can never send (too
         large) make it raise `RecordTooLargeError` before anything is sent. The forwarding of
         `group_by` and `through`
         sends whole runs this way: a transport can batch them (Kafka: one produce batch per
@@ -202,3 +204,10 @@ class Transport(Protocol):
 
     def partitions_for(self, topic: str) -> int | None:
         """The topic's partition count, if known."""
+
+    def read_partition(
+        self, topic: str, partition: int, start: int
+    ) -> AsyncIterator[Sequence[Message]]:
+        """The records of one partition from offset `start` (or the first one retained after
+        it) to its end as of the reading, in batches; outside the consumer group (a table's
+        changelog restore). The end is the high watermark a fetch reports."""

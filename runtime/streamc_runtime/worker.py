@@ -6,6 +6,9 @@
     --log-level LEVEL       DEBUG, INFO (default), WARNING, ERROR
     --loop LOOP             asyncio (default) or uvloop (`pip install streamc-runtime[uvloop]`);
                             also from STREAMC_LOOP
+    --state-dir DIR         keep table stores in RocksDB under DIR (one database per table
+                            partition, DIR/<app>/<table>/<partition>); also from
+                            STREAMC_STATE_DIR; default: in memory, restored from the changelog
 
 SIGINT/SIGTERM stop the worker gracefully. Exit status: 0 after a clean stop, 1 after a failure,
 2 for bad arguments (with a message, never a traceback). The Kafka transport is imported only
@@ -97,6 +100,13 @@ def worker_main(app: App, argv: Sequence[str] | None = None) -> int:
         help="the event loop (env STREAMC_LOOP; default asyncio); uvloop needs "
         "`pip install streamc-runtime[uvloop]`",
     )
+    parser.add_argument(
+        "--state-dir",
+        default=os.environ.get("STREAMC_STATE_DIR") or None,
+        metavar="DIR",
+        help="keep table stores in RocksDB under DIR (env STREAMC_STATE_DIR; default: in "
+        "memory, restored from the changelog at start)",
+    )
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed usage and the error (or --help)
@@ -145,13 +155,15 @@ def worker_main(app: App, argv: Sequence[str] | None = None) -> int:
             return 2
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(_serve(app, transport, args.commit_interval))
+            return runner.run(_serve(app, transport, args.commit_interval, args.state_dir))
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the handlers were installed
         return 130
 
 
-async def _serve(app: App, transport: Transport, commit_interval: float) -> int:
-    worker = app.worker(transport, commit_interval=commit_interval)
+async def _serve(
+    app: App, transport: Transport, commit_interval: float, state_dir: str | None = None
+) -> int:
+    worker = app.worker(transport, commit_interval=commit_interval, state_dir=state_dir)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:

@@ -30,7 +30,7 @@ class Running:
         self.app = app
         self.broker = broker if broker is not None else MemoryBroker()
         for topic in app.topics.values():
-            self.broker.create_topic(topic.name, topic.partitions)
+            self.broker.create_topic(topic.name, topic.partitions, topic.config)
         options.setdefault("stats_interval", 0)
         options.setdefault("commit_interval", 60.0)  # tests commit explicitly
         self.transport = MemoryTransport(self.broker, app.name)

@@ -1,0 +1,166 @@
+"""Table benchmark: the aggregate's cost per element, and restoring a table from its changelog.
+
+    python bench/bench_state.py            # 1,000,000 elements; restore of 1,000,000 records
+    python bench/bench_state.py --quick    # 100,000 of each
+
+(a) Aggregate: N small JSON orders keyed by account (1,000 accounts) on 4 partitions of the
+memory broker, consumed by (1) one agent passing them through (bench_runtime's figure) and (2)
+one agent folding them into a table (`count` and `sum`, memory store) whose changelog records
+go out in runs, with the skip rule checked per element; msg/s of each, and the cost the
+aggregate adds per element.
+
+(b) Restore: a changelog partition of N records for N distinct keys (a skip map record every
+1,000, as runs write them), restored into the memory store and into the RocksDB store (a
+temporary folder); records/s (target >= 100,000/s). Prints figures only; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from streamc_runtime import App, Record, Stream
+from streamc_runtime.memory import MemoryBroker, MemoryTransport
+from streamc_runtime.state.changelog import POSITION_HEADER, map_record, restore
+from streamc_runtime.state.memory import MemoryStore
+from streamc_runtime.state.rocksdb import RocksDBStore
+from streamc_runtime.transport import TP
+
+PARTITIONS = 4
+
+
+class Order(Record, kw_only=True):
+    id: int
+    account_id: str
+    amount: float
+
+
+class Totals(Record, kw_only=True):
+    account_id: str
+    orders: int
+    amount: float
+
+
+class TotalsState(Record, kw_only=True):
+    orders: int = 0
+    amount: float = 0.0
+
+
+def fold(state: TotalsState, order: Order) -> TotalsState:
+    state.orders += 1
+    state.amount += order.amount
+    return state
+
+
+def row(key: str, state: TotalsState) -> Totals:
+    return Totals(account_id=key, orders=state.orders, amount=state.amount)
+
+
+def _app(counter: list[int], aggregate: bool) -> App:
+    app = App("bench")
+    orders = app.topic("orders", key_type=str, value_type=Order, partitions=PARTITIONS)
+    table = app.table(
+        "totals", key_type=str, value_type=Totals, state_type=TotalsState, partitions=PARTITIONS
+    )
+
+    @app.agent(orders, name="totals")
+    async def totals(stream: Stream[Order]) -> None:
+        n = 0
+        source = stream.aggregate(table, fold=fold, row=row) if aggregate else stream
+        async for _ in source:
+            n += 1
+            counter[0] = n
+
+    return app
+
+
+async def _run(n: int, aggregate: bool) -> float:
+    broker = MemoryBroker()
+    broker.create_topic("orders", PARTITIONS)
+    for i in range(n):
+        value = b'{"id":%d,"account_id":"acct-%d","amount":%d.5}' % (i, i % 1000, i % 100)
+        broker.produce("orders", value, b"acct-%d" % (i % 1000))
+    counter = [0]
+    app = _app(counter, aggregate)
+    worker = app.worker(MemoryTransport(broker, "bench"), stats_interval=0, commit_interval=0.1)
+    start = time.perf_counter()
+    await worker.start()
+    while counter[0] < n:  # noqa: ASYNC110 - a bench polls
+        await asyncio.sleep(0.002)
+    await worker.stop()
+    elapsed = time.perf_counter() - start
+    committed = sum(broker.committed("bench", TP("orders", p)) or 0 for p in range(PARTITIONS))
+    assert committed == n, (committed, n)
+    if aggregate:
+        assert len(broker.messages("bench-totals-changelog")) >= n
+    return elapsed
+
+
+def aggregate(n: int) -> None:
+    plain = asyncio.run(_run(n, aggregate=False))
+    folded = asyncio.run(_run(n, aggregate=True))
+    print(f"(a) aggregate, {n:,} orders over 1,000 keys, memory store:")
+    print(f"  pass-through agent : {plain:6.2f} s  ({n / plain:10,.0f} msg/s)")
+    print(f"  aggregate agent    : {folded:6.2f} s  ({n / folded:10,.0f} msg/s)")
+    print(f"  added per element  : {(folded - plain) / n * 1e6:6.2f} us")
+
+
+def _changelog(n: int) -> MemoryBroker:
+    broker = MemoryBroker()
+    broker.create_topic("bench-totals-changelog", 1)
+    positions: dict[str, int] = {}
+    for i in range(n):
+        key = b"acct-%d" % i
+        value = b'{"orders":%d,"amount":%d.5}' % (i % 7 + 1, i % 100)
+        mark = b"orders:%d:%d" % (i % PARTITIONS, i // PARTITIONS)
+        broker.produce("bench-totals-changelog", value, key, ((POSITION_HEADER, mark),), 0)
+        positions[f"orders:{i % PARTITIONS}"] = i // PARTITIONS
+        if i % 1000 == 999:
+            k, v, h = map_record(positions)
+            broker.produce("bench-totals-changelog", v, k, h, 0)
+    return broker
+
+
+async def _restore(broker: MemoryBroker, store: MemoryStore | RocksDBStore) -> tuple[int, float]:
+    transport = MemoryTransport(broker, "bench")
+    start = time.perf_counter()
+    count = await restore(transport, "bench-totals-changelog", 0, store, "bench")
+    return count, time.perf_counter() - start
+
+
+def restoring(n: int) -> None:
+    broker = _changelog(n)
+    decode: Any = _decoder()
+    print(f"(b) restore, {n:,} changelog records for {n:,} keys:")
+    count, took = asyncio.run(_restore(broker, MemoryStore(decode)))
+    print(f"  memory store  : {took:6.2f} s  ({count / took:10,.0f} records/s)")
+    with tempfile.TemporaryDirectory(prefix="bench-state-") as folder:
+        store = RocksDBStore(Path(folder) / "0", decode)
+        count, took = asyncio.run(_restore(broker, store))
+        store.close()
+        print(f"  RocksDB store : {took:6.2f} s  ({count / took:10,.0f} records/s)")
+
+
+def _decoder() -> object:
+    import msgspec
+
+    return msgspec.json.Decoder(TotalsState).decode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    n = 100_000 if args.quick else 1_000_000
+    aggregate(n)
+    restoring(n)
+
+
+if __name__ == "__main__":
+    main()

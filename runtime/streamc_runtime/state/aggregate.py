@@ -1,0 +1,193 @@
+"""`Stream.aggregate`: fold each element into its key's state in a table, pass the row on.
+
+The node folds runs: whatever upstream has at hand (up to `_RUN_MAX` elements) is folded,
+element by element in order, then the run's changelog records go out in one `send_many` (one
+per applied input, in apply order, never reordered or merged: a partially delivered run must
+be a prefix), followed by the skip map of each table partition the run touched. Then the
+elements go downstream one by one, as `(row(key, state), carrier)`. A carrier stays in flight
+until its changelog record is delivered, as a forward's does, and until downstream is done.
+
+The skip rule: an element whose source position (header `streamc.position`, else its own
+message's) is at or below what the store has applied for that source partition is a replay
+(a repartition duplicate, or input read again after a restart): it is not folded again, but
+the key's current row still goes downstream, so the last row published per key is right even
+after a crash between the changelog write and the publish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, cast
+
+from ..stream import EMPTY, Element, Event, Pulled, Stream
+from ..transport import Delivery, Headers
+from .changelog import POSITION_HEADER, map_record
+
+if TYPE_CHECKING:
+    from .table import Table, TablePartitions, _Held
+
+__all__ = ["Aggregate"]
+
+_RUN_MAX = 1000
+
+
+class Aggregate(Stream[Any]):
+    _op = "aggregate"
+    _changes_values = True
+
+    def __init__(
+        self,
+        up: Stream[Any],
+        table: Table[Any, Any],
+        fold: Callable[[Any, Any], Any],
+        row: Callable[[Any, Any], Any],
+    ) -> None:
+        super().__init__(up._worker, up, up._source)
+        self._table = table
+        self._fold = fold
+        self._row = row
+        self._fold_async = _is_async(fold)
+        if table.row is None:
+            table.row = row
+        self._live: TablePartitions = self._worker.tables.attach(
+            table, [t.name for t in up._source.topics]
+        )
+        self._out: deque[Element] = deque()  # folded, and their changelog records sent
+
+    async def _pull(self) -> Pulled:
+        out = self._out
+        if not out:
+            await self._fold_run()
+            if not out:
+                return EMPTY
+        return out.popleft()
+
+    async def _fold_run(self) -> None:
+        up = self._up
+        assert up is not None
+        worker = self._worker
+        table, live = self._table, self._live
+        fold, row, fold_async = self._fold, self._row, self._fold_async
+        state_type = table.state_type
+        encode = table.state_codec.encode
+        records: list[tuple[bytes | None, bytes | None, Headers]] = []
+        partitions: list[int] = []
+        folded: dict[int, tuple[Any, int]] = {}  # partition -> (store, records in this run)
+        out: list[Element] = []
+        held: list[Any] = []
+        positions_cache: dict[tuple[str, int], str] = {}
+        store: Any = None
+        last_q = -1
+        last_offsets: Any = None
+        may_wait = False
+        while len(out) < _RUN_MAX:
+            if out and may_wait:
+                break  # what is folded goes out before an async hook gets to hold it back
+            element = await up._pull()
+            if element is EMPTY:
+                break
+            value, carrier = cast(Element, element)
+            if not out:
+                may_wait = up._may_wait()
+            if type(carrier) is not Event:
+                await worker.dead_letter(
+                    carrier, TypeError("aggregate takes single elements, not batches"), self._agent
+                )
+                continue
+            event = carrier
+            m = event.message
+            if event._offsets is not last_offsets or last_offsets.closed:
+                if event._offsets.closed:
+                    continue  # revoked while upstream held it: the new owner handles it
+                h = live.store(m.partition)
+                if h is None:
+                    continue  # likewise: its store left with the partition
+                if not h.ready.is_set():
+                    await _ready(h)
+                    if live.store(m.partition) is not h:
+                        continue
+                store, last_q, last_offsets = h.store, m.partition, event._offsets
+            raw_key: bytes | None = m.key
+            if raw_key is None:
+                await worker.dead_letter(
+                    carrier, ValueError("aggregate needs a key; this element has none"), self._agent
+                )
+                continue
+            # The source position: carried in a header through repartitions, else our own.
+            mark: bytes | None = None
+            for name, header in m.headers:
+                if name == POSITION_HEADER:
+                    mark = header
+                    break
+            if mark is None:
+                src = positions_cache.get((m.topic, m.partition))
+                if src is None:
+                    src = positions_cache[(m.topic, m.partition)] = f"{m.topic}:{m.partition}"
+                offset = m.offset
+                mark = f"{src}:{offset}".encode()
+            else:
+                text = mark.decode()
+                cut = text.rindex(":")
+                src, offset = text[:cut], int(text[cut + 1 :])
+            key = event.key
+            positions = store.positions
+            state = store.get(raw_key)
+            try:
+                if offset <= positions.get(src, -1):
+                    # A replay: applied already. Its key's current row goes on all the same.
+                    out.append((row(key, state if state is not None else state_type()), carrier))
+                    continue
+                # A copy, so a fold that raises half way leaves the stored state as it was.
+                state = state_type() if state is None else state.__copy__()
+                state = fold(state, value)
+                if type(state) is not state_type:
+                    if fold_async or inspect.isawaitable(state):
+                        state = await state
+                    if type(state) is not state_type:
+                        raise TypeError(
+                            f"fold of table {table.name!r} returned {type(state).__name__}, "
+                            f"not {state_type.__name__}"
+                        )
+                result = row(key, state)
+                data = encode(state)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # a hook's SystemExit too, as in every stream node
+                await worker.dead_letter(carrier, exc, self._agent)
+                continue
+            store.put(raw_key, state, data)
+            positions[src] = offset
+            records.append((raw_key, data, ((POSITION_HEADER, mark),)))
+            partitions.append(last_q)
+            seen = folded.get(last_q)
+            folded[last_q] = (store, 1 if seen is None else seen[1] + 1)
+            if not event._acked:
+                held.append((event._offsets, m.offset))
+            out.append((result, carrier))
+        if records:
+            for q, (s, _) in folded.items():
+                records.append(map_record(s.positions))
+                partitions.append(q)
+            delivery = await worker.send_changelog(table.changelog.name, records, partitions)
+            if delivery is None:  # not sent, the worker is stopping: nothing may be acked
+                worker._hold_for_good(held)
+                return
+            for s, count in folded.values():
+                s.applied(count + 1)  # its data records and its skip map
+            worker.tables.sent(delivery)
+            worker._hold(cast("Awaitable[Delivery]", delivery), held)
+        self._out.extend(out)
+
+
+async def _ready(held: _Held) -> None:
+    await held.ready.wait()
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    target: Any = fn
+    while hasattr(target, "func"):
+        target = target.func
+    return inspect.iscoroutinefunction(target)

@@ -1,0 +1,216 @@
+"""`Table` (what `App.table` declares) and `WorkerTables` (the stores a running worker holds).
+
+A worker holds store q of a table while it is assigned partition q of the aggregation's input
+(co-partitioned with the changelog). The store is restored at assignment, in the background,
+and the aggregation waits for it before folding the first element of q. On revocation the
+store is checkpointed after a flush (every changelog record sent is delivered) and closed;
+the new owner restores it from the changelog. At shutdown the same happens for every store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Collection
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ..records import Codec, value_codec
+from ..transport import TP, DeliveryError
+from .changelog import restore
+from .memory import MemoryStore
+from .store import Store
+
+if TYPE_CHECKING:
+    from ..app import App, Topic, Worker
+
+__all__ = ["Table", "TablePartitions", "WorkerTables"]
+
+logger = logging.getLogger("streamc")
+
+K = TypeVar("K")
+S = TypeVar("S")
+
+
+class Table(Generic[K, S]):
+    """A keyed table: one state per key, its changelog `<app>-<name>-changelog`."""
+
+    def __init__(
+        self,
+        app: App,
+        name: str,
+        key_type: Any,
+        value_type: Any,
+        state_type: Any,
+        partitions: int,
+        changelog: Topic[Any],
+    ) -> None:
+        self.app = app
+        self.name = name
+        self.key_type = key_type
+        self.value_type = value_type
+        self.state_type = state_type
+        self.partitions = partitions
+        self.changelog = changelog
+        self.state_codec: Codec[Any] = value_codec(state_type)
+        # The aggregation's row function, once one is built on this table (rows of a state).
+        self.row: Callable[[Any, Any], Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Table {self.name} key={self.key_type!r} state={self.state_type!r}>"
+
+
+class _Held:
+    """Store q of a table on this worker, and whether its restore is done."""
+
+    __slots__ = ("ready", "store", "task")
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.ready = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class TablePartitions:
+    """One table on one worker: the stores of the partitions it holds."""
+
+    def __init__(self, tables: WorkerTables, table: Table[Any, Any], inputs: frozenset[str]):
+        self.tables = tables
+        self.table = table
+        self.inputs = inputs  # the aggregation's input topics: partition q of any means store q
+        self.held: dict[int, _Held] = {}
+
+    def store(self, partition: int) -> _Held | None:
+        return self.held.get(partition)
+
+    def open(self, partition: int) -> None:
+        if partition in self.held:
+            return
+        held = _Held(self.tables.new_store(self.table, partition))
+        self.held[partition] = held
+        worker = self.tables.worker
+        what = f"table {self.table.name}[{partition}]"
+        held.task = worker._spawn(self._restore(held, partition, what), f"restore {what}")
+
+    async def _restore(self, held: _Held, partition: int, what: str) -> None:
+        transport: Any = self.tables.worker.transport
+        await restore(transport, self.table.changelog.name, partition, held.store, what)
+        held.ready.set()
+
+    def rows(self) -> dict[Any, Any]:
+        table = self.table
+        decode_key, row = table.changelog.key_codec.decode, table.row
+        out: dict[Any, Any] = {}
+        for held in self.held.values():
+            if not held.ready.is_set():
+                continue
+            for raw, state in held.store.items():
+                key = decode_key(raw)
+                out[key] = state if row is None else row(key, state)
+        return out
+
+
+class WorkerTables:
+    """Every table a worker aggregates into, and their stores' lifecycle."""
+
+    def __init__(self, worker: Worker, state_dir: str | Path | None) -> None:
+        self.worker = worker
+        self.state_dir = None if state_dir is None else Path(state_dir)
+        self.tables: dict[str, TablePartitions] = {}
+        # Deliveries of changelog runs not resolved yet: a checkpoint waits for those sent
+        # before it and is not written if one failed.
+        self._in_flight: set[asyncio.Future[Any]] = set()
+
+    def sent(self, delivery: Awaitable[object]) -> None:
+        """A changelog run went out (every store it touched has counted it)."""
+        if isinstance(delivery, asyncio.Future) and delivery.done():
+            if delivery.cancelled() or delivery.exception() is not None:
+                self._in_flight.add(delivery)  # kept: a checkpoint must see the failure
+            return
+        fut = asyncio.ensure_future(delivery)
+        self._in_flight.add(fut)
+        fut.add_done_callback(self._resolved)
+
+    def _resolved(self, fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self._in_flight.discard(fut)
+
+    def new_store(self, table: Table[Any, Any], partition: int) -> Store:
+        decode = table.state_codec.decode
+        if self.state_dir is None:
+            return MemoryStore(decode)
+        from .rocksdb import RocksDBStore  # the native library only when asked for
+
+        path = self.state_dir / table.app.name / table.name / str(partition)
+        return RocksDBStore(path, decode)
+
+    def attach(self, table: Table[Any, Any], inputs: Collection[str]) -> TablePartitions:
+        """The aggregation on `table` reading `inputs` is built: stores follow the
+        assignment of those topics from now on."""
+        if table.name in self.tables:
+            raise ValueError(f"table {table.name!r} is already filled by another aggregate")
+        live = self.tables[table.name] = TablePartitions(self, table, frozenset(inputs))
+        self.assigned(self.worker.transport.assignment())
+        return live
+
+    def assigned(self, assigned: Collection[TP]) -> None:
+        for live in self.tables.values():
+            for tp in assigned:
+                if tp.topic in live.inputs:
+                    live.open(tp.partition)
+
+    async def revoked(self, gone: Collection[TP]) -> None:
+        """Checkpoint and close the stores of partitions no input of theirs is assigned in
+        any more (after a flush: their changelog records are delivered)."""
+        staying = {tp for tp in self.worker.transport.assignment() if tp not in gone}
+        closing: list[tuple[TablePartitions, int]] = []
+        for live in self.tables.values():
+            kept = {tp.partition for tp in staying if tp.topic in live.inputs}
+            closing += [(live, q) for q in live.held if q not in kept]
+        if closing:
+            await self._close(closing)
+
+    async def close(self) -> None:
+        """At shutdown, after the producer's flush: checkpoint and close every store."""
+        await self._close([(live, q) for live in self.tables.values() for q in live.held])
+
+    async def _close(self, closing: list[tuple[TablePartitions, int]]) -> None:
+        helds = [live.held.pop(q) for live, q in closing]
+        for held in helds:
+            if held.task is not None and not held.task.done():
+                await _cancel(held.task)
+        await self._checkpoint([h for h in helds if h.ready.is_set()])
+        for held in helds:
+            held.store.close()
+
+    async def checkpoint(self) -> None:
+        """Before a commit: persistent stores write what their delivered changelog holds."""
+        if self.state_dir is not None:
+            ready = [h for live in self.tables.values() for h in live.held.values()]
+            await self._checkpoint([h for h in ready if h.ready.is_set()])
+
+    async def _checkpoint(self, helds: list[_Held]) -> None:
+        if self.state_dir is None or not helds:
+            return
+        worker = self.worker
+        snapshots = [(held.store, held.store.snapshot()) for held in helds]
+        runs = set(self._in_flight)
+        try:
+            await worker.transport.flush()
+        except DeliveryError as exc:
+            worker.lose_output(exc)
+        if runs:
+            await asyncio.wait(runs)
+        # After any failure a delivery may have been lost: the stores keep their last
+        # checkpoint, and a restore replays the changelog after it.
+        failed = any(f.cancelled() or f.exception() is not None for f in runs)
+        if failed or worker.failure is not None or worker.output_lost is not None:
+            return
+        for store, snapshot in snapshots:
+            store.checkpoint(snapshot)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    from ..app import _cancel as cancel
+
+    await cancel(task)
