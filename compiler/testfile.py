@@ -90,6 +90,7 @@ class Case:
     expect: tuple[TopicExpectation, ...]
     dead_letters: tuple[ExpectedDeadLetter, ...] | None  # None: not checked
     span: Span  # the case's mapping, for `--update`
+    name_span: Span
 
 
 @dataclass(frozen=True)
@@ -138,15 +139,21 @@ def check_test_file(
         mark = error.problem_mark or error.context_mark
         span = _mark_span(mark) if mark is not None else None
         problem = error.problem or error.context or "invalid YAML"
-        checker.error(span, "E401", f"not valid YAML: {problem}")
+        hints: tuple[str, ...] = ()
+        if error.context and error.context_mark is not None and mark is not error.context_mark:
+            where = error.context_mark
+            hints = (f"{error.context} that starts at line {where.line + 1}, column "
+                     f"{where.column + 1}",)  # fmt: skip
+        checker.error(span, "E401", f"not valid YAML: {problem}", hints)
         return None, checker.diagnostics
     except yaml.YAMLError as error:  # a reader error: a control character, say
         checker.error(None, "E401", f"not valid YAML: {error}")
         return None, checker.diagnostics
     cases = checker.file(root)
-    if any(d.severity == "error" for d in checker.diagnostics):
-        return None, checker.diagnostics
-    return TestFile(path, tuple(cases)), checker.diagnostics
+    diagnostics = sorted(checker.diagnostics, key=Diagnostic.sort_key)
+    if any(d.severity == "error" for d in diagnostics):
+        return None, diagnostics
+    return TestFile(path, tuple(cases)), diagnostics
 
 
 def _mark_span(mark: Any) -> Span:
@@ -240,7 +247,7 @@ class _Checker:
             if case.name in seen:
                 first = seen[case.name]
                 self.error(
-                    case.span,
+                    case.name_span,
                     "E407",
                     f"a case named '{case.name}' is already defined (line {first.line})",
                 )
@@ -285,7 +292,8 @@ class _Checker:
             self.tables(entries["tables"][1])
         if name is None:
             return None
-        return Case(name, agents, tuple(steps), tuple(expect), dead, node_span(node))
+        name_span = node_span(name_entry[1]) if name_entry else node_span(node)
+        return Case(name, agents, tuple(steps), tuple(expect), dead, node_span(node), name_span)
 
     def agents(self, node: yaml.Node) -> tuple[str, ...]:
         known = [a.name for a in self.program.agents]
@@ -501,7 +509,7 @@ class _Checker:
                 self.error(
                     node_span(node),
                     "E404",
-                    f"{where}: expected a {record.name} record, got {_describe(node)}",
+                    f"{where}: expected a record {record.name}, got {_describe(node)}",
                 )
                 return
             fields = {f.name: f for f in record.fields}
