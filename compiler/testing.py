@@ -276,7 +276,12 @@ def run_case(loaded: _Loaded, case: Case) -> Outcome:
     finally:
         loop.close()
     outcome.seconds = time.perf_counter() - started
-    outcome.output = captured.getvalue()
+    output = captured.getvalue()
+    folder = Path(program_path_for(loaded.tests.path)).parent
+    for module in loaded.program.hook_modules:  # tracebacks name the user's hook files
+        copy = loaded.package_dir / loaded.package / "hooks" / f"{module.module}.py"
+        output = output.replace(str(copy), str(folder / module.source_path))
+    outcome.output = output
     return outcome
 
 
@@ -409,10 +414,14 @@ def _expected_view(topic: Any, record: ExpectedRecord) -> dict[str, Any]:
 
 
 def _restricted(actual: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
-    """The fields of `actual` that `expected` compares (its value in whatever form it has)."""
-    out = {k: actual[k] for k in expected if k not in _FORMS}
-    if any(f in expected for f in _FORMS):
-        out.update({f: actual[f] for f in _FORMS if f in actual})
+    """The fields of `actual` that `expected` compares (its value in whatever form it has),
+    in `expected`'s order."""
+    out: dict[str, Any] = {}
+    for name in expected:
+        if name not in _FORMS:
+            out[name] = actual[name]
+        elif not any(f in out for f in _FORMS):
+            out.update({f: actual[f] for f in _FORMS if f in actual})
     return out
 
 
