@@ -12,9 +12,10 @@ and `render` turns them into the text of contract section 3:
 A diagnostic may carry notes: other places that explain it (where a duplicate name was first
 defined), each shown with its own source line after the hints.
 
-Codes are stable and grouped: E1xx syntax (and unreadable input), E2xx names, E3xx types, E4xx
-test files (`streamc test`, compiler/testfile.py), and W5xx warnings about the topology (the program compiles, but will misbehave on Kafka). The
-table `CODES` is the single list of them; docs/language.md documents each one.
+Codes are stable and grouped: E1xx syntax (and unreadable input), E2xx names, E3xx types,
+E4xx test files (`streamc test`, compiler/testfile.py), and W5xx warnings about the topology
+(the program compiles, but will misbehave on Kafka). The table `CODES` is the single list of
+them; docs/language.md documents each one.
 """
 
 from __future__ import annotations

@@ -2,11 +2,11 @@
 
 Each folder holds `input.sdl` (plus `hooks.py` when the case needs one) and `expected.txt`,
 the rendered diagnostics; an E4xx folder adds `input.test.yaml`, a test file of the (valid)
-program, and `expected.txt` holds the test file's diagnostics. A hooks module that is deliberately not Python is stored as
-`hooks.py.txt` (so linters leave it alone) and copied to `hooks.py` for the run. A folder
-named `E201-...` must produce at least one E201; one named `W501-...` is a program that
-compiles, with at least one W501. To refresh
-every `expected.txt` after a deliberate wording change:
+program, and `expected.txt` holds the test file's diagnostics. A hooks module that is
+deliberately not Python is stored as `hooks.py.txt` (so linters leave it alone) and copied to
+`hooks.py` for the run. A folder named `E201-...` must produce at least one E201; one named
+`W501-...` is a program that compiles, with at least one W501. To refresh every
+`expected.txt` after a deliberate wording change:
 
     STREAMC_REGEN=1 .venv/bin/python -m pytest tests/compiler/test_cases.py
 """
