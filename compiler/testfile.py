@@ -149,7 +149,19 @@ def check_test_file(
     except yaml.YAMLError as error:  # a reader error: a control character, say
         checker.error(None, "E401", f"not valid YAML: {error}")
         return None, checker.diagnostics
-    cases = checker.file(root)
+    try:
+        if root is not None:
+            plain(root)  # tags the safe loader does not know (`!!python/...`) are refused here
+        cases = checker.file(root)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        problem = error.problem or error.context or "invalid YAML"
+        span = _mark_span(mark) if mark is not None else None
+        checker.error(span, "E401", f"not valid YAML: {problem}")
+        cases = []
+    except RecursionError:  # an alias inside itself (`&a [*a]`), or absurd nesting
+        checker.error(None, "E401", "not valid YAML here: nested too deeply or recursive")
+        cases = []
     diagnostics = sorted(checker.diagnostics, key=Diagnostic.sort_key)
     if any(d.severity == "error" for d in diagnostics):
         return None, diagnostics
