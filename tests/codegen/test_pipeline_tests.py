@@ -438,3 +438,14 @@ def test_update_then_test_passes_for_random_programs(case: tuple[str, str]) -> N
         assert main(["test", folder, "--update"]) == 0
         updated = (Path(folder) / "prop.test.yaml").read_text(encoding="utf-8")
         assert main(["test", folder]) == 0, program + updated
+
+
+def test_an_invalid_program_exits_2_with_its_diagnostics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shop(tmp_path, "agent big_orders = from orders | where amout > 100 | to big\n", "cases: []\n")
+    status, out, err = run(capsys, str(tmp_path))
+    assert status == 2
+    assert "error[E201]: record Order has no field 'amout'" in err
+    assert f"{tmp_path}/shop.sdl: the program has errors\n" in err
+    assert out.splitlines()[-1] == "0 passed, 0 failed"
