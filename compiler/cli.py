@@ -177,13 +177,31 @@ def cmd_check(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         try:
-            _load(path, args.allow_root)
+            program = _load(path, args.allow_root)
+            _check_test_file(path, program)
         except Failure as failure:
             print(failure, file=sys.stderr)
             failed += 1
         else:
             print(f"{path}: ok")
     return EXIT_DIAGNOSTICS if failed else EXIT_OK
+
+
+def _check_test_file(path: str, program: ir.Program) -> None:
+    """The program's test file beside it (`X.test.yaml`) is checked with it."""
+    from .diagnostics import render
+    from .testfile import test_path_for
+    from .testing import check_beside
+
+    diagnostics = check_beside(path, program)
+    if not diagnostics:
+        return
+    test_path = test_path_for(path)
+    text = Path(test_path).read_text("utf-8", "replace")
+    sys.stderr.write(render(diagnostics, {test_path: text}))
+    errors = sum(1 for d in diagnostics if d.severity == "error")
+    if errors:
+        raise Failure(f"{test_path}: {errors} error{'s' if errors != 1 else ''}")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -469,6 +487,35 @@ def _summarise(program: ir.Program, broker: Any) -> None:
         )
 
 
+def cmd_test(args: argparse.Namespace) -> int:
+    from .testing import run_tests
+
+    return run_tests(args.paths, args.k, args.junit_xml, args.update)
+
+
+def _add_test_command(commands: Any) -> None:
+    test = commands.add_parser(
+        "test",
+        help="run the test cases of programs (X.test.yaml beside X.sdl) with a virtual clock",
+    )
+    test.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="folders (searched for *.test.yaml), programs or test files (default: .)",
+    )
+    test.add_argument(
+        "-k", metavar="PATTERN", help="only the cases whose name contains PATTERN (any case)"
+    )
+    test.add_argument("--junit-xml", metavar="FILE", help="also write a JUnit XML report")
+    test.add_argument(
+        "--update",
+        action="store_true",
+        help="write what the program produced as the expectation of the selected cases",
+    )
+    test.set_defaults(run=cmd_test)
+
+
 def cmd_graph(args: argparse.Namespace) -> int:
     from .graph import render
 
@@ -562,6 +609,7 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("file", metavar="FILE.sdl")
     graph.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
     graph.set_defaults(run=cmd_graph)
+    _add_test_command(commands)
     return parser
 
 

@@ -12,9 +12,10 @@ and `render` turns them into the text of contract section 3:
 A diagnostic may carry notes: other places that explain it (where a duplicate name was first
 defined), each shown with its own source line after the hints.
 
-Codes are stable and grouped: E1xx syntax (and unreadable input), E2xx names, E3xx types, and
-W5xx warnings about the topology (the program compiles, but will misbehave on Kafka). The
-table `CODES` is the single list of them; docs/language.md documents each one.
+Codes are stable and grouped: E1xx syntax (and unreadable input), E2xx names, E3xx types,
+E4xx test files (`streamc test`, compiler/testfile.py), and W5xx warnings about the topology
+(the program compiles, but will misbehave on Kafka). The table `CODES` is the single list of
+them; docs/language.md documents each one.
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ CODES: dict[str, str] = {
     "E314": "type not allowed here",
     "E315": "wrong number of type arguments",
     "E316": "hook annotations contradict the declaration",
+    "E401": "test file is not valid YAML",
+    "E402": "unknown or misplaced field in a test file",
+    "E403": "unknown topic in a test file",
+    "E404": "test value does not fit its topic's type",
+    "E405": "unknown agent in a test file",
+    "E406": "unknown table in a test file",
+    "E407": "invalid setting in a test file",
     "W501": "agents write a topic they read: an endless loop",
     "W502": "Kafka topic names that collide in Kafka's metrics",
 }

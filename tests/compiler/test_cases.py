@@ -1,11 +1,12 @@
 """Golden failing cases: one folder per case under cases/, in the manner of sqlc's testdata.
 
 Each folder holds `input.sdl` (plus `hooks.py` when the case needs one) and `expected.txt`,
-the rendered diagnostics. A hooks module that is deliberately not Python is stored as
-`hooks.py.txt` (so linters leave it alone) and copied to `hooks.py` for the run. A folder
-named `E201-...` must produce at least one E201; one named `W501-...` is a program that
-compiles, with at least one W501. To refresh
-every `expected.txt` after a deliberate wording change:
+the rendered diagnostics; an E4xx folder adds `input.test.yaml`, a test file of the (valid)
+program, and `expected.txt` holds the test file's diagnostics. A hooks module that is
+deliberately not Python is stored as `hooks.py.txt` (so linters leave it alone) and copied to
+`hooks.py` for the run. A folder named `E201-...` must produce at least one E201; one named
+`W501-...` is a program that compiles, with at least one W501. To refresh every
+`expected.txt` after a deliberate wording change:
 
     STREAMC_REGEN=1 .venv/bin/python -m pytest tests/compiler/test_cases.py
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 from streamc.diagnostics import CODES, render
 from streamc.loader import load
+from streamc.testfile import check_test_file
 
 from .conftest import CASES
 
@@ -34,7 +36,14 @@ def test_case(case: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     monkeypatch.chdir(work)  # diagnostics name the file as given: "input.sdl"
     result = load(Path("input.sdl"))
     code = case.name.split("-")[0]
-    if code.startswith("W"):
+    if (work / "input.test.yaml").exists():  # a test file's case: the program is fine
+        assert result.program is not None, render(result.diagnostics, result.sources)
+        text = (work / "input.test.yaml").read_text(encoding="utf-8")
+        tests, diagnostics = check_test_file(text, "input.test.yaml", result.program)
+        assert tests is None, "a failing test file must not check clean"
+        result.diagnostics[:] = diagnostics
+        result.sources["input.test.yaml"] = text
+    elif code.startswith("W"):
         assert result.program is not None, "a warning must not stop the program compiling"
     else:
         assert result.program is None, "a failing case must not check clean"

@@ -40,6 +40,9 @@ def _examples() -> str:
             if (case / name).exists():
                 text = (case / name).read_text(encoding="utf-8").rstrip()
                 hooks = f"with `hooks.py`:\n\n```python\n{text}\n```\n\n"
+        if (case / "input.test.yaml").exists():
+            text = (case / "input.test.yaml").read_text(encoding="utf-8").rstrip()
+            hooks += f"with `input.test.yaml`:\n\n```yaml\n{text}\n```\n\n"
         out.append(
             f"#### {code}: {title}\n\n```sdl\n{source.rstrip()}\n```\n\n{hooks}"
             f"```\n{expected.read_text(encoding='utf-8').rstrip()}\n```\n"

@@ -1,0 +1,815 @@
+"""Test files (`<program>.test.yaml`): read and checked against the program like a program.
+
+A test file is data: named cases, each with the inputs it produces (and clock steps between
+them), and what it expects the program to write. `check_test_file` is a pure function of the
+file's text and the checked program: it returns the cases and every diagnostic (E4xx), with
+`file:line:col` spans taken from the YAML nodes, and never raises on a user error. The format
+is documented in docs/testing.md; `compiler/testing.py` runs the cases.
+
+YAML is read with PyYAML's composer rather than its loader so every value keeps its position;
+values are then built from the nodes by PyYAML's safe constructor (YAML 1.1: `no` is a bool,
+so a country code `NO` must be quoted; a checked value that should be a string says so).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from . import ir
+from .diagnostics import Diagnostic, Span, did_you_mean
+
+SUFFIX = ".test.yaml"
+
+# Case keys, input keys and expectation keys: the vocabulary E402 checks against.
+_FILE_KEYS = ("cases",)
+_CASE_KEYS = ("name", "agents", "inputs", "expect", "dead_letters", "tables")
+_INPUT_KEYS = ("topic", "key", "value", "raw", "raw_base64", "headers", "partition", "timestamp")
+_RECORD_KEYS = ("key", "value", "raw", "raw_base64", "headers", "partition", "timestamp")
+_ORDERED_KEYS = ("order", "records")
+_DEAD_KEYS = ("topic", "agent", "type", "error", "key", "raw", "raw_base64", "partition")
+ORDERS = ("partition", "set")
+
+
+@dataclass(frozen=True)
+class Input:
+    """One record a case produces: the fields of a `streamc run` JSONL input line."""
+
+    topic: str  # the Kafka name
+    fields: dict[str, Any]  # "value"/"raw"/"raw_base64", "key", "headers", ...
+    span: Span
+
+
+@dataclass(frozen=True)
+class Advance:
+    """Move the virtual clock forward, firing every timer that falls due on the way."""
+
+    seconds: float
+    span: Span
+
+
+Step = Input | Advance
+
+
+@dataclass(frozen=True)
+class ExpectedRecord:
+    """A record a topic must hold. Keys absent from `fields` are not compared, except `key`
+    and the value (absent: no key; a tombstone only when `value: null` is written)."""
+
+    fields: dict[str, Any]
+    span: Span
+
+
+@dataclass(frozen=True)
+class TopicExpectation:
+    name: str  # as written in the test file
+    topic: str  # the Kafka name
+    order: str  # "partition": in order per partition; "set": any order
+    records: tuple[ExpectedRecord, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class ExpectedDeadLetter:
+    fields: dict[str, Any]  # topic (Kafka name), agent, type, error (a substring), key, ...
+    span: Span
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    agents: tuple[str, ...] | None  # None: every agent
+    steps: tuple[Step, ...]
+    expect: tuple[TopicExpectation, ...]
+    dead_letters: tuple[ExpectedDeadLetter, ...] | None  # None: not checked
+    span: Span  # the case's mapping, for `--update`
+    name_span: Span
+
+
+@dataclass(frozen=True)
+class TestFile:
+    path: str
+    cases: tuple[Case, ...]
+
+
+def program_path_for(test_path: str) -> str:
+    """`samples/orders.test.yaml` -> `samples/orders.sdl`: a test file sits beside its program."""
+    assert test_path.endswith(SUFFIX)
+    return test_path[: -len(SUFFIX)] + ".sdl"
+
+
+def test_path_for(program_path: str) -> str:
+    stem = program_path[:-4] if program_path.endswith(".sdl") else program_path
+    return stem + SUFFIX
+
+
+def parse_duration(text: str) -> float | None:
+    """`10s`, `500ms`, `5m`, `1h` (also `1.5s`) in seconds; None if it is not a duration."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text.strip())
+    if match is None:
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2)]
+    return float(match.group(1)) * scale
+
+
+def topic_names(program: ir.Program) -> dict[str, ir.Topic]:
+    """Every name a test file may use for a topic: its `.sdl` name and its Kafka name."""
+    names: dict[str, ir.Topic] = {}
+    for topic in program.topics:
+        names.setdefault(topic.name, topic)
+        names.setdefault(topic.kafka_name, topic)
+    return names
+
+
+def check_test_file(
+    text: str, path: str, program: ir.Program
+) -> tuple[TestFile | None, list[Diagnostic]]:
+    """The cases of a test file and its diagnostics; the file is None if any is an error."""
+    checker = _Checker(path, program)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        span = _mark_span(mark) if mark is not None else None
+        problem = error.problem or error.context or "invalid YAML"
+        hints: tuple[str, ...] = ()
+        if error.context and error.context_mark is not None and mark is not error.context_mark:
+            where = error.context_mark
+            hints = (f"{error.context} that starts at line {where.line + 1}, column "
+                     f"{where.column + 1}",)  # fmt: skip
+        checker.error(span, "E401", f"not valid YAML: {problem}", hints)
+        return None, checker.diagnostics
+    except yaml.YAMLError as error:  # a reader error: a control character, say
+        checker.error(None, "E401", f"not valid YAML: {error}")
+        return None, checker.diagnostics
+    try:
+        if root is not None:
+            plain(root)  # tags the safe loader does not know (`!!python/...`) are refused here
+        cases = checker.file(root)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        problem = error.problem or error.context or "invalid YAML"
+        span = _mark_span(mark) if mark is not None else None
+        checker.error(span, "E401", f"not valid YAML: {problem}")
+        cases = []
+    except RecursionError:  # an alias inside itself (`&a [*a]`), or absurd nesting
+        checker.error(None, "E401", "not valid YAML here: nested too deeply or recursive")
+        cases = []
+    diagnostics = sorted(checker.diagnostics, key=Diagnostic.sort_key)
+    if any(d.severity == "error" for d in diagnostics):
+        return None, diagnostics
+    return TestFile(path, tuple(cases)), diagnostics
+
+
+def _mark_span(mark: Any) -> Span:
+    return Span(mark.line + 1, mark.column + 1, mark.line + 1, mark.column + 2, mark.index,
+                mark.index + 1)  # fmt: skip
+
+
+def node_span(node: yaml.Node) -> Span:
+    start, end = node.start_mark, node.end_mark
+    return Span(start.line + 1, start.column + 1, end.line + 1, end.column + 1, start.index,
+                end.index)  # fmt: skip
+
+
+_constructor = yaml.SafeLoader("")
+
+
+def plain(node: yaml.Node) -> Any:
+    """The Python value of a node (mappings as dicts, sequences as lists)."""
+    return _constructor.construct_object(node, deep=True)
+
+
+def _scalar(node: yaml.Node) -> Any:
+    return plain(node) if isinstance(node, yaml.ScalarNode) else _NOT_SCALAR
+
+
+_NOT_SCALAR = object()
+
+
+class _Checker:
+    def __init__(self, path: str, program: ir.Program) -> None:
+        self.path = path
+        self.program = program
+        self.topics = topic_names(program)
+        self.records = {r.name: r for r in program.records}
+        self.diagnostics: list[Diagnostic] = []
+
+    def error(
+        self, span: Span | None, code: str, message: str, hints: tuple[str, ...] = ()
+    ) -> None:
+        self.diagnostics.append(Diagnostic.error(self.path, span, code, message, hints))
+
+    # -- shapes -------------------------------------------------------------------------------
+    def mapping(
+        self, node: yaml.Node, what: str, allowed: tuple[str, ...]
+    ) -> dict[str, tuple[yaml.Node, yaml.Node]] | None:
+        """The entries of a mapping node by key, reporting unknown and repeated keys."""
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node_span(node), "E402", f"{what} must be a mapping")
+            return None
+        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            key = _scalar(key_node)
+            if not isinstance(key, str):
+                self.error(node_span(key_node), "E402", f"{what}: keys must be names")
+                continue
+            if key not in allowed:
+                hints = did_you_mean(key, allowed) or (f"expected one of: {', '.join(allowed)}",)
+                self.error(node_span(key_node), "E402", f"{what} has no field '{key}'", hints)
+                continue
+            if key in out:
+                self.error(node_span(key_node), "E402", f"{what}: '{key}' is given twice")
+                continue
+            out[key] = (key_node, value_node)
+        return out
+
+    def sequence(self, node: yaml.Node, what: str) -> list[yaml.Node]:
+        if isinstance(node, yaml.ScalarNode) and plain(node) is None:
+            return []  # `inputs:` with nothing after it
+        if not isinstance(node, yaml.SequenceNode):
+            self.error(node_span(node), "E402", f"{what} must be a list")
+            return []
+        return list(node.value)
+
+    # -- the file -----------------------------------------------------------------------------
+    def file(self, root: yaml.Node | None) -> list[Case]:
+        if root is None:
+            self.error(None, "E402", "the test file is empty; it needs `cases:`")
+            return []
+        entries = self.mapping(root, "a test file", _FILE_KEYS)
+        if entries is None:
+            return []
+        if "cases" not in entries:
+            self.error(node_span(root), "E402", "a test file needs `cases:`, a list of cases")
+            return []
+        cases: list[Case] = []
+        seen: dict[str, Span] = {}
+        for node in self.sequence(entries["cases"][1], "`cases`"):
+            case = self.case(node)
+            if case is None:
+                continue
+            if case.name in seen:
+                first = seen[case.name]
+                self.error(
+                    case.name_span,
+                    "E407",
+                    f"a case named '{case.name}' is already defined (line {first.line})",
+                )
+                continue
+            seen[case.name] = case.span
+            cases.append(case)
+        return cases
+
+    def case(self, node: yaml.Node) -> Case | None:
+        entries = self.mapping(node, "a case", _CASE_KEYS)
+        if entries is None:
+            return None
+        name_entry = entries.get("name")
+        name = _scalar(name_entry[1]) if name_entry else None
+        if not isinstance(name, str) or not name.strip():
+            at = name_entry[1] if name_entry else node
+            self.error(node_span(at), "E407", "a case needs a `name:`, a non-empty string")
+            name = None
+        agents: tuple[str, ...] | None = None
+        if "agents" in entries:
+            agents = self.agents(entries["agents"][1])
+        steps: list[Step] = []
+        if "inputs" in entries:
+            for item in self.sequence(entries["inputs"][1], "`inputs`"):
+                step = self.step(item)
+                if step is not None:
+                    steps.append(step)
+        expect: list[TopicExpectation] = []
+        if "expect" in entries:
+            expect = self.expectations(entries["expect"][1])
+        dead: tuple[ExpectedDeadLetter, ...] | None = None
+        if "dead_letters" in entries:
+            dead = tuple(
+                d
+                for d in (
+                    self.dead_letter(item)
+                    for item in self.sequence(entries["dead_letters"][1], "`dead_letters`")
+                )
+                if d is not None
+            )
+        if "tables" in entries:
+            self.tables(entries["tables"][1])
+        if name is None:
+            return None
+        name_span = node_span(name_entry[1]) if name_entry else node_span(node)
+        return Case(name, agents, tuple(steps), tuple(expect), dead, node_span(node), name_span)
+
+    def agents(self, node: yaml.Node) -> tuple[str, ...]:
+        known = [a.name for a in self.program.agents]
+        out: list[str] = []
+        for item in self.sequence(node, "`agents`"):
+            name = _scalar(item)
+            if not isinstance(name, str):
+                self.error(node_span(item), "E405", "`agents` lists agent names")
+            elif name not in known:
+                hints = did_you_mean(name, known) or (f"agents: {', '.join(known)}",)
+                self.error(node_span(item), "E405", f"the program has no agent '{name}'", hints)
+            else:
+                out.append(name)
+        return tuple(out)
+
+    def tables(self, node: yaml.Node) -> None:
+        # The slot for expected table contents. The language has no tables yet, so every
+        # name is unknown; once it has, this checks each table's rows against its types.
+        entries = node.value if isinstance(node, yaml.MappingNode) else []
+        if not isinstance(node, yaml.MappingNode) and plain(node) is not None:
+            self.error(node_span(node), "E402", "`tables` must be a mapping of table names")
+        for key_node, _ in entries:
+            self.error(
+                node_span(key_node),
+                "E406",
+                f"the program has no table '{_scalar(key_node)}'",
+                ("the program declares no tables",),
+            )
+
+    def topic(self, node: yaml.Node) -> ir.Topic | None:
+        name = _scalar(node)
+        if not isinstance(name, str):
+            self.error(node_span(node), "E403", "a topic is named by a string")
+            return None
+        topic = self.topics.get(name)
+        if topic is None:
+            names = [t.name for t in self.program.topics]
+            hints = did_you_mean(name, list(self.topics)) or (f"topics: {', '.join(names)}",)
+            if name == f"{self.program.app}-dlq":
+                hints = ("dead letters are expected under `dead_letters:`",)
+            self.error(node_span(node), "E403", f"the program has no topic '{name}'", hints)
+        return topic
+
+    # -- inputs -------------------------------------------------------------------------------
+    def step(self, node: yaml.Node) -> Step | None:
+        if isinstance(node, yaml.MappingNode) and any(
+            _scalar(k) == "advance" for k, _ in node.value
+        ):
+            entries = self.mapping(node, "a clock step", ("advance",))
+            if entries is None or "advance" not in entries:
+                return None
+            value_node = entries["advance"][1]
+            text = _scalar(value_node)
+            seconds = parse_duration(text) if isinstance(text, str) else None
+            if seconds is None:
+                self.error(
+                    node_span(value_node),
+                    "E407",
+                    f"`advance` takes a duration such as 500ms, 10s or 5m, got {_show(text)}",
+                )
+                return None
+            return Advance(seconds, node_span(node))
+        entries = self.mapping(node, "an input", _INPUT_KEYS)
+        if entries is None:
+            return None
+        if "topic" not in entries:
+            self.error(
+                node_span(node),
+                "E402",
+                "an input needs `topic:` (or is a clock step, `advance: 10s`)",
+            )
+            return None
+        topic = self.topic(entries["topic"][1])
+        if topic is None:
+            return None
+        fields = self.message(entries, topic, node, "an input", require_value=True)
+        if fields is None:
+            return None
+        return Input(topic.kafka_name, fields, node_span(node))
+
+    def message(
+        self,
+        entries: dict[str, tuple[yaml.Node, yaml.Node]],
+        topic: ir.Topic,
+        node: yaml.Node,
+        what: str,
+        *,
+        require_value: bool,
+    ) -> dict[str, Any] | None:
+        """The key, value and metadata of an input or an expected record, checked."""
+        ok = True
+        fields: dict[str, Any] = {}
+        forms = [f for f in ("value", "raw", "raw_base64") if f in entries]
+        if len(forms) > 1:
+            self.error(
+                node_span(entries[forms[1]][0]),
+                "E407",
+                f"{what} has one of `value`, `raw` and `raw_base64`, not several",
+            )
+            ok = False
+        elif not forms and require_value:
+            self.error(node_span(node), "E407", f"{what} needs `value:` (or `raw:`, `raw_base64:`)")
+            ok = False
+        for form in forms[:1]:
+            value_node = entries[form][1]
+            if form == "value":
+                ok &= self.value(value_node, topic.value_type, f"topic {topic.name}", True)
+                fields["value"] = plain(value_node)
+            elif form == "raw":
+                raw = _scalar(value_node)
+                if not isinstance(raw, str):
+                    self.error(node_span(value_node), "E407", "`raw` is a string (its bytes)")
+                    ok = False
+                fields["raw"] = raw
+            else:
+                text = _scalar(value_node)
+                try:
+                    base64.b64decode(text if isinstance(text, str) else "!", validate=True)
+                except binascii.Error:
+                    self.error(node_span(value_node), "E407", "`raw_base64` is a base64 string")
+                    ok = False
+                fields["raw_base64"] = text
+        if "key" in entries:
+            key_node = entries["key"][1]
+            key = plain(key_node)
+            if key is not None:
+                ok &= self.value(key_node, topic.key_type, f"the key of topic {topic.name}", False)
+            fields["key"] = key
+        if "headers" in entries:
+            headers_node = entries["headers"][1]
+            headers = plain(headers_node)
+            if not isinstance(headers, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+            ):
+                self.error(
+                    node_span(headers_node),
+                    "E407",
+                    "`headers` is a mapping of names to strings",
+                    ('quote values that YAML reads otherwise: "1", "true"',),
+                )
+                ok = False
+            fields["headers"] = headers
+        if "partition" in entries:
+            p_node = entries["partition"][1]
+            p = _scalar(p_node)
+            if not _is_int(p) or not 0 <= p < topic.partitions:
+                self.error(
+                    node_span(p_node),
+                    "E407",
+                    f"topic {topic.name} has partitions 0..{topic.partitions - 1}, got {_show(p)}",
+                )
+                ok = False
+            fields["partition"] = p
+        if "timestamp" in entries:
+            t_node = entries["timestamp"][1]
+            t = _scalar(t_node)
+            if not _is_int(t) or t < 0:
+                self.error(
+                    node_span(t_node),
+                    "E407",
+                    f"`timestamp` is milliseconds since the epoch, got {_show(t)}",
+                )
+                ok = False
+            fields["timestamp"] = t
+        return fields if ok else None
+
+    # -- values against types -----------------------------------------------------------------
+    def value(self, node: yaml.Node, type_: ir.Type, where: str, top: bool) -> bool:
+        """Report where `node` does not fit `type_` (E404); True when it fits."""
+        before = len(self.diagnostics)
+        self._fit(node, type_, where, top)
+        return len(self.diagnostics) == before
+
+    def _fit(self, node: yaml.Node, type_: ir.Type, where: str, nullable: bool) -> None:
+        if isinstance(node, yaml.ScalarNode) and plain(node) is None:
+            if isinstance(type_, ir.OptionalType) or nullable:
+                return  # a null value at the top is a tombstone
+            self.error(node_span(node), "E404", f"{where}: null where {type_} is expected")
+            return
+        if isinstance(type_, ir.OptionalType):
+            self._fit(node, type_.inner, where, False)
+            return
+        if isinstance(type_, ir.PrimType):
+            value = _scalar(node)
+            fits = _fits(type_.name, value)
+            if not fits:
+                hints: tuple[str, ...] = ()
+                if type_.name in ("str", "bytes") and value is not _NOT_SCALAR:
+                    hints = (
+                        f"YAML reads this as {_yaml_kind(value)}; quote it to make it a string",
+                    )
+                self.error(
+                    node_span(node),
+                    "E404",
+                    f"{where}: expected {type_.name}, got {_describe(node)}",
+                    hints,
+                )
+            return
+        if isinstance(type_, ir.ListType):
+            if not isinstance(node, yaml.SequenceNode):
+                self.error(
+                    node_span(node), "E404", f"{where}: expected {type_}, got {_describe(node)}"
+                )
+                return
+            for i, item in enumerate(node.value):
+                self._fit(item, type_.item, f"{where}[{i}]", False)
+            return
+        if isinstance(type_, ir.RecordType):
+            record = self.records.get(type_.name)
+            if record is None:
+                return
+            if not isinstance(node, yaml.MappingNode):
+                self.error(
+                    node_span(node),
+                    "E404",
+                    f"{where}: expected a record {record.name}, got {_describe(node)}",
+                )
+                return
+            fields = {f.name: f for f in record.fields}
+            given: set[str] = set()
+            for key_node, value_node in node.value:
+                name = _scalar(key_node)
+                field = fields.get(name) if isinstance(name, str) else None
+                if field is None:
+                    self.error(
+                        node_span(key_node),
+                        "E404",
+                        f"record {record.name} has no field {_show(name)}",
+                        did_you_mean(str(name), fields),
+                    )
+                    continue
+                given.add(field.name)
+                self._fit(value_node, field.type, f"{record.name}.{field.name}", False)
+            missing = [
+                f.name
+                for f in record.fields
+                if f.name not in given
+                and f.default is None
+                and not isinstance(f.type, ir.OptionalType)
+            ]
+            if missing:
+                names = ", ".join(f"'{m}'" for m in missing)
+                self.error(
+                    node_span(node),
+                    "E404",
+                    f"{where}: record {record.name} needs field{'s' if len(missing) > 1 else ''} "
+                    f"{names}",
+                )
+            return
+        # Tuples, events and `any` are not topic types.
+
+    # -- expectations -------------------------------------------------------------------------
+    def expectations(self, node: yaml.Node) -> list[TopicExpectation]:
+        if isinstance(node, yaml.ScalarNode) and plain(node) is None:
+            return []
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node_span(node), "E402", "`expect` is a mapping of topics to records")
+            return []
+        out: list[TopicExpectation] = []
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            topic = self.topic(key_node)
+            if topic is None:
+                continue
+            if topic.kafka_name in seen:
+                self.error(node_span(key_node), "E402", f"topic {topic.name} is expected twice")
+                continue
+            seen.add(topic.kafka_name)
+            order = "partition"
+            items_node = value_node
+            if isinstance(value_node, yaml.MappingNode):
+                entries = self.mapping(
+                    value_node, f"the expectation of topic {topic.name}", _ORDERED_KEYS
+                )
+                if entries is None:
+                    continue
+                if "order" in entries:
+                    order_node = entries["order"][1]
+                    order = _scalar(order_node)
+                    if order not in ORDERS:
+                        self.error(
+                            node_span(order_node),
+                            "E407",
+                            f"`order` is 'partition' (the default) or 'set', got {_show(order)}",
+                        )
+                        continue
+                if "records" not in entries:
+                    self.error(node_span(value_node), "E402", "an expectation needs `records:`")
+                    continue
+                items_node = entries["records"][1]
+            records = []
+            for item in self.sequence(items_node, f"the records of topic {topic.name}"):
+                entries_r = self.mapping(item, "an expected record", _RECORD_KEYS)
+                if entries_r is None:
+                    continue
+                fields = self.message(
+                    entries_r, topic, item, "an expected record", require_value=False
+                )
+                if fields is not None:
+                    records.append(ExpectedRecord(fields, node_span(item)))
+            out.append(
+                TopicExpectation(
+                    _scalar(key_node),
+                    topic.kafka_name,
+                    str(order),
+                    tuple(records),
+                    node_span(key_node),
+                )
+            )
+        return out
+
+    def dead_letter(self, node: yaml.Node) -> ExpectedDeadLetter | None:
+        entries = self.mapping(node, "an expected dead letter", _DEAD_KEYS)
+        if entries is None:
+            return None
+        fields: dict[str, Any] = {}
+        ok = True
+        for name, (_, value_node) in entries.items():
+            value = _scalar(value_node)
+            if name == "topic":
+                topic = self.topic(value_node)
+                ok &= topic is not None
+                fields["topic"] = topic.kafka_name if topic is not None else None
+            elif name == "agent":
+                ok &= bool(self.agents_named(value_node))
+                fields["agent"] = value
+            elif name == "partition":
+                if not _is_int(value):
+                    self.error(node_span(value_node), "E407", "`partition` is a number")
+                    ok = False
+                fields["partition"] = value
+            elif not isinstance(value, str) and not (name == "key" and value is None):
+                self.error(node_span(value_node), "E407", f"`{name}` is a string")
+                ok = False
+            else:
+                fields[name] = value
+        return ExpectedDeadLetter(fields, node_span(node)) if ok else None
+
+    def agents_named(self, node: yaml.Node) -> list[str]:
+        """The agents of a dead letter's `agent:` (several when a message failed to decode)."""
+        text = _scalar(node)
+        known = [a.name for a in self.program.agents]
+        if not isinstance(text, str):
+            self.error(node_span(node), "E405", "`agent` names agents, separated by commas")
+            return []
+        names = [n.strip() for n in text.split(",")]
+        for name in names:
+            if name not in known:
+                hints = did_you_mean(name, known) or (f"agents: {', '.join(known)}",)
+                self.error(node_span(node), "E405", f"the program has no agent '{name}'", hints)
+                return []
+        return names
+
+
+def _fits(name: str, value: Any) -> bool:
+    if name in ("str", "bytes"):
+        return isinstance(value, str)
+    if name == "int":
+        return _is_int(value)
+    if name == "float":
+        return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+    return isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _yaml_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the bool {'true' if value else 'false'}"
+    if isinstance(value, int | float):
+        return "a number"
+    return f"a {type(value).__name__}"
+
+
+def _describe(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    value = plain(node)
+    if isinstance(value, str):
+        return f"the string {_show(value)}"
+    return (
+        f"{_yaml_kind(value)} {_show(value)}" if not isinstance(value, bool) else _yaml_kind(value)
+    )
+
+
+def _show(value: Any) -> str:
+    if value is _NOT_SCALAR:
+        return "a list or mapping"
+    if isinstance(value, str):
+        return repr(value)
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# `--update`: rewrite the expectations of some cases, leaving the rest of the text alone
+
+Produced = tuple[list[tuple[str, str, list[dict[str, Any]]]], list[dict[str, Any]]]
+
+
+def update_text(text: str, produced: Mapping[str, Produced | None]) -> str:
+    """`text` with the `expect:` and `dead_letters:` of each case named in `produced`
+    replaced by what the program produced ({case: ([(topic, order, records)], dead)}).
+
+    Only those entries' lines change, so comments and layout elsewhere survive; a case without
+    `dead_letters:` gets one only if a dead letter was produced.
+    """
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    lines = text.split("\n")
+    edits: list[tuple[int, int, list[str]]] = []  # [first, last] line (0-based) -> new lines
+    cases = []
+    if isinstance(root, yaml.MappingNode):
+        for key_node, value_node in root.value:
+            if _scalar(key_node) == "cases" and isinstance(value_node, yaml.SequenceNode):
+                cases = list(value_node.value)
+    for case_node in cases:
+        if not isinstance(case_node, yaml.MappingNode) or not case_node.value:
+            continue
+        entries = {_scalar(k): (k, v) for k, v in case_node.value}
+        name_entry = entries.get("name")
+        name = _scalar(name_entry[1]) if name_entry else None
+        result = produced.get(name) if isinstance(name, str) else None
+        if result is None:
+            continue
+        if case_node.flow_style:
+            raise ValueError(f"case '{name}' is written in flow style; --update needs block style")
+        expect, dead = result
+        column = case_node.value[0][0].start_mark.column
+        blocks = {"expect": _expect_lines(expect), "dead_letters": _dead_lines(dead)}
+        end = _last_line(lines, case_node)
+        for key, block in blocks.items():
+            indented = [" " * column + line for line in block]
+            if key in entries:
+                key_node, value_node = entries[key]
+                first = key_node.start_mark.line
+                edits.append((first, max(first, _last_line(lines, value_node)), indented))
+            elif key == "expect" or dead:
+                edits.append((end + 1, end, indented))  # an insertion after the case
+    # Later edits first, so earlier line numbers stay valid; two insertions at one place go
+    # in reverse so they end up in order.
+    order = sorted(range(len(edits)), key=lambda i: (edits[i][0], i), reverse=True)
+    for i in order:
+        first, last, new = edits[i]
+        lines[first : last + 1] = new
+    return "\n".join(lines)
+
+
+def _last_line(lines: list[str], node: yaml.Node) -> int:
+    """The last line (0-based) holding text of `node`, not counting trailing comments."""
+    end = node.end_mark
+    last = end.line
+    if end.column == 0 or not lines[end.line][: end.column].strip():
+        last -= 1  # the mark is at the start of what follows
+    start = node.start_mark.line
+    while last > start and (not lines[last].strip() or lines[last].lstrip().startswith("#")):
+        last -= 1
+    return max(last, start)
+
+
+def flow(value: Any) -> str:
+    """A value on one line, in YAML flow style."""
+    dumped = yaml.safe_dump(value, default_flow_style=True, width=10**9, sort_keys=False)
+    return dumped.strip().removesuffix("...").strip()
+
+
+def _expect_lines(expect: list[tuple[str, str, list[dict[str, Any]]]]) -> list[str]:
+    if not expect:
+        return ["expect: {}"]
+    out = ["expect:"]
+    for topic, order, records in expect:
+        name = flow(topic)
+        if not records:
+            out.append(
+                f"  {name}: []"
+                if order == "partition"
+                else f"  {name}: {{order: set, records: []}}"
+            )
+            continue
+        indent = "  "
+        if order == "partition":
+            out.append(f"  {name}:")
+        else:
+            out += [f"  {name}:", "    order: set", "    records:"]
+            indent = "    "
+        for record in records:
+            prefix = f"{indent}  - "
+            for field_name, value in record.items():
+                out.append(f"{prefix}{field_name}: {flow(value)}")
+                prefix = f"{indent}    "
+    return out
+
+
+def _dead_lines(dead: list[dict[str, Any]]) -> list[str]:
+    if not dead:
+        return ["dead_letters: []"]
+    out = ["dead_letters:"]
+    for letter in dead:
+        prefix = "  - "
+        for field_name, value in letter.items():
+            out.append(f"{prefix}{field_name}: {flow(value)}")
+            prefix = "    "
+    return out

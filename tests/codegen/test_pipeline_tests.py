@@ -1,0 +1,451 @@
+"""`streamc test`: test files run on the memory broker with a virtual clock (docs/testing.md)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from streamc.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "samples"
+
+SHOP = """\
+app shop
+
+record Order {
+    id: str
+    amount: float
+    country: str?
+}
+
+topic orders: Order key str partitions 2
+topic big: Order key str partitions 2
+topic batches: list[Order] key str
+
+hooks "hooks.py" {
+    slow(Order) -> Order
+    check(Order) -> Order
+}
+
+agent big_orders = from orders | where amount > 100 | to big
+agent batcher = from big | take 3 within 5s | through batches
+agent slowly = from batches | sink_free
+"""
+
+HOOKS = """\
+import asyncio
+
+
+async def slow(order):
+    await asyncio.sleep(3600)  # an hour: virtual, so the case takes no real time
+    return order
+
+
+def check(order):
+    if order.amount < 0:
+        raise ValueError(f"negative amount {order.amount}")
+    return order
+"""
+
+
+def shop(tmp_path: Path, agents: str, tests: str) -> Path:
+    program = SHOP.split("agent big_orders")[0] + agents
+    (tmp_path / "shop.sdl").write_text(program, encoding="utf-8")
+    (tmp_path / "hooks.py").write_text(HOOKS, encoding="utf-8")
+    (tmp_path / "shop.test.yaml").write_text(tests, encoding="utf-8")
+    return tmp_path
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    status = main(["test", *args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+AGENTS = """\
+agent big_orders = from orders | where amount > 100 | to big
+agent batcher = from big | take 3 within 5s | through batches
+"""
+
+
+def test_the_samples_tests_pass() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "streamc.cli", "test", "samples"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    cases = [line for line in lines if line.startswith("PASS ")]
+    assert len(cases) >= 9
+    assert lines[-1] == f"{len(cases)} passed, 0 failed"
+
+
+def test_a_changed_where_threshold_fails_the_samples_with_a_diff_naming_the_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "samples"
+    shutil.copytree(SAMPLES, copy)
+    sdl = copy / "orders.sdl"
+    text = sdl.read_text(encoding="utf-8")
+    assert "where amount >= 1000 and" in text
+    sdl.write_text(text.replace("where amount >= 1000 and", "where amount >= 2000 and"))
+    tests = (copy / "orders.test.yaml").read_text(encoding="utf-8").splitlines()
+    line = (
+        next(i + 1 for i, t in enumerate(tests) if t.strip() == "large_orders:") + 1
+    )  # the first expected record of large_orders
+    status, out, _ = run(capsys, str(copy))
+    assert status == 1
+    assert f"FAIL {copy}/orders.test.yaml::a large foreign order is passed on for review" in out
+    assert (
+        f"    topic large_orders, record 1 (line {line}) was not produced (the topic holds "
+        "fewer records):\n      expected: {key: acct-9, value: {id: o1, account_id: acct-9, "
+        "amount: 1500.0," in out
+    )
+    assert out.splitlines()[-1].endswith(" passed, 1 failed")
+
+
+def test_a_differing_field_is_named_by_its_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shop(
+        tmp_path,
+        AGENTS,
+        """\
+cases:
+  - name: big orders pass
+    inputs:
+      - topic: orders
+        key: k1
+        value: {id: o1, amount: 150, country: DE}
+      - topic: orders
+        key: k1
+        value: {id: o2, amount: 50}
+    expect:
+      big:
+        - key: k1
+          value: {id: o1, amount: 151, country: DE}
+""",
+    )
+    status, out, _ = run(capsys, str(tmp_path))
+    assert status == 1
+    assert (
+        "    topic big, record 1 (line 12) does not match: at value.amount: expected 151.0, "
+        "got 150.0\n"
+        "      expected: {key: k1, value: {id: o1, amount: 151.0, country: DE}}\n"
+        "      actual:   {key: k1, value: {id: o1, amount: 150.0, country: DE}} "
+        "(partition 1, offset 0)\n"
+    ) in out
+    assert out.splitlines()[-1] == "0 passed, 1 failed"
+
+
+def test_take_within_fires_on_the_virtual_clock_never_by_waiting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = "{id: o1, amount: 150.0, country: null}"
+    shop(
+        tmp_path,
+        AGENTS,
+        f"""\
+cases:
+  - name: before the deadline
+    inputs:
+      - topic: orders
+        key: k1
+        value: {record}
+      - advance: 4999ms
+    expect:
+      batches: []
+  - name: at the deadline
+    inputs:
+      - topic: orders
+        key: k1
+        value: {record}
+      - advance: 5s
+    expect:
+      batches:
+        - key: k1
+          value: [{record}]
+  - name: the clock stands still when no step moves it
+    inputs:
+      - topic: orders
+        key: k1
+        value: {record}
+    expect:
+      batches: []
+""",
+    )
+    started = time.monotonic()
+    status, out, _ = run(capsys, str(tmp_path))
+    assert time.monotonic() - started < 3
+    assert status == 0, out
+    assert out.splitlines()[-1] == "3 passed, 0 failed"
+
+
+def test_a_hook_that_sleeps_takes_virtual_time_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shop(
+        tmp_path,
+        "agent big_orders = from orders | process slow | to big\n",
+        """\
+cases:
+  - name: an hour-long hook
+    inputs:
+      - topic: orders
+        key: k1
+        value: {id: o1, amount: 150}
+    expect:
+      big:
+        - key: k1
+          value: {id: o1, amount: 150}
+""",
+    )
+    started = time.monotonic()
+    status, out, _ = run(capsys, str(tmp_path))
+    assert status == 0, out
+    assert time.monotonic() - started < 3
+
+
+def test_dead_letters_are_expected_by_type_and_message_and_unexpected_ones_fail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shop(
+        tmp_path,
+        "agent big_orders = from orders | process check | to big\n",
+        """\
+cases:
+  - name: expected
+    inputs:
+      - topic: orders
+        key: k1
+        value: {id: o1, amount: -5}
+    dead_letters:
+      - topic: orders
+        agent: big_orders
+        type: ValueError
+        error: negative amount
+  - name: not expected
+    inputs:
+      - topic: orders
+        key: k1
+        value: {id: o1, amount: -5}
+""",
+    )
+    status, out, _ = run(capsys, str(tmp_path))
+    assert status == 1
+    assert f"PASS {tmp_path}/shop.test.yaml::expected\n" in out
+    assert (
+        f"FAIL {tmp_path}/shop.test.yaml::not expected\n"
+        "    1 unexpected dead letter (the case expects none):\n"
+        "      actual:   {topic: orders, key: k1, agent: big_orders, type: ValueError, "
+        "error: negative amount -5.0}\n"
+    ) in out
+
+
+def test_update_writes_what_the_program_produced_and_keeps_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shop(
+        tmp_path,
+        AGENTS,
+        """\
+# kept
+cases:
+  - name: one
+    inputs:  # kept too
+      - topic: orders
+        key: k1
+        value: {id: o1, amount: 150}
+      - topic: orders
+        key: k2
+        value: {id: o2, amount: 10}
+    expect:
+      big: []
+
+  - name: two
+    inputs: []
+""",
+    )
+    status, out, _ = run(capsys, str(tmp_path), "--update", "-k", "ONE")
+    assert status == 0, out
+    assert (
+        (tmp_path / "shop.test.yaml").read_text(encoding="utf-8")
+        == """\
+# kept
+cases:
+  - name: one
+    inputs:  # kept too
+      - topic: orders
+        key: k1
+        value: {id: o1, amount: 150}
+      - topic: orders
+        key: k2
+        value: {id: o2, amount: 10}
+    expect:
+      big:
+        - key: k1
+          value: {id: o1, amount: 150.0, country: null}
+
+  - name: two
+    inputs: []
+"""
+    )
+    status, out, _ = run(capsys, str(tmp_path))
+    assert status == 0
+    assert out.splitlines()[-1] == "2 passed, 0 failed"
+
+
+def test_k_selects_cases_and_junit_xml_reports_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shop(
+        tmp_path,
+        AGENTS,
+        """\
+cases:
+  - name: passes
+    expect: {big: []}
+  - name: fails
+    inputs:
+      - {topic: orders, key: k1, value: {id: o1, amount: 150}}
+    expect: {big: []}
+  - name: other one
+""",
+    )
+    report = tmp_path / "report.xml"
+    status, out, _ = run(capsys, str(tmp_path / "shop.sdl"), "-k", "A", "--junit-xml", str(report))
+    assert status == 1
+    assert out.splitlines()[-1] == "1 passed, 1 failed"
+    suite = ET.parse(report).getroot().find("testsuite")
+    assert suite is not None
+    assert (suite.get("tests"), suite.get("failures")) == ("2", "1")
+    cases = {c.get("name"): c.find("failure") for c in suite.iter("testcase")}
+    assert set(cases) == {"passes", "fails"}
+    assert cases["passes"] is None
+    failure = cases["fails"]
+    assert failure is not None
+    assert (failure.get("message") or "").startswith("topic big: 1 record more than expected")
+
+
+def test_an_invalid_test_file_exits_2_and_check_reports_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shop(
+        tmp_path,
+        AGENTS,
+        """\
+cases:
+  - name: typo
+    inputs:
+      - {topic: oders, value: {id: o1, amount: 150}}
+""",
+    )
+    status, out, err = run(capsys, str(tmp_path))
+    assert status == 2
+    expected = (
+        f"{tmp_path}/shop.test.yaml:4:17: error[E403]: the program has no topic 'oders'\n"
+        "    |       - {topic: oders, value: {id: o1, amount: 150}}\n"
+        "    |                 ^^^^^\n"
+        "hint: did you mean 'orders'?\n"
+    )
+    assert expected in err
+    assert out.splitlines()[-1] == "0 passed, 0 failed"
+    assert main(["check", str(tmp_path / "shop.sdl")]) == 1
+    _, err = capsys.readouterr()
+    assert expected in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Property: the harness is deterministic, so what --update writes is what the next run sees.
+
+OPS = [
+    "where amount > {n}",
+    "group_by id",
+    "take {small} within {secs}s",
+    "echo copy",
+]
+
+
+@st.composite
+def programs_and_cases(draw: st.DrawFn) -> tuple[str, str]:
+    agents = []
+    for i in range(draw(st.integers(1, 3))):
+        ops = draw(st.lists(st.sampled_from(OPS), max_size=3, unique=True))
+        pipeline = []
+        batched = False
+        for op in ops:
+            if op.startswith("take"):
+                if batched:
+                    continue
+                batched = True
+            elif batched:
+                continue  # later operations would need list[Order]
+            pipeline.append(
+                op.format(
+                    n=draw(st.integers(0, 100)),
+                    small=draw(st.integers(1, 4)),
+                    secs=draw(st.integers(1, 10)),
+                )
+            )
+        out = "batches" if batched else "big"
+        source = draw(st.sampled_from(["orders", "orders & more"]))
+        agents.append(f"agent a{i} = from {source} | " + " | ".join([*pipeline, f"to {out}"]))
+    program = (
+        "app prop\nrecord Order {\n    id: str\n    amount: int\n}\n"
+        "topic orders: Order key str partitions 3\ntopic more: Order key str partitions 2\n"
+        "topic copy: Order key str partitions 2\ntopic big: Order key str partitions 2\n"
+        "topic batches: list[Order] key str\n" + "\n".join(agents) + "\n"
+    )
+    steps = []
+    for _ in range(draw(st.integers(0, 12))):
+        if draw(st.integers(0, 4)) == 0:
+            steps.append(f"      - advance: {draw(st.integers(1, 8000))}ms")
+            continue
+        topic = draw(st.sampled_from(["orders", "more"]))
+        key = draw(st.sampled_from(["a", "b", "c", None]))
+        ident = draw(st.sampled_from(["x", "y", "z"]))
+        amount = draw(st.integers(-5, 200))
+        keyed = "" if key is None else f"key: {key}, "
+        if draw(st.integers(0, 9)) == 0:
+            steps.append(f"      - {{topic: {topic}, {keyed}raw: 'not an order'}}")
+        else:
+            value = f"{{id: {ident}, amount: {amount}}}"
+            steps.append(f"      - {{topic: {topic}, {keyed}value: {value}}}")
+    tests = "cases:\n  - name: random\n    inputs:\n" + ("\n".join(steps) or "      []") + "\n"
+    return program, tests
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs_and_cases())
+def test_update_then_test_passes_for_random_programs(case: tuple[str, str]) -> None:
+    import tempfile
+
+    program, tests = case
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "prop.sdl").write_text(program, encoding="utf-8")
+        (Path(folder) / "prop.test.yaml").write_text(tests, encoding="utf-8")
+        assert main(["test", folder, "--update"]) == 0
+        updated = (Path(folder) / "prop.test.yaml").read_text(encoding="utf-8")
+        assert main(["test", folder]) == 0, program + updated
+
+
+def test_an_invalid_program_exits_2_with_its_diagnostics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shop(tmp_path, "agent big_orders = from orders | where amout > 100 | to big\n", "cases: []\n")
+    status, out, err = run(capsys, str(tmp_path))
+    assert status == 2
+    assert "error[E201]: record Order has no field 'amout'" in err
+    assert f"{tmp_path}/shop.sdl: the program has errors\n" in err
+    assert out.splitlines()[-1] == "0 passed, 0 failed"
