@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import importlib.resources
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from lark import Lark, Token, Transformer
@@ -34,6 +34,22 @@ OP_KEYWORDS = (
 )  # fmt: skip
 
 
+class _WholeWords:
+    """Lex every word as a whole, even where the grammar accepts no name.
+
+    The contextual lexer only tries the terminals the parser can accept next, so where a
+    keyword is expected and a name is not, `tout` would lex as the keyword `to` followed by
+    `ut`. With NAME always tried, a word is matched whole (Lark turns a NAME that spells a
+    keyword accepted here into that keyword), and a word that is no keyword reaches the
+    parser as a name it did not expect: "unknown operation 'tout'".
+    """
+
+    always_accept = ("NAME",)
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        return stream
+
+
 @functools.cache
 def _lark() -> Lark:
     grammar = importlib.resources.files("streamc.grammar") / "streamc.lark"
@@ -47,6 +63,7 @@ def _lark() -> Lark:
         keep_all_tokens=True,
         maybe_placeholders=True,
         transformer=_ToAst(),
+        postlex=_WholeWords(),
     )
 
 
@@ -504,6 +521,17 @@ def _expected_phrase(expected: set[str], text: str, pos: int) -> str:
     return "one of " + ", ".join(shown)
 
 
+def _word_hint(word: str, keywords: list[str]) -> tuple[str, ...]:
+    """Did-you-mean for a word where a keyword was expected: a misspelling (`tos` for `to`),
+    or a keyword run into the name after it (`fromorders` for `from orders`)."""
+    glued = max((k for k in keywords if word.startswith(k) and len(word) > len(k)),
+                key=len, default=None)  # fmt: skip
+    split = () if glued is None else (f"did you mean '{glued} {word[len(glued):]}'?",)
+    if split and len(word) - len(glued or "") >= 2:  # a one-letter tail is a slip: `tos`
+        return split
+    return did_you_mean(word, keywords) or split
+
+
 def _eof_span(text: str) -> Span:
     stripped = text.rstrip()
     pos = len(stripped)
@@ -562,7 +590,7 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, filename: str) -> Diagnost
         texts[t][1:-1] for t in expected if t in texts and _is_keyword(texts[t])
     )
     if tok.type == "NAME" and keywords:
-        hint = did_you_mean(word, keywords)
+        hint = _word_hint(word, keywords)
         if wanted.startswith("an operation"):
             return Diagnostic.error(filename, span, "E106", f"unknown operation '{word}'",
                                     hint or [f"expected {wanted}"])  # fmt: skip
