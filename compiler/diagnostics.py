@@ -16,6 +16,7 @@ table `CODES` is the single list of them; docs/language.md documents each one.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -137,6 +138,9 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> tuple[str, ...]:
     return tuple(f"did you mean '{m}'?" for m in matches)
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 def _display(line: str) -> str:
     # Columns count characters, so every character must stay one cell wide: tabs and control
     # characters become single spaces rather than being expanded or printed raw.
@@ -151,9 +155,9 @@ def render_one(diagnostic: Diagnostic, sources: Mapping[str, str]) -> str:
     out = [f"{d.file}:{d.line}:{d.col}: {d.severity}[{d.code}]: {d.message}"]
     text = sources.get(d.file)
     if text is not None:
-        lines = text.split("\n")
+        lines = _LINE_END.split(text)  # as the parser counts lines
         if d.line <= len(lines):
-            line = _display(lines[d.line - 1].rstrip("\r\n"))
+            line = _display(lines[d.line - 1])
             if len(line) > 200:
                 # Keep a very long line readable: show a window around the span.
                 lo = max(0, d.col - 1 - 60)

@@ -74,6 +74,10 @@ def parse(text: str, filename: str) -> ast.Module:
     reports the first syntax error of each broken declaration (up to `MAX_SYNTAX_ERRORS`).
     """
     diagnostics: list[Diagnostic] = []
+    if "\r" in text:
+        # A lone CR (old Mac files) ends a line too. Replacing it one character for one keeps
+        # every offset, and gives the grammar, the line counts and the renderer one line end.
+        text = _LONE_CR.sub("\n", text)
     current = text
     budget = 4 * len(text) + 100_000  # reparsing a huge file many times is not worth it
     while True:
@@ -97,6 +101,7 @@ def parse(text: str, filename: str) -> ast.Module:
 
 
 MAX_SYNTAX_ERRORS = 10
+_LONE_CR = re.compile(r"\r(?!\n)")
 _DECL_START = re.compile(r"^[ \t]*(?:app|record|topic|hooks|agent)\b", re.MULTILINE)
 
 
