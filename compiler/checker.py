@@ -1200,31 +1200,51 @@ class _Checker:
             return self.check_binary(e, record, known)
         return None  # pragma: no cover - lists never reach expressions
 
-    def check_binary(self, e: ast.BinaryExpr, record: ir.RecordType,
-                     known: frozenset[tuple[str, ...]]) -> ir.Expr | None:  # fmt: skip
-        left = self.check_expr(e.left, record, known)
+    def check_chain(self, e: ast.BinaryExpr, record: ir.RecordType,
+                    known: frozenset[tuple[str, ...]]) -> ir.Expr | None:  # fmt: skip
+        """`a or b or c`, walked in a loop: the parser lets such a chain be any length."""
+        links: list[ast.BinaryExpr] = []  # the chain's nodes, outermost first
+        node: ast.Expr = e
+        while isinstance(node, ast.BinaryExpr) and node.op == e.op:
+            links.append(node)
+            node = node.left
         # `x != null and x > 1`: the right side of `and` runs only when the left holds (and of
         # `or` only when it fails), so what the left proves about null narrows the right.
-        if e.op == "and":
-            known = known | _not_null(e.left, True)
-        elif e.op == "or":
-            known = known | _not_null(e.left, False)
+        holds = e.op == "and"
+        result = self.check_expr(node, record, known)
+        known = known | _not_null(node, holds)
+        for link in reversed(links):
+            right = self.check_expr(link.right, record, known)
+            known = known | _not_null(link.right, holds)
+            if result is None or right is None:
+                result = None
+                continue
+            result = self.check_bools(link, result, right)
+        return result
+
+    def check_bools(self, e: ast.BinaryExpr, left: ir.Expr, right: ir.Expr) -> ir.Expr | None:
+        op = cast(ir.BinaryOp, e.op)
+        for side in (left, right):
+            if side.type != ir.BOOL:
+                self.error(
+                    e.span,
+                    "E310",
+                    f"'{op}' needs bool operands, found {_show_expr(side)}",
+                    _maybe_null_hint(side.type),
+                )
+                return None
+        return ir.Binary(op, left, right, ir.BOOL)
+
+    def check_binary(self, e: ast.BinaryExpr, record: ir.RecordType,
+                     known: frozenset[tuple[str, ...]]) -> ir.Expr | None:  # fmt: skip
+        if e.op in ("and", "or"):
+            return self.check_chain(e, record, known)
+        left = self.check_expr(e.left, record, known)
         right = self.check_expr(e.right, record, known)
         if left is None or right is None:
             return None
         op = cast(ir.BinaryOp, e.op)
         lt, rt = left.type, right.type
-        if op in ("and", "or"):
-            for side in (left, right):
-                if side.type != ir.BOOL:
-                    self.error(
-                        e.span,
-                        "E310",
-                        f"'{op}' needs bool operands, found {_show_expr(side)}",
-                        _maybe_null_hint(side.type),
-                    )
-                    return None
-            return ir.Binary(op, left, right, ir.BOOL)
         if op in ("==", "!="):
             if _is_null(left) and _is_null(right):
                 self.error(
@@ -1369,7 +1389,13 @@ def _not_null(e: ast.Expr, holds: bool) -> frozenset[tuple[str, ...]]:
         if (
             e.op == "and"
         ) == holds:  # `a and b` true, or `a or b` false: both sides are known
-            return _not_null(e.left, holds) | _not_null(e.right, holds)
+            # A loop down the chain `a and b and c`, which may be any length.
+            proven: frozenset[tuple[str, ...]] = frozenset()
+            node: ast.Expr = e
+            while isinstance(node, ast.BinaryExpr) and node.op == e.op:
+                proven |= _not_null(node.right, holds)
+                node = node.left
+            return proven | _not_null(node, holds)
         return frozenset()
     if e.op in ("==", "!=") and (e.op == "!=") == holds:
         sides = (e.left, e.right)

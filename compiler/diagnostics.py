@@ -32,7 +32,7 @@ CODES: dict[str, str] = {
     "E104": "unexpected end of file",
     "E105": "unterminated string",
     "E106": "unknown keyword or operation",
-    "E107": "expression or type nested too deeply",
+    "E107": "expression, type or field path nested too deeply",
     "E108": "invalid literal",
     "E201": "unknown field",
     "E202": "unknown type or record",

@@ -23,8 +23,11 @@ from lark.lexer import PatternStr
 from . import ast
 from .diagnostics import Diagnostic, DiagnosticError, Span, did_you_mean
 
-# Deeper `where` expressions are refused: nobody writes them, and the checker walks
-# expressions recursively, so the bound is what keeps it far from Python's recursion limit.
+# Deeper `where` expressions, types and longer field paths are refused: nobody writes them, and
+# the checker, the emitter and Python's own compiler of the generated module recurse on them,
+# so the bound is what keeps them far from Python's recursion limits. Depth counts real
+# nesting: parentheses, precedence levels, `not`, field path length; a flat chain of `or` (or
+# of `and`) is one level however long.
 MAX_EXPR_DEPTH = 100
 
 DECL_KEYWORDS = ("app", "record", "topic", "hooks", "agent")
@@ -350,7 +353,7 @@ class _ToAst(Transformer[Token, Any]):
         return ast.ProcessOp(_names(children), _cover(children))
 
     def group_by_op(self, children: list[Token]) -> ast.GroupByOp:
-        return ast.GroupByOp(_names(children), _cover(children))
+        return ast.GroupByOp(_field_path(children), _cover(children))
 
     def take_op(self, children: list[Token]) -> ast.TakeOp:
         within = None
@@ -394,7 +397,7 @@ class _ToAst(Transformer[Token, Any]):
 
     # ---- expressions
     def field_ref(self, children: list[Token]) -> ast.FieldPath:
-        return ast.FieldPath(_names(children), _cover(children))
+        return ast.FieldPath(_field_path(children), _cover(children))
 
     def paren(self, children: list[Any]) -> ast.Expr:
         # The parentheses belong to the expression's span, so `not (x == null)` quotes whole.
@@ -403,7 +406,12 @@ class _ToAst(Transformer[Token, Any]):
 
     def binary(self, children: list[Any]) -> ast.BinaryExpr:
         left, op, right = children
-        depth = 1 + max(_depth(left), _depth(right))
+        if op.type in ("OR", "AND") and isinstance(left, ast.BinaryExpr) and left.op == op:
+            # `a or b or c` is one flat chain (a single BoolOp in the generated Python, walked
+            # in a loop by the checker and the emitter): only its operands nest.
+            depth = max(left.depth, 1 + _depth(right))
+        else:
+            depth = 1 + max(_depth(left), _depth(right))
         span = _span_of(left).to(_span_of(right))
         if depth > MAX_EXPR_DEPTH:
             raise _too_deep(span, "expression")
@@ -422,7 +430,19 @@ class _ToAst(Transformer[Token, Any]):
 
 
 def _depth(node: Any) -> int:
+    # `a.b.c` is three attribute accesses nested in the generated Python: a path counts its
+    # length, so a 3,000-field path cannot make a module that Python refuses to compile.
+    if isinstance(node, ast.FieldPath):
+        return len(node.names)
     return int(getattr(node, "depth", 1))
+
+
+def _field_path(children: list[Token]) -> tuple[ast.Name, ...]:
+    names = _names(children)
+    if len(names) > MAX_EXPR_DEPTH:
+        span = names[0].span.to(names[-1].span)
+        raise _AstError(span, "E107", f"field path is more than {MAX_EXPR_DEPTH} fields long")
+    return names
 
 
 # ---------------------------------------------------------------------------------------------
