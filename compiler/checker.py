@@ -395,7 +395,7 @@ class _Checker:
             resolved = (
                 ir.ListType(first) if name == "list" else ir.EventType(first, last)
             )
-        elif t.args:
+        elif t.args and (name in PRIMITIVES or name == "any" or name in self.records):
             self.error(t.span, "E315", f"{name} takes no type arguments")
             return None
         elif name in PRIMITIVES:
@@ -417,7 +417,9 @@ class _Checker:
                 t.name.span,
                 "E202",
                 f"unknown type '{name}'",
-                did_you_mean(name, [*self.records, *BUILTIN_TYPE_NAMES]),
+                # `lst[str]` is a misspelt generic type, whatever else it is close to.
+                (t.args and did_you_mean(name, ["list", "Event"]))
+                or did_you_mean(name, [*self.records, *BUILTIN_TYPE_NAMES]),
             )
             return None
         if t.optional:

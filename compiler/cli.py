@@ -43,7 +43,8 @@ def _load(path: str) -> ir.Program:
         sys.stderr.write(render(result.diagnostics, result.sources))
         errors = sum(1 for d in result.diagnostics if d.severity == "error")
         if result.program is None or errors:
-            raise Failure(f"{path}: {errors} error{'s' if errors != 1 else ''}")
+            more = "" if result.complete else " (stopped there: the rest of the file was not read)"
+            raise Failure(f"{path}: {errors} error{'s' if errors != 1 else ''}{more}")
     assert result.program is not None
     return result.program
 

@@ -123,9 +123,10 @@ class Diagnostic:
 class DiagnosticError(Exception):
     """Raised by `parse` when the text is not a valid program; never escapes `loader.load`."""
 
-    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+    def __init__(self, diagnostics: list[Diagnostic], complete: bool = True) -> None:
         super().__init__("\n".join(d.message for d in diagnostics))
         self.diagnostics = diagnostics
+        self.complete = complete  # False: the parser stopped before the end of the file
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> tuple[str, ...]:
@@ -141,43 +142,70 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> tuple[str, ...]:
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
-def _display(line: str) -> str:
-    # Columns count characters, so every character must stay one cell wide: tabs and control
-    # characters become single spaces rather than being expanded or printed raw.
-    return "".join(" " if (c < " " or c == "\x7f") else c for c in line)
+# Bidirectional controls reorder how a terminal (or a graph) shows the text around them: the
+# "Trojan Source" trick makes code read differently from what it is. They are shown as their
+# code point instead.
+BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def escape_bidi(text: str) -> str:
+    """`text` with every bidirectional control written as its code point, `<U+202E>`."""
+    return BIDI_CONTROLS.sub(lambda m: f"<U+{ord(m.group(0)):04X}>", text)
+
+
+def _display(line: str, start: int, end: int) -> tuple[str, int, int]:
+    """The line as shown, and where the characters `start` and `end` are in it.
+
+    Every character stays one cell wide, so columns still line up: tabs and control characters
+    become single spaces rather than being expanded or printed raw. Bidirectional controls
+    become their code point, and the positions after one shift accordingly.
+    """
+    shown = "".join(" " if (c < " " or c == "\x7f") else c for c in line)
+    if BIDI_CONTROLS.search(shown) is None:
+        return shown, start, end
+    starts = [0]  # where each character of `line` begins in the shown text
+    pieces = []
+    for c in shown:
+        piece = escape_bidi(c)
+        pieces.append(piece)
+        starts.append(starts[-1] + len(piece))
+    def at(i: int) -> int:  # a span may end past the line's last character
+        return starts[min(i, len(line))] + max(i - len(line), 0)
+
+    return "".join(pieces), at(start), at(end)
 
 
 def render_one(diagnostic: Diagnostic, sources: Mapping[str, str]) -> str:
     d = diagnostic
+    message, hints = escape_bidi(d.message), [escape_bidi(h) for h in d.hints]
     if d.line <= 0:
-        head = f"{d.file}: {d.severity}[{d.code}]: {d.message}"
-        return "\n".join([head, *(f"hint: {h}" for h in d.hints)])
-    out = [f"{d.file}:{d.line}:{d.col}: {d.severity}[{d.code}]: {d.message}"]
+        head = f"{d.file}: {d.severity}[{d.code}]: {message}"
+        return "\n".join([head, *(f"hint: {h}" for h in hints)])
+    out = [f"{d.file}:{d.line}:{d.col}: {d.severity}[{d.code}]: {message}"]
     text = sources.get(d.file)
     if text is not None:
         lines = _LINE_END.split(text)  # as the parser counts lines
         if d.line <= len(lines):
-            line = _display(lines[d.line - 1])
+            raw = lines[d.line - 1]
+            start = max(d.col - 1, 0)
+            if d.end_line == d.line and d.end_col > d.col:
+                end = d.end_col - 1
+            elif d.end_line > d.line:
+                end = len(raw)  # a multi-line span: caret to end of line
+            else:
+                end = start + 1  # an empty span, such as the end of the file
+            line, start, end = _display(raw, start, end)
             if len(line) > 200:
                 # Keep a very long line readable: show a window around the span.
-                lo = max(0, d.col - 1 - 60)
+                lo = max(0, start - 60)
                 shown = line[lo : lo + 160]
-                offset = lo
+                start, end = start - lo, end - lo
             else:
-                shown, offset = line, 0
-            start = max(d.col - 1 - offset, 0)
-            if d.end_line == d.line and d.end_col > d.col:
-                width = d.end_col - d.col
-            elif d.end_line > d.line:
-                width = max(
-                    len(shown) - start, 1
-                )  # a multi-line span: caret to end of line
-            else:
-                width = 1  # an empty span, such as the end of the file
-            width = max(min(width, len(shown) - start), 1)
+                shown = line
+            width = max(min(end - start, len(shown) - start), 1)
             out.append(f"    | {shown.rstrip()}")
             out.append("    | " + " " * start + "^" * width)
-    out.extend(f"hint: {h}" for h in d.hints)
+    out.extend(f"hint: {h}" for h in hints)
     return "\n".join(out)
 
 

@@ -22,6 +22,7 @@ class LoadResult:
     program: ir.Program | None
     diagnostics: list[Diagnostic] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # file name as shown -> text
+    complete: bool = True  # False: syntax errors were capped, the rest of the file unread
 
 
 def _read(path: Path, shown: str) -> tuple[str | None, Diagnostic | None, str | None]:
@@ -70,6 +71,7 @@ def load(path: Path) -> LoadResult:
         module = parse(text, shown)
     except DiagnosticError as e:
         result.diagnostics.extend(e.diagnostics)
+        result.complete = e.complete
         return result
     hook_sources: dict[str, str | None] = {}
     hook_errors: dict[str, str] = {}

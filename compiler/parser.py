@@ -87,7 +87,8 @@ def parse(text: str, filename: str) -> ast.Module:
         try:
             decls = _lark().parse(current)
         except UnexpectedInput as e:
-            diagnostics.append(_syntax_diagnostic(e, current, filename))
+            found = _syntax_diagnostic(e, current, filename)
+            diagnostics.append(_unfinished_declaration(current, found) or found)
         except _AstError as e:
             diagnostics.append(
                 Diagnostic.error(filename, e.span, e.code, e.message, e.hints)
@@ -98,14 +99,61 @@ def parse(text: str, filename: str) -> ast.Module:
             return ast.Module(filename=filename, text=text, decls=tuple(decls))  # type: ignore[arg-type]
         budget -= len(current)
         skipped = _skip_declaration(current, diagnostics[-1])
-        if skipped is None or len(diagnostics) >= MAX_SYNTAX_ERRORS or budget < 0:
+        if skipped is None:
             raise DiagnosticError(diagnostics)
+        if len(diagnostics) >= MAX_SYNTAX_ERRORS or budget < 0:
+            raise DiagnosticError(diagnostics, complete=False)
         current = skipped
 
 
 MAX_SYNTAX_ERRORS = 10
 _LONE_CR = re.compile(r"\r(?!\n)")
 _DECL_START = re.compile(r"^[ \t]*(?:app|record|topic|hooks|agent)\b", re.MULTILINE)
+
+
+# A line that starts a declaration: no indent, and a keyword followed by what it names. Stricter
+# than _DECL_START, which must also find declarations a broken one runs into.
+_NEW_DECL = re.compile(r'^(?:(?:app|record|topic|agent)[ \t]+[A-Za-z_`]|hooks[ \t]+")', re.M)
+
+
+def _offset(text: str, line: int, col: int) -> int:
+    start = 0
+    for _ in range(line - 1):
+        start = text.index("\n", start) + 1
+    return start + col - 1
+
+
+def _unfinished_declaration(text: str, error: Diagnostic) -> Diagnostic | None:
+    """When `error` lies in a line that starts a declaration, or after it, the declaration before
+    may have stopped short: `agent a = from t |` or `agent b =` at the end of a line. Then
+    the real error is the end of that one, not the next one's first word, which the parser
+    either refused or took as a name. Parsing the declaration before on its own tells.
+    """
+    pos = _offset(text, error.line, error.col)
+    line_end = text.find("\n", pos)
+    ends = len(text) if line_end < 0 else line_end
+    starts = [m.start() for m in _NEW_DECL.finditer(text, 0, ends) if m.start() <= pos][-2:]
+    if not starts:
+        return None
+    begin = starts[0] if len(starts) == 2 else 0
+    segment = text[begin : starts[-1]]
+    try:
+        _lark().parse(segment)
+    except UnexpectedToken as e:
+        if e.token.type != "$END":
+            return None
+        expected = set(e.accepts or e.expected or ())
+        wanted = _expected_phrase(expected, segment, len(segment))
+    except (UnexpectedInput, _AstError):
+        return None
+    else:
+        return None
+    end = _eof_span(segment)
+    lines = text.count("\n", 0, begin)
+    span = Span(end.line + lines, end.col, end.end_line + lines, end.end_col,
+                end.start + begin, end.end + begin)  # fmt: skip
+    return Diagnostic.error(error.file, span, "E103", "unexpected end of declaration",
+                            [f"expected {wanted}"])  # fmt: skip
 
 
 def _skip_declaration(text: str, error: Diagnostic) -> str | None:
@@ -312,7 +360,7 @@ class _ToAst(Transformer[Token, Any]):
         return ast.TopicKey(children[1], _cover(children))
 
     def topic_partitions(self, children: list[Token]) -> ast.TopicPartitions:
-        return ast.TopicPartitions(self._int([children[1]]), _cover(children))
+        return ast.TopicPartitions(self._int(children[1:]), _cover(children))
 
     def topic_kafka_name(self, children: list[Token]) -> ast.TopicKafkaName:
         return ast.TopicKafkaName(self._string(children[1]), _cover(children))
@@ -357,15 +405,16 @@ class _ToAst(Transformer[Token, Any]):
 
     def take_op(self, children: list[Token]) -> ast.TakeOp:
         within = None
-        if len(children) > 2:
-            tok = children[3]
+        number = [c for c in children[1:3] if c.type in ("MINUS", "INT")]
+        if children[-1].type == "DURATION":
+            tok = children[-1]
             m = re.fullmatch(r"([0-9.]+)(ms|s|m|h)", str(tok))
             assert m is not None  # the DURATION terminal guarantees the shape
             if len(m.group(1)) > 30:
                 raise _AstError(_tspan(tok), "E108", "duration is too large")
             scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2)]
             within = ast.Duration(float(m.group(1)) * scale, str(tok), _tspan(tok))
-        return ast.TakeOp(self._int([children[1]]), within, _cover(children))
+        return ast.TakeOp(self._int(number), within, _cover(children))
 
     def enumerate_op(self, children: list[Token]) -> ast.EnumerateOp:
         number = [c for c in children[1:] if c is not None]
