@@ -21,6 +21,7 @@ from typing import cast
 
 from . import ast, ir
 from .diagnostics import Diagnostic, Span, did_you_mean
+from .gcpause import gc_paused
 
 PRIMITIVES: dict[str, ir.PrimType] = {
     "str": ir.STR, "int": ir.INT, "float": ir.FLOAT, "bool": ir.BOOL, "bytes": ir.BYTES,
@@ -49,7 +50,8 @@ def check(
     it only improves the message. Returns the program, or every diagnostic sorted by place.
     """
     checker = _Checker(module, hook_sources, hook_errors or {})
-    program = checker.run()
+    with gc_paused():
+        program = checker.run()
     if checker.diagnostics:
         return sorted(set(checker.diagnostics), key=Diagnostic.sort_key)
     assert program is not None
@@ -1452,7 +1454,7 @@ def _n(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-_COMMENT_OR_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*')
+_COMMENT_OR_STRING = re.compile(r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"|#[^\n]*')  # unrolled: linear
 
 
 def _collapse(text: str) -> str:

@@ -22,6 +22,7 @@ from lark.lexer import PatternStr
 
 from . import ast
 from .diagnostics import Diagnostic, DiagnosticError, Span, did_you_mean
+from .gcpause import gc_paused
 
 # Deeper `where` expressions, types and longer field paths are refused: nobody writes them, and
 # the checker, the emitter and Python's own compiler of the generated module recurse on them,
@@ -85,7 +86,8 @@ def parse(text: str, filename: str) -> ast.Module:
     budget = 4 * len(text) + 100_000  # reparsing a huge file many times is not worth it
     while True:
         try:
-            decls = _lark().parse(current)
+            with gc_paused():
+                decls = _lark().parse(current)
         except UnexpectedInput as e:
             found = _syntax_diagnostic(e, current, filename)
             diagnostics.append(_unfinished_declaration(current, found) or found)
@@ -238,6 +240,7 @@ def _nodes(children: list[Any], kind: Any) -> tuple[Any, ...]:
 
 
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r", "0": "\0"}
+_ESCAPE = re.compile(r"\\(.)")  # pairs from the left: an escaped backslash then `d`, not `\d`
 _TYPES = (ast.NamedType, ast.TupleTypeExpr)
 _OPS = (ast.ProcessOp, ast.GroupByOp, ast.TakeOp, ast.EnumerateOp, ast.ThroughOp, ast.EchoOp,
         ast.ItemsOp, ast.EventsOp, ast.WhereOp, ast.FilterOp, ast.ToOp, ast.SinkOp)  # fmt: skip
@@ -268,25 +271,18 @@ class _ToAst(Transformer[Token, Any]):
         raw = str(tok)[1:-1]
         if "\\" not in raw:
             return ast.StrLit(raw, _tspan(tok))
-        out: list[str] = []
-        i = 0
-        while i < len(raw):
-            c = raw[i]
-            if c == "\\":
-                esc = raw[i + 1]
-                if esc not in _ESCAPES:
-                    span = _tspan(tok)
-                    col = span.col + 1 + i
-                    where = Span(span.line, col, span.line, col + 2, span.start + 1 + i,
-                                 span.start + 3 + i)  # fmt: skip
-                    raise _AstError(where, "E108", f"unknown escape '\\{esc}' in a string",
-                                    ['write "\\\\" for a backslash'])  # fmt: skip
-                out.append(_ESCAPES[esc])
-                i += 2
-            else:
-                out.append(c)
-                i += 1
-        return ast.StrLit("".join(out), _tspan(tok))
+
+        def unescape(m: re.Match[str]) -> str:
+            if m.group(1) in _ESCAPES:
+                return _ESCAPES[m.group(1)]
+            span, i = _tspan(tok), m.start()
+            col = span.col + 1 + i
+            where = Span(span.line, col, span.line, col + 2, span.start + 1 + i,
+                         span.start + 3 + i)  # fmt: skip
+            raise _AstError(where, "E108", f"unknown escape '\\{m.group(1)}' in a string",
+                            ['write "\\\\" for a backslash'])  # fmt: skip
+
+        return ast.StrLit(_ESCAPE.sub(unescape, raw), _tspan(tok))
 
     def _int(self, toks: list[Token]) -> ast.IntLit:
         span = _tspan(toks[0]).to(_tspan(toks[-1]))
