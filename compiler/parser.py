@@ -19,6 +19,7 @@ from typing import Any
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.lexer import PatternStr
+from lark.parsers.lalr_analysis import Shift
 
 from . import ast
 from .diagnostics import Diagnostic, DiagnosticError, Span, did_you_mean
@@ -54,14 +55,141 @@ class _WholeWords:
         return stream
 
 
+class _Mismatch(Exception):
+    """The fast path met something it leaves to Lark (see `_FastParser`)."""
+
+
+class _FastParser:
+    """Lark's LALR tables and AST callbacks, run by a loop with its own lexer, for valid text.
+
+    Lark's contextual lexer and parser loop cost more per token than building the AST: the
+    lexer matches whitespace as tokens, counts lines token by token and tries every terminal
+    the state accepts; the loop looks rules up by hashing them. Here whitespace and comments
+    are skipped in one match, lines are counted only across them, a word is a keyword the
+    state accepts or else a name (as `_WholeWords` makes Lark do), and the tables are turned
+    into plain dicts once. On anything unexpected (a token the state cannot take, text no
+    token matches, a number the state does not expect) it gives up, and so does `parse` on
+    any error: the text is parsed again by Lark itself, so every diagnostic comes from one path.
+    """
+
+    _SKIP = re.compile(r"(?:[ \t\r\n\f]+|#[^\n]*)*")
+    _TOKEN = re.compile(
+        r'([A-Za-z_][A-Za-z0-9_]*|`[A-Za-z_][A-Za-z0-9_]*`)|([0-9])'
+        r'|("[^"\\\n]*(?:\\[^\n][^"\\\n]*)*")|(->|==|!=|<=|>=|[|=&{}\[\](),.:?<>+\-*/%])'
+    )
+
+    def __init__(self, lark: Lark) -> None:
+        parser = lark.parser.parser.parser  # the LALR parser proper: tables and callbacks
+        table, callbacks = parser.parse_table, parser.callbacks
+        assert not any(isinstance(k, str) for k in callbacks)  # no callbacks on terminals
+        self.start, self.end = table.start_states["start"], table.end_states["start"]
+        # state -> symbol -> next state (a shift, or the goto after a reduction), or the
+        # reduction: (callback, number of children, the rule's name)
+        self.actions: dict[int, dict[str, Any]] = {
+            state: {
+                symbol: arg if action is Shift
+                else (callbacks[arg], len(arg.expansion), arg.origin.name)
+                for symbol, (action, arg) in row.items()
+            }
+            for state, row in table.states.items()
+        }  # fmt: skip
+        keywords: dict[str, str] = {}  # "take" -> "TAKE"
+        self.punctuation: dict[str, str] = {}  # "->" -> its terminal's name
+        for term in lark.terminals:
+            if isinstance(term.pattern, PatternStr):
+                word = term.pattern.value
+                (keywords if word.isidentifier() else self.punctuation)[word] = term.name
+        numbers = [(name, re.compile(lark.get_terminal(name).pattern.to_regexp()))
+                   for name in ("DURATION", "FLOAT", "INT")]  # Lark's order: by priority
+        # Per state, the keywords it accepts and the number terminals to try, in order.
+        self.keywords = {state: {w: t for w, t in keywords.items() if t in row}
+                         for state, row in self.actions.items()}  # fmt: skip
+        self.numbers = {state: [(n, r) for n, r in numbers if n in row]
+                        for state, row in self.actions.items()}  # fmt: skip
+
+    def parse(self, text: str) -> list[ast.Decl]:
+        actions, keywords, numbers, punctuation = (
+            self.actions, self.keywords, self.numbers, self.punctuation)  # fmt: skip
+        skip, match, new = self._SKIP.match, self._TOKEN.match, Token._future_new
+        states: list[int] = [self.start]
+        values: list[Any] = []
+        line, line_start, pos, end = 1, 0, 0, len(text)
+        tok: Token | None = None
+        while True:
+            after = skip(text, pos).end()  # type: ignore[union-attr]  # it matches ""
+            if after > pos:
+                newlines = text.count("\n", pos, after)
+                if newlines:
+                    line += newlines
+                    line_start = text.rindex("\n", pos, after) + 1
+                pos = after
+            if pos >= end:
+                break
+            m = match(text, pos)
+            if m is None:
+                raise _Mismatch
+            state = states[-1]
+            word, _, string, punct = m.groups()
+            if word is not None:
+                kind = keywords[state].get(word, "NAME")
+            elif punct is not None:
+                kind = punctuation[punct]
+            elif string is not None:
+                kind = "STRING"
+            else:
+                for name, regex in numbers[state]:
+                    found = regex.match(text, pos)
+                    if found is not None:
+                        kind, m = name, found
+                        break
+                else:
+                    raise _Mismatch
+            after = m.end()
+            col = pos - line_start + 1
+            tok = new(kind, m.group(), pos, line, col, line, col + after - pos, after)  # type: ignore[no-untyped-call]
+            pos = after
+            while True:
+                action = actions[state].get(kind)
+                if action is None:
+                    raise _Mismatch
+                if type(action) is int:
+                    states.append(action)
+                    values.append(tok)
+                    break
+                state = self._reduce(action, states, values)
+        while True:  # the end of the text: reduce until the start rule is complete
+            action = actions[states[-1]].get("$END")
+            if action is None or type(action) is int:
+                raise _Mismatch
+            if self._reduce(action, states, values) == self.end:
+                return values[-1]  # type: ignore[no-any-return]
+
+    def _reduce(self, action: tuple[Any, int, str], states: list[int], values: list[Any]) -> int:
+        callback, size, name = action
+        if size:
+            children = values[-size:]
+            del states[-size:], values[-size:]
+        else:
+            children = []
+        values.append(callback(children))
+        state = self.actions[states[-1]][name]
+        states.append(state)
+        return state  # type: ignore[no-any-return]
+
+
+def _grammar() -> str:
+    return (importlib.resources.files("streamc.grammar") / "streamc.lark").read_text(
+        encoding="utf-8"
+    )
+
+
 @functools.cache
 def _lark() -> Lark:
-    grammar = importlib.resources.files("streamc.grammar") / "streamc.lark"
     # The AST is built by callbacks run as the parser reduces (no parse tree), which halves the
     # time of a big file. Spans come from the tokens themselves, so every token is kept
     # (keep_all_tokens) and each callback picks out what it needs.
     return Lark(
-        grammar.read_text(encoding="utf-8"),
+        _grammar(),
         parser="lalr",
         lexer="contextual",
         keep_all_tokens=True,
@@ -69,6 +197,11 @@ def _lark() -> Lark:
         transformer=_ToAst(),
         postlex=_WholeWords(),
     )
+
+
+@functools.cache
+def _fast_parser() -> _FastParser:
+    return _FastParser(_lark())
 
 
 def parse(text: str, filename: str) -> ast.Module:
@@ -84,6 +217,12 @@ def parse(text: str, filename: str) -> ast.Module:
         text = _LONE_CR.sub("\n", text)
     current = text
     budget = 4 * len(text) + 100_000  # reparsing a huge file many times is not worth it
+    try:
+        with gc_paused():
+            return ast.Module(filename=filename, text=text,
+                              decls=tuple(_fast_parser().parse(text)))  # fmt: skip
+    except (UnexpectedInput, _AstError, _Mismatch):
+        pass  # errors are reported from Lark's own lexer, below
     while True:
         try:
             with gc_paused():
@@ -224,9 +363,7 @@ def _cover(children: list[Any]) -> Span:
     last = children[-1]
     if last is None:
         last = next(c for c in reversed(children) if c is not None)
-    a = _span_of(first)
-    b = _span_of(last)
-    return Span(a[0], a[1], b[2], b[3], a[4], b[5])
+    return _span_of(first).to(_span_of(last))
 
 
 def _names(children: list[Any]) -> tuple[ast.Name, ...]:
