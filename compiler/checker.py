@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import cast
+from typing import TypeVar, cast
 
 from . import ast, ir
 from .diagnostics import Diagnostic, Span, did_you_mean
@@ -87,6 +87,9 @@ class _TopicInfo:
     first_use: str = ""  # for implicit topics: where they were first named
 
 
+_T = TypeVar("_T")
+
+
 @dataclass
 class _Checker:
     module: ast.Module
@@ -108,6 +111,13 @@ class _Checker:
     )  # kafka name -> source name
     hooks: dict[str, _HookInfo] = field(default_factory=dict)
     hook_modules: list[ir.HookModule] = field(default_factory=list)
+    by_kafka_name: dict[str, _TopicInfo] | None = None  # see declared_by_kafka_name
+    # One copy of each equal immutable IR part that agents repeat (field references, source
+    # lists): 100,000 agents reading `amount` need not hold 100,000 equal objects.
+    shared: dict[object, object] = field(default_factory=dict)
+
+    def share(self, value: _T) -> _T:
+        return self.shared.setdefault(value, value)  # type: ignore[return-value]
 
     # ---- reporting
 
@@ -735,7 +745,7 @@ class _Checker:
             return None
         return ir.Agent(
             name=decl.name.text,
-            sources=tuple(s.topic.name for s in sources),
+            sources=self.share(tuple(s.topic.name for s in sources)),
             input=input_elem,
             input_key=input_key,
             ops=tuple(ops),
@@ -893,6 +903,15 @@ class _Checker:
             return None
         return ir.Enumerate(op.start.value if op.start else 0, s.elem, s.key)
 
+    def declared_by_kafka_name(self) -> dict[str, _TopicInfo]:
+        """The first declared topic of each Kafka name, indexed once all topics are checked:
+        a scan per `to "name"` made checking 100,000 agents quadratic."""
+        if self.by_kafka_name is None:
+            self.by_kafka_name = {}
+            for info in self.topics.values():
+                self.by_kafka_name.setdefault(info.topic.kafka_name, info)
+        return self.by_kafka_name
+
     def target(self, ref: ast.TopicRef, s: _Stream, word: str) -> ir.Topic | None:
         """Resolve the topic of through/echo/to and check it accepts the stream."""
         if isinstance(ref, ast.Name):
@@ -900,11 +919,9 @@ class _Checker:
             if info is None:
                 return None
         else:
-            declared = [
-                t for t in self.topics.values() if t.topic.kafka_name == ref.value
-            ]
-            if declared:
-                info = declared[0]
+            declared = self.declared_by_kafka_name().get(ref.value)
+            if declared is not None:
+                info = declared
             elif ref.value in self.implicit:
                 info = self.implicit[ref.value]
             else:
@@ -1162,7 +1179,9 @@ class _Checker:
                    known: frozenset[tuple[str, ...]] = frozenset()) -> ir.Expr | None:  # fmt: skip
         if isinstance(e, ast.FieldPath):
             t = self.resolve_path(e.names, record, known=known)
-            return None if t is None else ir.FieldRef(tuple(n.text for n in e.names), t)
+            if t is None:
+                return None
+            return self.share(ir.FieldRef(tuple(n.text for n in e.names), t))
         if isinstance(e, ast.StrLit):
             return ir.Const(e.value, ir.STR)
         if isinstance(e, ast.BoolLit):

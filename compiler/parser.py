@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import importlib.resources
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -350,7 +351,9 @@ def _name(tok: Token) -> ast.Name:
     text = str(tok)
     if text.startswith("`"):
         text = text[1:-1]
-    return ast.Name(text, _tspan(tok))
+    # One string per distinct name: a big program names the same topics and fields over and
+    # over, and the tree keeps every name for as long as it lives.
+    return ast.Name(sys.intern(text), _tspan(tok))
 
 
 def _span_of(child: Any) -> Span:
@@ -597,7 +600,7 @@ class _ToAst(Transformer[Token, Any]):
         span = _span_of(left).to(_span_of(right))
         if depth > MAX_EXPR_DEPTH:
             raise _too_deep(span, "expression")
-        return ast.BinaryExpr(str(op), left, right, _tspan(op), span, depth)
+        return ast.BinaryExpr(sys.intern(str(op)), left, right, _tspan(op), span, depth)
 
     def unary(self, children: list[Any]) -> ast.UnaryExpr:
         op, operand = children
@@ -605,7 +608,7 @@ class _ToAst(Transformer[Token, Any]):
         span = _tspan(op).to(_span_of(operand))
         if depth > MAX_EXPR_DEPTH:
             raise _too_deep(span, "expression")
-        return ast.UnaryExpr(str(op), operand, span, depth)
+        return ast.UnaryExpr(sys.intern(str(op)), operand, span, depth)
 
     def start(self, children: list[ast.Decl]) -> list[ast.Decl]:
         return children
