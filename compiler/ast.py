@@ -114,7 +114,6 @@ class BinaryExpr:
     op: str  # "and", "or", "==", "!=", "<", "<=", ">", ">=", "+", "-", "*", "/", "%"
     left: Expr
     right: Expr
-    op_span: Span
     span: Span
     depth: int = field(default=1, compare=False)
 

@@ -113,7 +113,7 @@ class _Checker:
     hook_modules: list[ir.HookModule] = field(default_factory=list)
     by_kafka_name: dict[str, _TopicInfo] | None = None  # see declared_by_kafka_name
     # One copy of each equal immutable IR part that agents repeat (field references, source
-    # lists): 100,000 agents reading `amount` need not hold 100,000 equal objects.
+    # lists, types): 100,000 agents reading `amount` need not hold 100,000 equal objects.
     shared: dict[object, object] = field(default_factory=dict)
 
     def share(self, value: _T) -> _T:
@@ -888,7 +888,7 @@ class _Checker:
                 )
         if s.elem is None:
             return None
-        s.elem = ir.ListType(s.elem)
+        s.elem = self.share(ir.ListType(s.elem))
         if s.key is None:
             return None
         return ir.Take(op.size.value, within, s.elem, s.key)
@@ -898,7 +898,7 @@ class _Checker:
     ) -> ir.Op | None:
         if s.elem is None:
             return None
-        s.elem = ir.TupleType((ir.INT, s.elem))
+        s.elem = self.share(ir.TupleType((ir.INT, s.elem)))
         if s.key is None:
             return None
         return ir.Enumerate(op.start.value if op.start else 0, s.elem, s.key)
@@ -1011,7 +1011,7 @@ class _Checker:
         s.mode = s.mode_op = "items"
         if s.elem is None or s.key is None:
             return None
-        s.elem = ir.TupleType((s.key, s.elem))
+        s.elem = self.share(ir.TupleType((s.key, s.elem)))
         return ir.Items(s.elem, s.key)
 
     def op_events(

@@ -582,7 +582,10 @@ class _ToAst(Transformer[Token, Any]):
 
     # ---- expressions
     def field_ref(self, children: list[Token]) -> ast.FieldPath:
-        return ast.FieldPath(_field_path(children), _cover(children))
+        names = _field_path(children)
+        # A one-field path spans its name: share the span rather than hold an equal copy.
+        span = names[0].span if len(names) == 1 else _cover(children)
+        return ast.FieldPath(names, span)
 
     def paren(self, children: list[Any]) -> ast.Expr:
         # The parentheses belong to the expression's span, so `not (x == null)` quotes whole.
@@ -600,7 +603,7 @@ class _ToAst(Transformer[Token, Any]):
         span = _span_of(left).to(_span_of(right))
         if depth > MAX_EXPR_DEPTH:
             raise _too_deep(span, "expression")
-        return ast.BinaryExpr(sys.intern(str(op)), left, right, _tspan(op), span, depth)
+        return ast.BinaryExpr(sys.intern(str(op)), left, right, span, depth)
 
     def unary(self, children: list[Any]) -> ast.UnaryExpr:
         op, operand = children
