@@ -86,10 +86,13 @@ class _FastParser:
         self.start, self.end = table.start_states["start"], table.end_states["start"]
         # state -> symbol -> next state (a shift, or the goto after a reduction), or the
         # reduction: (callback, number of children, the rule's name)
+        # (Lark names rules with Tokens, whose Python-level __eq__ slows every lookup: the
+        # names become plain strings.)
         self.actions: dict[int, dict[str, Any]] = {
             state: {
-                symbol: arg if action is Shift
-                else (callbacks[arg], len(arg.expansion), arg.origin.name)
+                str(symbol): arg if action is Shift
+                else (None if _passes_through(arg) else callbacks[arg], len(arg.expansion),
+                      str(arg.origin.name))
                 for symbol, (action, arg) in row.items()
             }
             for state, row in table.states.items()
@@ -111,7 +114,7 @@ class _FastParser:
     def parse(self, text: str) -> list[ast.Decl]:
         actions, keywords, numbers, punctuation = (
             self.actions, self.keywords, self.numbers, self.punctuation)  # fmt: skip
-        skip, match, new = self._SKIP.match, self._TOKEN.match, Token._future_new
+        skip, match, new_str = self._SKIP.match, self._TOKEN.match, str.__new__
         states: list[int] = [self.start]
         values: list[Any] = []
         line, line_start, pos, end = 1, 0, 0, len(text)
@@ -147,7 +150,11 @@ class _FastParser:
                     raise _Mismatch
             after = m.end()
             col = pos - line_start + 1
-            tok = new(kind, m.group(), pos, line, col, line, col + after - pos, after)  # type: ignore[no-untyped-call]
+            # Token._future_new, inlined: this runs for every token.
+            value = m.group()
+            tok = new_str(Token, value)
+            tok.type, tok.value, tok.start_pos, tok.end_pos = kind, value, pos, after
+            tok.line, tok.column, tok.end_line, tok.end_column = line, col, line, col + after - pos
             pos = after
             while True:
                 action = actions[state].get(kind)
@@ -157,7 +164,17 @@ class _FastParser:
                     states.append(action)
                     values.append(tok)
                     break
-                state = self._reduce(action, states, values)
+                callback, size, name = action
+                if callback is None:  # `?rule` of one symbol: its value is that symbol's
+                    del states[-1]
+                elif size:
+                    children = values[-size:]
+                    del states[-size:], values[-size:]
+                    values.append(callback(children))
+                else:
+                    values.append(callback([]))
+                state = actions[states[-1]][name]
+                states.append(state)
         while True:  # the end of the text: reduce until the start rule is complete
             action = actions[states[-1]].get("$END")
             if action is None or type(action) is int:
@@ -167,15 +184,23 @@ class _FastParser:
 
     def _reduce(self, action: tuple[Any, int, str], states: list[int], values: list[Any]) -> int:
         callback, size, name = action
-        if size:
+        if callback is None:
+            del states[-1]
+        elif size:
             children = values[-size:]
             del states[-size:], values[-size:]
+            values.append(callback(children))
         else:
-            children = []
-        values.append(callback(children))
+            values.append(callback([]))
         state = self.actions[states[-1]][name]
         states.append(state)
         return state  # type: ignore[no-any-return]
+
+
+def _passes_through(rule: Any) -> bool:
+    """A `?rule` reduced from one symbol, such as `?atom: field_ref`: Lark's callback returns
+    that symbol's value, so the loop need not call it (there are eight for every literal)."""
+    return bool(rule.options.expand1) and rule.alias is None and len(rule.expansion) == 1
 
 
 def _grammar() -> str:
@@ -366,7 +391,13 @@ def _cover(children: list[Any]) -> Span:
     last = children[-1]
     if last is None:
         last = next(c for c in reversed(children) if c is not None)
-    return _span_of(first).to(_span_of(last))
+    # Written out per case: this runs for every node of the tree.
+    if isinstance(first, Token):
+        if isinstance(last, Token):
+            return Span(first.line, first.column, last.end_line, last.end_column,  # type: ignore[arg-type]
+                        first.start_pos, last.end_pos)  # type: ignore[arg-type]  # fmt: skip
+        return _tspan(first).to(last.span)
+    return first.span.to(_tspan(last) if isinstance(last, Token) else last.span)  # type: ignore[no-any-return]
 
 
 def _names(children: list[Any]) -> tuple[ast.Name, ...]:
