@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from .diagnostics import Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Name:
     """An identifier as written; backquotes (`from`) are already stripped from `text`."""
 
@@ -24,7 +24,7 @@ class Name:
 # Type expressions
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NamedType:
     """`str`, `Order`, `list[str]`, `Event[str, Order]`, each maybe followed by `?`."""
 
@@ -35,7 +35,7 @@ class NamedType:
     depth: int = field(default=1, compare=False)  # nesting depth, bounded by the parser
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TupleTypeExpr:
     """`(int, Order)`: only meaningful as a hook parameter or return type."""
 
@@ -51,36 +51,36 @@ TypeExpr = NamedType | TupleTypeExpr
 # Literals (field defaults, and the leaves of `where` expressions)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StrLit:
     value: str
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IntLit:
     value: int
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FloatLit:
     value: float
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BoolLit:
     value: bool
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NullLit:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ListLit:
     items: tuple[Literal, ...]
     span: Span
@@ -93,7 +93,7 @@ Default = Literal | ListLit
 # `where` expressions
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FieldPath:
     """`amount` or `customer.country`."""
 
@@ -101,7 +101,7 @@ class FieldPath:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UnaryExpr:
     op: str  # "not" or "-"
     operand: Expr
@@ -109,12 +109,11 @@ class UnaryExpr:
     depth: int = field(default=1, compare=False)  # nesting depth, bounded by the parser
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BinaryExpr:
     op: str  # "and", "or", "==", "!=", "<", "<=", ">", ">=", "+", "-", "*", "/", "%"
     left: Expr
     right: Expr
-    op_span: Span
     span: Span
     depth: int = field(default=1, compare=False)
 
@@ -125,13 +124,13 @@ Expr = FieldPath | Literal | UnaryExpr | BinaryExpr
 # Declarations
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AppDecl:
     name: Name
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FieldDecl:
     name: Name
     type: TypeExpr
@@ -139,26 +138,26 @@ class FieldDecl:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecordDecl:
     name: Name
     fields: tuple[FieldDecl, ...]
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TopicKey:
     type: TypeExpr
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TopicPartitions:
     count: IntLit
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TopicKafkaName:
     name: StrLit
     span: Span
@@ -167,7 +166,7 @@ class TopicKafkaName:
 TopicOption = TopicKey | TopicPartitions | TopicKafkaName
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TopicDecl:
     name: Name
     value_type: TypeExpr | None  # None: raw bytes
@@ -177,7 +176,7 @@ class TopicDecl:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HookSig:
     name: Name
     params: tuple[TypeExpr, ...]
@@ -185,7 +184,7 @@ class HookSig:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HooksDecl:
     path: StrLit  # the module's path relative to the .sdl file
     hooks: tuple[HookSig, ...]
@@ -195,33 +194,33 @@ class HooksDecl:
 # ---- operations
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProcessOp:
     hooks: tuple[Name, ...]
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GroupByOp:
     path: tuple[Name, ...]  # a field path, or a single name that may be a key hook
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Duration:
     seconds: float
     text: str
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TakeOp:
     size: IntLit
     within: Duration | None
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EnumerateOp:
     start: IntLit | None
     span: Span
@@ -230,47 +229,47 @@ class EnumerateOp:
 TopicRef = Name | StrLit  # a declared topic, or a Kafka topic given by its name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ThroughOp:
     topic: TopicRef
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EchoOp:
     topics: tuple[TopicRef, ...]
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ItemsOp:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EventsOp:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WhereOp:
     expr: Expr
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FilterOp:
     hook: Name
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ToOp:
     topic: TopicRef
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SinkOp:
     hook: Name
     span: Span
@@ -282,7 +281,7 @@ Op = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Source:
     """`from orders` or `from orders & refunds`."""
 
@@ -290,7 +289,7 @@ class Source:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AgentDecl:
     name: Name
     source: Source
@@ -306,7 +305,7 @@ class AgentDecl:
 Decl = AppDecl | RecordDecl | TopicDecl | HooksDecl | AgentDecl
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Module:
     filename: str  # as the user gave it; used in diagnostics
     text: (

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import cast
+from typing import TypeVar, cast
 
 from . import ast, check_hooks, ir
 from .check_topology import (
@@ -27,6 +27,7 @@ from .check_topology import (
     kafka_name_problem,
 )
 from .diagnostics import Diagnostic, Note, Span, closest, did_you_mean
+from .gcpause import gc_paused
 
 PRIMITIVES: dict[str, ir.PrimType] = {
     "str": ir.STR, "int": ir.INT, "float": ir.FLOAT, "bool": ir.BOOL, "bytes": ir.BYTES,
@@ -67,7 +68,8 @@ def check(
     without errors: an error can leave the topology half built.
     """
     checker = _Checker(module, hook_sources, hook_errors or {})
-    program = checker.run()
+    with gc_paused():
+        program = checker.run()
     if checker.diagnostics:
         return CheckResult(None, tuple(sorted(set(checker.diagnostics), key=Diagnostic.sort_key)))
     assert program is not None
@@ -105,6 +107,9 @@ class _TopicInfo:
     first_use: str = ""  # for implicit topics: where they were first named
 
 
+_T = TypeVar("_T")
+
+
 @dataclass
 class _Checker:
     module: ast.Module
@@ -133,6 +138,13 @@ class _Checker:
         default_factory=dict
     )  # by hooks path: what its names are bound to, its lines, its name as shown
     kafka_spans: dict[str, Span] = field(default_factory=dict)  # where each name is claimed
+    by_kafka_name: dict[str, _TopicInfo] | None = None  # see declared_by_kafka_name
+    # One copy of each equal immutable IR part that agents repeat (field references, source
+    # lists, types): 100,000 agents reading `amount` need not hold 100,000 equal objects.
+    shared: dict[object, object] = field(default_factory=dict)
+
+    def share(self, value: _T) -> _T:
+        return self.shared.setdefault(value, value)  # type: ignore[return-value]
 
     # ---- reporting
 
@@ -436,7 +448,7 @@ class _Checker:
             resolved = (
                 ir.ListType(first) if name == "list" else ir.EventType(first, last)
             )
-        elif t.args:
+        elif t.args and (name in PRIMITIVES or name == "any" or name in self.records):
             self.error(t.span, "E315", f"{name} takes no type arguments")
             return None
         elif name in PRIMITIVES:
@@ -458,7 +470,9 @@ class _Checker:
                 t.name.span,
                 "E202",
                 f"unknown type '{name}'",
-                did_you_mean(name, [*self.records, *BUILTIN_TYPE_NAMES]),
+                # `lst[str]` is a misspelt generic type, whatever else it is close to.
+                (t.args and did_you_mean(name, ["list", "Event"]))
+                or did_you_mean(name, [*self.records, *BUILTIN_TYPE_NAMES]),
             )
             return None
         if t.optional:
@@ -809,7 +823,7 @@ class _Checker:
             return None
         return ir.Agent(
             name=decl.name.text,
-            sources=tuple(s.topic.name for s in sources),
+            sources=self.share(tuple(s.topic.name for s in sources)),
             input=input_elem,
             input_key=input_key,
             ops=tuple(ops),
@@ -976,7 +990,7 @@ class _Checker:
                 )
         if s.elem is None:
             return None
-        s.elem = ir.ListType(s.elem)
+        s.elem = self.share(ir.ListType(s.elem))
         if s.key is None:
             return None
         return ir.Take(op.size.value, within, s.elem, s.key)
@@ -986,10 +1000,19 @@ class _Checker:
     ) -> ir.Op | None:
         if s.elem is None:
             return None
-        s.elem = ir.TupleType((ir.INT, s.elem))
+        s.elem = self.share(ir.TupleType((ir.INT, s.elem)))
         if s.key is None:
             return None
         return ir.Enumerate(op.start.value if op.start else 0, s.elem, s.key)
+
+    def declared_by_kafka_name(self) -> dict[str, _TopicInfo]:
+        """The first declared topic of each Kafka name, indexed once all topics are checked:
+        a scan per `to "name"` made checking 100,000 agents quadratic."""
+        if self.by_kafka_name is None:
+            self.by_kafka_name = {}
+            for info in self.topics.values():
+                self.by_kafka_name.setdefault(info.topic.kafka_name, info)
+        return self.by_kafka_name
 
     def target(self, ref: ast.TopicRef, s: _Stream, word: str) -> ir.Topic | None:
         """Resolve the topic of through/echo/to and check it accepts the stream."""
@@ -998,11 +1021,9 @@ class _Checker:
             if info is None:
                 return None
         else:
-            declared = [
-                t for t in self.topics.values() if t.topic.kafka_name == ref.value
-            ]
-            if declared:
-                info = declared[0]
+            declared = self.declared_by_kafka_name().get(ref.value)
+            if declared is not None:
+                info = declared
             elif ref.value in self.implicit:
                 info = self.implicit[ref.value]
             else:
@@ -1096,7 +1117,7 @@ class _Checker:
         s.mode = s.mode_op = "items"
         if s.elem is None or s.key is None:
             return None
-        s.elem = ir.TupleType((s.key, s.elem))
+        s.elem = self.share(ir.TupleType((s.key, s.elem)))
         return ir.Items(s.elem, s.key)
 
     def op_events(
@@ -1263,7 +1284,9 @@ class _Checker:
                    known: frozenset[tuple[str, ...]] = frozenset()) -> ir.Expr | None:  # fmt: skip
         if isinstance(e, ast.FieldPath):
             t = self.resolve_path(e.names, record, known=known)
-            return None if t is None else ir.FieldRef(tuple(n.text for n in e.names), t)
+            if t is None:
+                return None
+            return self.share(ir.FieldRef(tuple(n.text for n in e.names), t))
         if isinstance(e, ast.StrLit):
             return ir.Const(e.value, ir.STR)
         if isinstance(e, ast.BoolLit):
@@ -1305,31 +1328,51 @@ class _Checker:
             return self.check_binary(e, record, known)
         return None  # pragma: no cover - lists never reach expressions
 
-    def check_binary(self, e: ast.BinaryExpr, record: ir.RecordType,
-                     known: frozenset[tuple[str, ...]]) -> ir.Expr | None:  # fmt: skip
-        left = self.check_expr(e.left, record, known)
+    def check_chain(self, e: ast.BinaryExpr, record: ir.RecordType,
+                    known: frozenset[tuple[str, ...]]) -> ir.Expr | None:  # fmt: skip
+        """`a or b or c`, walked in a loop: the parser lets such a chain be any length."""
+        links: list[ast.BinaryExpr] = []  # the chain's nodes, outermost first
+        node: ast.Expr = e
+        while isinstance(node, ast.BinaryExpr) and node.op == e.op:
+            links.append(node)
+            node = node.left
         # `x != null and x > 1`: the right side of `and` runs only when the left holds (and of
         # `or` only when it fails), so what the left proves about null narrows the right.
-        if e.op == "and":
-            known = known | _not_null(e.left, True)
-        elif e.op == "or":
-            known = known | _not_null(e.left, False)
+        holds = e.op == "and"
+        result = self.check_expr(node, record, known)
+        known = known | _not_null(node, holds)
+        for link in reversed(links):
+            right = self.check_expr(link.right, record, known)
+            known = known | _not_null(link.right, holds)
+            if result is None or right is None:
+                result = None
+                continue
+            result = self.check_bools(link, result, right)
+        return result
+
+    def check_bools(self, e: ast.BinaryExpr, left: ir.Expr, right: ir.Expr) -> ir.Expr | None:
+        op = cast(ir.BinaryOp, e.op)
+        for side in (left, right):
+            if side.type != ir.BOOL:
+                self.error(
+                    e.span,
+                    "E310",
+                    f"'{op}' needs bool operands, found {_show_expr(side)}",
+                    _maybe_null_hint(side.type),
+                )
+                return None
+        return ir.Binary(op, left, right, ir.BOOL)
+
+    def check_binary(self, e: ast.BinaryExpr, record: ir.RecordType,
+                     known: frozenset[tuple[str, ...]]) -> ir.Expr | None:  # fmt: skip
+        if e.op in ("and", "or"):
+            return self.check_chain(e, record, known)
+        left = self.check_expr(e.left, record, known)
         right = self.check_expr(e.right, record, known)
         if left is None or right is None:
             return None
         op = cast(ir.BinaryOp, e.op)
         lt, rt = left.type, right.type
-        if op in ("and", "or"):
-            for side in (left, right):
-                if side.type != ir.BOOL:
-                    self.error(
-                        e.span,
-                        "E310",
-                        f"'{op}' needs bool operands, found {_show_expr(side)}",
-                        _maybe_null_hint(side.type),
-                    )
-                    return None
-            return ir.Binary(op, left, right, ir.BOOL)
         if op in ("==", "!="):
             if _is_null(left) and _is_null(right):
                 self.error(
@@ -1515,7 +1558,13 @@ def _not_null(e: ast.Expr, holds: bool) -> frozenset[tuple[str, ...]]:
         if (
             e.op == "and"
         ) == holds:  # `a and b` true, or `a or b` false: both sides are known
-            return _not_null(e.left, holds) | _not_null(e.right, holds)
+            # A loop down the chain `a and b and c`, which may be any length.
+            proven: frozenset[tuple[str, ...]] = frozenset()
+            node: ast.Expr = e
+            while isinstance(node, ast.BinaryExpr) and node.op == e.op:
+                proven |= _not_null(node.right, holds)
+                node = node.left
+            return proven | _not_null(node, holds)
         return frozenset()
     if e.op in ("==", "!=") and (e.op == "!=") == holds:
         sides = (e.left, e.right)
@@ -1565,7 +1614,7 @@ def _n(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-_COMMENT_OR_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*')
+_COMMENT_OR_STRING = re.compile(r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"|#[^\n]*')  # unrolled: linear
 
 
 def _collapse(text: str) -> str:

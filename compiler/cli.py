@@ -58,7 +58,8 @@ def _load_result(path: str, roots: Sequence[str] = ()) -> LoadResult:
         sys.stderr.write(render(result.diagnostics, result.sources))
         errors = sum(1 for d in result.diagnostics if d.severity == "error")
         if result.program is None or errors:
-            raise Failure(f"{path}: {errors} error{'s' if errors != 1 else ''}")
+            more = "" if result.complete else " (stopped there: the rest of the file was not read)"
+            raise Failure(f"{path}: {errors} error{'s' if errors != 1 else ''}{more}")
     assert result.program is not None
     return result
 
@@ -92,9 +93,10 @@ def _previous_build(root: Path) -> dict[PurePosixPath, str] | None:
     manifest = root / MANIFEST
     if not manifest.is_file():
         return None if any(root.iterdir()) else {}
-    from .loader import read_limited  # a manifest is bounded like any file streamc reads
+    from .loader import MAX_HOOK_BYTES, read_limited  # a manifest is bounded like any file
 
-    previous = parse_manifest(read_limited(manifest).decode("utf-8", errors="replace"))
+    text = read_limited(manifest, MAX_HOOK_BYTES).decode("utf-8", errors="replace")
+    previous = parse_manifest(text)
     if previous is None:
         raise Failure(f"refusing to build into {root}: {manifest} is not a streamc manifest")
     return previous

@@ -21,6 +21,7 @@ them; docs/language.md documents each one.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -36,7 +37,7 @@ CODES: dict[str, str] = {
     "E104": "unexpected end of file",
     "E105": "unterminated string",
     "E106": "unknown keyword or operation",
-    "E107": "expression or type nested too deeply",
+    "E107": "expression, type or field path nested too deeply",
     "E108": "invalid literal",
     "E201": "unknown field",
     "E202": "unknown type or record",
@@ -78,24 +79,69 @@ CODES: dict[str, str] = {
 }
 
 
-class Span(NamedTuple):
+_OFFSET, _COL, _LINE = 48, 32, 32  # bits of each number
+_HALF = _OFFSET + _COL + _LINE  # where the span begins, then where it ends: 112 bits each
+_M_OFFSET, _M_COL, _M_LINE = (1 << _OFFSET) - 1, (1 << _COL) - 1, (1 << _LINE) - 1
+_M_HALF = (1 << _HALF) - 1
+
+
+class Span(int):
     """A stretch of source text. Lines and columns count from 1; `end_col` is exclusive.
 
     `start`/`end` are character offsets into the text, so the exact source of a construct
-    (a `where` expression, an agent's pipeline) can be sliced back out. A NamedTuple rather
-    than a dataclass: the parser makes one per token, and tuples are much cheaper to build.
+    (a `where` expression, an agent's pipeline) can be sliced back out.
+
+    The parser makes one per token and per node, millions for a big file, and each lives as
+    long as the tree: so the six numbers are packed into one int, 56 bytes, not a tuple of six
+    ints at 170. The numbers are read as attributes; two spans are equal when all six are.
     """
 
-    line: int
-    col: int
-    end_line: int
-    end_col: int
-    start: int
-    end: int
+    __slots__ = ()
+
+    def __new__(
+        cls, line: int, col: int, end_line: int, end_col: int, start: int, end: int
+    ) -> Span:
+        packed = (((line << _COL | col) << _OFFSET | start) << _HALF
+                  | (end_line << _COL | end_col) << _OFFSET | end)  # fmt: skip
+        return int.__new__(cls, packed)
+
+    @property
+    def line(self) -> int:
+        return int(self) >> (_HALF + _COL + _OFFSET)
+
+    @property
+    def col(self) -> int:
+        return int(self) >> (_HALF + _OFFSET) & _M_COL
+
+    @property
+    def start(self) -> int:
+        return int(self) >> _HALF & _M_OFFSET
+
+    @property
+    def end_line(self) -> int:
+        return int(self) >> (_COL + _OFFSET) & _M_LINE
+
+    @property
+    def end_col(self) -> int:
+        return int(self) >> _OFFSET & _M_COL
+
+    @property
+    def end(self) -> int:
+        return int(self) & _M_OFFSET
 
     def to(self, other: Span) -> Span:
         """The span from the start of this one to the end of `other`."""
-        return Span(self[0], self[1], other[2], other[3], self[4], other[5])
+        return int.__new__(Span, int(self) >> _HALF << _HALF | int(other) & _M_HALF)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return (f"Span(line={self.line}, col={self.col}, end_line={self.end_line}, "
+                f"end_col={self.end_col}, start={self.start}, end={self.end})")  # fmt: skip
+
+    def __reduce__(self) -> tuple[type[Span], tuple[int, int, int, int, int, int]]:
+        return Span, (self.line, self.col, self.end_line, self.end_col, self.start, self.end)
 
 
 class Note(NamedTuple):
@@ -182,9 +228,10 @@ class Diagnostic:
 class DiagnosticError(Exception):
     """Raised by `parse` when the text is not a valid program; never escapes `loader.load`."""
 
-    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+    def __init__(self, diagnostics: list[Diagnostic], complete: bool = True) -> None:
         super().__init__("\n".join(d.message for d in diagnostics))
         self.diagnostics = diagnostics
+        self.complete = complete  # False: the parser stopped before the end of the file
 
 
 def closest(word: str, candidates: Iterable[str]) -> str | None:
@@ -203,47 +250,77 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> tuple[str, ...]:
     return () if match is None else (f"did you mean '{match}'?",)
 
 
-def _display(line: str) -> str:
-    # Columns count characters, so every character must stay one cell wide: tabs and control
-    # characters become single spaces rather than being expanded or printed raw.
-    return "".join(" " if (c < " " or c == "\x7f") else c for c in line)
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+# Bidirectional controls reorder how a terminal (or a graph) shows the text around them: the
+# "Trojan Source" trick makes code read differently from what it is. They are shown as their
+# code point instead.
+BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def escape_bidi(text: str) -> str:
+    """`text` with every bidirectional control written as its code point, `<U+202E>`."""
+    return BIDI_CONTROLS.sub(lambda m: f"<U+{ord(m.group(0)):04X}>", text)
+
+
+def _display(line: str, start: int, end: int) -> tuple[str, int, int]:
+    """The line as shown, and where the characters `start` and `end` are in it.
+
+    Every character stays one cell wide, so columns still line up: tabs and control characters
+    become single spaces rather than being expanded or printed raw. Bidirectional controls
+    become their code point, and the positions after one shift accordingly.
+    """
+    shown = "".join(" " if (c < " " or c == "\x7f") else c for c in line)
+    if BIDI_CONTROLS.search(shown) is None:
+        return shown, start, end
+    starts = [0]  # where each character of `line` begins in the shown text
+    pieces = []
+    for c in shown:
+        piece = escape_bidi(c)
+        pieces.append(piece)
+        starts.append(starts[-1] + len(piece))
+    def at(i: int) -> int:  # a span may end past the line's last character
+        return starts[min(i, len(line))] + max(i - len(line), 0)
+
+    return "".join(pieces), at(start), at(end)
 
 
 def render_one(diagnostic: Diagnostic, sources: Mapping[str, str]) -> str:
     d = diagnostic
     label = f"{d.severity}[{d.code}]" if d.code else d.severity
+    message, hints = escape_bidi(d.message), [escape_bidi(h) for h in d.hints]
     notes = [
         render_one(Diagnostic(*n[:5], "note", "", n.message), sources) for n in d.notes
     ]
     if d.line <= 0:
-        head = f"{d.file}: {label}: {d.message}"
-        return "\n".join([head, *(f"hint: {h}" for h in d.hints), *notes])
-    out = [f"{d.file}:{d.line}:{d.col}: {label}: {d.message}"]
+        head = f"{d.file}: {label}: {message}"
+        return "\n".join([head, *(f"hint: {h}" for h in hints), *notes])
+    out = [f"{d.file}:{d.line}:{d.col}: {label}: {message}"]
     text = sources.get(d.file)
     if text is not None:
-        lines = text.split("\n")
+        lines = _LINE_END.split(text)  # as the parser counts lines
         if d.line <= len(lines):
-            line = _display(lines[d.line - 1].rstrip("\r\n"))
+            raw = lines[d.line - 1]
+            start = max(d.col - 1, 0)
+            if d.end_line == d.line and d.end_col > d.col:
+                end = d.end_col - 1
+            elif d.end_line > d.line:
+                end = len(raw)  # a multi-line span: caret to end of line
+            else:
+                end = start + 1  # an empty span, such as the end of the file
+            line, start, end = _display(raw, start, end)
             if len(line) > 200:
                 # Keep a very long line readable: show a window around the span.
-                lo = max(0, d.col - 1 - 60)
+                lo = max(0, start - 60)
                 shown = line[lo : lo + 160]
-                offset = lo
+                start, end = start - lo, end - lo
             else:
-                shown, offset = line, 0
-            start = max(d.col - 1 - offset, 0)
-            if d.end_line == d.line and d.end_col > d.col:
-                width = d.end_col - d.col
-            elif d.end_line > d.line:
-                width = max(
-                    len(shown) - start, 1
-                )  # a multi-line span: caret to end of line
-            else:
-                width = 1  # an empty span, such as the end of the file
-            width = max(min(width, len(shown) - start), 1)
+                shown = line
+            width = max(min(end - start, len(shown) - start), 1)
             out.append(f"    | {shown.rstrip()}")
             out.append("    | " + " " * start + "^" * width)
-    out.extend(f"hint: {h}" for h in d.hints)
+    out.extend(f"hint: {h}" for h in hints)
     out.extend(notes)
     return "\n".join(out)
 

@@ -413,6 +413,17 @@ class _Expression:
                 return f"not {self._operand(operand, _PRECEDENCE['+'])}", _PRECEDENCE["not"]
             case ir.Unary(op="-", operand=operand):
                 return f"-{self._operand(operand, _ATOM)}", _NEGATION
+            case ir.Binary(op=("and" | "or") as op):
+                # A chain `a or b or c` of any length, walked in a loop: one flat `or` in Python.
+                level = _PRECEDENCE[op]
+                rights: list[ir.Expr] = []
+                node: ir.Expr = expr
+                while isinstance(node, ir.Binary) and node.op == op:
+                    rights.append(node.right)
+                    node = node.left
+                texts = [self._operand(node, level)]
+                texts.extend(self._operand(right, level + 1) for right in reversed(rights))
+                return f" {op} ".join(texts), level
             case ir.Binary(op=op, left=left, right=right):
                 level = _PRECEDENCE[op]
                 if op in ("==", "!=") and (_is_null(left) or _is_null(right)):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from . import ir
+from .diagnostics import escape_bidi
 
 Format = Literal["mermaid", "dot"]
 
@@ -132,12 +133,12 @@ class _AgentSteps:
 
 
 def _mermaid_text(text: str) -> str:
-    escaped = text.replace("&", "#amp;").replace('"', "#quot;").replace("<", "#lt;")
+    escaped = escape_bidi(text).replace("&", "#amp;").replace('"', "#quot;").replace("<", "#lt;")
     return escaped.replace(">", "#gt;").replace("\n", "<br/>")
 
 
 def _dot_text(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return escape_bidi(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def render(program: ir.Program, fmt: Format = "mermaid") -> str:

@@ -15,7 +15,7 @@ from typing import Literal as TypingLiteral
 # Types
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PrimType:
     """`str`, `int`, `float`, `bool` or `bytes` (a topic without a value type carries bytes)."""
 
@@ -25,7 +25,7 @@ class PrimType:
         return self.name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ListType:
     item: Type
 
@@ -33,7 +33,7 @@ class ListType:
         return f"list[{self.item}]"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OptionalType:
     """A value that may be null; written `T?` in the source."""
 
@@ -43,7 +43,7 @@ class OptionalType:
         return f"{self.inner}?"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecordType:
     name: str
 
@@ -51,7 +51,7 @@ class RecordType:
         return self.name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TupleType:
     """What `enumerate` (int, T) and `items` (K, V) produce."""
 
@@ -61,7 +61,7 @@ class TupleType:
         return "(" + ", ".join(str(t) for t in self.items) + ")"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EventType:
     """What `events` produces: the raw message with its decoded key and value."""
 
@@ -72,7 +72,7 @@ class EventType:
         return f"Event[{self.key}, {self.value}]"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AnyType:
     """Only as a hook parameter type: the hook accepts any element."""
 
@@ -94,21 +94,21 @@ BYTES = PrimType("bytes")
 Scalar = str | int | float | bool | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Default:
     """A field's default. `value` is a Python value of the field's type (lists as tuples)."""
 
     value: Scalar | tuple[Scalar, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Field:
     name: str
     type: Type
     default: Default | None  # None: the field is required
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Record:
     name: str
     fields: tuple[Field, ...]
@@ -118,7 +118,7 @@ class Record:
 TopicKind = TypingLiteral["declared", "implicit", "repartition"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Topic:
     """A topic the worker reads or writes.
 
@@ -135,7 +135,7 @@ class Topic:
     kind: TopicKind
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Hook:
     """A user Python function, declared with its signature in a `hooks` block."""
 
@@ -150,7 +150,7 @@ class Hook:
     call_proven: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HookModule:
     """A user module of hooks, shipped inside the worker package."""
 
@@ -172,19 +172,19 @@ class HelperModule:
 # `where` expressions (typed)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FieldRef:
     path: tuple[str, ...]  # `customer.country` -> ("customer", "country")
     type: Type
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Const:
     value: Scalar
     type: Type  # for None: OptionalType of the type it is compared with
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Unary:
     op: TypingLiteral["not", "-"]
     operand: Expr
@@ -194,7 +194,7 @@ class Unary:
 BinaryOp = TypingLiteral["and", "or", "==", "!=", "<", "<=", ">", ">=", "+", "-", "*", "/", "%"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Binary:
     op: BinaryOp
     left: Expr
@@ -209,14 +209,14 @@ Expr = FieldRef | Const | Unary | Binary
 # after it. The first operation receives the agent's `input`/`input_key`.
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Process:
     hooks: tuple[str, ...]  # hook names, applied in order
     out: Type
     key: Type
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GroupBy:
     field: tuple[str, ...] | None  # re-key by this field path...
     hook: str | None  # ...or by this key function
@@ -225,7 +225,7 @@ class GroupBy:
     key: Type  # the new key type
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Take:
     n: int
     within_seconds: float | None
@@ -233,28 +233,28 @@ class Take:
     key: Type
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Enumerate:
     start: int
     out: Type  # TupleType((INT, input))
     key: Type
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Through:
     topic: str
     out: Type
     key: Type
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Echo:
     topics: tuple[str, ...]
     out: Type
     key: Type
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Where:
     expr: Expr
     text: str  # the expression as written, for docs and the graph
@@ -262,26 +262,26 @@ class Where:
     key: Type
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Filter:
     hook: str
     out: Type
     key: Type
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Items:
     out: Type  # TupleType((key, value))
     key: Type
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Events:
     out: Type  # EventType(key, value)
     key: Type
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class To:
     """Terminal: send every element to a topic, keeping key and headers."""
 
@@ -290,7 +290,7 @@ class To:
     key: Type
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sink:
     """Terminal: call a hook for every element. A tuple is passed as separate arguments when
     `unpack` (the hook takes as many parameters), else whole."""
@@ -317,7 +317,7 @@ Op = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Agent:
     name: str
     sources: tuple[str, ...]  # topic names; several when joined with `&`
@@ -328,7 +328,7 @@ class Agent:
     line: int  # where the agent is declared, for docstrings and the graph
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Program:
     app: str  # names the consumer group, the package and every internal topic
     source_name: str  # the .sdl file's own name, without its folder, for headers

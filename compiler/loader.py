@@ -5,7 +5,8 @@ folder) and checks the whole. Whatever goes wrong (a missing file, bytes that ar
 syntax error) comes back as diagnostics, never as an exception, together with the text of every
 file read so the diagnostics can be rendered with their source lines.
 
-Only regular files of at most `MAX_FILE_BYTES` are read (a FIFO would hang, a device never
+Only regular files of at most `MAX_SDL_BYTES` (the .sdl) or `MAX_HOOK_BYTES` (Python modules)
+are read (a FIFO would hang, a device never
 ends), and a hooks module must resolve, links followed, inside the .sdl's folder or a root the
 user allowed: a program cannot make streamc copy a file from elsewhere into the package, nor
 quote it in a diagnostic.
@@ -37,12 +38,16 @@ class LoadResult:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # file name as shown -> text
     files: list[Path] = field(default_factory=list)  # every file read, resolved
+    complete: bool = True  # False: syntax errors were capped, the rest of the file unread
 
 
-MAX_FILE_BYTES = 1 << 20  # 1 MiB, for the .sdl and each hooks module
+# Caps that no real file reaches but that a device or a runaway file does. A program of 10 MB
+# (100,000 agents) is checked in seconds (bench/bench_check.py), so the .sdl may be larger.
+MAX_SDL_BYTES = 32 << 20
+MAX_HOOK_BYTES = 4 << 20
 
 
-def read_limited(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+def read_limited(path: Path, limit: int) -> bytes:
     """The bytes of `path` if it is a regular file of at most `limit` bytes, else OSError."""
     # Non-blocking, so that opening a FIFO returns at once instead of waiting for a writer;
     # the type is then checked on the open file, which a rename cannot swap afterwards.
@@ -62,7 +67,7 @@ def read_limited(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
     finally:
         os.close(fd)
     if size > limit:
-        raise OSError(errno.EFBIG, f"larger than streamc's limit of {limit // 1024} KiB", str(path))
+        raise OSError(errno.EFBIG, f"larger than streamc's limit of {limit >> 20} MiB", str(path))
     return b"".join(chunks)
 
 
@@ -91,10 +96,12 @@ def inside_project(
         "--allow-root"  # fmt: skip
 
 
-def _read(path: Path, shown: str) -> tuple[str | None, Diagnostic | None, str | None]:
+def _read(
+    path: Path, shown: str, limit: int = MAX_HOOK_BYTES
+) -> tuple[str | None, Diagnostic | None, str | None]:
     """The file's text, or a diagnostic and a short reason why it cannot be had."""
     try:
-        data = read_limited(path)
+        data = read_limited(path, limit)
     except OSError as e:
         reason = e.strerror or type(e).__name__
         return (
@@ -124,13 +131,13 @@ def load(path: Path, roots: Sequence[Path] = ()) -> LoadResult:
     """Load and check `path`; hooks modules may also live under the folders in `roots`."""
     shown = str(path)
     result = LoadResult(program=None)
-    text, problem, _ = _read(path, shown)
+    text, problem, _ = _read(path, shown, MAX_SDL_BYTES)
     if text is None:
         assert problem is not None
         result.diagnostics.append(problem)
         if problem.code == "E101":
             # Show the offending line, with the bad bytes as replacement characters.
-            data = read_limited(path)
+            data = read_limited(path, MAX_SDL_BYTES)
             result.sources[shown] = data.decode("utf-8", errors="replace")
         return result
     result.sources[shown] = text
@@ -139,6 +146,7 @@ def load(path: Path, roots: Sequence[Path] = ()) -> LoadResult:
         module = parse(text, shown)
     except DiagnosticError as e:
         result.diagnostics.extend(e.diagnostics)
+        result.complete = e.complete
         return result
     hook_sources: dict[str, str | None] = {}
     hook_errors: dict[str, str] = {}

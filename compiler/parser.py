@@ -13,18 +13,24 @@ import dataclasses
 import functools
 import importlib.resources
 import re
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.lexer import PatternStr
+from lark.parsers.lalr_analysis import Shift
 
 from . import ast
 from .diagnostics import Diagnostic, DiagnosticError, Span, did_you_mean
+from .gcpause import gc_paused
 
-# Deeper `where` expressions are refused: nobody writes them, and the checker walks
-# expressions recursively, so the bound is what keeps it far from Python's recursion limit.
+# Deeper `where` expressions, types and longer field paths are refused: nobody writes them, and
+# the checker, the emitter and Python's own compiler of the generated module recurse on them,
+# so the bound is what keeps them far from Python's recursion limits. Depth counts real
+# nesting: parentheses, precedence levels, `not`, field path length; a flat chain of `or` (or
+# of `and`) is one level however long.
 MAX_EXPR_DEPTH = 100
 
 DECL_KEYWORDS = ("app", "record", "topic", "hooks", "agent")
@@ -34,20 +40,194 @@ OP_KEYWORDS = (
 )  # fmt: skip
 
 
+class _WholeWords:
+    """Lex every word as a whole, even where the grammar accepts no name.
+
+    The contextual lexer only tries the terminals the parser can accept next, so where a
+    keyword is expected and a name is not, `tout` would lex as the keyword `to` followed by
+    `ut`. With NAME always tried, a word is matched whole (Lark turns a NAME that spells a
+    keyword accepted here into that keyword), and a word that is no keyword reaches the
+    parser as a name it did not expect: "unknown operation 'tout'".
+    """
+
+    always_accept = ("NAME",)
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        return stream
+
+
+class _Mismatch(Exception):
+    """The fast path met something it leaves to Lark (see `_FastParser`)."""
+
+
+class _FastParser:
+    """Lark's LALR tables and AST callbacks, run by a loop with its own lexer, for valid text.
+
+    Lark's contextual lexer and parser loop cost more per token than building the AST: the
+    lexer matches whitespace as tokens, counts lines token by token and tries every terminal
+    the state accepts; the loop looks rules up by hashing them. Here whitespace and comments
+    are skipped in one match, lines are counted only across them, a word is a keyword the
+    state accepts or else a name (as `_WholeWords` makes Lark do), and the tables are turned
+    into plain dicts once. On anything unexpected (a token the state cannot take, text no
+    token matches, a number the state does not expect) it gives up, and so does `parse` on
+    any error: the text is parsed again by Lark itself, so every diagnostic comes from one path.
+    """
+
+    _SKIP = re.compile(r"(?:[ \t\r\n\f]+|#[^\n]*)*")
+    _TOKEN = re.compile(
+        r'([A-Za-z_][A-Za-z0-9_]*|`[A-Za-z_][A-Za-z0-9_]*`)|([0-9])'
+        r'|("[^"\\\n]*(?:\\[^\n][^"\\\n]*)*")|(->|==|!=|<=|>=|[|=&{}\[\](),.:?<>+\-*/%])'
+    )
+
+    def __init__(self, lark: Lark) -> None:
+        parser = lark.parser.parser.parser  # the LALR parser proper: tables and callbacks
+        table, callbacks = parser.parse_table, parser.callbacks
+        assert not any(isinstance(k, str) for k in callbacks)  # no callbacks on terminals
+        self.start, self.end = table.start_states["start"], table.end_states["start"]
+        # state -> symbol -> next state (a shift, or the goto after a reduction), or the
+        # reduction: (callback, number of children, the rule's name)
+        # (Lark names rules with Tokens, whose Python-level __eq__ slows every lookup: the
+        # names become plain strings.)
+        self.actions: dict[int, dict[str, Any]] = {
+            state: {
+                str(symbol): arg if action is Shift
+                else (None if _passes_through(arg) else callbacks[arg], len(arg.expansion),
+                      str(arg.origin.name))
+                for symbol, (action, arg) in row.items()
+            }
+            for state, row in table.states.items()
+        }  # fmt: skip
+        keywords: dict[str, str] = {}  # "take" -> "TAKE"
+        self.punctuation: dict[str, str] = {}  # "->" -> its terminal's name
+        for term in lark.terminals:
+            if isinstance(term.pattern, PatternStr):
+                word = term.pattern.value
+                (keywords if word.isidentifier() else self.punctuation)[word] = term.name
+        numbers = [(name, re.compile(lark.get_terminal(name).pattern.to_regexp()))
+                   for name in ("DURATION", "FLOAT", "INT")]  # Lark's order: by priority
+        # Per state, the keywords it accepts and the number terminals to try, in order.
+        self.keywords = {state: {w: t for w, t in keywords.items() if t in row}
+                         for state, row in self.actions.items()}  # fmt: skip
+        self.numbers = {state: [(n, r) for n, r in numbers if n in row]
+                        for state, row in self.actions.items()}  # fmt: skip
+
+    def parse(self, text: str) -> list[ast.Decl]:
+        actions, keywords, numbers, punctuation = (
+            self.actions, self.keywords, self.numbers, self.punctuation)  # fmt: skip
+        skip, match, new_str = self._SKIP.match, self._TOKEN.match, str.__new__
+        states: list[int] = [self.start]
+        values: list[Any] = []
+        line, line_start, pos, end = 1, 0, 0, len(text)
+        tok: Token | None = None
+        while True:
+            after = skip(text, pos).end()  # type: ignore[union-attr]  # it matches ""
+            if after > pos:
+                newlines = text.count("\n", pos, after)
+                if newlines:
+                    line += newlines
+                    line_start = text.rindex("\n", pos, after) + 1
+                pos = after
+            if pos >= end:
+                break
+            m = match(text, pos)
+            if m is None:
+                raise _Mismatch
+            state = states[-1]
+            word, _, string, punct = m.groups()
+            if word is not None:
+                kind = keywords[state].get(word, "NAME")
+            elif punct is not None:
+                kind = punctuation[punct]
+            elif string is not None:
+                kind = "STRING"
+            else:
+                for name, regex in numbers[state]:
+                    found = regex.match(text, pos)
+                    if found is not None:
+                        kind, m = name, found
+                        break
+                else:
+                    raise _Mismatch
+            after = m.end()
+            col = pos - line_start + 1
+            # Token._future_new, inlined: this runs for every token.
+            value = m.group()
+            tok = new_str(Token, value)
+            tok.type, tok.value, tok.start_pos, tok.end_pos = kind, value, pos, after
+            tok.line, tok.column, tok.end_line, tok.end_column = line, col, line, col + after - pos
+            pos = after
+            while True:
+                action = actions[state].get(kind)
+                if action is None:
+                    raise _Mismatch
+                if type(action) is int:
+                    states.append(action)
+                    values.append(tok)
+                    break
+                callback, size, name = action
+                if callback is None:  # `?rule` of one symbol: its value is that symbol's
+                    del states[-1]
+                elif size:
+                    children = values[-size:]
+                    del states[-size:], values[-size:]
+                    values.append(callback(children))
+                else:
+                    values.append(callback([]))
+                state = actions[states[-1]][name]
+                states.append(state)
+        while True:  # the end of the text: reduce until the start rule is complete
+            action = actions[states[-1]].get("$END")
+            if action is None or type(action) is int:
+                raise _Mismatch
+            if self._reduce(action, states, values) == self.end:
+                return values[-1]  # type: ignore[no-any-return]
+
+    def _reduce(self, action: tuple[Any, int, str], states: list[int], values: list[Any]) -> int:
+        callback, size, name = action
+        if callback is None:
+            del states[-1]
+        elif size:
+            children = values[-size:]
+            del states[-size:], values[-size:]
+            values.append(callback(children))
+        else:
+            values.append(callback([]))
+        state = self.actions[states[-1]][name]
+        states.append(state)
+        return state  # type: ignore[no-any-return]
+
+
+def _passes_through(rule: Any) -> bool:
+    """A `?rule` reduced from one symbol, such as `?atom: field_ref`: Lark's callback returns
+    that symbol's value, so the loop need not call it (there are eight for every literal)."""
+    return bool(rule.options.expand1) and rule.alias is None and len(rule.expansion) == 1
+
+
+def _grammar() -> str:
+    return (importlib.resources.files("streamc.grammar") / "streamc.lark").read_text(
+        encoding="utf-8"
+    )
+
+
 @functools.cache
 def _lark() -> Lark:
-    grammar = importlib.resources.files("streamc.grammar") / "streamc.lark"
     # The AST is built by callbacks run as the parser reduces (no parse tree), which halves the
     # time of a big file. Spans come from the tokens themselves, so every token is kept
     # (keep_all_tokens) and each callback picks out what it needs.
     return Lark(
-        grammar.read_text(encoding="utf-8"),
+        _grammar(),
         parser="lalr",
         lexer="contextual",
         keep_all_tokens=True,
         maybe_placeholders=True,
         transformer=_ToAst(),
+        postlex=_WholeWords(),
     )
+
+
+@functools.cache
+def _fast_parser() -> _FastParser:
+    return _FastParser(_lark())
 
 
 def parse(text: str, filename: str) -> ast.Module:
@@ -57,13 +237,25 @@ def parse(text: str, filename: str) -> ast.Module:
     reports the first syntax error of each broken declaration (up to `MAX_SYNTAX_ERRORS`).
     """
     diagnostics: list[Diagnostic] = []
+    if "\r" in text:
+        # A lone CR (old Mac files) ends a line too. Replacing it one character for one keeps
+        # every offset, and gives the grammar, the line counts and the renderer one line end.
+        text = _LONE_CR.sub("\n", text)
     current = text
     budget = 4 * len(text) + 100_000  # reparsing a huge file many times is not worth it
+    try:
+        with gc_paused():
+            return ast.Module(filename=filename, text=text,
+                              decls=tuple(_fast_parser().parse(text)))  # fmt: skip
+    except (UnexpectedInput, _AstError, _Mismatch):
+        pass  # errors are reported from Lark's own lexer, below
     while True:
         try:
-            decls = _lark().parse(current)
+            with gc_paused():
+                decls = _lark().parse(current)
         except UnexpectedInput as e:
-            diagnostics.append(_syntax_diagnostic(e, current, filename))
+            found = _syntax_diagnostic(e, current, filename)
+            diagnostics.append(_unfinished_declaration(current, found) or found)
         except _AstError as e:
             diagnostics.append(
                 Diagnostic.error(filename, e.span, e.code, e.message, e.hints)
@@ -74,13 +266,61 @@ def parse(text: str, filename: str) -> ast.Module:
             return ast.Module(filename=filename, text=text, decls=tuple(decls))  # type: ignore[arg-type]
         budget -= len(current)
         skipped = _skip_declaration(current, diagnostics[-1])
-        if skipped is None or len(diagnostics) >= MAX_SYNTAX_ERRORS or budget < 0:
+        if skipped is None:
             raise DiagnosticError(diagnostics)
+        if len(diagnostics) >= MAX_SYNTAX_ERRORS or budget < 0:
+            raise DiagnosticError(diagnostics, complete=False)
         current = skipped
 
 
 MAX_SYNTAX_ERRORS = 10
+_LONE_CR = re.compile(r"\r(?!\n)")
 _DECL_START = re.compile(r"^[ \t]*(?:app|record|topic|hooks|agent)\b", re.MULTILINE)
+
+
+# A line that starts a declaration: no indent, and a keyword followed by what it names. Stricter
+# than _DECL_START, which must also find declarations a broken one runs into.
+_NEW_DECL = re.compile(r'^(?:(?:app|record|topic|agent)[ \t]+[A-Za-z_`]|hooks[ \t]+")', re.M)
+
+
+def _offset(text: str, line: int, col: int) -> int:
+    start = 0
+    for _ in range(line - 1):
+        start = text.index("\n", start) + 1
+    return start + col - 1
+
+
+def _unfinished_declaration(text: str, error: Diagnostic) -> Diagnostic | None:
+    """When `error` lies in a line that starts a declaration, or after it, the declaration before
+    may have stopped short: `agent a = from t |` or `agent b =` at the end of a line. Then
+    the real error is the end of that one, not the next one's first word, which the parser
+    either refused or took as a name. Parsing the declaration before on its own tells.
+    """
+    pos = _offset(text, error.line, error.col)
+    line_end = text.find("\n", pos)
+    ends = len(text) if line_end < 0 else line_end
+    starts = [m.start() for m in _NEW_DECL.finditer(text, 0, ends) if m.start() <= pos][-2:]
+    if not starts:
+        return None
+    begin = starts[0] if len(starts) == 2 else 0
+    segment = text[begin : starts[-1]]
+    try:
+        _lark().parse(segment)
+    except UnexpectedToken as e:
+        if e.token.type != "$END":
+            return None
+        expected = set(e.accepts or e.expected or ())
+        wanted = _expected_phrase(expected, segment, len(segment))
+    except (UnexpectedInput, _AstError):
+        return None
+    else:
+        return None
+    end = _eof_span(segment)
+    lines = text.count("\n", 0, begin)
+    span = Span(end.line + lines, end.col, end.end_line + lines, end.end_col,
+                end.start + begin, end.end + begin)  # fmt: skip
+    return Diagnostic.error(error.file, span, "E103", "unexpected end of declaration",
+                            [f"expected {wanted}"])  # fmt: skip
 
 
 def _skip_declaration(text: str, error: Diagnostic) -> str | None:
@@ -136,7 +376,9 @@ def _name(tok: Token) -> ast.Name:
     text = str(tok)
     if text.startswith("`"):
         text = text[1:-1]
-    return ast.Name(text, _tspan(tok))
+    # One string per distinct name: a big program names the same topics and fields over and
+    # over, and the tree keeps every name for as long as it lives.
+    return ast.Name(sys.intern(text), _tspan(tok))
 
 
 def _span_of(child: Any) -> Span:
@@ -149,9 +391,13 @@ def _cover(children: list[Any]) -> Span:
     last = children[-1]
     if last is None:
         last = next(c for c in reversed(children) if c is not None)
-    a = _span_of(first)
-    b = _span_of(last)
-    return Span(a[0], a[1], b[2], b[3], a[4], b[5])
+    # Written out per case: this runs for every node of the tree.
+    if isinstance(first, Token):
+        if isinstance(last, Token):
+            return Span(first.line, first.column, last.end_line, last.end_column,  # type: ignore[arg-type]
+                        first.start_pos, last.end_pos)  # type: ignore[arg-type]  # fmt: skip
+        return _tspan(first).to(last.span)
+    return first.span.to(_tspan(last) if isinstance(last, Token) else last.span)  # type: ignore[no-any-return]
 
 
 def _names(children: list[Any]) -> tuple[ast.Name, ...]:
@@ -165,6 +411,7 @@ def _nodes(children: list[Any], kind: Any) -> tuple[Any, ...]:
 
 
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r", "0": "\0"}
+_ESCAPE = re.compile(r"\\(.)")  # pairs from the left: an escaped backslash then `d`, not `\d`
 _TYPES = (ast.NamedType, ast.TupleTypeExpr)
 _OPS = (ast.ProcessOp, ast.GroupByOp, ast.TakeOp, ast.EnumerateOp, ast.ThroughOp, ast.EchoOp,
         ast.ItemsOp, ast.EventsOp, ast.WhereOp, ast.FilterOp, ast.ToOp, ast.SinkOp)  # fmt: skip
@@ -195,25 +442,18 @@ class _ToAst(Transformer[Token, Any]):
         raw = str(tok)[1:-1]
         if "\\" not in raw:
             return ast.StrLit(raw, _tspan(tok))
-        out: list[str] = []
-        i = 0
-        while i < len(raw):
-            c = raw[i]
-            if c == "\\":
-                esc = raw[i + 1]
-                if esc not in _ESCAPES:
-                    span = _tspan(tok)
-                    col = span.col + 1 + i
-                    where = Span(span.line, col, span.line, col + 2, span.start + 1 + i,
-                                 span.start + 3 + i)  # fmt: skip
-                    raise _AstError(where, "E108", f"unknown escape '\\{esc}' in a string",
-                                    ['write "\\\\" for a backslash'])  # fmt: skip
-                out.append(_ESCAPES[esc])
-                i += 2
-            else:
-                out.append(c)
-                i += 1
-        return ast.StrLit("".join(out), _tspan(tok))
+
+        def unescape(m: re.Match[str]) -> str:
+            if m.group(1) in _ESCAPES:
+                return _ESCAPES[m.group(1)]
+            span, i = _tspan(tok), m.start()
+            col = span.col + 1 + i
+            where = Span(span.line, col, span.line, col + 2, span.start + 1 + i,
+                         span.start + 3 + i)  # fmt: skip
+            raise _AstError(where, "E108", f"unknown escape '\\{m.group(1)}' in a string",
+                            ['write "\\\\" for a backslash'])  # fmt: skip
+
+        return ast.StrLit(_ESCAPE.sub(unescape, raw), _tspan(tok))
 
     def _int(self, toks: list[Token]) -> ast.IntLit:
         span = _tspan(toks[0]).to(_tspan(toks[-1]))
@@ -287,7 +527,7 @@ class _ToAst(Transformer[Token, Any]):
         return ast.TopicKey(children[1], _cover(children))
 
     def topic_partitions(self, children: list[Token]) -> ast.TopicPartitions:
-        return ast.TopicPartitions(self._int([children[1]]), _cover(children))
+        return ast.TopicPartitions(self._int(children[1:]), _cover(children))
 
     def topic_kafka_name(self, children: list[Token]) -> ast.TopicKafkaName:
         return ast.TopicKafkaName(self._string(children[1]), _cover(children))
@@ -328,19 +568,20 @@ class _ToAst(Transformer[Token, Any]):
         return ast.ProcessOp(_names(children), _cover(children))
 
     def group_by_op(self, children: list[Token]) -> ast.GroupByOp:
-        return ast.GroupByOp(_names(children), _cover(children))
+        return ast.GroupByOp(_field_path(children), _cover(children))
 
     def take_op(self, children: list[Token]) -> ast.TakeOp:
         within = None
-        if len(children) > 2:
-            tok = children[3]
+        number = [c for c in children[1:3] if c.type in ("MINUS", "INT")]
+        if children[-1].type == "DURATION":
+            tok = children[-1]
             m = re.fullmatch(r"([0-9.]+)(ms|s|m|h)", str(tok))
             assert m is not None  # the DURATION terminal guarantees the shape
             if len(m.group(1)) > 30:
                 raise _AstError(_tspan(tok), "E108", "duration is too large")
             scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2)]
             within = ast.Duration(float(m.group(1)) * scale, str(tok), _tspan(tok))
-        return ast.TakeOp(self._int([children[1]]), within, _cover(children))
+        return ast.TakeOp(self._int(number), within, _cover(children))
 
     def enumerate_op(self, children: list[Token]) -> ast.EnumerateOp:
         number = [c for c in children[1:] if c is not None]
@@ -372,7 +613,10 @@ class _ToAst(Transformer[Token, Any]):
 
     # ---- expressions
     def field_ref(self, children: list[Token]) -> ast.FieldPath:
-        return ast.FieldPath(_names(children), _cover(children))
+        names = _field_path(children)
+        # A one-field path spans its name: share the span rather than hold an equal copy.
+        span = names[0].span if len(names) == 1 else _cover(children)
+        return ast.FieldPath(names, span)
 
     def paren(self, children: list[Any]) -> ast.Expr:
         # The parentheses belong to the expression's span, so `not (x == null)` quotes whole.
@@ -381,11 +625,16 @@ class _ToAst(Transformer[Token, Any]):
 
     def binary(self, children: list[Any]) -> ast.BinaryExpr:
         left, op, right = children
-        depth = 1 + max(_depth(left), _depth(right))
+        if op.type in ("OR", "AND") and isinstance(left, ast.BinaryExpr) and left.op == op:
+            # `a or b or c` is one flat chain (a single BoolOp in the generated Python, walked
+            # in a loop by the checker and the emitter): only its operands nest.
+            depth = max(left.depth, 1 + _depth(right))
+        else:
+            depth = 1 + max(_depth(left), _depth(right))
         span = _span_of(left).to(_span_of(right))
         if depth > MAX_EXPR_DEPTH:
             raise _too_deep(span, "expression")
-        return ast.BinaryExpr(str(op), left, right, _tspan(op), span, depth)
+        return ast.BinaryExpr(sys.intern(str(op)), left, right, span, depth)
 
     def unary(self, children: list[Any]) -> ast.UnaryExpr:
         op, operand = children
@@ -393,14 +642,26 @@ class _ToAst(Transformer[Token, Any]):
         span = _tspan(op).to(_span_of(operand))
         if depth > MAX_EXPR_DEPTH:
             raise _too_deep(span, "expression")
-        return ast.UnaryExpr(str(op), operand, span, depth)
+        return ast.UnaryExpr(sys.intern(str(op)), operand, span, depth)
 
     def start(self, children: list[ast.Decl]) -> list[ast.Decl]:
         return children
 
 
 def _depth(node: Any) -> int:
+    # `a.b.c` is three attribute accesses nested in the generated Python: a path counts its
+    # length, so a 3,000-field path cannot make a module that Python refuses to compile.
+    if isinstance(node, ast.FieldPath):
+        return len(node.names)
     return int(getattr(node, "depth", 1))
+
+
+def _field_path(children: list[Token]) -> tuple[ast.Name, ...]:
+    names = _names(children)
+    if len(names) > MAX_EXPR_DEPTH:
+        span = names[0].span.to(names[-1].span)
+        raise _AstError(span, "E107", f"field path is more than {MAX_EXPR_DEPTH} fields long")
+    return names
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,6 +765,17 @@ def _expected_phrase(expected: set[str], text: str, pos: int) -> str:
     return "one of " + ", ".join(shown)
 
 
+def _word_hint(word: str, keywords: list[str]) -> tuple[str, ...]:
+    """Did-you-mean for a word where a keyword was expected: a misspelling (`tos` for `to`),
+    or a keyword run into the name after it (`fromorders` for `from orders`)."""
+    glued = max((k for k in keywords if word.startswith(k) and len(word) > len(k)),
+                key=len, default=None)  # fmt: skip
+    split = () if glued is None else (f"did you mean '{glued} {word[len(glued):]}'?",)
+    if split and len(word) - len(glued or "") >= 2:  # a one-letter tail is a slip: `tos`
+        return split
+    return did_you_mean(word, keywords) or split
+
+
 def _eof_span(text: str) -> Span:
     stripped = text.rstrip()
     pos = len(stripped)
@@ -562,7 +834,7 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, filename: str) -> Diagnost
         texts[t][1:-1] for t in expected if t in texts and _is_keyword(texts[t])
     )
     if tok.type == "NAME" and keywords:
-        hint = did_you_mean(word, keywords)
+        hint = _word_hint(word, keywords)
         if wanted.startswith("an operation"):
             return Diagnostic.error(filename, span, "E106", f"unknown operation '{word}'",
                                     hint or [f"expected {wanted}"])  # fmt: skip

@@ -185,7 +185,7 @@ class _Loaded:
 
 def _load(test_path: str, workdir: Path, out: Callable[[str], object]) -> _Loaded:
     from .emit import emit
-    from .loader import load, read_limited
+    from .loader import MAX_SDL_BYTES, load, read_limited
 
     program_path = program_path_for(test_path)
     if not Path(program_path).is_file():
@@ -197,7 +197,7 @@ def _load(test_path: str, workdir: Path, out: Callable[[str], object]) -> _Loade
         raise InvalidTests(f"{program_path}: the program has errors")
     program = result.program
     try:
-        text = read_limited(Path(test_path)).decode("utf-8")
+        text = read_limited(Path(test_path), MAX_SDL_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidTests(f"{test_path}: cannot read: {error}") from None
     tests, diagnostics = check_test_file(text, test_path, program)
@@ -218,13 +218,13 @@ def _load(test_path: str, workdir: Path, out: Callable[[str], object]) -> _Loade
 
 def check_beside(program_path: str, program: ir.Program) -> list[Diagnostic] | None:
     """`streamc check`: the diagnostics of the program's test file, None if it has none."""
-    from .loader import read_limited
+    from .loader import MAX_SDL_BYTES, read_limited
 
     path = test_path_for(program_path)
     if not Path(path).is_file():
         return None
     try:
-        text = read_limited(Path(path)).decode("utf-8")
+        text = read_limited(Path(path), MAX_SDL_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         from .diagnostics import Diagnostic as D
 

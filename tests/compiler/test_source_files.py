@@ -1,4 +1,4 @@
-"""Which files the front end reads: regular files of at most 1 MiB, and hooks modules only
+"""Which files the front end reads: regular files under a size cap, and hooks modules only
 from inside the .sdl's folder (or a folder allowed with --allow-root), links followed."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from streamc.cli import main
 from streamc.diagnostics import render
-from streamc.loader import load
+from streamc.loader import MAX_HOOK_BYTES, MAX_SDL_BYTES, load
 
-CAP = 1024 * 1024  # the documented limit for a .sdl and for each hooks module
+CAP = MAX_HOOK_BYTES  # the documented limit for each hooks module (the .sdl: MAX_SDL_BYTES)
 SECRET = "API_KEY=sk-live-0123456789\n"
 USES_SHOW = 'topic t\nhooks "{path}" {{ show(bytes) }}\nagent a = from t | sink show\n'
 
@@ -130,12 +130,12 @@ def test_files_larger_than_the_cap_are_refused(tmp_path: Path) -> None:
     assert load(sdl).program is not None  # exactly at the cap
     (sdl.parent / "hooks.py").write_text(body + "#" * (CAP - len(body) + 1))
     assert _refusal(sdl) == (
-        "E206: cannot read hooks module 'hooks.py' | larger than streamc's limit of 1024 KiB"
+        "E206: cannot read hooks module 'hooks.py' | larger than streamc's limit of 4 MiB"
     )
     big = tmp_path / "big.sdl"
-    big.write_text("#" * (CAP + 1))
+    big.write_text("#" * (MAX_SDL_BYTES + 1))
     [diagnostic] = load(big).diagnostics
     assert (diagnostic.code, diagnostic.message) == (
         "E100",
-        "cannot read file: larger than streamc's limit of 1024 KiB",
+        "cannot read file: larger than streamc's limit of 32 MiB",
     )
