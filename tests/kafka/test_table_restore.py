@@ -230,3 +230,19 @@ async def test_a_state_dir_restores_from_its_checkpoint_then_the_changelog_tail(
     assert published == exact(first + second + third)
     assert changelog_totals(await read_to_end(fresh_broker, CHANGELOG)) == published
     await stop(worker)
+
+
+async def test_a_changelog_with_fewer_partitions_than_the_table_stops_the_worker(
+    fresh_broker: Broker, workers: list[Worker], tmp_path: Path
+) -> None:
+    """Left from a version of the app whose table had fewer partitions: the restore of a
+    partition the changelog lacks fails the worker, instead of leaving it waiting for ever."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=fresh_broker.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(ORDERS, PARTITIONS, 1), NewTopic(CHANGELOG, 2, 1)])
+    finally:
+        await admin.close()
+    worker = start_worker(workers, fresh_broker, tmp_path / "counts.log")
+    assert worker.wait(60) == 1, worker.tail()
+    assert re.search(rf"topic '{CHANGELOG}' has no partition [23] \(it has 2\)", worker.text())
