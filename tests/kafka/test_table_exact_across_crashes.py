@@ -20,6 +20,7 @@ import asyncio
 import os
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ from tablekit import (
     Totals,
     changelog_totals,
     exact,
+    high_watermarks,
     joined,
     make_orders,
     produce_orders,
@@ -60,9 +62,10 @@ def rng() -> random.Random:
 
 
 @pytest.fixture
-def workers() -> list[Worker]:
+def workers() -> Iterator[list[Worker]]:
+    """Every worker a test starts, terminated at teardown whatever happened."""
     started: list[Worker] = []
-    yield started  # type: ignore[misc]
+    yield started
     for w in started:
         w.stop()
 
@@ -89,11 +92,14 @@ async def assert_restores_exact(
     orders: list[Order],
     progress: Progress,
 ) -> None:
-    """A fresh worker restores the table, then counts one more order per account on top."""
+    """A fresh worker restores the table, to the changelog's end, then counts one more order
+    per account on top."""
+    ends = await high_watermarks(broker, CHANGELOG)
     worker = start_worker(workers, broker, log, state_dir)
     await joined(worker)
     done = await restored(worker, within=60)
     print(f"final restore: {done}")
+    assert {q: end for q, (_, end) in done.items()} == ends
     probes = [Order(f"probe-{a}", a, 0.25) for a in sorted({o.account_id for o in orders})]
     placed = await produce_orders(broker, probes)
     await progress.wait_done(placed)

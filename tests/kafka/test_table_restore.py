@@ -14,6 +14,7 @@ import random
 import re
 import shutil
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,9 +52,10 @@ _RESTORING = re.compile(r"restoring table totals_by_account\[(\d+)\] from \S+ at
 
 
 @pytest.fixture
-def workers() -> list[Worker]:
+def workers() -> Iterator[list[Worker]]:
+    """Every worker a test starts, terminated at teardown whatever happened."""
     started: list[Worker] = []
-    yield started  # type: ignore[misc]
+    yield started
     for w in started:
         w.stop()
 
