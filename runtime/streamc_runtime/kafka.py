@@ -861,7 +861,15 @@ class KafkaTransport:
         """One partition from `start` to its end, by a consumer of its own outside the group
         (assign and seek, nothing committed). The end is the high watermark of the fetches,
         not `end_offsets()` (wrong on Tansu: tansu.md); a partition written meanwhile is read
-        to the watermark of the latest fetch."""
+        to the watermark of the latest fetch. A partition the topic does not have is an error:
+        a consumer assigned to it would wait for it for ever."""
+        count = self._partitions.get(topic)
+        if count is None or partition >= count:
+            count = (await self._describe([topic])).get(topic)
+        if count is None or partition >= count:
+            raise KafkaTransportError(
+                f"topic {topic!r} has no partition {partition} (it has {count or 0})"
+            )
         tp = TopicPartition(topic, partition)
         consumer = AIOKafkaConsumer(
             **self.settings.client_kwargs(),
@@ -872,8 +880,8 @@ class KafkaTransport:
             max_partition_fetch_bytes=self.settings.max_partition_fetch_bytes,
             fetch_max_bytes=self.settings.fetch_max_bytes,
         )
-        await consumer.start()
         try:
+            await consumer.start()  # (cancelled in here, it must still be stopped)
             consumer.assign([tp])
             consumer.seek(tp, start)
             while True:
