@@ -43,13 +43,14 @@ class TableInfo:
 
 
 def check_table(c: _Checker, decl: ast.TableDecl) -> None:
-    from .checker import KEY_TYPES, MAX_PARTITIONS
+    from .check_topology import MAX_PARTITIONS
+    from .checker import KEY_TYPES
 
     name = decl.name.text
     record = c.resolve_type(decl.value_type, "topic")
     if record is not None and not isinstance(record, ir.RecordType):
         c.error(decl.value_type.span, "E314", f"a table's value cannot be {record}",
-                ["a table holds one record per key, such as `table totals: Totals key str`"])  # fmt: skip
+                ["a table holds one record per key: `table totals: Totals key str`"])  # fmt: skip
         record = None
     key: ir.Type | None = None
     partitions: int | None = None
@@ -69,7 +70,8 @@ def check_table(c: _Checker, decl: ast.TableDecl) -> None:
                 key = None
         elif not 1 <= opt.count.value <= MAX_PARTITIONS:
             c.error(opt.count.span, "E306",
-                    f"a table needs 1 to {MAX_PARTITIONS:,} partitions, found {opt.count.value:,}")  # fmt: skip
+                    f"a table needs 1 to {MAX_PARTITIONS:,} partitions, found "
+                    f"{opt.count.value:,}")  # fmt: skip
         else:
             partitions = opt.count.value
     if ast.TopicKey not in seen:
@@ -96,7 +98,9 @@ def check_table(c: _Checker, decl: ast.TableDecl) -> None:
     c.tables[name] = TableInfo(name, decl.name.span, key, record, partitions)
 
 
-def op_aggregate(c: _Checker, op: ast.AggregateOp, s: _Stream, agent: ast.AgentDecl) -> ir.Op | None:
+def op_aggregate(
+    c: _Checker, op: ast.AggregateOp, s: _Stream, agent: ast.AgentDecl
+) -> ir.Op | None:
     ref = op.table
     info = c.tables.get(ref.text)
     if info is None:
@@ -199,22 +203,26 @@ def _check_fields(c: _Checker, op: ast.AggregateOp, info: TableInfo | None,
             quoted = [f"'{m}'" for m in missing]
             listed = " and ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1
                                   else quoted)  # fmt: skip
-            c.error(op.span, "E216", f"aggregate leaves {listed} of table {info.name} unassigned",
+            c.error(op.span, "E216",
+                    f"aggregate leaves {listed} of table {info.name} unassigned",
                     [f"assign every field of {info.record.name} that has no default, such as "
                      f"`{missing[0]} = last({missing[0]})`"])  # fmt: skip
             ok = False
     return tuple(out) if ok and known else None
 
 
-def _check_value(c: _Checker, f: ast.AggField, target: ir.Field | None,
-                 record: ir.RecordType | None, key: ir.Type | None) -> ir.Accumulate | None:  # fmt: skip
+def _check_value(
+    c: _Checker, f: ast.AggField, target: ir.Field | None, record: ir.RecordType | None,
+    key: ir.Type | None,
+) -> ir.Accumulate | None:
     value = f.value
     field_type = None if target is None else target.type
     if isinstance(value, ast.AggKey):
         if key is None or field_type is None:
             return None
         if not _fits(key, field_type):
-            return _misfit(c, value.span, f.name.text, "key", key, field_type)
+            _misfit(c, value.span, f.name.text, "key", key, field_type)
+            return None
         return ir.Accumulate(f.name.text, "key", None, None, None, key, field_type)
     word = value.func.text
     if word not in FUNCTIONS:
@@ -237,7 +245,8 @@ def _check_value(c: _Checker, f: ast.AggField, target: ir.Field | None,
         if field_type is None:
             return None
         if not _fits(ir.INT, field_type):
-            return _misfit(c, value.span, f.name.text, "count()", ir.INT, field_type)
+            _misfit(c, value.span, f.name.text, "count()", ir.INT, field_type)
+            return None
         return ir.Accumulate(f.name.text, "count", None, None, None, ir.INT, field_type)
     arg = value.args[0]
     if isinstance(arg, ast.ListLit):
@@ -258,15 +267,18 @@ def _check_value(c: _Checker, f: ast.AggField, target: ir.Field | None,
         result = ir.INT
     elif word == "sum":
         if base not in _NUMERIC:
-            return _bad_arg(c, arg.span, word, "a number", t)
+            _bad_arg(c, arg.span, word, "a number", t)
+            return None
         result = base
     elif word == "avg":
         if base not in _NUMERIC:
-            return _bad_arg(c, arg.span, word, "a number", t)
+            _bad_arg(c, arg.span, word, "a number", t)
+            return None
         result = ir.OptionalType(ir.FLOAT) if optional else ir.FLOAT
     elif word in ("min", "max"):
         if base not in _ORDERED:
-            return _bad_arg(c, arg.span, word, "a number or a str", t)
+            _bad_arg(c, arg.span, word, "a number or a str", t)
+            return None
         result = t
     else:  # first, last
         result = t
@@ -274,7 +286,8 @@ def _check_value(c: _Checker, f: ast.AggField, target: ir.Field | None,
         return None
     text = f"{word}({c.module.text[arg.span.start : arg.span.end]})"
     if not _fits(result, field_type):
-        return _misfit(c, value.span, f.name.text, text, result, field_type)
+        _misfit(c, value.span, f.name.text, text, result, field_type)
+        return None
     kind: ir.AggKind = "count_expr" if word == "count" else word  # type: ignore[assignment]
     return ir.Accumulate(f.name.text, kind, expr, None, None, result, field_type)
 
@@ -372,10 +385,11 @@ _USAGE = {
 def unfilled_tables(c: _Checker) -> list[Diagnostic]:
     """W503 for each table no `aggregate` fills (it would hold nothing)."""
     return [
-        Diagnostic.warning(c.module.filename, info.span, "W503",
-                           f"table {info.name} is declared but no aggregate fills it",
-                           [f"fill it with `| aggregate {info.name} {{ ... }}` in an agent, "
-                            "or remove it"])  # fmt: skip
+        Diagnostic.warning(
+            c.module.filename, info.span, "W503",
+            f"table {info.name} is declared but no aggregate fills it",
+            [f"fill it with `| aggregate {info.name} {{ ... }}` in an agent, or remove it"],
+        )
         for info in c.tables.values()
         if info.filled_at is None
     ]

@@ -121,10 +121,11 @@ def positions_topics(topics: list[ir.Topic], agents: tuple[ir.Agent, ...]) -> se
                 reading = (op.topic,)
     # Walk back from the aggregations' inputs along the writes.
     fed_by: dict[str, list[str]] = {name: [] for name in feeds}
-    for source, targets in feeds.items():
-        for target in targets:
+    for source, written_to in feeds.items():
+        for target in written_to:
             fed_by[target].append(source)
-    reach, todo = set(into), list(into)
+    reach: set[str] = set(into)
+    todo = list(into)
     while todo:
         for source in fed_by[todo.pop()]:
             if source not in reach:

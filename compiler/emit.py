@@ -123,7 +123,9 @@ class _Shaper:
         self.hook_names = {h.name: names.claim(h.name) for h in program.hooks}
         self.aggregates = {op.table: op for a in program.agents for op in a.ops
                            if isinstance(op, ir.Aggregate)}  # fmt: skip
-        self.state_names = {t.name: names.claim(_camel(t.name) + "State") for t in program.tables}
+        self.state_names = {
+            t.name: names.claim(_camel(t.name) + "State") for t in program.tables
+        }
         self.imported_names = frozenset(names.taken)
         topic_names = Namer(set(self.record_names.values()) | {"app"})
         topic_names.reserve(*self.state_names.values())
@@ -252,8 +254,9 @@ class _Shaper:
             layout,
         )  # fmt: skip
 
-    def aggregate_functions(self, op: ir.Aggregate, element: ir.Type, local: Namer,
-                            used_hooks: set[str]) -> tuple[str, str, list[FunctionView], bool]:  # fmt: skip
+    def aggregate_functions(
+        self, op: ir.Aggregate, element: ir.Type, local: Namer, used_hooks: set[str]
+    ) -> tuple[str, str, list[FunctionView], bool]:
         """The fold and row functions of an aggregate, their names, and whether the fold
         needs `isawaitable` (a reduce hook whose result may or may not be awaitable)."""
         table = self.program.table(op.table)
