@@ -177,6 +177,16 @@ class TopicDecl:
 
 
 @dataclass(frozen=True, slots=True)
+class TableDecl:
+    """`table totals: AccountTotals key str partitions 4`."""
+
+    name: Name
+    value_type: TypeExpr
+    options: tuple[TopicKey | TopicPartitions, ...]  # as written; the checker finds duplicates
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class HookSig:
     name: Name
     params: tuple[TypeExpr, ...]
@@ -275,9 +285,41 @@ class SinkOp:
     span: Span
 
 
+@dataclass(frozen=True, slots=True)
+class AggKey:
+    """`key`: the stream's current key."""
+
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class AggCall:
+    """`count()`, `sum(amount)`, `reduce(longest, "")`: a function name the checker resolves."""
+
+    func: Name
+    args: tuple[Expr | ListLit, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class AggField:
+    """`orders = count()`: one field of the table's record and what fills it."""
+
+    name: Name
+    value: AggKey | AggCall
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateOp:
+    table: Name
+    fields: tuple[AggField, ...]
+    span: Span
+
+
 Op = (
     ProcessOp | GroupByOp | TakeOp | EnumerateOp | ThroughOp | EchoOp | ItemsOp | EventsOp
-    | WhereOp | FilterOp | ToOp | SinkOp
+    | WhereOp | FilterOp | ToOp | SinkOp | AggregateOp
 )  # fmt: skip
 
 
@@ -302,7 +344,7 @@ class AgentDecl:
         return self.source.span.to(self.ops[-1].span) if self.ops else self.source.span
 
 
-Decl = AppDecl | RecordDecl | TopicDecl | HooksDecl | AgentDecl
+Decl = AppDecl | RecordDecl | TopicDecl | HooksDecl | TableDecl | AgentDecl
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,8 @@ Kafka's limits rather than the language's:
   (the checker calls `kafka_name_problem` and `MAX_PARTITIONS` where it makes each name);
 - W501: agents that write a topic they read, directly or through other agents: on Kafka each
   message that goes round comes back forever;
+- `positions_topics`: the topics the program writes on a path into an `aggregate`, whose
+  forwards must carry their source positions (docs/language.md, "Tables and aggregations");
 - W502: two topic names that differ only by `.` against `_`: Kafka's metric names write both
   as `_`, and Kafka refuses to create the second topic once the first exists.
 
@@ -88,6 +90,48 @@ def _walk(module: ast.Module, program: ir.Program) -> tuple[dict[str, Span], lis
             if isinstance(op, ir.GroupBy | ir.Through):
                 reading = (op.topic,)
     return spans, writes
+
+
+def positions_topics(topics: list[ir.Topic], agents: tuple[ir.Agent, ...]) -> set[str]:
+    """The topics the program writes from which messages reach an `aggregate` step.
+
+    An aggregation skips input it has applied by the position of the message that entered the
+    program: a message the program wrote on the way (a repartition, a `through`, a `to` that
+    another agent reads) must carry that position in a header, or a replay after a crash would
+    count twice. Topics only outside producers write never need it.
+    """
+    feeds: dict[str, set[str]] = {t.name: set() for t in topics}  # topic -> topics it writes
+    written: set[str] = set()
+    into: set[str] = set()  # the topics aggregate steps read
+    for agent in agents:
+        reading: tuple[str, ...] = agent.sources
+        for op in agent.ops:
+            targets: tuple[str, ...] = ()
+            if isinstance(op, ir.GroupBy | ir.Through | ir.To):
+                targets = (op.topic,)
+            elif isinstance(op, ir.Echo):
+                targets = op.topics
+            elif isinstance(op, ir.Aggregate):
+                into.update(reading)
+            for target in targets:
+                written.add(target)
+                for source in reading:
+                    feeds[source].add(target)
+            if isinstance(op, ir.GroupBy | ir.Through):
+                reading = (op.topic,)
+    # Walk back from the aggregations' inputs along the writes.
+    fed_by: dict[str, list[str]] = {name: [] for name in feeds}
+    for source, written_to in feeds.items():
+        for target in written_to:
+            fed_by[target].append(source)
+    reach: set[str] = set(into)
+    todo = list(into)
+    while todo:
+        for source in fed_by[todo.pop()]:
+            if source not in reach:
+                reach.add(source)
+                todo.append(source)
+    return reach & written
 
 
 def _cycles(filename: str, program: ir.Program, writes: list[_Write]) -> list[Diagnostic]:

@@ -12,6 +12,7 @@ The rules, in the order a pipeline meets them, are documented in docs/language.m
 from __future__ import annotations
 
 import ast as pyast
+import dataclasses
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TypeVar, cast
 
-from . import ast, check_hooks, ir
+from . import ast, check_hooks, check_state, ir
 from .check_topology import (
     KAFKA_NAME_RULE,
     MAX_PARTITIONS,
     check_topology,
     kafka_name_problem,
+    positions_topics,
 )
 from .diagnostics import Diagnostic, Note, Span, closest, did_you_mean
 from .gcpause import gc_paused
@@ -73,7 +75,7 @@ def check(
     if checker.diagnostics:
         return CheckResult(None, tuple(sorted(set(checker.diagnostics), key=Diagnostic.sort_key)))
     assert program is not None
-    warnings = check_topology(module, program)
+    warnings = check_topology(module, program) + check_state.unfilled_tables(checker)
     return CheckResult(program, tuple(sorted(set(warnings), key=Diagnostic.sort_key)))
 
 
@@ -87,6 +89,7 @@ class _Stream:
     partitions: int
     mode: str = "stream"  # "stream", "items", "events", or "done" after `to`/`sink`
     mode_op: str = ""  # the operation that set the mode, for messages
+    inputs: tuple[int, ...] = ()  # the partition counts of the topics the current step reads
 
 
 @dataclass
@@ -138,6 +141,7 @@ class _Checker:
         default_factory=dict
     )  # by hooks path: what its names are bound to, its lines, its name as shown
     kafka_spans: dict[str, Span] = field(default_factory=dict)  # where each name is claimed
+    tables: dict[str, check_state.TableInfo] = field(default_factory=dict)  # by name
     by_kafka_name: dict[str, _TopicInfo] | None = None  # see declared_by_kafka_name
     # One copy of each equal immutable IR part that agents repeat (field references, source
     # lists, types): 100,000 agents reading `amount` need not hold 100,000 equal objects.
@@ -174,6 +178,9 @@ class _Checker:
         for decl in decls:
             if isinstance(decl, ast.TopicDecl):
                 self.check_topic(decl)
+        for decl in decls:
+            if isinstance(decl, ast.TableDecl):
+                check_state.check_table(self, decl)
         dlq = f"{self.app}-dlq"
         self.kafka_names[dlq] = "<dead-letter topic>"
         apps = [d for d in decls if isinstance(d, ast.AppDecl)]
@@ -204,6 +211,11 @@ class _Checker:
         topics = [t.topic for t in self.topics.values()]
         topics += [t.topic for t in self.implicit.values()]
         topics += [t.topic for t in self.repartition.values()]
+        tables = tuple(t.table for t in self.tables.values() if t.table is not None)
+        agents_ir = tuple(agents)
+        marked = positions_topics(topics, agents_ir)
+        topics = [dataclasses.replace(t, positions=True) if t.name in marked else t
+                  for t in topics]  # fmt: skip
         hooks = tuple(
             ir.Hook(
                 name,
@@ -222,7 +234,8 @@ class _Checker:
             topics=tuple(topics),
             hook_modules=tuple(self.hook_modules),
             hooks=hooks,
-            agents=tuple(agents),
+            agents=agents_ir,
+            tables=tables,
         )
 
     def check_app(self, apps: list[ast.AppDecl]) -> None:
@@ -743,12 +756,11 @@ class _Checker:
     def find_topic(self, ref: ast.Name) -> _TopicInfo | None:
         info = self.topics.get(ref.text)
         if info is None:
-            self.error(
-                ref.span,
-                "E203",
-                f"unknown topic '{ref.text}'",
-                did_you_mean(ref.text, self.topics),
-            )
+            hints = list(did_you_mean(ref.text, self.topics))
+            if ref.text in self.tables:
+                hints.append(f"'{ref.text}' is a table: its rows come out of its `aggregate` "
+                             "step, which a `to` can follow")  # fmt: skip
+            self.error(ref.span, "E203", f"unknown topic '{ref.text}'", hints)
         return info
 
     def find_hook(self, ref: ast.Name) -> _HookInfo | None:
@@ -797,6 +809,7 @@ class _Checker:
             key=None if unknown or first is None else first.key_type,
             topic=".".join(s.topic.name for s in sources),
             partitions=max((s.topic.partitions for s in sources), default=1),
+            inputs=tuple(s.topic.partitions for s in sources),
         )
         input_elem, input_key = stream.elem, stream.key
         ops: list[ir.Op] = []
@@ -964,7 +977,7 @@ class _Checker:
             self.kafka_names[name] = f"the repartition topic of agent {agent.name.text}"
             self.kafka_spans[name] = op.span
             self.repartition[name] = _TopicInfo(topic, None)
-        s.key, s.topic = key, name
+        s.key, s.topic, s.inputs = key, name, (s.partitions,)
         return ir.GroupBy(path, hook_name, name, s.elem, key)
 
     def lose(self, s: _Stream) -> ir.Op | None:
@@ -1087,7 +1100,7 @@ class _Checker:
         topic = self.target(op.topic, s, "through")
         if topic is None or s.elem is None or s.key is None:
             return None
-        s.topic, s.partitions = topic.name, topic.partitions
+        s.topic, s.partitions, s.inputs = topic.name, topic.partitions, (topic.partitions,)
         return ir.Through(topic.name, s.elem, s.key)
 
     def op_echo(self, op: ast.EchoOp, s: _Stream, agent: ast.AgentDecl) -> ir.Op | None:
@@ -1467,13 +1480,14 @@ _HANDLERS: dict[
     ast.FilterOp: _Checker.op_filter,  # type: ignore[dict-item]
     ast.ToOp: _Checker.op_to,  # type: ignore[dict-item]
     ast.SinkOp: _Checker.op_sink,  # type: ignore[dict-item]
+    ast.AggregateOp: check_state.op_aggregate,  # type: ignore[dict-item]
 }
 
 _OP_WORDS = {
     ast.ProcessOp: "process", ast.GroupByOp: "group_by", ast.TakeOp: "take",
     ast.EnumerateOp: "enumerate", ast.ThroughOp: "through", ast.EchoOp: "echo",
     ast.ItemsOp: "items", ast.EventsOp: "events", ast.WhereOp: "where", ast.FilterOp: "filter",
-    ast.ToOp: "to", ast.SinkOp: "sink",
+    ast.ToOp: "to", ast.SinkOp: "sink", ast.AggregateOp: "aggregate",
 }  # fmt: skip
 
 

@@ -51,6 +51,10 @@ CODES: dict[str, str] = {
     "E210": "invalid Kafka topic name",
     "E211": "invalid hooks module path",
     "E212": "hooks import a local module that cannot be shipped",
+    "E213": "unknown table",
+    "E214": "unknown aggregate function",
+    "E215": "table filled by more than one aggregate",
+    "E216": "table field left unassigned",
     "E301": "topic type does not match the stream",
     "E302": "joined topics carry different types",
     "E303": "invalid key type",
@@ -67,6 +71,9 @@ CODES: dict[str, str] = {
     "E314": "type not allowed here",
     "E315": "wrong number of type arguments",
     "E316": "hook annotations contradict the declaration",
+    "E317": "aggregate does not fit its table field",
+    "E318": "stream key does not match the table key",
+    "E319": "aggregation input not partitioned like its table",
     "E401": "test file is not valid YAML",
     "E402": "unknown or misplaced field in a test file",
     "E403": "unknown topic in a test file",
@@ -76,6 +83,7 @@ CODES: dict[str, str] = {
     "E407": "invalid setting in a test file",
     "W501": "agents write a topic they read: an endless loop",
     "W502": "Kafka topic names that collide in Kafka's metrics",
+    "W503": "table that no aggregate fills",
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import multiprocessing as mp
 import os
+import re
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -64,6 +65,15 @@ class HelperView:
 
 
 @dataclass(frozen=True)
+class FunctionView:
+    """A module-level function of several statements: an aggregate's fold or row."""
+
+    header: str  # `def fold_totals(state: TotalsState, order: Order) -> TotalsState:`
+    doc: str | None
+    body: tuple[str, ...]  # statements, indented relative to the body
+
+
+@dataclass(frozen=True)
 class AgentView:
     module: str
     function: str
@@ -77,6 +87,8 @@ class AgentView:
     helpers: tuple[HelperView, ...]
     loop: tuple[str, ...]  # the `async for` header, already laid out as black would
     body: str
+    functions: tuple[FunctionView, ...] = ()
+    std_imports: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,7 @@ class PackageView:
     hook_modules: tuple[str, ...]
     dlq_topic: str
     helper_modules: tuple[str, ...] = ()  # local modules the hooks import, in hooks/_local
+    tables: tuple[TopicView, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,9 +121,17 @@ class _Shaper:
         names = Namer()
         self.record_names = {r.name: names.claim(r.name) for r in program.records}
         self.hook_names = {h.name: names.claim(h.name) for h in program.hooks}
+        self.aggregates = {op.table: op for a in program.agents for op in a.ops
+                           if isinstance(op, ir.Aggregate)}  # fmt: skip
+        self.state_names = {
+            t.name: names.claim(_camel(t.name) + "State") for t in program.tables
+        }
         self.imported_names = frozenset(names.taken)
         topic_names = Namer(set(self.record_names.values()) | {"app"})
+        topic_names.reserve(*self.state_names.values())
         self.topic_attrs = {t.name: topic_names.claim(t.name) for t in program.topics}
+        # Tables share the topics' namespace in the source, and their module in the package.
+        self.table_attrs = {t.name: topic_names.claim(t.name) for t in program.tables}
         module_names = Namer({"__init__"}, unsafe=KEYWORDS)
         self.hook_modules = {m.module: module_names.claim(m.module) for m in program.hook_modules}
         # A field may not shadow a name its class body uses later in an annotation or default.
@@ -201,10 +222,153 @@ class _Shaper:
         ]
         if topic.kind == "repartition":
             args.append("internal=True")
+        if topic.positions:
+            args.append("positions=True")
         return TopicView(
             comment=doc_text(comment),
             lines=call_lines(f"{self.topic_attrs[topic.name]} = app.topic", args),
         )
+
+    # -- tables --------------------------------------------------------------------------
+
+    def table(self, table: ir.Table) -> TopicView:
+        args = [
+            py_literal(table.name),
+            f"key_type={self.annotation(table.key_type)}",
+            f"value_type={self.annotation(table.value_type)}",
+            f"state_type={self.state_names[table.name]}",
+            f"partitions={table.partitions}",
+        ]
+        return TopicView(
+            comment=doc_text(f"table {table.name}, changelog {table.changelog}"),
+            lines=call_lines(f"{self.table_attrs[table.name]} = app.table", args),
+        )
+
+    def state(self, table: ir.Table) -> tuple[RecordView, _State]:
+        """The record of a table's accumulators, and where each clause keeps them."""
+        layout = _State(self, self.aggregates[table.name])
+        return (
+            RecordView(self.state_names[table.name],
+                       doc_text(f"The accumulators of table {table.name}: "
+                                f"{self.aggregates[table.name].text}"), layout.fields),
+            layout,
+        )  # fmt: skip
+
+    def aggregate_functions(
+        self, op: ir.Aggregate, element: ir.Type, local: Namer, used_hooks: set[str]
+    ) -> tuple[str, str, list[FunctionView], bool]:
+        """The fold and row functions of an aggregate, their names, and whether the fold
+        needs `isawaitable` (a reduce hook whose result may or may not be awaitable)."""
+        table = self.program.table(op.table)
+        state_class = self.state_names[table.name]
+        _, layout = self.state(table)
+        fold_name = local.claim(f"fold_{op.table}")
+        row_name = local.claim(f"row_{op.table}")
+        scope = Namer(set(local.taken))
+        state = scope.claim("state")
+        param = local_param(element, scope)
+        body: list[str] = []
+        is_async = needs_isawaitable = False
+        for acc in op.fields:
+            attr = layout.attrs.get(acc.field, "")
+            value = "" if acc.expr is None else self.expression(acc.expr, param, element)
+            optional = acc.expr is not None and isinstance(acc.expr.type, ir.OptionalType)
+            simple = _PLAIN_PATH.fullmatch(value) is not None
+            # An expression used twice, or tested for null, is computed once into a local,
+            # unless it is a plain field path (which mypy narrows as it is).
+            if (optional or acc.kind in ("min", "max")) and not simple and acc.kind not in (
+                "first", "last"
+            ):
+                name = scope.claim(acc.field)
+                body.append(f"{name} = {value}")
+                value = name
+            target = f"{state}.{attr}"
+            match acc.kind:
+                case "count" | "count_expr":
+                    if optional:
+                        body += [f"if {value} is not None:", f"    {target} += 1"]
+                    else:
+                        body.append(f"{target} += 1")
+                case "sum":
+                    if optional:
+                        body += [f"if {value} is not None:", f"    {target} += {value}"]
+                    else:
+                        body.append(f"{target} += {value}")
+                case "avg":
+                    total, count = layout.hidden[acc.field]
+                    lines = [f"{state}.{total} += {value}", f"{state}.{count} += 1"]
+                    if optional:
+                        lines = [f"if {value} is not None:", *(f"    {x}" for x in lines)]
+                    body += lines
+                case "min" | "max":
+                    cmp = "<" if acc.kind == "min" else ">"
+                    test = f"{target} is None or {value} {cmp} {target}"
+                    if optional:
+                        test = f"{value} is not None and ({test})"
+                    body += [f"if {test}:", f"    {target} = {value}"]
+                case "first":
+                    if optional:
+                        (seen,) = layout.hidden[acc.field]
+                        body += [f"if not {state}.{seen}:", f"    {target} = {value}",
+                                 f"    {state}.{seen} = True"]  # fmt: skip
+                    else:
+                        body += [f"if {target} is None:", f"    {target} = {value}"]
+                case "last":
+                    body.append(f"{target} = {value}")
+                case "reduce":
+                    assert acc.hook is not None
+                    used_hooks.add(acc.hook)
+                    hook = self.program.hook(acc.hook)
+                    call = f"{self.hook_names[acc.hook]}({target}, {param})"
+                    if hook.call_proven and hook.is_async:
+                        is_async = True
+                        body.append(f"{target} = await {call}")
+                    elif hook.call_proven:
+                        body.append(f"{target} = {call}")
+                    else:
+                        # A plain `def` may hand back an awaitable (a decorator wrapping an
+                        # `async def`): awaited when it is one, as the runtime does for hooks.
+                        is_async = needs_isawaitable = True
+                        result = scope.claim(acc.field)
+                        body += [f"{result} = {call}",
+                                 f"{target} = await {result} if isawaitable({result}) else "
+                                 f"{result}"]  # fmt: skip
+        body.append(f"return {state}")
+        header = (f"{'async ' if is_async else ''}def {fold_name}({state}: {state_class}, "
+                  f"{param}: {self.annotation(element)}) -> {state_class}:")  # fmt: skip
+        fold = FunctionView(header, doc_text(op.text), tuple(body))
+
+        row_scope = Namer(set(local.taken))
+        key, state = row_scope.claim("key"), row_scope.claim("state")
+        record = self.program.record(table.value_type.name)
+        attrs = self.field_attrs(record)
+        args: list[str] = []
+        unset: list[str] = []
+        for acc in op.fields:
+            attr = layout.attrs.get(acc.field, "")
+            match acc.kind:
+                case "key":
+                    value = key
+                case "avg":
+                    total, count = layout.hidden[acc.field]
+                    value = f"{state}.{total} / {state}.{count}"
+                    if isinstance(acc.field_type, ir.OptionalType):
+                        value += f" if {state}.{count} else None"
+                case _:
+                    value = f"{state}.{attr}"
+                    if layout.nullable(acc) and not isinstance(acc.field_type, ir.OptionalType):
+                        unset.append(f"{value} is not None")
+            args.append(f"{attrs[acc.field]}={value}")
+        row_body: list[str] = []
+        if unset:
+            # Set by the first fold of the key: a row is only made after one.
+            row_body.append(f"assert {' and '.join(unset)}")
+        row_body.append(f"return {self.record_names[record.name]}({', '.join(args)})")
+        row_header = (f"def {row_name}({key}: {self.annotation(table.key_type)}, "
+                      f"{state}: {state_class}) -> {self.record_names[record.name]}:")  # fmt: skip
+        row = FunctionView(row_header, doc_text(f"A new row of table {table.name}."),
+                           tuple(row_body))  # fmt: skip
+        return fold_name, row_name, [fold, row], needs_isawaitable
 
     # -- agents --------------------------------------------------------------------------
 
@@ -215,8 +379,11 @@ class _Shaper:
         chain: list[str] = []
         used_hooks: set[str] = set()
         types_seen: list[ir.Type] = [agent.input]
+        state_types: set[str] = set()
         element = agent.input
         sink: ir.Sink | None = None
+        functions: list[FunctionView] = []
+        std_imports: list[str] = []
 
         def returns(hook: str) -> str:
             """The hook's declared result type, which the runtime checks every result against."""
@@ -293,6 +460,17 @@ class _Shaper:
                 case ir.Sink():
                     sink = op
                     used_hooks.add(op.hook)
+                case ir.Aggregate(table=table):
+                    fold, row, made, awaits = self.aggregate_functions(
+                        op, element, local, used_hooks
+                    )
+                    functions += made
+                    if awaits and not std_imports:
+                        std_imports.append("from inspect import isawaitable")
+                    state_types.add(self.state_names[table])
+                    chain.append(
+                        f"aggregate(topics.{self.table_attrs[table]}, fold={fold}, row={row})"
+                    )
             element = op.out
             types_seen.append(element)
 
@@ -323,7 +501,7 @@ class _Shaper:
             hook_module = self.hook_modules[self.program.hook(hook_name).module]
             hook_imports.setdefault(hook_module, []).append(spelled)
 
-        records: set[str] = set()
+        records: set[str] = set(state_types)
         for t in types_seen:
             records |= self.records_in(t)
         annotations = " ".join(self.annotation(t) for t in types_seen)
@@ -350,6 +528,8 @@ class _Shaper:
             helpers=tuple(helpers),
             loop=loop_layout(target, chain),
             body=body,
+            functions=tuple(functions),
+            std_imports=tuple(std_imports),
         )
 
     # -- expressions ---------------------------------------------------------------------
@@ -496,6 +676,62 @@ def _record_name(t: ir.Type) -> str:
     return t.name
 
 
+_PLAIN_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+
+
+def _camel(name: str) -> str:
+    """`totals_by_account` -> `TotalsByAccount`, for a table's state record."""
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part) or "Table"
+
+
+class _State:
+    """The fields of a table's state record: one per clause that accumulates (not `key`),
+    plus hidden ones: avg keeps `<field>_sum` and `<field>_count`, first of an optional
+    expression `<field>_seen` (a null first value is a value)."""
+
+    def __init__(self, shaper: _Shaper, op: ir.Aggregate) -> None:
+        names = Namer(unsafe=shaper.field_unsafe)
+        self.attrs: dict[str, str] = {}
+        self.hidden: dict[str, tuple[str, ...]] = {}
+        for acc in op.fields:
+            if acc.kind not in ("key", "avg"):
+                self.attrs[acc.field] = names.claim(acc.field)
+        fields: list[FieldView] = []
+        for acc in op.fields:
+            attr = self.attrs.get(acc.field, "")
+            base = acc.type.inner if isinstance(acc.type, ir.OptionalType) else acc.type
+            if acc.kind in ("count", "count_expr", "sum"):
+                numeric = acc.field_type.inner if isinstance(acc.field_type, ir.OptionalType) \
+                    else acc.field_type  # fmt: skip
+                zero = "0.0" if numeric == ir.FLOAT else "0"
+                fields.append(FieldView(attr, shaper.annotation(numeric), zero))
+            elif acc.kind == "avg":
+                total, count = names.claim(f"{acc.field}_sum"), names.claim(f"{acc.field}_count")
+                self.hidden[acc.field] = (total, count)
+                fields += [FieldView(total, "float", "0.0"), FieldView(count, "int", "0")]
+            elif acc.kind in ("min", "max", "first", "last"):
+                fields.append(FieldView(attr, f"{shaper.annotation(base)} | None", "None"))
+                if acc.kind == "first" and isinstance(acc.type, ir.OptionalType):
+                    seen = names.claim(f"{acc.field}_seen")
+                    self.hidden[acc.field] = (seen,)
+                    fields.append(FieldView(seen, "bool", "False"))
+            elif acc.kind == "reduce":
+                assert acc.init is not None
+                init = acc.init.value
+                if isinstance(init, tuple):
+                    factory = f"lambda: {py_literal(init)}" if init else "list"
+                    value = f"msgspec.field(default_factory={factory})"
+                else:
+                    value = py_literal(init)
+                fields.append(FieldView(attr, shaper.annotation(acc.field_type), value))
+        self.fields = tuple(fields)
+
+    @staticmethod
+    def nullable(acc: ir.Accumulate) -> bool:
+        """Whether the state keeps this clause's value as `T | None` (None: nothing seen)."""
+        return acc.kind in ("min", "max", "first", "last")
+
+
 def _named_after(record: str, scope: Namer) -> str:
     """`order` for an Order; `value` when the record's name would need mangling."""
     wanted = snake(record)
@@ -583,6 +819,7 @@ def shape(program: ir.Program) -> PackageView:
     package = identifier(program.app).lower() + "_worker"
     modules = Namer({"__init__"})
     agents = tuple(shaper.agent(a, modules.claim(a.name)) for a in program.agents)
+    states = tuple(shaper.state(t)[0] for t in program.tables)
     return PackageView(
         app=py_literal(program.app),
         app_title=doc_text(program.app),
@@ -590,7 +827,7 @@ def shape(program: ir.Program) -> PackageView:
         distribution=package.replace("_", "-"),
         runtime_requirement=RUNTIME_REQUIREMENT,
         source_name=doc_text(program.source_name),
-        records=tuple(shaper.record(r) for r in program.records),
+        records=(*(shaper.record(r) for r in program.records), *states),
         topics=tuple(shaper.topic(t) for t in program.topics),
         topic_imports=import_lines(
             ".records",
@@ -599,7 +836,11 @@ def shape(program: ir.Program) -> PackageView:
                     *(
                         shaper.records_in(t.key_type) | shaper.records_in(t.value_type)
                         for t in program.topics
-                    )
+                    ),
+                    *(
+                        shaper.records_in(t.value_type) | {shaper.state_names[t.name]}
+                        for t in program.tables
+                    ),
                 )
             ),
         ),
@@ -607,6 +848,7 @@ def shape(program: ir.Program) -> PackageView:
         hook_modules=tuple(shaper.hook_modules[m.module] for m in program.hook_modules),
         dlq_topic=doc_text(f"{program.app}-dlq"),
         helper_modules=tuple(h.module for h in program.helper_modules),
+        tables=tuple(shaper.table(t) for t in program.tables),
     )
 
 

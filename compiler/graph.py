@@ -22,7 +22,7 @@ Format = Literal["mermaid", "dot"]
 class Node:
     id: str
     label: str
-    kind: Literal["topic", "internal", "dlq", "step", "sink"]
+    kind: Literal["topic", "internal", "dlq", "step", "sink", "table"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,8 @@ def describe(op: ir.Op) -> str:
             return f"to {topic}"
         case ir.Sink(hook=hook):
             return f"sink {hook}"
+        case ir.Aggregate(table=table):
+            return f"aggregate {table}"
     raise AssertionError(op)
 
 
@@ -85,6 +87,12 @@ def topology(program: ir.Program) -> Topology:
         node = Node(_node_id("topic", topic.name), topic.kafka_name, kind)
         topic_ids[topic.name] = graph.add(node)
     dlq = graph.add(Node("dlq", f"{program.app}-dlq", "dlq"))
+    for table in program.tables:
+        # A table, and the compacted changelog topic that holds it across restarts.
+        table_id = graph.add(Node(_node_id("table", table.name), f"table {table.name}", "table"))
+        changelog = graph.add(Node(_node_id("topic", table.changelog), table.changelog, "internal"))
+        topic_ids[f"table {table.name}"] = table_id
+        graph.edges.append(Edge(table_id, changelog, "changelog", dashed=True))
     for agent in program.agents:
         _AgentSteps(graph, agent, topic_ids, dlq).draw()
     return graph
@@ -117,6 +125,9 @@ class _AgentSteps:
                 case ir.Sink(hook=hook):
                     sink = self.graph.add(Node(_node_id("sink", hook), hook, "sink"))
                     self.graph.edges.append(Edge(self.step_id, sink))
+                case ir.Aggregate(table=table):
+                    table_id = self.topic_ids[f"table {table}"]
+                    self.graph.edges.append(Edge(self.step_id, table_id, "aggregate"))
         self.close_step(None)
 
     def close_step(self, writes: str | None) -> None:
@@ -150,6 +161,7 @@ def render(program: ir.Program, fmt: Format = "mermaid") -> str:
             "dlq": '[("{}")]',
             "step": '["{}"]',
             "sink": '>"{}"]',
+            "table": '[["{}"]]',
         }
         lines = ["flowchart LR"]
         for node in graph.nodes.values():
@@ -172,6 +184,7 @@ def render(program: ir.Program, fmt: Format = "mermaid") -> str:
         "dlq": "cylinder",
         "step": "box",
         "sink": "cds",
+        "table": "box3d",
     }
     lines = [f'digraph "{_dot_text(program.app)}" {{', "    rankdir=LR;"]
     for node in graph.nodes.values():

@@ -133,6 +133,19 @@ class Topic:
     value_type: Type
     partitions: int
     kind: TopicKind
+    # Forwards to it carry their source position: an `aggregate` reads what is written here.
+    positions: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A keyed table (`table` declaration); its changelog is `<app>-<name>-changelog`."""
+
+    name: str
+    key_type: Type
+    value_type: RecordType
+    partitions: int
+    changelog: str  # the changelog topic's Kafka name
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +314,37 @@ class Sink:
     key: Type
 
 
+AggKind = TypingLiteral[
+    "key", "count", "count_expr", "sum", "min", "max", "avg", "first", "last", "reduce"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Accumulate:
+    """One `field = AGG` of an `aggregate`. `type` is what the aggregate yields (optional for
+    min/max/avg of an optional expression and first/last of one); `field_type` the table
+    field's."""
+
+    field: str
+    kind: AggKind
+    expr: Expr | None  # count(EXPR), sum, min, max, avg, first, last
+    hook: str | None  # reduce
+    init: Default | None  # reduce
+    type: Type
+    field_type: Type
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    """Fold each element into its key's state in `table`; pass the updated row on."""
+
+    table: str
+    fields: tuple[Accumulate, ...]  # as written
+    text: str  # `totals { orders = count() }` as written, for docstrings and the graph
+    out: Type  # the table's record
+    key: Type
+
+
 Op = (
     Process
     | GroupBy
@@ -314,6 +358,7 @@ Op = (
     | Events
     | To
     | Sink
+    | Aggregate
 )
 
 
@@ -338,11 +383,18 @@ class Program:
     hooks: tuple[Hook, ...]
     agents: tuple[Agent, ...]  # in source order
     helper_modules: tuple[HelperModule, ...] = ()  # by module name
+    tables: tuple[Table, ...] = ()  # the tables an aggregate fills, in source order
 
     def topic(self, name: str) -> Topic:
         for topic in self.topics:
             if topic.name == name:
                 return topic
+        raise KeyError(name)
+
+    def table(self, name: str) -> Table:
+        for table in self.tables:
+            if table.name == name:
+                return table
         raise KeyError(name)
 
     def record(self, name: str) -> Record:

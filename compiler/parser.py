@@ -33,10 +33,10 @@ from .gcpause import gc_paused
 # of `and`) is one level however long.
 MAX_EXPR_DEPTH = 100
 
-DECL_KEYWORDS = ("app", "record", "topic", "hooks", "agent")
+DECL_KEYWORDS = ("app", "record", "topic", "hooks", "table", "agent")
 OP_KEYWORDS = (
     "process", "group_by", "take", "enumerate", "through", "echo", "items", "events", "where",
-    "filter", "to", "sink",
+    "filter", "to", "sink", "aggregate",
 )  # fmt: skip
 
 
@@ -275,12 +275,12 @@ def parse(text: str, filename: str) -> ast.Module:
 
 MAX_SYNTAX_ERRORS = 10
 _LONE_CR = re.compile(r"\r(?!\n)")
-_DECL_START = re.compile(r"^[ \t]*(?:app|record|topic|hooks|agent)\b", re.MULTILINE)
+_DECL_START = re.compile(r"^[ \t]*(?:app|record|topic|hooks|table|agent)\b", re.MULTILINE)
 
 
 # A line that starts a declaration: no indent, and a keyword followed by what it names. Stricter
 # than _DECL_START, which must also find declarations a broken one runs into.
-_NEW_DECL = re.compile(r'^(?:(?:app|record|topic|agent)[ \t]+[A-Za-z_`]|hooks[ \t]+")', re.M)
+_NEW_DECL = re.compile(r'^(?:(?:app|record|topic|table|agent)[ \t]+[A-Za-z_`]|hooks[ \t]+")', re.M)
 
 
 def _offset(text: str, line: int, col: int) -> int:
@@ -414,7 +414,8 @@ _ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r", "0": "\0"}
 _ESCAPE = re.compile(r"\\(.)")  # pairs from the left: an escaped backslash then `d`, not `\d`
 _TYPES = (ast.NamedType, ast.TupleTypeExpr)
 _OPS = (ast.ProcessOp, ast.GroupByOp, ast.TakeOp, ast.EnumerateOp, ast.ThroughOp, ast.EchoOp,
-        ast.ItemsOp, ast.EventsOp, ast.WhereOp, ast.FilterOp, ast.ToOp, ast.SinkOp)  # fmt: skip
+        ast.ItemsOp, ast.EventsOp, ast.WhereOp, ast.FilterOp, ast.ToOp, ast.SinkOp,
+        ast.AggregateOp)  # fmt: skip
 
 
 def _too_deep(span: Span, what: str) -> _AstError:
@@ -540,6 +541,13 @@ class _ToAst(Transformer[Token, Any]):
         return ast.TopicDecl(_name(children[1]), types[0] if types else None, options,
                              _cover(children))  # fmt: skip
 
+    def table_key(self, children: list[Any]) -> ast.TopicKey:
+        return ast.TopicKey(children[1], _cover(children))
+
+    def table_decl(self, children: list[Any]) -> ast.TableDecl:
+        options = _nodes(children, (ast.TopicKey, ast.TopicPartitions))
+        return ast.TableDecl(_name(children[1]), children[3], options, _cover(children))
+
     def hook_return(self, children: list[Any]) -> _Return:
         return _Return(children[1], _cover(children))
 
@@ -610,6 +618,20 @@ class _ToAst(Transformer[Token, Any]):
 
     def sink_op(self, children: list[Token]) -> ast.SinkOp:
         return ast.SinkOp(_name(children[1]), _cover(children))
+
+    def agg_key(self, children: list[Token]) -> ast.AggKey:
+        return ast.AggKey(_cover(children))
+
+    def agg_call(self, children: list[Any]) -> ast.AggCall:
+        args = tuple(c for c in children[2:] if c is not None and not isinstance(c, Token))
+        return ast.AggCall(_name(children[0]), args, _cover(children))
+
+    def agg_field(self, children: list[Any]) -> ast.AggField:
+        return ast.AggField(_name(children[0]), children[2], _cover(children))
+
+    def aggregate_op(self, children: list[Any]) -> ast.AggregateOp:
+        return ast.AggregateOp(_name(children[1]), _nodes(children, ast.AggField),
+                               _cover(children))  # fmt: skip
 
     # ---- expressions
     def field_ref(self, children: list[Token]) -> ast.FieldPath:
@@ -696,6 +718,8 @@ _PHRASES: dict[str, tuple[str, str]] = {
     "app": ("an app name", "NAME"),
     "record": ("a record name", "NAME"),
     "topic": ("a topic name", "NAME"),
+    "table": ("a table name", "NAME"),
+    "aggregate": ("a table name", "NAME"),
     "agent": ("an agent name", "NAME"),
     "hooks": ('the hooks module path as a string, such as "hooks.py"', "STRING"),
     "from": ("a topic name", "NAME"),
@@ -749,14 +773,14 @@ def _expected_phrase(expected: set[str], text: str, pos: int) -> str:
         phrase, needs = _PHRASES[str(prev)]
         if needs in expected:
             return phrase
-    decls = {"APP", "RECORD", "TOPIC", "HOOKS", "AGENT"}
+    decls = {"APP", "RECORD", "TOPIC", "HOOKS", "TABLE", "AGENT"}
     rest = expected - decls - {"$END"} if expected >= decls else expected - {"$END"}
     shown = sorted(
         {texts.get(t, t) for t in rest}, key=lambda s: (s.startswith("'"), s)
     )
     if expected >= decls:
         if not shown:
-            return "a declaration (app, record, topic, hooks or agent)"
+            return "a declaration (app, record, topic, hooks, table or agent)"
         shown.append("a new declaration")
     if not shown:
         return "end of file"

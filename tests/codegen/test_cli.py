@@ -485,3 +485,37 @@ def test_run_imports_the_local_modules_the_hooks_import(
     assert [line for line in printed if line.startswith("big order")] == [
         "big order o2: 500.0 > 100.0"
     ]
+
+
+def test_run_prints_the_final_table_rows_of_a_stateful_program(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "in.jsonl").write_text(
+        "".join(
+            json.dumps({"key": account, "value": {"id": i, "account_id": account, "amount": amount}})
+            + "\n"
+            for i, account, amount in [("o1", "b", 1.5), ("o2", "a", 2.0), ("o3", "b", 3.0)]
+        )
+    )
+    (tmp_path / "t.sdl").write_text(
+        "record Order { id: str account_id: str amount: float }\n"
+        "record Totals { account_id: str orders: int amount: float }\n"
+        "table totals: Totals key str\n"
+        "topic orders: Order key str partitions 2\n"
+        "agent totals = from orders | group_by account_id\n"
+        "    | aggregate totals { account_id = key, orders = count(), amount = sum(amount) }\n"
+    )
+    args = ["run", str(tmp_path / "t.sdl"), "--input", f"orders={tmp_path / 'in.jsonl'}"]
+    assert main([*args, "--table", "totals=-"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows == [
+        {"key": "a", "value": {"account_id": "a", "orders": 1, "amount": 2.0}},
+        {"key": "b", "value": {"account_id": "b", "orders": 2, "amount": 4.5}},
+    ]
+    # The changelog is a topic of the run too: one record per applied order, and skip maps.
+    assert main([*args, "--output", "t-totals-changelog=-"]) == 0
+    changelog = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [c["value"] for c in changelog if c["key"] == "b"] == [
+        {"orders": 1, "amount": 1.5},
+        {"orders": 2, "amount": 4.5},
+    ]

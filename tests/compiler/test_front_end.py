@@ -45,7 +45,10 @@ def test_sample_checks_clean(monkeypatch: pytest.MonkeyPatch) -> None:
     assert program is not None
     assert program.app == "orders"
     assert program.source_name == "orders.sdl"
-    assert [r.name for r in program.records] == ["Customer", "Order", "Withdrawal"]
+    assert [r.name for r in program.records] == ["Customer", "Order", "AccountTotals", "Withdrawal"]
+    assert [(t.name, t.partitions, t.changelog) for t in program.tables] == [
+        ("totals_by_account", 4, "orders-totals_by_account-changelog")
+    ]
     assert program.hook_modules[0].module == "hooks"
     assert program.hook_modules[0].text == (SAMPLES / "hooks.py").read_text(
         encoding="utf-8"
@@ -60,6 +63,7 @@ def test_sample_uses_every_operation() -> None:
     assert result.program is not None
     kinds = {type(op) for agent in result.program.agents for op in agent.ops}
     assert kinds == {
+        ir.Aggregate,
         ir.Process,
         ir.GroupBy,
         ir.Take,

@@ -299,3 +299,112 @@ def test_optional_fields_without_a_default_may_be_missing(load_package: Any) -> 
     assert order.customer is None
     customer = value_codec(records.Customer).decode(b'{"id": "c"}')
     assert customer == records.Customer(id="c", country=None)
+
+
+LEDGER_ORDERS = [
+    # id, account, amount, quantity, tip, country (None: no customer)
+    ("o1", "acct-1", 10.0, 2, None, "DE"),
+    ("o22", "acct-2", 5.0, 1, 1.5, None),
+    ("o333", "acct-1", 2.5, 4, 0.5, "NL"),
+    ("a4", "acct-1", 7.5, 1, 2.0, None),
+    ("o5", "acct-2", 1.0, 3, None, "FR"),
+]
+
+
+def ledger_inputs() -> dict[str, list[dict[str, Any]]]:
+    orders = []
+    for order_id, account, amount, quantity, tip, country in LEDGER_ORDERS:
+        value: dict[str, Any] = {"id": order_id, "account_id": account, "amount": amount,
+                                 "quantity": quantity, "tip": tip}  # fmt: skip
+        if country is not None:
+            value["customer"] = {"id": "c-" + order_id, "country": country}
+        # Keyed by account: one source partition per account keeps each account's order.
+        orders.append({"key": account, "value": value})
+    return {"orders": orders}
+
+
+def test_every_aggregate_folds_into_exact_table_rows(load_package: Any) -> None:
+    package = load_package("aggregates", "ledger_worker")
+    app = package.app
+    broker = asyncio.run(run_local(app, ledger_inputs()))
+    from streamc_runtime.state import table_rows
+
+    table = table_rows(broker, app.tables["stats"])
+    rows = {k: json.loads(msgspec_json(v)) for k, v in table.items()}
+    assert rows == {
+        "acct-1": {
+            "account": "acct-1", "orders": 3, "tipped": 2, "units": 7, "amount": 20.0,
+            "tips": 2.5, "smallest": 2.5, "largest_tip": 2.0, "lowest_id": "a4",
+            "highest_id": "o333", "mean": (20.0 + 10.0 + 7.5) / 3, "mean_tip": 1.25,
+            "first_id": "o1", "first_country": "DE", "last_country": None,
+            "longest_id": "o333", "units_seen": [2, 4, 1], "note": "kept",
+        },
+        "acct-2": {
+            "account": "acct-2", "orders": 2, "tipped": 1, "units": 4, "amount": 6.0,
+            "tips": 1.5, "smallest": 1.0, "largest_tip": 1.5, "lowest_id": "o22",
+            "highest_id": "o5", "mean": (5.0 + 3.0) / 2, "mean_tip": 1.5,
+            "first_id": "o22", "first_country": None, "last_country": "FR",
+            "longest_id": "o22", "units_seen": [1, 3], "note": "kept",
+        },
+    }  # fmt: skip
+    # The change stream: one row per order, in each account's order, the last one the total.
+    changes: dict[str, list[dict[str, Any]]] = {}
+    for message in broker.messages("stats_changes"):
+        changes.setdefault(message.key.decode(), []).append(json.loads(message.value))
+    assert [c["orders"] for c in changes["acct-1"]] == [1, 2, 3]
+    assert [c["first_country"] for c in changes["acct-1"]] == ["DE", "DE", "DE"]
+    assert [c["largest_tip"] for c in changes["acct-1"]] == [None, 0.5, 2.0]
+    assert [c["units_seen"] for c in changes["acct-2"]] == [[1], [1, 3]]
+    assert {k: v[-1] for k, v in changes.items()} == rows
+    # The table's changelog has the table's partitions, and the repartition topic too.
+    assert broker.partitions_for("ledger-stats-changelog") == 2
+    assert broker.partitions_for("ledger-stats-orders-account_id-repartition") == 2
+
+
+def test_aggregate_on_the_source_key_counts_per_message_key(load_package: Any) -> None:
+    app = load_package("aggregates", "ledger_worker").app
+    inputs = {"orders": [{"key": "k1", "value": {"id": f"o{i}", "account_id": "a", "amount": 1.0,
+                                                 "quantity": 1}} for i in range(3)]}  # fmt: skip
+    inputs["orders"].append({"key": "k2", "value": {"id": "x", "account_id": "a", "amount": 1.0,
+                                                    "quantity": 1}})  # fmt: skip
+    broker = asyncio.run(run_local(app, inputs))
+    from streamc_runtime.state import table_rows
+
+    counts = table_rows(broker, app.tables["counts"])
+    assert {k: v.orders for k, v in counts.items()} == {"k1": 3, "k2": 1}
+    # `where orders >= 2` after the aggregate: only the second and third updates of k1.
+    assert [(m.key, json.loads(m.value)) for m in broker.messages("big_counts")] == [
+        (b"k1", {"orders": 2}), (b"k1", {"orders": 3})
+    ]  # fmt: skip
+
+
+def test_orders_sample_account_totals_are_the_exact_sums(load_package: Any) -> None:
+    app = load_package("orders", "orders_worker").app
+    orders = jsonl("orders.jsonl")
+    broker = asyncio.run(run_local(app, {"orders": orders}))
+    from streamc_runtime.state import table_rows
+
+    expected: dict[str, tuple[int, float]] = {}
+    for line in orders:
+        account = line["value"]["account_id"]
+        count, total = expected.get(account, (0, 0.0))
+        expected[account] = (count + 1, total + line["value"]["amount"])
+    rows = table_rows(broker, app.tables["totals_by_account"])
+    assert {k: (r.orders, round(r.amount, 6)) for k, r in rows.items()} == {
+        k: (n, round(t, 6)) for k, (n, t) in expected.items()
+    }
+    last: dict[str, Any] = {}
+    for message in broker.messages("account_totals"):
+        last[message.key.decode()] = json.loads(message.value)
+    assert {k: (v["orders"], round(v["amount"], 6)) for k, v in last.items()} == {
+        k: (n, round(t, 6)) for k, (n, t) in expected.items()
+    }
+    # The repartition topic feeding the aggregate carries each order's source position.
+    for message in broker.messages("orders-account_totals-orders-account_id-repartition"):
+        assert dict(message.headers)["streamc.position"].startswith(b"orders:")
+
+
+def msgspec_json(value: Any) -> bytes:
+    import msgspec
+
+    return msgspec.json.encode(value)

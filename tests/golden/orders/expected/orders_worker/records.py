@@ -24,6 +24,14 @@ class Order(Record, kw_only=True):
     customer: Customer | None = None
 
 
+class AccountTotals(Record, kw_only=True):
+    """Record AccountTotals of orders.sdl."""
+
+    account_id: str
+    orders: int
+    amount: float
+
+
 class Withdrawal(Record, kw_only=True):
     """Record Withdrawal of orders.sdl."""
 
@@ -31,3 +39,10 @@ class Withdrawal(Record, kw_only=True):
     amount: float
     country: str
     atm: bool = False
+
+
+class TotalsByAccountState(Record, kw_only=True):
+    """The accumulators of table totals_by_account: totals_by_account { account_id = key, orders = count(), amount = sum(amount) }"""
+
+    orders: int = 0
+    amount: float = 0.0

@@ -1,7 +1,7 @@
 """Every topic the orders worker reads or writes, by its real Kafka name."""
 
 from .app import app
-from .records import Order, Withdrawal
+from .records import AccountTotals, Order, TotalsByAccountState, Withdrawal
 
 # topic orders
 orders = app.topic("orders", key_type=str, value_type=Order, partitions=4)
@@ -24,6 +24,9 @@ withdrawals = app.topic("withdrawals", key_type=str, value_type=Withdrawal, part
 # topic raw_events
 raw_events = app.topic("raw_events", key_type=str, value_type=bytes, partitions=1)
 
+# topic account_totals
+account_totals = app.topic("account_totals", key_type=str, value_type=AccountTotals, partitions=4)
+
 # named by a string in a pipeline
 orders_audit_all = app.topic("orders.audit.all", key_type=str, value_type=Order, partitions=4)
 
@@ -42,10 +45,29 @@ orders_totals_orders_account_id_repartition = app.topic(
 )
 
 # repartition topic of a group_by
+orders_account_totals_orders_account_id_repartition = app.topic(
+    "orders-account_totals-orders-account_id-repartition",
+    key_type=str,
+    value_type=Order,
+    partitions=4,
+    internal=True,
+    positions=True,
+)
+
+# repartition topic of a group_by
 orders_suspicious_withdrawals_account_of_repartition = app.topic(
     "orders-suspicious-withdrawals-account_of-repartition",
     key_type=str,
     value_type=Withdrawal,
     partitions=2,
     internal=True,
+)
+
+# table totals_by_account, changelog orders-totals_by_account-changelog
+totals_by_account = app.table(
+    "totals_by_account",
+    key_type=str,
+    value_type=AccountTotals,
+    state_type=TotalsByAccountState,
+    partitions=4,
 )

@@ -2,6 +2,7 @@
 
 from . import totals as totals
 from . import report as report
+from . import account_totals as account_totals
 from . import audit as audit
 from . import suspicious as suspicious
 from . import cash as cash
