@@ -492,7 +492,9 @@ def test_run_prints_the_final_table_rows_of_a_stateful_program(
 ) -> None:
     (tmp_path / "in.jsonl").write_text(
         "".join(
-            json.dumps({"key": account, "value": {"id": i, "account_id": account, "amount": amount}})
+            json.dumps(
+                {"key": account, "value": {"id": i, "account_id": account, "amount": amount}}
+            )
             + "\n"
             for i, account, amount in [("o1", "b", 1.5), ("o2", "a", 2.0), ("o3", "b", 3.0)]
         )
