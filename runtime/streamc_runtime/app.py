@@ -43,6 +43,10 @@ __all__ = ["App", "Join", "Topic", "Worker"]
 logger = logging.getLogger("streamc")
 
 V = TypeVar("V")
+
+# How often the commit loop looks for something to commit once an interval has passed (s).
+_COMMIT_POLL = 0.1
+
 AgentFn = Callable[[Stream[Any]], Coroutine[Any, Any, None]]
 F = TypeVar("F", bound=AgentFn)
 
@@ -463,9 +467,23 @@ class Worker:
         return True
 
     async def _commit_loop(self) -> None:
+        """Commit at most once per `commit_interval`, timed from the last commit, not from
+        the worker's start: once an interval has passed, look every `_COMMIT_POLL` seconds for
+        something committable and commit it at once. So the first messages processed after
+        start, an assignment or an idle spell are committed within a poll, not up to an
+        interval later at a phase fixed by the start (a worker killed soon after its first
+        batch used to repeat it all), and a busy worker still commits once per interval."""
+        loop = asyncio.get_running_loop()
+        interval = self.commit_interval
+        poll = min(interval, _COMMIT_POLL)
+        offsets = self.offsets
+        due = loop.time()
         while True:
-            await asyncio.sleep(self.commit_interval)
-            await self.commit()
+            now = loop.time()
+            await asyncio.sleep(due - now if due > now else poll)
+            if offsets.to_commit():
+                due = loop.time() + interval
+                await self.commit()
 
     async def _stats_loop(self) -> None:
         last_in, last_out, last_t = self.events_in, self.sent, time.monotonic()
