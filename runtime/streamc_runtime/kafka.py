@@ -644,13 +644,26 @@ class KafkaTransport:
         # aiokafka unpacks all it returns first, and a first fetch holds about a megabyte per
         # partition, tens of milliseconds before the first record could be handled. The
         # runtime gets `max_records` at a time either way; the rest waits in `_fetched`.
-        getmany = consumer.getmany(
-            timeout_ms=max(0, int(timeout * 1000)),
-            max_records=max_records if idle else None,
-        )
-        if self._fetched:
-            # Records are held for paused partitions: a resume must end the wait, since
-            # aiokafka's position is past them and it may have nothing newer to wake for.
+        timeout_ms = max(0, int(timeout * 1000))
+        limit = max_records if idle else None
+        paused = consumer.paused()
+        if not paused:
+            getmany = consumer.getmany(timeout_ms=timeout_ms, max_records=limit)
+        else:
+            # Only the unpaused partitions: aiokafka drops what it has fetched of a partition
+            # that is paused when `getmany` looks at it, and fetches it again only once it is
+            # resumed and not paused at the next look, which back-pressure cycles can keep
+            # from happening for as long as other partitions have a backlog.
+            active = [tp for tp in consumer.assignment() if tp not in paused]
+            getmany = (
+                consumer.getmany(*active, timeout_ms=timeout_ms, max_records=limit)
+                if active
+                else _nothing_within(timeout)
+            )
+        if self._fetched or paused:
+            # A resume must end the wait: aiokafka's position is past the records held for a
+            # paused partition, and it may have nothing newer to wake for; and the getmany
+            # does not cover partitions paused when it began.
             batches = await self._getmany_or_resume(getmany)
             if batches is None:
                 return self._take_fetched(consumer, max_records)
@@ -661,15 +674,16 @@ class KafkaTransport:
             return ()
         self._hold(batches)
         if idle:
-            # aiokafka filled the `max_records` from the partitions it holds first; the others
-            # get as many now, so the first hand-out after idling is interleaved too.
-            await self._top_up(consumer, max_records)
+            # aiokafka filled `max_records` from the partitions it holds first: the others get
+            # a run each now, so the first hand-out after idling is interleaved too.
+            await self._top_up(consumer, HANDOUT_RUN)
         return self._take_fetched(consumer, max_records)
 
-    async def _top_up(self, consumer: Any, max_records: int | None) -> None:
+    async def _top_up(self, consumer: Any, run: int | None) -> None:
         """Add what aiokafka has already fetched of the ready, unpaused partitions that have
         no records held, without waiting for more: while other partitions' held records are
-        handed out, one whose records ran out would otherwise wait for all of theirs."""
+        handed out, one whose records ran out would otherwise wait for all of theirs. All it
+        holds of them (`run` None), or up to `run` records of each."""
         fetched = self._fetched
         ready = self._ready
         paused = consumer.paused()
@@ -678,8 +692,14 @@ class KafkaTransport:
             for tp in consumer.assignment()
             if tp not in fetched and tp in ready and tp not in paused
         ]
-        if missing:
-            self._hold(await consumer.getmany(*missing, timeout_ms=0, max_records=max_records))
+        if not missing:
+            return
+        if run is None:
+            self._hold(await consumer.getmany(*missing, timeout_ms=0))
+            return
+        # One call each: aiokafka fills `max_records` from one partition before the next.
+        for tp in missing:
+            self._hold(await consumer.getmany(tp, timeout_ms=0, max_records=run))
 
     def _hold(self, batches: Mapping[Any, list[Any]]) -> None:
         """Keep what `getmany` returned in `_fetched`, behind what is still held."""
@@ -704,8 +724,8 @@ class KafkaTransport:
     async def _getmany_or_resume(
         self, getmany: Coroutine[Any, Any, dict[Any, list[Any]]]
     ) -> dict[Any, list[Any]] | None:
-        """What `getmany` returns, or None if a partition with held records is resumed first
-        (the getmany is then cancelled, before it took anything)."""
+        """What `getmany` returns, or None if a partition is resumed first (the getmany is
+        then cancelled, before it took anything)."""
         resumed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._resumed = resumed
         task: asyncio.Future[Any] = asyncio.ensure_future(getmany)
@@ -794,8 +814,7 @@ class KafkaTransport:
         consumer.resume(*[TopicPartition(*tp) for tp in partitions if tp in assigned])
         resumed = self._resumed
         if resumed is not None and not resumed.done():
-            if any(tp in self._fetched for tp in partitions):
-                resumed.set_result(None)  # a fetch waits while these have records held
+            resumed.set_result(None)  # a fetch waits without these (see `fetch`)
 
     async def commit(self, offsets: Mapping[TP, int]) -> None:
         """Flush the producer, then commit. Raises `KafkaDeliveryError` instead of committing
@@ -1014,6 +1033,13 @@ def _drop_taken(producer: Any, topic: str, opened: dict[int, tuple[Any, Any]]) -
         batches = queued.get(TopicPartition(topic, partition))
         if not batches or getattr(batches[-1], "_builder", None) is not builder:
             del opened[partition]
+
+
+async def _nothing_within(timeout: float) -> dict[Any, list[Any]]:  # noqa: ASYNC109
+    """What `getmany` returns when every assigned partition is paused: nothing, after the wait
+    (which a resume ends early, see `KafkaTransport._getmany_or_resume`)."""
+    await asyncio.sleep(timeout)
+    return {}
 
 
 def _all_of(futures: Sequence[asyncio.Future[Any]]) -> Awaitable[Any]:

@@ -54,8 +54,9 @@ def records(tp: Any, offsets: Iterable[int]) -> list[Any]:
 
 class FakeConsumer:
     """`getmany` returns the scripted batches in turn (a step may be a callable, run during the
-    call, e.g. to resume a partition "while aiokafka fetched"); with none left it behaves as
-    aiokafka with nothing to return: it waits out the timeout and returns `{}`."""
+    call, e.g. to resume a partition "while aiokafka fetched"); asked for some partitions, only
+    their part of the next batch. With nothing to return it behaves as aiokafka: it waits out
+    the timeout and returns `{}`."""
 
     def __init__(self, assigned: Collection[Any]) -> None:
         self._assigned = frozenset(assigned)
@@ -70,20 +71,28 @@ class FakeConsumer:
         self, *partitions: Any, timeout_ms: int = 0, max_records: int | None = None
     ) -> Batch:
         if partitions:
-            # A top-up: what aiokafka already holds of these partitions, taken from the next
-            # scripted batch (the rest of it stays for a later getmany), never waiting.
             self.topups.append((frozenset(partitions), max_records))
-            head = self.script[0] if self.script else None
-            if not isinstance(head, dict):
-                return {}
+        else:
+            self.asked.append(max_records)
+        if self.script:
+            head = self.script[0]
+            if callable(head):
+                head = self.script[0] = head()
+            if not partitions:
+                self.script.popleft()
+                return head
+            # What aiokafka holds of these partitions (with `max_records`: the first ones of
+            # each); the rest of the batch stays for a later getmany.
             out = {tp: head.pop(tp) for tp in partitions if tp in head}
+            if max_records is not None:
+                for tp, recs in list(out.items()):
+                    out[tp], rest = recs[:max_records], recs[max_records:]
+                    if rest:
+                        head[tp] = rest
             if not head:
                 self.script.popleft()
-            return out
-        self.asked.append(max_records)
-        if self.script:
-            step = self.script.popleft()
-            return step() if callable(step) else step
+            if out or not timeout_ms:
+                return out
         await asyncio.sleep(timeout_ms / 1000)
         return {}
 
@@ -201,17 +210,19 @@ async def test_paused_partition_records_wait_for_the_resume_and_come_first() -> 
     assert got(await t.fetch(0, 4)) == of(B, range(6, 9))
     assert c.asked == [4]
     assert c.topups[-1] == (frozenset({B}), None)
-    # ...and with nothing there either, aiokafka is asked (and waited for).
+    # ...and with nothing there either, aiokafka is asked for B only (and waited for): it
+    # would drop what it has prefetched of A if asked while A is paused.
     assert got(await t.fetch(0, 4)) == []  # still paused: nothing of A
-    assert c.asked == [4, None]
+    assert c.asked == [4]
+    assert c.topups[-2:] == [(frozenset({B}), None), (frozenset({B}), None)]
 
     t.resume([TP("orders", 0)])
     c.script.append({A: records(A, [6, 7]), B: records(B, [9])})
     # The held ones, and what aiokafka holds of B (not of A, whose held ones come first).
     assert got(await t.fetch(0, 4)) == of(A, [4, 5]) + of(B, [9])
-    assert c.asked == [4, None]
+    assert c.asked == [4]
     assert got(await t.fetch(0, 4)) == of(A, [6, 7])
-    assert c.asked == [4, None, 4]
+    assert c.asked == [4, 4]
 
 
 async def test_records_of_a_partition_no_longer_ready_are_dropped() -> None:
@@ -271,10 +282,9 @@ async def test_records_arriving_for_a_held_partition_go_behind_the_held_ones() -
         return {A: records(A, range(6, 10)), B: records(B, [0])}
 
     c.script.append(resumed_while_fetching)
-    assert got(await t.fetch(0, 4)) == of(A, range(4, 8))
-    assert c.asked == [4, None]
-    # B's turn first: A had the last one.
-    assert got(await t.fetch(0, 4)) == of(B, [0]) + of(A, [8, 9])
+    # A's held records first; its new ones stay with aiokafka until those are handed out.
+    assert got(await t.fetch(0, 4)) == of(A, [4, 5]) + of(B, [0])
+    assert got(await t.fetch(0, 4)) == of(A, range(6, 10))
     assert c.asked == [4, None]
     assert t._fetched == {}
 
@@ -360,11 +370,37 @@ async def test_a_partition_whose_held_records_ran_out_is_topped_up_without_waiti
 
 
 async def test_first_fetch_after_idle_tops_up_the_partitions_aiokafka_left_out() -> None:
-    t, c = transport(A, B)
+    C = TopicPartition("orders", 2)
+    t, c = transport(A, B, C)
     # aiokafka fills `max_records` from the partition it holds first: all of A...
-    c.script.append({A: records(A, range(0, 100))})
-    # ...while it holds B too.
-    c.script.append({B: records(B, range(0, 100))})
-    assert runs(await t.fetch(0, 100)) == [(0, 50), (1, 50)]
-    assert c.asked == [100]
-    assert c.topups == [(frozenset({B}), 100)]  # as many as after idling: no megabyte unpacked
+    c.script.append({A: records(A, range(0, 200))})
+    # ...while it holds B and C too.
+    c.script.append({B: records(B, range(0, 100)), C: records(C, range(0, 100))})
+    first = await t.fetch(0, 200)
+    assert runs(first)[0] == (0, 50)
+    assert sorted(runs(first)) == [(0, 50), (1, 50), (2, 50)]  # B and C ran out: a short one
+    assert c.asked == [200]
+    # A run of each partition left out, one call each (aiokafka would fill `max_records` from
+    # one of them): a run is unpacked after idling, not a megabyte.
+    assert sorted(c.topups, key=str) == [(frozenset({B}), 50), (frozenset({C}), 50)]
+    # Their runs are handed out: the next fetch takes all aiokafka holds of them.
+    second = await t.fetch(0, 200)
+    assert c.topups[2:] == [(frozenset({B, C}), None)]
+    assert sorted(got(second)) == of(A, range(50, 100)) + of(B, range(50, 100)) + of(
+        C, range(50, 100)
+    )
+    assert runs(second)[0] == (0, 50)
+    assert c.asked == [200]
+
+
+async def test_with_every_partition_paused_aiokafka_is_not_asked_and_a_resume_ends_the_wait() -> (
+    None
+):
+    t, c = transport(A)
+    c.script.append({A: records(A, range(0, 3))})  # prefetched by aiokafka, kept while paused
+    t.pause([TP("orders", 0)])
+    asyncio.get_running_loop().call_later(0.05, t.resume, [TP("orders", 0)])
+    # A long fetch timeout: only the resume can end this wait within the bound below.
+    assert got(await asyncio.wait_for(t.fetch(30, 4), 10)) == []
+    assert c.asked == [] and c.topups == []  # nothing asked of aiokafka while paused
+    assert got(await t.fetch(0, 4)) == of(A, range(0, 3))
