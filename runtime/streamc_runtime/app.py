@@ -467,23 +467,29 @@ class Worker:
         return True
 
     async def _commit_loop(self) -> None:
-        """Commit at most once per `commit_interval`, timed from the last commit, not from
-        the worker's start: once an interval has passed, look every `_COMMIT_POLL` seconds for
-        something committable and commit it at once. So the first messages processed after
-        start, an assignment or an idle spell are committed within a poll, not up to an
-        interval later at a phase fixed by the start (a worker killed soon after its first
-        batch used to repeat it all), and a busy worker still commits once per interval."""
+        """Commit processed work at most once per `commit_interval`, timed from the last such
+        commit, not from the worker's start: once an interval has passed, look every
+        `_COMMIT_POLL` seconds for something processed and commit it at once. So the first
+        messages processed after start, an assignment or an idle spell are committed within
+        a poll, not up to an interval later at a phase fixed by the start (a worker killed
+        soon after its first batch used to repeat it all), and a busy worker still commits
+        once per interval. Offsets that only record where reading started (nothing processed
+        yet) are committed too, without starting an interval."""
         loop = asyncio.get_running_loop()
         interval = self.commit_interval
         poll = min(interval, _COMMIT_POLL)
-        offsets = self.offsets
+        tracker = self.offsets
         due = loop.time()
         while True:
             now = loop.time()
             await asyncio.sleep(due - now if due > now else poll)
-            if offsets.to_commit():
+            offsets = tracker.to_commit()
+            if not offsets:
+                continue
+            parts = tracker.partitions
+            processed = any(parts[tp].progressed() for tp in offsets)
+            if not await self.commit() or processed:
                 due = loop.time() + interval
-                await self.commit()
 
     async def _stats_loop(self) -> None:
         last_in, last_out, last_t = self.events_in, self.sent, time.monotonic()

@@ -72,14 +72,46 @@ async def test_a_busy_worker_commits_at_most_once_per_interval() -> None:
     broker.produce("orders", b"0", b"k", partition=0)
     await worker.start()
     try:
-        await wait_for(lambda: transport.commits == [{ORDERS: 1}])
+        await wait_for(lambda: {ORDERS: 1} in transport.commits)
         for i in range(1, 50):
             broker.produce("orders", str(i).encode(), b"k", partition=0)
         await wait_for(lambda: len(handled) == 50)
         await asyncio.sleep(0.5)  # several polls of the commit loop
         # Committable since, but the interval since the last commit has not passed.
-        assert transport.commits == [{ORDERS: 1}]
+        assert transport.commits[-1] == {ORDERS: 1}
         assert broker.committed(app.name, ORDERS) == 1
     finally:
         await worker.stop()
-    assert transport.commits == [{ORDERS: 1}, {ORDERS: 50}]  # the stop commits the rest
+    # (Before it: at most the offset it started from, if a poll came before the first ack.)
+    assert transport.commits[-2:] == [{ORDERS: 1}, {ORDERS: 50}]  # the stop commits the rest
+    assert [c for c in transport.commits if c != {ORDERS: 0}] == [{ORDERS: 1}, {ORDERS: 50}]
+
+
+async def test_committing_where_reading_started_does_not_delay_the_first_processed_commit() -> None:
+    broker = MemoryBroker()
+    gate = asyncio.Event()
+    handled: list[int] = []
+    app = App("commits")
+    orders = app.topic("orders", key_type=str, value_type=int, partitions=1)
+
+    @app.agent(orders)
+    async def gated(stream: Stream[int]) -> None:
+        async for value in stream:
+            await gate.wait()
+            handled.append(value)
+
+    broker.create_topic("orders", 1)
+    transport = CountingTransport(broker, app.name)
+    worker = app.worker(transport, commit_interval=60.0, stats_interval=0)
+    broker.produce("orders", b"0", b"k", partition=0)
+    await worker.start()
+    try:
+        # Nothing processed yet: where reading started is committed (so a new owner resumes
+        # there whatever its offset reset policy)...
+        await wait_for(lambda: transport.commits == [{ORDERS: 0}])
+        gate.set()
+        # ...and the first processed message follows within a poll, not an interval later.
+        await wait_for(lambda: transport.commits == [{ORDERS: 0}, {ORDERS: 1}])
+        assert handled == [0]
+    finally:
+        await worker.stop()
