@@ -60,6 +60,10 @@ logger = logging.getLogger("streamc")
 
 V = TypeVar("V")
 X = TypeVar("X")
+
+# How often the commit loop looks for something to commit once an interval has passed (s).
+_COMMIT_POLL = 0.1
+
 AgentFn = Callable[[Stream[Any]], Coroutine[Any, Any, None]]
 F = TypeVar("F", bound=AgentFn)
 
@@ -577,9 +581,35 @@ class Worker:
         return True
 
     async def _commit_loop(self) -> None:
+        """Commit processed work at most once per `commit_interval`, timed from the last
+        commit, not from the worker's start: once an interval has passed, look every
+        `_COMMIT_POLL` seconds for something processed and commit it at once. So the first
+        messages processed after start, an assignment or an idle spell are committed within
+        a poll, not up to an interval later at a phase fixed by the start (a worker killed
+        soon after its first batch used to repeat it all), and a busy worker still commits
+        once per interval. Offsets that only record where reading started (nothing processed
+        yet) wait for an interval, or go with the first processed work: committing them
+        alone would put that work an interval later."""
+        loop = asyncio.get_running_loop()
+        interval = self.commit_interval
+        poll = min(interval, _COMMIT_POLL)
+        tracker = self.offsets
+        due = loop.time()  # processed work may be committed from then on
+        idle_due = due + interval  # and offsets with nothing processed from then on
         while True:
-            await asyncio.sleep(self.commit_interval)
-            await self.commit()
+            now = loop.time()
+            await asyncio.sleep(due - now if due > now else poll)
+            offsets = tracker.to_commit()
+            if not offsets:
+                continue
+            parts = tracker.partitions
+            processed = any(parts[tp].progressed() for tp in offsets)
+            if not processed and loop.time() < idle_due:
+                continue
+            committed = await self.commit()
+            idle_due = loop.time() + interval
+            if processed or not committed:
+                due = idle_due
 
     async def _stats_loop(self) -> None:
         last_in, last_out, last_t = self.events_in, self.sent, time.monotonic()

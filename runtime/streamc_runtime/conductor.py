@@ -77,6 +77,8 @@ class Conductor:
             if m.partition != last_partition or m.topic != last_topic:
                 last_topic, last_partition = m.topic, m.partition
                 state = offsets.get(TP(m.topic, m.partition))
+                if state.start is None:
+                    state.start = m.offset
                 pending_append = state._pending.append
                 refs = state._refs
                 subs = routes.get(m.topic, [])

@@ -73,6 +73,7 @@ from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
 from .memory import partition_for_key
 from .transport import (
+    HANDOUT_RUN,
     TP,
     Delivery,
     DeliveryError,
@@ -700,9 +701,12 @@ class KafkaTransport:
         if self._listener_error is not None:
             err, self._listener_error = self._listener_error, None
             raise KafkaTransportError("the rebalance listener failed") from err
-        out = self._take_fetched(consumer, max_records)
-        if out:
-            return out
+        if self._fetched:
+            await self._top_up(consumer, None)
+            out = self._take_fetched(consumer, max_records)
+            if out:
+                return out
+        idle = self._idle
         # Everything aiokafka holds, not `max_records` of it: aiokafka asks the broker for more
         # of a partition only once all it fetched of it has been taken, so taking it in pieces
         # left the worker waiting for fetch round trips (measured on a backlog: a tenth slower
@@ -710,13 +714,26 @@ class KafkaTransport:
         # aiokafka unpacks all it returns first, and a first fetch holds about a megabyte per
         # partition, tens of milliseconds before the first record could be handled. The
         # runtime gets `max_records` at a time either way; the rest waits in `_fetched`.
-        getmany = consumer.getmany(
-            timeout_ms=max(0, int(timeout * 1000)),
-            max_records=max_records if self._idle else None,
-        )
-        if self._fetched:
-            # Records are held for paused partitions: a resume must end the wait, since
-            # aiokafka's position is past them and it may have nothing newer to wake for.
+        timeout_ms = max(0, int(timeout * 1000))
+        limit = max_records if idle else None
+        paused = consumer.paused()
+        if not paused:
+            getmany = consumer.getmany(timeout_ms=timeout_ms, max_records=limit)
+        else:
+            # Only the unpaused partitions: aiokafka drops what it has fetched of a partition
+            # that is paused when `getmany` looks at it, and fetches it again only once it is
+            # resumed and not paused at the next look, which back-pressure cycles can keep
+            # from happening for as long as other partitions have a backlog.
+            active = [tp for tp in consumer.assignment() if tp not in paused]
+            getmany = (
+                consumer.getmany(*active, timeout_ms=timeout_ms, max_records=limit)
+                if active
+                else _nothing_within(timeout)
+            )
+        if self._fetched or paused:
+            # A resume must end the wait: aiokafka's position is past the records held for a
+            # paused partition, and it may have nothing newer to wake for; and the getmany
+            # does not cover partitions paused when it began.
             batches = await self._getmany_or_resume(getmany)
             if batches is None:
                 return self._take_fetched(consumer, max_records)
@@ -725,6 +742,37 @@ class KafkaTransport:
         self._idle = not batches
         if not batches:
             return ()
+        self._hold(batches)
+        if idle:
+            # aiokafka filled `max_records` from the partitions it holds first: the others get
+            # a run each now, so the first hand-out after idling is interleaved too.
+            await self._top_up(consumer, HANDOUT_RUN)
+        return self._take_fetched(consumer, max_records)
+
+    async def _top_up(self, consumer: Any, run: int | None) -> None:
+        """Add what aiokafka has already fetched of the ready, unpaused partitions that have
+        no records held, without waiting for more: while other partitions' held records are
+        handed out, one whose records ran out would otherwise wait for all of theirs. All it
+        holds of them (`run` None), or up to `run` records of each."""
+        fetched = self._fetched
+        ready = self._ready
+        paused = consumer.paused()
+        missing = [
+            tp
+            for tp in consumer.assignment()
+            if tp not in fetched and tp in ready and tp not in paused
+        ]
+        if not missing:
+            return
+        if run is None:
+            self._hold(await consumer.getmany(*missing, timeout_ms=0))
+            return
+        # One call each: aiokafka fills `max_records` from one partition before the next.
+        for tp in missing:
+            self._hold(await consumer.getmany(tp, timeout_ms=0, max_records=run))
+
+    def _hold(self, batches: Mapping[Any, list[Any]]) -> None:
+        """Keep what `getmany` returned in `_fetched`, behind what is still held."""
         ready = self._ready
         fetched = self._fetched
         for tp, records in batches.items():
@@ -742,13 +790,12 @@ class KafkaTransport:
             else:  # resumed while aiokafka fetched: behind what was still held, in order
                 held[0] = held[0][held[1] :] + records
                 held[1] = 0
-        return self._take_fetched(consumer, max_records)
 
     async def _getmany_or_resume(
         self, getmany: Coroutine[Any, Any, dict[Any, list[Any]]]
     ) -> dict[Any, list[Any]] | None:
-        """What `getmany` returns, or None if a partition with held records is resumed first
-        (the getmany is then cancelled, before it took anything)."""
+        """What `getmany` returns, or None if a partition is resumed first (the getmany is
+        then cancelled, before it took anything)."""
         resumed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._resumed = resumed
         task: asyncio.Future[Any] = asyncio.ensure_future(getmany)
@@ -765,32 +812,48 @@ class KafkaTransport:
         return cast("dict[Any, list[Any]]", task.result())
 
     def _take_fetched(self, consumer: Any, max_records: int) -> list[Message]:
-        """Up to `max_records` of the fetched records not handed out yet, in offset order per
-        partition, skipping paused partitions (theirs wait for the resume, as aiokafka's
-        would) and dropping those of partitions no longer assigned (their next owner reads
-        them from the committed offset)."""
+        """Up to `max_records` of the fetched records not handed out yet, skipping paused
+        partitions (theirs wait for the resume, as aiokafka's would) and dropping those of
+        partitions no longer assigned (their next owner reads them from the committed offset).
+
+        Partitions take turns, `HANDOUT_RUN` records at a time, in offset order per
+        partition; a partition that had its turn moves to the back of `_fetched`, so the next
+        call goes on with the partition after it. When one runs out of held records, the
+        hand-out ends with that turn, so it falls no more than a run behind before `_top_up`.
+        With a slow agent, every partition with a backlog then progresses at the same pace
+        instead of one fetch (a megabyte) at a time.
+        """
         fetched = self._fetched
         out: list[Message] = []
         if not fetched:
             return out
         paused = consumer.paused()
         ready = self._ready
+        turn = []
         for tp in list(fetched):
             if tp not in ready:
                 del fetched[tp]
-                continue
-            if tp in paused:
-                continue
-            held = fetched[tp]
-            records, start = held
-            end = start + max_records - len(out)
-            out.extend(records[start:end])
-            if end >= len(records):
-                del fetched[tp]
-            else:
-                held[1] = end
-            if len(out) >= max_records:
-                break
+            elif tp not in paused:
+                turn.append(tp)
+        while turn:
+            run = HANDOUT_RUN if len(turn) > 1 else max_records
+            left = []
+            for tp in turn:
+                held = fetched.pop(tp)
+                records, start = held
+                end = start + min(run, max_records - len(out))
+                out.extend(records[start:end])
+                if end < len(records):
+                    held[1] = end
+                    fetched[tp] = held  # to the back
+                    left.append(tp)
+                if len(out) >= max_records:
+                    return out
+            if len(left) < len(turn):
+                # A partition's held records ran out: the next `fetch` tops it up from what
+                # aiokafka holds before the others get another turn.
+                return out
+            turn = left
         return out
 
     def _rewind(self, tp: Any, offset: int) -> None:
@@ -821,8 +884,7 @@ class KafkaTransport:
         consumer.resume(*[TopicPartition(*tp) for tp in partitions if tp in assigned])
         resumed = self._resumed
         if resumed is not None and not resumed.done():
-            if any(tp in self._fetched for tp in partitions):
-                resumed.set_result(None)  # a fetch waits while these have records held
+            resumed.set_result(None)  # a fetch waits without these (see `fetch`)
 
     async def commit(self, offsets: Mapping[TP, int]) -> None:
         """Flush the producer, then commit. Raises `KafkaDeliveryError` instead of committing
@@ -1126,6 +1188,13 @@ def _drop_taken(producer: Any, topic: str, opened: dict[int, tuple[Any, Any]]) -
         batches = queued.get(TopicPartition(topic, partition))
         if not batches or getattr(batches[-1], "_builder", None) is not builder:
             del opened[partition]
+
+
+async def _nothing_within(timeout: float) -> dict[Any, list[Any]]:  # noqa: ASYNC109
+    """What `getmany` returns when every assigned partition is paused: nothing, after the wait
+    (which a resume ends early, see `KafkaTransport._getmany_or_resume`)."""
+    await asyncio.sleep(timeout)
+    return {}
 
 
 def _all_of(futures: Sequence[asyncio.Future[Any]]) -> Awaitable[Any]:

@@ -18,7 +18,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from dataclasses import dataclass
 from typing import Any
 
-from .transport import TP, Delivery, Headers, RebalanceListener, RecordTooLargeError, TopicSpec
+from .transport import (
+    HANDOUT_RUN,
+    TP,
+    Delivery,
+    Headers,
+    RebalanceListener,
+    RecordTooLargeError,
+    TopicSpec,
+)
 
 __all__ = [
     "MemoryBroker",
@@ -332,7 +340,7 @@ class MemoryTransport:
         self._generation = -1
         self._waiting_for: frozenset[TP] = frozenset()  # assigned, but still held by another
         self._started = False
-        self._cursor = 0  # rotates the partition a fetch starts with, for fairness
+        self._cursor = 0  # index (in sorted order) of the partition the next fetch starts with
 
     async def start(self) -> None:
         self._started = True
@@ -384,25 +392,35 @@ class MemoryTransport:
                     await self._listener.on_partitions_assigned(free)
 
     def _collect(self, max_records: int) -> list[MemoryMessage]:
+        """As the Kafka transport hands out: partitions with messages take turns, up to
+        `HANDOUT_RUN` at a time, starting after the partition the last fetch ended with."""
         out: list[MemoryMessage] = []
         tps = [tp for tp in sorted(self._assigned) if tp not in self._paused]
         if not tps:
             return out
         topics = self.broker._topics
+        positions = self._positions
         n = len(tps)
-        self._cursor = (self._cursor + 1) % n
-        for i in range(n):
-            tp = tps[(self._cursor + i) % n]
-            part = topics[tp.topic][tp.partition]
-            pos = max(self._positions[tp], part.base)
-            if pos >= part.end:
-                continue
-            want = max_records - len(out)
-            chunk = part.messages[pos - part.base : pos - part.base + want]
-            out.extend(chunk)
-            self._positions[tp] = pos + len(chunk)
-            if len(out) >= max_records:
-                break
+        turn = [(self._cursor + i) % n for i in range(n)]
+        while turn:
+            run = HANDOUT_RUN if len(turn) > 1 else max_records
+            left = []
+            for i in turn:
+                tp = tps[i]
+                part = topics[tp.topic][tp.partition]
+                pos = max(positions[tp], part.base) - part.base
+                if pos >= len(part.messages):
+                    continue
+                chunk = part.messages[pos : pos + min(run, max_records - len(out))]
+                out.extend(chunk)
+                pos += len(chunk)
+                positions[tp] = part.base + pos
+                self._cursor = i + 1
+                if len(out) >= max_records:
+                    return out
+                if pos < len(part.messages):
+                    left.append(i)
+            turn = left
         return out
 
     async def fetch(

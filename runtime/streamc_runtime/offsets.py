@@ -25,13 +25,25 @@ __all__ = ["OffsetTracker", "PartitionOffsets"]
 class PartitionOffsets:
     """The in-flight messages of one partition, as assigned to this worker."""
 
-    __slots__ = ("_abandoned", "_pending", "_refs", "closed", "committed", "position", "tp")
+    __slots__ = (
+        "_abandoned",
+        "_pending",
+        "_refs",
+        "closed",
+        "committed",
+        "position",
+        "start",
+        "tp",
+    )
 
     def __init__(self, tp: TP, committed: int | None = None) -> None:
         self.tp = tp
         self._pending: deque[int] = deque()  # in-flight offsets, ascending
         self._refs: dict[int, int] = {}  # offset -> outstanding references (0 = done, not head)
         self.position: int | None = None  # one past the highest offset registered
+        # The first offset registered (set by the Conductor): where this worker started
+        # reading; a committable offset past it means something was processed.
+        self.start: int | None = None
         self.committed = committed  # last offset handed to the transport's commit
         self.closed = False  # set on revocation: late acks of old events are ignored
         self._abandoned: dict[int, int] = {}  # offset -> references dropped on revocation
@@ -99,6 +111,14 @@ class PartitionOffsets:
         if self._pending:
             return self._pending[0]
         return self.position
+
+    def progressed(self) -> bool:
+        """Whether something this worker processed is committable and not committed yet."""
+        offset = self.committable()
+        if offset is None:
+            return False
+        mark = self.committed if self.committed is not None else self.start
+        return mark is None or offset > mark
 
     def to_commit(self) -> int | None:
         """The committable offset if it moved past the last commit, else None."""

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from aiokafka.structs import ConsumerRecord, TopicPartition  # type: ignore[import-untyped]
 from streamc_runtime.kafka import KafkaSettings, KafkaTransport, _RebalanceBridge
-from streamc_runtime.transport import TP, Message
+from streamc_runtime.transport import HANDOUT_RUN, TP, Message
 
 pytestmark = pytest.mark.asyncio
 
@@ -54,24 +54,45 @@ def records(tp: Any, offsets: Iterable[int]) -> list[Any]:
 
 class FakeConsumer:
     """`getmany` returns the scripted batches in turn (a step may be a callable, run during the
-    call, e.g. to resume a partition "while aiokafka fetched"); with none left it behaves as
-    aiokafka with nothing to return: it waits out the timeout and returns `{}`."""
+    call, e.g. to resume a partition "while aiokafka fetched"); asked for some partitions, only
+    their part of the next batch. With nothing to return it behaves as aiokafka: it waits out
+    the timeout and returns `{}`."""
 
     def __init__(self, assigned: Collection[Any]) -> None:
         self._assigned = frozenset(assigned)
         self._paused: set[Any] = set()
         self.script: deque[Step] = deque()
         self.asked: list[int | None] = []  # `max_records` of each getmany
+        self.topups: list[tuple[frozenset[Any], int | None]] = []  # partition-bound getmany
         self.seeks: list[tuple[Any, int]] = []
         self.stopped = False
 
     async def getmany(
         self, *partitions: Any, timeout_ms: int = 0, max_records: int | None = None
     ) -> Batch:
-        self.asked.append(max_records)
+        if partitions:
+            self.topups.append((frozenset(partitions), max_records))
+        else:
+            self.asked.append(max_records)
         if self.script:
-            step = self.script.popleft()
-            return step() if callable(step) else step
+            head = self.script[0]
+            if callable(head):
+                head = self.script[0] = head()
+            if not partitions:
+                self.script.popleft()
+                return head
+            # What aiokafka holds of these partitions (with `max_records`: the first ones of
+            # each); the rest of the batch stays for a later getmany.
+            out = {tp: head.pop(tp) for tp in partitions if tp in head}
+            if max_records is not None:
+                for tp, recs in list(out.items()):
+                    out[tp], rest = recs[:max_records], recs[max_records:]
+                    if rest:
+                        head[tp] = rest
+            if not head:
+                self.script.popleft()
+            if out or not timeout_ms:
+                return out
         await asyncio.sleep(timeout_ms / 1000)
         return {}
 
@@ -148,22 +169,27 @@ async def test_asks_for_max_records_when_idle_and_for_everything_otherwise() -> 
 
 async def test_one_large_getmany_is_handed_out_max_records_at_a_time() -> None:
     t, c = transport(A, B)
-    c.script.append({A: records(A, [0])})
+    c.script.append({A: records(A, [0]), B: records(B, [0])})
     # 1200 records over two partitions from a single getmany (700 of A, 500 of B).
-    c.script.append({A: records(A, range(1, 701)), B: records(B, range(0, 500))})
+    c.script.append({A: records(A, range(1, 701)), B: records(B, range(1, 501))})
 
-    assert got(await t.fetch(0, 500)) == of(A, [0])
+    assert got(await t.fetch(0, 500)) == of(A, [0]) + of(B, [0])
     first = got(await t.fetch(0, 500))
     assert c.asked == [500, None]
     second = got(await t.fetch(0, 500))
     third = got(await t.fetch(0, 500))
     assert c.asked == [500, None]  # no getmany until what it holds is handed out
     assert [len(first), len(second), len(third)] == [500, 500, 200]
-    assert first == of(A, range(1, 501))
-    assert second == of(A, range(501, 701)) + of(B, range(0, 300))
-    assert third == of(B, range(300, 500))
+    # In turns of HANDOUT_RUN (50) records per partition, each in offset order.
+    assert first == [
+        r for k in range(1, 251, 50) for r in of(A, range(k, k + 50)) + of(B, range(k, k + 50))
+    ]
+    assert second == [
+        r for k in range(251, 501, 50) for r in of(A, range(k, k + 50)) + of(B, range(k, k + 50))
+    ]
+    assert third == of(A, range(501, 701))  # B has nothing left: A alone, in one run
     every = first + second + third
-    assert sorted(every) == of(A, range(1, 701)) + of(B, range(0, 500))  # none lost or twice
+    assert sorted(every) == of(A, range(1, 701)) + of(B, range(1, 501))  # none lost or twice
     assert t._fetched == {}
     assert got(await t.fetch(0, 500)) == []
     assert c.asked == [500, None, None]
@@ -178,19 +204,25 @@ async def test_paused_partition_records_wait_for_the_resume_and_come_first() -> 
     assert got(await t.fetch(0, 4)) == of(B, range(0, 4))  # B flows meanwhile
     assert got(await t.fetch(0, 4)) == of(B, [4, 5])
     assert c.asked == [4]
-    # Only A's held records left, and A is paused: aiokafka is asked (and returns B only).
+    # Only A's held records left, and A is paused: what aiokafka holds of B is taken without
+    # waiting (a top-up of the partitions with nothing held)...
     c.script.append({B: records(B, range(6, 9))})
     assert got(await t.fetch(0, 4)) == of(B, range(6, 9))
-    assert c.asked == [4, None]
+    assert c.asked == [4]
+    assert c.topups[-1] == (frozenset({B}), None)
+    # ...and with nothing there either, aiokafka is asked for B only (and waited for): it
+    # would drop what it has prefetched of A if asked while A is paused.
     assert got(await t.fetch(0, 4)) == []  # still paused: nothing of A
-    assert c.asked == [4, None, None]
+    assert c.asked == [4]
+    assert c.topups[-2:] == [(frozenset({B}), None), (frozenset({B}), None)]
 
     t.resume([TP("orders", 0)])
     c.script.append({A: records(A, [6, 7]), B: records(B, [9])})
-    assert got(await t.fetch(0, 4)) == of(A, [4, 5])  # the held ones, without a getmany
-    assert c.asked == [4, None, None]
-    assert got(await t.fetch(0, 4)) == of(A, [6, 7]) + of(B, [9])
-    assert c.asked == [4, None, None, 4]
+    # The held ones, and what aiokafka holds of B (not of A, whose held ones come first).
+    assert got(await t.fetch(0, 4)) == of(A, [4, 5]) + of(B, [9])
+    assert c.asked == [4]
+    assert got(await t.fetch(0, 4)) == of(A, [6, 7])
+    assert c.asked == [4, 4]
 
 
 async def test_records_of_a_partition_no_longer_ready_are_dropped() -> None:
@@ -250,9 +282,9 @@ async def test_records_arriving_for_a_held_partition_go_behind_the_held_ones() -
         return {A: records(A, range(6, 10)), B: records(B, [0])}
 
     c.script.append(resumed_while_fetching)
-    assert got(await t.fetch(0, 4)) == of(A, range(4, 8))
-    assert c.asked == [4, None]
-    assert got(await t.fetch(0, 4)) == of(A, [8, 9]) + of(B, [0])
+    # A's held records first; its new ones stay with aiokafka until those are handed out.
+    assert got(await t.fetch(0, 4)) == of(A, [4, 5]) + of(B, [0])
+    assert got(await t.fetch(0, 4)) == of(A, range(6, 10))
     assert c.asked == [4, None]
     assert t._fetched == {}
 
@@ -290,3 +322,85 @@ async def test_resume_during_a_waiting_fetch_hands_out_the_held_records_promptly
     await resumer
     assert got(out) == of(A, [4, 5])
     assert waited < 0.5
+
+
+def runs(messages: Sequence[Message]) -> list[tuple[int, int]]:
+    """(partition, length) of each run of consecutive messages from one partition."""
+    out: list[tuple[int, int]] = []
+    for m in messages:
+        if out and out[-1][0] == m.partition:
+            out[-1] = (m.partition, out[-1][1] + 1)
+        else:
+            out.append((m.partition, 1))
+    return out
+
+
+async def test_held_partitions_take_turns_of_a_run_across_fetches() -> None:
+    assert HANDOUT_RUN == 50  # the figures below are written for it
+    tps = [TopicPartition("orders", p) for p in range(4)]
+    t, c = transport(*tps)
+    c.script.append({tp: records(tp, [0]) for tp in tps})
+    c.script.append({tp: records(tp, range(1, 301)) for tp in tps})
+    assert len(await t.fetch(0, 500)) == 4
+    first = await t.fetch(0, 500)
+    # 10 runs of 50: partitions 0 and 1 get a third turn, and the next fetch goes on with 2.
+    assert runs(first) == [(p, 50) for p in (0, 1, 2, 3, 0, 1, 2, 3, 0, 1)]
+    second = await t.fetch(0, 500)
+    assert runs(second) == [(p, 50) for p in (2, 3, 0, 1, 2, 3, 0, 1, 2, 3)]
+    third = await t.fetch(0, 500)
+    assert runs(third) == [(p, 50) for p in (0, 1, 2, 3)]
+    every = got(first + second + third)
+    for tp in tps:  # each partition in offset order, none lost or twice
+        assert [o for p, o in every if p == tp.partition] == list(range(1, 301))
+    assert c.asked == [500, None]
+
+
+async def test_a_partition_whose_held_records_ran_out_is_topped_up_without_waiting() -> None:
+    t, c = transport(A, B)
+    c.script.append({A: records(A, range(0, 60)), B: records(B, range(0, 300))})
+    assert runs(await t.fetch(0, 100)) == [(0, 50), (1, 50)]
+    # A's last 10 held records go out, and the hand-out ends with that turn...
+    assert runs(await t.fetch(0, 100)) == [(0, 10), (1, 50)]
+    # ...so the next fetch first takes what aiokafka has fetched of A meanwhile.
+    c.script.append({A: records(A, range(60, 200))})
+    assert runs(await t.fetch(0, 100)) == [(1, 50), (0, 50)]
+    assert c.topups == [(frozenset({A}), None)]  # without waiting, everything aiokafka holds
+    assert c.asked == [100]  # no waiting getmany while B still has records held
+    assert got(await t.fetch(0, 100)) == of(B, range(150, 200)) + of(A, range(110, 160))
+
+
+async def test_first_fetch_after_idle_tops_up_the_partitions_aiokafka_left_out() -> None:
+    C = TopicPartition("orders", 2)
+    t, c = transport(A, B, C)
+    # aiokafka fills `max_records` from the partition it holds first: all of A...
+    c.script.append({A: records(A, range(0, 200))})
+    # ...while it holds B and C too.
+    c.script.append({B: records(B, range(0, 100)), C: records(C, range(0, 100))})
+    first = await t.fetch(0, 200)
+    assert runs(first)[0] == (0, 50)
+    assert sorted(runs(first)) == [(0, 50), (1, 50), (2, 50)]  # B and C ran out: a short one
+    assert c.asked == [200]
+    # A run of each partition left out, one call each (aiokafka would fill `max_records` from
+    # one of them): a run is unpacked after idling, not a megabyte.
+    assert sorted(c.topups, key=str) == [(frozenset({B}), 50), (frozenset({C}), 50)]
+    # Their runs are handed out: the next fetch takes all aiokafka holds of them.
+    second = await t.fetch(0, 200)
+    assert c.topups[2:] == [(frozenset({B, C}), None)]
+    assert sorted(got(second)) == of(A, range(50, 100)) + of(B, range(50, 100)) + of(
+        C, range(50, 100)
+    )
+    assert runs(second)[0] == (0, 50)
+    assert c.asked == [200]
+
+
+async def test_with_every_partition_paused_aiokafka_is_not_asked_and_a_resume_ends_the_wait() -> (
+    None
+):
+    t, c = transport(A)
+    c.script.append({A: records(A, range(0, 3))})  # prefetched by aiokafka, kept while paused
+    t.pause([TP("orders", 0)])
+    asyncio.get_running_loop().call_later(0.05, t.resume, [TP("orders", 0)])
+    # A long fetch timeout: only the resume can end this wait within the bound below.
+    assert got(await asyncio.wait_for(t.fetch(30, 4), 10)) == []
+    assert c.asked == [] and c.topups == []  # nothing asked of aiokafka while paused
+    assert got(await t.fetch(0, 4)) == of(A, range(0, 3))

@@ -119,3 +119,46 @@ class Counter:
         self.total += total
         if before < self.n <= self.count:
             say("done", count=self.count, total=self.total)
+
+
+@dataclass(frozen=True)
+class LatencyArgs:
+    """What the latency peers (lat_*.py) take: a copy or re-key pipeline from `topic` to `out`."""
+
+    bootstrap: str
+    topic: str
+    out: str
+    group: str
+    pipeline: str  # "copy" or "rekey"
+    commit_interval: float
+    session_timeout_ms: int
+    heartbeat_interval_ms: int
+    fetch_max_wait_ms: int
+    state_dir: str
+
+
+def latency_args(argv: list[str] | None = None) -> LatencyArgs:
+    p = argparse.ArgumentParser()
+    p.add_argument("--bootstrap", required=True, help="host:port")
+    p.add_argument("--topic", required=True, help="input topic (4 partitions, JSON orders)")
+    p.add_argument("--out", required=True, help="output topic")
+    p.add_argument("--group", required=True, help="consumer group / application id")
+    p.add_argument("--pipeline", choices=("copy", "rekey"), required=True)
+    p.add_argument("--commit-interval", type=float, default=1.0)
+    p.add_argument("--session-timeout-ms", type=int, default=2000)
+    p.add_argument("--heartbeat-interval-ms", type=int, default=300)
+    p.add_argument("--fetch-max-wait-ms", type=int, default=100)
+    p.add_argument("--state-dir", default="/tmp", help="where a peer may keep local files")
+    ns = p.parse_args(argv)
+    return LatencyArgs(
+        ns.bootstrap,
+        ns.topic,
+        ns.out,
+        ns.group,
+        ns.pipeline,
+        ns.commit_interval,
+        ns.session_timeout_ms,
+        ns.heartbeat_interval_ms,
+        ns.fetch_max_wait_ms,
+        ns.state_dir,
+    )

@@ -1,0 +1,109 @@
+"""Progress under a backlog, on a real broker: a slow worker moves every partition forward at the
+same pace, and commits its first processed batch soon, not a commit interval later.
+
+The subject is `apps/progress.sdl`: a millisecond of work per order, each copied to a
+one-partition topic in the order it was handled, so that topic is the hand-out order.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+from kafkatest import Broker
+from streamc_runtime.transport import HANDOUT_RUN
+from test_worker import create_topics, joined
+from workers import Out, Worker, build, committed, produce, read_topic
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.asyncio]
+
+APPS = Path(__file__).parent / "apps"
+PER_PARTITION = 1000
+
+
+@pytest.fixture(scope="session")
+def progress_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(APPS / "progress.sdl", tmp_path_factory.mktemp("progress") / "progress_worker")
+
+
+async def _backlog(broker: Broker) -> None:
+    """PER_PARTITION orders on each of the 4 partitions, before any worker runs."""
+    await create_topics(broker, {"orders": 4})
+    for p in range(4):
+        orders = [
+            (f"o{p}-{i}".encode(), json.dumps({"id": f"o{p}-{i}", "source": p}).encode())
+            for i in range(PER_PARTITION)
+        ]
+        await produce(broker, "orders", orders, partition=p)
+
+
+def _sources(records: Iterable[Out]) -> list[int]:
+    return [json.loads(r.value or b"{}")["source"] for r in records]
+
+
+def _worst_skew(sources: list[int]) -> int:
+    """The largest gap between two partitions' progress while all four still had a backlog."""
+    counts: Counter[int] = Counter()
+    worst = 0
+    for p in sources:
+        counts[p] += 1
+        if max(counts.values()) >= PER_PARTITION:
+            break
+        worst = max(worst, max(counts[q] for q in range(4)) - min(counts[q] for q in range(4)))
+    return worst
+
+
+def _start(build_dir: Path, broker: Broker, log: Path, *args: str) -> Worker:
+    return Worker(build_dir.name, build_dir, broker, log, args=args).start()
+
+
+async def test_slow_worker_with_a_backlog_progresses_on_every_partition(
+    fresh_broker: Broker, progress_build: Path, tmp_path: Path
+) -> None:
+    await _backlog(fresh_broker)
+    worker = _start(progress_build, fresh_broker, tmp_path / "w.log", "--log-level", "INFO")
+    try:
+        out = await read_topic(
+            fresh_broker, "copied", lambda rs: len(rs) >= 4 * PER_PARTITION, within=120
+        )
+    finally:
+        worker.stop()
+    sources = _sources(out)
+    assert Counter(sources) == {p: PER_PARTITION for p in range(4)}
+    assert set(sources[: 4 * HANDOUT_RUN]) == {0, 1, 2, 3}, worker.tail()
+    assert _worst_skew(sources) <= HANDOUT_RUN
+
+
+async def test_worker_killed_after_its_first_processed_batch_has_committed(
+    fresh_broker: Broker, progress_build: Path, tmp_path: Path
+) -> None:
+    await _backlog(fresh_broker)
+    # A commit interval far longer than the test: only an early first commit can show up.
+    worker = _start(
+        progress_build, fresh_broker, tmp_path / "w.log", "--commit-interval", "60",
+        "--log-level", "INFO",
+    )  # fmt: skip
+    try:
+        await joined(worker)
+        await read_topic(fresh_broker, "copied", lambda rs: len(rs) >= 1, within=60)
+        got: dict[int, int] = {}
+        deadline = time.monotonic() + 20  # a third of the interval
+        while not sum(got.values()) and time.monotonic() < deadline:
+            got = await committed(fresh_broker, "progress", "orders", 4)
+        worker.signal(signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        worker.stop()
+    assert sum(got.values()) > 0, worker.tail()
+    after = await committed(fresh_broker, "progress", "orders", 4)
+    assert after == got  # (the next commit would come an interval later)
+    # Never past what was handled: every committed order was copied.
+    copied = Counter(
+        _sources(await read_topic(fresh_broker, "copied", lambda rs: True, settle=1.0))
+    )
+    assert all(after[p] <= copied[p] for p in range(4)), (after, copied)
