@@ -318,6 +318,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 writer.flush()
                 if progress is not None:
                     progress.close()
+            if writer.error is not None:
+                reason = writer.error.strerror or str(writer.error)
+                raise Failure(
+                    f"streamc run: cannot write the output of {writer.error_topic}: {reason}"
+                )
         except ValueError as error:  # an input that does not fit its topic: "file:line: ..."
             raise Failure(str(error)) from None
         except LocalRunStopped as error:
