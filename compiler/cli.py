@@ -274,6 +274,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         package = _package_name(files)
         hook_paths = _hook_paths(program, files, Path(workdir), Path(args.file))
         sys.path.insert(0, workdir)
+        broker: MemoryBroker | None = None  # none until the run is under way
         try:
             try:
                 app = importlib.import_module(f"{package}.app").app
@@ -317,6 +318,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 writer.flush()
                 if progress is not None:
                     progress.close()
+            if writer.error is not None:
+                reason = writer.error.strerror or str(writer.error)
+                raise Failure(
+                    f"streamc run: cannot write the output of {writer.error_topic}: {reason}"
+                )
         except ValueError as error:  # an input that does not fit its topic: "file:line: ..."
             raise Failure(str(error)) from None
         except LocalRunStopped as error:
@@ -333,7 +339,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.path.remove(workdir)
             for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
                 del sys.modules[name]
-            for name, destination in tables:
+            for name, destination in tables if broker is not None else ():
                 _write_table(broker, app.tables[name], destination)
         _summarise(program, broker)
     return EXIT_OK

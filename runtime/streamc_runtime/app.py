@@ -897,6 +897,12 @@ class Worker:
         *,
         traceback: bool = False,
     ) -> None:
+        if self.output_lost is not None:
+            # Nothing is committed any more, so the next owner handles this message again and
+            # dead-letters it then if it is bad. The error may be the lost output itself (a
+            # hook's `Topic.send` that gave up): no reason to call a valid message bad.
+            self._hold_for_good(held)
+            return
         # Capped: a header is for reading, and some exceptions carry whole payloads.
         error = (str(exc) or type(exc).__name__)[:_MAX_ERROR]
         headers = [

@@ -65,9 +65,9 @@ def type_name(type_: Any) -> str:
 
 def _shape(type_: Any) -> Callable[[Any], bool]:
     """Whether a value has the declared type down to record instances: the exact record class
-    (a dict with the right fields is not an `Order`), lists, optionals, and scalars (`bool` is
-    not an `int`, `1.9` is not an `int`; an `int` is a fine `float`). Record fields are left to
-    msgspec (`_fields`)."""
+    (a dict with the right fields is not an `Order`), lists, tuples, optionals, and scalars
+    (`bool` is not an `int`, `1.9` is not an `int`; an `int` is a fine `float`). Record fields
+    are left to msgspec (`_fields`)."""
     if type_ is float:
         return lambda v: type(v) is float or type(v) is int
     if isinstance(type_, type) and not typing.get_args(type_):
@@ -81,6 +81,12 @@ def _shape(type_: Any) -> Callable[[Any], bool]:
     if origin is list:
         item = _shape(args[0])
         return lambda v: type(v) is list and all(item(x) for x in v)
+    if origin is tuple:  # `(int, Order)`, what a processor after `enumerate`/`items` may give
+        items = [_shape(a) for a in args]
+        n = len(items)
+        return lambda v: (
+            type(v) is tuple and len(v) == n and all(c(x) for c, x in zip(items, v, strict=True))
+        )
     raise TypeError(f"cannot check results against {type_!r}")
 
 

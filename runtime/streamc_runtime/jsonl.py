@@ -155,13 +155,20 @@ class Writer:
     """Writes the messages of chosen topics as JSON lines the moment they are produced.
 
     Set it as `MemoryBroker.on_produce`. Lines are flushed once per event-loop turn (not per
-    line), so a run that is killed keeps everything produced until its last turn."""
+    line), so a run that is killed keeps everything produced until its last turn.
+
+    An output that cannot be written (a closed pipe, a full disk) is dropped and its error
+    kept in `error` (the first one, with `error_topic`) for the caller to report: raised from
+    here it would fail the send of a record the broker has already stored, and the runtime
+    would take it for a transport failure (retried: a copy per attempt, then a stop)."""
 
     def __init__(self, *, timestamp: bool = True) -> None:
         self.timestamp = timestamp
         self._targets: dict[str, list[tuple[IO[str], Any, Any]]] = {}
         self._dirty: set[IO[str]] = set()
         self._flush_scheduled = False
+        self.error: OSError | None = None
+        self.error_topic: str | None = None
 
     def add(self, topic: str, out: IO[str], value_type: Any = bytes, key_type: Any = str) -> None:
         self._targets.setdefault(topic, []).append((out, value_type, key_type))
@@ -171,8 +178,12 @@ class Writer:
         if targets is None:
             return
         for out, value_type, key_type in targets:
-            out.write(format(message, value_type, key_type=key_type, timestamp=self.timestamp))
-            out.write("\n")
+            try:
+                out.write(format(message, value_type, key_type=key_type, timestamp=self.timestamp))
+                out.write("\n")
+            except OSError as exc:
+                self._failed(out, exc)
+                continue
             self._dirty.add(out)
         if not self._flush_scheduled:
             try:
@@ -187,4 +198,19 @@ class Writer:
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, set()
         for out in dirty:
-            out.flush()
+            try:
+                out.flush()
+            except OSError as exc:
+                self._failed(out, exc)
+
+    def _failed(self, out: IO[str], exc: OSError) -> None:
+        """Stop writing to `out`, and remember the first failure."""
+        for topic, targets in list(self._targets.items()):
+            if self.error is None and any(t[0] is out for t in targets):
+                self.error, self.error_topic = exc, topic
+            kept = [t for t in targets if t[0] is not out]
+            if kept:
+                self._targets[topic] = kept
+            else:
+                del self._targets[topic]
+        self._dirty.discard(out)

@@ -237,6 +237,10 @@ def test_run_reports_bad_usage_without_traceback(tmp_path: Path) -> None:
         ("--input", "orders"): (2, "TOPIC=FILE"),
         ("--input", f"orders={bad}"): (1, "bad.jsonl:1: invalid JSON"),
         ("--input", "orders=/nonexistent.jsonl"): (1, "cannot read"),
+        ("--input", f"orders={SAMPLE.with_suffix('.jsonl')}", "--table", "nosuch=x.jsonl"): (
+            2,
+            "--table: no table 'nosuch' (tables: none)",
+        ),
     }
     for args, (status, message) in cases.items():
         result = subprocess.run(

@@ -310,3 +310,36 @@ async def test_the_memory_transport_refuses_records_above_its_max_record_size() 
     assert refused.value.indexes == (1,)  # type: ignore[attr-defined]
     assert refused.value.limit == 10  # type: ignore[attr-defined]
     assert [m.value for m in broker.messages("t")] == [b"12345"]  # none of the run was stored
+
+
+@pytest.mark.parametrize("where", ["processor", "sink"])
+async def test_a_hook_send_that_never_goes_out_stops_the_worker_without_a_dead_letter(
+    where: str,
+) -> None:
+    app = App("hooks")
+    orders = app.topic("orders", value_type=Order)
+    alerts = app.topic("alerts", value_type=Order)
+
+    async def alert(order: Order) -> Order:
+        await alerts.send(order)
+        return order
+
+    @app.agent(orders)
+    async def watch(stream: Stream[Order]) -> None:
+        if where == "processor":
+            async for _ in stream.process(alert):
+                pass
+        else:
+            async for order in stream:
+                await alert(order)
+
+    r = _flaky(app, ["alerts"], failures=None)
+    async with r:
+        r.produce("orders", {"account_id": "a0", "amount": 1.0})
+        assert await asyncio.wait_for(r.worker.wait(), 5) == 1
+    assert r.transport.attempts == 4  # type: ignore[attr-defined]
+    # The order is valid: only the transport failed, so it must not reach the dead-letter
+    # topic; it stays uncommitted and the next owner handles it again.
+    assert r.messages("hooks-dlq") == []
+    assert r.messages("alerts") == []
+    assert r.committed("orders") == {0: 0}

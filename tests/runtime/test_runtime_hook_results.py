@@ -157,3 +157,52 @@ async def test_without_returns_results_are_not_checked() -> None:
 def test_process_needs_one_declared_type_per_processor() -> None:
     with pytest.raises(ValueError, match="2 processors but 1 result types"):
         Stream.process(object.__new__(Stream), str, str, returns=(str,))
+
+
+@pytest.mark.parametrize(
+    ("value", "got"),
+    [
+        ([1, Account(id=1, balance=1.0)], "list"),
+        ((1,), "tuple"),
+        ((1, Account(id=1, balance=1.0), 2), "tuple"),
+        ((1.5, Account(id=1, balance=1.0)), "tuple"),
+        ((1, {"id": 1, "balance": 1.0}), "tuple"),
+        ((1, Account(id="1", balance=1.0)), "tuple"),  # type: ignore[arg-type]
+        (None, "None"),
+    ],
+)
+def test_a_processor_declared_to_return_a_tuple_has_its_items_checked(value: Any, got: str) -> None:
+    check = result_check(tuple[int, Account], "pair_up")
+    with pytest.raises(HookResultError, match=f"^hook 'pair_up' returned {got}, declared "):
+        check(value)
+    pair = (1, Account(id=1, balance=1.0))
+    assert check(pair) is pair
+    assert result_check(tuple[str, int], "h")(("a", 1)) == ("a", 1)
+
+
+async def test_a_processor_returning_a_tuple_runs_and_its_pairs_reach_the_body() -> None:
+    """`process pairs` after `enumerate`, declared `-> (int, Order)`: a valid program the
+    checker accepts, so building its check must not stop the agent."""
+    app = App("t")
+    orders = app.topic("orders", key_type=str, value_type=Order)
+    got: list[tuple[int, str]] = []
+
+    def pair_up(pair: tuple[int, Order]) -> Any:
+        n, order = pair
+        return [n, order] if order.account_id == "bad" else (n * 10, order)
+
+    @app.agent(orders, name="a")
+    async def agent(stream: Stream[Order]) -> None:
+        async for n, order in stream.enumerate().process(pair_up, returns=(tuple[int, Order],)):
+            got.append((n, order.account_id))
+
+    async with Running(app) as r:
+        for account in ["x", "bad", "y"]:
+            r.produce("orders", {"account_id": account, "amount": 1.0}, partition=0)
+        await r.idle()
+        await r.worker.commit()
+        assert r.worker.failure is None
+    assert got == [(0, "x"), (20, "y")]
+    (dead,) = r.messages("t-dlq")
+    assert dict(dead.headers)["streamc.hook.returns"] == b"tuple[int, Order]"
+    assert r.committed("orders") == {0: 3}

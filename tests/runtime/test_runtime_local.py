@@ -373,6 +373,28 @@ async def test_writer_writes_each_record_as_it_is_produced_and_flushes_per_loop_
     assert flushes and flushes[-1] == out.getvalue()
 
 
+class _ClosedPipe(io.StringIO):
+    """An output whose reader went away (`streamc run ... | head -1`)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+async def test_an_output_that_cannot_be_written_fails_no_send_and_duplicates_no_record() -> None:
+    """The writer watches the broker; an output it cannot write to is its own failure, not a
+    transport's: the send was stored, so it is neither retried (a second copy) nor stops the
+    run as "sending failed"."""
+    writer = jsonl.Writer(timestamp=False)
+    writer.add("raw.copy", _ClosedPipe(), bytes, bytes)
+    broker = MemoryBroker()
+    broker.on_produce = writer
+    inputs = {"raw.events": [{"value": "a"}, {"value": "b"}]}
+    await run_local(_orders_app(), inputs, broker=broker, send_backoff=0.001)
+    assert [m.value for m in broker.messages("raw.copy")] == [b"a", b"b"]
+    assert isinstance(writer.error, BrokenPipeError)
+    assert writer.error_topic == "raw.copy"
+
+
 # -- run_local's limits: a stuck hook or a cycle ends with a message, not a hang -------------
 
 
