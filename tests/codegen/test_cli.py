@@ -239,7 +239,7 @@ def test_run_reports_bad_usage_without_traceback(tmp_path: Path) -> None:
         ("--input", "orders=/nonexistent.jsonl"): (1, "cannot read"),
         ("--input", f"orders={SAMPLE.with_suffix('.jsonl')}", "--table", "nosuch=x.jsonl"): (
             2,
-            "--table: no table 'nosuch' (tables: none)",
+            "--table: no table 'nosuch' (tables: totals_by_account)",
         ),
     }
     for args, (status, message) in cases.items():
