@@ -61,11 +61,11 @@ def test_the_docs_examples_are_formatted() -> None:
 def test_each_construct_gets_its_canonical_layout() -> None:
     messy = (
         "app   shop\n\n\n\n"
-        "record Order { id : str  amount:float tags : list [ str ]=[ \"a\",\"b\" ]"
+        'record Order { id : str  amount:float tags : list [ str ]=[ "a","b" ]'
         " note: str ? = null  n: int = - 1 }\n"
         "record Empty {}\n"
-        "topic orders : Order key str\n   partitions 4 name \"shop.orders\"\n"
-        "hooks \"hooks.py\" { big ( Order )->bool  show(int,Order) }\n"
+        'topic orders : Order key str\n   partitions 4 name "shop.orders"\n'
+        'hooks "hooks.py" { big ( Order )->bool  show(int,Order) }\n'
         "agent a = from orders|where -amount<-1 and not(note==null)|take 5 within 10s\n"
         "agent b = from orders | where amount > 1 | group_by id | enumerate 1 | sink show\n"
     )
@@ -191,8 +191,11 @@ def declarations(draw: st.DrawFn) -> list[list[str]]:
             value = draw(st.sampled_from(["", ": Order", ": list[int]"]))
             decls.append([" ".join([f"topic {draw(names)}{value}", *options])])
         elif kind == "hooks":
-            sigs = [f"{draw(names)}({draw(types)}, int)" + draw(st.sampled_from(
-                ["", " -> bool", " -> (int, str)"])) for _ in range(draw(st.integers(0, 3)))]
+            sigs = [
+                f"{draw(names)}({draw(types)}, int)"
+                + draw(st.sampled_from(["", " -> bool", " -> (int, str)"]))
+                for _ in range(draw(st.integers(0, 3)))
+            ]
             decls.append(['hooks "h.py" {', *sigs, "}"])
         else:
             source = "from " + " & ".join(draw(st.lists(names, min_size=1, max_size=3)))
