@@ -248,7 +248,7 @@ class _Formatter:
                 self.block(decl, decl.hooks, "hooks block")
             elif isinstance(decl, ast.AgentDecl):
                 self.agent(decl)
-            elif isinstance(decl, ast.AppDecl | ast.TopicDecl):
+            elif isinstance(decl, _LINE_DECLS):
                 self.unit(decl.span.start, decl.span.end, 0, what="this declaration")
             else:  # a declaration added to the language since: one line, or as written
                 span: Any = getattr(decl, "span")  # noqa: B009  # every node has one
@@ -323,6 +323,9 @@ class _Formatter:
                 else:
                     out.append(code.ljust(width) + "  " + r.comment)
         return "\n".join(out) + "\n" if out else ""
+
+
+_LINE_DECLS = (ast.AppDecl, ast.TopicDecl)  # declarations always written on one line
 
 
 def _known(op: Any) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from streamc import ast
 from streamc.diagnostics import DiagnosticError
 from streamc.fmt import FormatError, format_source, shape
 from streamc.parser import lex, parse
@@ -261,3 +262,25 @@ def test_any_layout_of_a_program_formats_to_the_same_text(text: str) -> None:
     assert fmt(out) == out
     one_line = " ".join(str(t) for t in lex(text) if t.type != "WS")
     assert fmt(one_line) == out
+
+
+def test_constructs_the_formatter_does_not_know_keep_their_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A declaration or operation added to the language later is laid out on one line when
+    it is written on one, and kept as written, comments included, when it spans several."""
+    monkeypatch.setattr("streamc.fmt._LINE_DECLS", (ast.AppDecl,))
+    monkeypatch.setattr("streamc.fmt._KNOWN_OPS", (ast.ToOp,))
+    text = (
+        "topic  t:int   key str\n"
+        "topic u # the name\n  :int\n"
+        "agent a = from t\n  | where x >   1 # big\n      and y\n  | to u\n"
+        "agent b = from t |  where  x>1 | to  u\n"
+    )
+    assert fmt(text) == (
+        "topic t: int key str\n"
+        "topic u # the name\n  :int\n"
+        "agent a =\n    from t\n    | where x >   1 # big\n      and y\n    | to u\n"
+        "agent b = from t | where x > 1 | to u\n"
+    )
+    assert fmt(fmt(text)) == fmt(text)
