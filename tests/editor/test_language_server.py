@@ -280,3 +280,16 @@ def test_formatting_returns_the_canonical_layout(client: LspClient, project: Pat
         {"textDocument": {"uri": uri}, "options": {"tabSize": 4, "insertSpaces": True}},
     )
     assert [e["newText"] for e in edits] == ["topic t: int\n"]
+
+
+def test_hover_after_an_error_says_which_types_are_unknown(
+    client: LspClient, project: Path
+) -> None:
+    text = "topic t: int\ntopic u: int\nagent a = from t | process nothing | take 5 | to u\n"
+    uri = client.open(project / "unknown.sdl", text)
+    assert [d["code"] for d in client.diagnostics(uri)] == ["E204"]
+    hover = client.request("textDocument/hover", doc(uri, at(text, "take")))
+    assert hover["contents"]["value"].splitlines()[-2:] == [
+        "in: unknown (see the errors) keyed by int  ",
+        "out: unknown (see the errors) keyed by int",
+    ]
