@@ -290,6 +290,6 @@ def test_hover_after_an_error_says_which_types_are_unknown(
     assert [d["code"] for d in client.diagnostics(uri)] == ["E204"]
     hover = client.request("textDocument/hover", doc(uri, at(text, "take")))
     assert hover["contents"]["value"].splitlines()[-2:] == [
-        "in: unknown (see the errors) keyed by int  ",
-        "out: unknown (see the errors) keyed by int",
+        "in: unknown (see the errors) keyed by bytes  ",
+        "out: unknown (see the errors) keyed by bytes",
     ]
