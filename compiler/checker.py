@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import TypeVar, cast
+from typing import Literal, TypeVar, cast
 
 from . import ast, check_hooks, check_state, ir
 from .check_topology import (
@@ -46,12 +46,40 @@ def hooks_display_path(sdl_filename: str, hooks_path: str) -> str:
     return posixpath.join(folder, hooks_path) if folder else hooks_path
 
 
+RefKind = Literal["record", "topic", "hook", "field"]
+
+
+@dataclass(frozen=True, slots=True)
+class OpTypes:
+    """What flows into and out of one operation; None where an error made a type unknown."""
+
+    elem_in: ir.Type | None
+    key_in: ir.Type | None
+    elem_out: ir.Type | None
+    key_out: ir.Type | None
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the checker learnt about the source, for editors (`check(..., facts=True)`).
+
+    `ops` maps each operation's span to the types around it, also after errors elsewhere;
+    `refs` holds every name the checker resolved: where it was written, what kind of thing it
+    names and which one (a field as (record, field)); `topics` the declared topics, resolved.
+    """
+
+    ops: Mapping[Span, OpTypes]
+    refs: tuple[tuple[Span, RefKind, tuple[str, ...]], ...]
+    topics: Mapping[str, ir.Topic]
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """The program when there is no error, and every diagnostic (errors and warnings)."""
 
     program: ir.Program | None
     diagnostics: tuple[Diagnostic, ...]  # sorted by place
+    facts: Facts | None = None  # only when asked for
 
     @property
     def errors(self) -> tuple[Diagnostic, ...]:
@@ -62,21 +90,31 @@ def check(
     module: ast.Module,
     hook_sources: Mapping[str, str | None],
     hook_errors: Mapping[str, str] | None = None,
+    facts: bool = False,
 ) -> CheckResult:
     """Check a parsed module. `hook_sources` maps each hooks path as written to its text.
 
     `hook_errors` may say why a module could not be read (the loader passes the reason);
     it only improves the message. Warnings about the topology come only for a program
-    without errors: an error can leave the topology half built.
+    without errors: an error can leave the topology half built. `facts`: also say what was
+    learnt about each name and operation (for the language server; it costs memory).
     """
     checker = _Checker(module, hook_sources, hook_errors or {})
+    if facts:
+        checker.op_types, checker.refs = {}, []
     with gc_paused():
         program = checker.run()
+    learnt = None
+    if facts:
+        assert checker.op_types is not None and checker.refs is not None
+        learnt = Facts(checker.op_types, tuple(checker.refs),
+                       {name: info.topic for name, info in checker.topics.items()})  # fmt: skip
     if checker.diagnostics:
-        return CheckResult(None, tuple(sorted(set(checker.diagnostics), key=Diagnostic.sort_key)))
+        diagnostics = tuple(sorted(set(checker.diagnostics), key=Diagnostic.sort_key))
+        return CheckResult(None, diagnostics, learnt)
     assert program is not None
     warnings = check_topology(module, program) + check_state.unfilled_tables(checker)
-    return CheckResult(program, tuple(sorted(set(warnings), key=Diagnostic.sort_key)))
+    return CheckResult(program, tuple(sorted(set(warnings), key=Diagnostic.sort_key)), learnt)
 
 
 @dataclass
@@ -146,6 +184,14 @@ class _Checker:
     # One copy of each equal immutable IR part that agents repeat (field references, source
     # lists, types): 100,000 agents reading `amount` need not hold 100,000 equal objects.
     shared: dict[object, object] = field(default_factory=dict)
+    # Only when `check` is asked for facts: None keeps a plain check from paying for them.
+    op_types: dict[Span, OpTypes] | None = None
+    refs: list[tuple[Span, RefKind, tuple[str, ...]]] | None = None
+
+    def resolved(self, span: Span, kind: RefKind, *key: str) -> None:
+        """Remember that the name at `span` refers to this record, topic, hook or field."""
+        if self.refs is not None:
+            self.refs.append((span, kind, key))
 
     def share(self, value: _T) -> _T:
         return self.shared.setdefault(value, value)  # type: ignore[return-value]
@@ -477,6 +523,7 @@ class _Checker:
                 return None
             resolved = ir.AnyType()
         elif name in self.records:
+            self.resolved(t.name.span, "record", name)
             resolved = ir.RecordType(name)
         else:
             self.error(
@@ -761,6 +808,8 @@ class _Checker:
                 hints.append(f"'{ref.text}' is a table: its rows come out of its `aggregate` "
                              "step, which a `to` can follow")  # fmt: skip
             self.error(ref.span, "E203", f"unknown topic '{ref.text}'", hints)
+        else:
+            self.resolved(ref.span, "topic", ref.text)
         return info
 
     def find_hook(self, ref: ast.Name) -> _HookInfo | None:
@@ -772,6 +821,8 @@ class _Checker:
                 f"unknown hook '{ref.text}'",
                 did_you_mean(ref.text, self.hooks),
             )
+        else:
+            self.resolved(ref.span, "hook", ref.text)
         return info
 
     def check_agent(self, decl: ast.AgentDecl) -> ir.Agent | None:
@@ -829,7 +880,10 @@ class _Checker:
                            [f"only 'sink' may follow '{stream.mode}'; move "
                             f"'{stream.mode}' to the end"])  # fmt: skip
                 break
+            before = (stream.elem, stream.key)
             result = self.check_op(op, stream, decl)
+            if self.op_types is not None:
+                self.op_types[op.span] = OpTypes(*before, stream.elem, stream.key)
             if result is not None:
                 ops.append(result)
         if self.diagnostics or input_elem is None or input_key is None:
@@ -890,6 +944,7 @@ class _Checker:
             and first.text not in field_names
         ):
             hook = self.hooks[first.text]
+            self.resolved(first.span, "hook", first.text)
             self.check_hook_call(hook, first, elem, "key function")
             key = hook.returns
             if not hook.has_return:
@@ -1278,6 +1333,7 @@ class _Checker:
                     did_you_mean(n.text, fields),
                 )
                 return None
+            self.resolved(n.span, "field", base.name, n.text)
             current = f.type
             # Narrow only the last field, and only if no optional record lies on the way: the
             # generated code reaches through optional records with conditional expressions,

@@ -1,4 +1,4 @@
-"""The `streamc` command: check, build, run and graph `.sdl` programs.
+"""The `streamc` command: check, build, run, test, graph and format `.sdl` programs.
 
 This is the only part of the compiler that writes files, and it never writes outside the
 folder it was given, nor changes a file there that the folder's manifest does not say streamc
@@ -524,6 +524,63 @@ def _add_test_command(commands: Any) -> None:
     test.set_defaults(run=cmd_test)
 
 
+def cmd_fmt(args: argparse.Namespace) -> int:
+    """Rewrite files in the canonical layout (stdin to stdout without files); `--check`
+    writes nothing and names the files that are not formatted."""
+    from .diagnostics import DiagnosticError, render
+    from .fmt import FormatError, format_source
+    from .loader import MAX_SDL_BYTES, read_limited
+
+    paths: list[Path] = []
+    for given in map(Path, args.files):
+        paths.extend(sorted(given.rglob("*.sdl")) if given.is_dir() else [given])
+    failed = unformatted = 0
+    targets: list[Path | None] = [*paths] or [None]  # None: stdin
+    for path in targets:
+        shown = "<stdin>" if path is None else str(path)
+        try:
+            data = sys.stdin.buffer.read() if path is None else read_limited(path, MAX_SDL_BYTES)
+            text = data.decode("utf-8").removeprefix("\ufeff")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) else "not valid UTF-8"
+            print(f"streamc fmt: cannot read {shown}: {reason}", file=sys.stderr)
+            failed += 1
+            continue
+        try:
+            formatted = format_source(text, shown)
+        except DiagnosticError as error:
+            sys.stderr.write(render(error.diagnostics, {shown: text}))
+            print(f"streamc fmt: {shown}: not formatted: it does not parse", file=sys.stderr)
+            failed += 1
+            continue
+        except FormatError as error:
+            where = f"{shown}:{error.line}:{error.col}" if error.line else shown
+            print(f"streamc fmt: {where}: cannot format: {error.message}", file=sys.stderr)
+            failed += 1
+            continue
+        if path is None and not args.check:
+            sys.stdout.write(formatted)
+        elif formatted != text:
+            unformatted += 1
+            if args.check:
+                print(f"would reformat {shown}")
+            else:
+                assert path is not None
+                with open(path, "w", encoding="utf-8", newline="") as file:
+                    file.write(formatted)
+                print(f"reformatted {shown}", file=sys.stderr)
+    if failed:
+        return EXIT_DIAGNOSTICS
+    return EXIT_DIAGNOSTICS if args.check and unformatted else EXIT_OK
+
+
+def cmd_lsp(args: argparse.Namespace) -> int:
+    from .lsp import serve
+
+    serve()
+    return EXIT_OK
+
+
 def cmd_graph(args: argparse.Namespace) -> int:
     from .graph import render
 
@@ -618,6 +675,22 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
     graph.set_defaults(run=cmd_graph)
     _add_test_command(commands)
+
+    fmt = commands.add_parser(
+        "fmt", help="rewrite .sdl files in the one canonical layout, comments kept"
+    )
+    fmt.add_argument(
+        "files", nargs="*", metavar="FILE",
+        help=".sdl files or folders (searched for *.sdl); none: stdin to stdout",
+    )  # fmt: skip
+    fmt.add_argument(
+        "--check", action="store_true",
+        help="write nothing; name the files that are not formatted and exit 1 if any",
+    )  # fmt: skip
+    fmt.set_defaults(run=cmd_fmt)
+
+    lsp = commands.add_parser("lsp", help="the language server, over stdin and stdout")
+    lsp.set_defaults(run=cmd_lsp)
     return parser
 
 

@@ -21,12 +21,12 @@ import os
 import posixpath
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ast, ir
-from .checker import check, hooks_display_path
+from .checker import Facts, check, hooks_display_path
 from .diagnostics import Diagnostic, DiagnosticError, Span
 from .hook_imports import Imported, imports_of
 from .parser import parse
@@ -39,6 +39,8 @@ class LoadResult:
     sources: dict[str, str] = field(default_factory=dict)  # file name as shown -> text
     files: list[Path] = field(default_factory=list)  # every file read, resolved
     complete: bool = True  # False: syntax errors were capped, the rest of the file unread
+    module: ast.Module | None = None  # the parsed source, when it parsed
+    facts: Facts | None = None  # what the checker learnt (`load_text(..., facts=True)`)
 
 
 # Caps that no real file reaches but that a device or a runaway file does. A program of 10 MB
@@ -140,6 +142,26 @@ def load(path: Path, roots: Sequence[Path] = ()) -> LoadResult:
             data = read_limited(path, MAX_SDL_BYTES)
             result.sources[shown] = data.decode("utf-8", errors="replace")
         return result
+    return load_text(path, text, roots, result=result)
+
+
+def load_text(
+    path: Path,
+    text: str,
+    roots: Sequence[Path] = (),
+    *,
+    facts: bool = False,
+    hook_texts: Mapping[Path, str] | None = None,
+    result: LoadResult | None = None,
+) -> LoadResult:
+    """Check `text` as the contents of `path`: what an editor holds, saved or not.
+
+    `hook_texts` gives the text of hooks modules (by resolved path) to use instead of what
+    is on disk, such as modules open in the editor.
+    """
+    shown = str(path)
+    if result is None:
+        result = LoadResult(program=None)
     result.sources[shown] = text
     result.files.append(path.resolve())
     try:
@@ -148,6 +170,7 @@ def load(path: Path, roots: Sequence[Path] = ()) -> LoadResult:
         result.diagnostics.extend(e.diagnostics)
         result.complete = e.complete
         return result
+    result.module = module
     hook_sources: dict[str, str | None] = {}
     hook_errors: dict[str, str] = {}
     for decl in module.decls:
@@ -156,7 +179,9 @@ def load(path: Path, roots: Sequence[Path] = ()) -> LoadResult:
             hook_text: str | None = None
             if rel.endswith(".py") and "\0" not in rel:
                 where, reason = inside_project(path.parent, rel, roots)
-                if where is not None:
+                if where is not None and hook_texts and where in hook_texts:
+                    hook_text = hook_texts[where]
+                elif where is not None:
                     hook_text, _, reason = _read(where, rel)
                 if reason is not None:
                     hook_errors[rel] = reason
@@ -165,7 +190,8 @@ def load(path: Path, roots: Sequence[Path] = ()) -> LoadResult:
             hook_sources[rel] = hook_text
             if hook_text is not None:
                 result.sources[hooks_display_path(shown, rel)] = hook_text
-    checked = check(module, hook_sources, hook_errors)
+    checked = check(module, hook_sources, hook_errors, facts=facts)
+    result.facts = checked.facts
     helpers, problems = _load_helpers(path, hook_sources, result.sources)
     result.files.extend((path.parent / h.source_path).resolve() for h in helpers)
     if checked.program is not None and not problems:

@@ -230,6 +230,17 @@ def _fast_parser() -> _FastParser:
     return _FastParser(_lark())
 
 
+def lex(text: str) -> Iterator[Token]:
+    """Every token of `text` as the grammar defines them, whitespace (WS) and comments
+    (COMMENT) included: what the formatter and the language server read the layout from.
+
+    A word is a keyword token wherever it spells one (the parser alone knows when it is a
+    name). Raises Lark's `UnexpectedInput` at text no token matches.
+    """
+    # Lone CRs end lines as in `parse`, one character for one so offsets stay the same.
+    return _lark().lex(_LONE_CR.sub("\n", text) if "\r" in text else text, dont_ignore=True)
+
+
 def parse(text: str, filename: str) -> ast.Module:
     """Parse an .sdl source. Raises `DiagnosticError` (E1xx diagnostics) if it is invalid.
 
