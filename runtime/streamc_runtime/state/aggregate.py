@@ -82,6 +82,9 @@ class Aggregate(Stream[Any]):
         store: Any = None
         last_q = -1
         last_offsets: Any = None
+        last_held: Any = _NO_HELD
+        # (store held, first record, first output) of each stretch of one partition's elements
+        stretches: list[tuple[_Held, int, int]] = []
         may_wait = False
         while len(out) < _RUN_MAX:
             if out and may_wait:
@@ -99,7 +102,7 @@ class Aggregate(Stream[Any]):
                 continue
             event = carrier
             m = event.message
-            if event._offsets is not last_offsets or last_offsets.closed:
+            if event._offsets is not last_offsets or last_offsets.closed or last_held.closed:
                 if event._offsets.closed:
                     continue  # revoked while upstream held it: the new owner handles it
                 h = live.store(m.partition)
@@ -107,9 +110,11 @@ class Aggregate(Stream[Any]):
                     continue  # likewise: its store left with the partition
                 if not h.ready.is_set():
                     await _ready(h)
-                    if live.store(m.partition) is not h:
+                    # Closed meanwhile (revoked mid-restore), or its restore failed.
+                    if live.store(m.partition) is not h or not h.ready.is_set():
                         continue
-                store, last_q, last_offsets = h.store, m.partition, event._offsets
+                store, last_q, last_offsets, last_held = h.store, m.partition, event._offsets, h
+                stretches.append((h, len(records), len(out)))
             raw_key: bytes | None = m.key
             if raw_key is None:
                 await worker.dead_letter(
@@ -167,6 +172,12 @@ class Aggregate(Stream[Any]):
             if not event._acked:
                 held.append((event._offsets, m.offset))
             out.append((result, carrier))
+        if any(h.closed for h, _, _ in stretches):
+            # A store was revoked while this run waited (a slow hook, another store's
+            # restore): its new owner may be writing its changelog already, so what was
+            # folded into it here is neither written nor published (never committed either:
+            # its offsets are gone with the partition).
+            records, partitions, out, folded = _without_closed(stretches, records, partitions, out)
         if records:
             for q, (s, _) in folded.items():
                 records.append(map_record(s.positions))
@@ -182,8 +193,55 @@ class Aggregate(Stream[Any]):
         self._out.extend(out)
 
 
+def _without_closed(
+    stretches: list[tuple[_Held, int, int]],
+    records: list[tuple[bytes | None, bytes | None, Headers]],
+    partitions: list[int],
+    out: list[Element],
+) -> tuple[
+    list[tuple[bytes | None, bytes | None, Headers]],
+    list[int],
+    list[Element],
+    dict[int, tuple[Any, int]],
+]:
+    """The run without the records and outputs of stores closed since they were folded."""
+    kept_records: list[tuple[bytes | None, bytes | None, Headers]] = []
+    kept_partitions: list[int] = []
+    kept_out: list[Element] = []
+    folded: dict[int, tuple[Any, int]] = {}
+    ends = [(r, o) for _, r, o in stretches[1:]] + [(len(records), len(out))]
+    for (h, r0, o0), (r1, o1) in zip(stretches, ends, strict=True):
+        if h.closed:
+            continue
+        kept_records += records[r0:r1]
+        kept_partitions += partitions[r0:r1]
+        kept_out += out[o0:o1]
+        if r1 > r0:
+            q = partitions[r0]
+            seen = folded.get(q)
+            folded[q] = (h.store, r1 - r0 + (0 if seen is None else seen[1]))
+    return kept_records, kept_partitions, kept_out, folded
+
+
 async def _ready(held: _Held) -> None:
-    await held.ready.wait()
+    """Until the store is restored, or its restore ended otherwise (cancelled on revocation,
+    failed): a waiter must not outlive it."""
+    task = held.task
+    if task is None:
+        await held.ready.wait()
+        return
+    ready = asyncio.ensure_future(held.ready.wait())
+    try:
+        await asyncio.wait((ready, task), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ready.cancel()
+
+
+class _NoHeld:
+    closed = False
+
+
+_NO_HELD = _NoHeld()
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

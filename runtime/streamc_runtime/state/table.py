@@ -63,12 +63,15 @@ class Table(Generic[K, S]):
 class _Held:
     """Store q of a table on this worker, and whether its restore is done."""
 
-    __slots__ = ("ready", "store", "task")
+    __slots__ = ("closed", "ready", "store", "task")
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.ready = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        # Set when the partition leaves: an aggregation run that folded into the store
+        # meanwhile drops what it folded (the changelog belongs to the next owner).
+        self.closed = False
 
 
 class TablePartitions:
@@ -176,6 +179,8 @@ class WorkerTables:
 
     async def _close(self, closing: list[tuple[TablePartitions, int]]) -> None:
         helds = [live.held.pop(q) for live, q in closing]
+        for held in helds:
+            held.closed = True
         for held in helds:
             if held.task is not None and not held.task.done():
                 await _cancel(held.task)
