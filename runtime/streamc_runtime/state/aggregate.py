@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from ..stream import EMPTY, Element, Event, Pulled, Stream
@@ -44,8 +44,10 @@ class Aggregate(Stream[Any]):
         table: Table[Any, Any],
         fold: Callable[[Any, Any], Any],
         row: Callable[[Any, Any], Any],
+        checks: Sequence[tuple[str, Callable[[Any], Any]]] = (),
     ) -> None:
         super().__init__(up._worker, up, up._source)
+        self._checks = tuple(checks)  # (state attribute, its reduce hook's result check)
         self._table = table
         self._fold = fold
         self._row = row
@@ -70,7 +72,7 @@ class Aggregate(Stream[Any]):
         assert up is not None
         worker = self._worker
         table, live = self._table, self._live
-        fold, row, fold_async = self._fold, self._row, self._fold_async
+        fold, row, fold_async, checks = self._fold, self._row, self._fold_async, self._checks
         state_type = table.state_type
         encode = table.state_codec.encode
         records: list[tuple[bytes | None, bytes | None, Headers]] = []
@@ -156,6 +158,8 @@ class Aggregate(Stream[Any]):
                             f"fold of table {table.name!r} returned {type(state).__name__}, "
                             f"not {state_type.__name__}"
                         )
+                for attr, check in checks:
+                    setattr(state, attr, check(getattr(state, attr)))
                 result = row(key, state)
                 data = encode(state)
             except asyncio.CancelledError:
