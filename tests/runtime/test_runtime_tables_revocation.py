@@ -159,3 +159,75 @@ async def test_a_run_folded_before_its_store_was_revoked_writes_no_changelog_aft
         await a.stop()
     assert table_rows(broker, app.tables["totals"]) == want
     assert last_published(broker) == want
+
+
+class CountingTransport(MemoryTransport):
+    """Counts the changelog records each restore reads, per partition."""
+
+    def __init__(self, broker: MemoryBroker, group_id: str) -> None:
+        super().__init__(broker, group_id)
+        self.read: dict[int, int] = {}
+
+    async def read_partition(
+        self, topic: str, partition: int, start: int
+    ) -> AsyncIterator[Sequence[MemoryMessage]]:
+        async for batch in super().read_partition(topic, partition, start):
+            self.read[partition] = self.read.get(partition, 0) + len(batch)
+            yield batch
+
+
+def orders_for(keys: list[str], n: int, start: int = 0) -> list[Order]:
+    return [Order(account_id=keys[i % len(keys)], amount=float(i)) for i in range(start, n)]
+
+
+async def test_a_memory_store_assigned_back_reads_only_what_others_wrote_after_it() -> None:
+    app = totals_app(partitions=2)
+    broker = broker_for(app)
+    a_transport = CountingTransport(broker, "shop")
+    a = app.worker(a_transport, stats_interval=0, commit_interval=60.0)
+    keys = [key_on(0), key_on(1)]
+    sent: list[Order] = []
+
+    def produce(items: list[Order]) -> None:
+        for o in items:
+            broker.produce("orders", msgspec.json.encode(o), o.account_id.encode())
+        sent.extend(items)
+
+    await a.start()
+    try:
+        produce(orders_for(keys, 40))
+        await until_idle(a)
+        assert a_transport.read == {}  # both changelog partitions were empty
+        # aiokafka's rebalance: every partition revoked, the same assigned back
+        everything = a_transport.assignment()
+        await a.on_partitions_revoked(everything)
+        await a.on_partitions_assigned(everything)
+        await until_idle(a)
+        assert a_transport.read == {}  # both stores kept: nothing to read again
+        # partition 1 moves to b, which writes its changelog, then comes back
+        b = app.worker(MemoryTransport(broker, "shop"), stats_interval=0, commit_interval=60.0)
+        await b.start()
+        await wait_for(lambda: {tp.partition for tp in a_transport.assignment()} == {0})
+        before = len(broker.messages(CHANGELOG, 1))
+        produce(orders_for(keys, 50, start=40))
+        await until_idle(a)
+        await until_idle(b)
+        written_by_b = len(broker.messages(CHANGELOG, 1)) - before
+        assert written_by_b > 0
+        await b.stop()
+        await wait_for(lambda: {tp.partition for tp in a_transport.assignment()} == {0, 1})
+        produce(orders_for(keys, 60, start=50))
+        await until_idle(a)
+        assert a_transport.read == {1: written_by_b}
+        want = {
+            k: AccountTotals(
+                account_id=k,
+                orders=sum(1 for o in sent if o.account_id == k),
+                amount=sum(o.amount for o in sent if o.account_id == k),
+            )
+            for k in keys
+        }
+        assert a.table("totals") == want
+    finally:
+        await a.stop()
+    assert table_rows(broker, app.tables["totals"]) == want

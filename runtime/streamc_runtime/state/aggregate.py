@@ -117,6 +117,7 @@ class Aggregate(Stream[Any]):
                         continue
                 store, last_q, last_offsets, last_held = h.store, m.partition, event._offsets, h
                 stretches.append((h, len(records), len(out)))
+                h.folding = True  # a store revoked now holds states its changelog may not
             raw_key: bytes | None = m.key
             if raw_key is None:
                 await worker.dead_letter(
@@ -194,6 +195,8 @@ class Aggregate(Stream[Any]):
                 s.applied(count + 1)  # its data records and its skip map
             worker.tables.sent(delivery)
             worker._hold(cast("Awaitable[Delivery]", delivery), held)
+        for h, _, _ in stretches:
+            h.folding = False
         self._out.extend(out)
 
 
