@@ -468,8 +468,17 @@ class _Shaper:
                     if awaits and not std_imports:
                         std_imports.append("from inspect import isawaitable")
                     state_types.add(self.state_names[table])
+                    # What reduce hooks return is checked by the runtime, as processors' is.
+                    _, layout = self.state(self.program.table(table))
+                    checked = ", ".join(
+                        f"{py_literal(layout.attrs[acc.field])}: "
+                        f"({self.hook_names[acc.hook]}, {returns(acc.hook)})"
+                        for acc in op.fields
+                        if acc.kind == "reduce" and acc.hook is not None
+                    )
                     chain.append(
-                        f"aggregate(topics.{self.table_attrs[table]}, fold={fold}, row={row})"
+                        f"aggregate(topics.{self.table_attrs[table]}, fold={fold}, row={row}"
+                        + (f", returns={{{checked}}})" if checked else ")")
                     )
             element = op.out
             types_seen.append(element)

@@ -107,6 +107,7 @@ _SECURITY_PROTOCOLS = frozenset({"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL
 _SASL_MECHANISMS = frozenset({"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
+_RESTORE_POLL_MS = 20  # how soon a changelog restore sees it has caught up
 # Kafka's error code for CreateTopics on a name that exists: someone (maybe another worker
 # starting at the same moment) created it first, which is what we wanted.
 _TOPIC_ALREADY_EXISTS = 36
@@ -938,7 +939,9 @@ class KafkaTransport:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",  # `start` compacted or deleted away: from the first
-            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            # At the end of the log the broker holds a fetch this long before it answers with
+            # the high watermark; while records are there it answers at once.
+            fetch_max_wait_ms=min(self.settings.fetch_max_wait_ms, _RESTORE_POLL_MS),
             max_partition_fetch_bytes=self.settings.max_partition_fetch_bytes,
             fetch_max_bytes=self.settings.fetch_max_bytes,
         )
@@ -947,7 +950,9 @@ class KafkaTransport:
             consumer.assign([tp])
             consumer.seek(tp, start)
             while True:
-                batches = await consumer.getmany(tp, timeout_ms=500)
+                # aiokafka wakes `getmany` for records only: a fetch answering "nothing more"
+                # only sets the high watermark, so a short wait lets the loop see it.
+                batches = await consumer.getmany(tp, timeout_ms=_RESTORE_POLL_MS)
                 records = batches.get(tp, [])
                 if records:
                     yield records

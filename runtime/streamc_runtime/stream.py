@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from operator import attrgetter
 from types import GeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, final
@@ -318,13 +318,23 @@ class Stream(Generic[T]):
         *,
         fold: Callable[[Any, Any], Any],
         row: Callable[[Any, Any], Any],
+        returns: Mapping[str, tuple[Callable[..., Any], Any]] | None = None,
     ) -> Stream[Any]:
         """Fold every value into its key's state in `table` (`fold(state, value)` returns the
         new state, sync or async) and continue with `row(key, state)`, a new record each time.
-        Exact across crashes (the skip rule, `streamc_runtime.state.aggregate`)."""
+        Exact across crashes (the skip rule, `streamc_runtime.state.aggregate`).
+
+        `returns`: for each state attribute a reduce hook sets, `(hook, declared type)`. The
+        attribute is checked after each fold (as processors' results are): a state of the
+        wrong type would be written to the changelog and break the next restore, so the
+        element is dead-lettered instead (`HookResultError`) and the state left as it was."""
         from .state.aggregate import Aggregate
 
-        return self._then("aggregate", lambda: Aggregate(self, table, fold, row))
+        checks = [
+            (attr, result_check(type_, _hook_name(hook)))
+            for attr, (hook, type_) in (returns or {}).items()
+        ]
+        return self._then("aggregate", lambda: Aggregate(self, table, fold, row, checks))
 
     def items(self) -> Stream[tuple[Any, T]]:
         """`(key, value)` pairs."""

@@ -361,6 +361,33 @@ def test_every_aggregate_folds_into_exact_table_rows(load_package: Any) -> None:
     assert broker.partitions_for("ledger-stats-orders-account_id-repartition") == 2
 
 
+def test_a_reduce_hook_result_of_the_wrong_type_is_dead_lettered_and_not_folded(
+    load_package: Any,
+) -> None:
+    app = load_package("aggregates", "ledger_worker").app
+    stats = importlib.import_module("ledger_worker.agents.stats")
+    good = stats.longer
+
+    def longer(best: str, order: Any) -> Any:
+        return None if order.id == "bad" else good(best, order)
+
+    stats.longer = longer  # what the agent's fold calls, and its check names
+    inputs = ledger_inputs()
+    bad = {"id": "bad", "account_id": "acct-1", "amount": 1.0, "quantity": 9, "tip": None}
+    inputs["orders"].insert(1, {"key": "acct-1", "value": bad})
+    broker = asyncio.run(run_local(app, inputs))
+    from streamc_runtime.state import table_rows
+
+    rows = table_rows(broker, app.tables["stats"])
+    assert (rows["acct-1"].orders, rows["acct-1"].units_seen) == (3, [2, 4, 1])
+    (dead,) = broker.messages("ledger-dlq")
+    headers = dict(dead.headers)
+    assert json.loads(dead.value)["id"] == "bad"
+    assert headers["streamc.hook"] == b"longer"
+    assert headers["streamc.hook.returns"] == b"str"
+    assert headers["streamc.error"] == b"hook 'longer' returned None, declared str"
+
+
 def test_aggregate_on_the_source_key_counts_per_message_key(load_package: Any) -> None:
     app = load_package("aggregates", "ledger_worker").app
     inputs = {"orders": [{"key": "k1", "value": {"id": f"o{i}", "account_id": "a", "amount": 1.0,

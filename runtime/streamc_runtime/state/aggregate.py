@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from ..stream import EMPTY, Element, Event, Pulled, Stream
@@ -44,8 +44,10 @@ class Aggregate(Stream[Any]):
         table: Table[Any, Any],
         fold: Callable[[Any, Any], Any],
         row: Callable[[Any, Any], Any],
+        checks: Sequence[tuple[str, Callable[[Any], Any]]] = (),
     ) -> None:
         super().__init__(up._worker, up, up._source)
+        self._checks = tuple(checks)  # (state attribute, its reduce hook's result check)
         self._table = table
         self._fold = fold
         self._row = row
@@ -70,7 +72,7 @@ class Aggregate(Stream[Any]):
         assert up is not None
         worker = self._worker
         table, live = self._table, self._live
-        fold, row, fold_async = self._fold, self._row, self._fold_async
+        fold, row, fold_async, checks = self._fold, self._row, self._fold_async, self._checks
         state_type = table.state_type
         encode = table.state_codec.encode
         records: list[tuple[bytes | None, bytes | None, Headers]] = []
@@ -82,6 +84,9 @@ class Aggregate(Stream[Any]):
         store: Any = None
         last_q = -1
         last_offsets: Any = None
+        last_held: Any = _NO_HELD
+        # (store held, first record, first output) of each stretch of one partition's elements
+        stretches: list[tuple[_Held, int, int]] = []
         may_wait = False
         while len(out) < _RUN_MAX:
             if out and may_wait:
@@ -99,7 +104,7 @@ class Aggregate(Stream[Any]):
                 continue
             event = carrier
             m = event.message
-            if event._offsets is not last_offsets or last_offsets.closed:
+            if event._offsets is not last_offsets or last_offsets.closed or last_held.closed:
                 if event._offsets.closed:
                     continue  # revoked while upstream held it: the new owner handles it
                 h = live.store(m.partition)
@@ -107,9 +112,12 @@ class Aggregate(Stream[Any]):
                     continue  # likewise: its store left with the partition
                 if not h.ready.is_set():
                     await _ready(h)
-                    if live.store(m.partition) is not h:
+                    # Closed meanwhile (revoked mid-restore), or its restore failed.
+                    if live.store(m.partition) is not h or not h.ready.is_set():
                         continue
-                store, last_q, last_offsets = h.store, m.partition, event._offsets
+                store, last_q, last_offsets, last_held = h.store, m.partition, event._offsets, h
+                stretches.append((h, len(records), len(out)))
+                h.folding = True  # a store revoked now holds states its changelog may not
             raw_key: bytes | None = m.key
             if raw_key is None:
                 await worker.dead_letter(
@@ -151,6 +159,8 @@ class Aggregate(Stream[Any]):
                             f"fold of table {table.name!r} returned {type(state).__name__}, "
                             f"not {state_type.__name__}"
                         )
+                for attr, check in checks:
+                    setattr(state, attr, check(getattr(state, attr)))
                 result = row(key, state)
                 data = encode(state)
             except asyncio.CancelledError:
@@ -167,6 +177,12 @@ class Aggregate(Stream[Any]):
             if not event._acked:
                 held.append((event._offsets, m.offset))
             out.append((result, carrier))
+        if any(h.closed for h, _, _ in stretches):
+            # A store was revoked while this run waited (a slow hook, another store's
+            # restore): its new owner may be writing its changelog already, so what was
+            # folded into it here is neither written nor published (never committed either:
+            # its offsets are gone with the partition).
+            records, partitions, out, folded = _without_closed(stretches, records, partitions, out)
         if records:
             for q, (s, _) in folded.items():
                 records.append(map_record(s.positions))
@@ -179,11 +195,60 @@ class Aggregate(Stream[Any]):
                 s.applied(count + 1)  # its data records and its skip map
             worker.tables.sent(delivery)
             worker._hold(cast("Awaitable[Delivery]", delivery), held)
+        for h, _, _ in stretches:
+            h.folding = False
         self._out.extend(out)
 
 
+def _without_closed(
+    stretches: list[tuple[_Held, int, int]],
+    records: list[tuple[bytes | None, bytes | None, Headers]],
+    partitions: list[int],
+    out: list[Element],
+) -> tuple[
+    list[tuple[bytes | None, bytes | None, Headers]],
+    list[int],
+    list[Element],
+    dict[int, tuple[Any, int]],
+]:
+    """The run without the records and outputs of stores closed since they were folded."""
+    kept_records: list[tuple[bytes | None, bytes | None, Headers]] = []
+    kept_partitions: list[int] = []
+    kept_out: list[Element] = []
+    folded: dict[int, tuple[Any, int]] = {}
+    ends = [(r, o) for _, r, o in stretches[1:]] + [(len(records), len(out))]
+    for (h, r0, o0), (r1, o1) in zip(stretches, ends, strict=True):
+        if h.closed:
+            continue
+        kept_records += records[r0:r1]
+        kept_partitions += partitions[r0:r1]
+        kept_out += out[o0:o1]
+        if r1 > r0:
+            q = partitions[r0]
+            seen = folded.get(q)
+            folded[q] = (h.store, r1 - r0 + (0 if seen is None else seen[1]))
+    return kept_records, kept_partitions, kept_out, folded
+
+
 async def _ready(held: _Held) -> None:
-    await held.ready.wait()
+    """Until the store is restored, or its restore ended otherwise (cancelled on revocation,
+    failed): a waiter must not outlive it."""
+    task = held.task
+    if task is None:
+        await held.ready.wait()
+        return
+    ready = asyncio.ensure_future(held.ready.wait())
+    try:
+        await asyncio.wait((ready, task), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ready.cancel()
+
+
+class _NoHeld:
+    closed = False
+
+
+_NO_HELD = _NoHeld()
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

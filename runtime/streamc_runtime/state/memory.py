@@ -9,9 +9,10 @@ __all__ = ["MemoryStore"]
 
 
 class MemoryStore:
-    """Lost with the worker: a restore always replays the whole changelog partition."""
+    """Lost with the worker: a restore replays the whole changelog partition (or, kept across
+    a revocation, what was written after its own records)."""
 
-    __slots__ = ("_decode", "_raw", "_states", "positions")
+    __slots__ = ("_decode", "_end", "_raw", "_states", "positions")
 
     def __init__(self, decode: Callable[[bytes], Any]) -> None:
         self._decode = decode
@@ -20,6 +21,10 @@ class MemoryStore:
         # rewritten a thousand times in the changelog is decoded once, not a thousand times).
         self._raw: dict[bytes, bytes | None] = {}
         self.positions: dict[str, int] = {}
+        # The changelog offset the states reach (restored to, plus the records sent since):
+        # a store kept across a revocation restores from there (a lower bound, like RocksDB's
+        # checkpoint offset: replaying a record again is harmless).
+        self._end = 0
 
     def get(self, key: bytes) -> Any | None:
         return self._states.get(key)
@@ -31,10 +36,11 @@ class MemoryStore:
         return iter(list(self._states.items()))
 
     def restore_from(self) -> int:
-        return 0
+        return self._end
 
     def restore_batch(self, records: list[tuple[bytes, bytes | None]], end: int) -> None:
         self._raw.update(records)
+        self._end = end
 
     def restore_done(self) -> None:
         decode, states = self._decode, self._states
@@ -46,7 +52,7 @@ class MemoryStore:
         self._raw = {}
 
     def applied(self, count: int) -> None:
-        pass
+        self._end += count
 
     def snapshot(self) -> None:
         return None

@@ -63,12 +63,16 @@ class Table(Generic[K, S]):
 class _Held:
     """Store q of a table on this worker, and whether its restore is done."""
 
-    __slots__ = ("ready", "store", "task")
+    __slots__ = ("closed", "folding", "ready", "store", "task")
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.ready = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        # Set when the partition leaves: an aggregation run that folded into the store
+        # meanwhile drops what it folded (the changelog belongs to the next owner).
+        self.closed = False
+        self.folding = False  # an aggregation run folded into it and has not sent it all yet
 
 
 class TablePartitions:
@@ -86,7 +90,8 @@ class TablePartitions:
     def open(self, partition: int) -> None:
         if partition in self.held:
             return
-        held = _Held(self.tables.new_store(self.table, partition))
+        kept = self.tables.kept.pop((self.table.name, partition), None)
+        held = _Held(kept if kept is not None else self.tables.new_store(self.table, partition))
         self.held[partition] = held
         worker = self.tables.worker
         what = f"table {self.table.name}[{partition}]"
@@ -120,6 +125,11 @@ class WorkerTables:
         # Deliveries of changelog runs not resolved yet: a checkpoint waits for those sent
         # before it and is not written if one failed.
         self._in_flight: set[asyncio.Future[Any]] = set()
+        # Memory stores of revoked partitions, kept aside with the changelog offset their
+        # states reach: when the partition comes back (aiokafka revokes every partition on a
+        # rebalance, and assigns most of them back), the restore only reads what others wrote
+        # after it, instead of the whole changelog.
+        self.kept: dict[tuple[str, int], Store] = {}
 
     def sent(self, delivery: Awaitable[object]) -> None:
         """A changelog run went out (every store it touched has counted it)."""
@@ -168,20 +178,47 @@ class WorkerTables:
             kept = {tp.partition for tp in staying if tp.topic in live.inputs}
             closing += [(live, q) for q in live.held if q not in kept]
         if closing:
-            await self._close(closing)
+            await self._close(closing, keep=self.state_dir is None)
 
     async def close(self) -> None:
         """At shutdown, after the producer's flush: checkpoint and close every store."""
         await self._close([(live, q) for live in self.tables.values() for q in live.held])
+        for store in self.kept.values():
+            store.close()
+        self.kept.clear()
 
-    async def _close(self, closing: list[tuple[TablePartitions, int]]) -> None:
+    async def _close(self, closing: list[tuple[TablePartitions, int]], keep: bool = False) -> None:
         helds = [live.held.pop(q) for live, q in closing]
+        for held in helds:
+            held.closed = True
         for held in helds:
             if held.task is not None and not held.task.done():
                 await _cancel(held.task)
-        await self._checkpoint([h for h in helds if h.ready.is_set()])
+        ready = [h for h in helds if h.ready.is_set()]
+        await self._checkpoint(ready)
+        # A memory store is kept only if the changelog holds all of it: restored, nothing
+        # folded and unsent, every record sent delivered (RocksDB stores need none of this:
+        # they reopen at their checkpoint, which is where this worker's writes end).
+        if keep and ready and not any(h.folding for h in ready) and await self._delivered():
+            for (live, q), held in zip(closing, helds, strict=True):
+                if held in ready and not held.folding:
+                    self.kept[(live.table.name, q)] = held.store
         for held in helds:
-            held.store.close()
+            if held.store not in self.kept.values():
+                held.store.close()
+
+    async def _delivered(self) -> bool:
+        """Whether every changelog record sent so far is delivered (after a flush)."""
+        worker = self.worker
+        runs = set(self._in_flight)
+        try:
+            await worker.transport.flush()
+        except DeliveryError as exc:
+            worker.lose_output(exc)
+        if runs:
+            await asyncio.wait(runs)
+        failed = any(f.cancelled() or f.exception() is not None for f in runs)
+        return not failed and worker.failure is None and worker.output_lost is None
 
     async def checkpoint(self) -> None:
         """Before a commit: persistent stores write what their delivered changelog holds."""

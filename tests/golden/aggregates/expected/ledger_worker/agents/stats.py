@@ -82,7 +82,12 @@ def row_stats(key: str, state: StatsState) -> Stats:
 async def stats(stream: Stream[Order]) -> None:
     async for value in (
         stream.group_by(by_account_id, topic=topics.ledger_stats_orders_account_id_repartition)
-        .aggregate(topics.stats, fold=fold_stats, row=row_stats)
+        .aggregate(
+            topics.stats,
+            fold=fold_stats,
+            row=row_stats,
+            returns={"longest_id": (longer, str), "units_seen": (add_units, list[int])},
+        )
         .to(topics.stats_changes)
     ):
         pass
