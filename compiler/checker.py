@@ -113,7 +113,8 @@ class _Checker:
     hook_modules: list[ir.HookModule] = field(default_factory=list)
     by_kafka_name: dict[str, _TopicInfo] | None = None  # see declared_by_kafka_name
     # One copy of each equal immutable IR part that agents repeat (field references, source
-    # lists, types): 100,000 agents reading `amount` need not hold 100,000 equal objects.
+    # lists, types, constants): 100,000 agents reading `amount` need not hold 100,000 equal
+    # objects. (Not float constants: 0.0 == -0.0, yet they are written differently.)
     shared: dict[object, object] = field(default_factory=dict)
 
     def share(self, value: _T) -> _T:
@@ -829,7 +830,7 @@ class _Checker:
                                "have fields")  # fmt: skip
                 return self.lose(s)
             key = self.resolve_path(op.path, elem, extra=self.hooks)
-            path = tuple(n.text for n in op.path)
+            path = self.share(tuple(n.text for n in op.path))
             key_span = op.path[0].span.to(op.path[-1].span)
         if key is not None and (
             isinstance(key, ir.OptionalType) or key not in KEY_TYPES
@@ -1080,7 +1081,7 @@ class _Checker:
                 f"the condition of where must be a bool, found {typed.type}",
             )
             return None
-        text = _collapse(self.module.text[op.expr.span.start : op.expr.span.end])
+        text = self.share(_collapse(self.module.text[op.expr.span.start : op.expr.span.end]))
         return ir.Where(typed, text, s.elem, s.key)
 
     # ---- hook calls
@@ -1183,11 +1184,11 @@ class _Checker:
                 return None
             return self.share(ir.FieldRef(tuple(n.text for n in e.names), t))
         if isinstance(e, ast.StrLit):
-            return ir.Const(e.value, ir.STR)
+            return self.share(ir.Const(e.value, ir.STR))
         if isinstance(e, ast.BoolLit):
-            return ir.Const(e.value, ir.BOOL)
+            return self.share(ir.Const(e.value, ir.BOOL))
         if isinstance(e, ast.IntLit):
-            return ir.Const(e.value, ir.INT)
+            return self.share(ir.Const(e.value, ir.INT))
         if isinstance(e, ast.FloatLit):
             return ir.Const(e.value, ir.FLOAT)
         if isinstance(e, ast.NullLit):

@@ -580,7 +580,7 @@ class _ToAst(Transformer[Token, Any]):
             if len(m.group(1)) > 30:
                 raise _AstError(_tspan(tok), "E108", "duration is too large")
             scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2)]
-            within = ast.Duration(float(m.group(1)) * scale, str(tok), _tspan(tok))
+            within = ast.Duration(float(m.group(1)) * scale, sys.intern(str(tok)), _tspan(tok))
         return ast.TakeOp(self._int(number), within, _cover(children))
 
     def enumerate_op(self, children: list[Token]) -> ast.EnumerateOp:
