@@ -70,7 +70,9 @@ _N_LEN, _N_START, _N_COL, _N_LINE = 24, 40, 24, 24
 _N_START_AT = 1 + _N_LEN
 _N_COL_AT = _N_START_AT + _N_START
 _N_LINE_AT = _N_COL_AT + _N_COL
-_OFFSET, _COL, _LINE = 48, 32, 32  # wide: bits of each number, after the flag bit
+# Wide: bits of each number, after the flag bit (lines and columns below 2**32, offsets below
+# 2**48: any text Python can hold in memory).
+_OFFSET, _COL, _LINE = 48, 32, 32
 _HALF = _OFFSET + _COL + _LINE  # where the span begins, then where it ends: 112 bits each
 _M_OFFSET, _M_COL, _M_LINE = (1 << _OFFSET) - 1, (1 << _COL) - 1, (1 << _LINE) - 1
 _M_LEN, _M_START, _M_NCOL = (1 << _N_LEN) - 1, (1 << _N_START) - 1, (1 << _N_COL) - 1
@@ -99,6 +101,9 @@ class Span(int):
                 and 0 <= start <= _M_START):  # fmt: skip
             return int.__new__(cls, (((line << _N_COL | col) << _N_START | start) << _N_LEN
                                      | length) << 1)  # fmt: skip
+        if not (0 <= min(line, col, end_line, end_col, start, end) and max(col, end_line, end_col)
+                <= _M_COL and max(start, end) <= _M_OFFSET):  # fmt: skip
+            raise ValueError(f"span out of range: {line, col, end_line, end_col, start, end}")
         packed = (((line << _COL | col) << _OFFSET | start) << _HALF
                   | (end_line << _COL | end_col) << _OFFSET | end)  # fmt: skip
         return int.__new__(cls, packed << 1 | 1)
