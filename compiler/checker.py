@@ -116,6 +116,7 @@ class _Checker:
     # lists, types, constants): 100,000 agents reading `amount` need not hold 100,000 equal
     # objects. (Not float constants: 0.0 == -0.0, yet they are written differently.)
     shared: dict[object, object] = field(default_factory=dict)
+    checked_where: dict[tuple[str, ir.Type], ir.Expr] = field(default_factory=dict)
 
     def share(self, value: _T) -> _T:
         return self.shared.setdefault(value, value)  # type: ignore[return-value]
@@ -1071,17 +1072,26 @@ class _Checker:
                 ["use `filter` with a hook for other elements"],
             )
             return None
-        typed = self.check_expr(op.expr, s.elem)
-        if typed is None or s.key is None:
-            return None
-        if typed.type != ir.BOOL:
-            self.error(
-                op.expr.span,
-                "E311",
-                f"the condition of where must be a bool, found {typed.type}",
-            )
-            return None
         text = self.share(_collapse(self.module.text[op.expr.span.start : op.expr.span.end]))
+        # The same condition (the same words) on the same record checks to the same result:
+        # generated programs repeat conditions over thousands of agents.
+        typed = self.checked_where.get((text, s.elem))
+        if typed is None:
+            errors = len(self.diagnostics)
+            typed = self.check_expr(op.expr, s.elem)
+            if typed is None or s.key is None:
+                return None
+            if typed.type != ir.BOOL:
+                self.error(
+                    op.expr.span,
+                    "E311",
+                    f"the condition of where must be a bool, found {typed.type}",
+                )
+                return None
+            if len(self.diagnostics) == errors:
+                self.checked_where[text, s.elem] = typed
+        if s.key is None:
+            return None
         return ir.Where(typed, text, s.elem, s.key)
 
     # ---- hook calls
