@@ -182,8 +182,10 @@ class _Checker:
     tables: dict[str, check_state.TableInfo] = field(default_factory=dict)  # by name
     by_kafka_name: dict[str, _TopicInfo] | None = None  # see declared_by_kafka_name
     # One copy of each equal immutable IR part that agents repeat (field references, source
-    # lists, types): 100,000 agents reading `amount` need not hold 100,000 equal objects.
+    # lists, types, constants): 100,000 agents reading `amount` need not hold 100,000 equal
+    # objects. (Not float constants: 0.0 == -0.0, yet they are written differently.)
     shared: dict[object, object] = field(default_factory=dict)
+    checked_where: dict[tuple[str, ir.Type], ir.Expr] = field(default_factory=dict)
     # Only when `check` is asked for facts: None keeps a plain check from paying for them.
     op_types: dict[Span, OpTypes] | None = None
     refs: list[tuple[Span, RefKind, tuple[str, ...]]] | None = None
@@ -991,7 +993,7 @@ class _Checker:
                 key = None
             else:
                 key = self.resolve_path(op.path, elem)
-            path = tuple(n.text for n in op.path)
+            path = self.share(tuple(n.text for n in op.path))
             key_span = op.path[0].span.to(op.path[-1].span)
         if key is not None and (
             isinstance(key, ir.OptionalType) or key not in KEY_TYPES
@@ -1244,17 +1246,26 @@ class _Checker:
                 ["use `filter` with a hook for other elements"],
             )
             return None
-        typed = self.check_expr(op.expr, s.elem)
-        if typed is None or s.key is None:
+        text = self.share(_collapse(self.module.text[op.expr.span.start : op.expr.span.end]))
+        # The same condition (the same words) on the same record checks to the same result:
+        # generated programs repeat conditions over thousands of agents.
+        typed = self.checked_where.get((text, s.elem))
+        if typed is None:
+            errors = len(self.diagnostics)
+            typed = self.check_expr(op.expr, s.elem)
+            if typed is None or s.key is None:
+                return None
+            if typed.type != ir.BOOL:
+                self.error(
+                    op.expr.span,
+                    "E311",
+                    f"the condition of where must be a bool, found {typed.type}",
+                )
+                return None
+            if len(self.diagnostics) == errors:
+                self.checked_where[text, s.elem] = typed
+        if s.key is None:
             return None
-        if typed.type != ir.BOOL:
-            self.error(
-                op.expr.span,
-                "E311",
-                f"the condition of where must be a bool, found {typed.type}",
-            )
-            return None
-        text = _collapse(self.module.text[op.expr.span.start : op.expr.span.end])
         return ir.Where(typed, text, s.elem, s.key)
 
     # ---- hook calls
@@ -1357,11 +1368,11 @@ class _Checker:
                 return None
             return self.share(ir.FieldRef(tuple(n.text for n in e.names), t))
         if isinstance(e, ast.StrLit):
-            return ir.Const(e.value, ir.STR)
+            return self.share(ir.Const(e.value, ir.STR))
         if isinstance(e, ast.BoolLit):
-            return ir.Const(e.value, ir.BOOL)
+            return self.share(ir.Const(e.value, ir.BOOL))
         if isinstance(e, ast.IntLit):
-            return ir.Const(e.value, ir.INT)
+            return self.share(ir.Const(e.value, ir.INT))
         if isinstance(e, ast.FloatLit):
             return ir.Const(e.value, ir.FLOAT)
         if isinstance(e, ast.NullLit):

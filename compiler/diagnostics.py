@@ -87,10 +87,19 @@ CODES: dict[str, str] = {
 }
 
 
-_OFFSET, _COL, _LINE = 48, 32, 32  # bits of each number
+# A span on one line whose columns and offsets advance together (every token, most nodes) is
+# "narrow": line, column, start offset and length in 113 bits, low bit 0, which CPython holds
+# in four 30-bit digits. Any other is "wide": all six numbers, low bit 1.
+_N_LEN, _N_START, _N_COL, _N_LINE = 24, 40, 24, 24
+_N_START_AT = 1 + _N_LEN
+_N_COL_AT = _N_START_AT + _N_START
+_N_LINE_AT = _N_COL_AT + _N_COL
+# Wide: bits of each number, after the flag bit (lines and columns below 2**32, offsets below
+# 2**48: any text Python can hold in memory).
+_OFFSET, _COL, _LINE = 48, 32, 32
 _HALF = _OFFSET + _COL + _LINE  # where the span begins, then where it ends: 112 bits each
 _M_OFFSET, _M_COL, _M_LINE = (1 << _OFFSET) - 1, (1 << _COL) - 1, (1 << _LINE) - 1
-_M_HALF = (1 << _HALF) - 1
+_M_LEN, _M_START, _M_NCOL = (1 << _N_LEN) - 1, (1 << _N_START) - 1, (1 << _N_COL) - 1
 
 
 class Span(int):
@@ -100,8 +109,9 @@ class Span(int):
     (a `where` expression, an agent's pipeline) can be sliced back out.
 
     The parser makes one per token and per node, millions for a big file, and each lives as
-    long as the tree: so the six numbers are packed into one int, 56 bytes, not a tuple of six
-    ints at 170. The numbers are read as attributes; two spans are equal when all six are.
+    long as the tree: so the six numbers are packed into one int (56 bytes for a span on one
+    line), not a tuple of six ints at 170. The numbers are read as attributes; two spans are
+    equal when all six are, since each set of numbers has exactly one packing.
     """
 
     __slots__ = ()
@@ -109,37 +119,63 @@ class Span(int):
     def __new__(
         cls, line: int, col: int, end_line: int, end_col: int, start: int, end: int
     ) -> Span:
+        length = end - start
+        if (line == end_line and end_col - col == length and 0 <= length <= _M_LEN
+                and 0 <= col <= _M_NCOL and 0 <= line < 1 << _N_LINE
+                and 0 <= start <= _M_START):  # fmt: skip
+            return int.__new__(cls, (((line << _N_COL | col) << _N_START | start) << _N_LEN
+                                     | length) << 1)  # fmt: skip
+        if not (0 <= min(line, col, end_line, end_col, start, end) and max(col, end_line, end_col)
+                <= _M_COL and max(start, end) <= _M_OFFSET):  # fmt: skip
+            raise ValueError(f"span out of range: {line, col, end_line, end_col, start, end}")
         packed = (((line << _COL | col) << _OFFSET | start) << _HALF
                   | (end_line << _COL | end_col) << _OFFSET | end)  # fmt: skip
-        return int.__new__(cls, packed)
+        return int.__new__(cls, packed << 1 | 1)
 
     @property
     def line(self) -> int:
-        return int(self) >> (_HALF + _COL + _OFFSET)
+        v = int(self)
+        return v >> (1 + _HALF + _COL + _OFFSET) if v & 1 else v >> _N_LINE_AT
 
     @property
     def col(self) -> int:
-        return int(self) >> (_HALF + _OFFSET) & _M_COL
+        v = int(self)
+        return v >> (1 + _HALF + _OFFSET) & _M_COL if v & 1 else v >> _N_COL_AT & _M_NCOL
 
     @property
     def start(self) -> int:
-        return int(self) >> _HALF & _M_OFFSET
+        v = int(self)
+        return v >> (1 + _HALF) & _M_OFFSET if v & 1 else v >> _N_START_AT & _M_START
 
     @property
     def end_line(self) -> int:
-        return int(self) >> (_COL + _OFFSET) & _M_LINE
+        v = int(self)
+        return v >> (1 + _COL + _OFFSET) & _M_LINE if v & 1 else v >> _N_LINE_AT
 
     @property
     def end_col(self) -> int:
-        return int(self) >> _OFFSET & _M_COL
+        v = int(self)
+        if v & 1:
+            return v >> (1 + _OFFSET) & _M_COL
+        return (v >> _N_COL_AT & _M_NCOL) + (v >> 1 & _M_LEN)
 
     @property
     def end(self) -> int:
-        return int(self) & _M_OFFSET
+        v = int(self)
+        if v & 1:
+            return v >> 1 & _M_OFFSET
+        return (v >> _N_START_AT & _M_START) + (v >> 1 & _M_LEN)
 
     def to(self, other: Span) -> Span:
         """The span from the start of this one to the end of `other`."""
-        return int.__new__(Span, int(self) >> _HALF << _HALF | int(other) & _M_HALF)
+        a, b = int(self), int(other)
+        if not (a | b) & 1 and a >> _N_LINE_AT == b >> _N_LINE_AT:  # narrow, one line
+            b_len = b >> 1 & _M_LEN
+            length = (b >> _N_START_AT & _M_START) + b_len - (a >> _N_START_AT & _M_START)
+            columns = (b >> _N_COL_AT & _M_NCOL) + b_len - (a >> _N_COL_AT & _M_NCOL)
+            if 0 <= length <= _M_LEN and columns == length:
+                return int.__new__(Span, (a >> _N_START_AT << _N_LEN | length) << 1)
+        return Span(self.line, self.col, other.end_line, other.end_col, self.start, other.end)
 
     def __bool__(self) -> bool:
         return True

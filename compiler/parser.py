@@ -74,9 +74,12 @@ class _FastParser:
     """
 
     _SKIP = re.compile(r"(?:[ \t\r\n\f]+|#[^\n]*)*")
+    # Whitespace and comments (atomic: a comment is never taken back to make a token of its
+    # words), then one token: a word, a number's first digit, a string or punctuation (groups 1
+    # to 4).
     _TOKEN = re.compile(
-        r'([A-Za-z_][A-Za-z0-9_]*|`[A-Za-z_][A-Za-z0-9_]*`)|([0-9])'
-        r'|("[^"\\\n]*(?:\\[^\n][^"\\\n]*)*")|(->|==|!=|<=|>=|[|=&{}\[\](),.:?<>+\-*/%])'
+        r'(?>(?:[ \t\r\n\f]+|#[^\n]*)*)(?:([A-Za-z_][A-Za-z0-9_]*|`[A-Za-z_][A-Za-z0-9_]*`)|([0-9])'
+        r'|("[^"\\\n]*(?:\\[^\n][^"\\\n]*)*")|(->|==|!=|<=|>=|[|=&{}\[\](),.:?<>+\-*/%]))'
     )
 
     def __init__(self, lark: Lark) -> None:
@@ -120,38 +123,38 @@ class _FastParser:
         line, line_start, pos, end = 1, 0, 0, len(text)
         tok: Token | None = None
         while True:
-            after = skip(text, pos).end()  # type: ignore[union-attr]  # it matches ""
-            if after > pos:
-                newlines = text.count("\n", pos, after)
-                if newlines:
-                    line += newlines
-                    line_start = text.rindex("\n", pos, after) + 1
-                pos = after
-            if pos >= end:
-                break
             m = match(text, pos)
             if m is None:
+                if skip(text, pos).end() == end:  # type: ignore[union-attr]  # it matches ""
+                    break
                 raise _Mismatch
+            group = m.lastindex
+            begin = m.start(group)  # type: ignore[arg-type]  # one group always matches
+            if begin > pos:
+                newlines = text.count("\n", pos, begin)
+                if newlines:
+                    line += newlines
+                    line_start = text.rindex("\n", pos, begin) + 1
+                pos = begin
             state = states[-1]
-            word, _, string, punct = m.groups()
-            if word is not None:
-                kind = keywords[state].get(word, "NAME")
-            elif punct is not None:
-                kind = punctuation[punct]
-            elif string is not None:
+            after = m.end()
+            value = m.group(group)  # type: ignore[arg-type]
+            if group == 1:
+                kind = keywords[state].get(value, "NAME")
+            elif group == 4:
+                kind = punctuation[value]
+            elif group == 3:
                 kind = "STRING"
             else:
                 for name, regex in numbers[state]:
                     found = regex.match(text, pos)
                     if found is not None:
-                        kind, m = name, found
+                        kind, value, after = name, found.group(), found.end()
                         break
                 else:
                     raise _Mismatch
-            after = m.end()
             col = pos - line_start + 1
             # Token._future_new, inlined: this runs for every token.
-            value = m.group()
             tok = new_str(Token, value)
             tok.type, tok.value, tok.start_pos, tok.end_pos = kind, value, pos, after
             tok.line, tok.column, tok.end_line, tok.end_column = line, col, line, col + after - pos
@@ -599,7 +602,7 @@ class _ToAst(Transformer[Token, Any]):
             if len(m.group(1)) > 30:
                 raise _AstError(_tspan(tok), "E108", "duration is too large")
             scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2)]
-            within = ast.Duration(float(m.group(1)) * scale, str(tok), _tspan(tok))
+            within = ast.Duration(float(m.group(1)) * scale, sys.intern(str(tok)), _tspan(tok))
         return ast.TakeOp(self._int(number), within, _cover(children))
 
     def enumerate_op(self, children: list[Token]) -> ast.EnumerateOp:
