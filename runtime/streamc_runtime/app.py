@@ -323,6 +323,7 @@ class Worker:
         # Raised to close every window at the end of `streamc run`'s input (see windows.py).
         self.close_windows_epoch = 0
         self.windowed: list[Any] = []  # windowed aggregate nodes
+        self.distinct_counts: dict[str, int] = {}  # agent -> distinct steps built (names)
         self.waiting = 0  # drivers blocked waiting on an empty stream buffer
         # counters, for the stats line and tests
         self.events_in = 0

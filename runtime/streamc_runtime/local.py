@@ -96,7 +96,7 @@ def encode_input(
                 f"topic {topic.name!r}: header {name!r} must be a string, got {json.dumps(text)}"
             )
         headers.append((str(name), text.encode()))
-    timestamp = obj.get("timestamp")
+    timestamp: Any = obj.get("timestamp")
     if isinstance(timestamp, str):
         try:
             timestamp = Time.parse(timestamp).ms

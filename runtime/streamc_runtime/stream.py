@@ -343,6 +343,16 @@ class Stream(Generic[T]):
 
         return self._then("aggregate", lambda: Aggregate(self, table, fold, row))
 
+    def distinct(
+        self, *, within: int, field: Callable[[T], Any] | None = None
+    ) -> Stream[T]:
+        """Drop a value whose key (or `field(value)`) was let through less than `within`
+        ms of event time before or after it, on its partition. Stateful and exact across
+        crashes like a table (`streamc_runtime.state.distinct`)."""
+        from .state.distinct import Distinct
+
+        return self._then("distinct", lambda: Distinct(self, within, field))
+
     def items(self) -> Stream[tuple[Any, T]]:
         """`(key, value)` pairs."""
         return self._then("items", lambda: _Items(self))

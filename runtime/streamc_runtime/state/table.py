@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..records import Codec, key_codec, value_codec
-from ..transport import TP, DeliveryError
+from ..transport import TP, DeliveryError, TopicSpec
 from .changelog import restore
 from .memory import MemoryStore
 from .store import Store
@@ -56,6 +56,8 @@ class Table(Generic[K, S]):
         self.changelog = changelog
         # Windowed: states are `Windowed[state_type]` per (key, window) (see `windows.py`).
         self.window = window
+        # Declared while the worker runs (`distinct`): its changelog is created at restore.
+        self.ensure = False
         self.state_codec: Codec[Any] = value_codec(
             state_type if window is None else Windowed[state_type]
         )
@@ -100,6 +102,10 @@ class TablePartitions:
 
     async def _restore(self, held: _Held, partition: int, what: str) -> None:
         transport: Any = self.tables.worker.transport
+        changelog = self.table.changelog
+        if self.table.ensure:
+            spec = TopicSpec(changelog.name, changelog.partitions, changelog.config)
+            await transport.ensure_topics([spec])
         await restore(transport, self.table.changelog.name, partition, held.store, what)
         held.ready.set()
 
