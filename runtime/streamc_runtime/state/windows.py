@@ -178,16 +178,20 @@ class _Index:
     """The open windows of one store partition, by close time (a heap, lazily pruned), and
     for sessions the session starts of each key."""
 
-    __slots__ = ("heap", "sessions", "store")
+    __slots__ = ("close", "heap", "sessions", "store")
 
     def __init__(self, store: Store, grace: int, sessions: bool) -> None:
         self.store = store
         self.heap: list[tuple[int, bytes]] = []
+        self.close: dict[bytes, int] = {}  # window -> its close time, as queued last
         self.sessions: dict[bytes, list[int]] | None = {} if sessions else None
         for raw, value in store.items():
             self.add(raw, value.end + grace)
 
     def add(self, raw: bytes, close_at: int) -> None:
+        if self.close.get(raw) == close_at:
+            return  # queued already: one heap entry per window (and per session end)
+        self.close[raw] = close_at
         heapq.heappush(self.heap, (close_at, raw))
         if self.sessions is not None:
             key, start = split_key(raw)
@@ -197,6 +201,7 @@ class _Index:
                 starts.sort()
 
     def forget(self, raw: bytes) -> None:
+        self.close.pop(raw, None)
         if self.sessions is not None:
             key, start = split_key(raw)
             starts = self.sessions.get(key)
@@ -487,13 +492,16 @@ class WindowedAggregate(Stream[Any]):
         """Close every window of the partition whose end + grace <= `clock`, in end order:
         a tombstone each (after the records of the element that closed them), and with
         `emit="final"` its row downstream."""
-        heap, grace = index.heap, self._grace
+        heap = index.heap
         key_decode = self._decode_key
         while heap and heap[0][0] <= clock:
             close_at, raw = heapq.heappop(heap)
-            w = store.get(raw)
-            if w is None or w.end + grace != close_at:
+            if index.close.get(raw) != close_at:
                 continue  # gone, or a session that grew (its new close time is queued)
+            w = store.get(raw)
+            if w is None:
+                index.forget(raw)
+                continue
             store.delete(raw)
             index.forget(raw)
             run.record(q, store, raw, None, None)
