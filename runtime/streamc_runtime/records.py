@@ -88,7 +88,8 @@ def _dec_hook(type_: Any, obj: Any) -> Any:
 def _enc_hook(obj: Any) -> Any:
     if isinstance(obj, Time):
         return obj.rfc3339()
-    raise NotImplementedError(f"objects of type {type(obj).__name__} are not supported")
+    # msgspec's own error without a hook: a value that cannot be encoded is a TypeError.
+    raise TypeError(f"Encoding objects of type {type(obj).__name__} is unsupported")
 
 
 # msgspec's DecodeError (ValidationError is a subclass) is the error for a bad payload; keys
