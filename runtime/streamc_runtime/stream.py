@@ -317,8 +317,11 @@ class Stream(Generic[T]):
         table: Table[Any, Any],
         *,
         fold: Callable[[Any, Any], Any],
-        row: Callable[[Any, Any], Any],
+        row: Callable[..., Any],
         returns: Mapping[str, tuple[Callable[..., Any], Any]] | None = None,
+        emit: str = "updates",
+        late: Topic[Any] | None = None,
+        merge: Callable[[Any, Any], Any] | None = None,
     ) -> Stream[Any]:
         """Fold every value into its key's state in `table` (`fold(state, value)` returns the
         new state, sync or async) and continue with `row(key, state)`, a new record each time.
@@ -327,7 +330,21 @@ class Stream(Generic[T]):
         `returns`: for each state attribute a reduce hook sets, `(hook, declared type)`. The
         attribute is checked after each fold (as processors' results are): a state of the
         wrong type would be written to the changelog and break the next restore, so the
-        element is dead-lettered instead (`HookResultError`) and the state left as it was."""
+        element is dead-lettered instead (`HookResultError`) and the state left as it was.
+
+        A windowed table (`App.table(..., window=)`) folds into each window of the element's
+        event time and its row is `row(key, window, state)`: with `emit="updates"` after every
+        fold, with `emit="final"` once, when the window closes. Late elements go to `late`
+        (else the dead-letter topic); session windows combine states with `merge(a, b)`."""
+        if table.window is not None:
+            from .state.windows import WindowedAggregate
+
+            return self._then(
+                "aggregate",
+                lambda: WindowedAggregate(self, table, fold, row, emit, late, merge),
+            )
+        if (emit, late, merge) != ("updates", None, None):
+            raise ValueError(f"table {table.name!r} has no window: emit, late, merge need one")
         from .state.aggregate import Aggregate
 
         checks = [
@@ -335,6 +352,16 @@ class Stream(Generic[T]):
             for attr, (hook, type_) in (returns or {}).items()
         ]
         return self._then("aggregate", lambda: Aggregate(self, table, fold, row, checks))
+
+    def distinct(
+        self, *, within: int, field: Callable[[T], Any] | None = None
+    ) -> Stream[T]:
+        """Drop a value whose key (or `field(value)`) was let through less than `within`
+        ms of event time before or after it, on its partition. Stateful and exact across
+        crashes like a table (`streamc_runtime.state.distinct`)."""
+        from .state.distinct import Distinct
+
+        return self._then("distinct", lambda: Distinct(self, within, field))
 
     def items(self) -> Stream[tuple[Any, T]]:
         """`(key, value)` pairs."""

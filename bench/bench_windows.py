@@ -1,0 +1,152 @@
+"""Windows benchmark: flat memory over many events of a 1-minute tumbling count per key.
+
+    python bench/bench_windows.py                 # 10,000,000 events, 1,000 keys
+    python bench/bench_windows.py -n 1000000      # fewer events
+
+One agent `from clicks | aggregate per_key window tumbling 1m emit final | to counts` on the
+memory broker, the input keyed by 1,000 keys, event times advancing 10 ms per event (so a
+window holds 6,000 events and closes every 6,000 events). The input is fed while the worker
+runs, never more than FEED_AHEAD events ahead of the commit, and committed input is trimmed
+(Kafka's retention). The changelog and output topics are trimmed too (the memory broker
+neither compacts nor expires; no restore happens here), so what the RSS shows is the
+runtime's own memory: it stays flat only if closed windows leave the store. Prints the RSS
+(VmRSS) at intervals, the open windows and the throughput; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import msgspec
+from streamc_runtime import App, Record, Stream, Tumbling, Window
+from streamc_runtime.memory import MemoryBroker, MemoryTransport
+from streamc_runtime.transport import TP
+
+FEED_AHEAD = 50_000
+PARTITIONS = 4
+STEP_MS = 10
+
+
+class Click(Record, kw_only=True):
+    user: str
+
+
+class Count(Record, kw_only=True):
+    user: str
+    start_ms: int
+    clicks: int
+
+
+class CountState(Record, kw_only=True):
+    clicks: int = 0
+
+
+def fold(state: CountState, click: Click) -> CountState:
+    state.clicks += 1
+    return state
+
+
+def row(key: str, window: Window, state: CountState) -> Count:
+    return Count(user=key, start_ms=window.start_ms, clicks=state.clicks)
+
+
+def _app() -> App:
+    app = App("bench")
+    clicks = app.topic("clicks", key_type=str, value_type=Click, partitions=PARTITIONS)
+    counts = app.topic("counts", key_type=str, value_type=Count, partitions=PARTITIONS)
+    table = app.table(
+        "per_key",
+        key_type=str,
+        value_type=Count,
+        state_type=CountState,
+        partitions=PARTITIONS,
+        window=Tumbling(size=60_000),
+    )
+
+    @app.agent(clicks, name="per_key")
+    async def per_key(stream: Stream[Click]) -> None:
+        async for _ in stream.aggregate(table, fold=fold, row=row, emit="final").to(counts):
+            pass
+
+    return app
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _committed(broker: MemoryBroker) -> int:
+    return sum(broker.committed("bench", TP("clicks", p)) or 0 for p in range(PARTITIONS))
+
+
+def _drop(broker: MemoryBroker, topic: str) -> None:
+    """Forget what a topic holds (a stand-in for compaction and retention)."""
+    for part in broker._topics[topic]:
+        part.base += len(part.messages)
+        part.messages.clear()
+
+
+async def run(n: int, keys: int, every: int) -> None:
+    app = _app()
+    broker = MemoryBroker()
+    for topic in app.topics.values():
+        broker.create_topic(topic.name, topic.partitions)
+    values = [
+        (f"user{k}".encode(), msgspec.json.encode(Click(user=f"user{k}"))) for k in range(keys)
+    ]
+    worker = app.worker(MemoryTransport(broker, app.name), stats_interval=0, commit_interval=0.1)
+    await worker.start()
+    start = time.perf_counter()
+    produced, next_report = 0, 0
+    finals = 0
+    print(f"{n:,} events, {keys:,} keys, tumbling 1m, an event every {STEP_MS} ms of event time")
+    while _committed(broker) < n:
+        if produced < n and produced - _committed(broker) < FEED_AHEAD:
+            upto = min(n, produced + 10_000)
+            for i in range(produced, upto):
+                key, value = values[i % keys]
+                p = i % PARTITIONS
+                broker.produce("clicks", value, key, (), p, i * STEP_MS)
+            produced = upto
+            broker.trim()
+            finals += sum(len(part.messages) for part in broker._topics["counts"])
+            _drop(broker, "counts")
+            _drop(broker, "bench-per_key-changelog")
+        if produced >= next_report:
+            open_windows = sum(
+                len(list(h.store.items())) for h in worker.tables.tables["per_key"].held.values()
+            )
+            print(
+                f"  {produced:>12,} events  RSS {_rss_mib():7.1f} MiB"
+                f"  open windows {open_windows:6,}  finals {finals:9,}"
+                f"  {time.perf_counter() - start:7.1f}s",
+                flush=True,
+            )
+            next_report += every
+        await asyncio.sleep(0.002)
+    await worker.stop()
+    elapsed = time.perf_counter() - start
+    finals += sum(len(part.messages) for part in broker._topics["counts"])
+    print(
+        f"done: {n:,} events in {elapsed:.1f}s ({n / elapsed:,.0f}/s), {finals:,} final rows,"
+        f" RSS {_rss_mib():.1f} MiB"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=10_000_000, help="events (default 10,000,000)")
+    parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument("--every", type=int, default=0, help="report interval (events)")
+    args = parser.parse_args(argv)
+    asyncio.run(run(args.n, args.keys, args.every or max(args.n // 20, 10_000)))
+
+
+if __name__ == "__main__":
+    main()
