@@ -107,9 +107,8 @@ class PackageView:
     dlq_topic: str
     helper_modules: tuple[str, ...] = ()  # local modules the hooks import, in hooks/_local
     tables: tuple[TopicView, ...] = ()
-    record_imports: tuple[str, ...] = ()  # standard library imports of records.py
-    topic_std_imports: tuple[str, ...] = ()  # ... and of topics.py
-    topic_runtime_imports: tuple[str, ...] = ()  # window kinds topics.py declares tables with
+    record_runtime_imports: tuple[str, ...] = ("Record",)  # what records.py imports
+    topic_runtime_imports: tuple[str, ...] = ()  # window kinds (and Time) topics.py uses
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,8 +121,8 @@ class _Shaper:
         # Agent modules import record classes and hooks by name, so those share one namespace;
         # topics are always qualified (`topics.orders`) and get their own.
         names = Namer()
-        # The class of `time` values and the runtime's window, imported by name.
-        names.reserve("datetime", "Window")
+        # The runtime's class of `time` values and its window, imported by name.
+        names.reserve("Time", "Window")
         self.record_names = {r.name: names.claim(r.name) for r in program.records}
         self.hook_names = {h.name: names.claim(h.name) for h in program.hooks}
         self.aggregates = {op.table: op for a in program.agents for op in a.ops
@@ -143,7 +142,7 @@ class _Shaper:
         self.field_unsafe = (
             KEYWORDS
             | frozenset({"str", "int", "float", "bool", "bytes", "list", "None", "msgspec",
-                         "datetime"})
+                         "Time"})
             | frozenset(self.record_names.values())
         )
 
@@ -152,7 +151,8 @@ class _Shaper:
     def annotation(self, t: ir.Type) -> str:
         match t:
             case ir.PrimType(name="time"):
-                return "datetime"
+                # An aware UTC datetime; its own class so that the codec reads epoch ms too.
+                return "Time"
             case ir.PrimType(name=name):
                 return name
             case ir.ListType(item=item):
@@ -581,8 +581,8 @@ class _Shaper:
         annotations = " ".join(self.annotation(t) for t in types_seen)
         if "Event[" in annotations:
             runtime_imports.insert(0, "Event")
-        if "datetime" in annotations.replace("[", " ").replace(",", " ").split():
-            std_imports.add("from datetime import datetime")
+        if _uses_time([annotations]):
+            runtime_imports.append("Time")
         sources = " & ".join(f"topics.{self.topic_attrs[s]}" for s in agent.sources)
         return AgentView(
             module=module,
@@ -775,8 +775,8 @@ def _window_call(window: ir.Window) -> str:
     return f"Tumbling(size={window.size_ms:_}, grace={window.grace_ms:_})"
 
 
-def _uses_datetime(annotations: Iterable[str]) -> bool:
-    return any("datetime" in a.replace("[", " ").replace(",", " ").split() for a in annotations)
+def _uses_time(annotations: Iterable[str]) -> bool:
+    return any("Time" in re.split(r"[^A-Za-z0-9_]+", a) for a in annotations)
 
 
 def _camel(name: str) -> str:
@@ -924,8 +924,10 @@ def shape(program: ir.Program) -> PackageView:
     record_annotations = [f.annotation for r in records for f in r.fields]
     topic_annotations = [shaper.annotation(t) for topic in program.topics
                          for t in (topic.key_type, topic.value_type)]  # fmt: skip
-    windows = sorted({_window_call(t.window).partition("(")[0] for t in program.tables
-                      if t.window is not None})  # fmt: skip
+    runtime_names = {_window_call(t.window).partition("(")[0] for t in program.tables
+                     if t.window is not None}  # fmt: skip
+    if _uses_time(topic_annotations):
+        runtime_names.add("Time")
     return PackageView(
         app=py_literal(program.app),
         app_title=doc_text(program.app),
@@ -955,11 +957,9 @@ def shape(program: ir.Program) -> PackageView:
         dlq_topic=doc_text(f"{program.app}-dlq"),
         helper_modules=tuple(h.module for h in program.helper_modules),
         tables=tuple(shaper.table(t) for t in program.tables),
-        record_imports=("from datetime import datetime",) if _uses_datetime(record_annotations)
-        else (),
-        topic_std_imports=("from datetime import datetime",) if _uses_datetime(topic_annotations)
-        else (),
-        topic_runtime_imports=import_lines("streamc_runtime", windows),
+        record_runtime_imports=("Record", "Time") if _uses_time(record_annotations)
+        else ("Record",),
+        topic_runtime_imports=import_lines("streamc_runtime", sorted(runtime_names)),
     )
 
 

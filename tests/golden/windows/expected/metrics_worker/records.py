@@ -1,9 +1,7 @@
 """Record types of windows.sdl, decoded and validated by msgspec."""
 
-from datetime import datetime
-
 import msgspec
-from streamc_runtime import Record
+from streamc_runtime import Record, Time
 
 
 class Order(Record, kw_only=True):
@@ -12,16 +10,16 @@ class Order(Record, kw_only=True):
     id: str
     account_id: str
     amount: float
-    created_at: datetime | None = None
-    paid_at: datetime | None = None
+    created_at: Time | None = None
+    paid_at: Time | None = None
 
 
 class AccountMinute(Record, kw_only=True):
     """Record AccountMinute of windows.sdl."""
 
     account_id: str
-    window_start: datetime
-    window_end: datetime
+    window_start: Time
+    window_end: Time
     orders: int
     amount: float
 
@@ -30,8 +28,8 @@ class Rolling(Record, kw_only=True):
     """Record Rolling of windows.sdl."""
 
     account_id: str
-    window_start: datetime
-    window_end: datetime
+    window_start: Time
+    window_end: Time
     orders: int
     largest: float
 
@@ -40,13 +38,13 @@ class Visit(Record, kw_only=True):
     """Record Visit of windows.sdl."""
 
     account_id: str
-    started: datetime
-    ended: datetime
+    started: Time
+    ended: Time
     orders: int
     mean: float
     first_id: str
     last_id: str
-    first_paid: datetime | None = None
+    first_paid: Time | None = None
 
 
 class MinutesState(Record, kw_only=True):
@@ -71,4 +69,4 @@ class VisitsState(Record, kw_only=True):
     mean_count: int = 0
     first_id: str | None = None
     last_id: str | None = None
-    first_paid: datetime | None = None
+    first_paid: Time | None = None
