@@ -256,11 +256,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streamc_runtime.memory import MemoryBroker
 
     program = _load(args.file, args.allow_root)
-    inputs: dict[str, list[dict[str, Any]]] = {}
+    # In file order: inputs are produced in timestamp order, ties in file order.
+    inputs: list[tuple[str, list[jsonl.Line]]] = []
     for spec in args.input:
         topic, path = _topic_option(program, "--input", spec)
         try:
-            inputs.setdefault(topic.kafka_name, []).extend(jsonl.read(path))
+            inputs.append((topic.kafka_name, jsonl.read(path)))
         except OSError as error:
             raise Failure(f"--input {spec}: cannot read {path}: {error.strerror}") from None
         except ValueError as error:  # names the file and line
@@ -308,6 +309,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         app,
                         inputs,
                         broker=broker,
+                        close_windows=args.close_windows,
                         time_limit=args.timeout,
                         max_records=args.max_records or None,
                         on_progress=progress,
@@ -589,6 +591,13 @@ def _parser() -> argparse.ArgumentParser:
         "--timestamps",
         action="store_true",
         help="include each message's timestamp (inputs without one get the current time)",
+    )
+    run.add_argument(
+        "--no-close-windows",
+        dest="close_windows",
+        action="store_false",
+        help="at the end of input, leave windows open (by default stream time moves past "
+        "every window, so final results are emitted)",
     )
     run.add_argument(
         "--timeout",

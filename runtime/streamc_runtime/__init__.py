@@ -5,8 +5,24 @@ Generated code imports only the names below; everything else is internal.
 
 from .app import App, Join, Topic, Worker
 from .hooks import sink
-from .records import Record
+from .records import Record, Time
+from .state.windows import Hopping, Session, Tumbling, Window
 from .stream import Event, Stream
 from .worker import worker_main
 
-__all__ = ["App", "Event", "Join", "Record", "Stream", "Topic", "Worker", "sink", "worker_main"]
+__all__ = [
+    "App",
+    "Event",
+    "Hopping",
+    "Join",
+    "Record",
+    "Session",
+    "Stream",
+    "Time",
+    "Topic",
+    "Tumbling",
+    "Window",
+    "Worker",
+    "sink",
+    "worker_main",
+]

@@ -30,6 +30,7 @@ from .hooks import HookResultError
 from .offsets import OffsetTracker, PartitionOffsets
 from .records import Codec, DecodeError, key_codec, value_codec
 from .state.table import Table, WorkerTables
+from .state.windows import Windowed, WindowSpec
 from .stream import (
     Carrier,
     Event,
@@ -81,8 +82,11 @@ class Topic(Generic[V]):
         internal: bool,
         positions: bool = False,
         config: Mapping[str, str] | None = None,
+        timestamp_field: str | None = None,
     ) -> None:
         self.app = app
+        # The record field holding the event time (`time`), else the message timestamp.
+        self.timestamp_field = timestamp_field
         self.name = name
         # Whether forwards to this topic carry their source position (an aggregation reads
         # it, directly or further down: the skip rule needs the original input's position).
@@ -184,10 +188,12 @@ class App:
         internal: bool = False,
         positions: bool = False,
         config: Mapping[str, str] | None = None,
+        timestamp_field: str | None = None,
     ) -> Topic[Any]:
         """Declare a topic by its real Kafka name; it is created at start if absent (with
         `config`). `positions`: forwards to it carry their source position (an aggregation
-        reads what is written to it)."""
+        reads what is written to it). `timestamp_field`: the record field (a `Time`) giving
+        an element's event time; when null, or without one, the message timestamp."""
         if partitions < 1:
             raise ValueError(f"topic {name!r}: partitions must be >= 1")
         existing = self.topics.get(name)
@@ -199,32 +205,51 @@ class App:
             ):
                 raise ValueError(f"topic {name!r} is already declared with other types")
             existing.positions = existing.positions or positions
+            existing.timestamp_field = existing.timestamp_field or timestamp_field
             return existing
         topic: Topic[Any] = Topic(
-            self, name, key_type, value_type, partitions, internal, positions, config
+            self,
+            name,
+            key_type,
+            value_type,
+            partitions,
+            internal,
+            positions,
+            config,
+            timestamp_field,
         )
         self.topics[name] = topic
         return topic
 
     def table(
-        self, name: str, *, key_type: Any, value_type: Any, state_type: Any, partitions: int
+        self,
+        name: str,
+        *,
+        key_type: Any,
+        value_type: Any,
+        state_type: Any,
+        partitions: int,
+        window: WindowSpec | None = None,
     ) -> Table[Any, Any]:
         """Declare a keyed table, filled by one `Stream.aggregate`; its changelog topic
-        `<app>-<name>-changelog` is compacted and has the table's partitions."""
+        `<app>-<name>-changelog` is compacted and has the table's partitions. With `window`
+        (`Tumbling`, `Hopping`, `Session`) it holds one state per key and window."""
         if name in self.tables:
             raise ValueError(f"app {self.name!r} already has a table named {name!r}")
         if partitions < 1:
             raise ValueError(f"table {name!r}: partitions must be >= 1")
+        windowed = window is not None
         changelog = self.topic(
             f"{self.name}-{name}-changelog",
-            key_type=key_type,
-            value_type=state_type,
+            # A window's store key is the key's bytes and the window start: no key type's.
+            key_type=bytes if windowed else key_type,
+            value_type=Windowed[state_type] if windowed else state_type,
             partitions=partitions,
             internal=True,
             config={"cleanup.policy": "compact"},
         )
         table: Table[Any, Any] = Table(
-            self, name, key_type, value_type, state_type, partitions, changelog
+            self, name, key_type, value_type, state_type, partitions, changelog, window
         )
         self.tables[name] = table
         return table
@@ -295,6 +320,10 @@ class Worker:
         self.tables = WorkerTables(self, state_dir)
         self.takes: list[Any] = []  # take nodes: partial batches to drain or abandon
         self.drain_epoch = 0
+        # Raised to close every window at the end of `streamc run`'s input (see windows.py).
+        self.close_windows_epoch = 0
+        self.windowed: list[Any] = []  # windowed aggregate nodes
+        self.distinct_counts: dict[str, int] = {}  # agent -> distinct steps built (names)
         self.waiting = 0  # drivers blocked waiting on an empty stream buffer
         # counters, for the stats line and tests
         self.events_in = 0
@@ -970,11 +999,20 @@ class Worker:
             return False
         if any(s.buffer for s in self.conductor.streams):
             return False
+        if any(n.closed_epoch != self.close_windows_epoch for n in self.windowed):
+            return False
         live = sum(1 for t in self._drivers if not t.done())
         return self.waiting >= live
 
     def partial_batches(self) -> int:
         return sum(t.pending for t in self.takes)
+
+    def request_close_windows(self) -> None:
+        """Move stream time past every window of every windowed table: their final rows are
+        emitted (`streamc run`, at the end of its input)."""
+        self.close_windows_epoch += 1
+        for stream in self.conductor.streams:
+            stream.wake()
 
     def request_drain(self) -> None:
         """Flush every partial `take` batch started before now, once."""
@@ -1001,6 +1039,9 @@ def _describe(exc: BaseException) -> str:
 
 
 def _qualname(exc: BaseException) -> str:
+    named = getattr(exc, "error_type", None)  # a runtime condition with a short name: "late"
+    if isinstance(named, str):
+        return named
     cls = type(exc)
     return (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"

@@ -1,11 +1,14 @@
 """Run an app on the in-memory broker until everything is processed: the engine of `streamc run`.
 
-Inputs are produced first, by topic (real Kafka name), exactly as a producer would: values are
-encoded as generic JSON and *not* validated, so a bad record reaches the worker and its
-dead-letter topic as it would on Kafka. The worker then runs until it is idle (nothing left to
-fetch, nothing buffered, every agent waiting for data), partial `take` batches are drained, and
-that repeats until nothing moves; then it commits, stops, and the broker is returned for the
-caller to read the output topics from.
+Inputs are produced first, exactly as a producer would: values are encoded as generic JSON and
+*not* validated, so a bad record reaches the worker and its dead-letter topic as it would on
+Kafka. They are produced in timestamp order (those of several files interleaved; ties, and
+inputs without a timestamp, keep their file order; inputs without one come last), so a run is
+deterministic. The worker then runs until it is idle (nothing left to fetch, nothing buffered,
+every agent waiting for data), partial `take` batches are drained, and that repeats until
+nothing moves; then, unless `close_windows=False`, stream time moves past every window so the
+final rows of windowed aggregations come out, and the worker runs until quiet again; then it
+commits, stops, and the broker is returned for the caller to read the output topics from.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import msgspec
 
 from .app import App, Topic, Worker, _cancel
 from .memory import MemoryBroker, MemoryTransport
+from .records import Time
 from .stream import Carrier, Event, SourceStream, carrier_events
 from .transport import TP
 
@@ -39,7 +43,8 @@ def encode_input(
 ) -> tuple[bytes | None, bytes | None, int | None, list[tuple[str, bytes]], int | None]:
     """One JSONL input object as (key, value, partition, headers, timestamp) for `topic`.
 
-    `{"value": <json>, "key"?, "partition"?, "headers"?: {str: str}, "timestamp"?: ms}`, or
+    `{"value": <json>, "key"?, "partition"?, "headers"?: {str: str}, "timestamp"?: ms or RFC
+    3339}`, or
     instead of `"value"`: `"raw": "<text>"` for arbitrary text bytes (e.g. not JSON), or
     `"raw_base64": "<base64>"` for any bytes (e.g. not UTF-8).
     """
@@ -91,9 +96,17 @@ def encode_input(
                 f"topic {topic.name!r}: header {name!r} must be a string, got {json.dumps(text)}"
             )
         headers.append((str(name), text.encode()))
-    timestamp = obj.get("timestamp")
+    timestamp: Any = obj.get("timestamp")
+    if isinstance(timestamp, str):
+        try:
+            timestamp = Time.parse(timestamp).ms
+        except ValueError:
+            pass
     if timestamp is not None and not _is_int(timestamp):
-        raise ValueError(f"topic {topic.name!r}: 'timestamp' must be integer milliseconds")
+        raise ValueError(
+            f"topic {topic.name!r}: 'timestamp' must be integer milliseconds or an RFC 3339 "
+            "timestamp with an offset"
+        )
     return key, value, partition, headers, timestamp
 
 
@@ -141,8 +154,9 @@ class LocalRunStopped(RuntimeError):
 
 async def run_local(
     app: App,
-    inputs: Mapping[str, Sequence[Mapping[str, Any]]],
+    inputs: Mapping[str, Sequence[Mapping[str, Any]]] | Sequence[tuple[str, Sequence[Any]]],
     *,
+    close_windows: bool = True,
     broker: MemoryBroker | None = None,
     time_limit: float | None = None,
     max_records: int | None = None,
@@ -150,7 +164,9 @@ async def run_local(
     progress_interval: float = 1.0,
     **worker_options: Any,
 ) -> MemoryBroker:
-    """Produce `inputs` ({topic name: [input objects]}), run `app` until quiescent, stop.
+    """Produce `inputs` ({topic name: [input objects]}, or [(topic name, [input objects])] in
+file order), run `app` until quiescent, close every window (unless `close_windows` is
+    false) and run until quiescent again, stop.
 
     A bad input raises `ValueError`, prefixed by its `jsonl.Line.where` when it has one. After
     `time_limit` seconds, or once the worker has written more than `max_records` records (a
@@ -164,7 +180,8 @@ async def run_local(
     for topic in app.topics.values():
         broker.create_topic(topic.name, topic.partitions)
     encoded = []  # every input is checked before the first is produced (and maybe printed)
-    for name, records in inputs.items():
+    pairs = list(inputs.items()) if isinstance(inputs, Mapping) else list(inputs)
+    for name, records in pairs:
         if name not in app.topics:
             known = ", ".join(sorted(app.topics))
             raise ValueError(f"app {app.name!r} has no topic {name!r} (topics: {known})")
@@ -177,6 +194,8 @@ async def run_local(
                 if not where:
                     raise
                 raise ValueError(f"{where}: {exc}") from None
+    # Timestamp order across files (a stable sort: ties keep file order).
+    encoded.sort(key=lambda item: _NEVER if item[1][4] is None else item[1][4])
     for name, (key, value, partition, headers, timestamp) in encoded:
         broker.produce(name, value, key, headers, partition, timestamp)
     worker_options.setdefault("stats_interval", 0)
@@ -189,7 +208,7 @@ async def run_local(
                 worker, started, time_limit, max_records, on_progress, progress_interval, stopped
             )
         )
-        quiet = loop.create_task(until_quiescent(worker))
+        quiet = loop.create_task(_finish(worker, close_windows))
         try:
             await asyncio.wait({watch, quiet}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -353,6 +372,25 @@ def _describe(carrier: Carrier) -> str:
         return f"a batch of {len(events)} from {where}..{last.offset}"
     key = first.key
     return where + ("" if key is None else f" (key {key.decode('utf-8', 'replace')!r})")
+
+
+_NEVER = float("inf")
+
+
+async def _finish(worker: Worker, close_windows: bool) -> None:
+    """Run until quiescent; then, with `close_windows`, close every window (the finals may
+    feed further windows: until a round changes nothing)."""
+    await until_quiescent(worker)
+    if not close_windows or not worker.windowed:
+        return
+    last: tuple[int, ...] | None = None
+    while worker.running:
+        mark = (worker.events_in, worker.sent, worker.dead_letters)
+        if mark == last:
+            return
+        last = mark
+        worker.request_close_windows()
+        await until_quiescent(worker)
 
 
 async def until_quiescent(worker: Worker) -> None:

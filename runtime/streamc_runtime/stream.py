@@ -317,14 +317,41 @@ class Stream(Generic[T]):
         table: Table[Any, Any],
         *,
         fold: Callable[[Any, Any], Any],
-        row: Callable[[Any, Any], Any],
+        row: Callable[..., Any],
+        emit: str = "updates",
+        late: Topic[Any] | None = None,
+        merge: Callable[[Any, Any], Any] | None = None,
     ) -> Stream[Any]:
         """Fold every value into its key's state in `table` (`fold(state, value)` returns the
         new state, sync or async) and continue with `row(key, state)`, a new record each time.
-        Exact across crashes (the skip rule, `streamc_runtime.state.aggregate`)."""
+        Exact across crashes (the skip rule, `streamc_runtime.state.aggregate`).
+
+        A windowed table (`App.table(..., window=)`) folds into each window of the element's
+        event time and its row is `row(key, window, state)`: with `emit="updates"` after every
+        fold, with `emit="final"` once, when the window closes. Late elements go to `late`
+        (else the dead-letter topic); session windows combine states with `merge(a, b)`."""
+        if table.window is not None:
+            from .state.windows import WindowedAggregate
+
+            return self._then(
+                "aggregate",
+                lambda: WindowedAggregate(self, table, fold, row, emit, late, merge),
+            )
+        if (emit, late, merge) != ("updates", None, None):
+            raise ValueError(f"table {table.name!r} has no window: emit, late, merge need one")
         from .state.aggregate import Aggregate
 
         return self._then("aggregate", lambda: Aggregate(self, table, fold, row))
+
+    def distinct(
+        self, *, within: int, field: Callable[[T], Any] | None = None
+    ) -> Stream[T]:
+        """Drop a value whose key (or `field(value)`) was let through less than `within`
+        ms of event time before or after it, on its partition. Stateful and exact across
+        crashes like a table (`streamc_runtime.state.distinct`)."""
+        from .state.distinct import Distinct
+
+        return self._then("distinct", lambda: Distinct(self, within, field))
 
     def items(self) -> Stream[tuple[Any, T]]:
         """`(key, value)` pairs."""

@@ -160,8 +160,15 @@ def table_rows(
     broker: MemoryBroker, table: Table[Any, Any], row: Callable[[Any, Any], Any] | None = None
 ) -> dict[Any, Any]:
     """A table's rows from its changelog on `broker` (`row`: the aggregation's row function,
-    by default the one the table was aggregated with in this process)."""
+    by default the one the table was aggregated with in this process). A windowed table's
+    rows are keyed by `(key, Window)`: the windows still open."""
     make = row or table.row
     if make is None:
         raise ValueError(f"table {table.name!r}: no row function known (no aggregate ran)")
+    if table.window is not None:
+        from ..records import key_codec
+        from .windows import rows_of
+
+        states = table_states(broker, table)
+        return rows_of(make, iter(states.items()), key_codec(table.key_type).decode)
     return {key: make(key, state) for key, state in table_states(broker, table).items()}

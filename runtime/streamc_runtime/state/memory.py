@@ -27,6 +27,9 @@ class MemoryStore:
     def put(self, key: bytes, state: Any, data: bytes) -> None:
         self._states[key] = state
 
+    def delete(self, key: bytes) -> None:
+        self._states.pop(key, None)
+
     def items(self) -> Iterator[tuple[bytes, Any]]:
         return iter(list(self._states.items()))
 

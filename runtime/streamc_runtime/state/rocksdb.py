@@ -54,8 +54,9 @@ class RocksDBStore:
         # Applied states whose changelog records are not sent yet (the run being folded), and
         # those sent but not checkpointed: key -> state bytes. Only sent ones may be
         # checkpointed, and only after a flush.
-        self._pending: dict[bytes, bytes] = {}
-        self._dirty: dict[bytes, bytes] = {}
+        # A None is a deletion (a closed window's tombstone).
+        self._pending: dict[bytes, bytes | None] = {}
+        self._dirty: dict[bytes, bytes | None] = {}
         self.positions: dict[str, int] = {}
         self._base = 0  # the changelog offset the checkpoint covers
         self._sent = 0  # changelog records sent since the restore ended
@@ -75,6 +76,8 @@ class RocksDBStore:
     def get(self, key: bytes) -> Any | None:
         state = self._live.get(key)
         if state is None:
+            if key in self._pending or key in self._dirty:
+                return None  # deleted, not checkpointed yet
             data = self._db.get(key)
             if data is None:
                 return None
@@ -85,11 +88,16 @@ class RocksDBStore:
         self._live[key] = state
         self._pending[key] = data
 
+    def delete(self, key: bytes) -> None:
+        self._live.pop(key, None)
+        self._pending[key] = None
+
     def items(self) -> Iterator[tuple[bytes, Any]]:
-        live = self._live
+        live, pending, dirty = self._live, self._pending, self._dirty
         for key, data in self._db.items():
-            if key != CHECKPOINT_KEY and key not in live:
-                yield cast(bytes, key), self._decode(data)
+            if key == CHECKPOINT_KEY or key in live or key in pending or key in dirty:
+                continue  # the live copy is yielded below; a pending None is a deletion
+            yield cast(bytes, key), self._decode(data)
         yield from list(live.items())
 
     def restore_from(self) -> int:
@@ -119,7 +127,7 @@ class RocksDBStore:
         self._sent += count
         self._sent_positions = dict(self.positions)
 
-    def snapshot(self) -> tuple[dict[bytes, bytes], dict[str, int], int]:
+    def snapshot(self) -> tuple[dict[bytes, bytes | None], dict[str, int], int]:
         dirty, self._dirty = self._dirty, {}
         return dirty, self._sent_positions, self._base + self._sent
 
@@ -127,7 +135,10 @@ class RocksDBStore:
         dirty, positions, offset = snapshot
         batch = WriteBatch(raw_mode=True)
         for key, data in dirty.items():
-            batch.put(key, data)
+            if data is None:
+                batch.delete(key)
+            else:
+                batch.put(key, data)
         batch.put(CHECKPOINT_KEY, _mark(offset, positions))
         self._db.write(batch)
         # Checkpointed states are read back from the database when next needed: the cache

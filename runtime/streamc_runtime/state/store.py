@@ -22,6 +22,9 @@ class Store(Protocol):
     def put(self, key: bytes, state: Any, data: bytes) -> None:
         """Set the key's state; `data` is its encoding, as written to the changelog."""
 
+    def delete(self, key: bytes) -> None:
+        """Remove the key (a closed window); its changelog record is a tombstone."""
+
     def items(self) -> Iterator[tuple[bytes, Any]]:
         """Every key and its state."""
 

@@ -15,11 +15,12 @@ from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ..records import Codec, value_codec
-from ..transport import TP, DeliveryError
+from ..records import Codec, key_codec, value_codec
+from ..transport import TP, DeliveryError, TopicSpec
 from .changelog import restore
 from .memory import MemoryStore
 from .store import Store
+from .windows import Windowed, WindowSpec, rows_of
 
 if TYPE_CHECKING:
     from ..app import App, Topic, Worker
@@ -44,6 +45,7 @@ class Table(Generic[K, S]):
         state_type: Any,
         partitions: int,
         changelog: Topic[Any],
+        window: WindowSpec | None = None,
     ) -> None:
         self.app = app
         self.name = name
@@ -52,9 +54,15 @@ class Table(Generic[K, S]):
         self.state_type = state_type
         self.partitions = partitions
         self.changelog = changelog
-        self.state_codec: Codec[Any] = value_codec(state_type)
+        # Windowed: states are `Windowed[state_type]` per (key, window) (see `windows.py`).
+        self.window = window
+        # Declared while the worker runs (`distinct`): its changelog is created at restore.
+        self.ensure = False
+        self.state_codec: Codec[Any] = value_codec(
+            state_type if window is None else Windowed[state_type]
+        )
         # The aggregation's row function, once one is built on this table (rows of a state).
-        self.row: Callable[[Any, Any], Any] | None = None
+        self.row: Callable[..., Any] | None = None
 
     def __repr__(self) -> str:
         return f"<Table {self.name} key={self.key_type!r} state={self.state_type!r}>"
@@ -94,6 +102,10 @@ class TablePartitions:
 
     async def _restore(self, held: _Held, partition: int, what: str) -> None:
         transport: Any = self.tables.worker.transport
+        changelog = self.table.changelog
+        if self.table.ensure:
+            spec = TopicSpec(changelog.name, changelog.partitions, changelog.config)
+            await transport.ensure_topics([spec])
         await restore(transport, self.table.changelog.name, partition, held.store, what)
         held.ready.set()
 
@@ -101,6 +113,12 @@ class TablePartitions:
         table = self.table
         decode_key, row = table.changelog.key_codec.decode, table.row
         out: dict[Any, Any] = {}
+        if table.window is not None:
+            decode_key = key_codec(table.key_type).decode
+            for held in self.held.values():
+                if held.ready.is_set():
+                    out.update(rows_of(row, held.store.items(), decode_key))
+            return out
         for held in self.held.values():
             if not held.ready.is_set():
                 continue

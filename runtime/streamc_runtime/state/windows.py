@@ -1,0 +1,674 @@
+"""Windows: tumbling, hopping and session windows over event time, and their aggregation.
+
+A windowed table keeps one state per (key, window). Its store key is the key's bytes followed
+by the window start as 8 bytes big-endian (so a key's windows sort by time), its value a
+`Windowed` (the window end and the aggregation state). Each table partition has a *stream
+time*, the largest event time folded there; it is kept in the partition's skip map under
+`STREAM_TIME` (no source partition is named without a ':'), so it is written to the changelog
+with every map record, checkpointed with it, and restored exactly like the positions (it only
+rises, as they do).
+
+A window [start, end) closes when stream time >= end + grace: its state leaves the store (a
+tombstone in the changelog, right after the data record of the element that closed it, in the
+same run), and with `emit="final"` its row goes downstream then, once. A record whose every
+window is closed is late: it is never folded, and goes to the `late` topic or the dead-letter
+topic (`streamc.error.type: late`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+import msgspec
+
+from ..records import Time, key_codec, to_ms
+from ..stream import EMPTY, Element, Event, Pulled, Stream
+from ..transport import Delivery, Headers
+from .changelog import POSITION_HEADER, map_record
+
+if TYPE_CHECKING:
+    from ..app import Topic
+    from .store import Store
+    from .table import Table, TablePartitions, _Held
+
+__all__ = [
+    "STREAM_TIME",
+    "Hopping",
+    "LateError",
+    "Session",
+    "Tumbling",
+    "Window",
+    "WindowSpec",
+    "Windowed",
+    "WindowedAggregate",
+    "split_key",
+    "window_key",
+]
+
+# The skip map entry holding the partition's stream time (ms): not "<topic>:<partition>".
+STREAM_TIME = "streamc.stream_time"
+_NO_TIME = -(2**62)  # stream time before any event
+_RUN_MAX = 1000
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True, slots=True)
+class Tumbling:
+    """Windows [n*size, (n+1)*size) (milliseconds), closed `grace` ms after their end."""
+
+    size: int
+    grace: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("size", self.size)
+        _not_negative("grace", self.grace)
+
+    @property
+    def advance(self) -> int:
+        return self.size
+
+
+@dataclass(frozen=True, slots=True)
+class Hopping:
+    """Windows [n*advance, n*advance + size), `size` a multiple of `advance`."""
+
+    size: int
+    advance: int
+    grace: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("size", self.size)
+        _positive("advance", self.advance)
+        _not_negative("grace", self.grace)
+        if self.advance > self.size or self.size % self.advance:
+            raise ValueError(f"hopping window: advance {self.advance} must divide size {self.size}")
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """Per key, events closer than `gap` ms form a session [first, last + gap)."""
+
+    gap: int
+    grace: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("gap", self.gap)
+        _not_negative("grace", self.grace)
+
+
+WindowSpec = Tumbling | Hopping | Session
+
+
+def _positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or value <= 0:
+        raise ValueError(f"window {name} must be a positive number of milliseconds, got {value!r}")
+
+
+def _not_negative(name: str, value: int) -> None:
+    if not isinstance(value, int) or value < 0:
+        raise ValueError(f"window {name} must be >= 0 milliseconds, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A window [start, end): `start_ms`/`end_ms` in epoch milliseconds, `start`/`end` as
+    timezone-aware UTC datetimes."""
+
+    start_ms: int
+    end_ms: int
+
+    @property
+    def start(self) -> Time:
+        return Time.from_ms(self.start_ms)
+
+    @property
+    def end(self) -> Time:
+        return Time.from_ms(self.end_ms)
+
+
+class Windowed(msgspec.Struct, Generic[S], array_like=True):
+    """A window's stored value: its end (ms; a session's grows) and the aggregation state."""
+
+    end: int
+    state: S
+
+
+class LateError(Exception):
+    """A record whose every window has closed (dead-lettered as `streamc.error.type: late`)."""
+
+    error_type = "late"
+
+
+def window_starts(spec: Tumbling | Hopping, t: int) -> range:
+    """The starts of the windows an event at `t` belongs to: multiples of the advance, s <=
+    t < s + size (oldest first)."""
+    advance = spec.advance
+    last = t - t % advance  # floor, for negative times too
+    return range(last - spec.size + advance, last + 1, advance)
+
+
+def window_key(key: bytes, start: int) -> bytes:
+    return key + (start + 2**63).to_bytes(8, "big")  # offset: negative starts sort first
+
+
+def split_key(raw: bytes) -> tuple[bytes, int]:
+    return raw[:-8], int.from_bytes(raw[-8:], "big") - 2**63
+
+
+def event_time_of(field: str | None) -> Callable[[Any, Event[Any, Any]], int]:
+    """How the event time of an element is found: its record's `field` when set and not
+    null, else its message's timestamp."""
+    if field is None:
+        return lambda value, event: event.message.timestamp
+
+    def from_field(value: Any, event: Event[Any, Any]) -> int:
+        t = getattr(value, field, None)
+        return event.message.timestamp if t is None else to_ms(t)
+
+    return from_field
+
+
+class _Index:
+    """The open windows of one store partition, by close time (a heap, lazily pruned), and
+    for sessions the session starts of each key."""
+
+    __slots__ = ("heap", "sessions", "store")
+
+    def __init__(self, store: Store, grace: int, sessions: bool) -> None:
+        self.store = store
+        self.heap: list[tuple[int, bytes]] = []
+        self.sessions: dict[bytes, list[int]] | None = {} if sessions else None
+        for raw, value in store.items():
+            self.add(raw, value.end + grace)
+
+    def add(self, raw: bytes, close_at: int) -> None:
+        heapq.heappush(self.heap, (close_at, raw))
+        if self.sessions is not None:
+            key, start = split_key(raw)
+            starts = self.sessions.setdefault(key, [])
+            if start not in starts:
+                starts.append(start)
+                starts.sort()
+
+    def forget(self, raw: bytes) -> None:
+        if self.sessions is not None:
+            key, start = split_key(raw)
+            starts = self.sessions.get(key)
+            if starts is not None and start in starts:
+                starts.remove(start)
+                if not starts:
+                    del self.sessions[key]
+
+
+class WindowedAggregate(Stream[Any]):
+    """`aggregate` into a windowed table (see the module docstring)."""
+
+    _op = "aggregate"
+    _changes_values = True
+
+    def __init__(
+        self,
+        up: Stream[Any],
+        table: Table[Any, Any],
+        fold: Callable[[Any, Any], Any],
+        row: Callable[[Any, Window, Any], Any],
+        emit: str,
+        late: Topic[Any] | None,
+        merge: Callable[[Any, Any], Any] | None,
+    ) -> None:
+        super().__init__(up._worker, up, up._source)
+        spec = table.window
+        assert spec is not None
+        if emit not in ("updates", "final"):
+            raise ValueError(f"aggregate: emit must be 'updates' or 'final', got {emit!r}")
+        if isinstance(spec, Session) and merge is None:
+            raise ValueError(f"table {table.name!r}: session windows need merge=")
+        self._spec = spec
+        self._grace = spec.grace
+        self._table = table
+        self._fold = fold
+        self._row = row
+        self._final = emit == "final"
+        self._late = late
+        self._merge = merge
+        self._fold_async = _is_async(fold)
+        self._merge_async = merge is not None and _is_async(merge)
+        if table.row is None:
+            table.row = row
+        self._event_time = event_time_of(_timestamp_field(up))
+        self._decode_key = key_codec(table.key_type).decode
+        self._live: TablePartitions = self._worker.tables.attach(
+            table, [t.name for t in up._source.topics]
+        )
+        self._indexes: dict[int, _Index] = {}
+        self._out: list[Element] = []
+        self._out_at = 0
+        # The worker's `close_windows_epoch` last acted on.
+        self.closed_epoch = self._worker.close_windows_epoch
+        self._worker.windowed.append(self)
+
+    async def _pull(self) -> Pulled:
+        if self._out_at >= len(self._out):
+            self._out, self._out_at = [], 0
+            await self._fold_run()
+            if not self._out:
+                return EMPTY
+        element = self._out[self._out_at]
+        self._out_at += 1
+        return element
+
+    def _index(self, q: int, store: Store) -> _Index:
+        index = self._indexes.get(q)
+        if index is None or index.store is not store:
+            index = self._indexes[q] = _Index(store, self._grace, isinstance(self._spec, Session))
+        return index
+
+    async def _fold_run(self) -> None:
+        up = self._up
+        assert up is not None
+        worker = self._worker
+        table, live = self._table, self._live
+        row, spec, grace, final = self._row, self._spec, self._grace, self._final
+        encode = table.state_codec.encode
+        event_time = self._event_time
+        run = _Run()
+        last_offsets: Any = None
+        store: Any = None
+        index: _Index | None = None
+        last_q = -1
+        may_wait = False
+        while len(run.out) < _RUN_MAX:
+            if run.out and may_wait:
+                break
+            element = await up._pull()
+            if element is EMPTY:
+                if not run.records and not run.out:
+                    await self._close_all(run)
+                break
+            value, carrier = cast(Element, element)
+            if not run.out:
+                may_wait = up._may_wait()
+            if type(carrier) is not Event:
+                await worker.dead_letter(
+                    carrier, TypeError("aggregate takes single elements, not batches"), self._agent
+                )
+                continue
+            event = carrier
+            m = event.message
+            if event._offsets is not last_offsets or last_offsets.closed:
+                if event._offsets.closed:
+                    continue
+                h = live.store(m.partition)
+                if h is None:
+                    continue
+                if not h.ready.is_set():
+                    await _ready(h)
+                    if live.store(m.partition) is not h:
+                        continue
+                store, last_q, last_offsets = h.store, m.partition, event._offsets
+                index = self._index(last_q, store)
+            assert index is not None
+            raw_key = m.key
+            if raw_key is None:
+                await worker.dead_letter(
+                    carrier, ValueError("aggregate needs a key; this element has none"), self._agent
+                )
+                continue
+            mark, src, offset = _position(m)
+            positions = store.positions
+            try:
+                t = event_time(value, event)
+            except Exception as exc:
+                await worker.dead_letter(carrier, exc, self._agent)
+                continue
+            now = positions.get(STREAM_TIME, _NO_TIME)
+            key = event.key
+            if offset <= positions.get(src, -1):
+                # A replay: folded already. Its stream time counts (a run may have reached
+                # the changelog without its skip map), so what it closed is closed again.
+                if t > now:
+                    positions[STREAM_TIME] = t
+                    self._close(run, store, index, t, last_q, event)
+                if not final:
+                    for raw, w in self._windows_of(store, index, raw_key, t):
+                        run.emit(event, row(key, self._window(raw, w), w.state), raw_key, t)
+                run.done(event)
+                continue
+            try:
+                if isinstance(spec, Session):
+                    changed = await self._fold_session(store, index, raw_key, value, t, now)
+                else:
+                    changed = await self._fold_fixed(store, index, raw_key, value, t, now, spec)
+                encoded = [(raw, w, encode(w)) for raw, w in changed if w is not None]
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                await worker.dead_letter(carrier, exc, self._agent)
+                continue
+            if not changed:  # every window of it is closed
+                await self._too_late(event, value, t, now)
+                continue
+            for raw, w in changed:
+                if w is None:
+                    store.delete(raw)
+                    index.forget(raw)
+                    run.record(last_q, store, raw, None, mark)
+            for raw, w, data in encoded:
+                store.put(raw, w, data)
+                index.add(raw, w.end + grace)
+                run.record(last_q, store, raw, data, mark)
+                if not final:
+                    run.emit(event, row(key, self._window(raw, w), w.state), raw_key, t)
+            positions[src] = offset
+            if t > now:
+                positions[STREAM_TIME] = t
+                self._close(run, store, index, t, last_q, event)
+            run.hold(event)
+        await self._send(run)
+
+    def _window(self, raw: bytes, w: Windowed[Any]) -> Window:
+        _, start = split_key(raw)
+        return Window(start, w.end)
+
+    def _windows_of(
+        self, store: Store, index: _Index, raw_key: bytes, t: int
+    ) -> list[tuple[bytes, Any]]:
+        """The stored windows an event of `raw_key` at `t` is in (for a replay's rows)."""
+        spec = self._spec
+        out = []
+        if isinstance(spec, Session):
+            assert index.sessions is not None
+            for start in index.sessions.get(raw_key, ()):
+                raw = window_key(raw_key, start)
+                w = store.get(raw)
+                if w is not None and start <= t < w.end:
+                    out.append((raw, w))
+            return out
+        for start in window_starts(spec, t):
+            raw = window_key(raw_key, start)
+            w = store.get(raw)
+            if w is not None:
+                out.append((raw, w))
+        return out
+
+    async def _fold_fixed(
+        self,
+        store: Store,
+        index: _Index,
+        raw_key: bytes,
+        value: Any,
+        t: int,
+        now: int,
+        spec: Tumbling | Hopping,
+    ) -> list[tuple[bytes, Any]]:
+        """Fold into every open window of `t`: [(store key, new Windowed)], [] if late."""
+        grace, size = self._grace, spec.size
+        clock = max(now, t)
+        state_type = self._table.state_type
+        out: list[tuple[bytes, Any]] = []
+        for start in window_starts(spec, t):
+            end = start + size
+            if end + grace <= clock:
+                continue  # closed
+            raw = window_key(raw_key, start)
+            w = store.get(raw)
+            state = state_type() if w is None else w.state.__copy__()
+            state = await self._call_fold(state, value)
+            out.append((raw, Windowed(end, state)))
+        return out
+
+    async def _fold_session(
+        self, store: Store, index: _Index, raw_key: bytes, value: Any, t: int, now: int
+    ) -> list[tuple[bytes, Any]]:
+        """Fold into the session `t` extends, merging those it bridges: the sessions that go
+        as (store key, None), then the new one; [] if late."""
+        gap, grace = cast(Session, self._spec).gap, self._grace
+        clock = max(now, t)
+        sessions = index.sessions
+        assert sessions is not None
+        touching: list[tuple[bytes, Any]] = []
+        for start in sessions.get(raw_key, ()):
+            raw = window_key(raw_key, start)
+            w = store.get(raw)
+            if w is None:
+                continue
+            last = w.end - gap
+            if start - gap <= t <= last + gap:
+                touching.append((raw, w))
+        first = min([t] + [split_key(raw)[1] for raw, _ in touching])
+        last = max([t] + [w.end - gap for _, w in touching])
+        if last + gap + grace <= clock:
+            return []  # the session it would make is closed already
+        state: Any
+        if touching:
+            state = touching[0][1].state.__copy__()
+            merge = self._merge
+            assert merge is not None
+            for _, w in touching[1:]:
+                state = merge(state, w.state.__copy__())
+                if self._merge_async or inspect.isawaitable(state):
+                    state = await state
+        else:
+            state = self._table.state_type()
+        state = await self._call_fold(state, value)
+        new = window_key(raw_key, first)
+        out: list[tuple[bytes, Any]] = [(raw, None) for raw, _ in touching if raw != new]
+        out.append((new, Windowed(last + gap, state)))
+        return out
+
+    async def _call_fold(self, state: Any, value: Any) -> Any:
+        state_type = self._table.state_type
+        state = self._fold(state, value)
+        if type(state) is not state_type:
+            if self._fold_async or inspect.isawaitable(state):
+                state = await state
+            if type(state) is not state_type:
+                raise TypeError(
+                    f"fold of table {self._table.name!r} returned {type(state).__name__}, "
+                    f"not {state_type.__name__}"
+                )
+        return state
+
+    def _close(
+        self,
+        run: _Run,
+        store: Store,
+        index: _Index,
+        clock: int,
+        q: int,
+        event: Event[Any, Any] | None,
+    ) -> None:
+        """Close every window of the partition whose end + grace <= `clock`, in end order:
+        a tombstone each (after the records of the element that closed them), and with
+        `emit="final"` its row downstream."""
+        heap, grace = index.heap, self._grace
+        key_decode = self._decode_key
+        while heap and heap[0][0] <= clock:
+            close_at, raw = heapq.heappop(heap)
+            w = store.get(raw)
+            if w is None or w.end + grace != close_at:
+                continue  # gone, or a session that grew (its new close time is queued)
+            store.delete(raw)
+            index.forget(raw)
+            run.record(q, store, raw, None, None)
+            if self._final:
+                key_bytes, start = split_key(raw)
+                key = key_decode(key_bytes)
+                result = self._row(key, Window(start, w.end), w.state)
+                run.emit(event, result, key_bytes, w.end - 1)
+
+    async def _close_all(self, run: _Run) -> None:
+        """At the end of `streamc run`'s input: stream time moves past every window."""
+        epoch = self._worker.close_windows_epoch
+        if epoch == self.closed_epoch:
+            return
+        self.closed_epoch = epoch
+        for q, h in list(self._live.held.items()):
+            if not h.ready.is_set():
+                continue
+            store = h.store
+            index = self._index(q, store)
+            if not index.heap:
+                continue
+            clock = max(c for c, _ in index.heap)
+            store.positions[STREAM_TIME] = max(store.positions.get(STREAM_TIME, _NO_TIME), clock)
+            self._close(run, store, index, clock, q, None)
+
+    async def _too_late(self, event: Event[Any, Any], value: Any, t: int, now: int) -> None:
+        worker = self._worker
+        if self._late is None:
+            exc = LateError(
+                f"event time {Time.from_ms(t).rfc3339()} is past its windows' grace "
+                f"(stream time {Time.from_ms(now).rfc3339()})"
+            )
+            await worker.dead_letter(event, exc, self._agent)
+            return
+        await worker.forward(self._late, value, event)
+        event._ack()
+
+    async def _send(self, run: _Run) -> None:
+        worker = self._worker
+        if run.records:
+            for q, s in run.stores.items():
+                run.records.append(map_record(s.positions))
+                run.partitions.append(q)
+                run.counts[q] += 1
+            delivery = await worker.send_changelog(
+                self._table.changelog.name, run.records, run.partitions
+            )
+            if delivery is None:  # not sent, the worker is stopping: nothing may be acked
+                worker._hold_for_good(run.held)
+                return
+            for q, s in run.stores.items():
+                s.applied(run.counts[q])
+            worker.tables.sent(delivery)
+            worker._hold(cast("Awaitable[Delivery]", delivery), run.held)
+        for event in run.finished:
+            event._ack()  # its outputs (children) and its changelog delivery hold it now
+        self._out = run.out
+
+
+class _Run:
+    """What one run folded: changelog records, outputs, the elements it is done with."""
+
+    __slots__ = ("counts", "finished", "held", "out", "partitions", "records", "stores")
+
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes | None, bytes | None, Headers]] = []
+        self.partitions: list[int] = []
+        self.stores: dict[int, Any] = {}
+        self.counts: dict[int, int] = {}
+        self.out: list[Element] = []
+        self.held: list[Any] = []
+        self.finished: list[Event[Any, Any]] = []
+
+    def record(
+        self, q: int, store: Any, raw: bytes, data: bytes | None, mark: bytes | None
+    ) -> None:
+        headers: Headers = () if mark is None else ((POSITION_HEADER, mark),)
+        self.records.append((raw, data, headers))
+        self.partitions.append(q)
+        self.stores[q] = store
+        self.counts[q] = self.counts.get(q, 0) + 1
+
+    def emit(self, event: Event[Any, Any] | None, value: Any, raw_key: bytes, ts: int) -> None:
+        """An output row, carried by its own event: it holds the source message of the
+        element that produced it (`event`) until downstream is done with it."""
+        if event is None:
+            self.out.append((value, _detached(value, raw_key, ts)))
+            return
+        m = event.message
+        event._offsets.hold(m.offset)
+        message = _Message(m.topic, m.partition, m.offset, ts, raw_key, None, m.headers)
+        child: Event[Any, Any] = Event(message, value, event._offsets)
+        self.out.append((value, child))
+
+    def hold(self, event: Event[Any, Any]) -> None:
+        if not event._acked:
+            self.held.append((event._offsets, event.message.offset))
+        self.finished.append(event)
+
+    def done(self, event: Event[Any, Any]) -> None:
+        self.finished.append(event)
+
+
+@dataclass(slots=True)
+class _Message:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any
+
+
+class _NoOffsets:
+    """The offsets of an output that no input message holds (closed at the end of input)."""
+
+    closed = False
+
+    def release(self, offset: int) -> None:
+        pass
+
+    def hold(self, offset: int) -> None:
+        pass
+
+
+def _detached(value: Any, raw_key: bytes, ts: int) -> Event[Any, Any]:
+    message = _Message("", -1, -1, ts, raw_key, None, ())
+    return Event(message, value, cast(Any, _NoOffsets()))
+
+
+def _position(m: Any) -> tuple[bytes, str, int]:
+    for name, header in m.headers:
+        if name == POSITION_HEADER:
+            text = header.decode()
+            cut = text.rindex(":")
+            return header, text[:cut], int(text[cut + 1 :])
+    src = f"{m.topic}:{m.partition}"
+    return f"{src}:{m.offset}".encode(), src, m.offset
+
+
+def _timestamp_field(node: Stream[Any] | None) -> str | None:
+    """The timestamp field declared on a topic this stream reads, directly or upstream."""
+    while node is not None:
+        for topic in node._source.topics:
+            field = getattr(topic, "timestamp_field", None)
+            if field is not None:
+                return cast(str, field)
+        node = node._up
+    return None
+
+
+async def _ready(held: _Held) -> None:
+    await held.ready.wait()
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    target: Any = fn
+    while hasattr(target, "func"):
+        target = target.func
+    return inspect.iscoroutinefunction(target)
+
+
+def rows_of(
+    row: Callable[..., Any] | None,
+    items: Iterator[tuple[bytes, Any]],
+    decode_key: Callable[[bytes], Any],
+) -> dict[Any, Any]:
+    """The rows of a windowed table's stored windows: {(key, Window): row} (the states
+    themselves without a row function)."""
+    out: dict[Any, Any] = {}
+    for raw, w in items:
+        key_bytes, start = split_key(raw)
+        key = decode_key(key_bytes)
+        window = Window(start, w.end)
+        out[(key, window)] = w.state if row is None else row(key, window, w.state)
+    return out
