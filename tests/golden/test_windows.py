@@ -28,13 +28,14 @@ def iso(ms: int) -> str:
 
 
 def order(id: str, account: str, at: int, amount: float = 1.0, *, in_record: bool = True,
-          paid: int | None = None) -> dict[str, Any]:  # fmt: skip
+          paid: int | None = None, arrives: int | None = None) -> dict[str, Any]:  # fmt: skip
     """An input line: the event time in `created_at` (RFC 3339), or, with `in_record=False`,
-    only in the message timestamp (`created_at` null falls back to it)."""
+    only in the message timestamp (`created_at` null falls back to it). The message timestamp
+    is `arrives` (default: the event time); `streamc run` produces inputs in its order."""
     value = {"id": id, "account_id": account, "amount": amount,
              "created_at": iso(at) if in_record else None,
              "paid_at": None if paid is None else iso(paid)}  # fmt: skip
-    return {"key": account, "value": value, "timestamp": at}
+    return {"key": account, "value": value, "timestamp": at if arrives is None else arrives}
 
 
 def outputs(broker: MemoryBroker, topic: str) -> list[tuple[str, dict[str, Any]]]:
@@ -50,7 +51,7 @@ def run(load_package: Any, orders: list[dict[str, Any]]) -> MemoryBroker:  # noq
 def test_tumbling_final_rows_once_per_window_and_late_orders_to_the_late_topic(
     load_package: Any,  # noqa: F811
 ) -> None:
-    late = order("o5", "acct-1", T0 + 30 * S, 16.0)
+    late = order("o5", "acct-1", T0 + 30 * S, 16.0, arrives=T0 + 80 * S)
     broker = run(load_package, [
         order("o1", "acct-1", T0 + 5 * S, 1.0),
         order("o2", "acct-1", T0 + 20 * S, 2.0, in_record=False),
@@ -97,7 +98,8 @@ def test_sessions_split_on_the_gap_and_merge_when_an_order_bridges_them(
         # 30m30s after a2: a session of its own, while a1-a2 (open until 10m + 30m + 1m
         # of grace) still takes orders.
         order("a3", "acct-1", T0 + 40 * M + 30 * S, 6.0),
-        order("a4", "acct-1", T0 + 25 * M, 8.0, paid=T0 + 2 * M),  # bridges the two: one
+        # Made at 25m, it arrives at 41m and bridges the two: one session.
+        order("a4", "acct-1", T0 + 25 * M, 8.0, paid=T0 + 2 * M, arrives=T0 + 41 * M),
         order("b1", "acct-2", T0, 1.0),
         order("b2", "acct-2", T0 + 2 * 60 * M, 3.0),  # two hours on: another session
     ])  # fmt: skip
