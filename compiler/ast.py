@@ -163,7 +163,15 @@ class TopicKafkaName:
     span: Span
 
 
-TopicOption = TopicKey | TopicPartitions | TopicKafkaName
+@dataclass(frozen=True, slots=True)
+class TopicTimestamp:
+    """`timestamp created_at`: the field holding each message's event time."""
+
+    field: Name
+    span: Span
+
+
+TopicOption = TopicKey | TopicPartitions | TopicKafkaName | TopicTimestamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +294,62 @@ class SinkOp:
 
 
 @dataclass(frozen=True, slots=True)
+class WindowKind:
+    """`window tumbling 1m`, `window hopping 5m every 1m`, `window session 30m`."""
+
+    kind: str  # "tumbling", "hopping" or "session"
+    size: Duration  # the gap of a session window
+    every: Duration | None  # hopping only
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class WindowGrace:
+    duration: Duration
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class WindowEmit:
+    mode: str  # "updates" or "final"
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class WindowLate:
+    topic: TopicRef
+    span: Span
+
+
+WindowOption = WindowKind | WindowGrace | WindowEmit | WindowLate
+
+
+@dataclass(frozen=True, slots=True)
+class WindowOp:
+    """Window options written as an operation of their own (they belong to an aggregate)."""
+
+    options: tuple[WindowOption, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class DistinctOp:
+    """`distinct within 10m` (by key) or `distinct order_id within 10m` (by a field)."""
+
+    path: tuple[Name, ...]  # empty: the key
+    within: Duration
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class AggWindow:
+    """`window.start` or `window.end`: a bound of the aggregate's window."""
+
+    bound: Name
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class AggKey:
     """`key`: the stream's current key."""
 
@@ -306,7 +370,7 @@ class AggField:
     """`orders = count()`: one field of the table's record and what fills it."""
 
     name: Name
-    value: AggKey | AggCall
+    value: AggKey | AggCall | AggWindow
     span: Span
 
 
@@ -315,11 +379,12 @@ class AggregateOp:
     table: Name
     fields: tuple[AggField, ...]
     span: Span
+    options: tuple[WindowOption, ...] = ()  # as written; the checker finds duplicates
 
 
 Op = (
     ProcessOp | GroupByOp | TakeOp | EnumerateOp | ThroughOp | EchoOp | ItemsOp | EventsOp
-    | WhereOp | FilterOp | ToOp | SinkOp | AggregateOp
+    | WhereOp | FilterOp | ToOp | SinkOp | AggregateOp | DistinctOp | WindowOp
 )  # fmt: skip
 
 

@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import ast, ir
+from . import ast, check_time, ir
 from .diagnostics import Diagnostic, Span, did_you_mean
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ FUNCTIONS: dict[str, tuple[int, ...]] = {
     "last": (1,), "reduce": (2,),
 }  # fmt: skip
 _NUMERIC = (ir.INT, ir.FLOAT)
-_ORDERED = (ir.INT, ir.FLOAT, ir.STR)
+_ORDERED = (ir.INT, ir.FLOAT, ir.STR, ir.TIME)
 
 
 @dataclass
@@ -116,6 +116,7 @@ def op_aggregate(
         info = None
     else:
         info.filled_at = op.span
+    window, emit, late, window_ok = check_time.check_window(c, op, s)
     elem, key = s.elem, s.key
     if isinstance(elem, ir.TupleType | ir.ListType | ir.EventType | ir.PrimType):
         c.error(op.span, "E309",
@@ -127,19 +128,19 @@ def op_aggregate(
     if info is not None and info.key is not None and key is not None and key != info.key:
         c.error(op.span, "E318", f"table {info.name} is keyed by {info.key}, but the stream is "
                 f"keyed by {key}", [f"`group_by` a field of type {info.key} first"])  # fmt: skip
-    fields = _check_fields(c, op, info, record, key)
+    fields = _check_fields(c, op, info, record, key, window)
     if info is not None:
         partitions = _co_partition(c, op, info, s, agent)
         if info.key is not None and info.record is not None:
             info.table = ir.Table(info.name, info.key, info.record, partitions,
-                                  f"{c.app}-{info.name}-changelog")  # fmt: skip
+                                  f"{c.app}-{info.name}-changelog", window)  # fmt: skip
     s.elem = None if info is None else info.record
-    if s.elem is None or key is None or fields is None:
+    if s.elem is None or key is None or fields is None or not window_ok:
         return None
     from .checker import _collapse
 
     text = _collapse(c.module.text[ref.span.start : op.span.end])
-    return ir.Aggregate(ref.text, fields, text, s.elem, key)
+    return ir.Aggregate(ref.text, fields, text, s.elem, key, window, emit, late)
 
 
 def _co_partition(c: _Checker, op: ast.AggregateOp, info: TableInfo, s: _Stream,
@@ -166,8 +167,8 @@ def _co_partition(c: _Checker, op: ast.AggregateOp, info: TableInfo, s: _Stream,
 
 
 def _check_fields(c: _Checker, op: ast.AggregateOp, info: TableInfo | None,
-                  record: ir.RecordType | None,
-                  key: ir.Type | None) -> tuple[ir.Accumulate, ...] | None:  # fmt: skip
+                  record: ir.RecordType | None, key: ir.Type | None,
+                  window: ir.Window | None) -> tuple[ir.Accumulate, ...] | None:  # fmt: skip
     """Each `field = AGG` typed against the table's record; None when any is broken."""
     table_fields = {} if info is None or info.record is None else \
         c.record_fields.get(info.record.name, {})  # fmt: skip
@@ -190,7 +191,11 @@ def _check_fields(c: _Checker, op: ast.AggregateOp, info: TableInfo | None,
                 c.error(f.name.span, "E201", f"record {info.record.name} has no field '{name}'",
                         did_you_mean(name, table_fields))  # fmt: skip
             ok = False
-        acc = _check_value(c, f, target, record, key)
+        if isinstance(f.value, ast.AggWindow):
+            acc = check_time.window_value(c, f, f.value, window, None if target is None
+                                          else target.type, op.table.text)  # fmt: skip
+        else:
+            acc = _check_value(c, f, target, record, key, window)
         if acc is None:
             ok = False
         else:
@@ -213,9 +218,10 @@ def _check_fields(c: _Checker, op: ast.AggregateOp, info: TableInfo | None,
 
 def _check_value(
     c: _Checker, f: ast.AggField, target: ir.Field | None, record: ir.RecordType | None,
-    key: ir.Type | None,
+    key: ir.Type | None, window: ir.Window | None,
 ) -> ir.Accumulate | None:
     value = f.value
+    assert not isinstance(value, ast.AggWindow)
     field_type = None if target is None else target.type
     if isinstance(value, ast.AggKey):
         if key is None or field_type is None:
@@ -238,6 +244,14 @@ def _check_value(
                 [_USAGE[word]])  # fmt: skip
         return None
     if word == "reduce":
+        if window is not None and window.kind == "session":
+            # Sessions merge when an event bridges two: the states must combine, and a
+            # reduce hook only folds one element at a time.
+            c.error(value.func.span, "E324", "reduce cannot be used with session windows",
+                    ["two sessions merge when an event falls between them, and a reduce "
+                     "hook cannot combine two states: use count, sum, min, max, avg, first "
+                     "or last, or a tumbling or hopping window"])  # fmt: skip
+            return None
         return _check_reduce(c, f, value, field_type, record)
     if record is None:
         return None

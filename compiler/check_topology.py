@@ -84,6 +84,9 @@ def _walk(module: ast.Module, program: ir.Program) -> tuple[dict[str, Span], lis
                 targets = [(op.topic, node.topic.span)]
             elif isinstance(op, ir.Echo) and isinstance(node, ast.EchoOp):
                 targets = [(t, ref.span) for t, ref in zip(op.topics, node.topics, strict=True)]
+            elif isinstance(op, ir.Aggregate) and isinstance(node, ast.AggregateOp) and op.late:
+                late = next(o for o in node.options if isinstance(o, ast.WindowLate))
+                targets = [(op.late, late.topic.span)]
             for target, span in targets:
                 spans.setdefault(target, span)
                 writes += [_Write(source, target, agent.name, span) for source in reading]
@@ -111,8 +114,11 @@ def positions_topics(topics: list[ir.Topic], agents: tuple[ir.Agent, ...]) -> se
                 targets = (op.topic,)
             elif isinstance(op, ir.Echo):
                 targets = op.topics
-            elif isinstance(op, ir.Aggregate):
+            elif isinstance(op, ir.Aggregate | ir.Distinct):
+                # (exact like tables: a distinct keeps its own table)
                 into.update(reading)
+                if isinstance(op, ir.Aggregate) and op.late is not None:
+                    targets = (op.late,)
             for target in targets:
                 written.add(target)
                 for source in reading:

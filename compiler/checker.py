@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Literal, TypeVar, cast
 
-from . import ast, check_hooks, check_state, ir
+from . import ast, check_hooks, check_state, check_time, ir
 from .check_topology import (
     KAFKA_NAME_RULE,
     MAX_PARTITIONS,
@@ -33,6 +33,7 @@ from .gcpause import gc_paused
 
 PRIMITIVES: dict[str, ir.PrimType] = {
     "str": ir.STR, "int": ir.INT, "float": ir.FLOAT, "bool": ir.BOOL, "bytes": ir.BYTES,
+    "time": ir.TIME,
 }  # fmt: skip
 BUILTIN_TYPE_NAMES = (*PRIMITIVES, "list", "Event", "any")
 KEY_TYPES = (ir.STR, ir.INT, ir.BYTES)
@@ -557,9 +558,11 @@ class _Checker:
         kafka_name = name
         kafka_span = decl.name.span
         seen: dict[type, Span] = {}
+        timestamp: str | None = None
         for opt in decl.options:
             word = {ast.TopicKey: "key", ast.TopicPartitions: "partitions",
-                    ast.TopicKafkaName: "name"}[type(opt)]  # fmt: skip
+                    ast.TopicKafkaName: "name",
+                    ast.TopicTimestamp: "timestamp"}[type(opt)]  # fmt: skip
             if type(opt) in seen:
                 note = self.first_here(seen[type(opt)], f"'{word}'", "given")
                 self.error(opt.span, "E207", f"topic {name} gives '{word}' twice", notes=note)
@@ -590,6 +593,8 @@ class _Checker:
                         f"{opt.count.value:,}",
                     )
                 partitions = min(max(opt.count.value, 1), MAX_PARTITIONS)
+            elif isinstance(opt, ast.TopicTimestamp):
+                timestamp = check_time.check_timestamp(self, name, opt, value_type)
             else:
                 kafka_name, kafka_span = opt.name.value, opt.name.span
         self.check_kafka_name(kafka_name, kafka_span)
@@ -604,7 +609,7 @@ class _Checker:
             return
         self.claim_kafka_name(kafka_name, name, kafka_span)
         topic = ir.Topic(name, kafka_name, key_type or ir.BYTES, value_type or ir.BYTES,
-                         partitions, "declared")  # fmt: skip
+                         partitions, "declared", timestamp_field=timestamp)  # fmt: skip
         info = _TopicInfo(topic, decl.name.span)
         if key_type is None or value_type is None:
             info.first_use = (
@@ -1486,14 +1491,14 @@ class _Checker:
             self.error(e.span, "E310", f"'{op}' cannot be applied to null")
             return None
         if op in ("<", "<=", ">", ">="):
-            if (lt in NUMERIC and rt in NUMERIC) or lt == rt == ir.STR:
+            if (lt in NUMERIC and rt in NUMERIC) or lt == rt == ir.STR or lt == rt == ir.TIME:
                 return ir.Binary(op, left, right, ir.BOOL)
             self.error(
                 e.span,
                 "E310",
                 f"cannot compare {lt} with {rt} using '{op}'",
                 _maybe_null_hint(lt if isinstance(lt, ir.OptionalType) else rt)
-                or [f"'{op}' compares two numbers or two strings"],
+                or [f"'{op}' compares two numbers, two strings or two times"],
             )
             return None
         # arithmetic
@@ -1548,6 +1553,8 @@ _HANDLERS: dict[
     ast.ToOp: _Checker.op_to,  # type: ignore[dict-item]
     ast.SinkOp: _Checker.op_sink,  # type: ignore[dict-item]
     ast.AggregateOp: check_state.op_aggregate,  # type: ignore[dict-item]
+    ast.DistinctOp: check_time.op_distinct,  # type: ignore[dict-item]
+    ast.WindowOp: check_time.op_window,  # type: ignore[dict-item]
 }
 
 _OP_WORDS = {
@@ -1555,6 +1562,7 @@ _OP_WORDS = {
     ast.EnumerateOp: "enumerate", ast.ThroughOp: "through", ast.EchoOp: "echo",
     ast.ItemsOp: "items", ast.EventsOp: "events", ast.WhereOp: "where", ast.FilterOp: "filter",
     ast.ToOp: "to", ast.SinkOp: "sink", ast.AggregateOp: "aggregate",
+    ast.DistinctOp: "distinct", ast.WindowOp: "window",
 }  # fmt: skip
 
 

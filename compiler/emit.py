@@ -107,6 +107,8 @@ class PackageView:
     dlq_topic: str
     helper_modules: tuple[str, ...] = ()  # local modules the hooks import, in hooks/_local
     tables: tuple[TopicView, ...] = ()
+    record_runtime_imports: tuple[str, ...] = ("Record",)  # what records.py imports
+    topic_runtime_imports: tuple[str, ...] = ()  # window kinds (and Time) topics.py uses
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,6 +121,8 @@ class _Shaper:
         # Agent modules import record classes and hooks by name, so those share one namespace;
         # topics are always qualified (`topics.orders`) and get their own.
         names = Namer()
+        # The runtime's class of `time` values and its window, imported by name.
+        names.reserve("Time", "Window")
         self.record_names = {r.name: names.claim(r.name) for r in program.records}
         self.hook_names = {h.name: names.claim(h.name) for h in program.hooks}
         self.aggregates = {op.table: op for a in program.agents for op in a.ops
@@ -128,7 +132,7 @@ class _Shaper:
         }
         self.imported_names = frozenset(names.taken)
         topic_names = Namer(set(self.record_names.values()) | {"app"})
-        topic_names.reserve(*self.state_names.values())
+        topic_names.reserve(*self.state_names.values(), "Tumbling", "Hopping", "Session")
         self.topic_attrs = {t.name: topic_names.claim(t.name) for t in program.topics}
         # Tables share the topics' namespace in the source, and their module in the package.
         self.table_attrs = {t.name: topic_names.claim(t.name) for t in program.tables}
@@ -137,7 +141,8 @@ class _Shaper:
         # A field may not shadow a name its class body uses later in an annotation or default.
         self.field_unsafe = (
             KEYWORDS
-            | frozenset({"str", "int", "float", "bool", "bytes", "list", "None", "msgspec"})
+            | frozenset({"str", "int", "float", "bool", "bytes", "list", "None", "msgspec",
+                         "Time"})
             | frozenset(self.record_names.values())
         )
 
@@ -145,6 +150,9 @@ class _Shaper:
 
     def annotation(self, t: ir.Type) -> str:
         match t:
+            case ir.PrimType(name="time"):
+                # An aware UTC datetime; its own class so that the codec reads epoch ms too.
+                return "Time"
             case ir.PrimType(name=name):
                 return name
             case ir.ListType(item=item):
@@ -224,6 +232,10 @@ class _Shaper:
             args.append("internal=True")
         if topic.positions:
             args.append("positions=True")
+        if topic.timestamp_field is not None:
+            record = self.program.record(_record_name(topic.value_type))
+            attr = self.field_attrs(record)[topic.timestamp_field]
+            args.append(f"timestamp_field={py_literal(attr)}")
         return TopicView(
             comment=doc_text(comment),
             lines=call_lines(f"{self.topic_attrs[topic.name]} = app.topic", args),
@@ -239,6 +251,8 @@ class _Shaper:
             f"state_type={self.state_names[table.name]}",
             f"partitions={table.partitions}",
         ]
+        if table.window is not None:
+            args.append(f"window={_window_call(table.window)}")
         return TopicView(
             comment=doc_text(f"table {table.name}, changelog {table.changelog}"),
             lines=call_lines(f"{self.table_attrs[table.name]} = app.table", args),
@@ -256,9 +270,10 @@ class _Shaper:
 
     def aggregate_functions(
         self, op: ir.Aggregate, element: ir.Type, local: Namer, used_hooks: set[str]
-    ) -> tuple[str, str, list[FunctionView], bool]:
-        """The fold and row functions of an aggregate, their names, and whether the fold
-        needs `isawaitable` (a reduce hook whose result may or may not be awaitable)."""
+    ) -> tuple[str, str, str | None, list[FunctionView], bool]:
+        """The fold, row (and for a session window merge) functions of an aggregate, their
+        names, and whether the fold needs `isawaitable` (a reduce hook whose result may or may
+        not be awaitable)."""
         table = self.program.table(op.table)
         state_class = self.state_names[table.name]
         _, layout = self.state(table)
@@ -339,7 +354,9 @@ class _Shaper:
         fold = FunctionView(header, doc_text(op.text), tuple(body))
 
         row_scope = Namer(set(local.taken))
-        key, state = row_scope.claim("key"), row_scope.claim("state")
+        key = row_scope.claim("key")
+        window = row_scope.claim("window") if table.window is not None else ""
+        state = row_scope.claim("state")
         record = self.program.record(table.value_type.name)
         attrs = self.field_attrs(record)
         args: list[str] = []
@@ -349,6 +366,8 @@ class _Shaper:
             match acc.kind:
                 case "key":
                     value = key
+                case "window_start" | "window_end":
+                    value = f"{window}.{acc.kind.removeprefix('window_')}"
                 case "avg":
                     total, count = layout.hidden[acc.field]
                     value = f"{state}.{total} / {state}.{count}"
@@ -364,11 +383,52 @@ class _Shaper:
             # Set by the first fold of the key: a row is only made after one.
             row_body.append(f"assert {' and '.join(unset)}")
         row_body.append(f"return {self.record_names[record.name]}({', '.join(args)})")
-        row_header = (f"def {row_name}({key}: {self.annotation(table.key_type)}, "
+        window_param = "" if not window else f"{window}: Window, "
+        row_header = (f"def {row_name}({key}: {self.annotation(table.key_type)}, {window_param}"
                       f"{state}: {state_class}) -> {self.record_names[record.name]}:")  # fmt: skip
         row = FunctionView(row_header, doc_text(f"A new row of table {table.name}."),
                            tuple(row_body))  # fmt: skip
-        return fold_name, row_name, [fold, row], needs_isawaitable
+        functions = [fold, row]
+        merge_name = None
+        if table.window is not None and table.window.kind == "session":
+            merge_name = local.claim(f"merge_{op.table}")
+            functions.append(self.merge_function(op, table, layout, merge_name, local))
+        return fold_name, row_name, merge_name, functions, needs_isawaitable
+
+    def merge_function(self, op: ir.Aggregate, table: ir.Table, layout: _State, name: str,
+                       local: Namer) -> FunctionView:  # fmt: skip
+        """`merge_<table>(a, b)`: the state of two sessions an event bridges, `a` the earlier."""
+        state_class = self.state_names[table.name]
+        scope = Namer(set(local.taken))
+        a, b = scope.claim("a"), scope.claim("b")
+        body: list[str] = []
+        for acc in op.fields:
+            attr = layout.attrs.get(acc.field, "")
+            x, y = f"{a}.{attr}", f"{b}.{attr}"
+            match acc.kind:
+                case "count" | "count_expr" | "sum":
+                    body.append(f"{x} += {y}")
+                case "avg":
+                    for hidden in layout.hidden[acc.field]:
+                        body.append(f"{a}.{hidden} += {b}.{hidden}")
+                case "min" | "max":
+                    cmp = "<" if acc.kind == "min" else ">"
+                    body += [f"if {x} is None or ({y} is not None and {y} {cmp} {x}):",
+                             f"    {x} = {y}"]  # fmt: skip
+                case "first":
+                    if acc.field in layout.hidden:
+                        (seen,) = layout.hidden[acc.field]
+                        body += [f"if not {a}.{seen}:", f"    {x} = {y}",
+                                 f"    {a}.{seen} = {b}.{seen}"]  # fmt: skip
+                    else:
+                        body += [f"if {x} is None:", f"    {x} = {y}"]
+                case "last":
+                    body.append(f"{x} = {y}")
+        body.append(f"return {a}")
+        header = f"def {name}({a}: {state_class}, {b}: {state_class}) -> {state_class}:"
+        doc = (f"The state of two sessions of table {table.name} that an event joins: {a} the "
+               f"earlier.")  # fmt: skip
+        return FunctionView(header, doc_text(doc), tuple(body))
 
     # -- agents --------------------------------------------------------------------------
 
@@ -383,7 +443,8 @@ class _Shaper:
         element = agent.input
         sink: ir.Sink | None = None
         functions: list[FunctionView] = []
-        std_imports: list[str] = []
+        std_imports: set[str] = set()
+        windowed = False
 
         def returns(hook: str) -> str:
             """The hook's declared result type, which the runtime checks every result against."""
@@ -461,12 +522,12 @@ class _Shaper:
                     sink = op
                     used_hooks.add(op.hook)
                 case ir.Aggregate(table=table):
-                    fold, row, made, awaits = self.aggregate_functions(
+                    fold, row, merge, made, awaits = self.aggregate_functions(
                         op, element, local, used_hooks
                     )
                     functions += made
-                    if awaits and not std_imports:
-                        std_imports.append("from inspect import isawaitable")
+                    if awaits:
+                        std_imports.add("from inspect import isawaitable")
                     state_types.add(self.state_names[table])
                     # What reduce hooks return is checked by the runtime, as processors' is.
                     _, layout = self.state(self.program.table(table))
@@ -476,17 +537,31 @@ class _Shaper:
                         for acc in op.fields
                         if acc.kind == "reduce" and acc.hook is not None
                     )
-                    chain.append(
-                        f"aggregate(topics.{self.table_attrs[table]}, fold={fold}, row={row}"
-                        + (f", returns={{{checked}}})" if checked else ")")
-                    )
+                    args = f"topics.{self.table_attrs[table]}, fold={fold}, row={row}"
+                    if checked:
+                        args += f", returns={{{checked}}}"
+                    if op.window is not None:
+                        windowed = True
+                        args += f", emit={py_literal(op.emit)}"
+                    if op.late is not None:
+                        args += f", late=topics.{self.topic_attrs[op.late]}"
+                    if merge is not None:
+                        args += f", merge={merge}"
+                    chain.append(f"aggregate({args})")
+                case ir.Distinct(field=path, within_ms=within):
+                    args = f"within={within:_}"
+                    if path is not None:
+                        std_imports.add("from operator import attrgetter")
+                        attrs = py_literal(".".join(self.attr_path(element, path)))
+                        args += f", field=attrgetter({attrs})"
+                    chain.append(f"distinct({args})")
             element = op.out
             types_seen.append(element)
 
         producer = next((op for op in reversed(agent.ops) if not isinstance(op, ir.Sink)), None)
         target_names = loop_targets(element, producer, local)
         target = ", ".join(target_names)
-        runtime_imports = ["Stream"]
+        runtime_imports = ["Stream", *(["Window"] if windowed else [])]
         if sink is None:
             body = "pass"
         else:
@@ -516,6 +591,8 @@ class _Shaper:
         annotations = " ".join(self.annotation(t) for t in types_seen)
         if "Event[" in annotations:
             runtime_imports.insert(0, "Event")
+        if _uses_time([annotations]):
+            runtime_imports.append("Time")
         sources = " & ".join(f"topics.{self.topic_attrs[s]}" for s in agent.sources)
         return AgentView(
             module=module,
@@ -538,8 +615,18 @@ class _Shaper:
             loop=loop_layout(target, chain),
             body=body,
             functions=tuple(functions),
-            std_imports=tuple(std_imports),
+            std_imports=tuple(sorted(std_imports)),
         )
+
+    def attr_path(self, element: ir.Type, path: tuple[str, ...]) -> list[str]:
+        """The Python attribute names of a field path on a record."""
+        out: list[str] = []
+        current = element
+        for name in path:
+            record = self.program.record(_record_name(current))
+            out.append(self.field_attrs(record)[name])
+            current = next(f.type for f in record.fields if f.name == name)
+        return out
 
     # -- expressions ---------------------------------------------------------------------
 
@@ -688,6 +775,20 @@ def _record_name(t: ir.Type) -> str:
 _PLAIN_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
 
+def _window_call(window: ir.Window) -> str:
+    """`Tumbling(size=60_000, grace=10_000)`: a table's window, in milliseconds."""
+    if window.kind == "session":
+        return f"Session(gap={window.size_ms:_}, grace={window.grace_ms:_})"
+    if window.kind == "hopping":
+        return (f"Hopping(size={window.size_ms:_}, advance={window.advance_ms:_}, "
+                f"grace={window.grace_ms:_})")  # fmt: skip
+    return f"Tumbling(size={window.size_ms:_}, grace={window.grace_ms:_})"
+
+
+def _uses_time(annotations: Iterable[str]) -> bool:
+    return any("Time" in re.split(r"[^A-Za-z0-9_]+", a) for a in annotations)
+
+
 def _camel(name: str) -> str:
     """`totals_by_account` -> `TotalsByAccount`, for a table's state record."""
     return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part) or "Table"
@@ -703,7 +804,7 @@ class _State:
         self.attrs: dict[str, str] = {}
         self.hidden: dict[str, tuple[str, ...]] = {}
         for acc in op.fields:
-            if acc.kind not in ("key", "avg"):
+            if acc.kind not in ("key", "avg", "window_start", "window_end"):
                 self.attrs[acc.field] = names.claim(acc.field)
         fields: list[FieldView] = []
         for acc in op.fields:
@@ -829,6 +930,14 @@ def shape(program: ir.Program) -> PackageView:
     modules = Namer({"__init__"})
     agents = tuple(shaper.agent(a, modules.claim(a.name)) for a in program.agents)
     states = tuple(shaper.state(t)[0] for t in program.tables)
+    records = (*(shaper.record(r) for r in program.records), *states)
+    record_annotations = [f.annotation for r in records for f in r.fields]
+    topic_annotations = [shaper.annotation(t) for topic in program.topics
+                         for t in (topic.key_type, topic.value_type)]  # fmt: skip
+    runtime_names = {_window_call(t.window).partition("(")[0] for t in program.tables
+                     if t.window is not None}  # fmt: skip
+    if _uses_time(topic_annotations):
+        runtime_names.add("Time")
     return PackageView(
         app=py_literal(program.app),
         app_title=doc_text(program.app),
@@ -836,7 +945,7 @@ def shape(program: ir.Program) -> PackageView:
         distribution=package.replace("_", "-"),
         runtime_requirement=RUNTIME_REQUIREMENT,
         source_name=doc_text(program.source_name),
-        records=(*(shaper.record(r) for r in program.records), *states),
+        records=records,
         topics=tuple(shaper.topic(t) for t in program.topics),
         topic_imports=import_lines(
             ".records",
@@ -858,6 +967,9 @@ def shape(program: ir.Program) -> PackageView:
         dlq_topic=doc_text(f"{program.app}-dlq"),
         helper_modules=tuple(h.module for h in program.helper_modules),
         tables=tuple(shaper.table(t) for t in program.tables),
+        record_runtime_imports=("Record", "Time") if _uses_time(record_annotations)
+        else ("Record",),
+        topic_runtime_imports=import_lines("streamc_runtime", sorted(runtime_names)),
     )
 
 

@@ -74,8 +74,13 @@ def describe(op: ir.Op) -> str:
             return f"to {topic}"
         case ir.Sink(hook=hook):
             return f"sink {hook}"
-        case ir.Aggregate(table=table):
+        case ir.Aggregate(table=table, window=None):
             return f"aggregate {table}"
+        case ir.Aggregate(table=table, window=window, emit=emit):
+            assert window is not None
+            return f"aggregate {table} window {window.text} emit {emit}"
+        case ir.Distinct(text=text):
+            return text
     raise AssertionError(op)
 
 
@@ -89,20 +94,26 @@ def topology(program: ir.Program) -> Topology:
     dlq = graph.add(Node("dlq", f"{program.app}-dlq", "dlq"))
     for table in program.tables:
         # A table, and the compacted changelog topic that holds it across restarts.
-        table_id = graph.add(Node(_node_id("table", table.name), f"table {table.name}", "table"))
+        label = f"table {table.name}"
+        if table.window is not None:
+            label += f"\nwindow {table.window.text}"
+        table_id = graph.add(Node(_node_id("table", table.name), label, "table"))
         changelog = graph.add(Node(_node_id("topic", table.changelog), table.changelog, "internal"))
         topic_ids[f"table {table.name}"] = table_id
         graph.edges.append(Edge(table_id, changelog, "changelog", dashed=True))
     for agent in program.agents:
-        _AgentSteps(graph, agent, topic_ids, dlq).draw()
+        _AgentSteps(graph, agent, topic_ids, dlq, program.app).draw()
     return graph
 
 
 class _AgentSteps:
     """Draws one agent as its steps, split wherever it writes a topic and reads it back."""
 
-    def __init__(self, graph: Topology, agent: ir.Agent, topic_ids: dict[str, str], dlq: str):
+    def __init__(self, graph: Topology, agent: ir.Agent, topic_ids: dict[str, str], dlq: str,
+                 app: str):  # fmt: skip
         self.graph, self.agent, self.topic_ids, self.dlq = graph, agent, topic_ids, dlq
+        self.app = app
+        self.distincts = 0
         self.step = 1
         self.reads = [topic_ids[s] for s in agent.sources]
         self.labels: list[str] = []
@@ -125,9 +136,22 @@ class _AgentSteps:
                 case ir.Sink(hook=hook):
                     sink = self.graph.add(Node(_node_id("sink", hook), hook, "sink"))
                     self.graph.edges.append(Edge(self.step_id, sink))
-                case ir.Aggregate(table=table):
+                case ir.Aggregate(table=table, late=late):
                     table_id = self.topic_ids[f"table {table}"]
                     self.graph.edges.append(Edge(self.step_id, table_id, "aggregate"))
+                    if late is not None:
+                        self.graph.edges.append(Edge(self.step_id, self.topic_ids[late], "late"))
+                case ir.Distinct():
+                    # Its own table of the values seen, kept in a changelog like a table's.
+                    self.distincts += 1
+                    name = f"{self.agent.name}-distinct-{self.distincts}"
+                    table_id = self.graph.add(Node(_node_id("table", name), f"distinct {name}",
+                                                   "table"))  # fmt: skip
+                    changelog = f"{self.app}-{name}-changelog"
+                    log_id = self.graph.add(Node(_node_id("topic", changelog), changelog,
+                                                 "internal"))  # fmt: skip
+                    self.graph.edges.append(Edge(self.step_id, table_id, "distinct"))
+                    self.graph.edges.append(Edge(table_id, log_id, "changelog", dashed=True))
         self.close_step(None)
 
     def close_step(self, writes: str | None) -> None:

@@ -17,9 +17,10 @@ from typing import Literal as TypingLiteral
 
 @dataclass(frozen=True, slots=True)
 class PrimType:
-    """`str`, `int`, `float`, `bool` or `bytes` (a topic without a value type carries bytes)."""
+    """`str`, `int`, `float`, `bool`, `bytes` (a topic without a value type carries bytes) or
+    `time` (an instant: RFC 3339 or epoch milliseconds on the wire, an aware UTC datetime)."""
 
-    name: TypingLiteral["str", "int", "float", "bool", "bytes"]
+    name: TypingLiteral["str", "int", "float", "bool", "bytes", "time"]
 
     def __str__(self) -> str:
         return self.name
@@ -87,6 +88,7 @@ INT = PrimType("int")
 FLOAT = PrimType("float")
 BOOL = PrimType("bool")
 BYTES = PrimType("bytes")
+TIME = PrimType("time")
 
 # ---------------------------------------------------------------------------------------------
 # Declarations
@@ -135,6 +137,9 @@ class Topic:
     kind: TopicKind
     # Forwards to it carry their source position: an `aggregate` reads what is written here.
     positions: bool = False
+    # The record field (`time` or `time?`) holding each message's event time; None: the
+    # Kafka message timestamp.
+    timestamp_field: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +151,7 @@ class Table:
     value_type: RecordType
     partitions: int
     changelog: str  # the changelog topic's Kafka name
+    window: Window | None = None  # set by a windowed aggregate
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +321,8 @@ class Sink:
 
 
 AggKind = TypingLiteral[
-    "key", "count", "count_expr", "sum", "min", "max", "avg", "first", "last", "reduce"
+    "key", "count", "count_expr", "sum", "min", "max", "avg", "first", "last", "reduce",
+    "window_start", "window_end",
 ]
 
 
@@ -335,13 +342,45 @@ class Accumulate:
 
 
 @dataclass(frozen=True, slots=True)
+class Window:
+    """The window of an aggregate; every duration in milliseconds."""
+
+    kind: TypingLiteral["tumbling", "hopping", "session"]
+    size_ms: int  # the gap of a session window
+    advance_ms: int | None  # hopping only
+    grace_ms: int
+    text: str  # `tumbling 1m grace 10s` as written, for the graph
+
+
+EmitMode = TypingLiteral["updates", "final"]
+
+
+@dataclass(frozen=True, slots=True)
 class Aggregate:
-    """Fold each element into its key's state in `table`; pass the updated row on."""
+    """Fold each element into its key's state in `table`; pass the updated row on.
+
+    With a window, the state is per key and window; `emit` says whether every update or only
+    the final row of a closed window goes on; `late` names the topic for records whose every
+    window has closed (None: the dead-letter topic)."""
 
     table: str
     fields: tuple[Accumulate, ...]  # as written
     text: str  # `totals { orders = count() }` as written, for docstrings and the graph
     out: Type  # the table's record
+    key: Type
+    window: Window | None = None
+    emit: EmitMode = "updates"
+    late: str | None = None  # a topic's name
+
+
+@dataclass(frozen=True, slots=True)
+class Distinct:
+    """Drop an element whose key (or `field`) was seen within `within_ms` of event time."""
+
+    field: tuple[str, ...] | None  # None: the key
+    within_ms: int
+    text: str  # as written, for the graph
+    out: Type
     key: Type
 
 
@@ -359,6 +398,7 @@ Op = (
     | To
     | Sink
     | Aggregate
+    | Distinct
 )
 
 

@@ -36,7 +36,7 @@ MAX_EXPR_DEPTH = 100
 DECL_KEYWORDS = ("app", "record", "topic", "hooks", "table", "agent")
 OP_KEYWORDS = (
     "process", "group_by", "take", "enumerate", "through", "echo", "items", "events", "where",
-    "filter", "to", "sink", "aggregate",
+    "filter", "to", "sink", "aggregate", "distinct",
 )  # fmt: skip
 
 
@@ -429,7 +429,18 @@ _ESCAPE = re.compile(r"\\(.)")  # pairs from the left: an escaped backslash then
 _TYPES = (ast.NamedType, ast.TupleTypeExpr)
 _OPS = (ast.ProcessOp, ast.GroupByOp, ast.TakeOp, ast.EnumerateOp, ast.ThroughOp, ast.EchoOp,
         ast.ItemsOp, ast.EventsOp, ast.WhereOp, ast.FilterOp, ast.ToOp, ast.SinkOp,
-        ast.AggregateOp)  # fmt: skip
+        ast.AggregateOp, ast.DistinctOp, ast.WindowOp)  # fmt: skip
+_WINDOW_OPTIONS = (ast.WindowKind, ast.WindowGrace, ast.WindowEmit, ast.WindowLate)
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(tok: Token) -> ast.Duration:
+    m = re.fullmatch(r"([0-9.]+)(ms|s|m|h|d)", str(tok))
+    assert m is not None  # the DURATION terminal guarantees the shape
+    if len(m.group(1)) > 30:
+        raise _AstError(_tspan(tok), "E108", "duration is too large")
+    seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    return ast.Duration(seconds, sys.intern(str(tok)), _tspan(tok))
 
 
 def _too_deep(span: Span, what: str) -> _AstError:
@@ -547,10 +558,13 @@ class _ToAst(Transformer[Token, Any]):
     def topic_kafka_name(self, children: list[Token]) -> ast.TopicKafkaName:
         return ast.TopicKafkaName(self._string(children[1]), _cover(children))
 
+    def topic_timestamp(self, children: list[Token]) -> ast.TopicTimestamp:
+        return ast.TopicTimestamp(_name(children[1]), _cover(children))
+
     def topic_decl(self, children: list[Any]) -> ast.TopicDecl:
         types = _nodes(children, _TYPES)
         options = _nodes(
-            children, (ast.TopicKey, ast.TopicPartitions, ast.TopicKafkaName)
+            children, (ast.TopicKey, ast.TopicPartitions, ast.TopicKafkaName, ast.TopicTimestamp)
         )
         return ast.TopicDecl(_name(children[1]), types[0] if types else None, options,
                              _cover(children))  # fmt: skip
@@ -596,14 +610,34 @@ class _ToAst(Transformer[Token, Any]):
         within = None
         number = [c for c in children[1:3] if c.type in ("MINUS", "INT")]
         if children[-1].type == "DURATION":
-            tok = children[-1]
-            m = re.fullmatch(r"([0-9.]+)(ms|s|m|h)", str(tok))
-            assert m is not None  # the DURATION terminal guarantees the shape
-            if len(m.group(1)) > 30:
-                raise _AstError(_tspan(tok), "E108", "duration is too large")
-            scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2)]
-            within = ast.Duration(float(m.group(1)) * scale, sys.intern(str(tok)), _tspan(tok))
+            within = _duration(children[-1])
         return ast.TakeOp(self._int(number), within, _cover(children))
+
+    def distinct_op(self, children: list[Token]) -> ast.DistinctOp:
+        return ast.DistinctOp(_field_path(children[1:-2]), _duration(children[-1]),
+                              _cover(children))  # fmt: skip
+
+    def window_tumbling(self, children: list[Token]) -> ast.WindowKind:
+        return ast.WindowKind("tumbling", _duration(children[2]), None, _cover(children))
+
+    def window_hopping(self, children: list[Token]) -> ast.WindowKind:
+        return ast.WindowKind("hopping", _duration(children[2]), _duration(children[4]),
+                              _cover(children))  # fmt: skip
+
+    def window_session(self, children: list[Token]) -> ast.WindowKind:
+        return ast.WindowKind("session", _duration(children[2]), None, _cover(children))
+
+    def window_grace(self, children: list[Token]) -> ast.WindowGrace:
+        return ast.WindowGrace(_duration(children[1]), _cover(children))
+
+    def window_emit(self, children: list[Token]) -> ast.WindowEmit:
+        return ast.WindowEmit(str(children[1]), _cover(children))
+
+    def window_late(self, children: list[Token]) -> ast.WindowLate:
+        return ast.WindowLate(self._refs(children[1:])[0], _cover(children))
+
+    def window_op(self, children: list[Any]) -> ast.WindowOp:
+        return ast.WindowOp(_nodes(children, _WINDOW_OPTIONS), _cover(children))
 
     def enumerate_op(self, children: list[Token]) -> ast.EnumerateOp:
         number = [c for c in children[1:] if c is not None]
@@ -636,6 +670,9 @@ class _ToAst(Transformer[Token, Any]):
     def agg_key(self, children: list[Token]) -> ast.AggKey:
         return ast.AggKey(_cover(children))
 
+    def agg_window(self, children: list[Token]) -> ast.AggWindow:
+        return ast.AggWindow(_name(children[2]), _cover(children))
+
     def agg_call(self, children: list[Any]) -> ast.AggCall:
         args = tuple(c for c in children[2:] if c is not None and not isinstance(c, Token))
         return ast.AggCall(_name(children[0]), args, _cover(children))
@@ -645,7 +682,7 @@ class _ToAst(Transformer[Token, Any]):
 
     def aggregate_op(self, children: list[Any]) -> ast.AggregateOp:
         return ast.AggregateOp(_name(children[1]), _nodes(children, ast.AggField),
-                               _cover(children))  # fmt: skip
+                               _cover(children), _nodes(children, _WINDOW_OPTIONS))  # fmt: skip
 
     # ---- expressions
     def field_ref(self, children: list[Token]) -> ast.FieldPath:
@@ -751,6 +788,14 @@ _PHRASES: dict[str, tuple[str, str]] = {
     "echo": ('a topic name, or a Kafka topic name in quotes such as "audit"', "NAME"),
     "take": ("the batch size, a whole number", "INT"),
     "within": ("a duration such as 500ms, 10s or 5m", "DURATION"),
+    "tumbling": ("the window size, a duration such as 1m", "DURATION"),
+    "hopping": ("the window size, a duration such as 5m", "DURATION"),
+    "every": ("the window advance, a duration such as 1m", "DURATION"),
+    "session": ("the session gap, a duration such as 30m", "DURATION"),
+    "grace": ("the grace period, a duration such as 10s", "DURATION"),
+    "emit": ("'updates' or 'final'", "UPDATES"),
+    "late": ("'to' and a topic", "TO"),
+    "timestamp": ("the name of the record field holding the event time", "NAME"),
     "partitions": ("the number of partitions, a whole number", "INT"),
     "enumerate": ("the first number to count from, or '|'", "INT"),
     "name": ('the Kafka topic name in quotes, such as "orders.v1"', "STRING"),

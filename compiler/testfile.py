@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import math
 import re
 from collections.abc import Mapping
@@ -493,7 +494,10 @@ class _Checker:
             fits = _fits(type_.name, value)
             if not fits:
                 hints: tuple[str, ...] = ()
-                if type_.name in ("str", "bytes") and value is not _NOT_SCALAR:
+                if type_.name == "time":
+                    hints = ("a time is RFC 3339 text with an offset, such as "
+                             "2026-03-01T12:00:00Z, or epoch milliseconds",)  # fmt: skip
+                elif type_.name in ("str", "bytes") and value is not _NOT_SCALAR:
                     hints = (
                         f"YAML reads this as {_yaml_kind(value)}; quote it to make it a string",
                     )
@@ -661,6 +665,8 @@ class _Checker:
 
 
 def _fits(name: str, value: Any) -> bool:
+    if name == "time":
+        return _is_time(value)
     if name in ("str", "bytes"):
         return isinstance(value, str)
     if name == "int":
@@ -668,6 +674,27 @@ def _fits(name: str, value: Any) -> bool:
     if name == "float":
         return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
     return isinstance(value, bool)
+
+
+def _is_time(value: Any) -> bool:
+    """An instant as the record codec reads it: epoch milliseconds, or RFC 3339 text with an
+    offset (YAML reads an unquoted one as a timestamp: fine when it has an offset too)."""
+    if _is_int(value):
+        return True
+    if isinstance(value, str):
+        if not _RFC3339.fullmatch(value):
+            return False
+        try:
+            value = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            return False
+    return isinstance(value, datetime.datetime) and value.tzinfo is not None
+
+
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 
 
 def _is_int(value: Any) -> bool:

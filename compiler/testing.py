@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import importlib
 import io
 import selectors
@@ -359,6 +360,15 @@ def _text(data: bytes) -> Any:
 _FORMS = ("value", "raw", "raw_base64")
 
 
+def _builtin(obj: Any) -> Any:
+    """A value msgspec does not turn into builtins by itself: the runtime's `Time` (a datetime
+    subclass) as the wire writes it, RFC 3339 in UTC with milliseconds."""
+    if isinstance(obj, datetime.datetime):
+        moment = obj.astimezone(datetime.UTC).isoformat(timespec="milliseconds")
+        return moment.replace("+00:00", "Z")
+    raise NotImplementedError(f"no builtin form of {type(obj).__name__}")
+
+
 def _value_form(topic: Any, data: bytes | None) -> dict[str, Any]:
     """A value as the test file writes it: `value` when it decodes as the topic's type (or
     is text on a bytes topic), else `raw` (text) or `raw_base64`."""
@@ -368,7 +378,7 @@ def _value_form(topic: Any, data: bytes | None) -> dict[str, Any]:
         text = _text(data)
         return {"value": text} if isinstance(text, str) else text
     try:
-        return {"value": msgspec.to_builtins(topic.value_codec.decode(data))}
+        return {"value": msgspec.to_builtins(topic.value_codec.decode(data), enc_hook=_builtin)}
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
         text = _text(data)
         return {"raw": text} if isinstance(text, str) else text
@@ -378,7 +388,7 @@ def _key_view(topic: Any, data: bytes | None) -> Any:
     if data is None:
         return None
     try:
-        return msgspec.to_builtins(topic.key_codec.decode(data))
+        return msgspec.to_builtins(topic.key_codec.decode(data), enc_hook=_builtin)
     except Exception:  # a key the type cannot read is shown as its bytes
         return _text(data)
 

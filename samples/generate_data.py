@@ -2,7 +2,7 @@
 
 Deterministic (a fixed seed), so the committed JSONL files and the tests that assert on
 `streamc run`'s output stay in step. Each line is `{"key": ..., "value": ...}` as `streamc run`
-reads it.
+reads it; orders also have a message `timestamp` (epoch milliseconds).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import random
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+START_MS = 1_772_366_400_000  # 2026-03-01T12:00:00Z: the orders span the half hour after it
+SPAN_MS = 30 * 60 * 1000
 ACCOUNTS = [f"acct-{n}" for n in range(1, 41)]
 COUNTRIES = ["NL", "NL", "NL", "DE", "FR", "US", "GB", "ES"]
 
@@ -37,6 +39,23 @@ def orders(rng: random.Random, count: int) -> list[dict[str, object]]:
     return lines
 
 
+def with_timestamps(lines: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Copies of the order lines with message timestamps spread evenly over SPAN_MS, some out
+    of order by a few seconds (a producer's retry, a slow client), as Kafka delivers them.
+
+    A generator of their own, so every other value stays what it was before timestamps.
+    """
+    rng = random.Random(20260301)
+    step = SPAN_MS // len(lines)
+    stamped = []
+    for n, line in enumerate(lines):
+        timestamp = START_MS + n * step + rng.randrange(step)
+        if rng.random() < 0.03:
+            timestamp -= rng.randint(1_000, 5_000)
+        stamped.append({**line, "timestamp": max(timestamp, START_MS)})
+    return stamped
+
+
 def withdrawals(rng: random.Random, count: int) -> list[dict[str, object]]:
     return [
         {
@@ -60,7 +79,7 @@ def write(name: str, lines: list[dict[str, object]]) -> None:
 def main() -> None:
     rng = random.Random(20261128)
     all_orders = orders(rng, 3000)
-    write("orders.jsonl", all_orders)
+    write("orders.jsonl", with_timestamps(all_orders))
     write("refunds.jsonl", rng.sample(all_orders, 60))
     write("withdrawals.jsonl", withdrawals(rng, 400))
 

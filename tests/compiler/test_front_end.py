@@ -45,10 +45,14 @@ def test_sample_checks_clean(monkeypatch: pytest.MonkeyPatch) -> None:
     assert program is not None
     assert program.app == "orders"
     assert program.source_name == "orders.sdl"
-    assert [r.name for r in program.records] == ["Customer", "Order", "AccountTotals", "Withdrawal"]
-    assert [(t.name, t.partitions, t.changelog) for t in program.tables] == [
-        ("totals_by_account", 4, "orders-totals_by_account-changelog")
-    ]
+    assert [r.name for r in program.records] == [
+        "Customer", "Order", "AccountTotals", "AccountMinute", "Withdrawal"
+    ]  # fmt: skip
+    assert [(t.name, t.partitions, t.changelog, t.window) for t in program.tables] == [
+        ("totals_by_account", 4, "orders-totals_by_account-changelog", None),
+        ("minutes_by_account", 4, "orders-minutes_by_account-changelog",
+         ir.Window("tumbling", 60_000, None, 10_000, "tumbling 1m grace 10s")),
+    ]  # fmt: skip
     assert program.hook_modules[0].module == "hooks"
     assert program.hook_modules[0].text == (SAMPLES / "hooks.py").read_text(
         encoding="utf-8"

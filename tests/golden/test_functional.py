@@ -435,3 +435,35 @@ def msgspec_json(value: Any) -> bytes:
     import msgspec
 
     return msgspec.json.encode(value)
+
+
+def test_orders_sample_account_minutes_are_each_minutes_exact_totals_once(
+    load_package: Any,
+) -> None:
+    import datetime
+
+    app = load_package("orders", "orders_worker").app
+    orders = jsonl("orders.jsonl")
+    broker = asyncio.run(run_local(app, {"orders": orders}))
+
+    def iso(ms: int) -> str:
+        moment = datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    expected: dict[tuple[str, str], tuple[int, float]] = {}
+    for line in orders:
+        start = line["timestamp"] // 60_000 * 60_000
+        slot = (line["value"]["account_id"], iso(start))
+        count, total = expected.get(slot, (0, 0.0))
+        expected[slot] = (count + 1, total + line["value"]["amount"])
+    rows = [json.loads(m.value) for m in broker.messages("account_minutes")]
+    # Final results only: one row per account and minute, each minute 60 s long.
+    assert len(rows) == len(expected) == len({(r["account_id"], r["window_start"]) for r in rows})
+    assert {(r["account_id"], r["window_start"]): (r["orders"], round(r["amount"], 6))
+            for r in rows} == {k: (n, round(t, 6)) for k, (n, t) in expected.items()}  # fmt: skip
+    assert all(
+        datetime.datetime.fromisoformat(r["window_end"])
+        - datetime.datetime.fromisoformat(r["window_start"]) == datetime.timedelta(minutes=1)
+        for r in rows
+    )
+    assert 25 <= len({r["window_start"] for r in rows}) <= 31  # the orders span 30 minutes

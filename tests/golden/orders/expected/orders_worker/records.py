@@ -1,7 +1,7 @@
 """Record types of orders.sdl, decoded and validated by msgspec."""
 
 import msgspec
-from streamc_runtime import Record
+from streamc_runtime import Record, Time
 
 
 class Customer(Record, kw_only=True):
@@ -32,6 +32,16 @@ class AccountTotals(Record, kw_only=True):
     amount: float
 
 
+class AccountMinute(Record, kw_only=True):
+    """Record AccountMinute of orders.sdl."""
+
+    account_id: str
+    window_start: Time
+    window_end: Time
+    orders: int
+    amount: float
+
+
 class Withdrawal(Record, kw_only=True):
     """Record Withdrawal of orders.sdl."""
 
@@ -43,6 +53,13 @@ class Withdrawal(Record, kw_only=True):
 
 class TotalsByAccountState(Record, kw_only=True):
     """The accumulators of table totals_by_account: totals_by_account { account_id = key, orders = count(), amount = sum(amount) }"""
+
+    orders: int = 0
+    amount: float = 0.0
+
+
+class MinutesByAccountState(Record, kw_only=True):
+    """The accumulators of table minutes_by_account: minutes_by_account window tumbling 1m grace 10s emit final { account_id = key, window_start = window.start, window_end = window.end, orders = count(), amount = sum(amount) }"""
 
     orders: int = 0
     amount: float = 0.0

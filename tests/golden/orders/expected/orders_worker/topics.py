@@ -1,7 +1,16 @@
 """Every topic the orders worker reads or writes, by its real Kafka name."""
 
+from streamc_runtime import Tumbling
+
 from .app import app
-from .records import AccountTotals, Order, TotalsByAccountState, Withdrawal
+from .records import (
+    AccountMinute,
+    AccountTotals,
+    MinutesByAccountState,
+    Order,
+    TotalsByAccountState,
+    Withdrawal,
+)
 
 # topic orders
 orders = app.topic("orders", key_type=str, value_type=Order, partitions=4)
@@ -26,6 +35,9 @@ raw_events = app.topic("raw_events", key_type=str, value_type=bytes, partitions=
 
 # topic account_totals
 account_totals = app.topic("account_totals", key_type=str, value_type=AccountTotals, partitions=4)
+
+# topic account_minutes
+account_minutes = app.topic("account_minutes", key_type=str, value_type=AccountMinute, partitions=4)
 
 # named by a string in a pipeline
 orders_audit_all = app.topic("orders.audit.all", key_type=str, value_type=Order, partitions=4)
@@ -55,6 +67,16 @@ orders_account_totals_orders_account_id_repartition = app.topic(
 )
 
 # repartition topic of a group_by
+orders_account_minutes_orders_account_id_repartition = app.topic(
+    "orders-account_minutes-orders-account_id-repartition",
+    key_type=str,
+    value_type=Order,
+    partitions=4,
+    internal=True,
+    positions=True,
+)
+
+# repartition topic of a group_by
 orders_suspicious_withdrawals_account_of_repartition = app.topic(
     "orders-suspicious-withdrawals-account_of-repartition",
     key_type=str,
@@ -70,4 +92,14 @@ totals_by_account = app.table(
     value_type=AccountTotals,
     state_type=TotalsByAccountState,
     partitions=4,
+)
+
+# table minutes_by_account, changelog orders-minutes_by_account-changelog
+minutes_by_account = app.table(
+    "minutes_by_account",
+    key_type=str,
+    value_type=AccountMinute,
+    state_type=MinutesByAccountState,
+    partitions=4,
+    window=Tumbling(size=60_000, grace=10_000),
 )
