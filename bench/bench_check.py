@@ -82,16 +82,18 @@ def literal_program(size: int) -> str:
     )
 
 
-def measure(scenario: str) -> dict[str, float]:
+def measure(
+    scenario: str, agents: int = LARGE_AGENTS, literal: int = 5 << 20
+) -> dict[str, float]:
     """Parse and check one large program in this process: seconds and peak RSS in MB."""
-    text = generate(LARGE_AGENTS, 200) if scenario == "agents" else literal_program(5 << 20)
+    text = generate(agents, 200) if scenario == "agents" else literal_program(literal)
     _lark()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     wall, cpu = time.perf_counter(), time.process_time()
     module = parse(text, "bench.sdl")
     parsed_wall, parsed_cpu = time.perf_counter(), time.process_time()
-    program = check(module, {"hooks.py": HOOKS})
-    assert isinstance(program, ir.Program), program
+    result = check(module, {"hooks.py": HOOKS})
+    assert isinstance(result.program, ir.Program), result.diagnostics
     return {
         "mb": len(text.encode()) / 1e6,
         "parse_wall": parsed_wall - wall,
