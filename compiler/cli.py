@@ -255,6 +255,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streamc_runtime.local import LocalRunError, LocalRunStopped, run_local
     from streamc_runtime.memory import MemoryBroker
 
+    from .testing import fresh_helper_modules
+
     program = _load(args.file, args.allow_root)
     inputs: dict[str, list[dict[str, Any]]] = {}
     for spec in args.input:
@@ -273,6 +275,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _write_tree(Path(workdir), files)
         package = _package_name(files)
         hook_paths = _hook_paths(program, files, Path(workdir), Path(args.file))
+        opened.enter_context(fresh_helper_modules(program, Path(workdir), package))
         sys.path.insert(0, workdir)
         broker: MemoryBroker | None = None  # none until the run is under way
         try:
@@ -376,7 +379,8 @@ def _write_table(broker: Any, table: Any, destination: str) -> None:
 def _hook_paths(
     program: ir.Program, files: Mapping[PurePosixPath, str], workdir: Path, sdl: Path
 ) -> dict[str, str]:
-    """Where each hook module copied into the run's package came from: {copy: user's path}."""
+    """Where each hook module, and each local module the hooks import, copied into the run's
+    package came from: {copy: user's path}."""
     paths = {}
     for relative, text in files.items():
         if len(relative.parts) == 3 and relative.parts[1] == "hooks":
@@ -384,6 +388,10 @@ def _hook_paths(
                 if module.text == text:
                     paths[str(workdir / relative)] = str(sdl.parent / module.source_path)
                     break
+    package = _package_name(files)
+    for helper in program.helper_modules:
+        copy = PurePosixPath(package, "hooks", "_local", f"{helper.module}.py")
+        paths[str(workdir / copy)] = str(sdl.parent / helper.source_path)
     return paths
 
 

@@ -419,6 +419,26 @@ def test_run_hook_module_failing_at_import_is_a_user_error(
 
 
 @pytest.mark.parametrize(
+    ("helper", "expected"),
+    [
+        ("LIMIT = 1\nraise RuntimeError('no config')\n", "helpers.py:2: error: importing the "
+         "hook module failed: RuntimeError: no config"),
+        ("import no_such_module\n", "helpers.py:1: error: importing the hook module failed: "
+         "ModuleNotFoundError: No module named 'no_such_module'"),
+    ],
+)  # fmt: skip
+def test_run_names_the_local_module_that_fails_at_import(
+    tmp_path: Path, helper: str, expected: str
+) -> None:
+    _hooked(tmp_path, prelude="from helpers import LIMIT\n")
+    (tmp_path / "helpers.py").write_text(helper)
+    result = _streamc_run("h.sdl", "--input", "src=in.jsonl", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(expected)
+    assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
     ("line", "expected"),
     [
         ('{"value": {"n": 1}, "key": 1e400}', "invalid JSON: number 1e400 is out of range"),
