@@ -282,7 +282,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             try:
                 app = importlib.import_module(f"{package}.app").app
                 importlib.import_module(f"{package}.agents")
-            except Exception as error:
+            except (Exception, SystemExit) as error:  # `sys.exit()` in a hooks module too
                 _raise_if_hook_error(error, hook_paths)
                 raise
             # Outputs are written as records are produced, so a run that is stopped or killed
@@ -401,7 +401,7 @@ def _user_paths(text: str, hook_paths: Mapping[str, str]) -> str:
     return text
 
 
-def _raise_if_hook_error(error: Exception, hook_paths: Mapping[str, str]) -> None:
+def _raise_if_hook_error(error: BaseException, hook_paths: Mapping[str, str]) -> None:
     """A hook module that fails at import is the user's mistake: say where, not "a bug"."""
     where: tuple[str, int | None] | None = None
     if isinstance(error, SyntaxError) and error.filename and error.filename in hook_paths:
@@ -412,9 +412,10 @@ def _raise_if_hook_error(error: Exception, hook_paths: Mapping[str, str]) -> Non
     if where is None:
         return
     path, line = where
+    detail = _user_paths(str(error), hook_paths)
     raise Failure(
-        f"{path}:{line}: error: importing the hook module failed: {type(error).__name__}: "
-        f"{_user_paths(str(error), hook_paths)}"
+        f"{path}:{line}: error: importing the hook module failed: {type(error).__name__}"
+        + (f": {detail}" if detail else "")
     ) from None
 
 

@@ -263,7 +263,7 @@ def _imported(loaded: _Loaded) -> Iterator[Any]:
             try:
                 app = importlib.import_module(f"{loaded.package}.app").app
                 importlib.import_module(f"{loaded.package}.agents")
-            except Exception as error:
+            except (Exception, SystemExit) as error:  # `sys.exit()` in a hooks module too
                 raise InvalidTests(
                     f"{loaded.tests.path}: importing the program failed: "
                     f"{type(error).__name__}: {error}"

@@ -406,6 +406,10 @@ def test_run_stops_a_cycle_at_max_records(tmp_path: Path) -> None:
          "failed: RuntimeError: no config"),
         ("import json\nCONFIG = json.loads('{')\n", "hk.py:2: error: importing the hook module "
          "failed: JSONDecodeError: Expecting property name enclosed in double quotes"),
+        ("import sys\nsys.exit(0)\n", "hk.py:2: error: importing the hook module failed: "
+         "SystemExit: 0"),
+        ("import sys\nsys.exit()\n", "hk.py:2: error: importing the hook module failed: "
+         "SystemExit\n"),
     ],
 )  # fmt: skip
 def test_run_hook_module_failing_at_import_is_a_user_error(

@@ -501,3 +501,26 @@ def test_each_program_and_case_imports_its_own_helper_modules(
     assert (status, err) == (0, "")
     assert out.splitlines()[-1] == "4 passed, 0 failed"
     assert "helpers" not in sys.modules
+
+
+def test_a_hooks_module_that_exits_at_import_is_an_invalid_program_not_a_silent_pass(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "keeper.sdl").write_text(KEEPER.format(name=name), encoding="utf-8")
+        (folder / "keeper.test.yaml").write_text(KEEPER_TESTS.format(name=name), "utf-8")
+        (folder / "helpers.py").write_text("def admit(id):\n    return True\n", "utf-8")
+    (tmp_path / "a" / "hooks.py").write_text(
+        "import sys\n\nsys.exit(0)\n\n\ndef keep(order):\n    return True\n", "utf-8"
+    )
+    (tmp_path / "b" / "hooks.py").write_text(
+        "def keep(order):\n    return order.id == 'b'\n", encoding="utf-8"
+    )
+    status, out, err = run(capsys, str(tmp_path / "a"), str(tmp_path / "b"))
+    assert status == 2
+    assert err.splitlines()[0] == (
+        f"{tmp_path / 'a' / 'keeper.test.yaml'}: importing the program failed: SystemExit: 0"
+    )
+    assert out.splitlines()[-1] == "2 passed, 0 failed"
