@@ -10,8 +10,9 @@ Kafka's limits rather than the language's:
   message that goes round comes back forever;
 - `positions_topics`: the topics the program writes on a path into an `aggregate`, whose
   forwards must carry their source positions (docs/language.md, "Tables and aggregations");
-- W502: two topic names that differ only by `.` against `_`: Kafka's metric names write both
-  as `_`, and Kafka refuses to create the second topic once the first exists.
+- W502: two topic names (tables' changelogs included) that differ only by `.` against `_`:
+  Kafka's metric names write both as `_`, and Kafka refuses to create the second topic once
+  the first exists.
 
 `check_topology` runs on a program that checked clean and returns warnings only.
 """
@@ -232,6 +233,8 @@ def _collisions(
 ) -> list[Diagnostic]:
     """W502 for each topic whose name, with '.' written as '_', an earlier one already has."""
     named = [(t.kafka_name, spans.get(t.name)) for t in program.topics]
+    tables = {d.name.text: d.name.span for d in module.decls if isinstance(d, ast.TableDecl)}
+    named += [(t.changelog, tables.get(t.name)) for t in program.tables]
     apps = [d for d in module.decls if isinstance(d, ast.AppDecl)]
     named.append((f"{program.app}-dlq", apps[0].name.span if apps else None))
     first: dict[str, str] = {}

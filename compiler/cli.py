@@ -255,6 +255,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streamc_runtime.local import LocalRunError, LocalRunStopped, run_local
     from streamc_runtime.memory import MemoryBroker
 
+    from .testing import fresh_helper_modules
+
     program = _load(args.file, args.allow_root)
     # In file order: inputs are produced in timestamp order, ties in file order.
     inputs: list[tuple[str, list[jsonl.Line]]] = []
@@ -274,13 +276,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         _write_tree(Path(workdir), files)
         package = _package_name(files)
         hook_paths = _hook_paths(program, files, Path(workdir), Path(args.file))
+        opened.enter_context(fresh_helper_modules(program, Path(workdir), package))
         sys.path.insert(0, workdir)
         broker: MemoryBroker | None = None  # none until the run is under way
         try:
             try:
                 app = importlib.import_module(f"{package}.app").app
                 importlib.import_module(f"{package}.agents")
-            except Exception as error:
+            except (Exception, SystemExit) as error:  # `sys.exit()` in a hooks module too
                 _raise_if_hook_error(error, hook_paths)
                 raise
             # Outputs are written as records are produced, so a run that is stopped or killed
@@ -378,7 +381,8 @@ def _write_table(broker: Any, table: Any, destination: str) -> None:
 def _hook_paths(
     program: ir.Program, files: Mapping[PurePosixPath, str], workdir: Path, sdl: Path
 ) -> dict[str, str]:
-    """Where each hook module copied into the run's package came from: {copy: user's path}."""
+    """Where each hook module, and each local module the hooks import, copied into the run's
+    package came from: {copy: user's path}."""
     paths = {}
     for relative, text in files.items():
         if len(relative.parts) == 3 and relative.parts[1] == "hooks":
@@ -386,6 +390,10 @@ def _hook_paths(
                 if module.text == text:
                     paths[str(workdir / relative)] = str(sdl.parent / module.source_path)
                     break
+    package = _package_name(files)
+    for helper in program.helper_modules:
+        copy = PurePosixPath(package, "hooks", "_local", f"{helper.module}.py")
+        paths[str(workdir / copy)] = str(sdl.parent / helper.source_path)
     return paths
 
 
@@ -395,7 +403,7 @@ def _user_paths(text: str, hook_paths: Mapping[str, str]) -> str:
     return text
 
 
-def _raise_if_hook_error(error: Exception, hook_paths: Mapping[str, str]) -> None:
+def _raise_if_hook_error(error: BaseException, hook_paths: Mapping[str, str]) -> None:
     """A hook module that fails at import is the user's mistake: say where, not "a bug"."""
     where: tuple[str, int | None] | None = None
     if isinstance(error, SyntaxError) and error.filename and error.filename in hook_paths:
@@ -406,9 +414,10 @@ def _raise_if_hook_error(error: Exception, hook_paths: Mapping[str, str]) -> Non
     if where is None:
         return
     path, line = where
+    detail = _user_paths(str(error), hook_paths)
     raise Failure(
-        f"{path}:{line}: error: importing the hook module failed: {type(error).__name__}: "
-        f"{_user_paths(str(error), hook_paths)}"
+        f"{path}:{line}: error: importing the hook module failed: {type(error).__name__}"
+        + (f": {detail}" if detail else "")
     ) from None
 
 

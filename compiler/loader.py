@@ -192,7 +192,7 @@ def load_text(
                 result.sources[hooks_display_path(shown, rel)] = hook_text
     checked = check(module, hook_sources, hook_errors, facts=facts)
     result.facts = checked.facts
-    helpers, problems = _load_helpers(path, hook_sources, result.sources)
+    helpers, problems = _load_helpers(path, hook_sources, result.sources, roots)
     result.files.extend((path.parent / h.source_path).resolve() for h in helpers)
     if checked.program is not None and not problems:
         result.program = dataclasses.replace(checked.program, helper_modules=tuple(helpers))
@@ -203,15 +203,19 @@ def load_text(
 
 
 def _load_helpers(
-    sdl: Path, hook_sources: dict[str, str | None], sources: dict[str, str]
+    sdl: Path,
+    hook_sources: dict[str, str | None],
+    sources: dict[str, str],
+    roots: Sequence[Path] = (),
 ) -> tuple[list[ir.HelperModule], list[Diagnostic]]:
     """The local modules the hooks import, and the local modules those import, by name.
 
     A module is local when `NAME.py` lies in the folder of the module importing it, which is
     where Python finds it when the hooks run beside the .sdl. What cannot be shipped as a
     module the worker imports by the same name is reported (E212) rather than left to fail
-    when the worker starts: a local package, a module outside the .sdl's folder, two
-    different modules of one name, a name the standard library uses.
+    when the worker starts: a local package, a module outside the .sdl's folder and the
+    allowed `roots` (where hooks modules may be), two different modules of one name, a name
+    the standard library uses.
     """
     helpers: dict[str, ir.HelperModule] = {}
     problems: list[Diagnostic] = []
@@ -232,7 +236,7 @@ def _load_helpers(
             continue
         for imported in imports_of(tree, text.split("\n")):
             try:
-                found = _local_module(sdl, posixpath.dirname(rel), imported, helpers)
+                found = _local_module(sdl, posixpath.dirname(rel), imported, helpers, roots)
             except (OSError, RuntimeError) as e:  # a symlink loop, a folder we may not read
                 found = (f"cannot look for local module '{imported.name}': {e}", [])
             if isinstance(found, ir.HelperModule):
@@ -245,7 +249,11 @@ def _load_helpers(
 
 
 def _local_module(
-    sdl: Path, folder: str, imported: Imported, helpers: dict[str, ir.HelperModule]
+    sdl: Path,
+    folder: str,
+    imported: Imported,
+    helpers: dict[str, ir.HelperModule],
+    roots: Sequence[Path] = (),
 ) -> ir.HelperModule | tuple[str, list[str]] | None:
     """The local module an import names, a problem (message, hints), or None: not local."""
     name = imported.name
@@ -259,8 +267,10 @@ def _local_module(
     if name in sys.stdlib_module_names:
         return (f"local module '{rel}' has the name of a standard library module",
                 ["rename it: in the worker it would hide the standard library's"])
-    if not file.resolve().is_relative_to(sdl.parent.resolve()):
-        return (f"local module '{rel}' lies outside the folder of {sdl.name}", [])
+    where, reason = inside_project(sdl.parent, rel, roots)
+    if where is None:
+        return (f"local module '{rel}' lies outside the folder of {sdl.name}",
+                [reason] if reason else [])  # fmt: skip
     first = helpers.get(name)
     if first is not None:
         if first.source_path == rel:

@@ -234,19 +234,42 @@ def check_beside(program_path: str, program: ir.Program) -> list[Diagnostic] | N
 
 
 @contextmanager
+def fresh_helper_modules(program: ir.Program, package_dir: Path, package: str) -> Iterator[None]:
+    """The local modules the hooks import (`helpers`, in the package's hooks/_local) are
+    imported afresh inside, and forgotten after.
+
+    They are top-level modules, outside the package's namespace: left in `sys.modules`, the
+    next program whose hooks import a `helpers` of its own would get this one, and the next
+    case this one's module state. A module of the same name imported before is put back.
+    """
+    names = [h.module for h in program.helper_modules]
+    saved = {name: sys.modules.pop(name) for name in names if name in sys.modules}
+    local = str(package_dir / package / "hooks" / "_local")  # as hooks/__init__ names it
+    try:
+        yield
+    finally:
+        while local in sys.path:
+            sys.path.remove(local)
+        for name in names:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
+
+
+@contextmanager
 def _imported(loaded: _Loaded) -> Iterator[Any]:
     """A fresh import of the worker package: its App, hooks and module state are the case's."""
     sys.path.insert(0, str(loaded.package_dir))
     try:
-        try:
-            app = importlib.import_module(f"{loaded.package}.app").app
-            importlib.import_module(f"{loaded.package}.agents")
-        except Exception as error:
-            raise InvalidTests(
-                f"{loaded.tests.path}: importing the program failed: "
-                f"{type(error).__name__}: {error}"
-            ) from None
-        yield app
+        with fresh_helper_modules(loaded.program, loaded.package_dir, loaded.package):
+            try:
+                app = importlib.import_module(f"{loaded.package}.app").app
+                importlib.import_module(f"{loaded.package}.agents")
+            except (Exception, SystemExit) as error:  # `sys.exit()` in a hooks module too
+                raise InvalidTests(
+                    f"{loaded.tests.path}: importing the program failed: "
+                    f"{type(error).__name__}: {error}"
+                ) from None
+            yield app
     finally:
         sys.path.remove(str(loaded.package_dir))
         for name in [

@@ -410,12 +410,36 @@ def test_run_stops_a_cycle_at_max_records(tmp_path: Path) -> None:
          "failed: RuntimeError: no config"),
         ("import json\nCONFIG = json.loads('{')\n", "hk.py:2: error: importing the hook module "
          "failed: JSONDecodeError: Expecting property name enclosed in double quotes"),
+        ("import sys\nsys.exit(0)\n", "hk.py:2: error: importing the hook module failed: "
+         "SystemExit: 0"),
+        ("import sys\nsys.exit()\n", "hk.py:2: error: importing the hook module failed: "
+         "SystemExit\n"),
     ],
 )  # fmt: skip
 def test_run_hook_module_failing_at_import_is_a_user_error(
     tmp_path: Path, prelude: str, expected: str
 ) -> None:
     _hooked(tmp_path, prelude=prelude)
+    result = _streamc_run("h.sdl", "--input", "src=in.jsonl", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(expected)
+    assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("helper", "expected"),
+    [
+        ("LIMIT = 1\nraise RuntimeError('no config')\n", "helpers.py:2: error: importing the "
+         "hook module failed: RuntimeError: no config"),
+        ("import no_such_module\n", "helpers.py:1: error: importing the hook module failed: "
+         "ModuleNotFoundError: No module named 'no_such_module'"),
+    ],
+)  # fmt: skip
+def test_run_names_the_local_module_that_fails_at_import(
+    tmp_path: Path, helper: str, expected: str
+) -> None:
+    _hooked(tmp_path, prelude="from helpers import LIMIT\n")
+    (tmp_path / "helpers.py").write_text(helper)
     result = _streamc_run("h.sdl", "--input", "src=in.jsonl", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith(expected)

@@ -449,3 +449,78 @@ def test_an_invalid_program_exits_2_with_its_diagnostics(
     assert "error[E201]: record Order has no field 'amout'" in err
     assert f"{tmp_path}/shop.sdl: the program has errors\n" in err
     assert out.splitlines()[-1] == "0 passed, 0 failed"
+
+
+KEEPER = """\
+app keeper_{name}
+record Order {{ id: str }}
+topic orders: Order key str
+topic kept: Order key str
+hooks "hooks.py" {{ keep(Order) -> bool }}
+agent keep = from orders | filter keep | to kept
+"""
+
+KEEPER_TESTS = """\
+cases:
+  - name: {name} keeps only its own orders
+    inputs:
+      - {{topic: orders, key: k, value: {{id: a}}}}
+      - {{topic: orders, key: k, value: {{id: b}}}}
+    expect:
+      kept:
+        - {{key: k, value: {{id: {name}}}}}
+  - name: {name} counts from zero in every case
+    inputs:
+      - {{topic: orders, key: k, value: {{id: {name}}}}}
+    expect:
+      kept:
+        - {{key: k, value: {{id: {name}}}}}
+"""
+
+
+def test_each_program_and_case_imports_its_own_helper_modules(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Two programs whose hooks import a local module of the same name, `helpers`, which also
+    # keeps state: each must get its own module, and each case a fresh one.
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "keeper.sdl").write_text(KEEPER.format(name=name), encoding="utf-8")
+        (folder / "keeper.test.yaml").write_text(KEEPER_TESTS.format(name=name), "utf-8")
+        (folder / "hooks.py").write_text(
+            "import helpers\n\n\ndef keep(order):\n    return helpers.admit(order.id)\n",
+            encoding="utf-8",
+        )
+        (folder / "helpers.py").write_text(
+            f"SEEN = []\n\n\ndef admit(id):\n    SEEN.append(id)\n"
+            f"    return id == {name!r} and len(SEEN) <= 2\n",
+            encoding="utf-8",
+        )
+    status, out, err = run(capsys, str(tmp_path / "a"), str(tmp_path / "b"))
+    assert (status, err) == (0, "")
+    assert out.splitlines()[-1] == "4 passed, 0 failed"
+    assert "helpers" not in sys.modules
+
+
+def test_a_hooks_module_that_exits_at_import_is_an_invalid_program_not_a_silent_pass(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "keeper.sdl").write_text(KEEPER.format(name=name), encoding="utf-8")
+        (folder / "keeper.test.yaml").write_text(KEEPER_TESTS.format(name=name), "utf-8")
+        (folder / "helpers.py").write_text("def admit(id):\n    return True\n", "utf-8")
+    (tmp_path / "a" / "hooks.py").write_text(
+        "import sys\n\nsys.exit(0)\n\n\ndef keep(order):\n    return True\n", "utf-8"
+    )
+    (tmp_path / "b" / "hooks.py").write_text(
+        "def keep(order):\n    return order.id == 'b'\n", encoding="utf-8"
+    )
+    status, out, err = run(capsys, str(tmp_path / "a"), str(tmp_path / "b"))
+    assert status == 2
+    assert err.splitlines()[0] == (
+        f"{tmp_path / 'a' / 'keeper.test.yaml'}: importing the program failed: SystemExit: 0"
+    )
+    assert out.splitlines()[-1] == "2 passed, 0 failed"

@@ -44,6 +44,35 @@ def test_a_helper_outside_the_sdl_folder_is_reported(tmp_path: Path) -> None:
     ]
 
 
+def test_a_helper_beside_hooks_in_an_allowed_root_is_shipped(tmp_path: Path) -> None:
+    project, shared = tmp_path / "project", tmp_path / "shared"
+    project.mkdir()
+    shared.mkdir()
+    sdl = _project(project, "../shared/hooks.py", "from helpers import LIMIT\n")
+    (shared / "helpers.py").write_text("LIMIT = 3\n")
+    result = load(sdl, [shared])
+    assert result.program is not None, render(result.diagnostics, result.sources)
+    assert [(h.module, h.source_path, h.text) for h in result.program.helper_modules] == [
+        ("helpers", "../shared/helpers.py", "LIMIT = 3\n"),
+    ]
+    assert (shared / "helpers.py").resolve() in result.files
+
+
+def test_a_helper_outside_the_allowed_roots_says_how_to_allow_it(tmp_path: Path) -> None:
+    project, shared = tmp_path / "project", tmp_path / "shared"
+    (project / "lib").mkdir(parents=True)
+    shared.mkdir()
+    (shared / "helpers.py").write_text("LIMIT = 3\n")
+    (project / "lib" / "helpers.py").symlink_to(shared / "helpers.py")
+    result = load(_project(project, "lib/hooks.py", "from helpers import LIMIT\n"))
+    assert result.program is None
+    assert [(d.code, d.message, d.hints) for d in result.diagnostics] == [
+        ("E212", "local module 'lib/helpers.py' lies outside the folder of shop.sdl",
+         ("it is a link to a file outside the folder of the .sdl file; hooks modules must be "
+          "inside it, or inside a folder given with --allow-root",)),
+    ]  # fmt: skip
+
+
 def test_two_helpers_of_one_name_are_reported(tmp_path: Path) -> None:
     sdl = _project(tmp_path, "a/hooks.py", "import util\n")
     (tmp_path / "a" / "util.py").write_text("A = 1\n")
