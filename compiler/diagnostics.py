@@ -51,6 +51,7 @@ CODES: dict[str, str] = {
     "E210": "invalid Kafka topic name",
     "E211": "invalid hooks module path",
     "E212": "hooks import a local module that cannot be shipped",
+    "E220": "invalid Python requirement",
     "E301": "topic type does not match the stream",
     "E302": "joined topics carry different types",
     "E303": "invalid key type",

@@ -9,6 +9,7 @@ the pinned black. Nothing here touches the file system: the CLI writes the resul
 from __future__ import annotations
 
 import functools
+import json
 import multiprocessing as mp
 import os
 from collections.abc import Iterable
@@ -94,6 +95,8 @@ class PackageView:
     hook_modules: tuple[str, ...]
     dlq_topic: str
     helper_modules: tuple[str, ...] = ()  # local modules the hooks import, in hooks/_local
+    requires: tuple[str, ...] = ()  # the `requires` of the .sdl, as TOML strings
+    requires_doc: tuple[str, ...] = ()  # the same as written in the README
 
 
 # ---------------------------------------------------------------------------------------------
@@ -607,6 +610,10 @@ def shape(program: ir.Program) -> PackageView:
         hook_modules=tuple(shaper.hook_modules[m.module] for m in program.hook_modules),
         dlq_topic=doc_text(f"{program.app}-dlq"),
         helper_modules=tuple(h.module for h in program.helper_modules),
+        # JSON strings are TOML basic strings (a marker may hold quotes).
+        requires=tuple(json.dumps(r) for r in program.requires),
+        # PEP 508 allows neither newlines nor backquotes: safe inside Markdown code spans.
+        requires_doc=program.requires,
     )
 
 
@@ -628,6 +635,7 @@ def emit(program: ir.Program) -> dict[PurePosixPath, str]:
     files = format_python(python)
     files[PurePosixPath("pyproject.toml")] = _render("pyproject.toml.jinja", p=view)
     files[PurePosixPath("README.md")] = _render("README.md.jinja", p=view)
+    files[PurePosixPath("Dockerfile")] = _render("Dockerfile.jinja", p=view)
     files[pkg / "py.typed"] = ""
     for module, original in zip(view.hook_modules, program.hook_modules, strict=True):
         # User code is shipped verbatim: it is theirs, not ours to reformat.

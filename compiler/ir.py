@@ -338,6 +338,8 @@ class Program:
     hooks: tuple[Hook, ...]
     agents: tuple[Agent, ...]  # in source order
     helper_modules: tuple[HelperModule, ...] = ()  # by module name
+    # Python packages the hooks need (`requires`): PEP 508 strings, normalised, in source order
+    requires: tuple[str, ...] = ()
 
     def topic(self, name: str) -> Topic:
         for topic in self.topics:
