@@ -404,3 +404,59 @@ def test_bad_metrics_and_log_settings_exit_2(
     assert worker_main(App("x"), argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+class SlowRestore(MemoryTransport):
+    """Changelog reads (table restores) wait for `gate`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+
+    async def read_partition(  # type: ignore[override]
+        self, topic: str, partition: int, start: int
+    ) -> AsyncIterator[Any]:
+        await self.gate.wait()
+        async for chunk in super().read_partition(topic, partition, start):
+            yield chunk
+
+
+async def test_readyz_waits_for_table_restores_and_metrics_show_their_progress() -> None:
+    from statekit import totals_app
+
+    r = Running(totals_app(partitions=2))
+    transport = SlowRestore(r.broker, "shop")
+    r.transport = transport
+    r.worker = r.app.worker(transport, stats_interval=0, commit_interval=60.0)
+    server = MetricsServer(r.worker, "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with r:
+            await wait_for(lambda: r.worker.assigned)
+            assert await get(server.port, "/readyz") == (
+                503,
+                "restoring totals[0], totals[1]\n",
+            )
+            m = await scrape(server.port)
+            assert one(m, "streamc_table_partitions", table="totals", state="restoring") == 2
+            assert one(m, "streamc_table_partitions", table="totals", state="ready") == 0
+            assert one(m, "streamc_worker_ready") == 0
+            transport.gate.set()
+            for i, account in enumerate(["a", "b", "c", "a"]):
+                r.produce("orders", {"account_id": account, "amount": float(i)}, key=account)
+            await r.idle()
+            assert await get(server.port, "/readyz") == (200, "ok\n")
+            m = await scrape(server.port)
+    finally:
+        await server.close()
+    assert one(m, "streamc_table_partitions", table="totals", state="restoring") == 0
+    assert one(m, "streamc_table_partitions", table="totals", state="ready") == 2
+    assert one(m, "streamc_table_rows", table="totals") == 3
+    assert (
+        one(m, "streamc_messages_out_total", topic="shop-totals-orders-account_id-repartition") == 4
+    )
+    assert (
+        one(m, "streamc_messages_in_total", topic="shop-totals-orders-account_id-repartition") == 4
+    )
+    assert one(m, "streamc_messages_out_total", topic="account_totals") == 4
+    assert one(m, "streamc_agent_elements_total", agent="totals") == 4
