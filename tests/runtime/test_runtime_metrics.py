@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -373,7 +374,13 @@ def test_worker_main_serves_metrics_and_logs_json(tmp_path: Path) -> None:
     assert port is not None, lines
     try:
         assert asyncio.run(get(port, "/healthz")) == (200, "ok\n")
-        assert asyncio.run(get(port, "/readyz"))[0] in (200, 503)
+        ready = None
+        for _ in range(100):  # the memory broker assigns at the first fetch
+            ready = asyncio.run(get(port, "/readyz"))
+            if ready[0] == 200:
+                break
+            time.sleep(0.05)
+        assert ready == (200, "ok\n")
     finally:
         proc.terminate()
         rest = proc.stderr.read()
