@@ -467,3 +467,52 @@ async def test_readyz_waits_for_table_restores_and_metrics_show_their_progress()
     )
     assert one(m, "streamc_messages_out_total", topic="account_totals") == 4
     assert one(m, "streamc_agent_elements_total", agent="totals") == 4
+
+
+def test_healthz_does_not_answer_while_the_event_loop_is_blocked(tmp_path: Path) -> None:
+    """The endpoints run on the worker's loop: a hook blocking it makes the probe time out."""
+    script = tmp_path / "w.py"
+    script.write_text(
+        "import asyncio, sys, time\n"
+        "from streamc_runtime import App, worker_main\n"
+        "app = App('blocked')\n"
+        "t = app.topic('t', key_type=str, value_type=int)\n"
+        "@app.agent(t)\n"
+        "async def a(stream):\n"
+        "    asyncio.get_running_loop().call_later(2.0, time.sleep, 4.0)  # a blocking hook\n"
+        "    async for _ in stream:\n"
+        "        pass\n"
+        "sys.exit(worker_main(app))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--metrics-port", "0", "--log-format", "json"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "STREAMC_BROKER": "memory://"},
+    )
+    assert proc.stderr is not None
+    port = None
+    for raw in proc.stderr:
+        message = json.loads(raw)["message"]
+        if message.startswith("metrics on http://127.0.0.1:"):
+            port = int(message.rsplit(":", 1)[1].split("/")[0])
+        if "started" in message:
+            break
+    assert port is not None
+    started = time.monotonic()
+
+    def healthz(timeout: float) -> int | None:
+        try:
+            return asyncio.run(asyncio.wait_for(get(port, "/healthz"), timeout))[0]
+        except TimeoutError:
+            return None
+
+    try:
+        assert healthz(0.5) == 200
+        time.sleep(max(0.0, started + 3.0 - time.monotonic()))  # inside the 4 s block
+        assert healthz(0.5) is None
+        assert healthz(6.0) == 200  # answered once the loop turns again
+    finally:
+        proc.terminate()
+        proc.stderr.read()
+    assert proc.wait(10) == 0
