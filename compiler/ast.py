@@ -409,7 +409,15 @@ class AgentDecl:
         return self.source.span.to(self.ops[-1].span) if self.ops else self.source.span
 
 
-Decl = AppDecl | RecordDecl | TopicDecl | HooksDecl | TableDecl | AgentDecl
+@dataclass(frozen=True, slots=True)
+class RequiresDecl:
+    """`requires "httpx>=0.27", ...`: Python packages the hooks import."""
+
+    requirements: tuple[StrLit, ...]
+    span: Span
+
+
+Decl = AppDecl | RecordDecl | TopicDecl | HooksDecl | TableDecl | AgentDecl | RequiresDecl
 
 
 @dataclass(frozen=True, slots=True)

@@ -238,6 +238,7 @@ class _Checker:
         for decl in decls:
             if isinstance(decl, ast.HooksDecl):
                 self.check_hooks(decl)
+        requires = self.check_requires([d for d in decls if isinstance(d, ast.RequiresDecl)])
         agents: list[ir.Agent] = []
         seen_agents: dict[str, Span] = {}
         for decl in decls:
@@ -285,7 +286,52 @@ class _Checker:
             hooks=hooks,
             agents=agents_ir,
             tables=tables,
+            requires=requires,
         )
+
+    def check_requires(self, decls: list[ast.RequiresDecl]) -> tuple[str, ...]:
+        """Each requirement valid under PEP 508 (as pip reads it), each package once, and not
+        the runtime, which the build pins itself."""
+        if not decls:
+            return ()
+        # Imported only for a program that has requirements: most do not, and `check` is fast.
+        from packaging.requirements import InvalidRequirement, Requirement
+        from packaging.utils import canonicalize_name
+
+        out: list[str] = []
+        seen: dict[str, tuple[Span, str]] = {}
+        for decl in decls:
+            for lit in decl.requirements:
+                try:
+                    req = Requirement(lit.value)
+                except InvalidRequirement as exc:
+                    self.error(
+                        lit.span,
+                        "E220",
+                        f"invalid Python requirement {lit.value!r}: {_first_line(exc)}",
+                        ['a PEP 508 requirement, such as "httpx>=0.27" or "pyyaml"'],
+                    )
+                    continue
+                name = canonicalize_name(req.name)
+                if name in ("streamc-runtime", "streamc"):
+                    self.error(
+                        lit.span,
+                        "E220",
+                        f"'{req.name}' cannot be required: the build pins the runtime itself",
+                    )
+                elif name in seen:
+                    first, first_name = seen[name]
+                    self.error(
+                        lit.span,
+                        "E220",
+                        f"package '{req.name}' is required twice",
+                        ["merge the version constraints into one requirement"],
+                        notes=self.first_here(first, f"package '{first_name}'", "required"),
+                    )
+                else:
+                    seen[name] = (lit.span, req.name)
+                    out.append(str(req))
+        return tuple(out)
 
     def check_app(self, apps: list[ast.AppDecl]) -> None:
         for extra in apps[1:]:
@@ -1712,3 +1758,8 @@ def _collapse(text: str) -> str:
         lambda m: m.group(0) if m.group(0)[0] == '"' else " ", text
     )
     return " ".join(text.split())
+
+
+def _first_line(exc: Exception) -> str:
+    """packaging's message without the source line and caret it appends."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -55,6 +55,7 @@ CODES: dict[str, str] = {
     "E214": "unknown aggregate function",
     "E215": "table filled by more than one aggregate",
     "E216": "table field left unassigned",
+    "E220": "invalid Python requirement",
     "E301": "topic type does not match the stream",
     "E302": "joined topics carry different types",
     "E303": "invalid key type",

@@ -9,6 +9,7 @@ the pinned black. Nothing here touches the file system: the CLI writes the resul
 from __future__ import annotations
 
 import functools
+import json
 import multiprocessing as mp
 import os
 import re
@@ -109,6 +110,8 @@ class PackageView:
     tables: tuple[TopicView, ...] = ()
     record_runtime_imports: tuple[str, ...] = ("Record",)  # what records.py imports
     topic_runtime_imports: tuple[str, ...] = ()  # window kinds (and Time) topics.py uses
+    requires: tuple[str, ...] = ()  # the `requires` of the .sdl, as TOML strings
+    requires_doc: tuple[str, ...] = ()  # the same as written in the README
 
 
 # ---------------------------------------------------------------------------------------------
@@ -970,6 +973,10 @@ def shape(program: ir.Program) -> PackageView:
         record_runtime_imports=("Record", "Time") if _uses_time(record_annotations)
         else ("Record",),
         topic_runtime_imports=import_lines("streamc_runtime", sorted(runtime_names)),
+        # JSON strings are TOML basic strings (a marker may hold quotes).
+        requires=tuple(json.dumps(r) for r in program.requires),
+        # PEP 508 allows neither newlines nor backquotes: safe inside Markdown code spans.
+        requires_doc=program.requires,
     )
 
 
@@ -991,6 +998,7 @@ def emit(program: ir.Program) -> dict[PurePosixPath, str]:
     files = format_python(python)
     files[PurePosixPath("pyproject.toml")] = _render("pyproject.toml.jinja", p=view)
     files[PurePosixPath("README.md")] = _render("README.md.jinja", p=view)
+    files[PurePosixPath("Dockerfile")] = _render("Dockerfile.jinja", p=view)
     files[pkg / "py.typed"] = ""
     for module, original in zip(view.hook_modules, program.hook_modules, strict=True):
         # User code is shipped verbatim: it is theirs, not ours to reformat.

@@ -424,6 +424,8 @@ class Program:
     agents: tuple[Agent, ...]  # in source order
     helper_modules: tuple[HelperModule, ...] = ()  # by module name
     tables: tuple[Table, ...] = ()  # the tables an aggregate fills, in source order
+    # Python packages the hooks need (`requires`): PEP 508 strings, normalised, in source order
+    requires: tuple[str, ...] = ()
 
     def topic(self, name: str) -> Topic:
         for topic in self.topics:

@@ -362,6 +362,8 @@ def symbols(a: Analysis) -> list[lsp.DocumentSymbol]:
             out.append(symbol(f"hooks {decl.path.value}", kinds["hooks"], decl, decl.path, hooks))
         elif isinstance(decl, ast.AppDecl):
             out.append(symbol(f"app {decl.name.text}", kinds["app"], decl, decl.name))
+        elif isinstance(decl, ast.RequiresDecl):
+            out.append(symbol("requires", lsp.SymbolKind.Package, decl, decl))
         elif isinstance(getattr(decl, "name", None), ast.Name):
             name: ast.Name = decl.name
             children = None

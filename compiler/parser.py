@@ -33,7 +33,7 @@ from .gcpause import gc_paused
 # of `and`) is one level however long.
 MAX_EXPR_DEPTH = 100
 
-DECL_KEYWORDS = ("app", "record", "topic", "hooks", "table", "agent")
+DECL_KEYWORDS = ("app", "record", "topic", "hooks", "table", "agent", "requires")
 OP_KEYWORDS = (
     "process", "group_by", "take", "enumerate", "through", "echo", "items", "events", "where",
     "filter", "to", "sink", "aggregate", "distinct",
@@ -588,6 +588,10 @@ class _ToAst(Transformer[Token, Any]):
         return ast.HooksDecl(self._string(children[1]), _nodes(children, ast.HookSig),
                              _cover(children))  # fmt: skip
 
+    def requires_decl(self, children: list[Token]) -> ast.RequiresDecl:
+        strings = tuple(self._string(c) for c in children if c.type == "STRING")
+        return ast.RequiresDecl(strings, _cover(children))
+
     def source(self, children: list[Token]) -> ast.Source:
         return ast.Source(_names(children), _cover(children))
 
@@ -773,6 +777,7 @@ _PHRASES: dict[str, tuple[str, str]] = {
     "aggregate": ("a table name", "NAME"),
     "agent": ("an agent name", "NAME"),
     "hooks": ('the hooks module path as a string, such as "hooks.py"', "STRING"),
+    "requires": ('a Python requirement as a string, such as "httpx>=0.27"', "STRING"),
     "from": ("a topic name", "NAME"),
     "&": ("a topic name", "NAME"),
     "process": ("a hook name", "NAME"),
@@ -832,14 +837,14 @@ def _expected_phrase(expected: set[str], text: str, pos: int) -> str:
         phrase, needs = _PHRASES[str(prev)]
         if needs in expected:
             return phrase
-    decls = {"APP", "RECORD", "TOPIC", "HOOKS", "TABLE", "AGENT"}
+    decls = {"APP", "RECORD", "TOPIC", "HOOKS", "TABLE", "AGENT", "REQUIRES"}
     rest = expected - decls - {"$END"} if expected >= decls else expected - {"$END"}
     shown = sorted(
         {texts.get(t, t) for t in rest}, key=lambda s: (s.startswith("'"), s)
     )
     if expected >= decls:
         if not shown:
-            return "a declaration (app, record, topic, hooks, table or agent)"
+            return "a declaration (app, record, topic, hooks, table, agent or requires)"
         shown.append("a new declaration")
     if not shown:
         return "end of file"

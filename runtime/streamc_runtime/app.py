@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -27,6 +28,8 @@ from typing import Any, Generic, TypeVar
 
 from .conductor import Conductor
 from .hooks import HookResultError
+from .latency import Latency
+from .logs import AGENT
 from .offsets import OffsetTracker, PartitionOffsets
 from .records import Codec, DecodeError, key_codec, value_codec
 from .state.table import Table, WorkerTables
@@ -127,6 +130,7 @@ class Topic(Generic[V]):
             worker.lose_output(TransportError(f"topic {self.name!r}: send failed"))
             raise TransportError(f"topic {self.name!r}: send failed; the worker is stopping")
         worker.sent += 1
+        worker.sent_to[self.name] += 1
         # The send's source message may be acked (and committable) before the delivery fails:
         # a failure stops every later commit (the commit's flush also reports it on Kafka).
         fut = aw if isinstance(aw, asyncio.Future) else asyncio.ensure_future(aw)
@@ -332,6 +336,16 @@ class Worker:
         self.agent_errors = 0
         self.pauses = 0
         self.batches = 0  # take batches emitted
+        # For metrics (`metrics.py` reads them when scraped): plain counters, by name.
+        self.sent_to: defaultdict[str, int] = defaultdict(int)  # records sent, by topic
+        self.dead_lettered: defaultdict[str, int] = defaultdict(int)  # elements, by agent
+        self.hook_errors: defaultdict[str, int] = defaultdict(int)  # by agent
+        self.rebalances = 0  # assignments received
+        self.assigned = False  # the first assignment arrived (ready: see `metrics.py`)
+        self.commit_latency = Latency()
+        self.commit_failures = 0
+        # Called with each fetched batch before dispatch, if set (metrics count per topic).
+        self.on_fetched: Callable[[Sequence[Message]], None] | None = None
         self.failure: BaseException | None = None
         # Set when output may be lost (a delivery failed, or a send never went out) and which
         # messages it came from is unknown: from then on nothing is committed.
@@ -426,6 +440,11 @@ class Worker:
     @property
     def running(self) -> bool:
         return self._state == "running"
+
+    @property
+    def sources(self) -> Mapping[str, SourceStream[Any]]:
+        """Each agent's input stream, by agent name."""
+        return self._roots
 
     async def _stop(self) -> None:
         try:
@@ -543,6 +562,7 @@ class Worker:
         return stream
 
     async def _run_agent(self, agent: Agent, stream: SourceStream[Any]) -> None:
+        AGENT.set(agent.name)  # for log lines (`logs.py`); this task's context only
         while True:
             try:
                 await agent.fn(stream)
@@ -554,11 +574,8 @@ class Worker:
                 if not failed:
                     raise  # not while handling an element: a restart would fail the same way
                 self.agent_errors += 1
-                logger.warning(
-                    "agent %s raised while handling an element; it goes to %s",
-                    agent.name,
-                    self.app.dlq.name,
-                )
+                # The dead letter's own line says what failed; this adds the agent's part.
+                logger.debug("agent %s raised while handling an element", agent.name)
                 for node in failed:
                     carrier = node._current
                     node._current = None
@@ -578,6 +595,8 @@ class Worker:
             messages = await transport.fetch(self.fetch_timeout, self.fetch_max)
             if messages:
                 self.events_in += len(messages)
+                if self.on_fetched is not None:
+                    self.on_fetched(messages)
                 self._dispatching = True
                 try:
                     await conductor.dispatch(messages)
@@ -595,17 +614,21 @@ class Worker:
         offsets = self.offsets.to_commit()
         if not offsets:
             return True
+        began = time.perf_counter()
         try:
             await self.transport.commit(offsets)
         except DeliveryError as exc:  # the commit's flush found lost output: never commit now
             self.lose_output(exc)
             return False
         except TransportError as exc:  # e.g. the group is rebalancing: expected, and retried
+            self.commit_failures += 1
             logger.warning("commit failed; will retry: %s", exc)
             return False
         except Exception:
+            self.commit_failures += 1
             logger.exception("commit failed; will retry")
             return False
+        self.commit_latency.observe(time.perf_counter() - began)
         self.offsets.mark_committed(offsets)
         return True
 
@@ -691,6 +714,8 @@ class Worker:
         self.offsets.forget(gone)
 
     async def on_partitions_assigned(self, assigned: Collection[TP]) -> None:
+        self.rebalances += 1
+        self.assigned = True
         self.conductor.reapply()
         self.tables.assigned(assigned)  # their stores start restoring now
 
@@ -738,6 +763,7 @@ class Worker:
                 return
             delivery = retried
         self.sent += 1
+        self.sent_to[topic.name] += 1
         self._hold(delivery, held)
 
     async def forward_run(
@@ -767,6 +793,7 @@ class Worker:
                 return
             delivery = retried
         self.sent += len(records)
+        self.sent_to[topic.name] += len(records)
         if isinstance(delivery, asyncio.Future) and delivery.done():
             self._run_delivered(carriers, delivery)  # now, not a loop step later
             return
@@ -808,6 +835,7 @@ class Worker:
             self.fail(exc)
             return None
         self.sent += len(records)
+        self.sent_to[topic] += len(records)
         return delivery
 
     async def send_or_stop(
@@ -904,6 +932,9 @@ class Worker:
 
     async def dead_letter(self, carrier: Carrier, exc: BaseException, agent: str) -> None:
         """Send each event of an element to `<app>-dlq`, then ack it."""
+        self.dead_lettered[agent] += 1
+        if not isinstance(exc, (DecodeError, RecordTooLargeError)):
+            self.hook_errors[agent] += 1  # raised by the agent's own code, not by its data
         for i, event in enumerate(carrier_events(carrier)):
             held = [] if event._acked else [(event._offsets, event.message.offset)]
             # A hook's traceback is logged once per element, with its first event.
@@ -914,6 +945,8 @@ class Worker:
         self, message: Message, state: PartitionOffsets, exc: BaseException, agents: str
     ) -> None:
         """An undecodable message: dead-lettered once for all subscribers, then done."""
+        for agent in agents.split(","):
+            self.dead_lettered[agent] += 1
         await self._send_dead(message, exc, agents, [(state, message.offset)])
         state.release(message.offset)
 
@@ -957,7 +990,16 @@ class Worker:
             self._hold_for_good(held)
             return
         self.dead_letters += 1
+        self.sent_to[dlq] += 1
         self._hold(delivery, held)
+        # One line per dead letter; the traceback only at debug level (a bad batch of input
+        # must not flood the log).
+        where = {
+            "agent": agent,
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+        }
         logger.warning(
             "dead letter: %s[%d]@%d (agent %s): %s: %s",
             message.topic,
@@ -966,8 +1008,10 @@ class Worker:
             agent or "-",
             _qualname(exc),
             error,
-            exc_info=exc if traceback and not isinstance(exc, DecodeError) else None,
+            extra=where,
         )
+        if traceback and not isinstance(exc, DecodeError) and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("traceback of the dead letter above", exc_info=exc, extra=where)
 
     async def _send_truncated(
         self, message: Message, headers: list[tuple[str, bytes]], limit: int | None

@@ -73,6 +73,8 @@ class Conductor:
         share = True
         lazy_ascii = False  # str keys: ASCII ones are decoded on first read
         rest = iter(messages)  # what is left of the batch, should a revocation cut it short
+        # Events entering each buffer are counted per batch, from the buffers' lengths.
+        lengths = [(s, len(s.buffer)) for s in self.streams]
         for m in rest:
             if m.partition != last_partition or m.topic != last_topic:
                 last_topic, last_partition = m.topic, m.partition
@@ -107,7 +109,9 @@ class Conductor:
             except Exception as exc:
                 state.add(offset, 1)
                 mark = offsets.revocations
+                _count_entered(lengths)  # agents take from the buffers while this awaits
                 await worker.dead_letter_message(m, state, exc, self.agents_of(m.topic))
+                lengths = [(s, len(s.buffer)) for s in self.streams]
                 if offsets.revocations != mark:
                     # Partitions were revoked while the send waited (the Kafka coordinator
                     # runs beside us): the rest of their messages must register nothing, not
@@ -138,6 +142,7 @@ class Conductor:
                 if key is not _LAZY:
                     event._key = key
                 stream.buffer.append(event)
+        _count_entered(lengths)
         for stream in self.streams:
             if stream.buffer:
                 stream.wake()
@@ -178,9 +183,15 @@ class Conductor:
                         e._offsets.abandon(e.message.offset)
                     else:
                         kept.append(e)
+                stream.dropped += len(stream.buffer) - len(kept)
                 stream.buffer.clear()
                 stream.buffer.extend(kept)
             # A full stream resumes when a pull drains it to half; if revocation emptied it,
             # no pull ever will, and the partitions it keeps would stay paused for good.
             if stream.full and len(stream.buffer) <= stream.low:
                 self.drained(stream)
+
+
+def _count_entered(lengths: list[tuple[SourceStream[Any], int]]) -> None:
+    for stream, before in lengths:
+        stream.entered += len(stream.buffer) - before

@@ -918,6 +918,18 @@ class KafkaTransport:
         offset = await consumer.committed(TopicPartition(partition.topic, partition.partition))
         return cast("int | None", offset)
 
+    def highwater(self, partition: TP) -> int | None:
+        """The partition's high watermark from the latest fetch response (None before one,
+        or if not assigned): where the consumer lag is measured to, as `end_offsets()` is
+        wrong on Tansu (tansu.md) and would cost a request per scrape anyway."""
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        tp = TopicPartition(partition.topic, partition.partition)
+        if tp not in consumer.assignment():
+            return None
+        return cast("int | None", consumer.highwater(tp))
+
     async def read_partition(
         self, topic: str, partition: int, start: int
     ) -> AsyncIterator[Sequence[Message]]:

@@ -452,6 +452,12 @@ class MemoryTransport:
     def paused(self) -> frozenset[TP]:
         return frozenset(self._paused)
 
+    def highwater(self, partition: TP) -> int | None:
+        """The end of an assigned partition (as Kafka's high watermark), else None."""
+        if partition not in self._assigned:
+            return None
+        return self.broker._topics[partition.topic][partition.partition].end
+
     def has_unfetched(self) -> bool:
         """Whether an assigned partition (paused or not) holds messages not yet fetched, or a
         rebalance is pending. Lets `run_local` tell "idle" from "not fetched yet"."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from operator import attrgetter
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, final
 import msgspec
 
 from .hooks import result_check
+from .latency import Latency
 from .offsets import PartitionOffsets
 from .transport import Headers, Message, RecordTooLargeError
 
@@ -431,6 +433,8 @@ async def _next_source_value(node: Stream[Any]) -> Any:
     with the ack of the previous event (always a single Event here) done in place. It is the
     `__anext__` of both, not called from one: a coroutine frame per element is measurable."""
     source = node._source
+    if source.sample:
+        source.sample_tick()
     current = node._current
     if current is not None:
         node._current = None
@@ -473,10 +477,30 @@ class SourceStream(Stream[T]):
         self._yielded_at = 0.0
         self._waiters: list[asyncio.Future[None]] = []
         self._loop = asyncio.get_running_loop()
+        # For metrics, kept per dispatched batch rather than per element: events that entered
+        # the buffer, and those dropped from it unread (revocation, stop).
+        self.entered = 0
+        self.dropped = 0
+        # Sampled processing time: a sampler sets `sample`; the next element handed out is
+        # timed until the agent asks for the one after it (one flag test per element).
+        self.sample = False
+        self.latency = Latency()
+        self._sample_t0 = 0.0
 
     __anext__ = _next_source_value
 
+    def sample_tick(self) -> None:
+        now = time.perf_counter()
+        if self._sample_t0:
+            self.latency.observe(now - self._sample_t0)
+            self._sample_t0 = 0.0
+            self.sample = False
+        elif self.buffer:  # an element is handed out now, without waiting: time it
+            self._sample_t0 = now
+
     async def _pull(self) -> Pulled:
+        if self.sample:
+            self.sample_tick()
         left = self.until_check - 1
         if left:
             self.until_check = left
@@ -536,6 +560,7 @@ class SourceStream(Stream[T]):
     def close(self) -> None:
         """Stop delivering: buffered events are abandoned unacked (redelivered after restart)."""
         self.closed = True
+        self.dropped += len(self.buffer)
         self.buffer.clear()
         self.wake()
 

@@ -9,6 +9,13 @@
     --state-dir DIR         keep table stores in RocksDB under DIR (one database per table
                             partition, DIR/<app>/<table>/<partition>); also from
                             STREAMC_STATE_DIR; default: in memory, restored from the changelog
+    --metrics-port PORT     serve /metrics (Prometheus), /healthz and /readyz on PORT (0: any
+                            free port, logged); also from STREAMC_METRICS_PORT; default: off
+    --metrics-host HOST     the address to bind (default 127.0.0.1, this machine only; 0.0.0.0
+                            in a container, for Kubernetes probes and scrapes: the generated
+                            Dockerfile sets it); also from STREAMC_METRICS_HOST
+    --log-format FORMAT     text (default) or json, one object per line; also from
+                            STREAMC_LOG_FORMAT
 
 SIGINT/SIGTERM stop the worker gracefully. Exit status: 0 after a clean stop, 1 after a failure,
 2 for bad arguments (with a message, never a traceback). The Kafka transport is imported only
@@ -26,7 +33,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from .app import App, _cancel
+from .app import App, Worker, _cancel
+from .logs import FORMATS, configure
 from .memory import MemoryBroker, MemoryTransport
 from .transport import Transport, TransportError, redact_url
 
@@ -72,6 +80,16 @@ def _level(text: str) -> str:
     return text.upper()
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535: {text!r}")
+    return value
+
+
 def worker_main(app: App, argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=f"{app.name}-worker",
@@ -107,6 +125,27 @@ def worker_main(app: App, argv: Sequence[str] | None = None) -> int:
         help="keep table stores in RocksDB under DIR (env STREAMC_STATE_DIR; default: in "
         "memory, restored from the changelog at start)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve /metrics, /healthz and /readyz on PORT (env STREAMC_METRICS_PORT; "
+        "0 picks a free port; default: off)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default=os.environ.get("STREAMC_METRICS_HOST") or "127.0.0.1",
+        metavar="HOST",
+        help="the address the metrics server binds (env STREAMC_METRICS_HOST; default "
+        "127.0.0.1; 0.0.0.0 to be reachable from outside, e.g. by Kubernetes probes)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=os.environ.get("STREAMC_LOG_FORMAT") or "text",
+        help="text or json, one object per line (env STREAMC_LOG_FORMAT; default text)",
+    )
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed usage and the error (or --help)
@@ -124,6 +163,20 @@ def worker_main(app: App, argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    # Settings from the environment, which argparse does not check.
+    if args.log_format not in FORMATS:
+        print(
+            f"{parser.prog}: error: unknown log format {args.log_format!r} in "
+            "STREAMC_LOG_FORMAT (choose text or json)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.metrics_port is None and os.environ.get("STREAMC_METRICS_PORT"):
+        try:
+            args.metrics_port = _port(os.environ["STREAMC_METRICS_PORT"])
+        except argparse.ArgumentTypeError as exc:
+            print(f"{parser.prog}: error: STREAMC_METRICS_PORT: {exc}", file=sys.stderr)
+            return 2
     loop_factory = None
     if args.loop == "uvloop":
         try:
@@ -136,9 +189,7 @@ def worker_main(app: App, argv: Sequence[str] | None = None) -> int:
             )
             return 2
         loop_factory = uvloop.new_event_loop
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure(args.log_level, args.log_format, app.name)
     transport: Transport
     if kind == "memory":
         transport = MemoryTransport(MemoryBroker(), app.name)
@@ -153,17 +204,46 @@ def worker_main(app: App, argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:  # a STREAMC_KAFKA_* setting that cannot work
             print(f"{parser.prog}: error: {exc}", file=sys.stderr)
             return 2
+    # The metrics setting is passed only when given: `_serve(app, transport, interval,
+    # state_dir)` stays the seam tests replace.
+    metrics = () if args.metrics_port is None else ((args.metrics_host, args.metrics_port),)
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(_serve(app, transport, args.commit_interval, args.state_dir))
+            return runner.run(
+                _serve(app, transport, args.commit_interval, args.state_dir, *metrics)
+            )
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the handlers were installed
         return 130
 
 
 async def _serve(
-    app: App, transport: Transport, commit_interval: float, state_dir: str | None = None
+    app: App,
+    transport: Transport,
+    commit_interval: float,
+    state_dir: str | None = None,
+    metrics: tuple[str, int] | None = None,
 ) -> int:
     worker = app.worker(transport, commit_interval=commit_interval, state_dir=state_dir)
+    if metrics is None:
+        return await _run(app, worker)
+    from .metrics import MetricsServer  # prometheus-client only when asked for
+
+    server = MetricsServer(worker, *metrics)
+    try:
+        # Before the worker starts: probes get answers (ready or not) while it connects.
+        await server.start()
+    except OSError as exc:
+        logging.getLogger("streamc").error(
+            "cannot serve metrics on %s:%d: %s", metrics[0], metrics[1], exc
+        )
+        return 1
+    try:
+        return await _run(app, worker)
+    finally:
+        await server.close()
+
+
+async def _run(app: App, worker: Worker) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:

@@ -63,5 +63,8 @@ class MemoryStore:
     def checkpoint(self, snapshot: Any) -> None:
         pass
 
+    def size(self) -> int:
+        return len(self._states)
+
     def close(self) -> None:
         self._states = {}

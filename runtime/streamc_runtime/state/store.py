@@ -48,4 +48,7 @@ class Store(Protocol):
     def checkpoint(self, snapshot: Any) -> None:
         """Write `snapshot` durably (a persistent store); the changelog holds all of it."""
 
+    def size(self) -> int:
+        """How many keys it holds (for metrics; persistent stores may estimate)."""
+
     def close(self) -> None: ...
