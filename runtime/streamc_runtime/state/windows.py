@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import inspect
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -226,6 +226,7 @@ class WindowedAggregate(Stream[Any]):
         emit: str,
         late: Topic[Any] | None,
         merge: Callable[[Any, Any], Any] | None,
+        checks: Sequence[tuple[str, Callable[[Any], Any]]] = (),
     ) -> None:
         super().__init__(up._worker, up, up._source)
         spec = table.window
@@ -242,6 +243,7 @@ class WindowedAggregate(Stream[Any]):
         self._final = emit == "final"
         self._late = late
         self._merge = merge
+        self._checks = tuple(checks)  # (state attribute, its reduce hook's result check)
         self._fold_async = _is_async(fold)
         self._merge_async = merge is not None and _is_async(merge)
         if table.row is None:
@@ -478,6 +480,8 @@ class WindowedAggregate(Stream[Any]):
                     f"fold of table {self._table.name!r} returned {type(state).__name__}, "
                     f"not {state_type.__name__}"
                 )
+        for attr, check in self._checks:
+            setattr(state, attr, check(getattr(state, attr)))
         return state
 
     def _close(
