@@ -15,6 +15,7 @@ Two things the declaration promises and Python does not enforce:
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import types
 import typing
@@ -22,6 +23,8 @@ from collections.abc import Callable
 from typing import Any, ParamSpec
 
 import msgspec
+
+from .records import Time, _dec_hook, _enc_hook, to_ms
 
 __all__ = ["HookResultError", "result_check", "sink"]
 
@@ -70,6 +73,8 @@ def _shape(type_: Any) -> Callable[[Any], bool]:
     are left to msgspec (`_fields`)."""
     if type_ is float:
         return lambda v: type(v) is float or type(v) is int
+    if type_ is Time:
+        return _is_instant
     if isinstance(type_, type) and not typing.get_args(type_):
         return lambda v: type(v) is type_
     origin = typing.get_origin(type_)
@@ -88,6 +93,12 @@ def _shape(type_: Any) -> Callable[[Any], bool]:
             type(v) is tuple and len(v) == n and all(c(x) for c, x in zip(items, v, strict=True))
         )
     raise TypeError(f"cannot check results against {type_!r}")
+
+
+def _is_instant(value: Any) -> bool:
+    """A `time`: any timezone-aware datetime (a hook may well build one with `datetime.now(
+    UTC)`); the codec writes it as the instant it is. A naive one names no instant."""
+    return isinstance(value, datetime.datetime) and value.utcoffset() is not None
 
 
 def _has_record(type_: Any) -> bool:
@@ -125,6 +136,16 @@ def result_check(type_: Any, hook: str) -> Callable[[Any], Any]:
             raise HookResultError(hook, expected, value)
 
         return check_float
+    if type_ is Time:
+
+        def check_time(value: Any) -> Any:
+            if type(value) is Time:
+                return value
+            if _is_instant(value):
+                return Time.from_ms(to_ms(value))  # as the codec would read it back
+            raise HookResultError(hook, expected, value)
+
+        return check_time
     shape = _shape(type_)
     if not _has_record(type_):
 
@@ -141,7 +162,8 @@ def result_check(type_: Any, hook: str) -> Callable[[Any], Any]:
         if type(value) is not record and (record is not None or not shape(value)):
             raise HookResultError(hook, expected, value)
         try:
-            convert(to_builtins(value), type_)
+            # The codec's hooks: a `time` field holds a `Time` (or another aware datetime).
+            convert(to_builtins(value, enc_hook=_enc_hook), type_, dec_hook=_dec_hook)
         except (msgspec.ValidationError, TypeError) as exc:
             raise HookResultError(hook, expected, value, str(exc)) from None
         return value

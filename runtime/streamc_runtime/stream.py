@@ -338,21 +338,21 @@ class Stream(Generic[T]):
         event time and its row is `row(key, window, state)`: with `emit="updates"` after every
         fold, with `emit="final"` once, when the window closes. Late elements go to `late`
         (else the dead-letter topic); session windows combine states with `merge(a, b)`."""
+        checks = [
+            (attr, result_check(type_, _hook_name(hook)))
+            for attr, (hook, type_) in (returns or {}).items()
+        ]
         if table.window is not None:
             from .state.windows import WindowedAggregate
 
             return self._then(
                 "aggregate",
-                lambda: WindowedAggregate(self, table, fold, row, emit, late, merge),
+                lambda: WindowedAggregate(self, table, fold, row, emit, late, merge, checks),
             )
         if (emit, late, merge) != ("updates", None, None):
             raise ValueError(f"table {table.name!r} has no window: emit, late, merge need one")
         from .state.aggregate import Aggregate
 
-        checks = [
-            (attr, result_check(type_, _hook_name(hook)))
-            for attr, (hook, type_) in (returns or {}).items()
-        ]
         return self._then("aggregate", lambda: Aggregate(self, table, fold, row, checks))
 
     def distinct(

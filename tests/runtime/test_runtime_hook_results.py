@@ -3,12 +3,13 @@ element at the operation that called the hook, with headers naming the hook and 
 
 from __future__ import annotations
 
+import datetime as _dt
 from typing import Any
 
 import msgspec
 import pytest
 from rtkit import Order, Running
-from streamc_runtime import App, Record, Stream
+from streamc_runtime import App, Record, Stream, Time
 from streamc_runtime.hooks import HookResultError, result_check
 
 
@@ -206,3 +207,39 @@ async def test_a_processor_returning_a_tuple_runs_and_its_pairs_reach_the_body()
     (dead,) = r.messages("t-dlq")
     assert dict(dead.headers)["streamc.hook.returns"] == b"tuple[int, Order]"
     assert r.committed("orders") == {0: 3}
+
+
+class Visit(Record, kw_only=True):
+    user: str
+    at: Time
+    left: Time | None = None
+
+
+_PLUS_2 = _dt.timezone(_dt.timedelta(hours=2))
+
+
+def test_a_time_result_is_any_aware_datetime_and_becomes_a_time_at_the_same_instant() -> None:
+    check = result_check(Time, "stamp")
+    t = Time.from_ms(1_772_366_400_250)
+    assert check(t) is t
+    plain = _dt.datetime(2026, 3, 1, 14, 0, 0, 250_000, tzinfo=_PLUS_2)
+    out = check(plain)
+    assert type(out) is Time and out.ms == 1_772_366_400_250
+    assert result_check(Time | None, "stamp")(plain) is plain
+    with pytest.raises(HookResultError, match=r"^hook 'stamp' returned datetime, declared Time"):
+        check(_dt.datetime(2026, 3, 1, 12, 0))  # naive: no instant
+    with pytest.raises(HookResultError, match="returned int, declared Time"):
+        check(1_772_366_400_000)
+
+
+def test_a_record_holding_time_fields_passes_as_the_same_object() -> None:
+    check = result_check(Visit, "visit")
+    visit = Visit(user="u", at=Time.from_ms(5), left=Time.from_ms(9))
+    assert check(visit) is visit
+    aware = Visit(user="u", at=_dt.datetime(2026, 3, 1, tzinfo=_PLUS_2))  # type: ignore[arg-type]
+    assert check(aware) is aware
+    assert result_check(list[Visit], "visit")([visit, aware]) == [visit, aware]
+    with pytest.raises(HookResultError, match=r"with an offset.*at `\$\.at`"):
+        check(Visit(user="u", at=_dt.datetime(2026, 3, 1)))  # type: ignore[arg-type]
+    with pytest.raises(HookResultError, match=r"at `\$\.left`"):
+        check(Visit(user="u", at=visit.at, left="soon"))  # type: ignore[arg-type]

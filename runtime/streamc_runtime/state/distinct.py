@@ -21,12 +21,12 @@ import msgspec
 
 from ..stream import EMPTY, Element, Event, Pulled, Stream
 from ..transport import Delivery, Headers
+from .aggregate import _NO_HELD, _ready, _without_closed
 from .changelog import POSITION_HEADER, map_record
-from .windows import _NO_TIME, STREAM_TIME, _position, _ready, _timestamp_field, event_time_of
+from .windows import _NO_TIME, STREAM_TIME, _position, _timestamp_field, event_time_of
 
 if TYPE_CHECKING:
-    from .store import Store
-    from .table import TablePartitions
+    from .table import TablePartitions, _Held
 
 __all__ = ["Distinct"]
 
@@ -61,7 +61,9 @@ class Distinct(Stream[Any]):
         self._field = field
         self._event_time = event_time_of(_timestamp_field(up))
         self._live: TablePartitions = worker.tables.attach(table, [t.name for t in inputs])
-        self._heaps: dict[int, tuple[Store, list[tuple[int, bytes]]]] = {}
+        # Per holding, not per store: a memory store assigned back is the same object, with
+        # the entries others wrote meanwhile restored into it.
+        self._heaps: dict[int, tuple[_Held, list[tuple[int, bytes]]]] = {}
         self._out: list[Element] = []
         self._at = 0
 
@@ -75,13 +77,13 @@ class Distinct(Stream[Any]):
         self._at += 1
         return element
 
-    def _heap(self, q: int, store: Store) -> list[tuple[int, bytes]]:
-        held = self._heaps.get(q)
-        if held is None or held[0] is not store:
-            heap = [(seen + self._within, raw) for raw, seen in store.items()]
+    def _heap(self, q: int, held: _Held) -> list[tuple[int, bytes]]:
+        known = self._heaps.get(q)
+        if known is None or known[0] is not held:
+            heap = [(seen + self._within, raw) for raw, seen in held.store.items()]
             heapq.heapify(heap)
-            held = self._heaps[q] = (store, heap)
-        return held[1]
+            known = self._heaps[q] = (held, heap)
+        return known[1]
 
     async def _run(self) -> None:
         up = self._up
@@ -97,6 +99,9 @@ class Distinct(Stream[Any]):
         store: Any = None
         heap: list[tuple[int, bytes]] = []
         last_offsets: Any = None
+        last_held: Any = _NO_HELD
+        # (store held, first record, first output) of each stretch of one partition's elements
+        stretches: list[tuple[_Held, int, int]] = []
         q = -1
         while len(out) + len(dropped) < _RUN_MAX:
             if out and up._may_wait():
@@ -112,7 +117,7 @@ class Distinct(Stream[Any]):
                 continue
             event = carrier
             m = event.message
-            if event._offsets is not last_offsets or last_offsets.closed:
+            if event._offsets is not last_offsets or last_offsets.closed or last_held.closed:
                 if event._offsets.closed:
                     continue
                 h = live.store(m.partition)
@@ -120,10 +125,13 @@ class Distinct(Stream[Any]):
                     continue
                 if not h.ready.is_set():
                     await _ready(h)
-                    if live.store(m.partition) is not h:
+                    # Closed meanwhile (revoked mid-restore), or its restore failed.
+                    if live.store(m.partition) is not h or not h.ready.is_set():
                         continue
-                store, q, last_offsets = h.store, m.partition, event._offsets
-                heap = self._heap(q, store)
+                store, q, last_offsets, last_held = h.store, m.partition, event._offsets, h
+                heap = self._heap(q, h)
+                stretches.append((h, len(records), len(out)))
+                h.folding = True  # a store revoked now holds entries its changelog may not
             try:
                 t = self._event_time(value, event)
                 raw = m.key if field is None else msgspec.json.encode(field(value))
@@ -164,6 +172,12 @@ class Distinct(Stream[Any]):
                         records.append((key, None, ()))
                         partitions.append(q)
                         stores[q] = store
+        if any(h.closed for h, _, _ in stretches):
+            # A store was revoked while this run waited (another store's restore, a slow
+            # upstream): its new owner may be writing its changelog already, so what was
+            # stored or expired in it here is neither written nor passed on.
+            records, partitions, out, folded = _without_closed(stretches, records, partitions, out)
+            stores = {p: s for p, (s, _) in folded.items()}
         if records:
             counts = {p: partitions.count(p) + 1 for p in stores}
             for p, s in stores.items():
@@ -177,6 +191,8 @@ class Distinct(Stream[Any]):
                 s.applied(counts[p])
             worker.tables.sent(delivery)
             worker._hold(cast("Awaitable[Delivery]", delivery), held)
+        for h, _, _ in stretches:
+            h.folding = False
         for event in dropped:
             event._ack()
         self._out = out

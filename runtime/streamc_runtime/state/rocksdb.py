@@ -41,6 +41,7 @@ class RocksDBStore:
         "_pending",
         "_sent",
         "_sent_positions",
+        "_taken",
         "path",
         "positions",
     )
@@ -57,6 +58,9 @@ class RocksDBStore:
         # A None is a deletion (a closed window's tombstone).
         self._pending: dict[bytes, bytes | None] = {}
         self._dirty: dict[bytes, bytes | None] = {}
+        # Snapshots taken and not written yet (a checkpoint waiting for the flush, or one not
+        # written after a failure): their deletions must still hide what the database holds.
+        self._taken: list[dict[bytes, bytes | None]] = []
         self.positions: dict[str, int] = {}
         self._base = 0  # the changelog offset the checkpoint covers
         self._sent = 0  # changelog records sent since the restore ended
@@ -76,13 +80,16 @@ class RocksDBStore:
     def get(self, key: bytes) -> Any | None:
         state = self._live.get(key)
         if state is None:
-            if key in self._pending or key in self._dirty:
+            if key in self._pending or key in self._dirty or self._is_taken(key):
                 return None  # deleted, not checkpointed yet
             data = self._db.get(key)
             if data is None:
                 return None
             state = self._live[key] = self._decode(data)
         return state
+
+    def _is_taken(self, key: bytes) -> bool:
+        return any(key in taken for taken in self._taken)
 
     def put(self, key: bytes, state: Any, data: bytes) -> None:
         self._live[key] = state
@@ -97,6 +104,8 @@ class RocksDBStore:
         for key, data in self._db.items():
             if key == CHECKPOINT_KEY or key in live or key in pending or key in dirty:
                 continue  # the live copy is yielded below; a pending None is a deletion
+            if self._taken and self._is_taken(cast(bytes, key)):
+                continue
             yield cast(bytes, key), self._decode(data)
         yield from list(live.items())
 
@@ -135,6 +144,8 @@ class RocksDBStore:
 
     def snapshot(self) -> tuple[dict[bytes, bytes | None], dict[str, int], int]:
         dirty, self._dirty = self._dirty, {}
+        if dirty:
+            self._taken.append(dirty)
         return dirty, self._sent_positions, self._base + self._sent
 
     def checkpoint(self, snapshot: Any) -> None:
@@ -147,6 +158,7 @@ class RocksDBStore:
                 batch.put(key, data)
         batch.put(CHECKPOINT_KEY, _mark(offset, positions))
         self._db.write(batch)
+        self._taken = [taken for taken in self._taken if taken is not dirty]
         # Checkpointed states are read back from the database when next needed: the cache
         # stays the size of what changes between two checkpoints.
         live, dirty_now, pending = self._live, self._dirty, self._pending

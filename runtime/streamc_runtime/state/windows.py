@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import inspect
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -29,6 +29,7 @@ import msgspec
 from ..records import Time, key_codec, to_ms
 from ..stream import EMPTY, Element, Event, Pulled, Stream
 from ..transport import Delivery, Headers
+from .aggregate import _NO_HELD, _ready, _without_closed
 from .changelog import POSITION_HEADER, map_record
 
 if TYPE_CHECKING:
@@ -178,10 +179,13 @@ class _Index:
     """The open windows of one store partition, by close time (a heap, lazily pruned), and
     for sessions the session starts of each key."""
 
-    __slots__ = ("close", "heap", "sessions", "store")
+    __slots__ = ("close", "heap", "held", "sessions", "store")
 
-    def __init__(self, store: Store, grace: int, sessions: bool) -> None:
-        self.store = store
+    def __init__(self, held: _Held, grace: int, sessions: bool) -> None:
+        # Built per holding, not per store: a memory store assigned back is the same object,
+        # with the windows others opened and closed meanwhile restored into it.
+        self.held = held
+        self.store = store = held.store
         self.heap: list[tuple[int, bytes]] = []
         self.close: dict[bytes, int] = {}  # window -> its close time, as queued last
         self.sessions: dict[bytes, list[int]] | None = {} if sessions else None
@@ -226,6 +230,7 @@ class WindowedAggregate(Stream[Any]):
         emit: str,
         late: Topic[Any] | None,
         merge: Callable[[Any, Any], Any] | None,
+        checks: Sequence[tuple[str, Callable[[Any], Any]]] = (),
     ) -> None:
         super().__init__(up._worker, up, up._source)
         spec = table.window
@@ -242,6 +247,7 @@ class WindowedAggregate(Stream[Any]):
         self._final = emit == "final"
         self._late = late
         self._merge = merge
+        self._checks = tuple(checks)  # (state attribute, its reduce hook's result check)
         self._fold_async = _is_async(fold)
         self._merge_async = merge is not None and _is_async(merge)
         if table.row is None:
@@ -268,10 +274,10 @@ class WindowedAggregate(Stream[Any]):
         self._out_at += 1
         return element
 
-    def _index(self, q: int, store: Store) -> _Index:
+    def _index(self, q: int, held: _Held) -> _Index:
         index = self._indexes.get(q)
-        if index is None or index.store is not store:
-            index = self._indexes[q] = _Index(store, self._grace, isinstance(self._spec, Session))
+        if index is None or index.held is not held:
+            index = self._indexes[q] = _Index(held, self._grace, isinstance(self._spec, Session))
         return index
 
     async def _fold_run(self) -> None:
@@ -284,6 +290,7 @@ class WindowedAggregate(Stream[Any]):
         event_time = self._event_time
         run = _Run()
         last_offsets: Any = None
+        last_held: Any = _NO_HELD
         store: Any = None
         index: _Index | None = None
         last_q = -1
@@ -306,7 +313,7 @@ class WindowedAggregate(Stream[Any]):
                 continue
             event = carrier
             m = event.message
-            if event._offsets is not last_offsets or last_offsets.closed:
+            if event._offsets is not last_offsets or last_offsets.closed or last_held.closed:
                 if event._offsets.closed:
                     continue
                 h = live.store(m.partition)
@@ -314,10 +321,12 @@ class WindowedAggregate(Stream[Any]):
                     continue
                 if not h.ready.is_set():
                     await _ready(h)
-                    if live.store(m.partition) is not h:
+                    # Closed meanwhile (revoked mid-restore), or its restore failed.
+                    if live.store(m.partition) is not h or not h.ready.is_set():
                         continue
-                store, last_q, last_offsets = h.store, m.partition, event._offsets
-                index = self._index(last_q, store)
+                store, last_q, last_offsets, last_held = h.store, m.partition, event._offsets, h
+                index = self._index(last_q, h)
+                run.stretch(h)
             assert index is not None
             raw_key = m.key
             if raw_key is None:
@@ -478,6 +487,8 @@ class WindowedAggregate(Stream[Any]):
                     f"fold of table {self._table.name!r} returned {type(state).__name__}, "
                     f"not {state_type.__name__}"
                 )
+        for attr, check in self._checks:
+            setattr(state, attr, check(getattr(state, attr)))
         return state
 
     def _close(
@@ -521,9 +532,10 @@ class WindowedAggregate(Stream[Any]):
             if not h.ready.is_set():
                 continue
             store = h.store
-            index = self._index(q, store)
+            index = self._index(q, h)
             if not index.heap:
                 continue
+            run.stretch(h)
             clock = max(c for c, _ in index.heap)
             store.positions[STREAM_TIME] = max(store.positions.get(STREAM_TIME, _NO_TIME), clock)
             self._close(run, store, index, clock, q, None)
@@ -542,6 +554,15 @@ class WindowedAggregate(Stream[Any]):
 
     async def _send(self, run: _Run) -> None:
         worker = self._worker
+        if any(h.closed for h, _, _ in run.stretches):
+            # A store was revoked while this run waited (a slow hook, another store's
+            # restore): its new owner may be writing its changelog already, so what was
+            # folded or closed in it here is neither written nor published.
+            run.records, run.partitions, run.out, folded = _without_closed(
+                run.stretches, run.records, run.partitions, run.out
+            )
+            run.stores = {q: s for q, (s, _) in folded.items()}
+            run.counts = {q: n for q, (_, n) in folded.items()}
         if run.records:
             for q, s in run.stores.items():
                 run.records.append(map_record(s.positions))
@@ -557,6 +578,8 @@ class WindowedAggregate(Stream[Any]):
                 s.applied(run.counts[q])
             worker.tables.sent(delivery)
             worker._hold(cast("Awaitable[Delivery]", delivery), run.held)
+        for h, _, _ in run.stretches:
+            h.folding = False
         for event in run.finished:
             event._ack()  # its outputs (children) and its changelog delivery hold it now
         self._out = run.out
@@ -565,7 +588,16 @@ class WindowedAggregate(Stream[Any]):
 class _Run:
     """What one run folded: changelog records, outputs, the elements it is done with."""
 
-    __slots__ = ("counts", "finished", "held", "out", "partitions", "records", "stores")
+    __slots__ = (
+        "counts",
+        "finished",
+        "held",
+        "out",
+        "partitions",
+        "records",
+        "stores",
+        "stretches",
+    )
 
     def __init__(self) -> None:
         self.records: list[tuple[bytes | None, bytes | None, Headers]] = []
@@ -575,6 +607,12 @@ class _Run:
         self.out: list[Element] = []
         self.held: list[Any] = []
         self.finished: list[Event[Any, Any]] = []
+        # (store held, first record, first output) of each stretch of one partition's elements
+        self.stretches: list[tuple[_Held, int, int]] = []
+
+    def stretch(self, held: _Held) -> None:
+        self.stretches.append((held, len(self.records), len(self.out)))
+        held.folding = True  # a store revoked now holds states its changelog may not
 
     def record(
         self, q: int, store: Any, raw: bytes, data: bytes | None, mark: bytes | None
@@ -653,10 +691,6 @@ def _timestamp_field(node: Stream[Any] | None) -> str | None:
                 return cast(str, field)
         node = node._up
     return None
-
-
-async def _ready(held: _Held) -> None:
-    await held.ready.wait()
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
