@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import msgspec
 from joinkit import Account, Enriched, join_app
@@ -180,3 +181,42 @@ async def test_a_global_table_is_read_whole_before_the_first_join() -> None:
         await wait_for(lambda: "a1" not in worker.table("accounts_by_id"))
     finally:
         await worker.stop()
+
+
+class RecordingBroker(MemoryBroker):
+    """Remembers the topic of every record produced, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.order: list[tuple[str, bytes | None]] = []
+
+    def produce(
+        self, topic: str, value: bytes | None, key: bytes | None = None, *args: Any, **kw: Any
+    ) -> Any:
+        self.order.append((topic, key))
+        return super().produce(topic, value, key, *args, **kw)
+
+
+async def test_streamc_run_produces_table_records_before_stream_records_of_the_same_time() -> None:
+    from streamc_runtime.local import run_local
+
+    orders = [
+        {"key": "a1", "value": {"account_id": "a1", "amount": 1.0}, "timestamp": 1000},
+        {"key": "a1", "value": {"account_id": "a1", "amount": 2.0}, "timestamp": 2000},
+    ]
+    accounts = [
+        {"key": "a1", "value": {"account_id": "a1", "tier": "gold"}, "timestamp": 1000},
+        {"key": "a2", "value": {"account_id": "a2", "tier": "gold"}, "timestamp": 1500},
+    ]
+    broker = RecordingBroker()
+    await run_local(join_app(), [("orders", orders), ("accounts", accounts)], broker=broker)
+    assert [o for o in broker.order if o[0] != "enriched"] == [
+        ("accounts", b"a1"),
+        ("orders", b"a1"),
+        ("accounts", b"a2"),
+        ("orders", b"a1"),
+    ]
+    tiers = [
+        msgspec.json.decode(m.value or b"", type=Enriched).tier for m in broker.messages("enriched")
+    ]
+    assert tiers == ["gold", "gold"]
