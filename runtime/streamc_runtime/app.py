@@ -55,7 +55,7 @@ from .transport import (
     is_transient,
 )
 
-__all__ = ["App", "Join", "Topic", "Worker"]
+__all__ = ["App", "Join", "Merge", "Topic", "Worker"]
 
 logger = logging.getLogger("streamc")
 
@@ -99,8 +99,8 @@ class Topic(Generic[V]):
         self.key_codec: Codec[Any] = key_codec(self.key_type)
         self.value_codec: Codec[Any] = value_codec(self.value_type)
 
-    def __and__(self, other: Topic[V] | Join) -> Join:
-        return Join((self,)) & other
+    def __and__(self, other: Topic[V] | Merge) -> Merge:
+        return Merge((self,)) & other
 
     async def send(
         self,
@@ -142,14 +142,17 @@ class Topic(Generic[V]):
 
 
 @dataclass(frozen=True)
-class Join:
-    """`t1 & t2 & ...`: one stream delivering from every topic."""
+class Merge:
+    """`t1 & t2 & ...`: one stream delivering from every topic (a merge, not a join)."""
 
     topics: tuple[Topic[Any], ...]
 
-    def __and__(self, other: Topic[Any] | Join) -> Join:
-        more = other.topics if isinstance(other, Join) else (other,)
-        return Join(self.topics + tuple(t for t in more if t not in self.topics))
+    def __and__(self, other: Topic[Any] | Merge) -> Merge:
+        more = other.topics if isinstance(other, Merge) else (other,)
+        return Merge(self.topics + tuple(t for t in more if t not in self.topics))
+
+
+Join = Merge  # the former name, kept for code generated before the rename
 
 
 @dataclass(frozen=True)
@@ -294,9 +297,9 @@ class App:
         self.tables[name] = table
         return table
 
-    def agent(self, source: Topic[Any] | Join, *, name: str | None = None) -> Callable[[F], F]:
+    def agent(self, source: Topic[Any] | Merge, *, name: str | None = None) -> Callable[[F], F]:
         """Register `async def agent(stream)`, run on the stream of `source`."""
-        topics = source.topics if isinstance(source, Join) else (source,)
+        topics = source.topics if isinstance(source, Merge) else (source,)
 
         def register(fn: F) -> F:
             agent_name = name or fn.__name__

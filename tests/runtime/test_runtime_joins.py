@@ -220,3 +220,14 @@ async def test_streamc_run_produces_table_records_before_stream_records_of_the_s
         msgspec.json.decode(m.value or b"", type=Enriched).tier for m in broker.messages("enriched")
     ]
     assert tiers == ["gold", "gold"]
+
+
+def test_an_ampersand_of_topics_is_a_merge_and_join_stays_its_alias() -> None:
+    from streamc_runtime import App, Join, Merge
+
+    app = App("shop")
+    a = app.topic("a", key_type=str, value_type=Order)
+    b = app.topic("b", key_type=str, value_type=Order)
+    merged = a & b
+    assert type(merged) is Merge and merged.topics == (a, b)
+    assert Join is Merge
