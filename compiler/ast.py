@@ -382,18 +382,37 @@ class AggregateOp:
     options: tuple[WindowOption, ...] = ()  # as written; the checker finds duplicates
 
 
+@dataclass(frozen=True, slots=True)
+class SelectField:
+    """`tier = account.tier`: one field of the selected record and its value."""
+
+    name: Name
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class SelectOp:
+    """`select EnrichedOrder { id = order.id, ... }`: the element becomes a new record."""
+
+    record: Name
+    fields: tuple[SelectField, ...]
+    span: Span
+
+
 Op = (
     ProcessOp | GroupByOp | TakeOp | EnumerateOp | ThroughOp | EchoOp | ItemsOp | EventsOp
-    | WhereOp | FilterOp | ToOp | SinkOp | AggregateOp | DistinctOp | WindowOp
+    | WhereOp | FilterOp | ToOp | SinkOp | AggregateOp | DistinctOp | WindowOp | SelectOp
 )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """`from orders` or `from orders & refunds`."""
+    """`from orders` or `from orders & refunds`, maybe followed by `as order`."""
 
     topics: tuple[Name, ...]
     span: Span
+    name: Name | None = None  # `as order`: the element's name in expressions
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,8 @@ def describe(op: ir.Op) -> str:
             return f"aggregate {table} window {window.text} emit {emit}"
         case ir.Distinct(text=text):
             return text
+        case ir.Select(record=record):
+            return f"select {record}"
     raise AssertionError(op)
 
 

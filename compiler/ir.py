@@ -195,6 +195,10 @@ class HelperModule:
 class FieldRef:
     path: tuple[str, ...]  # `customer.country` -> ("customer", "country")
     type: Type
+    # Which part of the element the path starts from: 0 the element itself, 1 the row a join
+    # found (the element is then the pair). A name (`order.id`, `account.tier`) is resolved to
+    # its part, so the path never holds it.
+    root: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +282,22 @@ class Where:
     expr: Expr
     text: str  # the expression as written, for docs and the graph
     out: Type
+    key: Type
+    names: tuple[str | None, ...] = ()  # the names of the element's parts, see Select
+
+
+@dataclass(frozen=True, slots=True)
+class Select:
+    """Build a `record` from expressions over the element; the key is unchanged.
+
+    `names` are the names the source gave the element's parts (`from orders as order`: one;
+    after a join: the element's and the row's); a part without a name is None."""
+
+    record: str
+    fields: tuple[tuple[str, Expr], ...]  # (field, value) as written; omitted ones default
+    text: str  # as written, for docstrings and the graph
+    names: tuple[str | None, ...]
+    out: Type  # RecordType(record)
     key: Type
 
 
@@ -399,6 +419,7 @@ Op = (
     | Sink
     | Aggregate
     | Distinct
+    | Select
 )
 
 

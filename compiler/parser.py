@@ -36,7 +36,7 @@ MAX_EXPR_DEPTH = 100
 DECL_KEYWORDS = ("app", "record", "topic", "hooks", "table", "agent")
 OP_KEYWORDS = (
     "process", "group_by", "take", "enumerate", "through", "echo", "items", "events", "where",
-    "filter", "to", "sink", "aggregate", "distinct",
+    "filter", "to", "sink", "aggregate", "distinct", "select",
 )  # fmt: skip
 
 
@@ -429,7 +429,7 @@ _ESCAPE = re.compile(r"\\(.)")  # pairs from the left: an escaped backslash then
 _TYPES = (ast.NamedType, ast.TupleTypeExpr)
 _OPS = (ast.ProcessOp, ast.GroupByOp, ast.TakeOp, ast.EnumerateOp, ast.ThroughOp, ast.EchoOp,
         ast.ItemsOp, ast.EventsOp, ast.WhereOp, ast.FilterOp, ast.ToOp, ast.SinkOp,
-        ast.AggregateOp, ast.DistinctOp, ast.WindowOp)  # fmt: skip
+        ast.AggregateOp, ast.DistinctOp, ast.WindowOp, ast.SelectOp)  # fmt: skip
 _WINDOW_OPTIONS = (ast.WindowKind, ast.WindowGrace, ast.WindowEmit, ast.WindowLate)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -589,6 +589,8 @@ class _ToAst(Transformer[Token, Any]):
                              _cover(children))  # fmt: skip
 
     def source(self, children: list[Token]) -> ast.Source:
+        if len(children) > 2 and children[-2] == "as":
+            return ast.Source(_names(children[:-2]), _cover(children), _name(children[-1]))
         return ast.Source(_names(children), _cover(children))
 
     def agent_decl(self, children: list[Any]) -> ast.AgentDecl:
@@ -684,6 +686,13 @@ class _ToAst(Transformer[Token, Any]):
         return ast.AggregateOp(_name(children[1]), _nodes(children, ast.AggField),
                                _cover(children), _nodes(children, _WINDOW_OPTIONS))  # fmt: skip
 
+    def select_field(self, children: list[Any]) -> ast.SelectField:
+        return ast.SelectField(_name(children[0]), children[2], _cover(children))
+
+    def select_op(self, children: list[Any]) -> ast.SelectOp:
+        return ast.SelectOp(_name(children[1]), _nodes(children, ast.SelectField),
+                            _cover(children))  # fmt: skip
+
     # ---- expressions
     def field_ref(self, children: list[Token]) -> ast.FieldPath:
         names = _field_path(children)
@@ -771,6 +780,7 @@ _PHRASES: dict[str, tuple[str, str]] = {
     "topic": ("a topic name", "NAME"),
     "table": ("a table name", "NAME"),
     "aggregate": ("a table name", "NAME"),
+    "select": ("a record name", "NAME"),
     "agent": ("an agent name", "NAME"),
     "hooks": ('the hooks module path as a string, such as "hooks.py"', "STRING"),
     "from": ("a topic name", "NAME"),

@@ -1,0 +1,3 @@
+"""The agents of joins.sdl, one module each; importing them registers them."""
+
+from . import slim_orders as slim_orders
