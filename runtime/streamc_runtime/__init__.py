@@ -3,7 +3,7 @@
 Generated code imports only the names below; everything else is internal.
 """
 
-from .app import App, Join, Topic, Worker
+from .app import App, Join, Merge, Topic, Worker
 from .hooks import sink
 from .records import Record, Time
 from .state.windows import Hopping, Session, Tumbling, Window
@@ -15,6 +15,7 @@ __all__ = [
     "Event",
     "Hopping",
     "Join",
+    "Merge",
     "Record",
     "Session",
     "Stream",

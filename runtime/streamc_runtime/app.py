@@ -55,7 +55,7 @@ from .transport import (
     is_transient,
 )
 
-__all__ = ["App", "Join", "Topic", "Worker"]
+__all__ = ["App", "Join", "Merge", "Topic", "Worker"]
 
 logger = logging.getLogger("streamc")
 
@@ -99,8 +99,8 @@ class Topic(Generic[V]):
         self.key_codec: Codec[Any] = key_codec(self.key_type)
         self.value_codec: Codec[Any] = value_codec(self.value_type)
 
-    def __and__(self, other: Topic[V] | Join) -> Join:
-        return Join((self,)) & other
+    def __and__(self, other: Topic[V] | Merge) -> Merge:
+        return Merge((self,)) & other
 
     async def send(
         self,
@@ -142,14 +142,17 @@ class Topic(Generic[V]):
 
 
 @dataclass(frozen=True)
-class Join:
-    """`t1 & t2 & ...`: one stream delivering from every topic."""
+class Merge:
+    """`t1 & t2 & ...`: one stream delivering from every topic (a merge, not a join)."""
 
     topics: tuple[Topic[Any], ...]
 
-    def __and__(self, other: Topic[Any] | Join) -> Join:
-        more = other.topics if isinstance(other, Join) else (other,)
-        return Join(self.topics + tuple(t for t in more if t not in self.topics))
+    def __and__(self, other: Topic[Any] | Merge) -> Merge:
+        more = other.topics if isinstance(other, Merge) else (other,)
+        return Merge(self.topics + tuple(t for t in more if t not in self.topics))
+
+
+Join = Merge  # the former name, kept for code generated before the rename
 
 
 @dataclass(frozen=True)
@@ -227,15 +230,27 @@ class App:
         *,
         key_type: Any,
         value_type: Any,
-        state_type: Any,
-        partitions: int,
+        state_type: Any = None,
+        partitions: int | None = None,
         window: WindowSpec | None = None,
+        source: Topic[Any] | None = None,
+        global_: bool = False,
     ) -> Table[Any, Any]:
         """Declare a keyed table, filled by one `Stream.aggregate`; its changelog topic
         `<app>-<name>-changelog` is compacted and has the table's partitions. With `window`
-        (`Tumbling`, `Hopping`, `Session`) it holds one state per key and window."""
+        (`Tumbling`, `Hopping`, `Session`) it holds one state per key and window.
+
+        With `source`, a table over that topic instead (for `Stream.join`): its rows are the
+        topic's records, the last per key, a null value deleting the key; the topic is its
+        changelog and nothing aggregates into it. `global_`: every worker holds all of it."""
         if name in self.tables:
             raise ValueError(f"app {self.name!r} already has a table named {name!r}")
+        if source is not None:
+            return self._source_table(name, key_type, value_type, source, global_)
+        if global_:
+            raise ValueError(f"table {name!r}: only a table over a topic (source=) is global")
+        if state_type is None or partitions is None:
+            raise ValueError(f"table {name!r}: an aggregated table needs state_type, partitions")
         if partitions < 1:
             raise ValueError(f"table {name!r}: partitions must be >= 1")
         windowed = window is not None
@@ -254,9 +269,37 @@ class App:
         self.tables[name] = table
         return table
 
-    def agent(self, source: Topic[Any] | Join, *, name: str | None = None) -> Callable[[F], F]:
+    def _source_table(
+        self, name: str, key_type: Any, value_type: Any, source: Topic[Any], global_: bool
+    ) -> Table[Any, Any]:
+        if (source.key_type, source.value_type) != (key_type, value_type):
+            raise ValueError(
+                f"table {name!r}: topic {source.name!r} holds {source.key_type!r} keys and "
+                f"{source.value_type!r} values, not {key_type!r} and {value_type!r}"
+            )
+        # A null value deletes the key: the table's readers decode it as None, never as a
+        # record the dead-letter topic would get.
+        codec = source.value_codec
+        source.value_codec = Codec(
+            codec.type, codec.encode, partial(_or_none, codec.decode), codec.decode_bytes
+        )
+        table: Table[Any, Any] = Table(
+            self,
+            name,
+            key_type,
+            value_type,
+            value_type,
+            source.partitions,
+            source,
+            source=source,
+            global_=global_,
+        )
+        self.tables[name] = table
+        return table
+
+    def agent(self, source: Topic[Any] | Merge, *, name: str | None = None) -> Callable[[F], F]:
         """Register `async def agent(stream)`, run on the stream of `source`."""
-        topics = source.topics if isinstance(source, Join) else (source,)
+        topics = source.topics if isinstance(source, Merge) else (source,)
 
         def register(fn: F) -> F:
             agent_name = name or fn.__name__
@@ -487,7 +530,7 @@ class Worker:
 
     def table(self, name: str) -> dict[Any, Any]:
         """The current rows of table `name` in the partitions this worker holds (by key)."""
-        live = self.tables.tables.get(name)
+        live = self.tables.tables.get(name) or self.tables.globals.get(name)
         if live is None:
             if name not in self.app.tables:
                 raise KeyError(f"app {self.app.name!r} has no table {name!r}")
@@ -1023,6 +1066,10 @@ class Worker:
 
 _MAX_ERROR = 2000
 _SEND_BACKOFF_MAX = 5.0
+
+
+def _or_none(decode: Callable[[bytes], Any], data: bytes | None) -> Any:
+    return None if data is None else decode(data)
 
 
 def _framing(key: bytes | None, headers: Headers) -> int:

@@ -3,7 +3,8 @@
 Inputs are produced first, exactly as a producer would: values are encoded as generic JSON and
 *not* validated, so a bad record reaches the worker and its dead-letter topic as it would on
 Kafka. They are produced in timestamp order (those of several files interleaved; ties, and
-inputs without a timestamp, keep their file order; inputs without one come last), so a run is
+inputs without a timestamp, keep their file order; inputs without one come last; a table
+topic's records come before stream records of the same timestamp), so a run is
 deterministic. The worker then runs until it is idle (nothing left to fetch, nothing buffered,
 every agent waiting for data), partial `take` batches are drained, and that repeats until
 nothing moves; then, unless `close_windows=False`, stream time moves past every window so the
@@ -194,8 +195,12 @@ file order), run `app` until quiescent, close every window (unless `close_window
                 if not where:
                     raise
                 raise ValueError(f"{where}: {exc}") from None
-    # Timestamp order across files (a stable sort: ties keep file order).
-    encoded.sort(key=lambda item: _NEVER if item[1][4] is None else item[1][4])
+    # Timestamp order across files (a stable sort: ties keep file order), a table topic's
+    # records before stream records of the same timestamp (a join sees the row of its time).
+    tables = {t.source.name for t in app.tables.values() if t.source is not None}
+    encoded.sort(
+        key=lambda item: (_NEVER if item[1][4] is None else item[1][4], item[0] not in tables)
+    )
     for name, (key, value, partition, headers, timestamp) in encoded:
         broker.produce(name, value, key, headers, partition, timestamp)
     worker_options.setdefault("stats_interval", 0)

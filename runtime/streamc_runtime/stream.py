@@ -353,6 +353,21 @@ class Stream(Generic[T]):
         ]
         return self._then("aggregate", lambda: Aggregate(self, table, fold, row, checks))
 
+    def join(
+        self,
+        table: Table[Any, Any],
+        *,
+        on: Callable[[T], Any] | None = None,
+        left: bool = False,
+    ) -> Stream[tuple[T, Any]]:
+        """`(value, row)`: the row of `table` under the element's key (`on=None`) or under
+        `on(value)`; the key is unchanged. A miss drops the element, or with `left=True`
+        passes `(value, None)`. Waits for the partition's store to be restored, like
+        `aggregate` (`streamc_runtime.state.join`)."""
+        from .state.join import StreamJoin
+
+        return self._then("join", lambda: StreamJoin(self, table, on, left))
+
     def distinct(
         self, *, within: int, field: Callable[[T], Any] | None = None
     ) -> Stream[T]:

@@ -46,6 +46,8 @@ class Table(Generic[K, S]):
         partitions: int,
         changelog: Topic[Any],
         window: WindowSpec | None = None,
+        source: Topic[Any] | None = None,
+        global_: bool = False,
     ) -> None:
         self.app = app
         self.name = name
@@ -63,6 +65,11 @@ class Table(Generic[K, S]):
         )
         # The aggregation's row function, once one is built on this table (rows of a state).
         self.row: Callable[..., Any] | None = None
+        # A table over a topic (`state/join.py`): the topic is its changelog (rows are its
+        # records, last per key, a null value deletes); no aggregate fills it. A global one
+        # is held whole by every worker.
+        self.source = source
+        self.global_ = global_
 
     def __repr__(self) -> str:
         return f"<Table {self.name} key={self.key_type!r} state={self.state_type!r}>"
@@ -71,7 +78,7 @@ class Table(Generic[K, S]):
 class _Held:
     """Store q of a table on this worker, and whether its restore is done."""
 
-    __slots__ = ("closed", "folding", "ready", "store", "task")
+    __slots__ = ("closed", "end", "folding", "ready", "store", "task")
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -81,6 +88,8 @@ class _Held:
         # meanwhile drops what it folded (the changelog belongs to the next owner).
         self.closed = False
         self.folding = False  # an aggregation run folded into it and has not sent it all yet
+        # A source table's: the topic offset its rows reach (records below it are applied).
+        self.end = 0
 
 
 class TablePartitions:
@@ -89,7 +98,9 @@ class TablePartitions:
     def __init__(self, tables: WorkerTables, table: Table[Any, Any], inputs: frozenset[str]):
         self.tables = tables
         self.table = table
-        self.inputs = inputs  # the aggregation's input topics: partition q of any means store q
+        # The aggregation's input topics (a source table's: its joins' inputs): partition q
+        # of any of them means store q.
+        self.inputs = inputs
         self.held: dict[int, _Held] = {}
 
     def store(self, partition: int) -> _Held | None:
@@ -112,6 +123,7 @@ class TablePartitions:
             spec = TopicSpec(changelog.name, changelog.partitions, changelog.config)
             await transport.ensure_topics([spec])
         await restore(transport, self.table.changelog.name, partition, held.store, what)
+        held.end = held.store.restore_from()
         held.ready.set()
 
     def rows(self) -> dict[Any, Any]:
@@ -148,6 +160,7 @@ class WorkerTables:
         # rebalance, and assigns most of them back), the restore only reads what others wrote
         # after it, instead of the whole changelog.
         self.kept: dict[tuple[str, int], Store] = {}
+        self.globals: dict[str, Any] = {}  # global tables, by name (`state/join.py`)
 
     def sent(self, delivery: Awaitable[object]) -> None:
         """A changelog run went out (every store it touched has counted it)."""
@@ -165,7 +178,9 @@ class WorkerTables:
 
     def new_store(self, table: Table[Any, Any], partition: int) -> Store:
         decode = table.state_codec.decode
-        if self.state_dir is None:
+        # A source table's topic is its changelog, read again at each assignment: nothing of
+        # it to checkpoint, so its stores stay in memory.
+        if self.state_dir is None or table.source is not None:
             return MemoryStore(decode)
         from .rocksdb import RocksDBStore  # the native library only when asked for
 
@@ -175,7 +190,12 @@ class WorkerTables:
     def attach(self, table: Table[Any, Any], inputs: Collection[str]) -> TablePartitions:
         """The aggregation on `table` reading `inputs` is built: stores follow the
         assignment of those topics from now on."""
-        if table.name in self.tables:
+        live = self.tables.get(table.name)
+        if live is not None and table.source is not None:
+            live.inputs |= frozenset(inputs)  # another join on the same source table
+            self.assigned(self.worker.transport.assignment())
+            return live
+        if live is not None:
             raise ValueError(f"table {table.name!r} is already filled by another aggregate")
         live = self.tables[table.name] = TablePartitions(self, table, frozenset(inputs))
         self.assigned(self.worker.transport.assignment())
@@ -201,6 +221,8 @@ class WorkerTables:
     async def close(self) -> None:
         """At shutdown, after the producer's flush: checkpoint and close every store."""
         await self._close([(live, q) for live in self.tables.values() for q in live.held])
+        for held in self.globals.values():
+            await held.close()
         for store in self.kept.values():
             store.close()
         self.kept.clear()

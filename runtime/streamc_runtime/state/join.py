@@ -1,0 +1,255 @@
+"""Stream-table joins: `Stream.join(table, on=, left=)`, and tables over a topic.
+
+A table over a topic (`App.table(..., source=topic)`) keeps no changelog of its own: the topic
+is its changelog. Co-partitioned, store q is held while partition q of a joining stream is
+assigned (the stores of `table.py`, restored from partition q of the topic), and the topic is
+subscribed like any input: a follower applies each record to store q (a null value deletes
+the key) and acks it. Records below the offset a restore reached are applied already and are
+skipped, so a lookup never sees a row go back to an older value. A global table is one store
+with every partition, read whole (group-less) before the first lookup and followed by polling
+the partitions' ends.
+
+The join node looks up each element's row by its message key (`on=None`) or by `on(value)`
+encoded with the table's key codec, waiting for the partition's store like `aggregate`, and
+yields `(value, row)` with the key unchanged; an inner join acks and drops a miss, a left join
+passes `(value, None)`. A row handed downstream is a copy: a processor changing it does not
+change the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+from ..stream import EMPTY, Element, Event, Pulled, SourceStream, Stream, ack_carrier
+from .aggregate import _ready
+from .memory import MemoryStore
+
+if TYPE_CHECKING:
+    from ..app import Worker
+    from .table import Table, TablePartitions
+
+__all__ = ["GlobalTable", "StreamJoin"]
+
+logger = logging.getLogger("streamc")
+
+# Seconds between looks at a global table's partition ends once it caught up.
+_GLOBAL_POLL = 0.2
+
+
+class GlobalTable:
+    """A global table on one worker: every partition of its topic in one store."""
+
+    def __init__(self, worker: Worker, table: Table[Any, Any]) -> None:
+        self.worker = worker
+        self.table = table
+        self.store = MemoryStore(table.state_codec.decode)
+        self.ready = asyncio.Event()
+        self.ends: list[int] = [0] * table.partitions
+        self.task = worker._spawn(self._run(), f"global table {table.name}")
+
+    async def _run(self) -> None:
+        table, store, transport = self.table, self.store, self.worker.transport
+        topic = table.changelog.name
+        logger.info("reading global table %s from %s", table.name, topic)
+        count = 0
+        for p in range(table.partitions):
+            async for batch in transport.read_partition(topic, p, 0):
+                if batch:
+                    store.restore_batch([(m.key, m.value) for m in batch if m.key is not None], 0)
+                    self.ends[p] = batch[-1].offset + 1
+                    count += len(batch)
+        store.restore_done()
+        logger.info(
+            "read global table %s: %d records, %d rows", table.name, count, len(store._states)
+        )
+        self.ready.set()
+        decode = table.state_codec.decode
+        while True:
+            read = 0
+            for p in range(table.partitions):
+                async for batch in transport.read_partition(topic, p, self.ends[p]):
+                    for m in batch:
+                        if m.key is None or m.offset < self.ends[p]:
+                            continue
+                        if m.value is None:
+                            store.delete(m.key)
+                        else:
+                            store.put(m.key, decode(m.value), m.value)
+                        self.ends[p] = m.offset + 1
+                        read += 1
+            if not read:
+                await asyncio.sleep(_GLOBAL_POLL)
+
+    def rows(self) -> dict[Any, Any]:
+        if not self.ready.is_set():
+            return {}
+        decode = self.table.changelog.key_codec.decode
+        return {decode(raw): row for raw, row in self.store.items()}
+
+    async def close(self) -> None:
+        from ..app import _cancel
+
+        await _cancel(self.task)
+        self.store.close()
+
+
+def global_table(worker: Worker, table: Table[Any, Any]) -> GlobalTable:
+    held = worker.tables.globals.get(table.name)
+    if held is None:
+        held = worker.tables.globals[table.name] = GlobalTable(worker, table)
+    return cast(GlobalTable, held)
+
+
+def source_partitions(worker: Worker, table: Table[Any, Any], inputs: list[str]) -> TablePartitions:
+    """The stores of a co-partitioned source table, following the assignment of `inputs`;
+    the first join on it subscribes its topic, whose records update the stores."""
+    tables = worker.tables
+    first = table.name not in tables.tables
+    live = tables.attach(table, inputs)
+    if first:
+        assert table.source is not None
+        source = worker.source_for((table.source,), f"table {table.name}")
+        worker.spawn_driver(_follow(live, source), f"table {table.name}: {table.source.name}")
+    return live
+
+
+async def _follow(live: TablePartitions, source: SourceStream[Any]) -> None:
+    """Apply the topic's records to the stores they belong to, in order, and ack them."""
+    while True:
+        element = await source._pull()
+        if element is EMPTY:
+            if source.closed:
+                return
+            await source.wait(None)
+            continue
+        value, carrier = cast(Element, element)
+        event = cast(Event[Any, Any], carrier)
+        m = event.message
+        held = live.store(m.partition)
+        if held is not None and not held.ready.is_set():
+            await _ready(held)
+            if live.store(m.partition) is not held or not held.ready.is_set():
+                held = None
+        # Not held here (no joining partition q assigned): its holder restores it.
+        if held is not None and m.key is not None and m.offset >= held.end:
+            if m.value is None:
+                held.store.delete(m.key)
+            else:
+                held.store.put(m.key, value, m.value)
+            held.end = m.offset + 1
+        event._ack()
+
+
+class StreamJoin(Stream[Any]):
+    _op = "join"
+    _changes_values = True
+
+    def __init__(
+        self,
+        up: Stream[Any],
+        table: Table[Any, Any],
+        on: Callable[[Any], Any] | None,
+        left: bool,
+    ) -> None:
+        super().__init__(up._worker, up, up._source)
+        if table.window is not None:
+            raise ValueError(f"table {table.name!r} is windowed: a join needs a keyed table")
+        self._table = table
+        self._on = on
+        self._left = left
+        self._encode_key = table.changelog.key_codec.encode
+        self._global: GlobalTable | None = None
+        self._live: TablePartitions | None = None
+        worker = self._worker
+        if table.global_:
+            self._global = global_table(worker, table)
+        elif table.source is not None:
+            self._live = source_partitions(worker, table, [t.name for t in up._source.topics])
+
+    def _partitions(self) -> TablePartitions | None:
+        # A table an aggregate fills: its stores follow the aggregation's input, which may be
+        # built after this join (another agent).
+        if self._live is None:
+            self._live = self._worker.tables.tables.get(self._table.name)
+        return self._live
+
+    async def _pull(self) -> Pulled:
+        up = self._up
+        assert up is not None
+        worker, table, on, encode_key = self._worker, self._table, self._on, self._encode_key
+        row_of = table.row if table.source is None else None
+        while True:
+            element = await up._pull()
+            if element is EMPTY:
+                return EMPTY
+            value, carrier = cast(Element, element)
+            if type(carrier) is not Event:
+                await worker.dead_letter(
+                    carrier, TypeError("join takes single elements, not batches"), self._agent
+                )
+                continue
+            m = carrier.message
+            glob = self._global
+            if glob is not None:
+                if not glob.ready.is_set():
+                    await _ready_global(glob)
+                    if not glob.ready.is_set():
+                        continue  # its reader failed: the worker is stopping, nothing acked
+                store: Any = glob.store
+            else:
+                live = self._partitions()
+                held = None if live is None else live.store(m.partition)
+                if held is None:
+                    if carrier._offsets.closed:
+                        continue  # revoked while upstream held it: the new owner joins it
+                    await worker.dead_letter(
+                        carrier,
+                        LookupError(
+                            f"table {table.name!r} partition {m.partition} is not held by "
+                            "this worker (not co-partitioned with the joined stream)"
+                        ),
+                        self._agent,
+                    )
+                    continue
+                if not held.ready.is_set():
+                    await _ready(held)
+                    if live is None or live.store(m.partition) is not held:
+                        continue  # revoked meanwhile: the new owner joins it
+                    if not held.ready.is_set():
+                        continue  # its restore failed: the worker is stopping
+                store = held.store
+            try:
+                if on is None:
+                    raw = m.key
+                else:
+                    key = on(value)
+                    raw = None if key is None else encode_key(key)
+                row = None if raw is None else store.get(raw)
+                if row is not None:
+                    if row_of is None:
+                        row = copy.copy(row)
+                    else:
+                        row = row_of(carrier.key if on is None else key, row)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # a hook's SystemExit too, as in every stream node
+                await worker.dead_letter(carrier, exc, self._agent)
+                continue
+            if row is None and not self._left:
+                ack_carrier(carrier)  # no row: an inner join drops it, handled
+                continue
+            return ((value, row), carrier)
+
+
+async def _ready_global(glob: GlobalTable) -> None:
+    """Until the global table is read whole, or its reader ended otherwise (failed: the
+    worker stops)."""
+    ready = asyncio.ensure_future(glob.ready.wait())
+    try:
+        await asyncio.wait((ready, glob.task), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ready.cancel()
