@@ -239,7 +239,7 @@ class _Checker:
                 self.check_topic(decl)
         for decl in decls:
             if isinstance(decl, ast.TableDecl):
-                check_state.check_table(self, decl)
+                check_join.check_table(self, decl)
         dlq = f"{self.app}-dlq"
         self.kafka_names[dlq] = "<dead-letter topic>"
         apps = [d for d in decls if isinstance(d, ast.AppDecl)]
@@ -572,7 +572,8 @@ class _Checker:
         for opt in decl.options:
             word = {ast.TopicKey: "key", ast.TopicPartitions: "partitions",
                     ast.TopicKafkaName: "name",
-                    ast.TopicTimestamp: "timestamp"}[type(opt)]  # fmt: skip
+                    ast.TopicTimestamp: "timestamp",
+                    ast.TopicCompacted: "compacted"}[type(opt)]  # fmt: skip
             if type(opt) in seen:
                 note = self.first_here(seen[type(opt)], f"'{word}'", "given")
                 self.error(opt.span, "E207", f"topic {name} gives '{word}' twice", notes=note)
@@ -605,6 +606,8 @@ class _Checker:
                 partitions = min(max(opt.count.value, 1), MAX_PARTITIONS)
             elif isinstance(opt, ast.TopicTimestamp):
                 timestamp = check_time.check_timestamp(self, name, opt, value_type)
+            elif isinstance(opt, ast.TopicCompacted):
+                pass
             else:
                 kafka_name, kafka_span = opt.name.value, opt.name.span
         self.check_kafka_name(kafka_name, kafka_span)
@@ -619,7 +622,8 @@ class _Checker:
             return
         self.claim_kafka_name(kafka_name, name, kafka_span)
         topic = ir.Topic(name, kafka_name, key_type or ir.BYTES, value_type or ir.BYTES,
-                         partitions, "declared", timestamp_field=timestamp)  # fmt: skip
+                         partitions, "declared", timestamp_field=timestamp,
+                         compacted=ast.TopicCompacted in seen)  # fmt: skip
         info = _TopicInfo(topic, decl.name.span)
         if key_type is None or value_type is None:
             info.first_use = (
@@ -1587,6 +1591,7 @@ _HANDLERS: dict[
     ast.DistinctOp: check_time.op_distinct,  # type: ignore[dict-item]
     ast.WindowOp: check_time.op_window,  # type: ignore[dict-item]
     ast.SelectOp: check_join.op_select,  # type: ignore[dict-item]
+    ast.JoinOp: check_join.op_join,  # type: ignore[dict-item]
 }
 
 _OP_WORDS = {
@@ -1594,7 +1599,7 @@ _OP_WORDS = {
     ast.EnumerateOp: "enumerate", ast.ThroughOp: "through", ast.EchoOp: "echo",
     ast.ItemsOp: "items", ast.EventsOp: "events", ast.WhereOp: "where", ast.FilterOp: "filter",
     ast.ToOp: "to", ast.SinkOp: "sink", ast.AggregateOp: "aggregate",
-    ast.DistinctOp: "distinct", ast.WindowOp: "window", ast.SelectOp: "select",
+    ast.DistinctOp: "distinct", ast.WindowOp: "window", ast.SelectOp: "select", ast.JoinOp: "join",
 }  # fmt: skip
 
 

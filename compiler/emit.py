@@ -129,6 +129,7 @@ class _Shaper:
                            if isinstance(op, ir.Aggregate)}  # fmt: skip
         self.state_names = {
             t.name: names.claim(_camel(t.name) + "State") for t in program.tables
+            if t.source is None  # a table over a topic holds the topic's records, no state
         }
         self.imported_names = frozenset(names.taken)
         topic_names = Namer(set(self.record_names.values()) | {"app"})
@@ -236,6 +237,8 @@ class _Shaper:
             record = self.program.record(_record_name(topic.value_type))
             attr = self.field_attrs(record)[topic.timestamp_field]
             args.append(f"timestamp_field={py_literal(attr)}")
+        if topic.compacted:
+            args.append('config={"cleanup.policy": "compact"}')
         return TopicView(
             comment=doc_text(comment),
             lines=call_lines(f"{self.topic_attrs[topic.name]} = app.topic", args),
@@ -244,6 +247,20 @@ class _Shaper:
     # -- tables --------------------------------------------------------------------------
 
     def table(self, table: ir.Table) -> TopicView:
+        if table.source is not None:
+            # Its topic is its changelog: no state, no changelog of its own.
+            args = [
+                py_literal(table.name),
+                f"key_type={self.annotation(table.key_type)}",
+                f"value_type={self.annotation(table.value_type)}",
+                f"source={self.topic_attrs[table.source]}",
+                f"global_={table.global_}",
+            ]
+            return TopicView(
+                comment=doc_text(f"table {table.name}, the records of topic {table.source}"
+                                 + (" (global)" if table.global_ else "")),
+                lines=call_lines(f"{self.table_attrs[table.name]} = app.table", args),
+            )
         args = [
             py_literal(table.name),
             f"key_type={self.annotation(table.key_type)}",
@@ -484,6 +501,24 @@ class _Shaper:
                         functions.append(FunctionView(header, doc_text(f"where {text}"),
                                                       (unpack, f"return {expression}")))
                     chain.append(f"filter({name})")
+                case ir.Join(table=table, field=path, left=left):
+                    on = ""
+                    if path is not None:
+                        getter = local.claim("by_" + "_".join(path))
+                        param = local_param(element, local)
+                        helpers.append(
+                            HelperView(
+                                name=getter,
+                                param=param,
+                                param_type=self.annotation(element),
+                                returns=self.annotation(self.program.table(table).key_type),
+                                doc=doc_text(f"join {table} on {'.'.join(path)}"),
+                                expression=self.field_path(param, path, element),
+                            )
+                        )
+                        on = f", on={getter}"
+                    chain.append(f"join(topics.{self.table_attrs[table]}{on}"
+                                 f"{', left=True' if left else ''})")  # fmt: skip
                 case ir.Select(record=record_name, fields=values, text=text, names=names):
                     name = local.claim(f"select_{snake(record_name)}")
                     parts, param, unpack = self.parts(element, names, local)
@@ -975,7 +1010,7 @@ def shape(program: ir.Program) -> PackageView:
     package = identifier(program.app).lower() + "_worker"
     modules = Namer({"__init__"})
     agents = tuple(shaper.agent(a, modules.claim(a.name)) for a in program.agents)
-    states = tuple(shaper.state(t)[0] for t in program.tables)
+    states = tuple(shaper.state(t)[0] for t in program.tables if t.source is None)
     records = (*(shaper.record(r) for r in program.records), *states)
     record_annotations = [f.annotation for r in records for f in r.fields]
     topic_annotations = [shaper.annotation(t) for topic in program.topics
@@ -1002,7 +1037,8 @@ def shape(program: ir.Program) -> PackageView:
                         for t in program.topics
                     ),
                     *(
-                        shaper.records_in(t.value_type) | {shaper.state_names[t.name]}
+                        shaper.records_in(t.value_type)
+                        | ({shaper.state_names[t.name]} if t.source is None else set())
                         for t in program.tables
                     ),
                 )

@@ -140,6 +140,7 @@ class Topic:
     # The record field (`time` or `time?`) holding each message's event time; None: the
     # Kafka message timestamp.
     timestamp_field: str | None = None
+    compacted: bool = False  # created with cleanup.policy=compact
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,10 @@ class Table:
     partitions: int
     changelog: str  # the changelog topic's Kafka name
     window: Window | None = None  # set by a windowed aggregate
+    # A table over a topic (`from TOPIC`): its rows are the topic's records and the topic is
+    # its changelog (`changelog` is then the topic's Kafka name); no aggregate fills it.
+    source: str | None = None  # the topic's name
+    global_: bool = False  # every worker holds all of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +289,19 @@ class Where:
     out: Type
     key: Type
     names: tuple[str | None, ...] = ()  # the names of the element's parts, see Select
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """Look up each element's row in `table` by the key or by `field`; the element becomes
+    the pair (element, row), the row None for a left join's miss. `names` as in Select."""
+
+    table: str
+    field: tuple[str, ...] | None  # None: the stream's key
+    left: bool
+    names: tuple[str | None, ...]  # the element's name (or None), the row's name
+    out: Type  # TupleType((element, row)), the row optional for a left join
+    key: Type
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,6 +438,7 @@ Op = (
     | Aggregate
     | Distinct
     | Select
+    | Join
 )
 
 
@@ -444,7 +463,7 @@ class Program:
     hooks: tuple[Hook, ...]
     agents: tuple[Agent, ...]  # in source order
     helper_modules: tuple[HelperModule, ...] = ()  # by module name
-    tables: tuple[Table, ...] = ()  # the tables an aggregate fills, in source order
+    tables: tuple[Table, ...] = ()  # tables an aggregate fills or a topic holds, source order
 
     def topic(self, name: str) -> Topic:
         for topic in self.topics:

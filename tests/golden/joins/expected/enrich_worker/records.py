@@ -30,3 +30,33 @@ class Slim(Record, kw_only=True):
     country: str | None = None
     channel: str = "web"
     large: bool
+
+
+class Account(Record, kw_only=True):
+    """Record Account of joins.sdl."""
+
+    account_id: str
+    tier: str
+    country: str
+
+
+class Enriched(Record, kw_only=True):
+    """Record Enriched of joins.sdl."""
+
+    id: str
+    amount: float
+    tier: str | None = None
+
+
+class Region(Record, kw_only=True):
+    """Record Region of joins.sdl."""
+
+    code: str
+    name: str
+
+
+class Regional(Record, kw_only=True):
+    """Record Regional of joins.sdl."""
+
+    id: str
+    region: str
