@@ -171,7 +171,14 @@ class TopicTimestamp:
     span: Span
 
 
-TopicOption = TopicKey | TopicPartitions | TopicKafkaName | TopicTimestamp
+@dataclass(frozen=True, slots=True)
+class TopicCompacted:
+    """`compacted`: the topic is created with cleanup.policy=compact."""
+
+    span: Span
+
+
+TopicOption = TopicKey | TopicPartitions | TopicKafkaName | TopicTimestamp | TopicCompacted
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,12 +192,30 @@ class TopicDecl:
 
 
 @dataclass(frozen=True, slots=True)
+class TableSource:
+    """`from accounts`: the table's rows are the topic's records."""
+
+    topic: Name
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TableGlobal:
+    """`global`: every worker holds all of the table."""
+
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class TableDecl:
-    """`table totals: AccountTotals key str partitions 4`."""
+    """`table totals: AccountTotals key str partitions 4`, or
+    `table accounts_by_id: Account key str from accounts [global]`."""
 
     name: Name
     value_type: TypeExpr
-    options: tuple[TopicKey | TopicPartitions, ...]  # as written; the checker finds duplicates
+    options: tuple[
+        TopicKey | TopicPartitions | TableSource | TableGlobal, ...
+    ]  # as written; the checker finds duplicates
     span: Span
 
 
@@ -382,18 +407,49 @@ class AggregateOp:
     options: tuple[WindowOption, ...] = ()  # as written; the checker finds duplicates
 
 
+@dataclass(frozen=True, slots=True)
+class JoinOp:
+    """`[left] join TABLE as NAME on key|FIELD_PATH`."""
+
+    table: Name
+    name: Name
+    on: tuple[Name, ...]  # a field path; empty: the stream's key
+    left: bool
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class SelectField:
+    """`tier = account.tier`: one field of the selected record and its value."""
+
+    name: Name
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class SelectOp:
+    """`select EnrichedOrder { id = order.id, ... }`: the element becomes a new record."""
+
+    record: Name
+    fields: tuple[SelectField, ...]
+    span: Span
+
+
 Op = (
     ProcessOp | GroupByOp | TakeOp | EnumerateOp | ThroughOp | EchoOp | ItemsOp | EventsOp
-    | WhereOp | FilterOp | ToOp | SinkOp | AggregateOp | DistinctOp | WindowOp
+    | WhereOp | FilterOp | ToOp | SinkOp | AggregateOp | DistinctOp | WindowOp | SelectOp
+    | JoinOp
 )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """`from orders` or `from orders & refunds`."""
+    """`from orders` or `from orders & refunds`, maybe followed by `as order`."""
 
     topics: tuple[Name, ...]
     span: Span
+    name: Name | None = None  # `as order`: the element's name in expressions
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,8 @@ class TableInfo:
     record: ir.RecordType | None
     partitions: int | None  # None: those of the aggregation's input
     filled_at: Span | None = None  # the aggregate that fills it
-    table: ir.Table | None = None  # once an aggregate fills it
+    table: ir.Table | None = None  # once an aggregate fills it (or at once, over a topic)
+    source: str | None = None  # `from TOPIC`: the topic holds its rows, no aggregate fills it
 
 
 def check_table(c: _Checker, decl: ast.TableDecl) -> None:
@@ -68,6 +69,8 @@ def check_table(c: _Checker, decl: ast.TableDecl) -> None:
                 c.error(opt.type.span, "E303", f"a table key cannot be {key}",
                         ["keys are str, int or bytes"])  # fmt: skip
                 key = None
+        elif not isinstance(opt, ast.TopicPartitions):
+            continue  # `from TOPIC` and `global` are check_join's
         elif not 1 <= opt.count.value <= MAX_PARTITIONS:
             c.error(opt.count.span, "E306",
                     f"a table needs 1 to {MAX_PARTITIONS:,} partitions, found "
@@ -109,6 +112,10 @@ def op_aggregate(
             hints.append(f"'{ref.text}' is a topic; an aggregate fills a table, declared as "
                          f"`table {ref.text}_by_key: Record key str`")  # fmt: skip
         c.error(ref.span, "E213", f"unknown table '{ref.text}'", hints)
+    elif info.source is not None:
+        c.error(ref.span, "E328", f"table {ref.text} holds the records of topic {info.source}, "
+                "so no aggregate fills it", ["declare another table for this aggregate"])
+        info = None
     elif info.filled_at is not None:
         c.error(ref.span, "E215", f"table {ref.text} is already filled by another aggregate",
                 ["a table has one aggregate step; declare another table for this one"],
@@ -405,5 +412,5 @@ def unfilled_tables(c: _Checker) -> list[Diagnostic]:
             [f"fill it with `| aggregate {info.name} {{ ... }}` in an agent, or remove it"],
         )
         for info in c.tables.values()
-        if info.filled_at is None
+        if info.filled_at is None and info.source is None
     ]

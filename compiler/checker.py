@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Literal, TypeVar, cast
 
-from . import ast, check_hooks, check_state, check_time, ir
+from . import ast, check_hooks, check_join, check_state, check_time, ir
 from .check_topology import (
     KAFKA_NAME_RULE,
     MAX_PARTITIONS,
@@ -48,6 +48,9 @@ def hooks_display_path(sdl_filename: str, hooks_path: str) -> str:
 
 
 RefKind = Literal["record", "topic", "hook", "field"]
+# The parts of an element an expression sees, each with its name (None: unnamed): the element
+# itself, and after a join the row it found.
+Scope = tuple[tuple[str | None, ir.Type], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,11 @@ class _Stream:
     mode: str = "stream"  # "stream", "items", "events", or "done" after `to`/`sink`
     mode_op: str = ""  # the operation that set the mode, for messages
     inputs: tuple[int, ...] = ()  # the partition counts of the topics the current step reads
+    # The names of the element's parts for `where`/`select`: (the `as` name,) or, after a
+    # join, (the element's name, the row's name); () when nothing is named. Names hold while
+    # the element keeps its type.
+    names: tuple[str | None, ...] = ()
+    joined: bool = False  # the element is the (element, row) pair of a join
 
 
 @dataclass
@@ -186,7 +194,9 @@ class _Checker:
     # lists, types, constants): 100,000 agents reading `amount` need not hold 100,000 equal
     # objects. (Not float constants: 0.0 == -0.0, yet they are written differently.)
     shared: dict[object, object] = field(default_factory=dict)
-    checked_where: dict[tuple[str, ir.Type], ir.Expr] = field(default_factory=dict)
+    checked_where: dict[tuple[str, ir.Type, tuple[str | None, ...]], ir.Expr] = field(
+        default_factory=dict
+    )
     # Only when `check` is asked for facts: None keeps a plain check from paying for them.
     op_types: dict[Span, OpTypes] | None = None
     refs: list[tuple[Span, RefKind, tuple[str, ...]]] | None = None
@@ -229,7 +239,7 @@ class _Checker:
                 self.check_topic(decl)
         for decl in decls:
             if isinstance(decl, ast.TableDecl):
-                check_state.check_table(self, decl)
+                check_join.check_table(self, decl)
         dlq = f"{self.app}-dlq"
         self.kafka_names[dlq] = "<dead-letter topic>"
         apps = [d for d in decls if isinstance(d, ast.AppDecl)]
@@ -608,7 +618,8 @@ class _Checker:
         for opt in decl.options:
             word = {ast.TopicKey: "key", ast.TopicPartitions: "partitions",
                     ast.TopicKafkaName: "name",
-                    ast.TopicTimestamp: "timestamp"}[type(opt)]  # fmt: skip
+                    ast.TopicTimestamp: "timestamp",
+                    ast.TopicCompacted: "compacted"}[type(opt)]  # fmt: skip
             if type(opt) in seen:
                 note = self.first_here(seen[type(opt)], f"'{word}'", "given")
                 self.error(opt.span, "E207", f"topic {name} gives '{word}' twice", notes=note)
@@ -641,6 +652,8 @@ class _Checker:
                 partitions = min(max(opt.count.value, 1), MAX_PARTITIONS)
             elif isinstance(opt, ast.TopicTimestamp):
                 timestamp = check_time.check_timestamp(self, name, opt, value_type)
+            elif isinstance(opt, ast.TopicCompacted):
+                pass
             else:
                 kafka_name, kafka_span = opt.name.value, opt.name.span
         self.check_kafka_name(kafka_name, kafka_span)
@@ -655,7 +668,8 @@ class _Checker:
             return
         self.claim_kafka_name(kafka_name, name, kafka_span)
         topic = ir.Topic(name, kafka_name, key_type or ir.BYTES, value_type or ir.BYTES,
-                         partitions, "declared", timestamp_field=timestamp)  # fmt: skip
+                         partitions, "declared", timestamp_field=timestamp,
+                         compacted=ast.TopicCompacted in seen)  # fmt: skip
         info = _TopicInfo(topic, decl.name.span)
         if key_type is None or value_type is None:
             info.first_use = (
@@ -914,6 +928,7 @@ class _Checker:
             topic=".".join(s.topic.name for s in sources),
             partitions=max((s.topic.partitions for s in sources), default=1),
             inputs=tuple(s.topic.partitions for s in sources),
+            names=() if decl.source.name is None else (decl.source.name.text,),
         )
         input_elem, input_key = stream.elem, stream.key
         ops: list[ir.Op] = []
@@ -934,7 +949,10 @@ class _Checker:
                             f"'{stream.mode}' to the end"])  # fmt: skip
                 break
             before = (stream.elem, stream.key)
+            names = stream.names
             result = self.check_op(op, stream, decl)
+            if stream.elem != before[0] and stream.names is names:
+                stream.names, stream.joined = (), False  # the names were the old element's
             if self.op_types is not None:
                 self.op_types[op.span] = OpTypes(*before, stream.elem, stream.key)
             if result is not None:
@@ -1289,7 +1307,7 @@ class _Checker:
     ) -> ir.Op | None:
         if s.elem is None:
             return None
-        if not isinstance(s.elem, ir.RecordType):
+        if not isinstance(s.elem, ir.RecordType) and not s.joined:
             self.error(
                 op.span,
                 "E309",
@@ -1300,10 +1318,10 @@ class _Checker:
         text = self.share(_collapse(self.module.text[op.expr.span.start : op.expr.span.end]))
         # The same condition (the same words) on the same record checks to the same result:
         # generated programs repeat conditions over thousands of agents.
-        typed = self.checked_where.get((text, s.elem))
+        typed = self.checked_where.get((text, s.elem, s.names))
         if typed is None:
             errors = len(self.diagnostics)
-            typed = self.check_expr(op.expr, s.elem)
+            typed = self.check_expr(op.expr, self.scope(s))
             if typed is None or s.key is None:
                 return None
             if typed.type != ir.BOOL:
@@ -1314,10 +1332,17 @@ class _Checker:
                 )
                 return None
             if len(self.diagnostics) == errors:
-                self.checked_where[text, s.elem] = typed
+                self.checked_where[text, s.elem, s.names] = typed
         if s.key is None:
             return None
-        return ir.Where(typed, text, s.elem, s.key)
+        return ir.Where(typed, text, s.elem, s.key, s.names)
+
+    def scope(self, s: _Stream) -> Scope:
+        """What names an expression may start with: the element's parts, each maybe named."""
+        assert s.elem is not None
+        if s.joined and isinstance(s.elem, ir.TupleType):
+            return tuple(zip(s.names, s.elem.items, strict=True))
+        return ((s.names[0] if s.names else None, s.elem),)
 
     # ---- hook calls
 
@@ -1365,12 +1390,14 @@ class _Checker:
     def resolve_path(
         self,
         names: Sequence[ast.Name],
-        record: ir.RecordType,
+        record: ir.Type,
         known: frozenset[tuple[str, ...]] = frozenset(),
+        prefix: tuple[str, ...] = (),
     ) -> ir.Type | None:
         """The type of `a.b.c` on a record; optional if any step on the way is optional.
 
-        `known` holds paths a surrounding `x != null and ...` has shown are not null.
+        `known` holds paths a surrounding `x != null and ...` has shown are not null; `prefix`
+        is the name the path was written after (`order` in `order.tip`), if any.
         """
         current: ir.Type = record
         optional = False
@@ -1404,20 +1431,28 @@ class _Checker:
                 i == len(names) - 1
                 and not optional
                 and isinstance(current, ir.OptionalType)
-                and _path(names) in known
+                and (*prefix, *_path(names)) in known
             ):
                 current = current.inner
         if optional and not isinstance(current, ir.OptionalType):
             return ir.OptionalType(current)
         return current
 
-    def check_expr(self, e: ast.Expr, record: ir.RecordType,
+    def check_expr(self, e: ast.Expr, record: ir.RecordType | Scope,
                    known: frozenset[tuple[str, ...]] = frozenset()) -> ir.Expr | None:  # fmt: skip
         if isinstance(e, ast.FieldPath):
-            t = self.resolve_path(e.names, record, known=known)
+            root, names, prefix = 0, e.names, cast(tuple[str, ...], ())
+            base: ir.Type = record[0][1] if isinstance(record, tuple) else record
+            if isinstance(record, tuple):
+                # A path starts with a part's name, or else with a field of the element.
+                for i, (name, part) in enumerate(record):
+                    if name == e.names[0].text:
+                        root, names, base, prefix = i, e.names[1:], part, (name,)
+                        break
+            t = self.resolve_path(names, base, known=known, prefix=prefix)
             if t is None:
                 return None
-            return self.share(ir.FieldRef(tuple(n.text for n in e.names), t))
+            return self.share(ir.FieldRef(tuple(n.text for n in names), t, root))
         if isinstance(e, ast.StrLit):
             return self.share(ir.Const(e.value, ir.STR))
         if isinstance(e, ast.BoolLit):
@@ -1459,7 +1494,7 @@ class _Checker:
             return self.check_binary(e, record, known)
         return None  # pragma: no cover - lists never reach expressions
 
-    def check_chain(self, e: ast.BinaryExpr, record: ir.RecordType,
+    def check_chain(self, e: ast.BinaryExpr, record: ir.RecordType | Scope,
                     known: frozenset[tuple[str, ...]]) -> ir.Expr | None:  # fmt: skip
         """`a or b or c`, walked in a loop: the parser lets such a chain be any length."""
         links: list[ast.BinaryExpr] = []  # the chain's nodes, outermost first
@@ -1494,7 +1529,7 @@ class _Checker:
                 return None
         return ir.Binary(op, left, right, ir.BOOL)
 
-    def check_binary(self, e: ast.BinaryExpr, record: ir.RecordType,
+    def check_binary(self, e: ast.BinaryExpr, record: ir.RecordType | Scope,
                      known: frozenset[tuple[str, ...]]) -> ir.Expr | None:  # fmt: skip
         if e.op in ("and", "or"):
             return self.check_chain(e, record, known)
@@ -1601,6 +1636,8 @@ _HANDLERS: dict[
     ast.AggregateOp: check_state.op_aggregate,  # type: ignore[dict-item]
     ast.DistinctOp: check_time.op_distinct,  # type: ignore[dict-item]
     ast.WindowOp: check_time.op_window,  # type: ignore[dict-item]
+    ast.SelectOp: check_join.op_select,  # type: ignore[dict-item]
+    ast.JoinOp: check_join.op_join,  # type: ignore[dict-item]
 }
 
 _OP_WORDS = {
@@ -1608,7 +1645,7 @@ _OP_WORDS = {
     ast.EnumerateOp: "enumerate", ast.ThroughOp: "through", ast.EchoOp: "echo",
     ast.ItemsOp: "items", ast.EventsOp: "events", ast.WhereOp: "where", ast.FilterOp: "filter",
     ast.ToOp: "to", ast.SinkOp: "sink", ast.AggregateOp: "aggregate",
-    ast.DistinctOp: "distinct", ast.WindowOp: "window",
+    ast.DistinctOp: "distinct", ast.WindowOp: "window", ast.SelectOp: "select", ast.JoinOp: "join",
 }  # fmt: skip
 
 

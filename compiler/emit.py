@@ -132,6 +132,7 @@ class _Shaper:
                            if isinstance(op, ir.Aggregate)}  # fmt: skip
         self.state_names = {
             t.name: names.claim(_camel(t.name) + "State") for t in program.tables
+            if t.source is None  # a table over a topic holds the topic's records, no state
         }
         self.imported_names = frozenset(names.taken)
         topic_names = Namer(set(self.record_names.values()) | {"app"})
@@ -239,6 +240,8 @@ class _Shaper:
             record = self.program.record(_record_name(topic.value_type))
             attr = self.field_attrs(record)[topic.timestamp_field]
             args.append(f"timestamp_field={py_literal(attr)}")
+        if topic.compacted:
+            args.append('config={"cleanup.policy": "compact"}')
         return TopicView(
             comment=doc_text(comment),
             lines=call_lines(f"{self.topic_attrs[topic.name]} = app.topic", args),
@@ -247,6 +250,20 @@ class _Shaper:
     # -- tables --------------------------------------------------------------------------
 
     def table(self, table: ir.Table) -> TopicView:
+        if table.source is not None:
+            # Its topic is its changelog: no state, no changelog of its own.
+            args = [
+                py_literal(table.name),
+                f"key_type={self.annotation(table.key_type)}",
+                f"value_type={self.annotation(table.value_type)}",
+                f"source={self.topic_attrs[table.source]}",
+                f"global_={table.global_}",
+            ]
+            return TopicView(
+                comment=doc_text(f"table {table.name}, the records of topic {table.source}"
+                                 + (" (global)" if table.global_ else "")),
+                lines=call_lines(f"{self.table_attrs[table.name]} = app.table", args),
+            )
         args = [
             py_literal(table.name),
             f"key_type={self.annotation(table.key_type)}",
@@ -467,20 +484,63 @@ class _Shaper:
                 case ir.Filter(hook=hook):
                     used_hooks.add(hook)
                     chain.append(f"filter({self.hook_names[hook]}, returns={returns(hook)})")
-                case ir.Where(expr=expr, text=text):
-                    param = local_param(element, local)
+                case ir.Where(expr=expr, text=text, names=names):
                     name = local.claim(f"{agent.name}_where")
-                    helpers.append(
-                        HelperView(
-                            name=name,
-                            param=param,
-                            param_type=self.annotation(element),
-                            returns="bool",
-                            doc=doc_text(f"where {text}"),
-                            expression=self.expression(expr, param, element),
+                    parts, param, unpack = self.parts(element, names, local)
+                    expression = _Expression(self, parts).render(expr)
+                    if unpack is None:
+                        helpers.append(
+                            HelperView(
+                                name=name,
+                                param=param,
+                                param_type=self.annotation(element),
+                                returns="bool",
+                                doc=doc_text(f"where {text}"),
+                                expression=expression,
+                            )
                         )
-                    )
+                    else:
+                        header = f"def {name}({param}: {self.annotation(element)}) -> bool:"
+                        functions.append(FunctionView(header, doc_text(f"where {text}"),
+                                                      (unpack, f"return {expression}")))
                     chain.append(f"filter({name})")
+                case ir.Join(table=table, field=path, left=left):
+                    on = ""
+                    if path is not None:
+                        getter = local.claim("by_" + "_".join(path))
+                        param = local_param(element, local)
+                        helpers.append(
+                            HelperView(
+                                name=getter,
+                                param=param,
+                                param_type=self.annotation(element),
+                                returns=self.annotation(self.program.table(table).key_type),
+                                doc=doc_text(f"join {table} on {'.'.join(path)}"),
+                                expression=self.field_path(param, path, element),
+                            )
+                        )
+                        on = f", on={getter}"
+                    chain.append(f"join(topics.{self.table_attrs[table]}{on}"
+                                 f"{', left=True' if left else ''})")  # fmt: skip
+                case ir.Select(record=record_name, fields=values, text=text, names=names):
+                    name = local.claim(f"select_{snake(record_name)}")
+                    parts, param, unpack = self.parts(element, names, local)
+                    selected = self.program.record(record_name)
+                    field_attrs = self.field_attrs(selected)
+                    render = _Expression(self, parts)
+                    floats = {f.name for f in selected.fields if _strip(f.type) == ir.FLOAT}
+                    # An int fills a float field as a float: the topic's JSON says 3.0, not 3.
+                    kwargs = ", ".join(
+                        f"{field_attrs[f]}=float({render.render(v)})"
+                        if f in floats and v.type == ir.INT
+                        else f"{field_attrs[f]}={render.render(v)}" for f, v in values
+                    )  # fmt: skip
+                    lines = (*([unpack] if unpack else []),
+                             f"return {self.record_names[record_name]}({kwargs})")  # fmt: skip
+                    header = (f"def {name}({param}: {self.annotation(element)}) -> "
+                              f"{self.record_names[record_name]}:")  # fmt: skip
+                    functions.append(FunctionView(header, doc_text(text), lines))
+                    chain.append(f"process({name})")
                 case ir.GroupBy(field=path, hook=hook, topic=topic):
                     target = f"topics.{self.topic_attrs[topic]}"
                     checked = ""
@@ -651,7 +711,24 @@ class _Shaper:
         return f"(None if {condition} else {text})"
 
     def expression(self, expr: ir.Expr, param: str, element: ir.Type) -> str:
-        return _Expression(self, param, element).render(expr)
+        return _Expression(self, ((param, element),)).render(expr)
+
+    def parts(self, element: ir.Type, names: tuple[str | None, ...],
+              local: Namer) -> tuple[tuple[tuple[str, ir.Type], ...], str, str | None]:  # fmt: skip
+        """The parameters an expression over the element sees, named as the source names them
+        (else after their record): the element, or after a join the element and the row. Also
+        the function's one parameter, and for a pair the line that unpacks it."""
+        scope = Namer(set(local.taken))
+        types = element.items if len(names) == 2 and isinstance(element, ir.TupleType) else (
+            element,)  # fmt: skip
+        parts = tuple(
+            (scope.claim(name) if name is not None else local_param(_strip(t), scope), t)
+            for name, t in zip((*names, None, None), types, strict=False)
+        )
+        if len(parts) == 1:
+            return parts, parts[0][0], None
+        pair = scope.claim("pair")
+        return parts, pair, f"{', '.join(p for p, _ in parts)} = {pair}"
 
 
 _PRECEDENCE: dict[str, int] = {
@@ -672,18 +749,18 @@ _ATOM = 8
 class _Expression:
     """Lowers a typed `where` expression to Python with only the parentheses it needs."""
 
-    def __init__(self, shaper: _Shaper, param: str, element: ir.Type) -> None:
+    def __init__(self, shaper: _Shaper, parts: tuple[tuple[str, ir.Type], ...]) -> None:
         self.shaper = shaper
-        self.param = param
-        self.element = element
+        self.parts = parts  # (parameter, type) of the element's parts, see `_Shaper.parts`
 
     def render(self, expr: ir.Expr) -> str:
         return self._render(expr)[0]
 
     def _render(self, expr: ir.Expr) -> tuple[str, int]:
         match expr:
-            case ir.FieldRef(path=path):
-                return self.shaper.field_path(self.param, path, self.element), _ATOM
+            case ir.FieldRef(path=path, root=root):
+                param, element = self.parts[root]
+                return self.shaper.field_path(param, path, element), _ATOM
             case ir.Const(value=value):
                 text = py_literal(value)
                 return text, (_NEGATION if text.startswith("-") else _ATOM)
@@ -855,6 +932,10 @@ def _named_after(record: str, scope: Namer) -> str:
     return scope.claim("value")
 
 
+def _strip(t: ir.Type) -> ir.Type:
+    return t.inner if isinstance(t, ir.OptionalType) else t
+
+
 def local_param(element: ir.Type, namer: Namer) -> str:
     scope = Namer(set(namer.taken))
     if isinstance(element, ir.RecordType):
@@ -932,7 +1013,7 @@ def shape(program: ir.Program) -> PackageView:
     package = identifier(program.app).lower() + "_worker"
     modules = Namer({"__init__"})
     agents = tuple(shaper.agent(a, modules.claim(a.name)) for a in program.agents)
-    states = tuple(shaper.state(t)[0] for t in program.tables)
+    states = tuple(shaper.state(t)[0] for t in program.tables if t.source is None)
     records = (*(shaper.record(r) for r in program.records), *states)
     record_annotations = [f.annotation for r in records for f in r.fields]
     topic_annotations = [shaper.annotation(t) for topic in program.topics
@@ -959,7 +1040,8 @@ def shape(program: ir.Program) -> PackageView:
                         for t in program.topics
                     ),
                     *(
-                        shaper.records_in(t.value_type) | {shaper.state_names[t.name]}
+                        shaper.records_in(t.value_type)
+                        | ({shaper.state_names[t.name]} if t.source is None else set())
                         for t in program.tables
                     ),
                 )

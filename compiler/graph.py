@@ -81,6 +81,11 @@ def describe(op: ir.Op) -> str:
             return f"aggregate {table} window {window.text} emit {emit}"
         case ir.Distinct(text=text):
             return text
+        case ir.Select(record=record):
+            return f"select {record}"
+        case ir.Join(table=table, field=field, left=left):
+            on = "key" if field is None else ".".join(field)
+            return f"{'left ' if left else ''}join {table} on {on}"
     raise AssertionError(op)
 
 
@@ -97,9 +102,15 @@ def topology(program: ir.Program) -> Topology:
         label = f"table {table.name}"
         if table.window is not None:
             label += f"\nwindow {table.window.text}"
+        if table.global_:
+            label += "\nglobal"
         table_id = graph.add(Node(_node_id("table", table.name), label, "table"))
-        changelog = graph.add(Node(_node_id("topic", table.changelog), table.changelog, "internal"))
         topic_ids[f"table {table.name}"] = table_id
+        if table.source is not None:
+            # Its rows are the topic's records: the topic fills it.
+            graph.edges.append(Edge(topic_ids[table.source], table_id, "rows"))
+            continue
+        changelog = graph.add(Node(_node_id("topic", table.changelog), table.changelog, "internal"))
         graph.edges.append(Edge(table_id, changelog, "changelog", dashed=True))
     for agent in program.agents:
         _AgentSteps(graph, agent, topic_ids, dlq, program.app).draw()
@@ -141,6 +152,9 @@ class _AgentSteps:
                     self.graph.edges.append(Edge(self.step_id, table_id, "aggregate"))
                     if late is not None:
                         self.graph.edges.append(Edge(self.step_id, self.topic_ids[late], "late"))
+                case ir.Join(table=table):
+                    table_id = self.topic_ids[f"table {table}"]
+                    self.graph.edges.append(Edge(table_id, self.step_id, "join"))
                 case ir.Distinct():
                     # Its own table of the values seen, kept in a changelog like a table's.
                     self.distincts += 1

@@ -140,6 +140,7 @@ class Topic:
     # The record field (`time` or `time?`) holding each message's event time; None: the
     # Kafka message timestamp.
     timestamp_field: str | None = None
+    compacted: bool = False  # created with cleanup.policy=compact
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,10 @@ class Table:
     partitions: int
     changelog: str  # the changelog topic's Kafka name
     window: Window | None = None  # set by a windowed aggregate
+    # A table over a topic (`from TOPIC`): its rows are the topic's records and the topic is
+    # its changelog (`changelog` is then the topic's Kafka name); no aggregate fills it.
+    source: str | None = None  # the topic's name
+    global_: bool = False  # every worker holds all of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +200,10 @@ class HelperModule:
 class FieldRef:
     path: tuple[str, ...]  # `customer.country` -> ("customer", "country")
     type: Type
+    # Which part of the element the path starts from: 0 the element itself, 1 the row a join
+    # found (the element is then the pair). A name (`order.id`, `account.tier`) is resolved to
+    # its part, so the path never holds it.
+    root: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +287,35 @@ class Where:
     expr: Expr
     text: str  # the expression as written, for docs and the graph
     out: Type
+    key: Type
+    names: tuple[str | None, ...] = ()  # the names of the element's parts, see Select
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """Look up each element's row in `table` by the key or by `field`; the element becomes
+    the pair (element, row), the row None for a left join's miss. `names` as in Select."""
+
+    table: str
+    field: tuple[str, ...] | None  # None: the stream's key
+    left: bool
+    names: tuple[str | None, ...]  # the element's name (or None), the row's name
+    out: Type  # TupleType((element, row)), the row optional for a left join
+    key: Type
+
+
+@dataclass(frozen=True, slots=True)
+class Select:
+    """Build a `record` from expressions over the element; the key is unchanged.
+
+    `names` are the names the source gave the element's parts (`from orders as order`: one;
+    after a join: the element's and the row's); a part without a name is None."""
+
+    record: str
+    fields: tuple[tuple[str, Expr], ...]  # (field, value) as written; omitted ones default
+    text: str  # as written, for docstrings and the graph
+    names: tuple[str | None, ...]
+    out: Type  # RecordType(record)
     key: Type
 
 
@@ -399,6 +437,8 @@ Op = (
     | Sink
     | Aggregate
     | Distinct
+    | Select
+    | Join
 )
 
 
@@ -423,7 +463,7 @@ class Program:
     hooks: tuple[Hook, ...]
     agents: tuple[Agent, ...]  # in source order
     helper_modules: tuple[HelperModule, ...] = ()  # by module name
-    tables: tuple[Table, ...] = ()  # the tables an aggregate fills, in source order
+    tables: tuple[Table, ...] = ()  # tables an aggregate fills or a topic holds, source order
     # Python packages the hooks need (`requires`): PEP 508 strings, normalised, in source order
     requires: tuple[str, ...] = ()
 

@@ -36,7 +36,7 @@ MAX_EXPR_DEPTH = 100
 DECL_KEYWORDS = ("app", "record", "topic", "hooks", "table", "agent", "requires")
 OP_KEYWORDS = (
     "process", "group_by", "take", "enumerate", "through", "echo", "items", "events", "where",
-    "filter", "to", "sink", "aggregate", "distinct",
+    "filter", "to", "sink", "aggregate", "distinct", "select", "join", "left",
 )  # fmt: skip
 
 
@@ -429,7 +429,7 @@ _ESCAPE = re.compile(r"\\(.)")  # pairs from the left: an escaped backslash then
 _TYPES = (ast.NamedType, ast.TupleTypeExpr)
 _OPS = (ast.ProcessOp, ast.GroupByOp, ast.TakeOp, ast.EnumerateOp, ast.ThroughOp, ast.EchoOp,
         ast.ItemsOp, ast.EventsOp, ast.WhereOp, ast.FilterOp, ast.ToOp, ast.SinkOp,
-        ast.AggregateOp, ast.DistinctOp, ast.WindowOp)  # fmt: skip
+        ast.AggregateOp, ast.DistinctOp, ast.WindowOp, ast.SelectOp, ast.JoinOp)  # fmt: skip
 _WINDOW_OPTIONS = (ast.WindowKind, ast.WindowGrace, ast.WindowEmit, ast.WindowLate)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -561,19 +561,28 @@ class _ToAst(Transformer[Token, Any]):
     def topic_timestamp(self, children: list[Token]) -> ast.TopicTimestamp:
         return ast.TopicTimestamp(_name(children[1]), _cover(children))
 
+    def topic_compacted(self, children: list[Token]) -> ast.TopicCompacted:
+        return ast.TopicCompacted(_cover(children))
+
     def topic_decl(self, children: list[Any]) -> ast.TopicDecl:
         types = _nodes(children, _TYPES)
-        options = _nodes(
-            children, (ast.TopicKey, ast.TopicPartitions, ast.TopicKafkaName, ast.TopicTimestamp)
-        )
+        options = _nodes(children, (ast.TopicKey, ast.TopicPartitions, ast.TopicKafkaName,
+                                    ast.TopicTimestamp, ast.TopicCompacted))  # fmt: skip
         return ast.TopicDecl(_name(children[1]), types[0] if types else None, options,
                              _cover(children))  # fmt: skip
 
     def table_key(self, children: list[Any]) -> ast.TopicKey:
         return ast.TopicKey(children[1], _cover(children))
 
+    def table_source(self, children: list[Token]) -> ast.TableSource:
+        return ast.TableSource(_name(children[1]), _cover(children))
+
+    def table_global(self, children: list[Token]) -> ast.TableGlobal:
+        return ast.TableGlobal(_cover(children))
+
     def table_decl(self, children: list[Any]) -> ast.TableDecl:
-        options = _nodes(children, (ast.TopicKey, ast.TopicPartitions))
+        options = _nodes(children, (ast.TopicKey, ast.TopicPartitions, ast.TableSource,
+                                    ast.TableGlobal))  # fmt: skip
         return ast.TableDecl(_name(children[1]), children[3], options, _cover(children))
 
     def hook_return(self, children: list[Any]) -> _Return:
@@ -593,6 +602,8 @@ class _ToAst(Transformer[Token, Any]):
         return ast.RequiresDecl(strings, _cover(children))
 
     def source(self, children: list[Token]) -> ast.Source:
+        if len(children) > 2 and children[-2] == "as":
+            return ast.Source(_names(children[:-2]), _cover(children), _name(children[-1]))
         return ast.Source(_names(children), _cover(children))
 
     def agent_decl(self, children: list[Any]) -> ast.AgentDecl:
@@ -688,6 +699,27 @@ class _ToAst(Transformer[Token, Any]):
         return ast.AggregateOp(_name(children[1]), _nodes(children, ast.AggField),
                                _cover(children), _nodes(children, _WINDOW_OPTIONS))  # fmt: skip
 
+    def join_on_key(self, children: list[Token]) -> list[Token]:
+        return children
+
+    def join_on_field(self, children: list[Token]) -> list[Token]:
+        return children
+
+    def join_op(self, children: list[Any]) -> ast.JoinOp:
+        left = children[0].type == "LEFT"
+        words = children[1:] if left else children  # join TABLE as NAME on PATH
+        on: list[Token] = words[-1]
+        path = _field_path(on) if on[0].type == "NAME" else ()
+        span = _cover([*children[:-1], on[-1]])
+        return ast.JoinOp(_name(words[1]), _name(words[3]), path, left, span)
+
+    def select_field(self, children: list[Any]) -> ast.SelectField:
+        return ast.SelectField(_name(children[0]), children[2], _cover(children))
+
+    def select_op(self, children: list[Any]) -> ast.SelectOp:
+        return ast.SelectOp(_name(children[1]), _nodes(children, ast.SelectField),
+                            _cover(children))  # fmt: skip
+
     # ---- expressions
     def field_ref(self, children: list[Token]) -> ast.FieldPath:
         names = _field_path(children)
@@ -775,6 +807,9 @@ _PHRASES: dict[str, tuple[str, str]] = {
     "topic": ("a topic name", "NAME"),
     "table": ("a table name", "NAME"),
     "aggregate": ("a table name", "NAME"),
+    "select": ("a record name", "NAME"),
+    "join": ("a table name", "NAME"),
+    "on": ("'key' or a field name", "NAME"),
     "agent": ("an agent name", "NAME"),
     "hooks": ('the hooks module path as a string, such as "hooks.py"', "STRING"),
     "requires": ('a Python requirement as a string, such as "httpx>=0.27"', "STRING"),

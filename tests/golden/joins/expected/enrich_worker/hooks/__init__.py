@@ -1,0 +1,1 @@
+"""User hook modules, copied verbatim from beside joins.sdl."""
