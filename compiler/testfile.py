@@ -36,6 +36,7 @@ _INPUT_KEYS = ("topic", "key", "value", "raw", "raw_base64", "headers", "partiti
 _RECORD_KEYS = ("key", "value", "raw", "raw_base64", "headers", "partition", "timestamp")
 _ORDERED_KEYS = ("order", "records")
 _DEAD_KEYS = ("topic", "agent", "type", "error", "key", "raw", "raw_base64", "partition")
+_ROW_KEYS = ("key", "value", "window")
 ORDERS = ("partition", "set")
 
 
@@ -84,6 +85,22 @@ class ExpectedDeadLetter:
 
 
 @dataclass(frozen=True)
+class ExpectedRow:
+    """A row a table must hold at the end of a case: `key`, and `value` when written (the
+    row's whole record); `window` (start, end) in epoch ms for a windowed table."""
+
+    fields: dict[str, Any]
+    span: Span
+
+
+@dataclass(frozen=True)
+class TableExpectation:
+    name: str
+    rows: tuple[ExpectedRow, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
 class Case:
     name: str
     agents: tuple[str, ...] | None  # None: every agent
@@ -92,6 +109,7 @@ class Case:
     dead_letters: tuple[ExpectedDeadLetter, ...] | None  # None: not checked
     span: Span  # the case's mapping, for `--update`
     name_span: Span
+    tables: tuple[TableExpectation, ...] = ()  # only the tables listed are compared
 
 
 @dataclass(frozen=True)
@@ -193,6 +211,9 @@ def _scalar(node: yaml.Node) -> Any:
 
 
 _NOT_SCALAR = object()
+_TIME_HINT = (
+    "a time is RFC 3339 text with an offset, such as 2026-03-01T12:00:00Z, or epoch milliseconds"
+)
 
 
 class _Checker:
@@ -301,12 +322,22 @@ class _Checker:
                 )
                 if d is not None
             )
+        tables: list[TableExpectation] = []
         if "tables" in entries:
-            self.tables(entries["tables"][1])
+            tables = self.tables(entries["tables"][1])
         if name is None:
             return None
         name_span = node_span(name_entry[1]) if name_entry else node_span(node)
-        return Case(name, agents, tuple(steps), tuple(expect), dead, node_span(node), name_span)
+        return Case(
+            name,
+            agents,
+            tuple(steps),
+            tuple(expect),
+            dead,
+            node_span(node),
+            name_span,
+            tuple(tables),
+        )
 
     def agents(self, node: yaml.Node) -> tuple[str, ...]:
         known = [a.name for a in self.program.agents]
@@ -322,19 +353,116 @@ class _Checker:
                 out.append(name)
         return tuple(out)
 
-    def tables(self, node: yaml.Node) -> None:
-        # The slot for expected table contents. The language has no tables yet, so every
-        # name is unknown; once it has, this checks each table's rows against its types.
-        entries = node.value if isinstance(node, yaml.MappingNode) else []
-        if not isinstance(node, yaml.MappingNode) and plain(node) is not None:
-            self.error(node_span(node), "E402", "`tables` must be a mapping of table names")
-        for key_node, _ in entries:
+    def tables(self, node: yaml.Node) -> list[TableExpectation]:
+        if isinstance(node, yaml.ScalarNode) and plain(node) is None:
+            return []
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node_span(node), "E402", "`tables` is a mapping of table names to rows")
+            return []
+        known = {t.name: t for t in self.program.tables}
+        out: list[TableExpectation] = []
+        for key_node, value_node in node.value:
+            name = _scalar(key_node)
+            table = known.get(name) if isinstance(name, str) else None
+            if table is None:
+                hints = did_you_mean(str(name), list(known)) or (
+                    (f"tables: {', '.join(known)}",)
+                    if known
+                    else ("the program declares no tables",)
+                )
+                shown = f"'{name}'" if isinstance(name, str) else _show(name)
+                self.error(node_span(key_node), "E406", f"the program has no table {shown}", hints)
+                continue
+            if any(e.name == table.name for e in out):
+                self.error(node_span(key_node), "E402", f"table {table.name} is expected twice")
+                continue
+            rows: list[ExpectedRow] = []
+            seen: dict[tuple[str, tuple[int, int] | None], int] = {}
+            for item in self.sequence(value_node, f"the rows of table {table.name}"):
+                row = self.row(item, table)
+                if row is None:
+                    continue
+                identity = (flow(row.fields["key"]), row.fields.get("window"))
+                if identity in seen:
+                    self.error(
+                        node_span(item),
+                        "E407",
+                        f"table {table.name} has one row per key"
+                        f"{' and window' if table.window else ''}; this one is given twice "
+                        f"(line {seen[identity]})",
+                    )
+                    continue
+                seen[identity] = row.span.line
+                rows.append(row)
+            out.append(TableExpectation(table.name, tuple(rows), node_span(key_node)))
+        return out
+
+    def row(self, node: yaml.Node, table: ir.Table) -> ExpectedRow | None:
+        """An expected row: its key and value checked against the table's types."""
+        what = f"a row of table {table.name}"
+        entries = self.mapping(node, what, _ROW_KEYS)
+        if entries is None:
+            return None
+        ok = True
+        fields: dict[str, Any] = {}
+        if "key" not in entries:
+            self.error(node_span(node), "E402", f"{what} needs `key:`")
+            ok = False
+        else:
+            key_node = entries["key"][1]
+            ok &= self.value(key_node, table.key_type, f"the key of table {table.name}", False)
+            fields["key"] = plain(key_node)
+        if "value" in entries:
+            value_node = entries["value"][1]
+            ok &= self.value(value_node, table.value_type, f"table {table.name}", False)
+            fields["value"] = plain(value_node)
+        if table.window is None:
+            if "window" in entries:
+                self.error(
+                    node_span(entries["window"][0]),
+                    "E402",
+                    f"table {table.name} has no window: its rows have no `window`",
+                )
+                ok = False
+        elif "window" not in entries:
             self.error(
-                node_span(key_node),
-                "E406",
-                f"the program has no table '{_scalar(key_node)}'",
-                ("the program declares no tables",),
+                node_span(node),
+                "E402",
+                f"{what} needs `window: [START, END]`: the table holds a row per key and window",
             )
+            ok = False
+        else:
+            window = self.window(entries["window"][1])
+            ok &= window is not None
+            fields["window"] = window
+        return ExpectedRow(fields, node_span(node)) if ok else None
+
+    def window(self, node: yaml.Node) -> tuple[int, int] | None:
+        """`[START, END]`, each a time (RFC 3339 or epoch ms), as epoch milliseconds."""
+        if not isinstance(node, yaml.SequenceNode) or len(node.value) != 2:
+            self.error(
+                node_span(node),
+                "E407",
+                "`window` is [START, END], two times (RFC 3339 text or epoch milliseconds)",
+            )
+            return None
+        bounds: list[int] = []
+        for item in node.value:
+            value = _scalar(item)
+            if not _is_time(value):
+                self.error(
+                    node_span(item),
+                    "E404",
+                    f"window: expected time, got {_describe(item)}",
+                    (_TIME_HINT,),
+                )
+                return None
+            bounds.append(epoch_ms(value))
+        start, end = bounds
+        if start >= end:
+            self.error(node_span(node), "E407", "`window` is [START, END] with START before END")
+            return None
+        return start, end
 
     def topic(self, node: yaml.Node) -> ir.Topic | None:
         name = _scalar(node)
@@ -495,8 +623,7 @@ class _Checker:
             if not fits:
                 hints: tuple[str, ...] = ()
                 if type_.name == "time":
-                    hints = ("a time is RFC 3339 text with an offset, such as "
-                             "2026-03-01T12:00:00Z, or epoch milliseconds",)  # fmt: skip
+                    hints = (_TIME_HINT,)
                 elif type_.name in ("str", "bytes") and value is not _NOT_SCALAR:
                     hints = (
                         f"YAML reads this as {_yaml_kind(value)}; quote it to make it a string",
@@ -697,6 +824,19 @@ _RFC3339 = re.compile(
 )
 
 
+def epoch_ms(value: Any) -> int:
+    """A value `_is_time` accepts, in epoch milliseconds."""
+    if _is_int(value):
+        return int(value)
+    moment = (
+        value if isinstance(value, datetime.datetime) else datetime.datetime.fromisoformat(value)
+    )
+    return (moment - _EPOCH) // datetime.timedelta(milliseconds=1)
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -735,15 +875,20 @@ def _show(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 # `--update`: rewrite the expectations of some cases, leaving the rest of the text alone
 
-Produced = tuple[list[tuple[str, str, list[dict[str, Any]]]], list[dict[str, Any]]]
+Produced = tuple[
+    list[tuple[str, str, list[dict[str, Any]]]],  # (topic, order, records)
+    list[dict[str, Any]],  # dead letters
+    list[tuple[str, list[dict[str, Any]]]],  # (table, rows)
+]
 
 
 def update_text(text: str, produced: Mapping[str, Produced | None]) -> str:
-    """`text` with the `expect:` and `dead_letters:` of each case named in `produced`
-    replaced by what the program produced ({case: ([(topic, order, records)], dead)}).
+    """`text` with the `expect:`, `dead_letters:` and `tables:` of each case named in
+    `produced` replaced by what the program produced ({case: (expect, dead, tables)}).
 
     Only those entries' lines change, so comments and layout elsewhere survive; a case without
-    `dead_letters:` gets one only if a dead letter was produced.
+    `dead_letters:` gets one only if a dead letter was produced, and one without `tables:`
+    only if a table holds rows at its end.
     """
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     lines = text.split("\n")
@@ -764,9 +909,14 @@ def update_text(text: str, produced: Mapping[str, Produced | None]) -> str:
             continue
         if case_node.flow_style:
             raise ValueError(f"case '{name}' is written in flow style; --update needs block style")
-        expect, dead = result
+        expect, dead, tables = result
         column = case_node.value[0][0].start_mark.column
-        blocks = {"expect": _expect_lines(expect), "dead_letters": _dead_lines(dead)}
+        blocks = {
+            "expect": _expect_lines(expect),
+            "dead_letters": _dead_lines(dead),
+            "tables": _table_lines(tables),
+        }
+        wanted = {"expect": True, "dead_letters": bool(dead), "tables": bool(tables)}
         end = _last_line(lines, case_node)
         for key, block in blocks.items():
             indented = [" " * column + line for line in block]
@@ -774,7 +924,7 @@ def update_text(text: str, produced: Mapping[str, Produced | None]) -> str:
                 key_node, value_node = entries[key]
                 first = key_node.start_mark.line
                 edits.append((first, max(first, _last_line(lines, value_node)), indented))
-            elif key == "expect" or dead:
+            elif wanted[key]:
                 edits.append((end + 1, end, indented))  # an insertion after the case
     # Later edits first, so earlier line numbers stay valid; two insertions at one place go
     # in reverse so they end up in order.
@@ -827,6 +977,20 @@ def _expect_lines(expect: list[tuple[str, str, list[dict[str, Any]]]]) -> list[s
             for field_name, value in record.items():
                 out.append(f"{prefix}{field_name}: {flow(value)}")
                 prefix = f"{indent}    "
+    return out
+
+
+def _table_lines(tables: list[tuple[str, list[dict[str, Any]]]]) -> list[str]:
+    if not tables:
+        return ["tables: {}"]
+    out = ["tables:"]
+    for name, rows in tables:
+        out.append(f"  {name}:" if rows else f"  {name}: []")
+        for row in rows:
+            prefix = "    - "
+            for field_name, value in row.items():
+                out.append(f"{prefix}{field_name}: {flow(value)}")
+                prefix = "      "
     return out
 
 

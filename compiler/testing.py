@@ -42,6 +42,9 @@ from .testfile import (
     Advance,
     Case,
     ExpectedRecord,
+    ExpectedRow,
+    Produced,
+    TableExpectation,
     TestFile,
     check_test_file,
     program_path_for,
@@ -163,8 +166,8 @@ class Outcome:
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
     output: str = ""  # printed by hooks, logged by the runtime
-    # What the program produced, for --update: expect entries and dead letters.
-    produced: tuple[list[tuple[str, str, list[dict[str, Any]]]], list[dict[str, Any]]] | None = None
+    # What the program produced, for --update: expect entries, dead letters, table rows.
+    produced: Produced | None = None
 
 
 class InvalidTests(Exception):
@@ -348,13 +351,18 @@ async def _run(loop: VirtualClockLoop, app: Any, loaded: _Loaded, case: Case) ->
         if status != "quiet":
             problems.append(_why(status) + _busy_lines(worker))
         snapshot = list(produced)
+        # The rows as builtins now: the stop may still change the stores.
+        tables = {
+            t.name: _table_views(app.tables[t.name], worker.table(t.name))
+            for t in loaded.program.tables
+        }
     finally:
         worker.shutdown_timeout = 0  # what happens at the stop is not part of the case
         await worker.stop()
     if worker.failure is not None:
         problems.append(f"the worker failed: {type(worker.failure).__name__}: {worker.failure}")
     written = [m for m in snapshot if id(m) not in inputs]
-    result = _compare(loaded.program, app, case, snapshot, written, problems)
+    result = _compare(loaded.program, app, case, snapshot, written, problems, tables)
     return result
 
 
@@ -507,6 +515,7 @@ def _compare(
     everything: list[Any],
     written: list[Any],
     problems: list[str],
+    tables: dict[str, dict[_RowId, dict[str, Any]]],
 ) -> Outcome:
     names = {t.kafka_name: t.name for t in program.topics}
     by_topic: dict[str, list[Any]] = {}
@@ -544,7 +553,24 @@ def _compare(
         label = next((e.name for e in case.expect if e.topic == name), t.name)
         expect_out.append((label, order, records))
     dead_out = [_dead_view(m, names) for m in dlq]
-    return Outcome("", case.name, not problems, problems, produced=(expect_out, dead_out))
+    for table_expectation in case.tables:
+        problems.extend(
+            _compare_table(
+                table_expectation,
+                app.tables[table_expectation.name],
+                tables[table_expectation.name],
+            )
+        )
+    # tables for --update: those the case lists, and those holding rows
+    listed_tables = {e.name for e in case.tables}
+    tables_out = [
+        (name, [_shown_row(v) for _, v in sorted(rows.items())])
+        for name, rows in tables.items()
+        if rows or name in listed_tables
+    ]
+    return Outcome(
+        "", case.name, not problems, problems, produced=(expect_out, dead_out, tables_out)
+    )
 
 
 def _compare_topic(
@@ -618,6 +644,108 @@ def _mismatch(
         f"      actual:   {_flow(got)} (partition {nearest[0].partition}, offset "
         f"{nearest[0].offset})"
     )
+
+
+# A table row's identity: its key (as flow text, so any key type is hashable and sorts) and,
+# in a windowed table, its window in epoch ms.
+_RowId = tuple[str, tuple[int, int] | None]
+
+
+def _table_views(table: Any, rows: dict[Any, Any]) -> dict[_RowId, dict[str, Any]]:
+    """The rows of `worker.table(...)` as builtins by identity: {key, window?, value}."""
+    out: dict[_RowId, dict[str, Any]] = {}
+    for raw_key, row in rows.items():
+        key, window = (
+            (raw_key[0], (raw_key[1].start_ms, raw_key[1].end_ms))
+            if table.window is not None
+            else (raw_key, None)
+        )
+        shown_key = _text(key) if isinstance(key, bytes) else _builtins(key)
+        view: dict[str, Any] = {"key": shown_key}
+        if window is not None:
+            view["window"] = window
+        view["value"] = _builtins(row)
+        out[(_flow(shown_key), window)] = view
+    return out
+
+
+def _builtins(obj: Any) -> Any:
+    return msgspec.to_builtins(obj, enc_hook=_builtin)
+
+
+def _expected_row_view(table: Any, row: ExpectedRow) -> dict[str, Any]:
+    """The expected row through the table's own types, as the actual rows are read (so
+    `amount: 10` and 10.0 agree, a time in epoch ms and in RFC 3339 too, and a field left out
+    equals its default)."""
+    from streamc_runtime.records import key_codec, value_codec
+
+    key = row.fields["key"]
+    if table.key_type not in (str, int, bytes):
+        key = _builtins(key_codec(table.key_type).decode(msgspec.json.encode(key)))
+    view: dict[str, Any] = {"key": key}
+    if "window" in row.fields:
+        view["window"] = row.fields["window"]
+    if "value" in row.fields:
+        codec = value_codec(table.value_type)
+        view["value"] = _builtins(codec.decode(msgspec.json.encode(row.fields["value"])))
+    return view
+
+
+def _shown_row(view: dict[str, Any]) -> dict[str, Any]:
+    """A row as a test file writes it: the window as RFC 3339 text."""
+    if "window" not in view:
+        return view
+    start, end = view["window"]
+    return {**view, "window": [_time_text(start), _time_text(end)]}
+
+
+def _time_text(ms: int) -> str:
+    from streamc_runtime.records import Time
+
+    return str(_builtin(Time.from_ms(ms)))
+
+
+def _compare_table(
+    expectation: TableExpectation, table: Any, actual: dict[_RowId, dict[str, Any]]
+) -> list[str]:
+    """Rows are matched by key (and window), in any order; the table holds no other rows."""
+    remaining = dict(actual)
+    problems: list[str] = []
+    for i, row in enumerate(expectation.rows, 1):
+        want = _expected_row_view(table, row)
+        head = f"table {expectation.name}, row {i} (line {row.span.line})"
+        got = remaining.pop((_flow(want["key"]), want.get("window")), None)
+        if got is None:
+            where = f"key {_flow(want['key'])}"
+            if "window" in want:
+                where += f" and window {_flow(_shown_row(want)['window'])}"
+            problems.append(
+                f"{head} is not in the table (no row has {where}):\n"
+                f"      expected: {_flow(_shown_row(want))}"
+            )
+            continue
+        if "value" not in want:
+            continue
+        diff = _first_difference(want["value"], got["value"], "value")
+        if diff is not None:
+            path, e, a = diff
+            problems.append(
+                f"{head} does not match: at {path}: expected {_flow(e)}, got {_flow(a)}\n"
+                f"      expected: {_flow(_shown_row(want))}\n"
+                f"      actual:   {_flow(_shown_row(got))}"
+            )
+    if remaining:
+        extra = [_shown_row(v) for _, v in sorted(remaining.items())]
+        lines = "".join(f"\n      actual:   {_flow(v)}" for v in extra[:_SHOWN_ROWS])
+        more = f"\n      (and {len(extra) - _SHOWN_ROWS} more)" if len(extra) > _SHOWN_ROWS else ""
+        problems.append(
+            f"table {expectation.name}: {len(extra)} row{'s' if len(extra) > 1 else ''} more "
+            f"than expected:{lines}{more}"
+        )
+    return problems
+
+
+_SHOWN_ROWS = 5
 
 
 def _dead_view(message: Any, names: dict[str, str]) -> dict[str, Any]:

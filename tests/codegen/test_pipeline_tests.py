@@ -407,6 +407,14 @@ def programs_and_cases(draw: st.DrawFn) -> tuple[str, str]:
         "topic copy: Order key str partitions 2\ntopic big: Order key str partitions 2\n"
         "topic batches: list[Order] key str\n" + "\n".join(agents) + "\n"
     )
+    window = draw(st.sampled_from([None, "", "window tumbling 5s ", "window session 2s "]))
+    if window is not None:  # a table: --update writes its rows, and the next run reads them
+        program += (
+            "record Count {\n    id: str\n    n: int\n    total: int\n}\n"
+            "topic counted: Count key str\ntable counts: Count key str\n"
+            f"agent tally = from orders | group_by id | aggregate counts {window}"
+            "{ id = key, n = count(), total = sum(amount) } | to counted\n"
+        )
     steps = []
     for _ in range(draw(st.integers(0, 12))):
         if draw(st.integers(0, 4)) == 0:
@@ -524,3 +532,250 @@ def test_a_hooks_module_that_exits_at_import_is_an_invalid_program_not_a_silent_
         f"{tmp_path / 'a' / 'keeper.test.yaml'}: importing the program failed: SystemExit: 0"
     )
     assert out.splitlines()[-1] == "2 passed, 0 failed"
+
+
+# ---------------------------------------------------------------------------------------------
+# Expected table contents
+
+LEDGER = """\
+app ledger
+
+record Order {
+    id: str
+    account: str
+    amount: float
+}
+record Totals {
+    account: str
+    orders: int
+    amount: float
+}
+record Minute {
+    account: str
+    start: time
+    orders: int
+}
+
+topic orders: Order key str partitions 2
+topic totals: Totals key str partitions 2
+topic minutes: Minute key str partitions 2
+table by_account: Totals key str
+table per_minute: Minute key str
+
+agent totals =
+    from orders
+    | group_by account
+    | aggregate by_account { account = key, orders = count(), amount = sum(amount) }
+    | to totals
+agent minutes =
+    from orders
+    | group_by account
+    | aggregate per_minute window tumbling 1m grace 5m
+        { account = key, start = window.start, orders = count() }
+    | to minutes
+"""
+
+LEDGER_INPUTS = """\
+    inputs:
+      - {topic: orders, key: a1, value: {id: o1, account: a1, amount: 10}, timestamp: 1772366405000}
+      - {topic: orders, key: a2, value: {id: o2, account: a2, amount: 2}, timestamp: 1772366410000}
+      - {topic: orders, key: a1, value: {id: o3, account: a1, amount: 20}, timestamp: 1772366470000}
+"""
+
+
+def ledger(tmp_path: Path, cases: str) -> Path:
+    (tmp_path / "ledger.sdl").write_text(LEDGER, encoding="utf-8")
+    (tmp_path / "ledger.test.yaml").write_text(cases, encoding="utf-8")
+    return tmp_path
+
+
+def test_expected_table_rows_pass_by_key_and_window_in_any_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger(
+        tmp_path,
+        f"""\
+cases:
+  - name: rows
+{LEDGER_INPUTS}\
+    tables:
+      by_account:
+        - key: a2
+          value: {{account: a2, orders: 1, amount: 2.0}}
+        - key: a1
+          value: {{account: a1, orders: 2, amount: 30}}
+      per_minute:
+        - key: a1
+          window: [1772366460000, "2026-03-01T12:02:00Z"]
+          value: {{account: a1, start: "2026-03-01T13:01:00+01:00", orders: 1}}
+        - {{key: a2, window: ["2026-03-01T12:00:00Z", "2026-03-01T12:01:00Z"]}}
+        - key: a1
+          window: ["2026-03-01T12:00:00Z", "2026-03-01T12:01:00Z"]
+          value: {{account: a1, start: 1772366400000, orders: 1}}
+""",
+    )
+    status, out, _ = run(capsys, str(tmp_path))
+    assert (status, out.splitlines()[-1]) == (0, "1 passed, 0 failed"), out
+
+
+def test_a_differing_table_row_names_the_field_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger(
+        tmp_path,
+        f"""\
+cases:
+  - name: rows
+{LEDGER_INPUTS}\
+    tables:
+      by_account:
+        - key: a1
+          value: {{account: a1, orders: 2, amount: 31}}
+        - key: a2
+          value: {{account: a2, orders: 1, amount: 2.0}}
+""",
+    )
+    status, out, _ = run(capsys, str(tmp_path))
+    assert status == 1
+    assert (
+        "    table by_account, row 1 (line 9) does not match: at value.amount: expected 31.0, "
+        "got 30.0\n"
+        "      expected: {key: a1, value: {account: a1, orders: 2, amount: 31.0}}\n"
+        "      actual:   {key: a1, value: {account: a1, orders: 2, amount: 30.0}}\n"
+    ) in out
+    assert out.splitlines()[-1] == "0 passed, 1 failed"
+
+
+def test_a_missing_and_an_extra_table_row_fail_the_case(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger(
+        tmp_path,
+        f"""\
+cases:
+  - name: rows
+{LEDGER_INPUTS}\
+    tables:
+      by_account:
+        - {{key: a3}}
+        - {{key: a1}}
+      per_minute:
+        - {{key: a1, window: [1772366460000, 1772366520000]}}
+        - {{key: a1, window: [1772366520000, 1772366580000]}}
+        - {{key: a2, window: [1772366400000, 1772366460000]}}
+""",
+    )
+    status, out, _ = run(capsys, str(tmp_path))
+    assert status == 1
+    assert (
+        "    table by_account, row 1 (line 9) is not in the table (no row has key a3):\n"
+        "      expected: {key: a3}\n"
+        "    table by_account: 1 row more than expected:\n"
+        "      actual:   {key: a2, value: {account: a2, orders: 1, amount: 2.0}}\n"
+        "    table per_minute, row 2 (line 13) is not in the table (no row has key a1 and "
+        "window ['2026-03-01T12:02:00.000Z', '2026-03-01T12:03:00.000Z']):\n"
+        "      expected: {key: a1, window: ['2026-03-01T12:02:00.000Z', "
+        "'2026-03-01T12:03:00.000Z']}\n"
+        "    table per_minute: 1 row more than expected:\n"
+        "      actual:   {key: a1, window: ['2026-03-01T12:00:00.000Z', "
+        "'2026-03-01T12:01:00.000Z'], value: {account: a1, start: '2026-03-01T12:00:00.000Z', "
+        "orders: 1}}\n"
+    ) in out
+
+
+def test_an_empty_table_expectation_fails_when_the_table_has_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger(
+        tmp_path,
+        f"""\
+cases:
+  - name: no orders
+    tables: {{by_account: []}}
+  - name: orders
+{LEDGER_INPUTS}\
+    tables: {{by_account: []}}
+""",
+    )
+    status, out, _ = run(capsys, str(tmp_path))
+    assert status == 1
+    assert "PASS " in out.splitlines()[0] and out.splitlines()[0].endswith("::no orders")
+    assert "    table by_account: 2 rows more than expected:\n" in out
+    assert out.splitlines()[-1] == "1 passed, 1 failed"
+
+
+def test_update_writes_the_tables_of_a_case_and_the_next_run_passes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger(
+        tmp_path,
+        f"""\
+cases:
+  - name: new
+{LEDGER_INPUTS}\
+    expect: {{}}
+
+  - name: stale
+    inputs:
+      - {{topic: orders, value: {{id: o1, account: a1, amount: 10}}, timestamp: 0}}
+    expect: {{}}
+    tables:  # replaced
+      per_minute: []
+      by_account:
+        - {{key: a9}}
+
+  - name: nothing
+    expect: {{}}
+    tables:
+      by_account: [{{key: a1}}]
+""",
+    )
+    status, out, _ = run(capsys, str(tmp_path), "--update")
+    assert status == 0, out
+    written = (tmp_path / "ledger.test.yaml").read_text(encoding="utf-8")
+    # The topics the case's agents wrote go under `expect:` as before; the tables follow.
+    assert (
+        """\
+    tables:
+      by_account:
+        - key: a1
+          value: {account: a1, orders: 2, amount: 30.0}
+        - key: a2
+          value: {account: a2, orders: 1, amount: 2.0}
+      per_minute:
+        - key: a1
+          window: ['2026-03-01T12:00:00.000Z', '2026-03-01T12:01:00.000Z']
+          value: {account: a1, start: '2026-03-01T12:00:00.000Z', orders: 1}
+        - key: a1
+          window: ['2026-03-01T12:01:00.000Z', '2026-03-01T12:02:00.000Z']
+          value: {account: a1, start: '2026-03-01T12:01:00.000Z', orders: 1}
+        - key: a2
+          window: ['2026-03-01T12:00:00.000Z', '2026-03-01T12:01:00.000Z']
+          value: {account: a2, start: '2026-03-01T12:00:00.000Z', orders: 1}
+
+  - name: stale
+"""
+        in written
+    )
+    assert (
+        """\
+          headers: {streamc.position: 'orders:0:0'}
+    tables:
+      by_account:
+        - key: a1
+          value: {account: a1, orders: 1, amount: 10.0}
+      per_minute:
+        - key: a1
+          window: ['1970-01-01T00:00:00.000Z', '1970-01-01T00:01:00.000Z']
+          value: {account: a1, start: '1970-01-01T00:00:00.000Z', orders: 1}
+
+  - name: nothing
+    expect: {}
+    tables:
+      by_account: []
+"""
+        in written
+    )
+    assert "replaced" not in written and "a9" not in written
+    status, out, _ = run(capsys, str(tmp_path))
+    assert (status, out.splitlines()[-1]) == (0, "3 passed, 0 failed"), out
