@@ -117,7 +117,8 @@ def check(
         diagnostics = tuple(sorted(set(checker.diagnostics), key=Diagnostic.sort_key))
         return CheckResult(None, diagnostics, learnt)
     assert program is not None
-    warnings = check_topology(module, program) + check_state.unfilled_tables(checker)
+    with gc_paused():  # the whole-program rules walk the same millions of objects again
+        warnings = check_topology(module, program) + check_state.unfilled_tables(checker)
     return CheckResult(program, tuple(sorted(set(warnings), key=Diagnostic.sort_key)), learnt)
 
 
@@ -150,7 +151,7 @@ class _HookInfo:
     call_proven: bool = False  # see ir.Hook
 
 
-@dataclass
+@dataclass(slots=True)  # one per repartition topic: tens of thousands in a big program
 class _TopicInfo:
     topic: ir.Topic
     span: Span | None
@@ -1265,7 +1266,7 @@ class _Checker:
         s.mode = s.mode_op = "events"
         if s.elem is None or s.key is None:
             return None
-        s.elem = ir.EventType(s.key, s.elem)
+        s.elem = self.share(ir.EventType(s.key, s.elem))
         return ir.Events(s.elem, s.key)
 
     def op_filter(
