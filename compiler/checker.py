@@ -900,8 +900,8 @@ class _Checker:
         for ref in decl.source.topics:
             if ref.text in seen:
                 self.error(
-                    ref.span, "E207", f"topic '{ref.text}' is joined with itself",
-                    notes=self.first_here(seen[ref.text], f"topic '{ref.text}'", "joined"),
+                    ref.span, "E207", f"topic '{ref.text}' is merged with itself",
+                    notes=self.first_here(seen[ref.text], f"topic '{ref.text}'", "merged"),
                 )  # fmt: skip
                 continue
             seen[ref.text] = ref.span
@@ -916,7 +916,7 @@ class _Checker:
             assert first is not None
             if (t.value_type, t.key_type) != (first.value_type, first.key_type):
                 self.error(ref.span, "E302",
-                           f"cannot join topic {t.name} with {first.name}: they carry "
+                           f"cannot merge topic {t.name} with {first.name}: they carry "
                            f"different types",
                            [f"{first.name} carries {first.value_type} keyed by "
                             f"{first.key_type}; {t.name} carries {t.value_type} keyed by "

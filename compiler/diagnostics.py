@@ -57,7 +57,7 @@ CODES: dict[str, str] = {
     "E216": "table field left unassigned",
     "E220": "invalid Python requirement",
     "E301": "topic type does not match the stream",
-    "E302": "joined topics carry different types",
+    "E302": "merged topics carry different types",
     "E303": "invalid key type",
     "E304": "operation needs a plain stream",
     "E305": "operation after a terminal operation",

@@ -2,7 +2,7 @@
 
 Deterministic (a fixed seed), so the committed JSONL files and the tests that assert on
 `streamc run`'s output stay in step. Each line is `{"key": ..., "value": ...}` as `streamc run`
-reads it; orders also have a message `timestamp` (epoch milliseconds).
+reads it; orders and accounts also have a message `timestamp` (epoch milliseconds).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ START_MS = 1_772_366_400_000  # 2026-03-01T12:00:00Z: the orders span the half h
 SPAN_MS = 30 * 60 * 1000
 ACCOUNTS = [f"acct-{n}" for n in range(1, 41)]
 COUNTRIES = ["NL", "NL", "NL", "DE", "FR", "US", "GB", "ES"]
+TIERS = ["basic", "basic", "basic", "silver", "silver", "gold"]
 
 
 def orders(rng: random.Random, count: int) -> list[dict[str, object]]:
@@ -56,6 +57,27 @@ def with_timestamps(lines: list[dict[str, object]]) -> list[dict[str, object]]:
     return stamped
 
 
+def accounts() -> list[dict[str, object]]:
+    """One record per account, keyed by its id, a minute apart in the 40 minutes before the
+    first order: the accounts table is filled before any order is enriched.
+
+    A generator of its own, so the other files stay byte for byte what they were.
+    """
+    rng = random.Random(20260228)
+    return [
+        {
+            "key": account,
+            "value": {
+                "account_id": account,
+                "tier": rng.choice(TIERS),
+                "country": rng.choice(COUNTRIES),
+            },
+            "timestamp": START_MS - (len(ACCOUNTS) - n) * 60_000,
+        }
+        for n, account in enumerate(ACCOUNTS)
+    ]
+
+
 def withdrawals(rng: random.Random, count: int) -> list[dict[str, object]]:
     return [
         {
@@ -82,6 +104,7 @@ def main() -> None:
     write("orders.jsonl", with_timestamps(all_orders))
     write("refunds.jsonl", rng.sample(all_orders, 60))
     write("withdrawals.jsonl", withdrawals(rng, 400))
+    write("accounts.jsonl", accounts())
 
 
 if __name__ == "__main__":

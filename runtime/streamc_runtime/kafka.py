@@ -65,6 +65,9 @@ from aiokafka import (  # type: ignore[import-untyped]
 )
 from aiokafka import errors as kerrors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+from aiokafka.coordinator.assignors.range import (  # type: ignore[import-untyped]
+    RangePartitionAssignor,
+)
 from aiokafka.helpers import create_ssl_context  # type: ignore[import-untyped]
 from aiokafka.record.default_records import (  # type: ignore[import-untyped]
     DefaultRecordBatchBuilder,
@@ -87,7 +90,16 @@ from .transport import (
     redact_url,
 )
 
+# How the group's partitions are spread over the workers. A join with a co-partitioned table,
+# and an aggregate over `a & b`, need partition q of every input topic on one worker (the
+# table's partition q is restored where the stream's partition q is read). The range assignor
+# lays out each topic's partitions over the same sorted members, so topics with equal counts
+# get equal ranges; aiokafka's default, round-robin, deals all topics' partitions out in one
+# sequence and splits them. The memory broker assigns by range too.
+ASSIGNORS = (RangePartitionAssignor,)
+
 __all__ = [
+    "ASSIGNORS",
     "KafkaConfigError",
     "KafkaDeliveryError",
     "KafkaRecordTooLargeError",
@@ -537,6 +549,7 @@ class KafkaTransport:
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             fetch_max_bytes=s.fetch_max_bytes,
             max_partition_fetch_bytes=s.max_partition_fetch_bytes,
+            partition_assignment_strategy=ASSIGNORS,
         )
         self._admin = AIOKafkaAdminClient(**common)
         # Connected together: each start is a few round trips, and start-up time is spent

@@ -243,7 +243,8 @@ def test_run_reports_bad_usage_without_traceback(tmp_path: Path) -> None:
         ("--input", "orders=/nonexistent.jsonl"): (1, "cannot read"),
         ("--input", f"orders={SAMPLE.with_suffix('.jsonl')}", "--table", "nosuch=x.jsonl"): (
             2,
-            "--table: no table 'nosuch' (tables: minutes_by_account, totals_by_account)",
+            "--table: no table 'nosuch' (tables: accounts_by_id, minutes_by_account, "
+            "totals_by_account)",
         ),
     }
     for args, (status, message) in cases.items():

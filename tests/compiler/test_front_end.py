@@ -46,13 +46,16 @@ def test_sample_checks_clean(monkeypatch: pytest.MonkeyPatch) -> None:
     assert program.app == "orders"
     assert program.source_name == "orders.sdl"
     assert [r.name for r in program.records] == [
-        "Customer", "Order", "AccountTotals", "AccountMinute", "Withdrawal"
+        "Customer", "Order", "AccountTotals", "AccountMinute", "Account", "EnrichedOrder",
+        "Withdrawal"
     ]  # fmt: skip
     assert [(t.name, t.partitions, t.changelog, t.window) for t in program.tables] == [
         ("totals_by_account", 4, "orders-totals_by_account-changelog", None),
         ("minutes_by_account", 4, "orders-minutes_by_account-changelog",
          ir.Window("tumbling", 60_000, None, 10_000, "tumbling 1m grace 10s")),
+        ("accounts_by_id", 4, "accounts", None),  # over topic accounts, its changelog
     ]  # fmt: skip
+    assert [(t.source, t.global_) for t in program.tables][-1] == ("accounts", False)
     assert program.hook_modules[0].module == "hooks"
     assert program.hook_modules[0].text == (SAMPLES / "hooks.py").read_text(
         encoding="utf-8"
@@ -80,6 +83,8 @@ def test_sample_uses_every_operation() -> None:
         ir.Events,
         ir.To,
         ir.Sink,
+        ir.Join,
+        ir.Select,
     }
     assert any(len(agent.sources) > 1 for agent in result.program.agents)  # `&`
 

@@ -431,6 +431,33 @@ def test_orders_sample_account_totals_are_the_exact_sums(load_package: Any) -> N
         assert dict(message.headers)["streamc.position"].startswith(b"orders:")
 
 
+def test_orders_sample_enriched_orders_carry_their_accounts_tier(load_package: Any) -> None:
+    app = load_package("orders", "orders_worker").app
+    orders, accounts = jsonl("orders.jsonl"), jsonl("accounts.jsonl")
+    broker = asyncio.run(run_local(app, {"orders": orders, "accounts": accounts}))
+    tiers = {line["key"]: line["value"]["tier"] for line in accounts}
+    assert len(tiers) == 40 and {line["key"] for line in orders} == set(tiers)
+    expected = {
+        line["value"]["id"]: (line["key"], {"id": line["value"]["id"], "account_id":
+            line["value"]["account_id"], "amount": line["value"]["amount"],
+            "tier": tiers[line["key"]]})
+        for line in orders
+    }  # fmt: skip
+    messages = broker.messages("enriched_orders")
+    enriched = [(m.key.decode(), json.loads(m.value)) for m in messages]
+    assert len(enriched) == len(orders)
+    assert {value["id"]: (key, value) for key, value in enriched} == expected
+    # Keyed like the orders, so each lands on its order's (and its account's) partition.
+    assert all(m.partition == partition_for_key(m.key, 4) for m in messages)
+    # The table holds each account's record (what `streamc run --table accounts_by_id=-` prints).
+    from streamc_runtime.state import table_rows
+
+    rows = table_rows(broker, app.tables["accounts_by_id"])
+    assert {k: json.loads(msgspec_json(r)) for k, r in rows.items()} == {
+        line["key"]: line["value"] for line in accounts
+    }
+
+
 def msgspec_json(value: Any) -> bytes:
     import msgspec
 

@@ -161,7 +161,10 @@ def table_rows(
 ) -> dict[Any, Any]:
     """A table's rows from its changelog on `broker` (`row`: the aggregation's row function,
     by default the one the table was aggregated with in this process). A windowed table's
-    rows are keyed by `(key, Window)`: the windows still open."""
+    rows are keyed by `(key, Window)`: the windows still open. A table over a topic has no
+    row function: its rows are the topic's records, the last per key."""
+    if table.source is not None:
+        return table_states(broker, table)
     make = row or table.row
     if make is None:
         raise ValueError(f"table {table.name!r}: no row function known (no aggregate ran)")

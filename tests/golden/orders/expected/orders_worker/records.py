@@ -42,6 +42,23 @@ class AccountMinute(Record, kw_only=True):
     amount: float
 
 
+class Account(Record, kw_only=True):
+    """Record Account of orders.sdl."""
+
+    account_id: str
+    tier: str
+    country: str
+
+
+class EnrichedOrder(Record, kw_only=True):
+    """Record EnrichedOrder of orders.sdl."""
+
+    id: str
+    account_id: str
+    amount: float
+    tier: str | None = None
+
+
 class Withdrawal(Record, kw_only=True):
     """Record Withdrawal of orders.sdl."""
 

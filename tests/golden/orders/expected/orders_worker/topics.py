@@ -4,8 +4,10 @@ from streamc_runtime import Tumbling
 
 from .app import app
 from .records import (
+    Account,
     AccountMinute,
     AccountTotals,
+    EnrichedOrder,
     MinutesByAccountState,
     Order,
     TotalsByAccountState,
@@ -38,6 +40,14 @@ account_totals = app.topic("account_totals", key_type=str, value_type=AccountTot
 
 # topic account_minutes
 account_minutes = app.topic("account_minutes", key_type=str, value_type=AccountMinute, partitions=4)
+
+# topic accounts
+accounts = app.topic(
+    "accounts", key_type=str, value_type=Account, partitions=4, config={"cleanup.policy": "compact"}
+)
+
+# topic enriched_orders
+enriched_orders = app.topic("enriched_orders", key_type=str, value_type=EnrichedOrder, partitions=4)
 
 # named by a string in a pipeline
 orders_audit_all = app.topic("orders.audit.all", key_type=str, value_type=Order, partitions=4)
@@ -102,4 +112,9 @@ minutes_by_account = app.table(
     state_type=MinutesByAccountState,
     partitions=4,
     window=Tumbling(size=60_000, grace=10_000),
+)
+
+# table accounts_by_id, the records of topic accounts
+accounts_by_id = app.table(
+    "accounts_by_id", key_type=str, value_type=Account, source=accounts, global_=False
 )
