@@ -243,7 +243,8 @@ class Aggregate(Stream[Any]):
                 continue
             put(raw_key, state, data)
             positions[src] = offset
-            records.append((raw_key, data, ((POSITION_HEADER, mark),)))
+            # Headers as a list: what the Kafka producer's batch builder takes as it is.
+            records.append((raw_key, data, [(POSITION_HEADER, mark)]))
             partitions.append(last_q)
             stores[last_q] = store
             if not event._acked:
