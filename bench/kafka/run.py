@@ -609,12 +609,14 @@ def summarise(results: list[Result], impls: list[str], pipelines: list[str]) -> 
                 "rss": _median([r.peak_rss_mib for r in good]),
                 "startup": _median([r.startup for r in good]),
                 "cpu": _median([r.cpu for r in good]),
+                # CPU time per message: what the load of a shared machine changes least.
+                "cpu_us": _median([r.cpu / r.rate * 1e6 for r in good if r.cpu and r.rate]),
                 "runs": len(runs),
                 "good": len(good),
             }
     head = (
         f"{'pipeline':8} {'implementation':16} {'msg/s':>10} {'vs ceiling':>10} "
-        f"{'peak RSS MiB':>12} {'start-up s':>10} {'CPU':>5}  runs ok"
+        f"{'peak RSS MiB':>12} {'start-up s':>10} {'CPU':>5} {'CPU us/msg':>10}  runs ok"
     )
     lines += [head, "-" * len(head)]
     for p in pipelines:
@@ -632,6 +634,7 @@ def summarise(results: list[Result], impls: list[str], pipelines: list[str]) -> 
                 + (f"{rss:12.1f} " if rss else f"{'-':>12} ")
                 + (f"{start:10.2f}" if start else f"{'-':>10}")
                 + (f" {m['cpu']:5.0%}" if m["cpu"] is not None else f" {'-':>5}")
+                + (f" {m['cpu_us']:10.1f}" if m["cpu_us"] is not None else f" {'-':>10}")
                 + f"  {m['good']}/{m['runs']}"
             )
         lines.append("")
