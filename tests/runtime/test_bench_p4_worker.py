@@ -20,6 +20,8 @@ def _worker_app(tmp_path: Path, group: str, topic: str) -> Any:
     sys.path.insert(0, str(folder))
     try:
         importlib.import_module(f"{group}_worker.agents")
+        # The hooks report to the harness on stdout (and at exit): not from a test.
+        importlib.import_module(f"{group}_worker.hooks.hooks")._say = lambda *a, **k: None
         return importlib.import_module(f"{group}_worker.app").app
     finally:
         sys.path.remove(str(folder))
