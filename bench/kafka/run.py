@@ -14,10 +14,15 @@ topics), all reading the same records:
     P1  consume, decode to a record, count, commit
     P2  re-key by account_id through a repartition topic, count what comes back, commit
     P3  batches of 100 within 1 s, sum each batch's amounts, commit
+    P4  re-key by account_id, count and sum per account into a table (changelog-backed), commit
 
 Implementations: `streamc` (bench/kafka/pipelines/pN.sdl built with `streamc build` and run as
 `python -m <app>_worker`), `faust` (faust-streaming), `quix` (quixstreams), `raw-json` and
-`raw-orjson` (bench/kafka/peers/raw_aiokafka.py: plain aiokafka loops, the ceiling).
+`raw-orjson` (bench/kafka/peers/raw_aiokafka.py: plain aiokafka loops, the ceiling; P1-P3).
+P4 only: `streamc-rocksdb` (the same worker with `--state-dir`: RocksDB stores) and
+`faust-rocksdb` (Faust's table on its RocksDB store); `streamc` and `faust` keep their tables in
+memory, `quix` always on RocksDB. Until the compiler builds `table`/`aggregate`, streamc's P4
+runs the hand-written worker in pipelines/p4_worker/ (`--p4-worker`).
 
 Every process prints a `first` event (JSON lines, wall-clock time) when its first input
 element is handled (P1: decoded and counted; P2: read from the input topic, before re-keying,
@@ -74,8 +79,22 @@ sys.path.insert(0, str(REPO / "tests" / "kafka"))
 import streamc_runtime  # noqa: E402
 import tansu_broker  # noqa: E402
 
-PIPELINES = ("p1", "p2", "p3")
-IMPLS = ("streamc", "faust", "quix", "raw-json", "raw-orjson")
+PIPELINES = ("p1", "p2", "p3", "p4")
+IMPLS = (
+    "streamc", "streamc-rocksdb", "faust", "faust-rocksdb", "quix", "raw-json", "raw-orjson"
+)  # fmt: skip
+# Which pipelines each implementation runs: the raw loops have no table (P4), and the
+# -rocksdb variants differ from their plain one only in where a table lives.
+ONLY: dict[str, tuple[str, ...]] = {
+    "raw-json": ("p1", "p2", "p3"),
+    "raw-orjson": ("p1", "p2", "p3"),
+    "raw-orjson-tuned": ("p1", "p2", "p3"),
+    "raw-orjson-uvloop": ("p1", "p2", "p3"),
+    "streamc-rocksdb": ("p4",),
+    "faust-rocksdb": ("p4",),
+}
+# Pipelines that re-key through a repartition topic (its committed offsets are checked too).
+REPARTITIONED = ("p2", "p4")
 EXTRA_IMPLS = ("raw-orjson-tuned", "streamc-uvloop", "raw-orjson-uvloop", "streamc-metrics")
 CEILING = "raw-orjson"
 PARTITIONS = 4
@@ -129,6 +148,17 @@ class Dataset:
     ends: dict[int, int]  # partition -> one past its last offset, from the produce acks
     total: float  # sum of all amounts (P3's check)
     avg_bytes: int
+    accounts: dict[str, tuple[int, float]]  # account -> (orders, sum of amounts) (P4's check)
+
+
+def per_account(records: list[tuple[bytes, bytes]]) -> dict[str, tuple[int, float]]:
+    """What the P4 table must hold: each account's number of orders and sum of amounts."""
+    out: dict[str, tuple[int, float]] = {}
+    for _key, value in records:
+        order = json.loads(value)
+        count, amount = out.get(order["account_id"], (0, 0.0))
+        out[order["account_id"]] = (count + 1, amount + order["amount"])
+    return out
 
 
 def orders(n: int) -> tuple[list[tuple[bytes, bytes]], float]:
@@ -180,7 +210,8 @@ async def produce(bootstrap: str, topic: str, n: int) -> Dataset:
         await producer.stop()
     if sum(ends.values()) != n:
         raise SystemExit(f"produced offsets do not add up to {n}: {ends}")
-    return Dataset(topic, n, ends, total, sum(len(v) for _k, v in records) // n)
+    avg = sum(len(v) for _k, v in records) // n
+    return Dataset(topic, n, ends, total, avg, per_account(records))
 
 
 # -- committed offsets -----------------------------------------------------------------------
@@ -203,11 +234,16 @@ async def committed(bootstrap: str, group: str, topics: dict[str, int]) -> dict[
 
 
 async def repartition_topics(bootstrap: str, tag: str) -> dict[str, int]:
-    """Topics whose name contains `tag` (a run's unique group id) and "repartition"."""
+    """Topics whose name contains `tag` (a run's unique group id) and "repartition" (not a
+    changelog: Quix names the changelog of a state after the repartition topic it reads)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
-        names = [t for t in await consumer.topics() if tag in t and "repartition" in t]
+        names = [
+            t
+            for t in await consumer.topics()
+            if tag in t and "repartition" in t and "changelog" not in t
+        ]
         return {t: len(consumer.partitions_for_topic(t) or ()) for t in names}
     finally:
         await consumer.stop()
@@ -336,9 +372,11 @@ async def run_one(
             problems.append(f"counted {done.get('count')}, produced {data.n}")
         if done.get("total") is not None and abs(done["total"] - data.total) > 1e-6 * data.total:
             problems.append(f"amounts sum to {done['total']:.2f}, produced {data.total:.2f}")
+        if result.pipeline == "p4":
+            problems += table_problems(done.get("table"), data.accounts)
         # Committed offsets: while it runs, then (if need be) after a graceful stop.
         want_topics = {data.topic: PARTITIONS}
-        if result.pipeline == "p2":
+        if result.pipeline in REPARTITIONED:
             found = await repartition_topics(bootstrap, result.group)
             if not found:
                 problems.append("no repartition topic found")
@@ -392,6 +430,26 @@ async def run_one(
             result.problem += f"\n--- {log} (tail) ---\n{_tail(log)}"
 
 
+def table_problems(table: dict[str, Any] | None, want: dict[str, tuple[int, float]]) -> list[str]:
+    """P4: the table a process reported at `done` (account -> [orders, sum]) against the
+    produced orders; at most a few differences named."""
+    if not isinstance(table, dict):
+        return ["no table reported at `done`"]
+    wrong = []
+    for account in sorted(want.keys() | table.keys()):
+        got, exp = table.get(account), want.get(account)
+        if (
+            got is None
+            or exp is None
+            or got[0] != exp[0]
+            or abs(got[1] - exp[1]) > 1e-6 * max(abs(exp[1]), 1.0)
+        ):
+            wrong.append(f"{account}: {got} (want {exp})")
+    if not wrong:
+        return []
+    return [f"table wrong for {len(wrong)} of {len(want)} accounts: " + "; ".join(wrong[:3])]
+
+
 # -- implementations -------------------------------------------------------------------------
 
 
@@ -425,9 +483,32 @@ def precompile(*folders: Path) -> None:
         compileall.compile_dir(str(folder), quiet=1)
 
 
+# How streamc's P4 worker is made (`--p4-worker`): "generated" by `streamc build` from p4.sdl,
+# "hand-written" (pipelines/p4_worker/, STATE.md section 2), or "auto": generated if the
+# compiler builds p4.sdl, else the hand-written one.
+P4_WORKER = {"mode": "auto"}
+
+
+def hand_written_p4(group: str, topic: str, rundir: Path) -> Path:
+    """pipelines/p4_worker/ copied as `<group>_worker` with the run's app name and input topic
+    (what `streamc build` does to a copy of p4.sdl), hooks.py beside it as the build would;
+    returns the folder to put on PYTHONPATH."""
+    out = rundir / "build" / f"{group}_worker"
+    package = out / f"{group}_worker"
+    shutil.copytree(HERE / "pipelines" / "p4_worker", package)
+    shutil.copy(HERE / "pipelines" / "hooks.py", package / "hooks" / "hooks.py")
+    for path in package.rglob("*.py"):
+        text = path.read_text()
+        path.write_text(text.replace("bench_p4", group).replace('"bench.orders"', f'"{topic}"'))
+    precompile(out)
+    return out
+
+
 def build_streamc(pipeline: str, group: str, topic: str, rundir: Path) -> Path:
     """Copy pN.sdl with a fresh app name (= consumer group and internal-topic prefix) and the
     run's input topic, build it; returns the folder to put on PYTHONPATH."""
+    if pipeline == "p4" and P4_WORKER["mode"] == "hand-written":
+        return hand_written_p4(group, topic, rundir)
     src = (HERE / "pipelines" / f"{pipeline}.sdl").read_text()
     text, apps = re.subn(rf"^app bench_{pipeline}$", f"app {group}", src, flags=re.M)
     text, names = re.subn(r'name "bench\.orders"', f'name "{topic}"', text)
@@ -444,7 +525,17 @@ def build_streamc(pipeline: str, group: str, topic: str, rundir: Path) -> Path:
         [str(streamc), "build", str(sdl), "-o", str(out)], capture_output=True, text=True
     )
     if proc.returncode != 0:
+        if pipeline == "p4" and P4_WORKER["mode"] == "auto":
+            print(
+                "  streamc cannot build p4.sdl yet; P4 runs the hand-written worker "
+                "(pipelines/p4_worker/)",
+                flush=True,
+            )
+            P4_WORKER["mode"] = "hand-written"
+            return hand_written_p4(group, topic, rundir)
         raise SystemExit(f"streamc build {sdl} failed:\n{proc.stdout}{proc.stderr}")
+    if pipeline == "p4":
+        P4_WORKER["mode"] = "generated"
     precompile(out)
     return out
 
@@ -457,6 +548,7 @@ def streamc_launch(
     rundir: Path,
     loop: str = "asyncio",
     metrics: bool = False,
+    rocksdb: bool = False,
 ) -> Launch:
     path = build_streamc(pipeline, group, data.topic, rundir)
     env = dict(os.environ)
@@ -478,12 +570,16 @@ def streamc_launch(
         # Served (on a free port) and sampling, but not scraped: a scrape every 15 s costs a
         # few milliseconds, far below what a run of seconds can resolve.
         argv += ["--metrics-port", "0"]
+    if rocksdb:
+        argv += ["--state-dir", str(rundir / "state" / group)]
     return Launch(argv, env)
 
 
 LAUNCHERS: dict[str, Callable[[str, str, Dataset, str, Path], Launch]] = {
     "streamc": streamc_launch,
+    "streamc-rocksdb": partial(streamc_launch, rocksdb=True),
     "faust": _peer("faust_bench.py"),
+    "faust-rocksdb": _peer("faust_bench.py", "--store", "rocksdb"),
     "quix": _peer("quix_bench.py"),
     "raw-json": _peer("raw_aiokafka.py", "--codec", "json"),
     "raw-orjson": _peer("raw_aiokafka.py", "--codec", "orjson"),
@@ -512,6 +608,8 @@ def summarise(results: list[Result], impls: list[str], pipelines: list[str]) -> 
     med: dict[tuple[str, str], dict[str, float | None]] = {}
     for p in pipelines:
         for impl in impls:
+            if p not in ONLY.get(impl, PIPELINES):
+                continue
             runs = [r for r in results if r.pipeline == p and r.impl == impl]
             good = [r for r in runs if r.ok]
             med[p, impl] = {
@@ -519,17 +617,21 @@ def summarise(results: list[Result], impls: list[str], pipelines: list[str]) -> 
                 "rss": _median([r.peak_rss_mib for r in good]),
                 "startup": _median([r.startup for r in good]),
                 "cpu": _median([r.cpu for r in good]),
+                # CPU time per message: what the load of a shared machine changes least.
+                "cpu_us": _median([r.cpu / r.rate * 1e6 for r in good if r.cpu and r.rate]),
                 "runs": len(runs),
                 "good": len(good),
             }
     head = (
         f"{'pipeline':8} {'implementation':16} {'msg/s':>10} {'vs ceiling':>10} "
-        f"{'peak RSS MiB':>12} {'start-up s':>10} {'CPU':>5}  runs ok"
+        f"{'peak RSS MiB':>12} {'start-up s':>10} {'CPU':>5} {'CPU us/msg':>10}  runs ok"
     )
     lines += [head, "-" * len(head)]
     for p in pipelines:
         ceiling = med.get((p, CEILING), {}).get("rate")
         for impl in impls:
+            if (p, impl) not in med:
+                continue
             m = med[p, impl]
             rate, rss, start = m["rate"], m["rss"], m["startup"]
             ratio = f"{rate / ceiling:9.0%}" if rate and ceiling else f"{'-':>9}"
@@ -540,17 +642,21 @@ def summarise(results: list[Result], impls: list[str], pipelines: list[str]) -> 
                 + (f"{rss:12.1f} " if rss else f"{'-':>12} ")
                 + (f"{start:10.2f}" if start else f"{'-':>10}")
                 + (f" {m['cpu']:5.0%}" if m["cpu"] is not None else f" {'-':>5}")
+                + (f" {m['cpu_us']:10.1f}" if m["cpu_us"] is not None else f" {'-':>10}")
                 + f"  {m['good']}/{m['runs']}"
             )
         lines.append("")
-    if "streamc" in impls:
-        lines.append("streamc vs each (throughput ratio; RSS and start-up differences):")
-        for p in pipelines:
-            s = med[p, "streamc"]
+    for base in ("streamc", "streamc-rocksdb"):
+        ps = [p for p in pipelines if (p, base) in med]
+        if base not in impls or not ps:
+            continue
+        lines.append(f"{base} vs each (throughput ratio; RSS and start-up differences):")
+        for p in ps:
+            s = med[p, base]
             parts = []
             for impl in impls:
-                o = med[p, impl]
-                if impl == "streamc" or not s["rate"] or not o["rate"]:
+                o = med.get((p, impl))
+                if o is None or impl == base or not s["rate"] or not o["rate"]:
                     continue
                 drss = (s["rss"] or 0) - (o["rss"] or 0)
                 dstart = (s["startup"] or 0) - (o["startup"] or 0)
@@ -581,6 +687,8 @@ async def main_async(args: argparse.Namespace, run_id: str, rundir: Path) -> dic
         for rep in range(args.repeat):
             for p in pipelines:
                 for impl in impls:
+                    if p not in ONLY.get(impl, PIPELINES):
+                        continue
                     group = f"{impl.replace('-', '_')}_{p}_{run_id}_{rep}"
                     launch = LAUNCHERS[impl](p, group, data, bootstrap, rundir)
                     if args.profile:
@@ -616,6 +724,7 @@ async def main_async(args: argparse.Namespace, run_id: str, rundir: Path) -> dic
         "loadavg": load,
         "results": [asdict(r) for r in results],
         "table": table,
+        "p4_worker": P4_WORKER["mode"] if "p4" in pipelines else None,
     }
     return report
 
@@ -633,6 +742,13 @@ def main(argv: list[str] | None = None) -> int:
         help="default: %(default)s",
     )
     parser.add_argument("--pipeline", nargs="+", choices=PIPELINES, default=list(PIPELINES))
+    parser.add_argument(
+        "--p4-worker",
+        choices=("auto", "generated", "hand-written"),
+        default="auto",
+        help="streamc's P4 worker: built from p4.sdl, or pipelines/p4_worker/ (auto: the "
+        "generated one if the compiler builds p4.sdl)",
+    )
     parser.add_argument("--out", help="folder for logs, builds and results.json")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument(
@@ -653,6 +769,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--n must be a positive multiple of 100")
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
+    P4_WORKER["mode"] = args.p4_worker
     run_id = uuid.uuid4().hex[:6]
     rundir = Path(args.out or f"/tmp/streamc-bench-{run_id}").resolve()
     rundir.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from .transport import (
     HANDOUT_RUN,
     TP,
@@ -39,9 +41,13 @@ __all__ = [
 ]
 
 
-@dataclass(slots=True)
-class MemoryMessage:
-    """A stored record; the memory broker's implementation of `transport.Message`."""
+class MemoryMessage(msgspec.Struct, gc=False):
+    """A stored record; the memory broker's implementation of `transport.Message`.
+
+    Untracked by the cycle collector (`gc=False`: it holds only strings, ints, bytes and
+    tuples of them, so it can be in no cycle): a broker keeps every message it stored, and
+    with each one tracked, a full collection walked them all again; it was half of what a
+    table's changelog cost per element here."""
 
     topic: str
     partition: int
@@ -94,15 +100,76 @@ def partition_for_key(key: bytes, partitions: int) -> int:
 
 
 class _Partition:
-    __slots__ = ("base", "messages")
+    """A partition's log: messages in offset order from `base` (`trim` raises it) to `end`.
+
+    Stored in sealed chunks, tuples of `_CHUNK` messages, and an open tail list. A long list of
+    messages made every full pass of the cycle collector walk all of them; a tuple of untracked
+    messages is untracked itself once the collector has seen it, so only the short list of
+    chunks is walked."""
+
+    __slots__ = ("_first", "_sealed", "_tail", "base", "end")
 
     def __init__(self) -> None:
-        self.messages: list[MemoryMessage] = []  # messages[i].offset == base + i
-        self.base = 0  # offset of messages[0]; grows when `trim` drops committed messages
+        self._sealed: list[tuple[MemoryMessage, ...]] = []
+        self._tail: list[MemoryMessage] = []
+        self._first = 0  # offset of the first message kept (of _sealed[0], else of _tail[0])
+        self.base = 0  # offset of the first message not trimmed (>= _first)
+        self.end = 0  # offset the next message gets
 
     @property
-    def end(self) -> int:
-        return self.base + len(self.messages)
+    def messages(self) -> list[MemoryMessage]:
+        """The retained messages (a copy); assigning replaces them (tests simulate compaction
+        so), the first at offset `base`."""
+        return self.read(self.base, self.end)
+
+    @messages.setter
+    def messages(self, messages: list[MemoryMessage]) -> None:
+        self._sealed, self._tail = [], []
+        self._first = self.end = self.base
+        for message in messages:
+            self.append(message)
+
+    def append(self, message: MemoryMessage) -> None:
+        tail = self._tail
+        tail.append(message)
+        self.end += 1
+        if len(tail) == _CHUNK:
+            self._sealed.append(tuple(tail))
+            tail.clear()
+
+    def read(self, start: int, stop: int) -> list[MemoryMessage]:
+        """The messages with offsets in [start, stop), as far as they are retained."""
+        i, j = max(start, self.base) - self._first, min(stop, self.end) - self._first
+        sealed = self._sealed
+        in_sealed = len(sealed) * _CHUNK
+        out: list[MemoryMessage] = []
+        while i < j:
+            if i >= in_sealed:
+                out.extend(self._tail[i - in_sealed : j - in_sealed])
+                break
+            c, r = divmod(i, _CHUNK)
+            take = min(_CHUNK - r, j - i)
+            out.extend(sealed[c][r : r + take])
+            i += take
+        return out
+
+    def trim(self, upto: int) -> int:
+        """Drop the messages before offset `upto`; how many were dropped."""
+        n = min(upto, self.end) - self.base
+        if n <= 0:
+            return 0
+        self.base += n
+        whole = min((self.base - self._first) // _CHUNK, len(self._sealed))
+        if whole:
+            del self._sealed[:whole]
+            self._first += whole * _CHUNK
+        if not self._sealed:  # the rest is in the tail: drop from it exactly
+            del self._tail[: self.base - self._first]
+            self._first = self.base
+        return n
+
+
+_CHUNK = 4096
 
 
 class _Group:
@@ -171,13 +238,7 @@ class MemoryBroker:
         if parts is None:
             raise KeyError(f"unknown topic {topic!r}")
         if partition is None:
-            if key is not None:
-                partition = partition_for_key(key, len(parts))
-            else:
-                counter = self._round_robin.get(topic)
-                if counter is None:
-                    counter = self._round_robin[topic] = itertools.count()
-                partition = next(counter) % len(parts)
+            partition = self._place(topic, key, len(parts))
         elif not 0 <= partition < len(parts):
             raise ValueError(f"topic {topic!r} has no partition {partition}")
         part = parts[partition]
@@ -191,12 +252,61 @@ class MemoryBroker:
             value,
             tuple(headers),
         )
-        part.messages.append(message)
+        part.append(message)
         if self.on_produce is not None:
             self.on_produce(message)
         if self._waiters:
             self._wake()
         return MemoryDelivery(topic, partition, offset)
+
+    def produce_many(
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes | None, bytes | None, Headers]],
+        timestamps: Sequence[int | None] | None = None,
+        partitions: Sequence[int] | None = None,
+    ) -> None:
+        """Append a run of records at once, each as `produce` would (one clock reading for the
+        run, no `MemoryDelivery` each); the run is stored whole or, if a partition is wrong,
+        not at all."""
+        parts = self._topics.get(topic)
+        if parts is None:
+            raise KeyError(f"unknown topic {topic!r}")
+        n = len(parts)
+        if partitions is None:
+            places = [self._place(topic, key, n) for key, _, _ in records]
+        else:
+            places = list(partitions)
+            for q in places:
+                if not 0 <= q < n:
+                    raise ValueError(f"topic {topic!r} has no partition {q}")
+        now = self._clock()
+        stamps: Any = itertools.repeat(None) if timestamps is None else timestamps
+        on_produce = self.on_produce
+        for (key, value, headers), q, ts in zip(records, places, stamps, strict=False):
+            part = parts[q]
+            message = MemoryMessage(
+                topic,
+                q,
+                part.end,
+                now if ts is None or ts < 0 else ts,
+                key,
+                value,
+                tuple(headers),
+            )
+            part.append(message)
+            if on_produce is not None:
+                on_produce(message)
+        if self._waiters:
+            self._wake()
+
+    def _place(self, topic: str, key: bytes | None, partitions: int) -> int:
+        if key is not None:
+            return partition_for_key(key, partitions)
+        counter = self._round_robin.get(topic)
+        if counter is None:
+            counter = self._round_robin[topic] = itertools.count()
+        return next(counter) % partitions
 
     def messages(self, topic: str, partition: int | None = None) -> list[MemoryMessage]:
         """A topic's retained messages, partition by partition, each in offset order."""
@@ -204,7 +314,7 @@ class MemoryBroker:
         if parts is None:
             raise KeyError(f"unknown topic {topic!r}")
         if partition is not None:
-            return list(parts[partition].messages)
+            return parts[partition].messages
         return [m for part in parts for m in part.messages]
 
     def end_offset(self, tp: TP) -> int:
@@ -232,11 +342,7 @@ class MemoryBroker:
                 if not marks or any(mark is None for mark in marks):
                     continue
                 upto = min(mark for mark in marks if mark is not None)
-                n = min(upto - part.base, len(part.messages))
-                if n > 0:
-                    del part.messages[:n]
-                    part.base += n
-                    dropped += n
+                dropped += part.trim(upto)
         return dropped
 
     # -- groups -----------------------------------------------------------------------------
@@ -408,17 +514,17 @@ class MemoryTransport:
             for i in turn:
                 tp = tps[i]
                 part = topics[tp.topic][tp.partition]
-                pos = max(positions[tp], part.base) - part.base
-                if pos >= len(part.messages):
+                pos = max(positions[tp], part.base)
+                if pos >= part.end:
                     continue
-                chunk = part.messages[pos : pos + min(run, max_records - len(out))]
+                chunk = part.read(pos, pos + min(run, max_records - len(out)))
                 out.extend(chunk)
                 pos += len(chunk)
-                positions[tp] = part.base + pos
+                positions[tp] = pos
                 self._cursor = i + 1
                 if len(out) >= max_records:
                     return out
-                if pos < len(part.messages):
+                if pos < part.end:
                     left.append(i)
             turn = left
         return out
@@ -516,6 +622,12 @@ class MemoryTransport:
     ) -> Awaitable[object]:
         if self.max_record_size is not None:
             self._refuse_too_large(records)  # before any of the run is stored
+        if "send" not in self.__dict__ and type(self).send is MemoryTransport.send:
+            # Nothing overrides `send`: the run is stored at once, delivered as it is stored.
+            self.broker.produce_many(topic, records, timestamps, partitions)
+            done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
         # Record by record through `send`, which tests override to delay or fail deliveries.
         stamps = itertools.repeat(None) if timestamps is None else timestamps
         parts: Any = itertools.repeat(None) if partitions is None else partitions
@@ -539,7 +651,7 @@ class MemoryTransport:
         pos = max(start, part.base)
         while pos < end:
             upto = min(pos + _READ_CHUNK, end)
-            chunk = part.messages[pos - part.base : upto - part.base]
+            chunk = part.read(pos, upto)
             if not chunk:  # trimmed meanwhile
                 return
             yield chunk

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from collections.abc import Collection
 
+import pytest
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2  # type: ignore[import-untyped]
 from streamc_runtime.memory import MemoryBroker, MemoryTransport, murmur2, partition_for_key
 from streamc_runtime.transport import TP, TopicSpec
@@ -119,3 +121,59 @@ def test_trim_drops_only_what_every_group_committed() -> None:
     assert broker.trim() == 4
     assert [m.offset for m in broker.messages("t")] == list(range(4, 10))
     assert broker.produce("t", b"v").offset == 10
+
+
+async def test_send_many_stores_a_run_as_records_sent_one_by_one_would_be() -> None:
+    # The run goes to the broker at once (no `send` per record): the same partitions, offsets,
+    # keys, headers and timestamps as the same records sent one by one, in run order.
+    by_run, by_record = MemoryBroker(clock=lambda: 7), MemoryBroker(clock=lambda: 7)
+    for broker in (by_run, by_record):
+        broker.create_topic("t", 3)
+        broker.produce("t", b"before", b"k0")
+    seen: list[tuple[int, int, bytes | None]] = []
+    by_run.on_produce = lambda m: seen.append((m.partition, m.offset, m.value))
+    records = [
+        (b"k1", b"a", (("h", b"1"),)),
+        (None, b"b", ()),
+        (b"k1", None, ()),
+        (None, b"c", ()),
+        (b"k2", b"d", (("h", b"2"), ("g", b"3"))),
+    ]
+    stamps = [5, None, -1, 9, None]
+    delivered = await MemoryTransport(by_run, "g").send_many("t", records, stamps)
+    assert (await delivered) is None
+    one = MemoryTransport(by_record, "g")
+    for (key, value, headers), ts in zip(records, stamps, strict=True):
+        await one.send("t", value, key, headers, timestamp=ts)
+    assert by_run.messages("t") == by_record.messages("t")
+    assert sorted(m.timestamp for m in by_run.messages("t")) == [5, 7, 7, 7, 7, 9]
+    assert seen == [
+        (m.partition, m.offset, m.value)
+        for value in (b"a", b"b", None, b"c", b"d")
+        for m in by_run.messages("t")
+        if m.value == value
+    ]
+
+
+async def test_send_many_to_given_partitions_stores_nothing_when_one_does_not_exist() -> None:
+    broker = MemoryBroker()
+    broker.create_topic("t", 2)
+    transport = MemoryTransport(broker, "g")
+    await transport.send_many("t", [(b"a", b"1", ()), (b"a", b"2", ())], partitions=[1, 0])
+    assert [(m.partition, m.offset, m.value) for m in broker.messages("t")] == [
+        (0, 0, b"2"),
+        (1, 0, b"1"),
+    ]
+    with pytest.raises(ValueError, match="no partition 2"):
+        await transport.send_many("t", [(b"a", b"3", ()), (b"a", b"4", ())], partitions=[0, 2])
+    assert len(broker.messages("t")) == 2
+
+
+def test_stored_messages_are_not_tracked_by_the_cycle_collector() -> None:
+    # A broker keeps every message; tracked, each full collection walked all of them again
+    # (half the cost per element of an aggregation's changelog, bench/bench_state.py).
+    broker = MemoryBroker()
+    broker.create_topic("t", 1)
+    broker.produce("t", b"v", b"k", (("h", b"1"),))
+    [message] = broker.messages("t")
+    assert not gc.is_tracked(message)

@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None, **extra: dict[str, object]) -> tup
     p.add_argument("--topic", required=True, help="input topic (4 partitions, JSON orders)")
     p.add_argument("--group", required=True, help="consumer group / application id")
     p.add_argument("--n", type=int, required=True, help="orders to expect")
-    p.add_argument("--pipeline", choices=("p1", "p2", "p3"), required=True)
+    p.add_argument("--pipeline", choices=("p1", "p2", "p3", "p4"), required=True)
     p.add_argument("--commit-interval", type=float, default=1.0)
     p.add_argument("--session-timeout-ms", type=int, default=2000)
     p.add_argument("--heartbeat-interval-ms", type=int, default=300)
@@ -73,12 +73,13 @@ class Counter:
     `add(k)` costs one comparison on the hot path; the report happens twice per run.
     """
 
-    __slots__ = ("began", "count", "n", "total")
+    __slots__ = ("began", "count", "n", "table", "total")
 
     def __init__(self, n: int) -> None:
         self.n = n
         self.count = 0
         self.total = 0.0
+        self.table: dict[str, tuple[int, float]] = {}  # P4: each account's latest row
         self.began = False
         # The final count, after a graceful stop: more than N means something was counted
         # twice (`done` fires at the N-th, so it cannot tell).
@@ -99,6 +100,16 @@ class Counter:
             say("progress", count=self.count)
         if self.count == self.n:
             say("done", count=self.count)
+
+    def row(self, account: str, orders: int, amount: float) -> None:
+        """P4: the table row an order updated (account, its count and sum of amounts so far);
+        `done` reports the table, so the harness can check every account."""
+        self.table[account] = (orders, amount)
+        self.count += 1
+        if self.count % 10_000 == 0:
+            say("progress", count=self.count)
+        if self.count == self.n:
+            say("done", count=self.count, table=self.table)
 
     def add(self, k: int) -> None:
         """`k` more elements at once (the raw loops count a fetched batch in one step, and

@@ -4,8 +4,10 @@
 
 An `Order` faust.Record decoded from JSON (Faust picks orjson when installed), one agent per
 pipeline: P1 `async for order in stream`, P2 `stream.group_by(Order.account_id)` (Faust's
-repartition topic), P3 `stream.take(100, within=1)`. Offsets are committed by Faust every
-`--commit-interval` seconds; no web server; tables are not used, so no RocksDB.
+repartition topic), P3 `stream.take(100, within=1)`, P4 the same `group_by` into a `Table` of
+[count, sum] per account (its changelog topic; `--store memory` or `rocksdb`, which Faust runs
+on rocksdict when python-rocksdb is absent). Offsets are committed by Faust every
+`--commit-interval` seconds; no web server.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import sys
 import faust
 from common import Counter, parse_args, say
 
-args, _ = parse_args()
+args, extra = parse_args(store={"choices": ["memory", "rocksdb"], "default": "memory"})
 counter = Counter(args.n)
 
 app = faust.App(
     args.group,
     broker=f"kafka://{args.bootstrap}",
     datadir=args.state_dir,
+    store=f"{extra['store']}://",
     web_enabled=False,
     topic_partitions=4,
     consumer_auto_offset_reset="earliest",
@@ -60,6 +63,18 @@ elif args.pipeline == "p2":
         # every repeat shares; the group id keeps each run's repartition topic its own.
         async for _order in stream.group_by(Order.account_id, topic=repartition):
             counter.one()
+
+elif args.pipeline == "p4":
+    totals = app.Table("totals", partitions=4)
+
+    @app.agent(orders)
+    async def p4(stream: faust.StreamT[Order]) -> None:
+        stream.add_processor(lambda order: counter.started() or order)  # clock starts here
+        async for order in stream.group_by(Order.account_id, topic=repartition):
+            count, amount = totals.get(order.account_id) or (0, 0.0)
+            count, amount = count + 1, amount + order.amount
+            totals[order.account_id] = (count, amount)
+            counter.row(order.account_id, count, amount)
 
 else:
 

@@ -4,7 +4,10 @@
 
 Quix decodes JSON into dicts (orjson), not into typed records: that is its idiom, and what its
 users run. P1 `sdf.update(count)`, P2 `sdf.group_by("account_id")` (Quix's repartition topic),
-P3 a stateless batching function in `sdf.update`: Quix has no `take(n, within)`, and its count
+P3 a stateless batching function in `sdf.update`, P4 `sdf.group_by("account_id")` then a stateful
+`sdf.apply` keeping each account's count and sum (Quix's state: RocksDB, with changelog topics,
+its documented way for a running aggregate per key; its windows' `.reduce`/`.agg` need a
+window). P3: Quix has no `take(n, within)`, and its count
 windows are stateful (RocksDB plus a changelog topic) and cannot close on time, so they would
 measure something else. The last partial batch is closed by the next element after 1 s; the
 harness waits for all N, which the final batch reaches only once every order has arrived, so
@@ -29,7 +32,8 @@ app = Application(
     auto_offset_reset="earliest",
     commit_interval=args.commit_interval,
     state_dir=args.state_dir,
-    use_changelog_topics=False,
+    # Changelog topics back the state, as Quix runs by default; P1-P3 have no state.
+    use_changelog_topics=args.pipeline == "p4",
     loglevel="WARNING",
     consumer_extra_config={
         "session.timeout.ms": args.session_timeout_ms,
@@ -54,6 +58,18 @@ elif args.pipeline == "p2":
     sdf.update(lambda _order: counter.started())  # the clock starts at the first input
     sdf = sdf.group_by("account_id")
     sdf.update(count)
+elif args.pipeline == "p4":
+    sdf.update(lambda _order: counter.started())  # the clock starts at the first input
+    sdf = sdf.group_by("account_id")
+
+    def add(order: dict[str, Any], state: Any) -> dict[str, Any]:
+        orders, amount = state.get("totals", (0, 0.0))
+        orders, amount = orders + 1, amount + order["amount"]
+        state.set("totals", (orders, amount))
+        return {"account_id": order["account_id"], "orders": orders, "amount": amount}
+
+    sdf = sdf.apply(add, stateful=True)
+    sdf.update(lambda row: counter.row(row["account_id"], row["orders"], row["amount"]))
 else:
     batch: list[dict[str, Any]] = []
     started = 0.0

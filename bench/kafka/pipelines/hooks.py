@@ -62,3 +62,19 @@ def sum_batch(batch):  # type: ignore[no-untyped-def]
     _total += sum(o.amount for o in batch)
     if before < _N <= _count:
         _say("done", count=_count, total=_total)
+
+
+_totals: dict = {}
+
+
+def count_total(row):  # type: ignore[no-untyped-def]
+    """P4: count the rows the aggregation passes on (one per order) and keep each account's
+    latest, its table row; the `done` report carries them, so the harness can check every
+    account's count and sum."""
+    global _count
+    _count += 1
+    _totals[row.account_id] = (row.orders, row.amount)
+    if _count % 10_000 == 0:
+        _say("progress", count=_count)
+    if _count == _N:
+        _say("done", count=_count, table=_totals)

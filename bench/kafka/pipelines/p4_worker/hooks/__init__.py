@@ -1,0 +1,1 @@
+"""User hook modules, copied verbatim from beside p4.sdl."""
