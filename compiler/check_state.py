@@ -92,7 +92,7 @@ def check_table(c: _Checker, decl: ast.TableDecl) -> None:
                           "shorten the app or table name"):  # fmt: skip
         if changelog in c.kafka_names:
             c.error(decl.name.span, "E208", f"the changelog of table {name}, Kafka topic "
-                    f"'{changelog}', is already used by {c.kafka_names[changelog]}",
+                    f"'{changelog}', is already used by {c.owner_of(changelog)}",
                     notes=c.first_here(c.kafka_spans.get(changelog), f"Kafka topic "
                                        f"'{changelog}'", "used"))  # fmt: skip
         else:

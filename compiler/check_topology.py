@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import ast, ir
@@ -71,6 +72,9 @@ def _walk(module: ast.Module, program: ir.Program) -> tuple[dict[str, Span], lis
             named = [o for o in decl.options if isinstance(o, ast.TopicKafkaName)]
             spans.setdefault(decl.name.text, named[0].name.span if named else decl.name.span)
     writes: list[_Write] = []
+    # A write into a topic no step reads cannot be on a loop: only writes into topics that are
+    # read somewhere are kept (a big program's repartition topics mostly feed nothing on).
+    read = {t for agent in program.agents for t in _read_topics(agent)}
     # A clean program has one agent per declaration, in order (no index by name: 121,561
     # agents in a 10 MB program).
     decls = [d for d in module.decls if isinstance(d, ast.AgentDecl)]
@@ -89,10 +93,21 @@ def _walk(module: ast.Module, program: ir.Program) -> tuple[dict[str, Span], lis
                 targets = [(op.late, late.topic.span)]
             for target, span in targets:
                 spans.setdefault(target, span)
-                writes += [_Write(source, target, agent.name, span) for source in reading]
+                if target in read:
+                    writes += [_Write(source, target, agent.name, span) for source in reading]
             if isinstance(op, ir.GroupBy | ir.Through):
                 reading = (op.topic,)
     return spans, writes
+
+
+def _read_topics(agent: ir.Agent) -> Iterator[str]:
+    """The topics an agent's steps read: its sources, and what a `group_by` or `through`
+    writes and reads back, when a later step writes on from it."""
+    yield from agent.sources
+    ops = agent.ops
+    for i, op in enumerate(ops):
+        if isinstance(op, ir.GroupBy | ir.Through) and i + 1 < len(ops):
+            yield op.topic
 
 
 def positions_topics(topics: list[ir.Topic], agents: tuple[ir.Agent, ...]) -> set[str]:

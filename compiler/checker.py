@@ -177,9 +177,9 @@ class _Checker:
     topics: dict[str, _TopicInfo] = field(default_factory=dict)  # by source name
     implicit: dict[str, _TopicInfo] = field(default_factory=dict)
     repartition: dict[str, _TopicInfo] = field(default_factory=dict)
-    kafka_names: dict[str, str] = field(
-        default_factory=dict
-    )  # kafka name -> source name
+    # Kafka name -> what uses it, for E208: text, or (prefix, name) joined only when reported,
+    # since a big program has a repartition topic per agent and the joined text is never read.
+    kafka_names: dict[str, str | tuple[str, str]] = field(default_factory=dict)
     hooks: dict[str, _HookInfo] = field(default_factory=dict)
     hook_modules: list[ir.HookModule] = field(default_factory=list)
     # hook functions whose name their module binds again after the `def` (`f = retry(f)`)
@@ -691,9 +691,13 @@ class _Checker:
         self.error(span, "E210", message, [KAFKA_NAME_RULE, *([remedy] if remedy else [])])
         return False
 
+    def owner_of(self, kafka_name: str) -> str:
+        owner = self.kafka_names[kafka_name]
+        return owner if isinstance(owner, str) else owner[0] + owner[1]
+
     def claim_kafka_name(self, kafka_name: str, owner: str, span: Span) -> None:
         if kafka_name in self.kafka_names:
-            other = self.kafka_names[kafka_name]
+            other = self.owner_of(kafka_name)
             note = self.first_here(self.kafka_spans.get(kafka_name),
                                    f"Kafka topic '{kafka_name}'", "used")  # fmt: skip
             self.error(span, "E208", f"Kafka topic '{kafka_name}' is already used by {other}",
@@ -1091,7 +1095,7 @@ class _Checker:
             self.error(
                 op.span,
                 "E208",
-                f"Kafka topic '{name}' is already used by {self.kafka_names[name]}",
+                f"Kafka topic '{name}' is already used by {self.owner_of(name)}",
                 notes=self.first_here(self.kafka_spans.get(name), f"Kafka topic '{name}'", "used"),
             )
         elif self.check_kafka_name(
@@ -1101,7 +1105,7 @@ class _Checker:
             "it is named <app>-<agent>-<source topic>-<key>-repartition: shorten those "
             "names, or send the stream `through` a shorter topic before a second group_by",
         ):
-            self.kafka_names[name] = f"the repartition topic of agent {agent.name.text}"
+            self.kafka_names[name] = ("the repartition topic of agent ", agent.name.text)
             self.kafka_spans[name] = op.span
             self.repartition[name] = _TopicInfo(topic, None)
         s.key, s.topic, s.inputs = key, name, (s.partitions,)
@@ -1175,7 +1179,7 @@ class _Checker:
                     return None
                 if ref.value in self.kafka_names:
                     self.error(ref.span, "E208", f"Kafka topic '{ref.value}' is already used "
-                               f"by {self.kafka_names[ref.value]}",
+                               f"by {self.owner_of(ref.value)}",
                                notes=self.first_here(self.kafka_spans.get(ref.value),
                                                      f"Kafka topic '{ref.value}'", "used"),
                                )  # fmt: skip
