@@ -243,3 +243,33 @@ def test_a_record_holding_time_fields_passes_as_the_same_object() -> None:
         check(Visit(user="u", at=_dt.datetime(2026, 3, 1)))  # type: ignore[arg-type]
     with pytest.raises(HookResultError, match=r"at `\$\.left`"):
         check(Visit(user="u", at=visit.at, left="soon"))  # type: ignore[arg-type]
+
+
+def test_plain_records_are_checked_field_by_field_and_others_by_msgspec() -> None:
+    from streamc_runtime.hooks import _fields_check
+
+    class Line(Record, kw_only=True):
+        sku: str
+        qty: int
+        price: float
+        note: str | None = None
+        tags: list[str] = msgspec.field(default_factory=list)
+
+    class Loose(Record, kw_only=True):
+        extra: dict[str, int]
+
+    fast = _fields_check(Line)
+    assert fast is not None and _fields_check(Loose) is None
+    assert fast(Line(sku="a", qty=1, price=2))  # an int is a fine float, as msgspec reads it
+    assert fast(Line(sku="a", qty=1, price=2.5, note=None, tags=["x"]))
+    for bad in (
+        Line(sku="a", qty=True, price=2.5),  # a bool is not an int
+        Line(sku="a", qty=1.5, price=2.5),  # type: ignore[arg-type]
+        Line(sku="a", qty=1, price="2"),  # type: ignore[arg-type]
+        Line(sku="a", qty=1, price=2.5, note=3),  # type: ignore[arg-type]
+        Line(sku="a", qty=1, price=2.5, tags=["x", 2]),  # type: ignore[list-item]
+    ):
+        assert not fast(bad)
+    check = result_check(Line, "fix")
+    with pytest.raises(HookResultError, match="Expected `int`, got `bool`"):
+        check(Line(sku="a", qty=True, price=2.5))
