@@ -105,16 +105,9 @@ class Aggregate(Stream[Any]):
             event = carrier
             m = event.message
             if event._offsets is not last_offsets or last_offsets.closed or last_held.closed:
-                if event._offsets.closed:
-                    continue  # revoked while upstream held it: the new owner handles it
-                h = live.store(m.partition)
+                h = await held_store(live, event)
                 if h is None:
-                    continue  # likewise: its store left with the partition
-                if not h.ready.is_set():
-                    await _ready(h)
-                    # Closed meanwhile (revoked mid-restore), or its restore failed.
-                    if live.store(m.partition) is not h or not h.ready.is_set():
-                        continue
+                    continue  # revoked: the partition's new owner handles it
                 store, last_q, last_offsets, last_held = h.store, m.partition, event._offsets, h
                 stretches.append((h, len(records), len(out)))
                 h.folding = True  # a store revoked now holds states its changelog may not
@@ -228,6 +221,23 @@ def _without_closed(
             seen = folded.get(q)
             folded[q] = (h.store, r1 - r0 + (0 if seen is None else seen[1]))
     return kept_records, kept_partitions, kept_out, folded
+
+
+async def held_store(live: TablePartitions, event: Event[Any, Any]) -> _Held | None:
+    """The store of `event`'s table partition once restored; None when the partition is gone
+    (revoked while upstream held the event or while the store was restoring, or its restore
+    failed): the partition's new owner handles the event."""
+    if event._offsets.closed:
+        return None
+    partition = event.message.partition
+    held = live.store(partition)
+    if held is None:
+        return None
+    if not held.ready.is_set():
+        await _ready(held)
+        if live.store(partition) is not held or not held.ready.is_set():
+            return None
+    return held
 
 
 async def _ready(held: _Held) -> None:

@@ -29,7 +29,7 @@ import msgspec
 from ..records import Time, key_codec, to_ms
 from ..stream import EMPTY, Element, Event, Pulled, Stream
 from ..transport import Delivery, Headers
-from .aggregate import _NO_HELD, _ready, _without_closed
+from .aggregate import _NO_HELD, _without_closed, held_store
 from .changelog import POSITION_HEADER, map_record
 
 if TYPE_CHECKING:
@@ -314,16 +314,9 @@ class WindowedAggregate(Stream[Any]):
             event = carrier
             m = event.message
             if event._offsets is not last_offsets or last_offsets.closed or last_held.closed:
-                if event._offsets.closed:
-                    continue
-                h = live.store(m.partition)
+                h = await held_store(live, event)
                 if h is None:
-                    continue
-                if not h.ready.is_set():
-                    await _ready(h)
-                    # Closed meanwhile (revoked mid-restore), or its restore failed.
-                    if live.store(m.partition) is not h or not h.ready.is_set():
-                        continue
+                    continue  # revoked: the partition's new owner handles it
                 store, last_q, last_offsets, last_held = h.store, m.partition, event._offsets, h
                 index = self._index(last_q, h)
                 run.stretch(h)
