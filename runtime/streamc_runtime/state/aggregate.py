@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["Aggregate"]
 
 _RUN_MAX = 1000
+_KEYS_MAX = 100_000  # decoded keys cached, at most (the cache starts afresh beyond)
 
 
 class Aggregate(Stream[Any]):
@@ -78,6 +79,8 @@ class Aggregate(Stream[Any]):
         self._direct = type(up).__anext__ is _next_source_value
         # Source partitions as the skip map names them, by their bytes in position headers.
         self._names: dict[bytes, str] = {}
+        # Decoded keys by their bytes (a row needs the key; most keys come back often).
+        self._keys: dict[bytes, Any] = {}
 
     async def _pull(self) -> Pulled:
         i = self._next
@@ -159,7 +162,9 @@ class Aggregate(Stream[Any]):
         fold, row, fold_async, checks = self._fold, self._row, self._fold_async, self._checks
         state_type = table.state_type
         encode = table.state_codec.encode
-        names = self._names
+        names, keys = self._names, self._keys
+        if len(keys) > _KEYS_MAX:
+            keys.clear()
         records: list[tuple[bytes | None, bytes | None, Headers]] = []
         partitions: list[int] = []
         stores: dict[int, Any] = {}  # table partition -> its store, for those this run touched
@@ -198,6 +203,7 @@ class Aggregate(Stream[Any]):
                 get, put, positions = store.get, store.put, store.positions
                 own_src = f"{m.topic}:{m.partition}"
                 own_prefix = f"{own_src}:".encode()
+                stores[last_q] = store
                 stretches.append((h, len(records), len(rows)))
                 h.folding = True  # a store revoked now holds states its changelog may not
             raw_key: bytes | None = m.key
@@ -224,7 +230,11 @@ class Aggregate(Stream[Any]):
                 offset = int(tail)
             key = event._key
             if key is _UNDECODED:
-                key = event.key
+                key = keys.get(raw_key, _UNDECODED)
+                if key is _UNDECODED:
+                    key = keys[raw_key] = event.key
+                else:
+                    event._key = key
             state = get(raw_key)
             try:
                 if offset <= positions.get(src, -1):
@@ -254,9 +264,9 @@ class Aggregate(Stream[Any]):
                 continue
             put(raw_key, state, data)
             positions[src] = offset
-            records.append((raw_key, data, ((POSITION_HEADER, mark),)))
+            # Headers as a list: the Kafka transport's batch builder takes exactly that.
+            records.append((raw_key, data, [(POSITION_HEADER, mark)]))
             partitions.append(last_q)
-            stores[last_q] = store
             if not event._acked:
                 held.append((offsets, m.offset))
             rows.append(result)
