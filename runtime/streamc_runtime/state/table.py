@@ -284,7 +284,16 @@ class WorkerTables:
         if failed or worker.failure is not None or worker.output_lost is not None:
             return
         for store, snapshot in snapshots:
-            store.checkpoint(snapshot)
+            try:
+                store.checkpoint(snapshot)
+            except Exception as exc:  # the database's write (one WriteBatch) failed
+                # The store keeps its previous checkpoint, and a restore replays the changelog
+                # after it. It must never be checkpointed again: what this snapshot took is no
+                # longer waiting to be written, so a later mark would cover states the database
+                # lacks. Failing the worker stops every later checkpoint (see above); the other
+                # stores are still written and every store is still closed.
+                logger.error("checkpoint of a table store failed: %s; stopping", exc)
+                worker.fail(exc)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
