@@ -21,8 +21,9 @@ Implementations: `streamc` (bench/kafka/pipelines/pN.sdl built with `streamc bui
 `raw-orjson` (bench/kafka/peers/raw_aiokafka.py: plain aiokafka loops, the ceiling; P1-P3).
 P4 only: `streamc-rocksdb` (the same worker with `--state-dir`: RocksDB stores) and
 `faust-rocksdb` (Faust's table on its RocksDB store); `streamc` and `faust` keep their tables in
-memory, `quix` always on RocksDB. Until the compiler builds `table`/`aggregate`, streamc's P4
-runs the hand-written worker in pipelines/p4_worker/ (`--p4-worker`).
+memory, `quix` always on RocksDB. streamc's P4 runs the worker `streamc build` makes of p4.sdl
+(`--p4-worker auto`, the default, falls back to the hand-written pipelines/p4_worker/ only if
+the build fails, and says so; the summary names the worker that ran).
 
 Every process prints a `first` event (JSON lines, wall-clock time) when its first input
 element is handled (P1: decoded and counted; P2: read from the input topic, before re-keying,
@@ -716,6 +717,8 @@ async def main_async(args: argparse.Namespace, run_id: str, rundir: Path) -> dic
         f"{os.cpu_count()} CPUs"
     )
     print(table)
+    if "p4" in pipelines:
+        print(f"P4's streamc worker: {P4_WORKER['mode']}")
     report = {
         "run_id": run_id,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

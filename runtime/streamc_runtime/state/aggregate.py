@@ -1,10 +1,11 @@
 """`Stream.aggregate`: fold each element into its key's state in a table, pass the row on.
 
-The node folds runs: whatever upstream has at hand (up to `_RUN_MAX` elements) is folded,
-element by element in order, then the run's changelog records go out in one `send_many` (one
-per applied input, in apply order, never reordered or merged: a partially delivered run must
-be a prefix), followed by the skip map of each table partition the run touched. Then the
-elements go downstream one by one, as `(row(key, state), carrier)`. A carrier stays in flight
+The node folds runs: whatever upstream has at hand (up to `_RUN_MAX` elements; taken from the
+buffer at once when upstream hands over its events as they are) is folded, element by element
+in order, then the run's changelog records go out in one `send_many` (one per applied input,
+in apply order, never reordered or merged: a partially delivered run must be a prefix),
+followed by the skip map of each table partition the run touched. Then the elements go
+downstream one by one, as `(row(key, state), carrier)`. A carrier stays in flight
 until its changelog record is delivered, as a forward's does, and until downstream is done.
 
 The skip rule: an element whose source position (header `streamc.position`, else its own
@@ -76,7 +77,7 @@ class Aggregate(Stream[Any]):
         self._next = 0
         # Whether upstream's elements are its buffer's events as they are (the source, or the
         # read-back side of a `group_by`): then runs are taken from the buffer directly.
-        self._direct = type(up).__anext__ is _next_source_value
+        self._direct = hands_over_events(up)
         # Source partitions as the skip map names them, by their bytes in position headers.
         self._names: dict[bytes, str] = {}
         # Decoded keys by their bytes (a row needs the key; most keys come back often).
@@ -118,42 +119,10 @@ class Aggregate(Stream[Any]):
         self._current = self._carriers[i]
         return self._rows[i]
 
-    async def _take_run(self) -> tuple[list[Any], list[Carrier]]:
-        """The next run's values and carriers (at most `_RUN_MAX`; none if nothing is at hand)."""
+    async def _fold_run(self) -> None:
         up = self._up
         assert up is not None
-        if self._direct:
-            # Upstream hands over its buffer's events as they are: take a run of them at once,
-            # with no element tuple and no coroutine each. The loop is shared per run, as the
-            # source does every few elements, and a sampled run is timed as its first element.
-            source = up._source
-            if source.sample:
-                source.sample_tick()
-            await source.share_loop()
-            buffer = source.buffer
-            popleft = buffer.popleft
-            events: list[Any] = [popleft() for _ in range(min(len(buffer), _RUN_MAX))]
-            if source.full and len(buffer) <= source.low:
-                self._worker.conductor.drained(source)
-            return [e.value for e in events], events
-        values: list[Any] = []
-        carriers: list[Carrier] = []
-        may_wait = False
-        while len(values) < _RUN_MAX:
-            if values and may_wait:
-                break  # what is pulled is folded before an async hook gets to hold it back
-            element = await up._pull()
-            if element is EMPTY:
-                break
-            value, carrier = cast(Element, element)
-            if not values:
-                may_wait = up._may_wait()
-            values.append(value)
-            carriers.append(carrier)
-        return values, carriers
-
-    async def _fold_run(self) -> None:
-        values, carriers = await self._take_run()
+        values, carriers = await take_run(up, self._direct)
         if not values:
             return
         worker = self._worker
@@ -300,6 +269,46 @@ class Aggregate(Stream[Any]):
             rows = self._rows[self._next :] + rows
             out = self._carriers[self._next :] + out
         self._rows, self._carriers, self._next = rows, out, 0
+
+
+def hands_over_events(up: Stream[Any]) -> bool:
+    """Whether `up`'s elements are its buffer's events as they are (the source, or the
+    read-back side of a `group_by`): `take_run` then takes runs from the buffer directly."""
+    return type(up).__anext__ is _next_source_value
+
+
+async def take_run(up: Stream[Any], direct: bool) -> tuple[list[Any], list[Carrier]]:
+    """The next run of `up`'s values and carriers (at most `_RUN_MAX`; none if nothing is at
+    hand), for a node that folds runs; `direct`: `hands_over_events(up)`."""
+    if direct:
+        # Upstream hands over its buffer's events as they are: take a run of them at once,
+        # with no element tuple and no coroutine each. The loop is shared per run, as the
+        # source does every few elements, and a sampled run is timed as its first element.
+        source = up._source
+        if source.sample:
+            source.sample_tick()
+        await source.share_loop()
+        buffer = source.buffer
+        popleft = buffer.popleft
+        events: list[Any] = [popleft() for _ in range(min(len(buffer), _RUN_MAX))]
+        if source.full and len(buffer) <= source.low:
+            up._worker.conductor.drained(source)
+        return [e.value for e in events], events
+    values: list[Any] = []
+    carriers: list[Carrier] = []
+    may_wait = False
+    while len(values) < _RUN_MAX:
+        if values and may_wait:
+            break  # what is pulled is folded before an async hook gets to hold it back
+        element = await up._pull()
+        if element is EMPTY:
+            break
+        value, carrier = cast(Element, element)
+        if not values:
+            may_wait = up._may_wait()
+        values.append(value)
+        carriers.append(carrier)
+    return values, carriers
 
 
 def _without_closed(
