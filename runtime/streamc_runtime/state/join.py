@@ -19,6 +19,7 @@ change the table.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 from collections.abc import Callable
@@ -49,6 +50,7 @@ class GlobalTable:
         self.store = MemoryStore(table.state_codec.decode)
         self.ready = asyncio.Event()
         self.ends: list[int] = [0] * table.partitions
+        self._wake = asyncio.Event()
         self.task = worker._spawn(self._run(), f"global table {table.name}")
 
     async def _run(self) -> None:
@@ -82,7 +84,15 @@ class GlobalTable:
                         self.ends[p] = m.offset + 1
                         read += 1
             if not read:
-                await asyncio.sleep(_GLOBAL_POLL)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_GLOBAL_POLL):
+                        await self._wake.wait()
+                self._wake.clear()
+
+    def poke(self) -> None:
+        """Look at the partition ends now rather than at the next poll (`streamc run` and
+        `streamc test` apply a table record before the stream records after it)."""
+        self._wake.set()
 
     def rows(self) -> dict[Any, Any]:
         if not self.ready.is_set():
