@@ -2,10 +2,10 @@
 
 Inputs are produced exactly as a producer would: values are encoded as generic JSON and *not*
 validated, so a bad record reaches the worker and its dead-letter topic as it would on Kafka.
-They are consumed in timestamp order (those of several files interleaved; ties, and inputs
+They are produced in timestamp order (those of several files interleaved; ties, and inputs
 without a timestamp, keep their file order; inputs without one come last), and a table topic's
 records (a `table ... from TOPIC`, global or not) are applied before stream records of the
-same timestamp, so a run is deterministic and a join sees the row of its element's time: the
+same timestamp and after earlier ones, so a join sees the row of its element's time: the
 inputs are cut into runs of table records and runs of stream records, and each run is produced
 only once the worker has handled the one before (idle, every global table caught up). The
 worker then runs until it is idle (nothing left to fetch, nothing buffered, every agent
