@@ -3,6 +3,7 @@ sees the row as of its element, not the table's final rows (issue 14's determini
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,24 @@ def test_streamc_test_applies_table_records_between_the_stream_records_listed_ar
     out, err = capsys.readouterr()
     assert (status, err) == (0, ""), out
     assert "1 passed" in out, out
+
+
+async def test_streamc_run_passes_a_keyless_record_of_a_global_tables_topic_by() -> None:
+    # A record without a key is no row; the global table must still count it as read, or
+    # the run would wait for the table to reach its topic's end forever.
+    orders = [order(1.0, 1000), order(2.0, 3000)]
+    accounts = [
+        account("gold", 500),
+        {"value": {"account_id": "a1", "tier": "x"}, "timestamp": 2000},
+    ]
+    broker = await asyncio.wait_for(
+        run_local(
+            join_app(left=True, by_field=True, global_=True),
+            [("orders", orders), ("accounts", accounts)],
+        ),
+        10,
+    )
+    tiers = [
+        msgspec.json.decode(m.value or b"", type=Enriched).tier for m in broker.messages("enriched")
+    ]
+    assert sorted(tiers) == ["gold", "gold"]

@@ -75,14 +75,16 @@ class GlobalTable:
             for p in range(table.partitions):
                 async for batch in transport.read_partition(topic, p, self.ends[p]):
                     for m in batch:
-                        if m.key is None or m.offset < self.ends[p]:
+                        if m.offset < self.ends[p]:
+                            continue
+                        self.ends[p] = m.offset + 1  # a keyless record is read too (no row)
+                        read += 1
+                        if m.key is None:
                             continue
                         if m.value is None:
                             store.delete(m.key)
                         else:
                             store.put(m.key, decode(m.value), m.value)
-                        self.ends[p] = m.offset + 1
-                        read += 1
             if not read:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(_GLOBAL_POLL):
