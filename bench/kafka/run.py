@@ -228,6 +228,22 @@ def p6_accounts() -> list[tuple[bytes, bytes]]:
     return out
 
 
+def p6_expected(
+    order_records: list[tuple[bytes, bytes]], account_records: list[tuple[bytes, bytes]]
+) -> tuple[dict[str, int], int]:
+    """What P6's `done` must report: orders per tier (an account's last record counts; "null":
+    no account), and the sum of crc32("<order id>:<tier>") over the orders."""
+    tier_of = {json.loads(v)["account_id"]: json.loads(v)["tier"] for _k, v in account_records}
+    tiers: dict[str, int] = {}
+    digest = 0
+    for key, value in order_records:
+        tier = tier_of.get(json.loads(value)["account_id"])
+        name = "null" if tier is None else tier  # as JSON writes a None key
+        tiers[name] = tiers.get(name, 0) + 1
+        digest += zlib.crc32(f"{key.decode()}:{tier}".encode())
+    return tiers, digest
+
+
 async def produce_p6(bootstrap: str, run_id: str, n: int) -> Dataset:
     """P6's accounts (timestamps an hour before now, in order) to a compacted topic, then its
     N orders (over those accounts) to their own topic; what the enriched orders must show."""
@@ -247,15 +263,8 @@ async def produce_p6(bootstrap: str, run_id: str, n: int) -> Dataset:
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
-    tier_of = {json.loads(v)["account_id"]: json.loads(v)["tier"] for _k, v in records}
     data = await produce(bootstrap, f"orders6-{run_id}", n, accounts=P6_ACCOUNTS)
-    tiers: dict[str, int] = {}
-    digest = 0
-    for key, value in orders(n, P6_ACCOUNTS)[0]:
-        tier = tier_of.get(json.loads(value)["account_id"])
-        name = "null" if tier is None else tier  # as JSON writes a None key
-        tiers[name] = tiers.get(name, 0) + 1
-        digest += zlib.crc32(f"{key.decode()}:{tier}".encode())
+    tiers, digest = p6_expected(orders(n, P6_ACCOUNTS)[0], records)
     return Dataset(
         data.topic, data.n, data.ends, data.total, data.avg_bytes, {},
         accounts_topic, len(records), tiers, digest,
