@@ -29,11 +29,14 @@ from typing import Any
 
 import msgspec
 
-from .app import App, Topic, Worker, _cancel
+from .app import App
 from .memory import MemoryBroker, MemoryTransport
 from .records import Time
 from .stream import Carrier, Event, SourceStream, carrier_events
+from .tasks import cancel
+from .topic import Topic
 from .transport import TP
+from .worker import Worker
 
 __all__ = [
     "LocalRunError",
@@ -261,7 +264,7 @@ async def run_local(
     for name, encoded_input in runs.pop(0) if runs else ():
         produce_input(broker, name, encoded_input)
     worker_options.setdefault("stats_interval", 0)
-    worker = app.worker(MemoryTransport(broker, app.name), **worker_options)
+    worker = Worker(app, MemoryTransport(broker, app.name), **worker_options)
     await worker.start()
     stopped: list[str] = []  # why the watch stopped the run, if it did
     try:
@@ -274,8 +277,8 @@ async def run_local(
         try:
             await asyncio.wait({watch, quiet}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await _cancel(quiet)
-            await _cancel(watch)
+            await cancel(quiet)
+            await cancel(watch)
         if stopped:
             worker.shutdown_timeout = 0  # a stuck hook is cancelled, not waited for
     finally:
