@@ -7,9 +7,10 @@ without a timestamp, keep their file order; inputs without one come last), and a
 records (a `table ... from TOPIC`, global or not) are applied before stream records of the
 same timestamp and after earlier ones, so a join sees the row of its element's time: the
 inputs are cut into runs of table records and runs of stream records, and each run is produced
-only once the worker has handled the one before (idle, every global table caught up). The
-worker then runs until it is idle (nothing left to fetch, nothing buffered, every agent
-waiting for data), partial `take` batches are drained, and that repeats until
+only once the worker has handled the one before (idle, every global table caught up; partial
+`take` batches are kept). The worker then runs until it is idle (nothing left to fetch,
+nothing buffered, every agent waiting for data), partial `take` batches are drained, and that
+repeats until
 nothing moves; then, unless `close_windows=False`, stream time moves past every window so the
 final rows of windowed aggregations come out, and the worker runs until quiet again; then it
 commits, stops, and the broker is returned for the caller to read the output topics from.
@@ -448,17 +449,19 @@ async def _finish(
     broker: MemoryBroker,
     runs: list[list[tuple[str, Encoded]]],
 ) -> None:
-    """Run until quiescent, produce the next run of inputs, until all are; then, with
-    `close_windows`, close every window (the finals may feed further windows: until a round
-    changes nothing)."""
-    await until_quiescent(worker)
+    """Run until idle, produce the next run of inputs, until all are; then until quiescent
+    and, with `close_windows`, close every window (the finals may feed further windows: until
+    a round changes nothing)."""
     for run in runs:
+        # Idle, not quiescent: a drain here would cut a partial `take` batch wherever a table
+        # record falls between its elements, which the end of input alone does.
+        await until_idle(worker)
         if not worker.running:
             return
         await tables_caught_up(worker, broker)
         for name, encoded_input in run:
             produce_input(broker, name, encoded_input)
-        await until_quiescent(worker)
+    await until_quiescent(worker)
     if not close_windows or not worker.windowed:
         return
     last: tuple[int, ...] | None = None

@@ -10,7 +10,9 @@ from typing import Any
 import msgspec
 import pytest
 from joinkit import Enriched, join_app
+from rtkit import Order
 from streamc.cli import main
+from streamc_runtime import Stream
 from streamc_runtime.local import run_local
 
 
@@ -152,3 +154,27 @@ async def test_streamc_run_passes_a_keyless_record_of_a_global_tables_topic_by()
         msgspec.json.decode(m.value or b"", type=Enriched).tier for m in broker.messages("enriched")
     ]
     assert sorted(tiers) == ["gold", "gold"]
+
+
+async def test_streamc_run_drains_take_batches_at_the_end_of_input_not_at_table_records() -> None:
+    # The runs of stream records between table records are produced one by one; a partial
+    # `take` batch is drained only at the end of input, as without a table, not at each run.
+    app = join_app(left=True)
+    batches: list[list[float]] = []
+
+    @app.agent(app.topics["orders"], name="batches")
+    async def batch_orders(stream: Stream[Order]) -> None:
+        async for values in stream.take(10, within=3600.0):
+            batches.append(sorted(o.amount for o in values))
+
+    orders = [order(1.0, 1000), order(2.0, 2000), order(3.0, 3000), order(4.0, 4000)]
+    accounts = [account("gold", 500), account("silver", 2500), account("platinum", 3500)]
+    broker = await run_local(app, [("orders", orders), ("accounts", accounts)])
+    assert batches == [[1.0, 2.0, 3.0, 4.0]]
+    tiers = sorted(
+        (e.amount, e.tier)
+        for e in (
+            msgspec.json.decode(m.value or b"", type=Enriched) for m in broker.messages("enriched")
+        )
+    )
+    assert tiers == [(1.0, "gold"), (2.0, "gold"), (3.0, "silver"), (4.0, "platinum")]
