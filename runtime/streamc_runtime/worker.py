@@ -735,6 +735,12 @@ class Worker:
         await self._send_dead(message, exc, agents, [(state, message.offset)])
         state.release(message.offset)
 
+    async def dead_letter_record(self, message: Message, exc: BaseException, agent: str) -> None:
+        """An undecodable record read outside the group (a table's topic, while restoring or
+        following it): dead-lettered, with no offset of ours to hold."""
+        self.dead_lettered[agent] += 1
+        await self._send_dead(message, exc, agent, [])
+
     async def _send_dead(
         self,
         message: Message,

@@ -25,10 +25,12 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+from ..records import DecodeError
 from ..stream import EMPTY, Element, Event, Pulled, SourceStream, Stream, ack_carrier
 from ..tasks import cancel
 from .aggregate import _ready
 from .memory import MemoryStore
+from .table import valid_records
 
 if TYPE_CHECKING:
     from ..worker import Worker
@@ -59,12 +61,14 @@ class GlobalTable:
         topic = table.changelog.name
         logger.info("reading global table %s from %s", table.name, topic)
         count = 0
+        valid = valid_records(self.worker, table, dead_letter=True)
         for p in range(table.partitions):
             async for batch in transport.read_partition(topic, p, 0):
                 if batch:
-                    store.restore_batch([(m.key, m.value) for m in batch if m.key is not None], 0)
                     self.ends[p] = batch[-1].offset + 1
                     count += len(batch)
+                    kept = await valid(batch)
+                    store.restore_batch([(m.key, m.value) for m in kept if m.key is not None], 0)
         store.restore_done()
         logger.info(
             "read global table %s: %d records, %d rows", table.name, count, len(store._states)
@@ -84,8 +88,13 @@ class GlobalTable:
                             continue
                         if m.value is None:
                             store.delete(m.key)
-                        else:
-                            store.put(m.key, decode(m.value), m.value)
+                            continue
+                        try:
+                            state = decode(m.value)
+                        except DecodeError as exc:
+                            await self.worker.dead_letter_record(m, exc, f"table {table.name}")
+                            continue
+                        store.put(m.key, state, m.value)
             if not read:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(_GLOBAL_POLL):
