@@ -1643,6 +1643,7 @@ _HANDLERS: dict[
     ast.WindowOp: check_time.op_window,  # type: ignore[dict-item]
     ast.SelectOp: check_join.op_select,  # type: ignore[dict-item]
     ast.JoinOp: check_join.op_join,  # type: ignore[dict-item]
+    ast.JoinStreamOp: check_join.op_join_stream,  # type: ignore[dict-item]
 }
 
 _OP_WORDS = {
@@ -1651,6 +1652,7 @@ _OP_WORDS = {
     ast.ItemsOp: "items", ast.EventsOp: "events", ast.WhereOp: "where", ast.FilterOp: "filter",
     ast.ToOp: "to", ast.SinkOp: "sink", ast.AggregateOp: "aggregate",
     ast.DistinctOp: "distinct", ast.WindowOp: "window", ast.SelectOp: "select", ast.JoinOp: "join",
+    ast.JoinStreamOp: "join stream",
 }  # fmt: skip
 
 

@@ -29,6 +29,7 @@ whose output was not delivered before the crash.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -123,6 +124,11 @@ def _stamp(element: Element) -> int:
     return carrier.message.timestamp if type(carrier) is Event else 0
 
 
+def _partition(element: Element) -> int:
+    carrier = element[1]
+    return carrier.message.partition if type(carrier) is Event else -1
+
+
 class _OtherSide(SourceStream[Any]):
     """The other topic's buffer: data arriving there wakes the agent waiting on its own."""
 
@@ -204,9 +210,12 @@ class StreamStreamJoin(Stream[Any]):
         self._buffers: dict[int, _Buffers] = {}
         self._out: list[Element] = []
         self._at = 0
-        # One element of each side pulled and not handled yet (`_next`).
-        self._ahead_this: Element | None = None
-        self._ahead_other: Element | None = None
+        # The stream's element pulled and not handled yet, and the other topic's records
+        # pulled, per partition (`_next`).
+        self._ahead: Element | None = None
+        self._stash: dict[int, deque[Element]] = {}
+        self._stashed = 0
+        self._stash_max = worker.buffer_size
         # The worker's `close_windows_epoch` last acted on (`streamc run`'s end of input).
         self.closed_epoch = worker.close_windows_epoch
         worker.windowed.append(self)
@@ -222,7 +231,7 @@ class StreamStreamJoin(Stream[Any]):
         return element
 
     def _deadline(self) -> float | None:
-        if self._other.buffer or self._ahead_this is not None or self._ahead_other is not None:
+        if self._other.buffer or self._ahead is not None or self._stashed:
             return 0.0  # the other side has data: pull again at once
         up = self._up
         assert up is not None
@@ -235,27 +244,40 @@ class StreamStreamJoin(Stream[Any]):
         return known
 
     async def _next(self) -> tuple[bytes, Element] | None:
-        """The next element of either side: with one waiting on each, the earlier by
-        timestamp (so stream time rises as the inputs' times interleave), else whichever
-        has one."""
-        up = self._up
+        """The next element of either side. Stream time is per partition, so the sides are
+        merged per partition by timestamp as far as what has arrived shows: the other
+        topic's records wait in per-partition queues (as many as an agent buffers), and one
+        goes first when it is older than the stream's next element of its partition, or when
+        the stream has none."""
+        up, other, stash = self._up, self._other, self._stash
         assert up is not None
-        if self._ahead_this is None:
+        while self._stashed < self._stash_max:
+            element = await other._pull()
+            if element is EMPTY:
+                break
+            pulled = cast(Element, element)
+            stash.setdefault(_partition(pulled), deque()).append(pulled)
+            self._stashed += 1
+        this = self._ahead
+        if this is None:
             element = await up._pull()
             if element is not EMPTY:
-                self._ahead_this = cast(Element, element)
-        if self._ahead_other is None:
-            element = await self._other._pull()
-            if element is not EMPTY:
-                self._ahead_other = cast(Element, element)
-        this, other = self._ahead_this, self._ahead_other
-        if other is not None and (this is None or _stamp(other) < _stamp(this)):
-            self._ahead_other = None
-            return _OTHER, other
+                this = cast(Element, element)
         if this is not None:
-            self._ahead_this = None
+            waiting = stash.get(_partition(this))
+            if waiting and _stamp(waiting[0]) < _stamp(this):
+                self._ahead = this
+                return _OTHER, self._unstash(waiting)
+            self._ahead = None
             return _THIS, this
+        if self._stashed:
+            oldest = min((q for q in stash if stash[q]), key=lambda q: _stamp(stash[q][0]))
+            return _OTHER, self._unstash(stash[oldest])
         return None
+
+    def _unstash(self, waiting: deque[Element]) -> Element:
+        self._stashed -= 1
+        return waiting.popleft()
 
     async def _run(self) -> None:
         up = self._up
