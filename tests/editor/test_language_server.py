@@ -209,6 +209,8 @@ def test_completion_offers_what_fits_where_the_cursor_is(client: LspClient, proj
     assert "account_of" in complete("agent w = from withdrawals | group_by ")
     topics = sorted(re.findall(r"^topic (\w+)", base, re.M))
     assert complete("agent w = from ")[: len(topics)] == topics
+    assert complete("agent w = from orders | left join ") == ["stream"]
+    assert complete("agent w = from orders | left join stream ")[: len(topics)] == topics
     assert complete("agent w = from orders | process ")[:2] == ["account_of", "add_client_info"]
     records = sorted(re.findall(r"^record (\w+)", base, re.M))
     assert complete("record R { x: ")[-len(records) :] == records
