@@ -3,14 +3,23 @@ order arrival, late records, and the buffers restored from their changelog."""
 
 from __future__ import annotations
 
+import asyncio
+
 from rtkit import Running
+from streamc_runtime.local import until_quiescent
 from streamc_runtime.memory import MemoryBroker
 from streamjoinkit import GRACE, WITHIN, Order, Payment, paid_rows, produce, stream_join_app
 
 
+async def settled(r: Running) -> None:
+    """Until everything fed in is handled (the other topic's records held for the stream's
+    are released when nothing else moves, as `streamc run` does)."""
+    await asyncio.wait_for(until_quiescent(r.worker), 5)
+
+
 async def _close(r: Running) -> None:
     r.worker.request_close_windows()
-    await r.idle()
+    await settled(r)
 
 
 async def test_an_inner_join_pairs_records_within_the_window_whatever_side_comes_first() -> None:
@@ -23,7 +32,7 @@ async def test_an_inner_join_pairs_records_within_the_window_whatever_side_comes
         # 5.001 s apart: no pair
         produce(r.broker, "orders", Order(id="o3", amount=3.0), "o3", 10_000)
         produce(r.broker, "payments", Payment(order_id="o3", paid=3.0), "o3", 15_001)
-        await r.idle()
+        await settled(r)
         assert sorted(paid_rows(r.broker)) == [("o1", 10.0, 10.0), ("o2", 2.0, 2.0)]
         stamps = sorted(m.timestamp for m in r.messages("paid"))
         assert stamps == [3000, 9000]  # the later element's time
@@ -37,7 +46,7 @@ async def test_every_partner_within_the_window_makes_a_pair() -> None:
         produce(r.broker, "orders", Order(id="o1", amount=2.0), "o1", 2000)
         produce(r.broker, "payments", Payment(order_id="o1", paid=5.0), "o1", 1500)
         produce(r.broker, "payments", Payment(order_id="o1", paid=6.0), "o1", 6500)
-        await r.idle()
+        await settled(r)
         assert sorted(paid_rows(r.broker)) == [
             ("o1", 1.0, 5.0),
             ("o1", 2.0, 5.0),
@@ -52,10 +61,10 @@ async def test_a_left_join_emits_an_unmatched_order_once_when_its_window_closes(
         produce(r.broker, "payments", Payment(order_id="o2", paid=2.0), "o2", 2000)
         # stream time 7000 = 1000 + within + grace: o1's window is not closed yet
         produce(r.broker, "payments", Payment(order_id="x", paid=0.0), "x", 1000 + WITHIN + GRACE)
-        await r.idle()
+        await settled(r)
         assert paid_rows(r.broker) == [("o2", 2.0, 2.0)]
         produce(r.broker, "payments", Payment(order_id="y", paid=0.0), "y", 7001)
-        await r.idle()
+        await settled(r)
         assert paid_rows(r.broker) == [("o2", 2.0, 2.0), ("o1", 1.0, None)]
         assert r.messages("paid")[1].timestamp == 1000
         await _close(r)
@@ -69,7 +78,7 @@ async def test_an_outer_join_emits_unmatched_records_of_both_sides_at_the_end_of
         produce(r.broker, "payments", Payment(order_id="p1", paid=9.0), "p1", 1200)
         produce(r.broker, "orders", Order(id="o2", amount=2.0), "o2", 1300)
         produce(r.broker, "payments", Payment(order_id="o2", paid=2.0), "o2", 1400)
-        await r.idle()
+        await settled(r)
         assert paid_rows(r.broker) == [("o2", 2.0, 2.0)]
         await _close(r)
         assert sorted(paid_rows(r.broker), key=str) == sorted(
@@ -80,11 +89,11 @@ async def test_an_outer_join_emits_unmatched_records_of_both_sides_at_the_end_of
 async def test_a_record_more_than_grace_behind_stream_time_is_late() -> None:
     async with Running(stream_join_app("left", late=True)) as r:
         produce(r.broker, "orders", Order(id="o1", amount=1.0), "o1", 20_000)
-        await r.idle()  # stream time 20 s
+        await settled(r)  # stream time 20 s
         produce(r.broker, "payments", Payment(order_id="o1", paid=1.0), "o1", 20_000 - GRACE)
         produce(r.broker, "payments", Payment(order_id="o1", paid=2.0), "o1", 20_000 - GRACE - 1)
         produce(r.broker, "orders", Order(id="o1", amount=3.0), "o1", 20_000 - GRACE - 1)
-        await r.idle()
+        await settled(r)
         # the payment just within grace pairs; the one a ms later is dead-lettered as late,
         # the late order goes to the `late` topic
         assert paid_rows(r.broker) == [("o1", 1.0, 1.0)]
@@ -105,13 +114,13 @@ async def test_the_buffers_are_restored_from_the_changelog_by_the_next_worker() 
         produce(broker, "orders", Order(id="o1", amount=1.0), "o1", 1000)
         produce(broker, "orders", Order(id="o2", amount=2.0), "o2", 1000)
         produce(broker, "payments", Payment(order_id="o2", paid=2.0), "o2", 2000)
-        await r.idle()
+        await settled(r)
         await r.worker.commit()
     assert paid_rows(broker) == [("o2", 2.0, 2.0)]
     async with Running(stream_join_app("left"), broker) as r:
         produce(broker, "payments", Payment(order_id="o1", paid=1.0), "o1", 3000)
         produce(broker, "payments", Payment(order_id="o2", paid=5.0), "o2", 3000)
-        await r.idle()
+        await settled(r)
         # o1 and o2 came back from the changelog: new pairs, o2 marked matched so the left
         # join does not emit it unmatched at the end; nothing from before is emitted again
         assert paid_rows(broker) == [("o2", 2.0, 2.0), ("o1", 1.0, 1.0), ("o2", 2.0, 5.0)]

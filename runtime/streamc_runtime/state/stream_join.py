@@ -28,16 +28,17 @@ whose output was not delivered before the crash.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
 from ..records import Time, value_codec
 from ..stream import EMPTY, Element, Event, Pulled, SourceStream, Stream
-from ..transport import Delivery
+from ..transport import TP, Delivery
 from .aggregate import _NO_HELD, _without_closed, held_store
 from .changelog import map_record
 from .windows import (
@@ -59,6 +60,9 @@ __all__ = ["Buffered", "StreamStreamJoin"]
 # The skip map entry holding the partition's last arrival number (not "<topic>:<partition>").
 ARRIVALS = "streamc.join_arrivals"
 _RUN_MAX = 1000
+# Seconds the other topic's records wait for the stream's, while it has none, before they are
+# joined alone (the stream's may be on their way through a repartition topic).
+_IDLE = 0.5
 _THIS, _OTHER = b"L", b"R"
 HOWS = ("inner", "left", "outer")
 
@@ -213,9 +217,14 @@ class StreamStreamJoin(Stream[Any]):
         # The stream's element pulled and not handled yet, and the other topic's records
         # pulled, per partition (`_next`).
         self._ahead: Element | None = None
-        self._stash: dict[int, deque[Element]] = {}
+        self._stash: dict[int, deque[tuple[Element, float]]] = {}  # (element, since)
         self._stashed = 0
         self._stash_max = worker.buffer_size
+        self._drained = worker.drain_epoch  # the worker's drain last seen with nothing held
+        self._loop = asyncio.get_running_loop()
+        self._highwater: Callable[[TP], int | None] | None = getattr(
+            worker.transport, "highwater", None
+        )
         # The worker's `close_windows_epoch` last acted on (`streamc run`'s end of input).
         self.closed_epoch = worker.close_windows_epoch
         worker.windowed.append(self)
@@ -231,11 +240,16 @@ class StreamStreamJoin(Stream[Any]):
         return element
 
     def _deadline(self) -> float | None:
-        if self._other.buffer or self._ahead is not None or self._stashed:
-            return 0.0  # the other side has data: pull again at once
+        if self._other.buffer or self._ahead is not None:
+            return 0.0  # pull again at once
         up = self._up
         assert up is not None
-        return up._deadline()
+        deadline = up._deadline()
+        if self._stashed:
+            # When the oldest record held for the stream may go alone.
+            due = min(w[0][1] for w in self._stash.values() if w) + _IDLE
+            deadline = due if deadline is None else min(deadline, due)
+        return deadline
 
     def _buffers_of(self, q: int, held: _Held) -> _Buffers:
         known = self._buffers.get(q)
@@ -247,8 +261,10 @@ class StreamStreamJoin(Stream[Any]):
         """The next element of either side. Stream time is per partition, so the sides are
         merged per partition by timestamp as far as what has arrived shows: the other
         topic's records wait in per-partition queues (as many as an agent buffers), and one
-        goes first when it is older than the stream's next element of its partition, or when
-        the stream has none."""
+        goes first when it is older than the stream's next element of its partition. While
+        the stream has nothing, they wait for it (it may be on its way, through a
+        repartition topic) up to `_IDLE` seconds, or until the queues are full or the worker
+        has nothing else to do (`streamc run` drains it)."""
         up, other, stash = self._up, self._other, self._stash
         assert up is not None
         while self._stashed < self._stash_max:
@@ -256,7 +272,7 @@ class StreamStreamJoin(Stream[Any]):
             if element is EMPTY:
                 break
             pulled = cast(Element, element)
-            stash.setdefault(_partition(pulled), deque()).append(pulled)
+            stash.setdefault(_partition(pulled), deque()).append((pulled, self._loop.time()))
             self._stashed += 1
         this = self._ahead
         if this is None:
@@ -265,19 +281,45 @@ class StreamStreamJoin(Stream[Any]):
                 this = cast(Element, element)
         if this is not None:
             waiting = stash.get(_partition(this))
-            if waiting and _stamp(waiting[0]) < _stamp(this):
+            if waiting and _stamp(waiting[0][0]) < _stamp(this):
                 self._ahead = this
                 return _OTHER, self._unstash(waiting)
             self._ahead = None
             return _THIS, this
-        if self._stashed:
-            oldest = min((q for q in stash if stash[q]), key=lambda q: _stamp(stash[q][0]))
-            return _OTHER, self._unstash(stash[oldest])
-        return None
+        if not self._stashed:
+            self._drained = self._worker.drain_epoch
+            return None
+        heads = [q for q in stash if stash[q]]
+        if self._stashed < self._stash_max and self._worker.drain_epoch == self._drained:
+            due = self._loop.time() - _IDLE
+            heads = [q for q in heads if stash[q][0][1] <= due and self._caught_up(q)]
+            if not heads:
+                return None  # `_deadline` says when the oldest is due
+        oldest = min(heads, key=lambda q: _stamp(stash[q][0][0]))
+        return _OTHER, self._unstash(stash[oldest])
 
-    def _unstash(self, waiting: deque[Element]) -> Element:
+    def _caught_up(self, q: int) -> bool:
+        """Whether every message of partition q of the stream's topics that the broker holds
+        (as its last fetch response said) was handed to the agents: nothing of the stream is
+        on its way for q, so the other topic's records need not wait for it. (Messages still
+        to be forwarded into a repartition topic the stream reads are not seen.)"""
+        up = self._up
+        assert up is not None
+        highwater, offsets = self._highwater, self._worker.offsets.partitions
+        if highwater is None:
+            return True  # a transport that cannot tell: the wait alone decides
+        for topic in up._source.topics:
+            tp = TP(topic.name, q)
+            end = highwater(tp)
+            state = offsets.get(tp)
+            position = None if state is None else state.position
+            if end is None or end > (0 if position is None else position):
+                return False
+        return True
+
+    def _unstash(self, waiting: deque[tuple[Element, float]]) -> Element:
         self._stashed -= 1
-        return waiting.popleft()
+        return waiting.popleft()[0]
 
     async def _run(self) -> None:
         up = self._up
@@ -365,7 +407,10 @@ class StreamStreamJoin(Stream[Any]):
                     b = Buffered(b.ts, True, b.mark, b.value)
                     encoded = encode(b)
                     store.put(raw, b, encoded)
-                    run.record(q, store, raw, encoded, mark)
+                    # No position: only the element's own entry, written after these, says it
+                    # was applied. A crash that keeps these and loses that entry has it
+                    # applied again: its partners are marked already, their pairs go again.
+                    run.record(q, store, raw, encoded, None)
             arrival = positions.get(ARRIVALS, 0) + 1
             positions[ARRIVALS] = arrival
             own_raw = entry_key(side, arrival, raw_key)
