@@ -60,9 +60,9 @@ __all__ = ["Buffered", "StreamStreamJoin"]
 # The skip map entry holding the partition's last arrival number (not "<topic>:<partition>").
 ARRIVALS = "streamc.join_arrivals"
 _RUN_MAX = 1000
-# Seconds the other topic's records wait for the stream's, while it has none, before they are
-# joined alone (the stream's may be on their way through a repartition topic).
-_IDLE = 0.5
+# Seconds the other topic's records wait at most for the stream's partition to catch up
+# (when the transport cannot tell, or never says so), before they are joined alone.
+_STALE = 5.0
 _THIS, _OTHER = b"L", b"R"
 HOWS = ("inner", "left", "outer")
 
@@ -247,7 +247,7 @@ class StreamStreamJoin(Stream[Any]):
         deadline = up._deadline()
         if self._stashed:
             # When the oldest record held for the stream may go alone.
-            due = min(w[0][1] for w in self._stash.values() if w) + _IDLE
+            due = min(w[0][1] for w in self._stash.values() if w) + _STALE
             deadline = due if deadline is None else min(deadline, due)
         return deadline
 
@@ -262,9 +262,10 @@ class StreamStreamJoin(Stream[Any]):
         merged per partition by timestamp as far as what has arrived shows: the other
         topic's records wait in per-partition queues (as many as an agent buffers), and one
         goes first when it is older than the stream's next element of its partition. While
-        the stream has nothing, they wait for it (it may be on its way, through a
-        repartition topic) up to `_IDLE` seconds, or until the queues are full or the worker
-        has nothing else to do (`streamc run` drains it)."""
+        the stream has nothing, they wait for it while the stream's topics have messages of
+        that partition not yet handed out (as Kafka Streams does), at most `_STALE`
+        seconds, or until the queues are full or the worker drains (`streamc run` when
+        nothing else moves)."""
         up, other, stash = self._up, self._other, self._stash
         assert up is not None
         while self._stashed < self._stash_max:
@@ -289,12 +290,18 @@ class StreamStreamJoin(Stream[Any]):
         if not self._stashed:
             self._drained = self._worker.drain_epoch
             return None
+        for waiting in stash.values():
+            # Records of a partition revoked while they waited: its new owner joins them.
+            while waiting and cast(Event[Any, Any], waiting[0][0][1])._offsets.closed:
+                self._unstash(waiting)
         heads = [q for q in stash if stash[q]]
+        if not heads:
+            return None
         if self._stashed < self._stash_max and self._worker.drain_epoch == self._drained:
-            due = self._loop.time() - _IDLE
-            heads = [q for q in heads if stash[q][0][1] <= due and self._caught_up(q)]
+            stale = self._loop.time() - _STALE
+            heads = [q for q in heads if stash[q][0][1] <= stale or self._caught_up(q)]
             if not heads:
-                return None  # `_deadline` says when the oldest is due
+                return None  # `_deadline` says when the oldest goes anyway
         oldest = min(heads, key=lambda q: _stamp(stash[q][0][0]))
         return _OTHER, self._unstash(stash[oldest])
 
