@@ -40,8 +40,9 @@ from .offsets import PartitionOffsets
 from .transport import Headers, Message, RecordTooLargeError
 
 if TYPE_CHECKING:
-    from .app import Topic, Worker
     from .state.table import Table
+    from .topic import Topic
+    from .worker import Worker
 
 __all__ = ["EMPTY", "Event", "SourceStream", "Stream"]
 

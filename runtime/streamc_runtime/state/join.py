@@ -19,17 +19,19 @@ change the table.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from ..stream import EMPTY, Element, Event, Pulled, SourceStream, Stream, ack_carrier
+from ..tasks import cancel
 from .aggregate import _ready
 from .memory import MemoryStore
 
 if TYPE_CHECKING:
-    from ..app import Worker
+    from ..worker import Worker
     from .table import Table, TablePartitions
 
 __all__ = ["GlobalTable", "StreamJoin"]
@@ -49,6 +51,7 @@ class GlobalTable:
         self.store = MemoryStore(table.state_codec.decode)
         self.ready = asyncio.Event()
         self.ends: list[int] = [0] * table.partitions
+        self._wake = asyncio.Event()
         self.task = worker._spawn(self._run(), f"global table {table.name}")
 
     async def _run(self) -> None:
@@ -73,16 +76,26 @@ class GlobalTable:
             for p in range(table.partitions):
                 async for batch in transport.read_partition(topic, p, self.ends[p]):
                     for m in batch:
-                        if m.key is None or m.offset < self.ends[p]:
+                        if m.offset < self.ends[p]:
+                            continue
+                        self.ends[p] = m.offset + 1  # a keyless record is read too (no row)
+                        read += 1
+                        if m.key is None:
                             continue
                         if m.value is None:
                             store.delete(m.key)
                         else:
                             store.put(m.key, decode(m.value), m.value)
-                        self.ends[p] = m.offset + 1
-                        read += 1
             if not read:
-                await asyncio.sleep(_GLOBAL_POLL)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_GLOBAL_POLL):
+                        await self._wake.wait()
+                self._wake.clear()
+
+    def poke(self) -> None:
+        """Look at the partition ends now rather than at the next poll (`streamc run` and
+        `streamc test` apply a table record before the stream records after it)."""
+        self._wake.set()
 
     def rows(self) -> dict[Any, Any]:
         if not self.ready.is_set():
@@ -91,9 +104,7 @@ class GlobalTable:
         return {decode(raw): row for raw, row in self.store.items()}
 
     async def close(self) -> None:
-        from ..app import _cancel
-
-        await _cancel(self.task)
+        await cancel(self.task)
         self.store.close()
 
 
