@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from streamc_runtime.local import until_quiescent
 from streamc_runtime.memory import MemoryBroker, MemoryTransport
 from streamc_runtime.state import POSITIONS_KEY
+from streamc_runtime.worker import Worker
 from streamjoinkit import WITHIN, Order, Payment, paid_rows, produce, stream_join_app
 from test_runtime_tables_crash import DyingTransport
 
@@ -23,8 +24,13 @@ GRACE = 100_000  # nothing is late and no window closes before the end: the mode
 
 
 async def _run(app: Any, transport: MemoryTransport, close: bool) -> None:
-    worker = app.worker(
-        transport, stats_interval=0, commit_interval=0.002, send_attempts=1, shutdown_timeout=0.5
+    worker = Worker(
+        app,
+        transport,
+        stats_interval=0,
+        commit_interval=0.002,
+        send_attempts=1,
+        shutdown_timeout=0.5,
     )
     await worker.start()
     try:

@@ -52,7 +52,7 @@ from .windows import (
 )
 
 if TYPE_CHECKING:
-    from ..app import Topic
+    from ..topic import Topic
     from .table import TablePartitions, _Held
 
 __all__ = ["Buffered", "StreamStreamJoin"]
