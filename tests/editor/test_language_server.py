@@ -116,6 +116,9 @@ def test_hover_at_an_operation_shows_the_types_before_and_after(
     hover = client.request("textDocument/hover", doc(uri, at(text, "| items", 3)))
     assert hover["contents"]["value"].endswith(
         "out: (str, Withdrawal) keyed by str")  # fmt: skip
+    hover = client.request("textDocument/hover", doc(uri, at(text, "join stream", 2)))
+    assert hover["contents"]["value"].endswith(
+        "out: (Order, Payment) keyed by str")  # fmt: skip
 
 
 def test_hover_at_a_name_shows_what_it_names(client: LspClient, sample: tuple[str, str]) -> None:
