@@ -177,8 +177,8 @@ class StreamStreamJoin(Stream[Any]):
                     f"{other.name!r} has {other.partitions}: a stream join needs co-partitioned "
                     "topics"
                 )
-        counts = worker.distinct_counts
-        n = counts[self._agent + " join"] = counts.get(self._agent + " join", 0) + 1
+        counts = worker.stream_join_counts
+        n = counts[self._agent] = counts.get(self._agent, 0) + 1
         name = f"{self._agent}-join-{n}"
         table = worker.app.tables.get(name)
         if table is None:
