@@ -113,6 +113,7 @@ class Worker:
         self.close_windows_epoch = 0
         self.windowed: list[Any] = []  # windowed aggregate nodes
         self.distinct_counts: dict[str, int] = {}  # agent -> distinct steps built (names)
+        self.stream_join_counts: dict[str, int] = {}  # agent -> stream joins built (names)
         self.waiting = 0  # drivers blocked waiting on an empty stream buffer
         # counters, for the stats line and tests
         self.events_in = 0
