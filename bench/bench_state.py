@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streamc_runtime import App, Record, Stream
+from streamc_runtime import App, Record, Stream, Worker
 from streamc_runtime.memory import MemoryBroker, MemoryTransport
 from streamc_runtime.state.changelog import POSITION_HEADER, map_record, restore
 from streamc_runtime.state.memory import MemoryStore
@@ -108,7 +108,8 @@ async def _run(
         broker.produce("orders", value, b"acct-%d" % (i % 1000))
     counter = [0]
     app = _app(counter, aggregate, group_by)
-    worker = app.worker(
+    worker = Worker(
+        app,
         MemoryTransport(broker, "bench"),
         stats_interval=0,
         commit_interval=0.1,
