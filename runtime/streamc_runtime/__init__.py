@@ -4,10 +4,10 @@ Generated code imports only the names below; everything else is internal.
 """
 
 from .app import App, Join, Merge, Topic, Worker
-from .hooks import sink
+from .hooks import result_check, sink
 from .records import Record, Time
 from .state.windows import Hopping, Session, Tumbling, Window
-from .stream import Event, Stream
+from .stream import Event, Run, Stream, awaitable
 from .worker import worker_main
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "Join",
     "Merge",
     "Record",
+    "Run",
     "Session",
     "Stream",
     "Time",
@@ -24,6 +25,8 @@ __all__ = [
     "Tumbling",
     "Window",
     "Worker",
+    "awaitable",
+    "result_check",
     "sink",
     "worker_main",
 ]
