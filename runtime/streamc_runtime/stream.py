@@ -27,11 +27,11 @@ import asyncio
 import inspect
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from functools import partial
 from operator import attrgetter
 from types import GeneratorType, TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, final
+from typing import TYPE_CHECKING, Any, Generic, TypeGuard, TypeVar, cast, final
 
 import msgspec
 
@@ -226,7 +226,7 @@ async def _settle(result: Any, is_async: bool) -> Any:
     return result
 
 
-def awaitable(result: Any) -> bool:
+def awaitable(result: object) -> TypeGuard[Awaitable[Any]]:
     """Whether a hook's `result` must be awaited: generated fused loops call sync hooks
     directly and await only what this says is awaitable (a plain `def` may hand back a
     coroutine). Cached by type like `_settle`, so a sync hook's result costs a set lookup."""
@@ -1029,13 +1029,14 @@ class Run(Generic[T]):
     run back and goes on after it. The run is acked as a whole when the agent asks for the
     next one, after what it sent (`send`) has been handed to the transport."""
 
-    __slots__ = ("_carriers", "_next", "_node", "_sends", "_values")
+    __slots__ = ("_acked", "_carriers", "_next", "_node", "_sends", "_values")
 
     def __init__(self, node: _Runs[T], values: list[T], carriers: list[Carrier]) -> None:
         self._node = node
         self._values = values
         self._carriers = carriers
         self._next = 0  # the first element not handed to the loop yet
+        self._acked = 0  # elements before this one were acked by `flush`
         # Records sent per topic, with the carrier of each; sent when the run is done.
         self._sends: dict[Topic[Any], tuple[list[OutRecord], list[Carrier]]] | None = None
 
@@ -1058,6 +1059,19 @@ class Run(Generic[T]):
         n = counts[k]
         counts[k] = n + 1
         return n
+
+    async def flush(self) -> None:
+        """Send what the run has sent so far and ack the elements before the one in hand: the
+        loop is about to wait on a hook, and work that is done should not wait with it (a
+        loop that never waits sends and acks once per run)."""
+        sends = self._sends
+        if sends:
+            self._sends = None
+            await self._node._send(sends)
+        done = self._next - 1
+        for carrier in self._carriers[self._acked : done]:
+            ack_carrier(carrier)
+        self._acked = max(done, self._acked)
 
     def send(self, topic: Topic[Any], value: Any, *, as_received: bool = False) -> None:
         """`echo`/`to` in a fused loop: send `value` to `topic` with the key, headers and
