@@ -929,12 +929,35 @@ class _Forward(Stream[Any]):
         self._as_received = _forwards_bytes(up, topic)
         self._worker.spawn_driver(self._run(), f"{self._agent}:{op}:{topic.name}")
 
+    def _fused_steps(self) -> list[tuple[bool, Callable[[Any], Any], Any]] | None:
+        """The sync processors and filters between the source buffer and this node, in order
+        as `(is_filter, hook, check)`, when that is all there is (and the key function is sync):
+        the forwarding task then applies them to each run in one plain loop (`_run_fused`).
+        None when anything else is upstream."""
+        if self._key_async:
+            return None
+        steps: list[tuple[bool, Callable[[Any], Any], Any]] = []
+        node = self._up
+        while node is not None and node is not node._source:
+            if isinstance(node, _Process) and not node._waits:
+                steps[:0] = [(False, fn, check) for fn, _, check in node._fns]
+            elif isinstance(node, _Filter) and not node._waits:
+                steps.insert(0, (True, node._pred, node._check))
+            else:
+                return None
+            node = node._up
+        return steps
+
     async def _run(self) -> None:
         # Elements are sent in runs, each run as soon as upstream has nothing more at hand (or
         # at _RUN_MAX): one `send_many` and one delivery callback per run, not per element.
         # A hook or encoding that fails dead-letters its own element; the run goes on.
         up = self._up
         assert up is not None
+        steps = self._fused_steps()
+        if steps is not None:
+            await self._run_fused(steps)
+            return
         source = up._source
         worker, topic, key_fn, key_async = self._worker, self._topic, self._key_fn, self._key_async
         key_check = self._key_check
@@ -990,6 +1013,80 @@ class _Forward(Stream[Any]):
             if len(records) >= _RUN_MAX:
                 await self._send_run(records, carriers)
                 records, carriers = [], []
+
+    async def _run_fused(self, steps: list[tuple[bool, Callable[[Any], Any], Any]]) -> None:
+        """`_run` for a stateless chain over the source: each run of buffered events goes
+        through the hooks and out in one loop, with no pull (a coroutine per element per
+        operation) in between. Same dead-lettering, acks and order as `_run`."""
+        up = self._up
+        assert up is not None
+        source = up._source
+        buffer = source.buffer
+        popleft = buffer.popleft
+        worker, key_fn, key_check = self._worker, self._key_fn, self._key_check
+        encode_key, encode_value = self._topic.key_codec.encode, self._topic.value_codec.encode
+        as_received, positions, agent = self._as_received, self._topic.positions, self._agent
+        not_awaitable = _NOT_AWAITABLE
+        while True:
+            if not buffer:
+                if source.closed:
+                    return
+                await source.wait(None)
+                continue
+            if source.sample:
+                source.sample_tick()
+            events = [popleft() for _ in range(min(len(buffer), _RUN_MAX))]
+            if source.full and len(buffer) <= source.low:
+                worker.conductor.drained(source)
+            records: list[tuple[bytes | None, bytes | None, Headers]] = []
+            carriers: list[Carrier] = []
+            for event in events:
+                try:
+                    value = event.value
+                    for is_filter, fn, check in steps:
+                        result = fn(value)
+                        if type(result) not in not_awaitable:
+                            if records and inspect.isawaitable(result):
+                                await self._send_run(records, carriers)  # before it waits
+                                records, carriers = [], []
+                            result = await _settle(result, False)
+                        if check is not None:
+                            result = check(result)
+                        if not is_filter:
+                            value = result
+                        elif not result:
+                            break
+                    else:
+                        message = event.message
+                        raw_key, headers = message.key, message.headers
+                        if positions:
+                            headers = positioned(message, headers)
+                        if key_fn is not None:
+                            key = key_fn(value)
+                            if type(key) not in not_awaitable:
+                                if records and inspect.isawaitable(key):
+                                    await self._send_run(records, carriers)
+                                    records, carriers = [], []
+                                key = await _settle(key, False)
+                            if key_check is not None:
+                                key = key_check(key)
+                            raw_key = encode_key(key)
+                        data = message.value if as_received else encode_value(value)
+                        records.append((raw_key, data, headers))
+                        carriers.append(event)
+                        continue
+                    event._ack()  # filtered out: handled
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:  # a hook's SystemExit too: see the module docstring
+                    await worker.dead_letter(event, exc, agent)
+            if records:
+                await self._send_run(records, carriers)
+            left = source.until_check - len(events)
+            if left > 0:
+                source.until_check = left
+            else:
+                await source.share_loop()
 
     async def _send_run(
         self, records: list[tuple[bytes | None, bytes | None, Headers]], carriers: list[Carrier]
