@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from functools import partial
-from operator import attrgetter
+from operator import attrgetter, length_hint
 from types import GeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeGuard, TypeVar, cast, final
 
@@ -1121,18 +1121,23 @@ class _Forward(Stream[Any]):
 
 class Run(Generic[T]):
     """A run of values handed to a fused agent loop (`async for run in stream.runs()`, then
-    `for value in run:`). Iterating it marks each element as the one the agent is handling, so
-    a body that raises dead-letters exactly that element; called again, the body gets the same
-    run back and goes on after it. The run is acked as a whole when the agent asks for the
-    next one, after what it sent (`send`) has been handed to the transport."""
+    `for value in run:`). The element the loop is handling is known from the position of the
+    loop's iterator, so a body that raises dead-letters exactly that element; called again,
+    the body gets the same run back and goes on after it. The run is acked as a whole when the
+    agent asks for the next one, after what it sent (`send`) has been handed to the transport.
 
-    __slots__ = ("_acked", "_carriers", "_next", "_node", "_sends", "_values")
+    Iterating is a plain list iterator (no generator step per element): its position
+    (`length_hint`, what is left) tells which element is in hand when the runtime asks."""
+
+    __slots__ = ("_acked", "_carriers", "_it", "_next", "_node", "_resume", "_sends", "_values")
 
     def __init__(self, node: _Runs[T], values: list[T], carriers: list[Carrier]) -> None:
         self._node = node
         self._values = values
         self._carriers = carriers
-        self._next = 0  # the first element not handed to the loop yet
+        self._it: Iterator[T] | None = None  # the loop's iterator, while it runs
+        self._next = 0  # where a new loop over the run starts
+        self._resume = False  # the body raised on an element and is called again
         self._acked = 0  # elements before this one were acked by `flush`
         # Records sent per topic, with the carrier of each; sent when the run is done.
         self._sends: dict[Topic[Any], tuple[list[OutRecord], list[Carrier]]] | None = None
@@ -1141,14 +1146,20 @@ class Run(Generic[T]):
         return len(self._values)
 
     def __iter__(self) -> Iterator[T]:
-        node = self._node
-        values, carriers = self._values, self._carriers
-        i = self._next
-        while i < len(values):  # not a range: revocation may shorten the lists meanwhile
-            self._next = i + 1
-            node._current = carriers[i]
-            yield values[i]
-            i = self._next
+        it = iter(self._values)
+        if self._next:
+            it.__setstate__(self._next)  # type: ignore[attr-defined]
+        self._it = it
+        return it
+
+    def _position(self) -> int:
+        """The index of the element in hand (the last one handed to the loop), -1 if none.
+        Revocation only drops elements after it, so the iterator's count of what is left
+        still points there."""
+        it = self._it
+        if it is None:
+            return self._next - 1
+        return len(self._values) - length_hint(it) - 1
 
     def count(self, k: int) -> int:
         """The next number of the loop's `k`-th `enumerate`."""
@@ -1165,7 +1176,7 @@ class Run(Generic[T]):
         if sends:
             self._sends = None
             await self._node._send(sends)
-        done = self._next - 1
+        done = self._position()
         for carrier in self._carriers[self._acked : done]:
             ack_carrier(carrier)
         self._acked = max(done, self._acked)
@@ -1176,8 +1187,9 @@ class Run(Generic[T]):
         until the record is delivered. `as_received`: no hook can have changed `value`, so
         its message's own bytes go out when `topic` has the type they were decoded as."""
         node = self._node
-        carrier = node._current
-        assert carrier is not None, "Run.send outside the loop over the run"
+        position = self._position()
+        assert position >= 0, "Run.send outside the loop over the run"
+        carrier = self._carriers[position]
         if as_received and type(carrier) is Event and node._as_received(topic):
             data = carrier.message.value
         else:
@@ -1220,6 +1232,26 @@ class _Runs(Stream[Run[T]]):
 
     pending = 0  # values held for a partial batch: never (see `Worker.partial_batches`)
 
+    @property
+    def _current(self) -> Carrier | None:
+        """The element the agent is handling (the Worker dead-letters it if the body raises)."""
+        run = self._run
+        if run is None:
+            return None
+        position = run._position()
+        return run._carriers[position] if position >= 0 else None
+
+    @_current.setter
+    def _current(self, value: Carrier | None) -> None:
+        # Only ever cleared: by the Worker once it dead-lettered (or acked) the element in
+        # hand. A new loop over the run starts after it.
+        assert value is None
+        run: Run[T] | None = getattr(self, "_run", None)  # `Stream.__init__` clears it too
+        if run is not None and run._it is not None:
+            run._next = run._position() + 1
+            run._it = None
+            run._resume = True
+
     def _as_received(self, topic: Topic[Any]) -> bool:
         raw = self._raw.get(topic)
         if raw is None:
@@ -1234,7 +1266,7 @@ class _Runs(Stream[Run[T]]):
         run = self._run
         if run is None:
             return
-        start = run._next
+        start = run._position() + 1
         values, carriers = run._values, run._carriers
         for carrier in carriers[: start - 1]:
             # Handled (what they sent holds them until delivered): done, so the revocation's
@@ -1262,10 +1294,10 @@ class _Runs(Stream[Run[T]]):
         run = self._run
         source = self._source
         if run is not None:
-            if run._next < len(run._values):
+            if run._resume and run._next < len(run._values):
+                run._resume = False
                 return run  # the body raised on an element and was called again: go on
             self._run = None
-            self._current = None
             if run._sends:
                 await self._send(run._sends)
             for carrier in run._carriers:  # `ack_carrier`, inlined for the common case

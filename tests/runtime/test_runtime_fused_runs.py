@@ -250,3 +250,22 @@ async def test_revocation_drops_the_unreached_rest_of_a_run() -> None:
         assert [a for p, a in seen if p == 0] == [0.0, 2.0]
         assert [a for p, a in seen if p == 1] == [float(i) for i in range(1, 20, 2)]
         assert r.committed("src") == {0: 1, 1: 10}
+
+
+async def test_a_loop_that_skips_runs_still_moves_on_and_acks_them() -> None:
+    app = App("fused-skip")
+    src = app.topic("src", value_type=Order, partitions=1)
+    lengths: list[int] = []
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            lengths.append(len(run))  # never iterated: the next run comes all the same
+
+    async with Running(app) as r:
+        for i in range(120):
+            r.produce("src", _order(i))
+        await r.idle()
+        await r.worker.commit()
+        assert r.committed("src") == {0: 120}
+    assert lengths == [HANDOUT_RUN, HANDOUT_RUN, 20]

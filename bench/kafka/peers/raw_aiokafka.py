@@ -44,7 +44,10 @@ async def _ensure_topic(bootstrap: str, name: str, partitions: int) -> None:
 
 
 async def _send_batched(
-    producer: AIOKafkaProducer, topic: str, records: list[Any], loads: Callable[[bytes], Any],
+    producer: AIOKafkaProducer,
+    topic: str,
+    records: list[Any],
+    loads: Callable[[bytes], Any],
     partition_of: dict[bytes, int],
 ) -> None:
     """Re-key a fetched run into one batch per partition; a full batch goes out and a new one
