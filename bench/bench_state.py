@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streamc_runtime import App, Record, Stream
+from streamc_runtime import App, Record, Stream, Worker
 from streamc_runtime.memory import MemoryBroker, MemoryTransport
 from streamc_runtime.state.changelog import POSITION_HEADER, map_record, restore
 from streamc_runtime.state.memory import MemoryStore
@@ -97,7 +97,7 @@ async def _run(n: int, aggregate: bool) -> tuple[float, float]:
         broker.produce("orders", value, b"acct-%d" % (i % 1000))
     counter = [0]
     app = _app(counter, aggregate)
-    worker = app.worker(MemoryTransport(broker, "bench"), stats_interval=0, commit_interval=0.1)
+    worker = Worker(app, MemoryTransport(broker, "bench"), stats_interval=0, commit_interval=0.1)
     start, cpu = time.perf_counter(), time.process_time()
     await worker.start()
     while counter[0] < n:  # noqa: ASYNC110 - a bench polls

@@ -315,6 +315,7 @@ def run_case(loaded: _Loaded, case: Case) -> Outcome:
 async def _run(loop: VirtualClockLoop, app: Any, loaded: _Loaded, case: Case) -> Outcome:
     from streamc_runtime.local import _busy_lines, encode_input
     from streamc_runtime.memory import MemoryBroker, MemoryMessage, MemoryTransport
+    from streamc_runtime.worker import Worker
 
     produced: list[MemoryMessage] = []
     broker = MemoryBroker(clock=lambda: EPOCH_MS + round(loop.time() * 1000))
@@ -323,7 +324,7 @@ async def _run(loop: VirtualClockLoop, app: Any, loaded: _Loaded, case: Case) ->
         broker.create_topic(topic.name, topic.partitions)
     if case.agents is not None:
         app.agents = [a for a in app.agents if a.name in case.agents]
-    worker = app.worker(MemoryTransport(broker, app.name), stats_interval=0)
+    worker = Worker(app, MemoryTransport(broker, app.name), stats_interval=0)
     inputs: set[int] = set()  # ids of the messages the case produced
     problems: list[str] = []
     await worker.start()

@@ -26,11 +26,14 @@ from typing import Any
 
 import msgspec
 
-from .app import App, Topic, Worker, _cancel
+from .app import App
 from .memory import MemoryBroker, MemoryTransport
 from .records import Time
 from .stream import Carrier, Event, SourceStream, carrier_events
+from .tasks import cancel
+from .topic import Topic
 from .transport import TP
+from .worker import Worker
 
 __all__ = ["LocalRunError", "LocalRunStopped", "Progress", "encode_input", "run_local"]
 
@@ -204,7 +207,7 @@ file order), run `app` until quiescent, close every window (unless `close_window
     for name, (key, value, partition, headers, timestamp) in encoded:
         broker.produce(name, value, key, headers, partition, timestamp)
     worker_options.setdefault("stats_interval", 0)
-    worker = app.worker(MemoryTransport(broker, app.name), **worker_options)
+    worker = Worker(app, MemoryTransport(broker, app.name), **worker_options)
     await worker.start()
     stopped: list[str] = []  # why the watch stopped the run, if it did
     try:
@@ -217,8 +220,8 @@ file order), run `app` until quiescent, close every window (unless `close_window
         try:
             await asyncio.wait({watch, quiet}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await _cancel(quiet)
-            await _cancel(watch)
+            await cancel(quiet)
+            await cancel(watch)
         if stopped:
             worker.shutdown_timeout = 0  # a stuck hook is cancelled, not waited for
     finally:

@@ -41,8 +41,9 @@ from .offsets import PartitionOffsets
 from .transport import HANDOUT_RUN, Headers, Message, RecordTooLargeError
 
 if TYPE_CHECKING:
-    from .app import Topic, Worker
     from .state.table import Table
+    from .topic import Topic
+    from .worker import Worker
 
 __all__ = ["EMPTY", "Event", "Run", "SourceStream", "Stream", "awaitable"]
 

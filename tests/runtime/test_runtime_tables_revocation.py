@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 import msgspec
 from rtkit import Order, wait_for
 from statekit import AccountTotals, TotalsState, by_account, row, totals_app
-from streamc_runtime import App, Stream
+from streamc_runtime import App, Stream, Worker
 from streamc_runtime.local import until_idle
 from streamc_runtime.memory import MemoryBroker, MemoryMessage, MemoryTransport, partition_for_key
 from streamc_runtime.state import Table, table_rows
@@ -62,9 +62,9 @@ async def test_an_element_waiting_for_a_store_revoked_mid_restore_does_not_stall
     app = totals_app(partitions=2)
     broker = broker_for(app)
     a_transport = SlowRestoreTransport(broker, "shop", slow={1})
-    a = app.worker(a_transport, stats_interval=0, commit_interval=60.0, revoke_timeout=0.05)
+    a = Worker(app, a_transport, stats_interval=0, commit_interval=60.0, revoke_timeout=0.05)
     await a.start()
-    b = app.worker(MemoryTransport(broker, "shop"), stats_interval=0, commit_interval=60.0)
+    b = Worker(app, MemoryTransport(broker, "shop"), stats_interval=0, commit_interval=60.0)
     try:
         kept, moved = key_on(0), key_on(1)
         broker.produce("orders", msgspec.json.encode(Order(account_id=moved, amount=1.0)), None)
@@ -131,9 +131,9 @@ async def test_a_run_folded_before_its_store_was_revoked_writes_no_changelog_aft
     app = blocking_app(gate, blocked)
     broker = broker_for(app)
     a_transport = MemoryTransport(broker, "shop")
-    a = app.worker(a_transport, stats_interval=0, commit_interval=60.0, revoke_timeout=0.05)
+    a = Worker(app, a_transport, stats_interval=0, commit_interval=60.0, revoke_timeout=0.05)
     await a.start()
-    b = app.worker(MemoryTransport(broker, "shop"), stats_interval=0, commit_interval=60.0)
+    b = Worker(app, MemoryTransport(broker, "shop"), stats_interval=0, commit_interval=60.0)
     k = key_on(1)
 
     def order(amount: float) -> bytes:
@@ -184,7 +184,7 @@ async def test_a_memory_store_assigned_back_reads_only_what_others_wrote_after_i
     app = totals_app(partitions=2)
     broker = broker_for(app)
     a_transport = CountingTransport(broker, "shop")
-    a = app.worker(a_transport, stats_interval=0, commit_interval=60.0)
+    a = Worker(app, a_transport, stats_interval=0, commit_interval=60.0)
     keys = [key_on(0), key_on(1)]
     sent: list[Order] = []
 
@@ -205,7 +205,7 @@ async def test_a_memory_store_assigned_back_reads_only_what_others_wrote_after_i
         await until_idle(a)
         assert a_transport.read == {}  # both stores kept: nothing to read again
         # partition 1 moves to b, which writes its changelog, then comes back
-        b = app.worker(MemoryTransport(broker, "shop"), stats_interval=0, commit_interval=60.0)
+        b = Worker(app, MemoryTransport(broker, "shop"), stats_interval=0, commit_interval=60.0)
         await b.start()
         await wait_for(lambda: {tp.partition for tp in a_transport.assignment()} == {0})
         before = len(broker.messages(CHANGELOG, 1))

@@ -25,11 +25,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from ..stream import EMPTY, Element, Event, Pulled, SourceStream, Stream, ack_carrier
+from ..tasks import cancel
 from .aggregate import _ready
 from .memory import MemoryStore
 
 if TYPE_CHECKING:
-    from ..app import Worker
+    from ..worker import Worker
     from .table import Table, TablePartitions
 
 __all__ = ["GlobalTable", "StreamJoin"]
@@ -91,9 +92,7 @@ class GlobalTable:
         return {decode(raw): row for raw, row in self.store.items()}
 
     async def close(self) -> None:
-        from ..app import _cancel
-
-        await _cancel(self.task)
+        await cancel(self.task)
         self.store.close()
 
 

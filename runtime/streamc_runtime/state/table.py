@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..records import Codec, key_codec, value_codec
+from ..tasks import cancel
 from ..transport import TP, DeliveryError, TopicSpec
 from .changelog import restore
 from .memory import MemoryStore
@@ -23,7 +24,8 @@ from .store import Store
 from .windows import Windowed, WindowSpec, rows_of
 
 if TYPE_CHECKING:
-    from ..app import App, Topic, Worker
+    from ..topic import Topic, TopicOwner
+    from ..worker import Worker
 
 __all__ = ["Table", "TablePartitions", "WorkerTables"]
 
@@ -38,7 +40,7 @@ class Table(Generic[K, S]):
 
     def __init__(
         self,
-        app: App,
+        app: TopicOwner,
         name: str,
         key_type: Any,
         value_type: Any,
@@ -233,7 +235,7 @@ class WorkerTables:
             held.closed = True
         for held in helds:
             if held.task is not None and not held.task.done():
-                await _cancel(held.task)
+                await cancel(held.task)
         ready = [h for h in helds if h.ready.is_set()]
         await self._checkpoint(ready)
         # A memory store is kept only if the changelog holds all of it: restored, nothing
@@ -285,9 +287,3 @@ class WorkerTables:
             return
         for store, snapshot in snapshots:
             store.checkpoint(snapshot)
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    from ..app import _cancel as cancel
-
-    await cancel(task)
