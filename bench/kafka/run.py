@@ -104,13 +104,16 @@ ONLY: dict[str, tuple[str, ...]] = {
     "raw-orjson": ("p1", "p2", "p3"),
     "raw-orjson-tuned": ("p1", "p2", "p3"),
     "raw-orjson-uvloop": ("p1", "p2", "p3"),
+    "raw-orjson-batch": ("p2",),
     "streamc-rocksdb": ("p4",),
     "faust-rocksdb": ("p4",),
     "streamc-copartitioned": ("p6",),
 }
 # Pipelines that re-key through a repartition topic (its committed offsets are checked too).
 REPARTITIONED = ("p2", "p4")
-EXTRA_IMPLS = ("raw-orjson-tuned", "streamc-uvloop", "raw-orjson-uvloop", "streamc-metrics")
+EXTRA_IMPLS = (
+    "raw-orjson-batch", "raw-orjson-tuned", "streamc-uvloop", "raw-orjson-uvloop", "streamc-metrics"
+)  # fmt: skip
 CEILING = "raw-orjson"
 PARTITIONS = 4
 ACCOUNTS = 1000
@@ -683,6 +686,9 @@ LAUNCHERS: dict[str, Callable[[str, str, Dataset, str, Path], Launch]] = {
     "quix": _peer("quix_bench.py"),
     "raw-json": _peer("raw_aiokafka.py", "--codec", "json"),
     "raw-orjson": _peer("raw_aiokafka.py", "--codec", "orjson"),
+    # P2's ceiling for a runtime that produces in batches (issue 17): the same loop producing
+    # each fetched run with aiokafka's BatchBuilder and `send_batch`. Opt-in, P2 only.
+    "raw-orjson-batch": _peer("raw_aiokafka.py", "--codec", "orjson", "--batch-send"),
     # Not in the default set: the same loop with the producer lingering 5 ms, to show what
     # P2's ceiling is when records wait to fill batches.
     "raw-orjson-tuned": _peer("raw_aiokafka.py", "--codec", "orjson", "--linger-ms", "5"),

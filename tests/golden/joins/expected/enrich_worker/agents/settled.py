@@ -17,16 +17,14 @@ def select_settled(pair: tuple[Order, Payment | None]) -> Settled:
 
 @app.agent(topics.orders, name="settled")
 async def settled(stream: Stream[Order]) -> None:
-    async for value in (
-        stream.join_stream(
-            topics.payments,
-            within=300_000,
-            grace=30_000,
-            how="left",
-            value_type=Order,
-            late=topics.late_orders,
-        )
-        .process(select_settled)
-        .to(topics.settled)
-    ):
-        pass
+    async for run in stream.join_stream(
+        topics.payments,
+        within=300_000,
+        grace=30_000,
+        how="left",
+        value_type=Order,
+        late=topics.late_orders,
+    ).runs():
+        for pair in run:
+            value = select_settled(pair)
+            run.send(topics.settled, value)

@@ -23,10 +23,11 @@ def select_paid_order(pair: tuple[Order, Payment]) -> PaidOrder:
 
 @app.agent(topics.orders, name="paid_orders")
 async def paid_orders(stream: Stream[Order]) -> None:
-    async for paid_order in (
-        stream.join_stream(topics.payments, within=300_000, grace=10_000, value_type=Order)
-        .filter(paid_orders_where)
-        .process(select_paid_order)
-        .to(topics.paid_orders)
-    ):
-        pass
+    async for run in stream.join_stream(
+        topics.payments, within=300_000, grace=10_000, value_type=Order
+    ).runs():
+        for pair in run:
+            if not paid_orders_where(pair):
+                continue
+            paid_order = select_paid_order(pair)
+            run.send(topics.paid_orders, paid_order)
