@@ -15,14 +15,18 @@ topics), all reading the same records:
     P2  re-key by account_id through a repartition topic, count what comes back, commit
     P3  batches of 100 within 1 s, sum each batch's amounts, commit
     P4  re-key by account_id, count and sum per account into a table (changelog-backed), commit
+    P5  re-key by account_id, count and sum per account in 1-minute tumbling windows over the
+        message timestamp (grace 10 minutes, every update passed on), commit
 
 Implementations: `streamc` (bench/kafka/pipelines/pN.sdl built with `streamc build` and run as
 `python -m <app>_worker`), `faust` (faust-streaming), `quix` (quixstreams), `raw-json` and
 `raw-orjson` (bench/kafka/peers/raw_aiokafka.py: plain aiokafka loops, the ceiling; P1-P3).
-P4 only: `streamc-rocksdb` (the same worker with `--state-dir`: RocksDB stores) and
+P4 and P5 only: `streamc-rocksdb` (the same worker with `--state-dir`: RocksDB stores) and
 `faust-rocksdb` (Faust's table on its RocksDB store); `streamc` and `faust` keep their tables in
-memory, `quix` always on RocksDB. Until the compiler builds `table`/`aggregate`, streamc's P4
-runs the hand-written worker in pipelines/p4_worker/ (`--p4-worker`).
+memory, `quix` always on RocksDB. P5 uses each peer's own windows: Quix's
+`tumbling_window(...).agg(...).current()`, Faust's `Table(...).tumbling(60)`. Until the
+compiler builds `table`/`aggregate`, streamc's P4 runs the hand-written worker in
+pipelines/p4_worker/ (`--p4-worker`).
 
 Every process prints a `first` event (JSON lines, wall-clock time) when its first input
 element is handled (P1: decoded and counted; P2: read from the input topic, before re-keying,
@@ -79,7 +83,7 @@ sys.path.insert(0, str(REPO / "tests" / "kafka"))
 import streamc_runtime  # noqa: E402
 import tansu_broker  # noqa: E402
 
-PIPELINES = ("p1", "p2", "p3", "p4")
+PIPELINES = ("p1", "p2", "p3", "p4", "p5")
 IMPLS = (
     "streamc", "streamc-rocksdb", "faust", "faust-rocksdb", "quix", "raw-json", "raw-orjson"
 )  # fmt: skip
@@ -90,15 +94,20 @@ ONLY: dict[str, tuple[str, ...]] = {
     "raw-orjson": ("p1", "p2", "p3"),
     "raw-orjson-tuned": ("p1", "p2", "p3"),
     "raw-orjson-uvloop": ("p1", "p2", "p3"),
-    "streamc-rocksdb": ("p4",),
-    "faust-rocksdb": ("p4",),
+    "streamc-rocksdb": ("p4", "p5"),
+    "faust-rocksdb": ("p4", "p5"),
 }
 # Pipelines that re-key through a repartition topic (its committed offsets are checked too).
-REPARTITIONED = ("p2", "p4")
+REPARTITIONED = ("p2", "p4", "p5")
 EXTRA_IMPLS = ("raw-orjson-tuned", "streamc-uvloop", "raw-orjson-uvloop", "streamc-metrics")
 CEILING = "raw-orjson"
 PARTITIONS = 4
 ACCOUNTS = 1000
+# Message timestamps: order i is stamped START + i * STEP_MS, START a whole minute, so N orders
+# span N/1000 minutes of event time and P5's 1-minute windows close as the backlog is read
+# (P5's grace, 10 minutes, covers how far one partition may be read ahead of another).
+STEP_MS = 60
+MINUTE_MS = 60_000
 # The same group settings for every implementation. Short, because Tansu answers a first join
 # after half the session timeout; production values would add seconds to every start-up alike.
 SESSION_TIMEOUT_MS = 2000
@@ -149,6 +158,8 @@ class Dataset:
     total: float  # sum of all amounts (P3's check)
     avg_bytes: int
     accounts: dict[str, tuple[int, float]]  # account -> (orders, sum of amounts) (P4's check)
+    # "account@window start ms" -> (orders, sum of amounts) (P5's check)
+    windows: dict[str, tuple[int, float]]
 
 
 def per_account(records: list[tuple[bytes, bytes]]) -> dict[str, tuple[int, float]]:
@@ -159,6 +170,28 @@ def per_account(records: list[tuple[bytes, bytes]]) -> dict[str, tuple[int, floa
         count, amount = out.get(order["account_id"], (0, 0.0))
         out[order["account_id"]] = (count + 1, amount + order["amount"])
     return out
+
+
+def per_account_minute(
+    records: list[tuple[bytes, bytes]], stamps: list[int]
+) -> dict[str, tuple[int, float]]:
+    """What P5's windows must hold: per account and 1-minute window (`account@start_ms`), the
+    number of orders and sum of amounts."""
+    out: dict[str, tuple[int, float]] = {}
+    for (_key, value), ts in zip(records, stamps, strict=True):
+        order = json.loads(value)
+        window = f"{order['account_id']}@{ts - ts % MINUTE_MS}"
+        count, amount = out.get(window, (0, 0.0))
+        out[window] = (count + 1, amount + order["amount"])
+    return out
+
+
+def timestamps(n: int) -> list[int]:
+    """The message timestamps of N orders: STEP_MS apart, ending within the last minute or
+    two (so within any retention), the first one on a minute."""
+    now = int(time.time() * 1000)
+    start = now - now % MINUTE_MS - -(-n * STEP_MS // MINUTE_MS) * MINUTE_MS
+    return [start + i * STEP_MS for i in range(n)]
 
 
 def orders(n: int) -> tuple[list[tuple[bytes, bytes]], float]:
@@ -191,6 +224,7 @@ async def produce(bootstrap: str, topic: str, n: int) -> Dataset:
     finally:
         await admin.close()
     records, total = orders(n)
+    stamps = timestamps(n)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=262144
     )
@@ -201,7 +235,9 @@ async def produce(bootstrap: str, topic: str, n: int) -> Dataset:
         # partition; keys are the order ids (P2 re-keys them to account ids).
         for start in range(0, n, 20_000):
             futures = [
-                await producer.send(topic, value, key=key, partition=i % PARTITIONS)
+                await producer.send(
+                    topic, value, key=key, partition=i % PARTITIONS, timestamp_ms=stamps[i]
+                )
                 for i, (key, value) in enumerate(records[start : start + 20_000], start)
             ]
             for meta in await asyncio.gather(*futures):
@@ -211,7 +247,9 @@ async def produce(bootstrap: str, topic: str, n: int) -> Dataset:
     if sum(ends.values()) != n:
         raise SystemExit(f"produced offsets do not add up to {n}: {ends}")
     avg = sum(len(v) for _k, v in records) // n
-    return Dataset(topic, n, ends, total, avg, per_account(records))
+    return Dataset(
+        topic, n, ends, total, avg, per_account(records), per_account_minute(records, stamps)
+    )
 
 
 # -- committed offsets -----------------------------------------------------------------------
@@ -323,6 +361,8 @@ async def run_one(
             env=launch.env,
             cwd=str(logdir),
             preexec_fn=tansu_broker.die_with_parent,
+            # P5's `done` line carries every (account, window) row: megabytes on one line.
+            limit=256 * 2**20,
         )
     events: dict[str, dict[str, Any]] = {}
     progress: int | None = None
@@ -374,6 +414,8 @@ async def run_one(
             problems.append(f"amounts sum to {done['total']:.2f}, produced {data.total:.2f}")
         if result.pipeline == "p4":
             problems += table_problems(done.get("table"), data.accounts)
+        elif result.pipeline == "p5":
+            problems += table_problems(done.get("table"), data.windows, "windows")
         # Committed offsets: while it runs, then (if need be) after a graceful stop.
         want_topics = {data.topic: PARTITIONS}
         if result.pipeline in REPARTITIONED:
@@ -430,9 +472,11 @@ async def run_one(
             result.problem += f"\n--- {log} (tail) ---\n{_tail(log)}"
 
 
-def table_problems(table: dict[str, Any] | None, want: dict[str, tuple[int, float]]) -> list[str]:
-    """P4: the table a process reported at `done` (account -> [orders, sum]) against the
-    produced orders; at most a few differences named."""
+def table_problems(
+    table: dict[str, Any] | None, want: dict[str, tuple[int, float]], what: str = "accounts"
+) -> list[str]:
+    """P4 (P5): the table a process reported at `done` (account, or `account@window start`,
+    -> [orders, sum]) against the produced orders; at most a few differences named."""
     if not isinstance(table, dict):
         return ["no table reported at `done`"]
     wrong = []
@@ -447,7 +491,7 @@ def table_problems(table: dict[str, Any] | None, want: dict[str, tuple[int, floa
             wrong.append(f"{account}: {got} (want {exp})")
     if not wrong:
         return []
-    return [f"table wrong for {len(wrong)} of {len(want)} accounts: " + "; ".join(wrong[:3])]
+    return [f"table wrong for {len(wrong)} of {len(want)} {what}: " + "; ".join(wrong[:3])]
 
 
 # -- implementations -------------------------------------------------------------------------

@@ -6,13 +6,19 @@ An `Order` faust.Record decoded from JSON (Faust picks orjson when installed), o
 pipeline: P1 `async for order in stream`, P2 `stream.group_by(Order.account_id)` (Faust's
 repartition topic), P3 `stream.take(100, within=1)`, P4 the same `group_by` into a `Table` of
 [count, sum] per account (its changelog topic; `--store memory` or `rocksdb`, which Faust runs
-on rocksdict when python-rocksdb is absent). Offsets are committed by Faust every
-`--commit-interval` seconds; no web server.
+on rocksdict when python-rocksdb is absent), P5 a windowed table,
+`Table(...).tumbling(60, expires=...).relative_to_stream()` of [count, sum] per account and
+1-minute window of the message timestamp (Faust has no grace period nor late records; its
+windows expire 11 minutes after they start, when streamc's and Quix's close), after a re-key
+written out: Faust's `group_by` forwards without the message timestamp, so its repartition
+topic carries the time of the forward, and a window over it would count processing time.
+Offsets are committed by Faust every `--commit-interval` seconds; no web server.
 """
 
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 
 import faust
 from common import Counter, parse_args, say
@@ -75,6 +81,33 @@ elif args.pipeline == "p4":
             count, amount = count + 1, amount + order.amount
             totals[order.account_id] = (count, amount)
             counter.row(order.account_id, count, amount)
+
+elif args.pipeline == "p5":
+    minutes = (
+        app.Table("minutes", default=lambda: (0, 0.0), partitions=4)
+        .tumbling(60, expires=timedelta(seconds=60 + 600))
+        .relative_to_stream()
+    )
+
+    @app.agent(orders)
+    async def p5_rekey(stream: faust.StreamT[Order]) -> None:
+        # What `group_by` does, and the message timestamp kept (seconds, as Faust gives it).
+        async for event in stream.events():
+            counter.started()  # the clock starts at the first input
+            order = event.value
+            await event.forward(
+                repartition, key=order.account_id, timestamp=event.message.timestamp
+            )
+
+    @app.agent(repartition)
+    async def p5(stream: faust.StreamT[Order]) -> None:
+        async for order in stream:
+            count, amount = minutes[order.account_id].current()
+            count, amount = count + 1, amount + order.amount
+            minutes[order.account_id] = (count, amount)
+            # The window Faust put it in: the minute of the message timestamp (seconds).
+            start_ms = int(faust.current_event().message.timestamp // 60) * 60_000
+            counter.window_row(order.account_id, start_ms, count, amount)
 
 else:
 
