@@ -8,8 +8,9 @@ repartition topic), P3 `stream.take(100, within=1)`, P4 the same `group_by` into
 [count, sum] per account (its changelog topic; `--store memory` or `rocksdb`, which Faust runs
 on rocksdict when python-rocksdb is absent), P5 a windowed table,
 `Table(...).tumbling(60, expires=...).relative_to_stream()` of [count, sum] per account and
-1-minute window of the message timestamp (Faust has no grace period nor late records; its
-windows expire 11 minutes after they start, when streamc's and Quix's close), after a re-key
+1-minute window of the message timestamp (Faust has no grace period nor late records, and its
+windows expire against the wall clock, not stream time: the orders' timestamps reach back N/1000
+minutes, so they get a day and never expire during a run), after a re-key
 written out: Faust's `group_by` forwards without the message timestamp, so its repartition
 topic carries the time of the forward, and a window over it would count processing time.
 Offsets are committed by Faust every `--commit-interval` seconds; no web server.
@@ -85,7 +86,7 @@ elif args.pipeline == "p4":
 elif args.pipeline == "p5":
     minutes = (
         app.Table("minutes", default=lambda: (0, 0.0), partitions=4)
-        .tumbling(60, expires=timedelta(seconds=60 + 600))
+        .tumbling(60, expires=timedelta(days=1))
         .relative_to_stream()
     )
 
