@@ -29,7 +29,7 @@ from quixstreams import Application
 from quixstreams.dataframe.windows import Count, Sum
 
 args, _ = parse_args()
-GRACE_MS = 600_000  # P5's, as in p5.sdl
+GRACE_MS = 3_600_000  # P5's, as in p5.sdl
 counter = Counter(args.n)
 
 app = Application(
