@@ -28,7 +28,7 @@ import sys
 import time
 from typing import Any
 
-from streamc_runtime import App, Record, Stream
+from streamc_runtime import App, Record, Stream, Worker
 from streamc_runtime.memory import MemoryBroker, MemoryTransport
 from streamc_runtime.transport import TP
 
@@ -69,7 +69,7 @@ async def _run_worker(broker: MemoryBroker, n: int, feed: list[bytes] | None) ->
     counter = [0]
     app = _app(counter)
     broker.create_topic("orders", PARTITIONS)
-    worker = app.worker(MemoryTransport(broker, app.name), stats_interval=0, commit_interval=0.1)
+    worker = Worker(app, MemoryTransport(broker, app.name), stats_interval=0, commit_interval=0.1)
     start = time.perf_counter()
     await worker.start()
     produced = 0

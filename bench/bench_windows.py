@@ -22,7 +22,7 @@ import asyncio
 import time
 
 import msgspec
-from streamc_runtime import App, Record, Stream, Tumbling, Window
+from streamc_runtime import App, Record, Stream, Tumbling, Window, Worker
 from streamc_runtime.memory import MemoryBroker, MemoryTransport
 from streamc_runtime.transport import TP
 
@@ -107,7 +107,7 @@ async def run(n: int, keys: int, every: int) -> None:
     values = [
         (f"user{k}".encode(), msgspec.json.encode(Click(user=f"user{k}"))) for k in range(keys)
     ]
-    worker = app.worker(MemoryTransport(broker, app.name), stats_interval=0, commit_interval=0.1)
+    worker = Worker(app, MemoryTransport(broker, app.name), stats_interval=0, commit_interval=0.1)
     await worker.start()
     start = time.perf_counter()
     produced, next_report = 0, 0

@@ -611,6 +611,16 @@ class _Shaper:
                     if merge is not None:
                         args += f", merge={merge}"
                     chain.append(f"aggregate({args})")
+                case ir.JoinStream(topic=topic, how=how, within_ms=within, grace_ms=grace):
+                    args = f"topics.{self.topic_attrs[topic]}, within={within:_}"
+                    if grace:
+                        args += f", grace={grace:_}"
+                    if how != "inner":
+                        args += f", how={py_literal(how)}"
+                    args += f", value_type={self.record_names[_record_name(op.element)]}"
+                    if op.late is not None:
+                        args += f", late=topics.{self.topic_attrs[op.late]}"
+                    chain.append(f"join_stream({args})")
                 case ir.Distinct(field=path, within_ms=within):
                     args = f"within={within:_}"
                     if path is not None:

@@ -3,12 +3,14 @@
 Generated code imports only the names below; everything else is internal.
 """
 
-from .app import App, Join, Merge, Topic, Worker
+from .app import App
 from .hooks import sink
+from .main import worker_main
 from .records import Record, Time
 from .state.windows import Hopping, Session, Tumbling, Window
 from .stream import Event, Stream
-from .worker import worker_main
+from .topic import Join, Merge, Topic
+from .worker import Worker
 
 __all__ = [
     "App",

@@ -19,7 +19,8 @@ from .stream import Event, SourceStream
 from .transport import TP, Message
 
 if TYPE_CHECKING:
-    from .app import Topic, Worker
+    from .topic import Topic
+    from .worker import Worker
 
 __all__ = ["Conductor"]
 

@@ -53,12 +53,12 @@ from prometheus_client.core import (
     Metric,
 )
 
-from .app import _cancel
 from .latency import Latency
+from .tasks import cancel
 from .transport import TP, Message
 
 if TYPE_CHECKING:
-    from .app import Worker
+    from .worker import Worker
 
 __all__ = ["MetricsServer", "WorkerCollector", "readiness"]
 
@@ -285,7 +285,7 @@ class MetricsServer:
 
     async def close(self) -> None:
         if self._sampler is not None:
-            await _cancel(self._sampler)
+            await cancel(self._sampler)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

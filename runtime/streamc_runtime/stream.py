@@ -40,8 +40,9 @@ from .offsets import PartitionOffsets
 from .transport import Headers, Message, RecordTooLargeError
 
 if TYPE_CHECKING:
-    from .app import Topic, Worker
     from .state.table import Table
+    from .topic import Topic
+    from .worker import Worker
 
 __all__ = ["EMPTY", "Event", "SourceStream", "Stream"]
 
@@ -369,6 +370,30 @@ class Stream(Generic[T]):
         from .state.join import StreamJoin
 
         return self._then("join", lambda: StreamJoin(self, table, on, left))
+
+    def join_stream(
+        self,
+        other: Topic[Any],
+        *,
+        within: int,
+        grace: int = 0,
+        how: str = "inner",
+        value_type: Any = None,
+        late: Topic[Any] | None = None,
+    ) -> Stream[tuple[Any, Any]]:
+        """`(value, record)` for each record of topic `other` with the element's key and an
+        event time at most `within` ms from the element's, emitted when the second of the two
+        arrives. `how="left"` also emits `(value, None)` for an element that found none once
+        its window closed (stream time past its time + within + `grace`), `how="outer"`
+        likewise `(None, record)`. Elements more than `grace` ms behind stream time are late
+        (`late`, else the dead-letter topic). `value_type`: the element's type (its values are
+        buffered encoded), by default the source topic's (`streamc_runtime.state.stream_join`)."""
+        from .state.stream_join import StreamStreamJoin
+
+        return self._then(
+            "join_stream",
+            lambda: StreamStreamJoin(self, other, within, grace, how, value_type, late),
+        )
 
     def distinct(
         self, *, within: int, field: Callable[[T], Any] | None = None

@@ -1,273 +1,891 @@
-"""`worker_main`: the command line of a generated worker (`python -m <app>_worker`).
+"""`Worker`: one running instance of an `App` on one transport.
 
-    --broker URL            memory:// (default) or kafka://host:port[,host:port...];
-                            also from STREAMC_BROKER
-    --commit-interval SECS  how often offsets are committed (default 3.0)
-    --log-level LEVEL       DEBUG, INFO (default), WARNING, ERROR
-    --loop LOOP             asyncio (default) or uvloop (`pip install streamc-runtime[uvloop]`);
-                            also from STREAMC_LOOP
-    --state-dir DIR         keep table stores in RocksDB under DIR (one database per table
-                            partition, DIR/<app>/<table>/<partition>); also from
-                            STREAMC_STATE_DIR; default: in memory, restored from the changelog
-    --metrics-port PORT     serve /metrics (Prometheus), /healthz and /readyz on PORT (0: any
-                            free port, logged); also from STREAMC_METRICS_PORT; default: off
-    --metrics-host HOST     the address to bind (default 127.0.0.1, this machine only; 0.0.0.0
-                            in a container, for Kubernetes probes and scrapes: the generated
-                            Dockerfile sets it); also from STREAMC_METRICS_HOST
-    --log-format FORMAT     text (default) or json, one object per line; also from
-                            STREAMC_LOG_FORMAT
+Each run of an app is a `Worker` owning one transport (one consumer in the app's group plus a
+producer), the Conductor, the offset tracker and every task. The worker lifecycle:
 
-SIGINT/SIGTERM stop the worker gracefully. Exit status: 0 after a clean stop, 1 after a failure,
-2 for bad arguments (with a message, never a traceback). The Kafka transport is imported only
-for kafka:// URLs, to keep startup fast.
+    start:  transport.start -> ensure_topics -> agents build their streams -> subscribe ->
+            ensure the dead-letter topic -> fetch loop, commit loop, stats loop
+    stop:   stop fetching -> close streams and let agents finish the element in hand (bounded,
+            then cancelled; unfinished work stays uncommitted) -> flush the producer -> commit ->
+            transport.stop
+
+Both are idempotent. A background task that fails is logged and stops the worker (exit status
+1) rather than leaving it stalled; `CancelledError` is always re-raised.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import os
-import re
-import signal
-import sys
-from collections.abc import Sequence
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
 
-from .app import App, Worker, _cancel
-from .logs import FORMATS, configure
-from .memory import MemoryBroker, MemoryTransport
-from .transport import Transport, TransportError, redact_url
+from .app import Agent, App
+from .conductor import Conductor
+from .hooks import HookResultError
+from .latency import Latency
+from .logs import AGENT
+from .offsets import OffsetTracker, PartitionOffsets
+from .records import DecodeError
+from .state.table import WorkerTables
+from .stream import (
+    Carrier,
+    Event,
+    SourceStream,
+    ack_carrier,
+    carrier_events,
+    forwarded_key_headers,
+    forwarded_timestamp,
+    positioned,
+)
+from .tasks import cancel
+from .topic import Topic
+from .transport import (
+    TP,
+    Delivery,
+    DeliveryError,
+    Headers,
+    Message,
+    RecordTooLargeError,
+    TopicSpec,
+    Transport,
+    TransportError,
+    is_transient,
+)
 
-__all__ = ["parse_broker", "worker_main"]
+__all__ = ["Worker"]
 
-_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-]+:\d{1,5}$|^\[[0-9A-Fa-f:.]+\]:\d{1,5}$")
+logger = logging.getLogger("streamc")
+
+X = TypeVar("X")
+
+# How often the commit loop looks for something to commit once an interval has passed (s).
+_COMMIT_POLL = 0.1
 
 
-def parse_broker(url: str) -> tuple[str, list[str]]:
-    """`("memory", [])` or `("kafka", ["host:port", ...])`; ValueError with a clear message."""
-    if url in ("memory://", "memory:"):
-        return "memory", []
-    shown = redact_url(url)  # a URL may hold a password: never echo it
-    if url.startswith("kafka://"):
-        if "@" in url:
-            raise ValueError(
-                f"bad broker URL {shown!r}: credentials do not go in the URL; set "
-                "STREAMC_KAFKA_SASL_USERNAME and STREAMC_KAFKA_SASL_PASSWORD"
+class Worker:
+    """One running instance of an `App` on one transport."""
+
+    def __init__(
+        self,
+        app: App,
+        transport: Transport,
+        *,
+        commit_interval: float = 3.0,
+        shutdown_timeout: float = 10.0,
+        stats_interval: float = 30.0,
+        buffer_size: int = 1000,
+        fetch_max: int = 500,
+        fetch_timeout: float = 0.5,
+        revoke_timeout: float = 2.0,
+        send_attempts: int = 5,
+        send_backoff: float = 0.2,
+        state_dir: str | Path | None = None,
+    ) -> None:
+        if commit_interval <= 0:
+            raise ValueError("commit_interval must be > 0")
+        if send_attempts < 1:
+            raise ValueError("send_attempts must be >= 1")
+        self.app = app
+        self.transport = transport
+        self.commit_interval = commit_interval
+        self.shutdown_timeout = shutdown_timeout
+        self.stats_interval = stats_interval
+        self.buffer_size = buffer_size
+        self.fetch_max = fetch_max
+        self.fetch_timeout = fetch_timeout
+        self.revoke_timeout = revoke_timeout
+        # A send that raises a transient error is tried `send_attempts` times in all, waiting
+        # `send_backoff` seconds, doubled each time (at most _SEND_BACKOFF_MAX), in between.
+        self.send_attempts = send_attempts
+        self.send_backoff = send_backoff
+        self.conductor = Conductor(self)
+        self.offsets = OffsetTracker()
+        # Table stores: in memory, or RocksDB under `state_dir` (see `state/table.py`).
+        self.tables = WorkerTables(self, state_dir)
+        self.takes: list[Any] = []  # take nodes: partial batches to drain or abandon
+        self.drain_epoch = 0
+        # Raised to close every window at the end of `streamc run`'s input (see windows.py).
+        self.close_windows_epoch = 0
+        self.windowed: list[Any] = []  # windowed aggregate nodes
+        self.distinct_counts: dict[str, int] = {}  # agent -> distinct steps built (names)
+        self.stream_join_counts: dict[str, int] = {}  # agent -> stream joins built (names)
+        self.waiting = 0  # drivers blocked waiting on an empty stream buffer
+        # counters, for the stats line and tests
+        self.events_in = 0
+        self.sent = 0
+        self.dead_letters = 0
+        self.agent_errors = 0
+        self.pauses = 0
+        self.batches = 0  # take batches emitted
+        # For metrics (`metrics.py` reads them when scraped): plain counters, by name.
+        self.sent_to: defaultdict[str, int] = defaultdict(int)  # records sent, by topic
+        self.dead_lettered: defaultdict[str, int] = defaultdict(int)  # elements, by agent
+        self.hook_errors: defaultdict[str, int] = defaultdict(int)  # by agent
+        self.rebalances = 0  # assignments received
+        self.assigned = False  # the first assignment arrived (ready: see `metrics.py`)
+        self.commit_latency = Latency()
+        self.commit_failures = 0
+        # Called with each fetched batch before dispatch, if set (metrics count per topic).
+        self.on_fetched: Callable[[Sequence[Message]], None] | None = None
+        self.failure: BaseException | None = None
+        # Set when output may be lost (a delivery failed, or a send never went out) and which
+        # messages it came from is unknown: from then on nothing is committed.
+        self.output_lost: BaseException | None = None
+        self._drivers: set[asyncio.Task[None]] = set()  # agent bodies and forwarding tasks
+        # deliveries of forwarded runs not resolved yet (the stop waits for them after flushing)
+        self._runs_in_delivery: set[asyncio.Future[Any]] = set()
+        self._agent_tasks: dict[str, asyncio.Task[None]] = {}
+        self._roots: dict[str, SourceStream[Any]] = {}
+        self._tasks: list[asyncio.Task[None]] = []  # fetch, commit, stats
+        self._fetch_task: asyncio.Task[None] | None = None
+        self._dispatching = False
+        self._state = "new"
+        self._stop_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._state != "new":
+            return
+        self._state = "starting"
+        self.app.current_worker = self
+        # A stop (requested, or a failing agent body) may run while start awaits: from then
+        # on start must not subscribe or spawn anything, or it would outlive the stop.
+        await self.transport.start()
+        if self._state != "starting":
+            return
+        # The dead-letter topic is created after subscribing, while the group join (which
+        # takes a broker-side delay, seconds on Kafka) runs: nothing is dead-lettered before
+        # the first fetch. Unless an agent reads it, as every topic read must exist first.
+        dlq = self.app.dlq
+        deferred = [] if any(dlq in a.topics for a in self.app.agents) else [dlq]
+        await self.transport.ensure_topics(
+            [
+                TopicSpec(t.name, t.partitions, t.config)
+                for t in self.app.topics.values()
+                if t not in deferred
+            ]
+        )
+        if self._state != "starting":
+            return
+        for agent in self.app.agents:
+            root: SourceStream[Any] = self.source_for(agent.topics, agent.name)
+            self._roots[agent.name] = root
+            task = self.spawn_driver(self._run_agent(agent, root), f"agent {agent.name}")
+            self._agent_tasks[agent.name] = task
+        # Let every body run to its first wait, so streams built in it (group_by, through)
+        # are part of the first subscription instead of forcing a second one.
+        for _ in range(5):
+            await asyncio.sleep(0)
+        if self._state != "starting":
+            return
+        await self._subscribe()
+        if self._state != "starting":
+            return
+        if deferred:
+            await self.transport.ensure_topics([TopicSpec(t.name, t.partitions) for t in deferred])
+            if self._state != "starting":
+                return
+        self._fetch_task = self._spawn(self._fetch_loop(), "fetch")
+        self._tasks.append(self._fetch_task)
+        self._tasks.append(self._spawn(self._commit_loop(), "commit"))
+        if self.stats_interval > 0:
+            self._tasks.append(self._spawn(self._stats_loop(), "stats"))
+        self._state = "running"
+        logger.info(
+            "worker %s started: agents %s, topics %s",
+            self.app.name,
+            ", ".join(a.name for a in self.app.agents) or "-",
+            ", ".join(self.conductor.topics()) or "-",
+        )
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop (safe from signal handlers and callbacks)."""
+        if self._stop_task is None and self._state in ("starting", "running"):
+            self._stop_task = asyncio.get_running_loop().create_task(self._stop(), name="stop")
+
+    async def stop(self) -> None:
+        """Stop gracefully; returns once stopped. Idempotent."""
+        if self._state == "new":
+            self._state = "stopped"
+            self._stopped.set()
+            return
+        self.request_stop()
+        await self._stopped.wait()
+
+    async def wait(self) -> int:
+        """Until the worker stops: 0 after a clean stop, 1 after a failure."""
+        await self._stopped.wait()
+        return 1 if self.failure is not None else 0
+
+    @property
+    def running(self) -> bool:
+        return self._state == "running"
+
+    @property
+    def sources(self) -> Mapping[str, SourceStream[Any]]:
+        """Each agent's input stream, by agent name."""
+        return self._roots
+
+    async def _stop(self) -> None:
+        try:
+            self._state = "stopping"
+            # 1. stop fetching: nothing new enters the streams
+            if self._fetch_task is not None:
+                await cancel(self._fetch_task)
+            # 2. finish the element in hand (take flushes its partial batch), within a bound;
+            # buffered but unstarted events are abandoned unacked, so they stay uncommitted
+            for stream in self.conductor.streams:
+                stream.close()
+            drivers = [t for t in self._drivers if not t.done()]
+            if drivers:
+                _, late = await asyncio.wait(drivers, timeout=self.shutdown_timeout)
+                for task in late:
+                    logger.warning("%s did not finish in time; abandoned", task.get_name())
+                    await cancel(task)
+            # agents that ended by themselves finished their current element: ack it
+            for name, task in self._agent_tasks.items():
+                if task.done() and not task.cancelled():
+                    for node in self._roots[name]._chain():
+                        if node._current is not None:
+                            ack_carrier(node._current)
+                            node._current = None
+            # 3. flush the producer, so forwarded records are durable and release their holds
+            try:
+                await self.transport.flush()
+            except DeliveryError as exc:
+                self.lose_output(exc)
+            except Exception:
+                logger.exception("flushing the producer failed")
+            # let delivery callbacks run before computing the commit: a forwarded run's
+            # delivery resolves some callbacks after the batches the flush waited for
+            if self._runs_in_delivery:
+                await asyncio.wait(set(self._runs_in_delivery), timeout=self.shutdown_timeout)
+            await asyncio.sleep(0)
+            # 4. checkpoint and close the table stores, commit what is done
+            await self.tables.close()
+            await self.commit()
+        finally:
+            # 5. close
+            for task in self._tasks:
+                await cancel(task)
+            try:
+                await self.transport.stop()
+            except Exception:
+                logger.exception("closing the transport failed")
+            self._state = "stopped"
+            if self.app.current_worker is self:
+                self.app.current_worker = None
+            self._stopped.set()
+            logger.info(
+                "worker %s stopped: %d in, %d sent, %d dead letters",
+                self.app.name,
+                self.events_in,
+                self.sent,
+                self.dead_letters,
             )
-        hosts = [h.strip() for h in url[len("kafka://") :].split(",")]
-        if not hosts or any(not _HOSTPORT.match(h) for h in hosts):
-            raise ValueError(f"bad broker URL {shown!r}: expected kafka://host:port[,host:port...]")
-        return "kafka", hosts
-    raise ValueError(f"bad broker URL {shown!r}: expected memory:// or kafka://host:port[,...]")
 
+    def table(self, name: str) -> dict[Any, Any]:
+        """The current rows of table `name` in the partitions this worker holds (by key)."""
+        live = self.tables.tables.get(name) or self.tables.globals.get(name)
+        if live is None:
+            if name not in self.app.tables:
+                raise KeyError(f"app {self.app.name!r} has no table {name!r}")
+            return {}
+        return live.rows()
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
-    return value
+    def fail(self, exc: BaseException) -> None:
+        """A background failure: remember it and stop (never stall silently)."""
+        if self.failure is None:
+            self.failure = exc
+        self.request_stop()
 
+    def lose_output(self, exc: BaseException) -> None:
+        """Output was lost and the messages it came from are unknown: stop, and commit nothing
+        from now on (at-least-once: the next owner redoes all that is uncommitted)."""
+        if self.output_lost is None:
+            self.output_lost = exc
+            logger.error("output lost (%s); stopping without committing any further", exc)
+        self.fail(exc)
 
-def _level(text: str) -> str:
-    if text.upper() not in _LEVELS:
-        raise argparse.ArgumentTypeError(
-            f"unknown level {text!r} (choose from {', '.join(_LEVELS)})"
-        )
-    return text.upper()
+    def _hook_send_done(self, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            self.lose_output(_delivery_error(fut))
 
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(self._guard(coro, name), name=name)
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535: {text!r}")
-    return value
+    def spawn_driver(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """A task that pulls from streams (an agent body or a forwarder)."""
+        task = self._spawn(coro, name)
+        self._drivers.add(task)
+        return task
 
-
-def worker_main(app: App, argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog=f"{app.name}-worker",
-        description=f"Run the agents of the streamc app {app.name!r}.",
-    )
-    parser.add_argument(
-        "--broker",
-        default=os.environ.get("STREAMC_BROKER", "memory://"),
-        help="memory:// or kafka://host:port[,host:port...] (env STREAMC_BROKER; "
-        "default memory://)",
-    )
-    parser.add_argument(
-        "--commit-interval",
-        type=_positive_float,
-        default=3.0,
-        metavar="SECONDS",
-        help="seconds between offset commits (default 3.0)",
-    )
-    parser.add_argument(
-        "--log-level", type=_level, default="INFO", metavar="LEVEL", help="default INFO"
-    )
-    parser.add_argument(
-        "--loop",
-        choices=("asyncio", "uvloop"),
-        default=os.environ.get("STREAMC_LOOP", "asyncio"),
-        help="the event loop (env STREAMC_LOOP; default asyncio); uvloop needs "
-        "`pip install streamc-runtime[uvloop]`",
-    )
-    parser.add_argument(
-        "--state-dir",
-        default=os.environ.get("STREAMC_STATE_DIR") or None,
-        metavar="DIR",
-        help="keep table stores in RocksDB under DIR (env STREAMC_STATE_DIR; default: in "
-        "memory, restored from the changelog at start)",
-    )
-    parser.add_argument(
-        "--metrics-port",
-        type=_port,
-        default=None,
-        metavar="PORT",
-        help="serve /metrics, /healthz and /readyz on PORT (env STREAMC_METRICS_PORT; "
-        "0 picks a free port; default: off)",
-    )
-    parser.add_argument(
-        "--metrics-host",
-        default=os.environ.get("STREAMC_METRICS_HOST") or "127.0.0.1",
-        metavar="HOST",
-        help="the address the metrics server binds (env STREAMC_METRICS_HOST; default "
-        "127.0.0.1; 0.0.0.0 to be reachable from outside, e.g. by Kubernetes probes)",
-    )
-    parser.add_argument(
-        "--log-format",
-        choices=FORMATS,
-        default=os.environ.get("STREAMC_LOG_FORMAT") or "text",
-        help="text or json, one object per line (env STREAMC_LOG_FORMAT; default text)",
-    )
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse already printed usage and the error (or --help)
-        return exc.code if isinstance(exc.code, int) else 2
-    try:
-        kind, _hosts = parse_broker(args.broker)
-    except ValueError as exc:
-        parser.print_usage(sys.stderr)
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
-    if args.loop not in ("asyncio", "uvloop"):  # from STREAMC_LOOP, which argparse skips
-        print(
-            f"{parser.prog}: error: unknown event loop {args.loop!r} in STREAMC_LOOP "
-            "(choose asyncio or uvloop)",
-            file=sys.stderr,
-        )
-        return 2
-    # Settings from the environment, which argparse does not check.
-    if args.log_format not in FORMATS:
-        print(
-            f"{parser.prog}: error: unknown log format {args.log_format!r} in "
-            "STREAMC_LOG_FORMAT (choose text or json)",
-            file=sys.stderr,
-        )
-        return 2
-    if args.metrics_port is None and os.environ.get("STREAMC_METRICS_PORT"):
+    async def _guard(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         try:
-            args.metrics_port = _port(os.environ["STREAMC_METRICS_PORT"])
-        except argparse.ArgumentTypeError as exc:
-            print(f"{parser.prog}: error: STREAMC_METRICS_PORT: {exc}", file=sys.stderr)
-            return 2
-    loop_factory = None
-    if args.loop == "uvloop":
+            await coro
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and not task.cancelling():
+                # Nobody cancelled this task (e.g. a body awaited something a library
+                # cancelled): it is dying, and a dead driver would stall its streams.
+                logger.error("%s ended by a CancelledError nobody requested; stopping", name)
+                self.fail(exc)
+            raise
+        except BaseException as exc:  # SystemExit from user code too: logged, exit status 1
+            logger.exception("%s failed; stopping the worker", name)
+            self.fail(exc)
+
+    # -- streams ----------------------------------------------------------------------------
+    def source_for(self, topics: tuple[Topic[Any], ...], agent: str) -> SourceStream[Any]:
+        stream: SourceStream[Any] = SourceStream(self, topics, agent)
+        self.conductor.add(stream)
+        return stream
+
+    async def _run_agent(self, agent: Agent, stream: SourceStream[Any]) -> None:
+        AGENT.set(agent.name)  # for log lines (`logs.py`); this task's context only
+        while True:
+            try:
+                await agent.fn(stream)
+                return
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # a sink's SystemExit too: dead-lettered, like any error
+                failed = [node for node in stream._chain() if node._current is not None]
+                if not failed:
+                    raise  # not while handling an element: a restart would fail the same way
+                self.agent_errors += 1
+                # The dead letter's own line says what failed; this adds the agent's part.
+                logger.debug("agent %s raised while handling an element", agent.name)
+                for node in failed:
+                    carrier = node._current
+                    node._current = None
+                    if carrier is not None:
+                        await self.dead_letter(carrier, exc, agent.name)
+
+    # -- fetching and committing --------------------------------------------------------------
+    async def _subscribe(self) -> None:
+        self.conductor.changed = False
+        await self.transport.subscribe(self.conductor.topics(), self)
+
+    async def _fetch_loop(self) -> None:
+        transport, conductor = self.transport, self.conductor
+        while True:
+            if conductor.changed:
+                await self._subscribe()
+            messages = await transport.fetch(self.fetch_timeout, self.fetch_max)
+            if messages:
+                self.events_in += len(messages)
+                if self.on_fetched is not None:
+                    self.on_fetched(messages)
+                self._dispatching = True
+                try:
+                    await conductor.dispatch(messages)
+                finally:
+                    self._dispatching = False
+                # One yield per batch lets the agents drain what was just dispatched.
+                await asyncio.sleep(0)
+
+    async def commit(self) -> bool:
+        """Commit every partition whose committable offset moved; False if the commit failed."""
+        if self.output_lost is not None:
+            return False
+        # RocksDB stores write what their delivered changelog holds (memory stores: nothing).
+        await self.tables.checkpoint()
+        offsets = self.offsets.to_commit()
+        if not offsets:
+            return True
+        began = time.perf_counter()
         try:
-            import uvloop
-        except ImportError:
-            print(
-                f"{parser.prog}: error: --loop uvloop: uvloop is not installed "
-                "(pip install 'streamc-runtime[uvloop]')",
-                file=sys.stderr,
+            await self.transport.commit(offsets)
+        except DeliveryError as exc:  # the commit's flush found lost output: never commit now
+            self.lose_output(exc)
+            return False
+        except TransportError as exc:  # e.g. the group is rebalancing: expected, and retried
+            self.commit_failures += 1
+            logger.warning("commit failed; will retry: %s", exc)
+            return False
+        except Exception:
+            self.commit_failures += 1
+            logger.exception("commit failed; will retry")
+            return False
+        self.commit_latency.observe(time.perf_counter() - began)
+        self.offsets.mark_committed(offsets)
+        return True
+
+    async def _commit_loop(self) -> None:
+        """Commit processed work at most once per `commit_interval`, timed from the last
+        commit, not from the worker's start: once an interval has passed, look every
+        `_COMMIT_POLL` seconds for something processed and commit it at once. So the first
+        messages processed after start, an assignment or an idle spell are committed within
+        a poll, not up to an interval later at a phase fixed by the start (a worker killed
+        soon after its first batch used to repeat it all), and a busy worker still commits
+        once per interval. Offsets that only record where reading started (nothing processed
+        yet) wait for an interval, or go with the first processed work: committing them
+        alone would put that work an interval later."""
+        loop = asyncio.get_running_loop()
+        interval = self.commit_interval
+        poll = min(interval, _COMMIT_POLL)
+        tracker = self.offsets
+        due = loop.time()  # processed work may be committed from then on
+        idle_due = due + interval  # and offsets with nothing processed from then on
+        while True:
+            now = loop.time()
+            await asyncio.sleep(due - now if due > now else poll)
+            offsets = tracker.to_commit()
+            if not offsets:
+                continue
+            parts = tracker.partitions
+            processed = any(parts[tp].progressed() for tp in offsets)
+            if not processed and loop.time() < idle_due:
+                continue
+            committed = await self.commit()
+            idle_due = loop.time() + interval
+            if processed or not committed:
+                due = idle_due
+
+    async def _stats_loop(self) -> None:
+        last_in, last_out, last_t = self.events_in, self.sent, time.monotonic()
+        while True:
+            await asyncio.sleep(self.stats_interval)
+            now = time.monotonic()
+            dt = max(now - last_t, 1e-9)
+            committed = {
+                f"{tp.topic}[{tp.partition}]": s.committed
+                for tp, s in sorted(self.offsets.partitions.items())
+                if s.committed is not None
+            }
+            logger.info(
+                "stats: in %.1f/s out %.1f/s in-flight %d dead-letters %d agent-errors %d "
+                "committed %s",
+                (self.events_in - last_in) / dt,
+                (self.sent - last_out) / dt,
+                self.offsets.in_flight(),
+                self.dead_letters,
+                self.agent_errors,
+                committed,
             )
-            return 2
-        loop_factory = uvloop.new_event_loop
-    configure(args.log_level, args.log_format, app.name)
-    transport: Transport
-    if kind == "memory":
-        transport = MemoryTransport(MemoryBroker(), app.name)
-    else:
+            last_in, last_out, last_t = self.events_in, self.sent, now
+
+    # RebalanceListener
+    async def on_partitions_revoked(self, revoked: Collection[TP]) -> None:
+        """Abandon what was not started (buffers, partial batches), give elements in hand up
+        to `revoke_timeout` to finish, commit, forget. Abandoned work stays uncommitted, so
+        the new owner does it; finished work is committed, so it does not do it again."""
+        gone = frozenset(revoked)
+        self.conductor.revoke(gone)
+        for take in self.takes:
+            take.abandon(gone)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.revoke_timeout
+        states = [self.offsets.partitions[tp] for tp in gone if tp in self.offsets.partitions]
+        # Polling (bounded, rare) keeps the ack path free of notification work.
+        while any(s.busy() for s in states) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        # Their table stores: checkpointed after a flush, then closed (the next owner restores).
+        await self.tables.revoked(gone)
+        offsets = self.offsets.to_commit(only=gone)
+        if offsets and self.output_lost is None:
+            try:
+                await self.transport.commit(offsets)
+            except DeliveryError as exc:
+                self.lose_output(exc)
+            except Exception:
+                logger.exception("commit on revocation failed")
+        self.offsets.forget(gone)
+
+    async def on_partitions_assigned(self, assigned: Collection[TP]) -> None:
+        self.rebalances += 1
+        self.assigned = True
+        self.conductor.reapply()
+        self.tables.assigned(assigned)  # their stores start restoring now
+
+    # -- sending ----------------------------------------------------------------------------
+    async def forward(
+        self,
+        topic: Topic[Any],
+        value: Any,
+        carrier: Carrier,
+        *,
+        key: Any = ...,
+        as_received: bool = False,
+    ) -> None:
+        """Send `value` to `topic` with the key, headers and timestamp of the element's message
+        (or `key`, already encoded); the element's events stay in flight until it is delivered.
+        `as_received`: `value` is its message's decoded value, unchanged, so the message's own
+        value bytes are sent instead of encoding it again."""
+        if as_received and isinstance(carrier, Event):
+            data = carrier.message.value
+        else:
+            data = topic.value_codec.encode(value)
+        raw_key, headers = forwarded_key_headers(carrier)
+        if topic.positions and isinstance(carrier, Event):
+            headers = positioned(carrier.message, headers)
+        if isinstance(carrier, Event):  # the common case, without a list of one to walk
+            held = [] if carrier._acked else [(carrier._offsets, carrier.message.offset)]
+        else:
+            held = [(e._offsets, e.message.offset) for e in carrier if not e._acked]
+        if key is not ...:
+            raw_key = key
+        timestamp = forwarded_timestamp(carrier)
         try:
-            from .kafka import KafkaTransport
-        except ImportError as exc:
-            print(f"{parser.prog}: error: Kafka transport unavailable: {exc}", file=sys.stderr)
-            return 1
-        try:
-            transport = KafkaTransport.from_url(args.broker, group_id=app.name)
-        except ValueError as exc:  # a STREAMC_KAFKA_* setting that cannot work
-            print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-            return 2
-    # The metrics setting is passed only when given: `_serve(app, transport, interval,
-    # state_dir)` stays the seam tests replace.
-    metrics = () if args.metrics_port is None else ((args.metrics_host, args.metrics_port),)
-    try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(
-                _serve(app, transport, args.commit_interval, args.state_dir, *metrics)
+            delivery = await self.transport.send(
+                topic.name, data, raw_key, headers, timestamp=timestamp
             )
-    except KeyboardInterrupt:  # a second Ctrl-C, or one before the handlers were installed
-        return 130
+        except RecordTooLargeError:
+            raise  # a data error: the caller dead-letters the element
+        except Exception as exc:
+            send = partial(
+                self.transport.send, topic.name, data, raw_key, headers, timestamp=timestamp
+            )
+            retried = await self._resend(exc, send, topic.name)
+            if retried is None:  # the worker is stopping: keep the element uncommitted
+                self._hold_for_good(held)
+                return
+            delivery = retried
+        self.sent += 1
+        self.sent_to[topic.name] += 1
+        self._hold(delivery, held)
 
+    async def forward_run(
+        self,
+        topic: Topic[Any],
+        records: Sequence[tuple[bytes | None, bytes | None, Headers]],
+        carriers: Sequence[Carrier],
+    ) -> None:
+        """Send a run of encoded records (one per element, in order) to `topic` at once; the
+        elements' `carriers` are acked when every record of the run is delivered, and never
+        if any is not (the worker then stops with them uncommitted).
 
-async def _serve(
-    app: App,
-    transport: Transport,
-    commit_interval: float,
-    state_dir: str | None = None,
-    metrics: tuple[str, int] | None = None,
-) -> int:
-    worker = app.worker(transport, commit_interval=commit_interval, state_dir=state_dir)
-    if metrics is None:
-        return await _run(app, worker)
-    from .metrics import MetricsServer  # prometheus-client only when asked for
+        Per run rather than per record: one `send_many`, one callback, and acks in place of
+        a hold and a release per record. Each record keeps its element's timestamp.
 
-    server = MetricsServer(worker, *metrics)
-    try:
-        # Before the worker starts: probes get answers (ready or not) while it connects.
-        await server.start()
-    except OSError as exc:
-        logging.getLogger("streamc").error(
-            "cannot serve metrics on %s:%d: %s", metrics[0], metrics[1], exc
-        )
-        return 1
-    try:
-        return await _run(app, worker)
-    finally:
-        await server.close()
-
-
-async def _run(app: App, worker: Worker) -> int:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+        Raises `RecordTooLargeError` (a data error) only; a transport failure is retried (see
+        `_resend`), and if it persists the worker stops with the carriers never acked."""
+        timestamps = [forwarded_timestamp(carrier) for carrier in carriers]
         try:
-            loop.add_signal_handler(sig, worker.request_stop)
-        except (NotImplementedError, RuntimeError):  # not the main thread / not supported
-            pass
-    # Start in a task of its own, so a SIGTERM while it still connects (Kafka retries for
-    # minutes) ends the start instead of being ignored until it finishes.
-    starting = asyncio.ensure_future(worker.start())
-    stopped = asyncio.ensure_future(worker.wait())
-    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    if not starting.done():  # stopped (SIGTERM) while starting: end the start too
-        await _cancel(starting)
-    error = None if starting.cancelled() else starting.exception()
-    if error is not None:
-        # A transport's own errors say what is wrong in one line; anything else is a bug
-        # worth its traceback.
-        logging.getLogger("streamc").error(
-            "worker %s failed to start: %s",
-            app.name,
+            delivery = await self.transport.send_many(topic.name, records, timestamps)
+        except RecordTooLargeError:
+            raise
+        except Exception as exc:
+            send = partial(self.transport.send_many, topic.name, records, timestamps)
+            retried = await self._resend(exc, send, topic.name)
+            if retried is None:
+                return
+            delivery = retried
+        self.sent += len(records)
+        self.sent_to[topic.name] += len(records)
+        if isinstance(delivery, asyncio.Future) and delivery.done():
+            self._run_delivered(carriers, delivery)  # now, not a loop step later
+            return
+        fut = delivery if isinstance(delivery, asyncio.Future) else asyncio.ensure_future(delivery)
+        fut.add_done_callback(partial(self._run_delivered, carriers))
+        self._runs_in_delivery.add(fut)
+        fut.add_done_callback(self._runs_in_delivery.discard)
+
+    def _run_delivered(self, carriers: Sequence[Carrier], fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            logger.error("delivery failed: %s", _delivery_error(fut))
+            self.fail(_delivery_error(fut))
+            return
+        for carrier in carriers:
+            ack_carrier(carrier)
+
+    async def send_changelog(
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes | None, bytes | None, Headers]],
+        partitions: Sequence[int],
+    ) -> Awaitable[object] | None:
+        """A run of changelog records, each to its table partition; None if it never went
+        out (transient failures are retried; the worker is then stopping). A record too large
+        is no data error here (the state is applied): the worker stops too."""
+        send = partial(self.transport.send_many, topic, records, None, partitions=partitions)
+        try:
+            try:
+                delivery = await send()
+            except RecordTooLargeError:
+                raise
+            except Exception as exc:
+                retried = await self._resend(exc, send, topic)
+                if retried is None:
+                    return None
+                delivery = retried
+        except RecordTooLargeError as exc:
+            logger.error("a changelog record of %s is too large: %s; stopping", topic, exc)
+            self.fail(exc)
+            return None
+        self.sent += len(records)
+        self.sent_to[topic] += len(records)
+        return delivery
+
+    async def send_or_stop(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers,
+        partition: int | None = None,
+    ) -> Awaitable[Delivery] | None:
+        """`transport.send`, retrying transient failures; None if the send never went out
+        (the worker is stopping then). Raises `RecordTooLargeError`."""
+        try:
+            return await self.transport.send(topic, value, key, headers, partition)
+        except RecordTooLargeError:
+            raise
+        except Exception as exc:
+            send = partial(self.transport.send, topic, value, key, headers, partition)
+            return await self._resend(exc, send, topic)
+
+    async def _resend(
+        self, exc: Exception, send: Callable[[], Awaitable[X]], topic: str
+    ) -> X | None:
+        """Retry a send that raised `exc`: transient errors (`is_transient`) up to
+        `send_attempts` tries in all, with exponential backoff. A failure that persists, or
+        that retrying cannot fix, is a transport failure, never bad data: the worker stops
+        (None is returned) and the caller keeps its messages uncommitted, so the next owner
+        sends them again."""
+        delay = self.send_backoff
+        attempt = 1
+        while is_transient(exc) and attempt < self.send_attempts and self.failure is None:
+            logger.warning(
+                "sending to %s failed (attempt %d/%d): %s; retrying in %.2fs",
+                topic,
+                attempt,
+                self.send_attempts,
+                _describe(exc),
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _SEND_BACKOFF_MAX)
+            attempt += 1
+            try:
+                return await send()
+            except RecordTooLargeError:
+                raise
+            except Exception as again:
+                exc = again
+        # Once the worker is failing, later sends give up at once: one line says why.
+        (logger.error if self.failure is None else logger.debug)(
+            "sending to %s failed after %d attempt(s): %s; stopping the worker, the messages "
+            "stay uncommitted",
+            topic,
+            attempt,
+            _describe(exc),
+        )
+        self.fail(exc)
+        return None
+
+    def _hold_for_good(self, held: list[tuple[PartitionOffsets, int]]) -> None:
+        """Hold messages whose output is lost so no ack and no commit can pass them."""
+        for state, offset in held:
+            state.hold(offset)
+
+    def _hold(
+        self, delivery: Awaitable[Delivery], held: list[tuple[PartitionOffsets, int]]
+    ) -> None:
+        """Keep `held` messages in flight until `delivery` resolves; a failed delivery stops
+        the worker with them uncommitted (at-least-once: they are re-read after restart)."""
+        if isinstance(delivery, asyncio.Future) and delivery.done():
+            if not delivery.cancelled() and delivery.exception() is None:
+                return  # delivered already (the memory broker): nothing to hold
+            # Failed already: hold for good, so the acks that follow cannot make the
+            # messages done and the stop's commit cannot pass them.
+            self._hold_for_good(held)
+            self.fail(_delivery_error(delivery))
+            return
+        for state, offset in held:
+            state.hold(offset)
+        if isinstance(delivery, asyncio.Future):
+            delivery.add_done_callback(partial(self._delivered, held))
+        else:
+            asyncio.ensure_future(delivery).add_done_callback(partial(self._delivered, held))
+
+    def _delivered(
+        self, held: list[tuple[PartitionOffsets, int]], fut: asyncio.Future[Any]
+    ) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            logger.error("delivery failed: %s", _delivery_error(fut))
+            self.fail(_delivery_error(fut))
+            return
+        for state, offset in held:
+            state.release(offset)
+
+    async def dead_letter(self, carrier: Carrier, exc: BaseException, agent: str) -> None:
+        """Send each event of an element to `<app>-dlq`, then ack it."""
+        self.dead_lettered[agent] += 1
+        if not isinstance(exc, (DecodeError, RecordTooLargeError)):
+            self.hook_errors[agent] += 1  # raised by the agent's own code, not by its data
+        for i, event in enumerate(carrier_events(carrier)):
+            held = [] if event._acked else [(event._offsets, event.message.offset)]
+            # A hook's traceback is logged once per element, with its first event.
+            await self._send_dead(event.message, exc, agent, held, traceback=i == 0)
+            event._ack()
+
+    async def dead_letter_message(
+        self, message: Message, state: PartitionOffsets, exc: BaseException, agents: str
+    ) -> None:
+        """An undecodable message: dead-lettered once for all subscribers, then done."""
+        for agent in agents.split(","):
+            self.dead_lettered[agent] += 1
+        await self._send_dead(message, exc, agents, [(state, message.offset)])
+        state.release(message.offset)
+
+    async def dead_letter_record(self, message: Message, exc: BaseException, agent: str) -> None:
+        """An undecodable record read outside the group (a table's topic, while restoring or
+        following it): dead-lettered, with no offset of ours to hold."""
+        self.dead_lettered[agent] += 1
+        await self._send_dead(message, exc, agent, [])
+
+    async def _send_dead(
+        self,
+        message: Message,
+        exc: BaseException,
+        agent: str,
+        held: list[tuple[PartitionOffsets, int]],
+        *,
+        traceback: bool = False,
+    ) -> None:
+        if self.output_lost is not None:
+            # Nothing is committed any more, so the next owner handles this message again and
+            # dead-letters it then if it is bad. The error may be the lost output itself (a
+            # hook's `Topic.send` that gave up): no reason to call a valid message bad.
+            self._hold_for_good(held)
+            return
+        # Capped: a header is for reading, and some exceptions carry whole payloads.
+        error = (str(exc) or type(exc).__name__)[:_MAX_ERROR]
+        headers = [
+            *message.headers,
+            ("streamc.error", error.encode()),
+            ("streamc.error.type", _qualname(exc).encode()),
+            ("streamc.source.topic", message.topic.encode()),
+            ("streamc.source.partition", str(message.partition).encode()),
+            ("streamc.source.offset", str(message.offset).encode()),
+            ("streamc.agent", agent.encode()),
+        ]
+        if isinstance(exc, HookResultError):
+            headers += [
+                ("streamc.hook", exc.hook.encode()),
+                ("streamc.hook.returns", exc.expected.encode()),
+            ]
+        dlq = self.app.dlq.name
+        try:
+            delivery = await self.send_or_stop(dlq, message.value, message.key, headers)
+        except RecordTooLargeError as too_large:
+            delivery = await self._send_truncated(message, headers, too_large.limit)
+        if delivery is None:  # the worker is stopping: keep the message uncommitted
+            self._hold_for_good(held)
+            return
+        self.dead_letters += 1
+        self.sent_to[dlq] += 1
+        self._hold(delivery, held)
+        # One line per dead letter; the traceback only at debug level (a bad batch of input
+        # must not flood the log).
+        where = {
+            "agent": agent,
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+        }
+        logger.warning(
+            "dead letter: %s[%d]@%d (agent %s): %s: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            agent or "-",
+            _qualname(exc),
             error,
-            exc_info=None if isinstance(error, TransportError) else error,
+            extra=where,
         )
-        await worker.stop()
-        await stopped
-        return 1
-    return await stopped
+        if traceback and not isinstance(exc, DecodeError) and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("traceback of the dead letter above", exc_info=exc, extra=where)
+
+    async def _send_truncated(
+        self, message: Message, headers: list[tuple[str, bytes]], limit: int | None
+    ) -> Awaitable[Delivery] | None:
+        """Dead-letter a message too large to produce whole (it came from a topic allowing
+        more than the producer's limit): its value cut to fit, with headers saying so. Were
+        even its key and headers too large, they go too: no message may stop the worker."""
+        value = message.value or b""
+        marks = [
+            ("streamc.truncated", b"true"),
+            ("streamc.original.size", str(len(value)).encode()),
+        ]
+        marked = [*headers, *marks]
+        room = (limit or 0) - _framing(message.key, marked)
+        dlq = self.app.dlq.name
+        try:
+            return await self.send_or_stop(dlq, value[: max(room, 0)], message.key, marked)
+        except RecordTooLargeError:
+            own = [(k, v) for k, v in headers if k.startswith("streamc.")]
+            return await self.send_or_stop(dlq, b"", None, [*own, *marks])
+
+    # -- quiescence (run_local) ---------------------------------------------------------------
+    def idle(self) -> bool:
+        """Nothing left to fetch, nothing buffered, every driver waiting for data."""
+        if self._dispatching or self.conductor.changed or self._state != "running":
+            return False
+        has_unfetched = getattr(self.transport, "has_unfetched", None)
+        if has_unfetched is None or has_unfetched():
+            return False
+        if any(s.buffer for s in self.conductor.streams):
+            return False
+        if any(n.closed_epoch != self.close_windows_epoch for n in self.windowed):
+            return False
+        live = sum(1 for t in self._drivers if not t.done())
+        return self.waiting >= live
+
+    def partial_batches(self) -> int:
+        return sum(t.pending for t in self.takes)
+
+    def request_close_windows(self) -> None:
+        """Move stream time past every window of every windowed table: their final rows are
+        emitted (`streamc run`, at the end of its input)."""
+        self.close_windows_epoch += 1
+        for stream in self.conductor.streams:
+            stream.wake()
+
+    def request_drain(self) -> None:
+        """Flush every partial `take` batch started before now, once."""
+        self.drain_epoch += 1
+        for stream in self.conductor.streams:
+            stream.wake()
+
+
+_MAX_ERROR = 2000
+_SEND_BACKOFF_MAX = 5.0
+
+
+def _framing(key: bytes | None, headers: Headers) -> int:
+    """A bound on a record's size without its value: key, headers, and what Kafka adds to
+    them in a batch of one (batch header, varints): what a truncated value must leave room for."""
+    size = 128 + (len(key) if key else 0)
+    for name, data in headers:
+        size += 10 + len(name.encode()) + len(data)
+    return size
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _qualname(exc: BaseException) -> str:
+    named = getattr(exc, "error_type", None)  # a runtime condition with a short name: "late"
+    if isinstance(named, str):
+        return named
+    cls = type(exc)
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+
+
+def _delivery_error(fut: asyncio.Future[Any]) -> BaseException:
+    if fut.cancelled():
+        return RuntimeError("delivery cancelled")
+    exc = fut.exception()
+    return exc if exc is not None else RuntimeError("delivery failed")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from kafkatest import FAST_GROUP, Broker, RecordingListener, open_transport, wait_until
-from streamc_runtime import App, Record, Stream
+from streamc_runtime import App, Record, Stream, Worker
 from streamc_runtime.kafka import KafkaTransport
 from streamc_runtime.transport import Message, TopicSpec
 
@@ -76,7 +76,7 @@ async def test_forwarded_records_keep_the_producers_bytes_and_timestamps_on_kafk
         await producer.stop()
 
     transport = KafkaTransport.from_url(kafka_broker.url, group_id=app.name, **FAST_GROUP)
-    worker = app.worker(transport, commit_interval=0.5, stats_interval=0)
+    worker = Worker(app, transport, commit_interval=0.5, stats_interval=0)
     await worker.start()
     try:
         await wait_until(lambda: worker.sent >= 10 or not worker.running, 60, "the batch")

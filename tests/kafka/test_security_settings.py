@@ -16,7 +16,7 @@ from streamc_runtime.kafka import (
     KafkaUnavailableError,
     parse_kafka_url,
 )
-from streamc_runtime.worker import parse_broker
+from streamc_runtime.main import parse_broker
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ from aiokafka.record.default_records import (  # type: ignore[import-untyped]
 )
 from kafkatest import FAST_GROUP, Broker
 from streamc_runtime import App, Record, Stream
-from streamc_runtime.app import Worker
 from streamc_runtime.kafka import KafkaSettings, KafkaTransport, parse_kafka_url
+from streamc_runtime.worker import Worker
 from workers import committed, read_topic, wait_committed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.asyncio]
@@ -60,7 +60,7 @@ def _transport(
 
 
 async def _started(app: App, transport: KafkaTransport) -> Worker:
-    worker = app.worker(
+    worker = Worker(app,
         transport, commit_interval=0.2, stats_interval=0, send_attempts=3, send_backoff=0.05
     )
     await worker.start()

@@ -10,10 +10,10 @@ from typing import Any
 
 import msgspec
 from streamc_runtime import App, Record
-from streamc_runtime.app import Worker
 from streamc_runtime.local import until_idle
 from streamc_runtime.memory import MemoryBroker, MemoryTransport
 from streamc_runtime.transport import TP, Delivery, Message
+from streamc_runtime.worker import Worker
 
 
 class Order(Record, kw_only=True):
@@ -34,7 +34,7 @@ class Running:
         options.setdefault("stats_interval", 0)
         options.setdefault("commit_interval", 60.0)  # tests commit explicitly
         self.transport = MemoryTransport(self.broker, app.name)
-        self.worker: Worker = app.worker(self.transport, **options)
+        self.worker: Worker = Worker(app, self.transport, **options)
 
     async def __aenter__(self) -> Running:
         await self.worker.start()
@@ -152,5 +152,5 @@ def gated(app: App, gated: Sequence[str] = (), **kwargs: Any) -> Running:
     r.transport = GatedTransport(r.broker, app.name, gated, failing, fail_late)
     kwargs.setdefault("stats_interval", 0)
     kwargs.setdefault("commit_interval", 60.0)
-    r.worker = app.worker(r.transport, **kwargs)
+    r.worker = Worker(app, r.transport, **kwargs)
     return r

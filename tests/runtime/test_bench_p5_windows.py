@@ -28,7 +28,8 @@ def test_order_timestamps_start_on_a_minute_and_are_step_ms_apart() -> None:
 
 
 async def test_p5_worker_reports_every_accounts_every_minute_exactly(tmp_path: Path) -> None:
-    folder = bench.build_streamc("p5", "p5_check", "orders-in", tmp_path)
+    data = bench.Dataset("orders-in", 0, {}, 0.0, 0, {})
+    folder = bench.build_streamc("p5", "p5_check", data, tmp_path)
     sys.path.insert(0, str(folder))
     try:
         importlib.import_module("p5_check_worker.agents")

@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 
 from rtkit import Running, wait_for
-from streamc_runtime import App, Stream
+from streamc_runtime import App, Stream, Worker
 from streamc_runtime.memory import MemoryBroker, MemoryTransport
 from streamc_runtime.transport import TP
 
@@ -69,7 +69,7 @@ async def test_a_busy_worker_commits_at_most_once_per_interval() -> None:
     app = _app(handled, stall_at=None)
     broker.create_topic("orders", 1)
     transport = CountingTransport(broker, app.name)
-    worker = app.worker(transport, commit_interval=60.0, stats_interval=0)
+    worker = Worker(app, transport, commit_interval=60.0, stats_interval=0)
     broker.produce("orders", b"0", b"k", partition=0)
     await worker.start()
     try:
@@ -106,7 +106,7 @@ async def test_where_reading_started_goes_with_the_first_processed_commit() -> N
     app = _gated_app(gate, handled)
     broker.create_topic("orders", 1)
     transport = CountingTransport(broker, app.name)
-    worker = app.worker(transport, commit_interval=60.0, stats_interval=0, shutdown_timeout=0.01)
+    worker = Worker(app, transport, commit_interval=60.0, stats_interval=0, shutdown_timeout=0.01)
     broker.produce("orders", b"0", b"k", partition=0)
     await worker.start()
     try:
@@ -127,7 +127,7 @@ async def test_where_reading_started_is_committed_after_an_interval_without_work
     app = _gated_app(asyncio.Event(), [])
     broker.create_topic("orders", 1)
     transport = CountingTransport(broker, app.name)
-    worker = app.worker(transport, commit_interval=0.2, stats_interval=0, shutdown_timeout=0.01)
+    worker = Worker(app, transport, commit_interval=0.2, stats_interval=0, shutdown_timeout=0.01)
     broker.produce("orders", b"0", b"k", partition=0)
     await worker.start()
     try:

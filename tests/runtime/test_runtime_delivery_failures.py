@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import pytest
 from rtkit import Order, Running, gated
-from streamc_runtime import App, Stream
+from streamc_runtime import App, Stream, Worker
 from streamc_runtime.memory import MemoryBroker, MemoryTransport, record_size
 from streamc_runtime.transport import Delivery, DeliveryError, TransientTransportError
 
@@ -82,7 +82,7 @@ async def test_a_failed_hook_send_keeps_its_source_uncommitted_through_every_lat
     app = _alerting_app()
     r = Running(app)
     r.transport = _KafkaLikeTransport(r.broker, app.name, ["alerts"])
-    r.worker = app.worker(r.transport, stats_interval=0, commit_interval=60.0)
+    r.worker = Worker(app, r.transport, stats_interval=0, commit_interval=60.0)
     async with r:
         for i in range(3):
             r.produce("orders", {"account_id": f"a{i}", "amount": 1.0})
@@ -158,7 +158,7 @@ def _forwarding_app(op: str) -> App:
 def _flaky(app: App, down: Sequence[str], failures: int | None) -> Running:
     r = Running(app)
     r.transport = _FlakyTransport(r.broker, app.name, down, failures)
-    r.worker = app.worker(
+    r.worker = Worker(app,
         r.transport, stats_interval=0, commit_interval=60.0, send_attempts=4, send_backoff=0.001
     )
     return r
@@ -222,7 +222,7 @@ LIMIT = 2000
 def _limited(app: App) -> Running:
     r = Running(app)
     r.transport = MemoryTransport(r.broker, app.name, max_record_size=LIMIT)
-    r.worker = app.worker(r.transport, stats_interval=0, commit_interval=60.0)
+    r.worker = Worker(app, r.transport, stats_interval=0, commit_interval=60.0)
     return r
 
 

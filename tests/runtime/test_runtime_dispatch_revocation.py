@@ -12,7 +12,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from streamc_runtime import App
+from streamc_runtime import App, Worker
 from streamc_runtime.memory import MemoryBroker, MemoryMessage, MemoryTransport
 from streamc_runtime.stream import Event
 from streamc_runtime.transport import TP
@@ -86,7 +86,7 @@ async def _scenario(
     for topic in app.topics.values():
         broker.create_topic(topic.name, topic.partitions)
     transport = SuspendingDeadLetters(broker, app.name, hold_at)
-    worker = app.worker(transport, revoke_timeout=0.01, stats_interval=0)
+    worker = Worker(app, transport, revoke_timeout=0.01, stats_interval=0)
     for i in range(subscribers):
         worker.source_for((nums,), f"agent{i}")
     messages = _messages(broker, layout)

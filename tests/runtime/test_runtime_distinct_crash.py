@@ -13,6 +13,7 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from streamc_runtime import Worker
 from streamc_runtime.local import until_quiescent
 from streamc_runtime.memory import MemoryBroker, MemoryTransport
 from streamc_runtime.state import POSITIONS_KEY
@@ -25,8 +26,13 @@ WITHIN = 1000  # dedup_app's
 
 
 async def _run(app: Any, transport: MemoryTransport) -> None:
-    worker = app.worker(
-        transport, stats_interval=0, commit_interval=0.002, send_attempts=1, shutdown_timeout=0.5
+    worker = Worker(
+        app,
+        transport,
+        stats_interval=0,
+        commit_interval=0.002,
+        send_attempts=1,
+        shutdown_timeout=0.5,
     )
     await worker.start()
     try:

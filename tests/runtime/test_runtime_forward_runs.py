@@ -13,7 +13,7 @@ import msgspec
 import pytest
 import streamc_runtime.stream as stream_module
 from rtkit import Running, gated
-from streamc_runtime import App, Stream
+from streamc_runtime import App, Stream, Worker
 from streamc_runtime.memory import MemoryBroker, MemoryMessage, MemoryTransport, partition_for_key
 from streamc_runtime.transport import TP, Delivery
 
@@ -269,7 +269,7 @@ async def test_one_failed_record_keeps_its_whole_run_uncommitted_and_stops_the_w
 
     r = Running(app)
     r.transport = _OneFails(r.broker, app.name, bad=b"2")
-    r.worker = app.worker(r.transport, stats_interval=0, commit_interval=60.0)
+    r.worker = Worker(app, r.transport, stats_interval=0, commit_interval=60.0)
     runs = _spy_runs(r)
     for i in range(4):
         r.produce("nums", i)

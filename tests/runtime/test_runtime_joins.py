@@ -11,6 +11,7 @@ import msgspec
 from joinkit import Account, Enriched, join_app
 from rtkit import Order, Running, wait_for
 from streamc_runtime.memory import MemoryBroker, MemoryMessage, MemoryTransport, partition_for_key
+from streamc_runtime.worker import Worker
 
 
 def key_on(partition: int, partitions: int = 2, skip: int = 0) -> str:
@@ -95,8 +96,8 @@ async def test_a_reassigned_partition_restores_the_table_from_its_topic() -> Non
     broker = MemoryBroker()
     for topic in app.topics.values():
         broker.create_topic(topic.name, topic.partitions, topic.config)
-    a = app.worker(MemoryTransport(broker, "shop"), stats_interval=0, revoke_timeout=0.05)
-    b = app.worker(MemoryTransport(broker, "shop"), stats_interval=0)
+    a = Worker(app, MemoryTransport(broker, "shop"), stats_interval=0, revoke_timeout=0.05)
+    b = Worker(app, MemoryTransport(broker, "shop"), stats_interval=0)
     await a.start()
     try:
         moved, kept = key_on(1), key_on(0)
@@ -157,7 +158,7 @@ async def test_a_global_table_is_read_whole_before_the_first_join() -> None:
         broker.produce("accounts", account, key.encode())
     assert {partition_for_key(k.encode(), 3) for k in keys} == {0, 1, 2}
     transport = GatedReads(broker, "shop", "accounts")
-    worker = app.worker(transport, stats_interval=0)
+    worker = Worker(app, transport, stats_interval=0)
     await worker.start()
     try:
         for key in keys:

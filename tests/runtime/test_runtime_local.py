@@ -225,7 +225,7 @@ def test_worker_main_runs_on_uvloop(argv: list[str], env: dict[str, str], tmp_pa
     script = tmp_path / "w.py"
     script.write_text(
         "import asyncio, sys\n"
-        "import streamc_runtime.worker as worker\n"
+        "import streamc_runtime.main as worker\n"
         "from streamc_runtime import App, worker_main\n"
         "serve = worker._serve\n"
         "async def _serve(*args):\n"

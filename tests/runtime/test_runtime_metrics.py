@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rtkit import Order, Running, wait_for
-from streamc_runtime import App, Stream
+from streamc_runtime import App, Stream, Worker
 from streamc_runtime.latency import Latency
 from streamc_runtime.logs import JsonFormatter
 from streamc_runtime.memory import MemoryTransport
@@ -186,7 +186,7 @@ async def test_readyz_turns_ready_only_after_the_assignment() -> None:
     r = Running(copy_app())
     transport = HeldAssignment(r.broker, "m")
     r.transport = transport
-    r.worker = r.app.worker(transport, stats_interval=0, commit_interval=60.0)
+    r.worker = Worker(r.app, transport, stats_interval=0, commit_interval=60.0)
     server = MetricsServer(r.worker, "127.0.0.1", 0)
     await server.start()
     try:
@@ -434,7 +434,7 @@ async def test_readyz_waits_for_table_restores_and_metrics_show_their_progress()
     r = Running(totals_app(partitions=2))
     transport = SlowRestore(r.broker, "shop")
     r.transport = transport
-    r.worker = r.app.worker(transport, stats_interval=0, commit_interval=60.0)
+    r.worker = Worker(r.app, transport, stats_interval=0, commit_interval=60.0)
     server = MetricsServer(r.worker, "127.0.0.1", 0)
     await server.start()
     try:

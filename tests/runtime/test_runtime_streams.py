@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 from rtkit import Order, Running, wait_for
-from streamc_runtime import App, Event, Stream
+from streamc_runtime import App, Event, Stream, Worker
 from streamc_runtime.memory import partition_for_key
 from streamc_runtime.transport import TP
 
@@ -554,7 +554,7 @@ async def test_forward_holds_the_source_until_delivered() -> None:
     r = Running(app)
     slow = SlowTransport(r.broker, app.name)
     r.transport = slow
-    r.worker = app.worker(slow, stats_interval=0, commit_interval=60)
+    r.worker = Worker(app, slow, stats_interval=0, commit_interval=60)
     async with r:
         for i in range(3):
             r.produce("nums", i)

@@ -18,6 +18,7 @@ from streamc_runtime.memory import MemoryBroker, MemoryMessage, MemoryTransport
 from streamc_runtime.state import POSITIONS_KEY, table_rows
 from streamc_runtime.state.rocksdb import CHECKPOINT_KEY
 from streamc_runtime.transport import TP
+from streamc_runtime.worker import Worker
 
 CHANGELOG = "shop-totals-changelog"
 REPARTITION = "shop-totals-orders-account_id-repartition"
@@ -97,7 +98,7 @@ async def test_revocation_and_reassignment_restore_the_table_from_its_changelog(
         produce(a, first)
         await a.idle()
         b_transport = MemoryTransport(a.broker, "shop")
-        b = app.worker(b_transport, stats_interval=0, commit_interval=60.0)
+        b = Worker(app, b_transport, stats_interval=0, commit_interval=60.0)
         await b.start()  # joins: partitions 1 move to b (after a revokes them)
         try:
             produce(a, second)
@@ -290,7 +291,7 @@ async def test_rocksdb_store_never_holds_a_state_whose_changelog_record_failed(
         await r.idle()
     broker = r.broker
     t = GatedTransport(broker, "shop", failing=[CHANGELOG], fail_late=True)
-    w = app.worker(t, stats_interval=0, commit_interval=60.0, state_dir=tmp_path)
+    w = Worker(app, t, stats_interval=0, commit_interval=60.0, state_dir=tmp_path)
     await w.start()
     for o in orders(8, start=5):
         broker.produce("orders", msgspec.json.encode(o), o.account_id.encode())
@@ -314,7 +315,7 @@ async def test_rocksdb_stores_are_checkpointed_on_revocation(tmp_path: Path) -> 
     async with a:
         produce(a, orders(20))
         await a.idle()
-        b = app.worker(
+        b = Worker(app,
             MemoryTransport(a.broker, "shop"), stats_interval=0, state_dir=tmp_path / "b"
         )
         await b.start()
@@ -354,7 +355,7 @@ async def test_streamc_run_table_option_prints_final_rows_sorted_by_key(
 def test_worker_state_dir_option_and_environment_reach_the_worker(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from streamc_runtime import worker as worker_module
+    from streamc_runtime import main as worker_module
 
     seen: list[str | None] = []
 

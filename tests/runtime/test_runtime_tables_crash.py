@@ -18,6 +18,7 @@ from streamc_runtime.local import until_idle
 from streamc_runtime.memory import MemoryBroker, MemoryTransport
 from streamc_runtime.state import table_rows
 from streamc_runtime.transport import Delivery, TopicSpec
+from streamc_runtime.worker import Worker
 
 PARTITIONS = 3
 
@@ -52,7 +53,7 @@ class DyingTransport(MemoryTransport):
 
 
 async def _run(app: Any, transport: MemoryTransport) -> None:
-    worker = app.worker(
+    worker = Worker(app,
         transport, stats_interval=0, commit_interval=0.002, send_attempts=1, shutdown_timeout=0.5
     )
     await worker.start()

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from streamc_runtime import Tumbling
+from streamc_runtime import Tumbling, Worker
 from streamc_runtime.local import until_quiescent
 from streamc_runtime.memory import MemoryBroker, MemoryTransport
 from streamc_runtime.records import value_codec
@@ -28,7 +28,7 @@ _decode = value_codec(UserWindow).decode
 
 
 async def _run(app: Any, transport: MemoryTransport, close: bool) -> None:
-    worker = app.worker(
+    worker = Worker(app,
         transport, stats_interval=0, commit_interval=0.002, send_attempts=1, shutdown_timeout=0.5
     )
     await worker.start()

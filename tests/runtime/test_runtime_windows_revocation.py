@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 from rtkit import wait_for
-from streamc_runtime import App, Stream, Time, Tumbling, Window
+from streamc_runtime import App, Stream, Time, Tumbling, Window, Worker
 from streamc_runtime.local import until_idle
 from streamc_runtime.memory import MemoryBroker, MemoryMessage, MemoryTransport, partition_for_key
 from streamc_runtime.records import value_codec
@@ -76,9 +76,9 @@ async def test_a_window_element_waiting_for_a_store_revoked_mid_restore_does_not
     app = windows_app(Tumbling(size=1000))
     broker = broker_for(app)
     a_transport = SlowRestoreTransport(broker, "clicks", slow={1})
-    a = app.worker(a_transport, stats_interval=0, commit_interval=60.0, revoke_timeout=0.05)
+    a = Worker(app, a_transport, stats_interval=0, commit_interval=60.0, revoke_timeout=0.05)
     await a.start()
-    b = app.worker(MemoryTransport(broker, "clicks"), stats_interval=0, commit_interval=60.0)
+    b = Worker(app, MemoryTransport(broker, "clicks"), stats_interval=0, commit_interval=60.0)
     [kept], [moved] = keys_on(0), keys_on(1)
     try:
         produce(broker, "clicks", moved, 50, 0)
@@ -138,9 +138,9 @@ async def test_a_window_run_folded_before_its_store_was_revoked_writes_no_change
     app = blocking_windows_app(gate, blocked)
     broker = broker_for(app)
     a_transport = MemoryTransport(broker, "clicks")
-    a = app.worker(a_transport, stats_interval=0, commit_interval=60.0, revoke_timeout=0.05)
+    a = Worker(app, a_transport, stats_interval=0, commit_interval=60.0, revoke_timeout=0.05)
     await a.start()
-    b = app.worker(MemoryTransport(broker, "clicks"), stats_interval=0, commit_interval=60.0)
+    b = Worker(app, MemoryTransport(broker, "clicks"), stats_interval=0, commit_interval=60.0)
     [k] = keys_on(1)
     want = unit(k, 0, 3)
     try:
@@ -168,8 +168,8 @@ async def test_a_memory_store_assigned_back_closes_the_windows_others_opened_in_
     app = windows_app(Tumbling(size=1000), emit="final")
     broker = broker_for(app)
     a_transport = MemoryTransport(broker, "clicks")
-    a = app.worker(a_transport, stats_interval=0, commit_interval=60.0)
-    b = app.worker(MemoryTransport(broker, "clicks"), stats_interval=0, commit_interval=60.0)
+    a = Worker(app, a_transport, stats_interval=0, commit_interval=60.0)
+    b = Worker(app, MemoryTransport(broker, "clicks"), stats_interval=0, commit_interval=60.0)
     k, k2 = keys_on(1, 2)
     await a.start()
     try:
@@ -216,9 +216,9 @@ async def test_distinct_waiting_for_a_store_revoked_mid_restore_does_not_stall()
     app = dedup_app()
     broker = broker_for(app)
     a_transport = SlowRestoreTransport(broker, "dedup", slow={1})
-    a = app.worker(a_transport, stats_interval=0, commit_interval=60.0, revoke_timeout=0.05)
+    a = Worker(app, a_transport, stats_interval=0, commit_interval=60.0, revoke_timeout=0.05)
     await a.start()
-    b = app.worker(MemoryTransport(broker, "dedup"), stats_interval=0, commit_interval=60.0)
+    b = Worker(app, MemoryTransport(broker, "dedup"), stats_interval=0, commit_interval=60.0)
     try:
         send(broker, "m", 50, 1)  # waits for store 1's restore
         await asyncio.sleep(0.1)
@@ -237,8 +237,8 @@ async def test_distinct_entries_restored_into_a_store_assigned_back_expire() -> 
     app = dedup_app()
     broker = broker_for(app)
     a_transport = MemoryTransport(broker, "dedup")
-    a = app.worker(a_transport, stats_interval=0, commit_interval=60.0)
-    b = app.worker(MemoryTransport(broker, "dedup"), stats_interval=0, commit_interval=60.0)
+    a = Worker(app, a_transport, stats_interval=0, commit_interval=60.0)
+    b = Worker(app, MemoryTransport(broker, "dedup"), stats_interval=0, commit_interval=60.0)
     await a.start()
     try:
         send(broker, "a", 0, 1)

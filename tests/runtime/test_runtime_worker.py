@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from rtkit import Running, wait_for
-from streamc_runtime import App, Stream, Topic
+from streamc_runtime import App, Stream, Topic, Worker
 from streamc_runtime.memory import MemoryBroker, MemoryTransport
 from streamc_runtime.transport import TP
 
@@ -257,7 +257,7 @@ async def test_a_failing_fetch_is_logged_and_stops_the_worker(
             raise ConnectionError("broker went away")
 
     broker = MemoryBroker()
-    worker = app.worker(Broken(broker, app.name), stats_interval=0)
+    worker = Worker(app, Broken(broker, app.name), stats_interval=0)
     with caplog.at_level(logging.ERROR, logger="streamc"):
         await worker.start()
         assert await asyncio.wait_for(worker.wait(), 5) == 1

@@ -33,7 +33,7 @@ from .aggregate import _NO_HELD, _without_closed, held_store
 from .changelog import POSITION_HEADER, map_record
 
 if TYPE_CHECKING:
-    from ..app import Topic
+    from ..topic import Topic
     from .store import Store
     from .table import Table, TablePartitions, _Held
 

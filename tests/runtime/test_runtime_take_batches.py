@@ -1,4 +1,4 @@
-"""Review: `take(n, within)` batches (never empty, at most n, a partial batch out at most `within`
+"""`take(n, within)` batches (never empty, at most n, a partial batch out at most `within`
 after its first element), a body raising on a batch, and `run_local` on chains of through, take
 and group_by (terminates, drains partial batches, commits everything)."""
 

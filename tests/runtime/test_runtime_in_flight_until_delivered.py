@@ -1,4 +1,4 @@
-"""Review: the committable offset never passes a message still in flight — forwards, batches and
+"""The committable offset never passes a message still in flight — forwards, batches and
 dead letters stay in flight until their produce is delivered, and a failed delivery keeps them
 uncommitted for good. Deliveries here resolve only when the test says so."""
 

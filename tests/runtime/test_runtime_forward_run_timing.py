@@ -1,4 +1,4 @@
-"""Review of forwarding in runs (round 2).
+"""Forwarding in runs: when a run goes out.
 
 `_Forward._run` sends a run once upstream has nothing more at hand. An async hook upstream (or
 an async `group_by` key) is awaited inside the next pull, so a run must go out before such a
@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 from rtkit import Running
-from streamc_runtime import App, Stream
+from streamc_runtime import App, Stream, Worker
 from streamc_runtime.transport import TP
 
 
@@ -133,7 +133,7 @@ async def test_a_record_the_transport_refuses_as_too_large_is_dead_lettered_alon
 
     r = Running(app)
     r.transport = Limited(r.broker, app.name)
-    r.worker = app.worker(r.transport, stats_interval=0, commit_interval=60)
+    r.worker = Worker(app, r.transport, stats_interval=0, commit_interval=60)
     for v in (1, 22, 33333, 4, 55555, 6):
         r.produce("nums", v, key="k")
     async with r:

@@ -1,4 +1,4 @@
-"""Review: worker lifecycle edge cases — stopping never hangs, a failed start leaves nothing
+"""Worker lifecycle edge cases — stopping never hangs, a failed start leaves nothing
 running, cancellation is never swallowed."""
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ async def test_stop_during_start_leaves_nothing_running() -> None:
 
 
 async def test_the_worker_command_stops_on_sigterm_while_still_connecting() -> None:
-    from streamc_runtime.worker import _serve
+    from streamc_runtime.main import _serve
 
     class Connecting(MemoryTransport):
         """A broker that cannot be reached yet: start retries until cancelled."""

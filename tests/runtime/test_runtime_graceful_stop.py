@@ -1,4 +1,4 @@
-"""Review: graceful stop (SIGTERM's `request_stop`/`stop`) mid-batch, with produces still pending,
+"""Graceful stop (SIGTERM's `request_stop`/`stop`) mid-batch, with produces still pending,
 with paused partitions; background failures stop the worker and `wait()` says so."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Review: back-pressure and rebalancing on the memory broker — paused partitions always resume,
+"""Back-pressure and rebalancing on the memory broker — paused partitions always resume,
 nothing is lost when a group member stops, a slow agent does not starve a fast one."""
 
 from __future__ import annotations

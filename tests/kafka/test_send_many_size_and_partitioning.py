@@ -1,4 +1,4 @@
-"""Review of the Kafka transport's `send_many` (round 2), on a stand-in producer: no broker.
+"""The Kafka transport's `send_many`, on a stand-in producer: no broker.
 
 aiokafka's `AIOKafkaProducer.send` refuses a record larger than `max_request_size` before it
 queues anything, so a `group_by`/`through` element whose encoded value is too large is
