@@ -15,13 +15,15 @@ topics), all reading the same records:
     P2  re-key by account_id through a repartition topic, count what comes back, commit
     P3  batches of 100 within 1 s, sum each batch's amounts, commit
     P4  re-key by account_id, count and sum per account into a table (changelog-backed), commit
+    P5  re-key by account_id, count and sum per account in 1-minute tumbling windows over the
+        message timestamp (grace 60 minutes, every update passed on), commit
     P6  enrich each order with its account's tier from a 10,000-account table over a compacted
         topic (its own orders, over those 10,000 accounts), commit
 
 Implementations: `streamc` (bench/kafka/pipelines/pN.sdl built with `streamc build` and run as
 `python -m <app>_worker`), `faust` (faust-streaming), `quix` (quixstreams), `raw-json` and
 `raw-orjson` (bench/kafka/peers/raw_aiokafka.py: plain aiokafka loops, the ceiling; P1-P3).
-P4 only: `streamc-rocksdb` (the same worker with `--state-dir`: RocksDB stores) and
+P4 and P5 only: `streamc-rocksdb` (the same worker with `--state-dir`: RocksDB stores) and
 `faust-rocksdb` (Faust's table on its RocksDB store); `streamc` and `faust` keep their tables in
 memory, `quix` always on RocksDB. streamc's P4 runs the worker `streamc build` makes of p4.sdl
 (`--p4-worker auto`, the default, falls back to the hand-written pipelines/p4_worker/ only if
@@ -34,7 +36,9 @@ older than the orders) are produced to a compacted topic before its orders; its 
 the first enriched order at the pipeline's end, so every implementation's table load (a
 global table's read, a restore, Quix's as-of store, Faust's table agent) is start-up, and
 `done` carries each tier's count and a digest of every (order id, tier) pair, checked
-against the accounts the harness produced.
+against the accounts the harness produced. P5 uses each
+peer's own windows: Quix's `tumbling_window(...).agg(...).current()`, Faust's
+`Table(...).tumbling(60)`.
 
 Every process prints a `first` event (JSON lines, wall-clock time) when its first input
 element is handled (P1: decoded and counted; P2: read from the input topic, before re-keying,
@@ -92,7 +96,7 @@ sys.path.insert(0, str(REPO / "tests" / "kafka"))
 import streamc_runtime  # noqa: E402
 import tansu_broker  # noqa: E402
 
-PIPELINES = ("p1", "p2", "p3", "p4", "p6")
+PIPELINES = ("p1", "p2", "p3", "p4", "p5", "p6")
 IMPLS = (
     "streamc", "streamc-rocksdb", "streamc-copartitioned", "faust", "faust-rocksdb", "quix",
     "raw-json", "raw-orjson",
@@ -105,18 +109,24 @@ ONLY: dict[str, tuple[str, ...]] = {
     "raw-orjson-tuned": ("p1", "p2", "p3"),
     "raw-orjson-uvloop": ("p1", "p2", "p3"),
     "raw-orjson-batch": ("p2",),
-    "streamc-rocksdb": ("p4",),
-    "faust-rocksdb": ("p4",),
+    "streamc-rocksdb": ("p4", "p5"),
+    "faust-rocksdb": ("p4", "p5"),
     "streamc-copartitioned": ("p6",),
 }
 # Pipelines that re-key through a repartition topic (its committed offsets are checked too).
-REPARTITIONED = ("p2", "p4")
+REPARTITIONED = ("p2", "p4", "p5")
 EXTRA_IMPLS = (
     "raw-orjson-batch", "raw-orjson-tuned", "streamc-uvloop", "raw-orjson-uvloop", "streamc-metrics"
 )  # fmt: skip
 CEILING = "raw-orjson"
 PARTITIONS = 4
 ACCOUNTS = 1000
+# Message timestamps: order i is stamped START + i * STEP_MS, START a whole minute, so N orders
+# span N/1000 minutes of event time and P5's 1-minute windows close as the backlog is read
+# (P5's grace, 60 minutes, covers how far one partition may be read ahead of another:
+# librdkafka hands out up to a 1 MiB fetch of one partition, ~13,000 orders, before the next).
+STEP_MS = 60
+MINUTE_MS = 60_000
 P6_ACCOUNTS = 10_000
 P6_UPDATED = 1_000  # P6: the first accounts' second record (another tier), before the orders
 TIERS = ("basic", "silver", "gold", "platinum")
@@ -174,6 +184,8 @@ class Dataset:
     account_records: int = 0  # P6: records in it
     tiers: dict[str, int] = field(default_factory=dict)  # P6: orders per tier ("null": none)
     digest: int = 0  # P6: sum of crc32("<order id>:<tier>") over the orders
+    # P5: "account@window start ms" -> (orders, sum of amounts)
+    windows: dict[str, tuple[int, float]] = field(default_factory=dict)
 
 
 def per_account(records: list[tuple[bytes, bytes]]) -> dict[str, tuple[int, float]]:
@@ -184,6 +196,28 @@ def per_account(records: list[tuple[bytes, bytes]]) -> dict[str, tuple[int, floa
         count, amount = out.get(order["account_id"], (0, 0.0))
         out[order["account_id"]] = (count + 1, amount + order["amount"])
     return out
+
+
+def per_account_minute(
+    records: list[tuple[bytes, bytes]], stamps: list[int]
+) -> dict[str, tuple[int, float]]:
+    """What P5's windows must hold: per account and 1-minute window (`account@start_ms`), the
+    number of orders and sum of amounts."""
+    out: dict[str, tuple[int, float]] = {}
+    for (_key, value), ts in zip(records, stamps, strict=True):
+        order = json.loads(value)
+        window = f"{order['account_id']}@{ts - ts % MINUTE_MS}"
+        count, amount = out.get(window, (0, 0.0))
+        out[window] = (count + 1, amount + order["amount"])
+    return out
+
+
+def timestamps(n: int) -> list[int]:
+    """The message timestamps of N orders: STEP_MS apart, ending within the last minute or
+    two (so within any retention), the first one on a minute."""
+    now = int(time.time() * 1000)
+    start = now - now % MINUTE_MS - -(-n * STEP_MS // MINUTE_MS) * MINUTE_MS
+    return [start + i * STEP_MS for i in range(n)]
 
 
 def orders(n: int, accounts: int = ACCOUNTS) -> tuple[list[tuple[bytes, bytes]], float]:
@@ -267,7 +301,7 @@ async def produce_p6(bootstrap: str, run_id: str, n: int) -> Dataset:
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
-    data = await produce(bootstrap, f"orders6-{run_id}", n, accounts=P6_ACCOUNTS)
+    data = await produce(bootstrap, f"orders6-{run_id}", n, accounts=P6_ACCOUNTS, stamped=False)
     tiers, digest = p6_expected(orders(n, P6_ACCOUNTS)[0], records)
     return Dataset(
         data.topic, data.n, data.ends, data.total, data.avg_bytes, {},
@@ -275,9 +309,14 @@ async def produce_p6(bootstrap: str, run_id: str, n: int) -> Dataset:
     )  # fmt: skip
 
 
-async def produce(bootstrap: str, topic: str, n: int, accounts: int = ACCOUNTS) -> Dataset:
+async def produce(
+    bootstrap: str, topic: str, n: int, accounts: int = ACCOUNTS, stamped: bool = True
+) -> Dataset:
+    """N orders to a fresh topic; `stamped`: with the timestamps of `timestamps` (P5's event
+    time), else the broker's (P6: its accounts, stamped an hour ago, must be older)."""
     await create_topic(bootstrap, topic)
     records, total = orders(n, accounts)
+    stamps: list[int | None] = [*timestamps(n)] if stamped else [None] * n
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=262144
     )
@@ -288,7 +327,9 @@ async def produce(bootstrap: str, topic: str, n: int, accounts: int = ACCOUNTS) 
         # partition; keys are the order ids (P2 re-keys them to account ids).
         for start in range(0, n, 20_000):
             futures = [
-                await producer.send(topic, value, key=key, partition=i % PARTITIONS)
+                await producer.send(
+                    topic, value, key=key, partition=i % PARTITIONS, timestamp_ms=stamps[i]
+                )
                 for i, (key, value) in enumerate(records[start : start + 20_000], start)
             ]
             for meta in await asyncio.gather(*futures):
@@ -298,7 +339,8 @@ async def produce(bootstrap: str, topic: str, n: int, accounts: int = ACCOUNTS) 
     if sum(ends.values()) != n:
         raise SystemExit(f"produced offsets do not add up to {n}: {ends}")
     avg = sum(len(v) for _k, v in records) // n
-    return Dataset(topic, n, ends, total, avg, per_account(records))
+    windows = per_account_minute(records, [t for t in stamps if t is not None]) if stamped else {}
+    return Dataset(topic, n, ends, total, avg, per_account(records), windows=windows)
 
 
 # -- committed offsets -----------------------------------------------------------------------
@@ -410,6 +452,8 @@ async def run_one(
             env=launch.env,
             cwd=str(logdir),
             preexec_fn=tansu_broker.die_with_parent,
+            # P5's `done` line carries every (account, window) row: megabytes on one line.
+            limit=256 * 2**20,
         )
     events: dict[str, dict[str, Any]] = {}
     progress: int | None = None
@@ -461,7 +505,9 @@ async def run_one(
             problems.append(f"amounts sum to {done['total']:.2f}, produced {data.total:.2f}")
         if result.pipeline == "p4":
             problems += table_problems(done.get("table"), data.accounts)
-        if result.pipeline == "p6":
+        elif result.pipeline == "p5":
+            problems += table_problems(done.get("table"), data.windows, "windows")
+        elif result.pipeline == "p6":
             if done.get("tiers") != data.tiers:
                 problems.append(f"orders per tier {done.get('tiers')}, want {data.tiers}")
             elif done.get("digest") != data.digest:
@@ -522,9 +568,11 @@ async def run_one(
             result.problem += f"\n--- {log} (tail) ---\n{_tail(log)}"
 
 
-def table_problems(table: dict[str, Any] | None, want: dict[str, tuple[int, float]]) -> list[str]:
-    """P4: the table a process reported at `done` (account -> [orders, sum]) against the
-    produced orders; at most a few differences named."""
+def table_problems(
+    table: dict[str, Any] | None, want: dict[str, tuple[int, float]], what: str = "accounts"
+) -> list[str]:
+    """P4 (P5): the table a process reported at `done` (account, or `account@window start`,
+    -> [orders, sum]) against the produced orders; at most a few differences named."""
     if not isinstance(table, dict):
         return ["no table reported at `done`"]
     wrong = []
@@ -539,7 +587,7 @@ def table_problems(table: dict[str, Any] | None, want: dict[str, tuple[int, floa
             wrong.append(f"{account}: {got} (want {exp})")
     if not wrong:
         return []
-    return [f"table wrong for {len(wrong)} of {len(want)} accounts: " + "; ".join(wrong[:3])]
+    return [f"table wrong for {len(wrong)} of {len(want)} {what}: " + "; ".join(wrong[:3])]
 
 
 # -- implementations -------------------------------------------------------------------------

@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None, **extra: dict[str, object]) -> tup
     p.add_argument("--topic", required=True, help="input topic (4 partitions, JSON orders)")
     p.add_argument("--group", required=True, help="consumer group / application id")
     p.add_argument("--n", type=int, required=True, help="orders to expect")
-    p.add_argument("--pipeline", choices=("p1", "p2", "p3", "p4", "p6"), required=True)
+    p.add_argument("--pipeline", choices=("p1", "p2", "p3", "p4", "p5", "p6"), required=True)
     p.add_argument("--commit-interval", type=float, default=1.0)
     p.add_argument("--session-timeout-ms", type=int, default=2000)
     p.add_argument("--heartbeat-interval-ms", type=int, default=300)
@@ -80,13 +80,15 @@ class Counter:
     `add(k)` costs one comparison on the hot path; the report happens twice per run.
     """
 
-    __slots__ = ("began", "count", "digest", "n", "table", "tiers", "total")
+    __slots__ = ("began", "count", "digest", "n", "table", "tiers", "total", "windows")
 
     def __init__(self, n: int) -> None:
         self.n = n
         self.count = 0
         self.total = 0.0
         self.table: dict[str, tuple[int, float]] = {}  # P4: each account's latest row
+        # P5: each (account, window start ms)'s latest row
+        self.windows: dict[tuple[str, int], tuple[int, float]] = {}
         self.tiers: dict[str | None, int] = {}  # P6: enriched orders per tier
         self.digest = 0  # P6: the sum of crc32("<order id>:<tier>") over every order
         self.began = False
@@ -119,6 +121,17 @@ class Counter:
             say("progress", count=self.count)
         if self.count == self.n:
             say("done", count=self.count, table=self.table)
+
+    def window_row(self, account: str, start_ms: int, orders: int, amount: float) -> None:
+        """P5: the window row an order updated; `done` reports them keyed
+        `account@start_ms`, so the harness can check every account's every window."""
+        self.windows[account, start_ms] = (orders, amount)
+        self.count += 1
+        if self.count % 10_000 == 0:
+            say("progress", count=self.count)
+        if self.count == self.n:
+            table = {f"{a}@{start}": v for (a, start), v in self.windows.items()}
+            say("done", count=self.count, table=table)
 
     def enriched(self, oid: str, tier: str | None, amount: float) -> None:
         """P6: an order enriched with its account's tier (None: no account); `done` reports

@@ -13,13 +13,20 @@ its account's partition). Faust reads its topics in no particular order across t
 order handled before its account's record misses the tier, and the harness's check fails the
 run (waiting in the orders agent is no way out: Faust stops handing records to every agent
 while one agent's queue is full). In practice the group_by's first rebalance delays the orders
-by seconds, and the accounts are in by then. Offsets are committed by Faust every
+by seconds, and the accounts are in by then. P5: a windowed table `Table(...).tumbling(60,
+expires=...).relative_to_stream()` of [count, sum] per account and 1-minute window of the
+message timestamp (Faust has no grace period nor late records, and its windows expire against
+the wall clock, not stream time: the orders' timestamps reach back N/1000 minutes, so they get
+a day and never expire during a run), after a re-key written out: Faust's `group_by` forwards
+without the message timestamp, so its repartition topic carries the time of the forward, and a
+window over it would count processing time. Offsets are committed by Faust every
 `--commit-interval` seconds; no web server.
 """
 
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 
 import faust
 from common import Counter, parse_args, say
@@ -83,6 +90,32 @@ elif args.pipeline == "p4":
             totals[order.account_id] = (count, amount)
             counter.row(order.account_id, count, amount)
 
+elif args.pipeline == "p5":
+    minutes = (
+        app.Table("minutes", default=lambda: (0, 0.0), partitions=4)
+        .tumbling(60, expires=timedelta(days=1))
+        .relative_to_stream()
+    )
+
+    @app.agent(orders)
+    async def p5_rekey(stream: faust.StreamT[Order]) -> None:
+        # What `group_by` does, and the message timestamp kept (seconds, as Faust gives it).
+        async for event in stream.events():
+            counter.started()  # the clock starts at the first input
+            order = event.value
+            await event.forward(
+                repartition, key=order.account_id, timestamp=event.message.timestamp
+            )
+
+    @app.agent(repartition)
+    async def p5(stream: faust.StreamT[Order]) -> None:
+        async for order in stream:
+            count, amount = minutes[order.account_id].current()
+            count, amount = count + 1, amount + order.amount
+            minutes[order.account_id] = (count, amount)
+            # The window Faust put it in: the minute of the message timestamp (seconds).
+            start_ms = int(faust.current_event().message.timestamp // 60) * 60_000
+            counter.window_row(order.account_id, start_ms, count, amount)
 elif args.pipeline == "p6":
 
     class Account(faust.Record, serializer="json"):

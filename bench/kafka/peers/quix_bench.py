@@ -7,17 +7,21 @@ users run. P1 `sdf.update(count)`, P2 `sdf.group_by("account_id")` (Quix's repar
 P3 a stateless batching function in `sdf.update`, P4 `sdf.group_by("account_id")` then a stateful
 `sdf.apply` keeping each account's count and sum (Quix's state: RocksDB, with changelog topics,
 its documented way for a running aggregate per key; its windows' `.reduce`/`.agg` need a
-window). P6 re-keys the orders by account id (`sdf.group_by`) and joins them with the
-accounts topic's dataframe by `sdf.join_asof(accounts, how="left")`, the join Quix offers for
-enriching from a topic (its `join_lookup` reads an external database or Quix Cloud's
-configuration service, not a Kafka topic); the right side lives in Quix's state (RocksDB with a
-changelog topic), and Quix consumes the two topics in timestamp order, so the accounts (all
-older than the orders) are stored before the first order is joined. P3: Quix has no
-`take(n, within)`, and its count windows are stateful (RocksDB plus a changelog topic) and
-cannot close on time, so they would measure something else. The last partial batch is closed
-by the next element after 1 s; the harness waits for all N, which the final batch reaches only
-once every order has arrived, so here the "within" matters only for the very last batch, and
-that only if N is not a multiple of 100 (it is, in the harness).
+window). P5 `sdf.group_by("account_id")` then `tumbling_window(60_000,
+grace_ms=GRACE).agg(orders=Count(), amount=Sum("amount")).current()`: every update passes on;
+windows close per key (Quix's default; its per-partition closing reopens a window that closed
+less than a grace period before a late record of it, and counts that record a second time,
+where streamc's per-partition stream time calls it late). P6 re-keys the orders by account id
+(`sdf.group_by`) and joins them with the accounts topic's dataframe by `sdf.join_asof(accounts,
+how="left")`, the join Quix offers for enriching from a topic (its `join_lookup` reads an
+external database or Quix Cloud's configuration service, not a Kafka topic); the right side
+lives in Quix's state (RocksDB with a changelog topic), and Quix consumes the two topics in
+timestamp order, so the accounts (all older than the orders) are stored before the first order
+is joined. P3: Quix has no `take(n, within)`, and its count windows are stateful (RocksDB plus
+a changelog topic) and cannot close on time, so they would measure something else. The last
+partial batch is closed by the next element after 1 s; the harness waits for all N, which the
+final batch reaches only once every order has arrived, so here the "within" matters only for
+the very last batch, and that only if N is not a multiple of 100 (it is, in the harness).
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from typing import Any
 
 from common import Counter, parse_args
 from quixstreams import Application
+from quixstreams.dataframe.windows import Count, Sum
 
 args, _ = parse_args()
+GRACE_MS = 3_600_000  # P5's, as in p5.sdl
 counter = Counter(args.n)
 
 app = Application(
@@ -38,7 +44,7 @@ app = Application(
     commit_interval=args.commit_interval,
     state_dir=args.state_dir,
     # Changelog topics back the state, as Quix runs by default; P1-P3 have no state.
-    use_changelog_topics=args.pipeline in ("p4", "p6"),
+    use_changelog_topics=args.pipeline in ("p4", "p5", "p6"),
     loglevel="WARNING",
     consumer_extra_config={
         "session.timeout.ms": args.session_timeout_ms,
@@ -75,6 +81,19 @@ elif args.pipeline == "p4":
 
     sdf = sdf.apply(add, stateful=True)
     sdf.update(lambda row: counter.row(row["account_id"], row["orders"], row["amount"]))
+elif args.pipeline == "p5":
+    sdf.update(lambda _order: counter.started())  # the clock starts at the first input
+    sdf = sdf.group_by("account_id")
+    sdf = (
+        sdf.tumbling_window(60_000, grace_ms=GRACE_MS)
+        .agg(orders=Count(), amount=Sum("amount"))
+        .current()
+    )
+
+    def window_row(row: dict[str, Any], key: Any, _timestamp: int, _headers: Any) -> None:
+        counter.window_row(key, row["start"], row["orders"], row["amount"])
+
+    sdf.update(window_row, metadata=True)
 elif args.pipeline == "p6":
     # Keys as plain text on both sides, as the accounts topic has them: group_by would write
     # the account id as JSON (quoted), another key in another partition.

@@ -81,6 +81,25 @@ def count_total(row):  # type: ignore[no-untyped-def]
         _say("done", count=_count, table=_totals)
 
 
+_windows: dict = {}
+
+
+def count_window(row):  # type: ignore[no-untyped-def]
+    """P5: as P4's `count_total`, per (account, window): each window's latest row; `done`
+    reports them keyed `account@start_ms`."""
+    global _count
+    _count += 1
+    _windows[row.account_id, row.window_start] = (row.orders, row.amount)
+    if _count % 10_000 == 0:
+        _say("progress", count=_count)
+    if _count == _N:
+        table = {
+            f"{account}@{int(start.timestamp() * 1000)}": v
+            for (account, start), v in _windows.items()
+        }
+        _say("done", count=_count, table=table)
+
+
 _tiers: dict = {}
 _digest = 0
 

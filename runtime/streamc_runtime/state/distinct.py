@@ -6,7 +6,8 @@ A stateful operation with a table of its own, `<agent>-distinct-<n>` (changelog
 event time of the last element let through for each key (or field value). An element passes
 when none is stored, or the stored one is `within` ms or more away from its own; it is then
 stored. Entries expire when stream time (the largest event time seen, kept in the skip map as
-for windows) reaches their time + `within`: a tombstone, so the store stays bounded. Exact
+for windows) reaches their time + `within`: from then on they no longer count, and a tombstone
+(when stream time next rises) keeps the store bounded. Exact
 across crashes by the tables' changelog, positions and skip rule: a replayed element changes
 nothing, and is passed on again only if it is the one stored (at-least-once downstream).
 """
@@ -143,7 +144,13 @@ class Distinct(Stream[Any]):
                     out.append((value, carrier))
                 else:
                     dropped.append(event)
-            elif seen is not None and abs(t - seen) < within:
+            elif (
+                seen is not None
+                and abs(t - seen) < within
+                and seen + within > positions.get(STREAM_TIME, _NO_TIME)
+            ):
+                # Only an entry stream time has not expired counts: its tombstone waits for
+                # stream time to rise, which a replay after a crash makes it do sooner.
                 dropped.append(event)
             else:
                 data = encode(t)

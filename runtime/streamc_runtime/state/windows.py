@@ -126,11 +126,27 @@ class Window:
 
     @property
     def start(self) -> Time:
-        return Time.from_ms(self.start_ms)
+        return _time(self.start_ms)
 
     @property
     def end(self) -> Time:
-        return Time.from_ms(self.end_ms)
+        return _time(self.end_ms)
+
+
+# Window bounds as Times, shared: a row per fold asks for them, the keys of a partition share
+# a few windows, and building a datetime costs more than the rest of the row. Immutable, so
+# sharing is safe; cleared when full rather than evicted one by one.
+_TIMES: dict[int, Time] = {}
+_TIMES_MAX = 4096
+
+
+def _time(ms: int) -> Time:
+    t = _TIMES.get(ms)
+    if t is None:
+        if len(_TIMES) >= _TIMES_MAX:
+            _TIMES.clear()
+        t = _TIMES[ms] = Time.from_ms(ms)
+    return t
 
 
 class Windowed(msgspec.Struct, Generic[S], array_like=True):
@@ -380,8 +396,7 @@ class WindowedAggregate(Stream[Any]):
         await self._send(run)
 
     def _window(self, raw: bytes, w: Windowed[Any]) -> Window:
-        _, start = split_key(raw)
-        return Window(start, w.end)
+        return Window(int.from_bytes(raw[-8:], "big") - 2**63, w.end)  # split_key's start
 
     def _windows_of(
         self, store: Store, index: _Index, raw_key: bytes, t: int
@@ -418,6 +433,7 @@ class WindowedAggregate(Stream[Any]):
         grace, size = self._grace, spec.size
         clock = max(now, t)
         state_type = self._table.state_type
+        fold, checks = self._fold, self._checks
         out: list[tuple[bytes, Any]] = []
         for start in window_starts(spec, t):
             end = start + size
@@ -426,7 +442,9 @@ class WindowedAggregate(Stream[Any]):
             raw = window_key(raw_key, start)
             w = store.get(raw)
             state = state_type() if w is None else w.state.__copy__()
-            state = await self._call_fold(state, value)
+            state = fold(state, value)
+            if type(state) is not state_type or checks:
+                state = await self._folded(state)
             out.append((raw, Windowed(end, state)))
         return out
 
@@ -470,8 +488,14 @@ class WindowedAggregate(Stream[Any]):
         return out
 
     async def _call_fold(self, state: Any, value: Any) -> Any:
-        state_type = self._table.state_type
         state = self._fold(state, value)
+        if type(state) is self._table.state_type and not self._checks:
+            return state  # the usual case, a plain fold: nothing more to await or check
+        return await self._folded(state)
+
+    async def _folded(self, state: Any) -> Any:
+        """The fold's result awaited if need be, its type checked, its reduce results too."""
+        state_type = self._table.state_type
         if type(state) is not state_type:
             if self._fold_async or inspect.isawaitable(state):
                 state = await state
