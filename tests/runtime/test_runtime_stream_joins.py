@@ -111,6 +111,22 @@ async def test_a_record_more_than_grace_behind_stream_time_is_late() -> None:
         assert r.committed("orders") == {0: 2} and r.committed("payments") == {0: 2}
 
 
+async def test_late_elements_of_a_merged_stream_go_to_the_late_topic() -> None:
+    async with Running(stream_join_app("left", late=True, merged=True)) as r:
+        produce(r.broker, "orders", Order(id="o1", amount=1.0), "o1", 20_000)
+        await settled(r)  # stream time 20 s
+        produce(r.broker, "reorders", Order(id="o2", amount=2.0), "o2", 20_000 - GRACE - 1)
+        produce(r.broker, "orders", Order(id="o3", amount=3.0), "o3", 20_000 - GRACE - 1)
+        produce(r.broker, "payments", Payment(order_id="o1", paid=2.0), "o1", 20_000 - GRACE - 1)
+        await settled(r)
+        # the stream's own late elements, from either merged topic; the other topic's late
+        # record is dead-lettered
+        late = sorted(m.value or b"" for m in r.messages("late_orders"))
+        assert late == sorted([r.messages("reorders")[0].value, r.messages("orders")[1].value])
+        dlq = r.messages("shop-dlq")
+        assert [dict(m.headers)["streamc.source.topic"] for m in dlq] == [b"payments"]
+
+
 async def test_the_buffers_are_restored_from_the_changelog_by_the_next_worker() -> None:
     broker = MemoryBroker()
     async with Running(stream_join_app("left"), broker) as r:

@@ -401,7 +401,7 @@ class StreamStreamJoin(Stream[Any]):
                 run.done(event)
                 continue
             if t + grace < now:
-                await self._too_late(event, value, t, now)
+                await self._too_late(event, side, value, t, now)
                 continue
             matched = False
             for raw in partners:
@@ -505,9 +505,13 @@ class StreamStreamJoin(Stream[Any]):
             store.positions[STREAM_TIME] = max(store.positions.get(STREAM_TIME, _NO_TIME), clock)
             self._close(run, store, buffers, q, clock, None)
 
-    async def _too_late(self, event: Event[Any, Any], value: Any, t: int, now: int) -> None:
+    async def _too_late(
+        self, event: Event[Any, Any], side: bytes, value: Any, t: int, now: int
+    ) -> None:
+        """The `late` topic takes the stream's own elements (of its type, from whichever
+        merged topic); the other topic's late records are dead-lettered."""
         worker = self._worker
-        if self._late is None or event.message.topic != self._late_from:
+        if self._late is None or side is not _THIS:
             exc = LateError(
                 f"event time {Time.from_ms(t).rfc3339()} is past the join window and its "
                 f"grace (stream time {Time.from_ms(now).rfc3339()})"
@@ -516,15 +520,6 @@ class StreamStreamJoin(Stream[Any]):
             return
         await worker.forward(self._late, value, event)
         event._ack()
-
-    @property
-    def _late_from(self) -> str | None:
-        """The `late` topic takes the stream's own elements (of its type); the other
-        topic's late records are dead-lettered."""
-        up = self._up
-        assert up is not None
-        topics = up._source.topics
-        return topics[0].name if len(topics) == 1 else None
 
     async def _send(self, run: _Run) -> None:
         worker = self._worker
