@@ -64,6 +64,7 @@ _RUN_MAX = 1000
 # (when the transport cannot tell, or never says so), before they are joined alone.
 _STALE = 5.0
 _THIS, _OTHER = b"L", b"R"
+_OTHER_SOURCE = "#joined"
 HOWS = ("inner", "left", "outer")
 
 
@@ -381,6 +382,11 @@ class StreamStreamJoin(Stream[Any]):
                 await worker.dead_letter(carrier, exc, self._agent)
                 continue
             mark, src, offset = _position(m)
+            if side is _OTHER:
+                # The other topic's positions apart from the stream's: the two sides may
+                # come from one source (a self-join, or the topic the stream was re-keyed from).
+                src = src + _OTHER_SOURCE
+                mark = f"{src}:{offset}".encode()
             positions = store.positions
             now = positions.get(STREAM_TIME, _NO_TIME)
             partner_side = _OTHER if side is _THIS else _THIS
