@@ -160,9 +160,13 @@ def op_join_stream(c: _Checker, op: ast.JoinStreamOp, s: _Stream,
                     f"the stream joined with it is keyed by {s.key}",
                     ["a stream join matches equal keys: `group_by` a field of type "
                      f"{topic.key_type} first, or join a topic keyed like the stream"])  # fmt: skip
-        elif topic.partitions != s.partitions:
+        elif any(n != topic.partitions for n in (*s.inputs, s.partitions)):
+            # Every merged topic is joined partition by partition, not only the largest.
+            counts = sorted({*s.inputs, s.partitions})
+            has = f"has {counts[0]}" if len(counts) == 1 else \
+                f"reads topics of {' and '.join(map(str, counts))} partitions"  # fmt: skip
             c.error(ref.span, "E331", f"topic {topic.name} has {topic.partitions} partitions, "
-                    f"but the stream joined with it has {s.partitions}",
+                    f"but the stream joined with it {has}",
                     ["both sides of a stream join are buffered per partition, so an element "
                      "only meets the other topic's records of its own partition: give both as "
                      "many partitions"])  # fmt: skip

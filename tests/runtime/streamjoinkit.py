@@ -44,9 +44,16 @@ def stream_join_app(
     late: bool = False,
     grace: int = GRACE,
     name: str = "shop",
+    merged: bool = False,
 ) -> App:
+    """`merged`: the stream is `from orders & reorders`."""
     app = App(name)
     orders = app.topic("orders", key_type=str, value_type=Order, partitions=partitions)
+    source: Any = orders
+    if merged:
+        source = orders & app.topic(
+            "reorders", key_type=str, value_type=Order, partitions=partitions
+        )
     payments = app.topic("payments", key_type=str, value_type=Payment, partitions=partitions)
     paid = app.topic("paid", key_type=str, value_type=Paid, partitions=partitions)
     late_orders = (
@@ -55,7 +62,7 @@ def stream_join_app(
         else None
     )
 
-    @app.agent(orders, name="paid")
+    @app.agent(source, name="paid")
     async def paid_orders(stream: Stream[Order]) -> None:
         joined = stream.join_stream(
             payments, within=WITHIN, grace=grace, how=how, value_type=Order, late=late_orders

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from rtkit import Running, wait_for
+from streamc_runtime import App, Stream
 from streamc_runtime.local import until_quiescent
 from streamc_runtime.memory import MemoryBroker, partition_for_key
 from streamjoinkit import GRACE, WITHIN, Order, Payment, paid_rows, produce, stream_join_app
@@ -109,6 +110,42 @@ async def test_a_record_more_than_grace_behind_stream_time_is_late() -> None:
         assert [m.value for m in r.messages("late_orders")] == [r.messages("orders")[1].value]
         await r.worker.commit()
         assert r.committed("orders") == {0: 2} and r.committed("payments") == {0: 2}
+
+
+async def test_late_elements_of_a_merged_stream_go_to_the_late_topic() -> None:
+    async with Running(stream_join_app("left", late=True, merged=True)) as r:
+        produce(r.broker, "orders", Order(id="o1", amount=1.0), "o1", 20_000)
+        await settled(r)  # stream time 20 s
+        produce(r.broker, "reorders", Order(id="o2", amount=2.0), "o2", 20_000 - GRACE - 1)
+        produce(r.broker, "orders", Order(id="o3", amount=3.0), "o3", 20_000 - GRACE - 1)
+        produce(r.broker, "payments", Payment(order_id="o1", paid=2.0), "o1", 20_000 - GRACE - 1)
+        await settled(r)
+        # the stream's own late elements, from either merged topic; the other topic's late
+        # record is dead-lettered
+        late = sorted(m.value or b"" for m in r.messages("late_orders"))
+        assert late == sorted([r.messages("reorders")[0].value, r.messages("orders")[1].value])
+        dlq = r.messages("shop-dlq")
+        assert [dict(m.headers)["streamc.source.topic"] for m in dlq] == [b"payments"]
+
+
+async def test_a_stream_joined_with_its_own_topic_pairs_every_two_records_within() -> None:
+    app = App("shop")
+    orders = app.topic("orders", key_type=str, value_type=Order)
+    pairs = app.topic("pairs", key_type=str, value_type=list[float])
+
+    @app.agent(orders, name="pairs")
+    async def self_join(stream: Stream[Order]) -> None:
+        joined = stream.join_stream(orders, within=WITHIN, value_type=Order)
+        async for _ in joined.process(lambda p: [p[0].amount, p[1].amount]).to(pairs):
+            pass
+
+    async with Running(app) as r:
+        produce(r.broker, "orders", Order(id="o1", amount=1.0), "o1", 1000)
+        produce(r.broker, "orders", Order(id="o1", amount=2.0), "o1", 2000)
+        await settled(r)
+        assert sorted(r.values("pairs")) == [[1.0, 1.0], [1.0, 2.0], [2.0, 1.0], [2.0, 2.0]]
+        await r.worker.commit()
+        assert r.committed("orders") == {0: 2}
 
 
 async def test_the_buffers_are_restored_from_the_changelog_by_the_next_worker() -> None:

@@ -64,6 +64,7 @@ _RUN_MAX = 1000
 # (when the transport cannot tell, or never says so), before they are joined alone.
 _STALE = 5.0
 _THIS, _OTHER = b"L", b"R"
+_OTHER_SOURCE = "#joined"
 HOWS = ("inner", "left", "outer")
 
 
@@ -381,6 +382,11 @@ class StreamStreamJoin(Stream[Any]):
                 await worker.dead_letter(carrier, exc, self._agent)
                 continue
             mark, src, offset = _position(m)
+            if side is _OTHER:
+                # The other topic's positions apart from the stream's: the two sides may
+                # come from one source (a self-join, or the topic the stream was re-keyed from).
+                src = src + _OTHER_SOURCE
+                mark = f"{src}:{offset}".encode()
             positions = store.positions
             now = positions.get(STREAM_TIME, _NO_TIME)
             partner_side = _OTHER if side is _THIS else _THIS
@@ -401,7 +407,7 @@ class StreamStreamJoin(Stream[Any]):
                 run.done(event)
                 continue
             if t + grace < now:
-                await self._too_late(event, value, t, now)
+                await self._too_late(event, side, value, t, now)
                 continue
             matched = False
             for raw in partners:
@@ -485,7 +491,7 @@ class StreamStreamJoin(Stream[Any]):
             if not b.matched and self._unmatched[side]:
                 value = self._codecs[side].decode(b.value)
                 pair = (value, None) if side is _THIS else (None, value)
-                run.emit(event, pair, key, b.ts)
+                run.emit(event, pair, key, b.ts, q)
 
     def _close_all(self, run: _Run) -> None:
         """At the end of `streamc run`'s input: stream time moves past every entry."""
@@ -505,9 +511,13 @@ class StreamStreamJoin(Stream[Any]):
             store.positions[STREAM_TIME] = max(store.positions.get(STREAM_TIME, _NO_TIME), clock)
             self._close(run, store, buffers, q, clock, None)
 
-    async def _too_late(self, event: Event[Any, Any], value: Any, t: int, now: int) -> None:
+    async def _too_late(
+        self, event: Event[Any, Any], side: bytes, value: Any, t: int, now: int
+    ) -> None:
+        """The `late` topic takes the stream's own elements (of its type, from whichever
+        merged topic); the other topic's late records are dead-lettered."""
         worker = self._worker
-        if self._late is None or event.message.topic != self._late_from:
+        if self._late is None or side is not _THIS:
             exc = LateError(
                 f"event time {Time.from_ms(t).rfc3339()} is past the join window and its "
                 f"grace (stream time {Time.from_ms(now).rfc3339()})"
@@ -516,15 +526,6 @@ class StreamStreamJoin(Stream[Any]):
             return
         await worker.forward(self._late, value, event)
         event._ack()
-
-    @property
-    def _late_from(self) -> str | None:
-        """The `late` topic takes the stream's own elements (of its type); the other
-        topic's late records are dead-lettered."""
-        up = self._up
-        assert up is not None
-        topics = up._source.topics
-        return topics[0].name if len(topics) == 1 else None
 
     async def _send(self, run: _Run) -> None:
         worker = self._worker

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import inspect
+import itertools
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
@@ -537,7 +538,7 @@ class WindowedAggregate(Stream[Any]):
                 key_bytes, start = split_key(raw)
                 key = key_decode(key_bytes)
                 result = self._row(key, Window(start, w.end), w.state)
-                run.emit(event, result, key_bytes, w.end - 1)
+                run.emit(event, result, key_bytes, w.end - 1, q)
 
     async def _close_all(self, run: _Run) -> None:
         """At the end of `streamc run`'s input: stream time moves past every window."""
@@ -607,8 +608,10 @@ class _Run:
 
     __slots__ = (
         "counts",
+        "fan",
         "finished",
         "held",
+        "last",
         "out",
         "partitions",
         "records",
@@ -626,6 +629,9 @@ class _Run:
         self.finished: list[Event[Any, Any]] = []
         # (store held, first record, first output) of each stretch of one partition's elements
         self.stretches: list[tuple[_Held, int, int]] = []
+        # The element whose outputs are being emitted, and how many it emitted before.
+        self.last: Event[Any, Any] | None = None
+        self.fan = 0
 
     def stretch(self, held: _Held) -> None:
         self.stretches.append((held, len(self.records), len(self.out)))
@@ -640,15 +646,25 @@ class _Run:
         self.stores[q] = store
         self.counts[q] = self.counts.get(q, 0) + 1
 
-    def emit(self, event: Event[Any, Any] | None, value: Any, raw_key: bytes, ts: int) -> None:
+    def emit(
+        self, event: Event[Any, Any] | None, value: Any, raw_key: bytes, ts: int, q: int = -1
+    ) -> None:
         """An output row, carried by its own event: it holds the source message of the
-        element that produced it (`event`) until downstream is done with it."""
+        element that produced it (`event`) until downstream is done with it. An element's
+        second and later outputs carry positions of their own (`_fanned`), and so does each
+        output of no element (`q`: the store partition it comes from)."""
         if event is None:
-            self.out.append((value, _detached(value, raw_key, ts)))
+            self.out.append((value, _detached(value, raw_key, ts, q)))
             return
         m = event.message
         event._offsets.hold(m.offset)
-        message = _Message(m.topic, m.partition, m.offset, ts, raw_key, None, m.headers)
+        headers = m.headers
+        if event is self.last:
+            self.fan += 1
+            headers = _fanned(m, self.fan)
+        else:
+            self.last, self.fan = event, 0
+        message = _Message(m.topic, m.partition, m.offset, ts, raw_key, None, headers)
         child: Event[Any, Any] = Event(message, value, event._offsets)
         self.out.append((value, child))
 
@@ -684,8 +700,25 @@ class _NoOffsets:
         pass
 
 
-def _detached(value: Any, raw_key: bytes, ts: int) -> Event[Any, Any]:
-    message = _Message("", -1, -1, ts, raw_key, None, ())
+def _fanned(m: Any, k: int) -> Headers:
+    """The headers of the k-th (k >= 1) output of the element of message `m`: a position of
+    its own, under the source `<source>#k`. A stateful step further on skips a position at
+    or below the highest it applied of that source, so outputs sharing their element's
+    position would all count as replays of the first. The k-th outputs of a source
+    partition's elements arrive in order, like the elements, so the skip rule holds."""
+    _, src, offset = _position(m)
+    mark = f"{src}#{k}:{offset}".encode()
+    return (*(h for h in m.headers if h[0] != POSITION_HEADER), (POSITION_HEADER, mark))
+
+
+# Positions of outputs that no element made (at the end of `streamc run`'s input): each its
+# own, increasing, so a stateful step further on never takes one for a replay.
+_ENDED = itertools.count()
+
+
+def _detached(value: Any, raw_key: bytes, ts: int, q: int = -1) -> Event[Any, Any]:
+    mark = f"streamc.end_of_input:{next(_ENDED)}".encode()
+    message = _Message("", q, -1, ts, raw_key, None, ((POSITION_HEADER, mark),))
     return Event(message, value, cast(Any, _NoOffsets()))
 
 
