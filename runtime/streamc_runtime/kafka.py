@@ -462,6 +462,9 @@ class KafkaTransport:
         # [records, index of the first one not handed out] (see `fetch`).
         self._fetched: dict[Any, list[Any]] = {}
         self._idle = True  # the last fetch found nothing (or none happened yet)
+        # The last `_take_fetched` stopped where a partition's held records ran out, with
+        # others still holding some (see `_hand_out`).
+        self._cut_short = False
         self._resumed: asyncio.Future[Any] | None = None  # see `_getmany_or_resume`
         # topic -> partition -> (builder, its batch future): the batch `send_many` appends to
         # until aiokafka drains it.
@@ -717,7 +720,7 @@ class KafkaTransport:
             raise KafkaTransportError("the rebalance listener failed") from err
         if self._fetched:
             await self._top_up(consumer, None)
-            out = self._take_fetched(consumer, max_records)
+            out = await self._hand_out(consumer, max_records)
             if out:
                 return out
         idle = self._idle
@@ -761,13 +764,33 @@ class KafkaTransport:
             # aiokafka filled `max_records` from the partitions it holds first: the others get
             # a run each now, so the first hand-out after idling is interleaved too.
             await self._top_up(consumer, HANDOUT_RUN)
-        return self._take_fetched(consumer, max_records)
+            return self._take_fetched(consumer, max_records)
+        return await self._hand_out(consumer, max_records)
 
-    async def _top_up(self, consumer: Any, run: int | None) -> None:
+    async def _hand_out(self, consumer: Any, max_records: int) -> list[Message]:
+        """`_take_fetched`, going on when it stopped because a partition's held records ran
+        out while others still had some: what aiokafka already holds of that partition is
+        added first, ahead of the others (they had their turn, it had less), and the turns go
+        on up to `max_records`. Stopping there instead split most fetches into two hand-outs
+        a dispatch apart: the records after the cut waited for the agents to handle those
+        before it, and for another pass of the fetch loop, before they were even dispatched.
+        Skipped after idling, where aiokafka's megabyte per partition is not to be unpacked
+        before the first records go out (see `fetch`)."""
+        out = self._take_fetched(consumer, max_records)
+        while self._cut_short and len(out) < max_records:
+            await self._top_up(consumer, None, ahead=True)
+            more = self._take_fetched(consumer, max_records - len(out))
+            if not more:
+                break
+            out += more
+        return out
+
+    async def _top_up(self, consumer: Any, run: int | None, *, ahead: bool = False) -> None:
         """Add what aiokafka has already fetched of the ready, unpaused partitions that have
         no records held, without waiting for more: while other partitions' held records are
         handed out, one whose records ran out would otherwise wait for all of theirs. All it
-        holds of them (`run` None), or up to `run` records of each."""
+        holds of them (`run` None), or up to `run` records of each; `ahead`: they take their
+        turns before the partitions still holding records."""
         fetched = self._fetched
         ready = self._ready
         paused = consumer.paused()
@@ -779,16 +802,18 @@ class KafkaTransport:
         if not missing:
             return
         if run is None:
-            self._hold(await consumer.getmany(*missing, timeout_ms=0))
+            self._hold(await consumer.getmany(*missing, timeout_ms=0), ahead=ahead)
             return
         # One call each: aiokafka fills `max_records` from one partition before the next.
         for tp in missing:
             self._hold(await consumer.getmany(tp, timeout_ms=0, max_records=run))
 
-    def _hold(self, batches: Mapping[Any, list[Any]]) -> None:
-        """Keep what `getmany` returned in `_fetched`, behind what is still held."""
+    def _hold(self, batches: Mapping[Any, list[Any]], *, ahead: bool = False) -> None:
+        """Keep what `getmany` returned in `_fetched`, behind what is still held; `ahead`:
+        partitions not held yet go first in the turns of `_take_fetched`."""
         ready = self._ready
         fetched = self._fetched
+        before = len(fetched)
         for tp, records in batches.items():
             if tp not in ready:  # TopicPartition and TP are equal tuples
                 # Fetched between aiokafka's assignment and the runtime hearing of it (or
@@ -804,6 +829,10 @@ class KafkaTransport:
             else:  # resumed while aiokafka fetched: behind what was still held, in order
                 held[0] = held[0][held[1] :] + records
                 held[1] = 0
+        if ahead and 0 < before < len(fetched):
+            # The ones just added (the last keys) first; `_fetched` is a few partitions long.
+            order = list(fetched)
+            self._fetched = {tp: fetched[tp] for tp in order[before:] + order[:before]}
 
     async def _getmany_or_resume(
         self, getmany: Coroutine[Any, Any, dict[Any, list[Any]]]
@@ -839,6 +868,7 @@ class KafkaTransport:
         """
         fetched = self._fetched
         out: list[Message] = []
+        self._cut_short = False
         if not fetched:
             return out
         paused = consumer.paused()
@@ -864,8 +894,9 @@ class KafkaTransport:
                 if len(out) >= max_records:
                     return out
             if len(left) < len(turn):
-                # A partition's held records ran out: the next `fetch` tops it up from what
-                # aiokafka holds before the others get another turn.
+                # A partition's held records ran out: it is topped up from what aiokafka
+                # holds before the others get another turn (`_hand_out`, or the next `fetch`).
+                self._cut_short = bool(left)
                 return out
             turn = left
         return out

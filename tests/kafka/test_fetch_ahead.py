@@ -355,18 +355,32 @@ async def test_held_partitions_take_turns_of_a_run_across_fetches() -> None:
     assert c.asked == [500, None]
 
 
-async def test_a_partition_whose_held_records_ran_out_is_topped_up_without_waiting() -> None:
+async def test_a_partition_whose_held_records_ran_out_is_topped_up_within_the_hand_out() -> None:
     t, c = transport(A, B)
     c.script.append({A: records(A, range(0, 60)), B: records(B, range(0, 300))})
     assert runs(await t.fetch(0, 100)) == [(0, 50), (1, 50)]
-    # A's last 10 held records go out, and the hand-out ends with that turn...
-    assert runs(await t.fetch(0, 100)) == [(0, 10), (1, 50)]
-    # ...so the next fetch first takes what aiokafka has fetched of A meanwhile.
-    c.script.append({A: records(A, range(60, 200))})
-    assert runs(await t.fetch(0, 100)) == [(1, 50), (0, 50)]
-    assert c.topups == [(frozenset({A}), None)]  # without waiting, everything aiokafka holds
+    c.script.append({A: records(A, range(60, 200))})  # aiokafka has fetched more of A
+    # A's last 10 held records go out and B has its turn; then, in the same hand-out and
+    # without waiting, A is topped up with everything aiokafka holds of it and goes first.
+    assert runs(await t.fetch(0, 100)) == [(0, 10), (1, 50), (0, 40)]
+    assert c.topups == [(frozenset({A}), None)]
     assert c.asked == [100]  # no waiting getmany while B still has records held
-    assert got(await t.fetch(0, 100)) == of(B, range(150, 200)) + of(A, range(110, 160))
+    assert got(await t.fetch(0, 100)) == of(B, range(100, 150)) + of(A, range(100, 150))
+    third = got(await t.fetch(0, 100))
+    assert third == of(B, range(150, 200)) + of(A, range(150, 200))
+    assert c.asked == [100]
+
+
+async def test_the_hand_out_goes_on_when_a_partition_has_nothing_more_fetched() -> None:
+    t, c = transport(A, B)
+    c.script.append({A: records(A, range(0, 60)), B: records(B, range(0, 300))})
+    assert runs(await t.fetch(0, 100)) == [(0, 50), (1, 50)]
+    # A runs out and aiokafka holds nothing more of it: B fills the hand-out instead of
+    # waiting for the next fetch, which would leave B's records a dispatch later.
+    assert runs(await t.fetch(0, 100)) == [(0, 10), (1, 90)]
+    assert c.topups == [(frozenset({A}), None)]
+    assert c.asked == [100]
+    assert got(await t.fetch(0, 100)) == of(B, range(140, 240))
 
 
 async def test_first_fetch_after_idle_tops_up_the_partitions_aiokafka_left_out() -> None:
@@ -385,11 +399,14 @@ async def test_first_fetch_after_idle_tops_up_the_partitions_aiokafka_left_out()
     assert sorted(c.topups, key=str) == [(frozenset({B}), 50), (frozenset({C}), 50)]
     # Their runs are handed out: the next fetch takes all aiokafka holds of them.
     second = await t.fetch(0, 200)
-    assert c.topups[2:] == [(frozenset({B, C}), None)]
-    assert sorted(got(second)) == of(A, range(50, 100)) + of(B, range(50, 100)) + of(
+    assert c.topups[2] == (frozenset({B, C}), None)
+    assert runs(second) == [(0, 50), (1, 50), (2, 50), (0, 50)]
+    # B and C ran out again and aiokafka held nothing more of them (one more look, without
+    # waiting): A filled the rest of the hand-out.
+    assert c.topups[3:] == [(frozenset({B, C}), None)]
+    assert sorted(got(second)) == of(A, range(50, 150)) + of(B, range(50, 100)) + of(
         C, range(50, 100)
     )
-    assert runs(second)[0] == (0, 50)
     assert c.asked == [200]
 
 
