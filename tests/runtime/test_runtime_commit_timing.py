@@ -86,6 +86,49 @@ async def test_a_busy_worker_commits_at_most_once_per_interval() -> None:
     assert transport.commits == [{ORDERS: 1}, {ORDERS: 50}]  # the stop commits the rest
 
 
+class SlowFirstCommitTransport(CountingTransport):
+    """The first commit is made only on `release` (as a flush behind a busy producer)."""
+
+    def __init__(self, broker: MemoryBroker, group_id: str) -> None:
+        super().__init__(broker, group_id)
+        self.release = asyncio.Event()
+
+    async def commit(self, offsets: Mapping[TP, int]) -> None:
+        first = not self.commits
+        self.commits.append(dict(offsets))
+        if first:
+            await self.release.wait()
+        await MemoryTransport.commit(self, offsets)
+
+
+async def test_the_next_commit_is_due_an_interval_after_the_last_began_not_ended() -> None:
+    broker = MemoryBroker()
+    handled: list[int] = []
+    app = _app(handled, stall_at=None)
+    broker.create_topic("orders", 1)
+    transport = SlowFirstCommitTransport(broker, app.name)
+    worker = Worker(app, transport, commit_interval=60.0, stats_interval=0)
+    loop = asyncio.get_running_loop()
+    real_time = loop.time
+    skipped = 0.0  # seconds the loop's clock is moved on, to pass an interval without waiting
+    loop.time = lambda: real_time() + skipped  # type: ignore[method-assign]
+    broker.produce("orders", b"0", b"k", partition=0)
+    await worker.start()
+    try:
+        await wait_for(lambda: transport.commits == [{ORDERS: 1}])  # begun, not done
+        for i in range(1, 50):
+            broker.produce("orders", str(i).encode(), b"k", partition=0)
+        await wait_for(lambda: len(handled) == 50)
+        skipped = 61.0  # the first commit took longer than the interval...
+        transport.release.set()
+        # ...so the next is due as it ends, not an interval (60 s) after that.
+        await wait_for(lambda: transport.commits == [{ORDERS: 1}, {ORDERS: 50}])
+        assert broker.committed(app.name, ORDERS) == 50
+    finally:
+        await worker.stop()
+        del loop.time  # the loop's own method again
+
+
 def _gated_app(gate: asyncio.Event, handled: list[int]) -> App:
     app = App("commits")
     orders = app.topic("orders", key_type=str, value_type=int, partitions=1)
