@@ -861,8 +861,9 @@ class KafkaTransport:
 
         Partitions take turns, `HANDOUT_RUN` records at a time, in offset order per
         partition; a partition that had its turn moves to the back of `_fetched`, so the next
-        call goes on with the partition after it. When one runs out of held records, the
-        hand-out ends with that turn, so it falls no more than a run behind before `_top_up`.
+        call goes on with the partition after it. When one runs out of held records while
+        others still have some, this call ends with that turn (`_cut_short`), so it falls no
+        more than a run behind before `_top_up` (which `_hand_out` then does at once).
         With a slow agent, every partition with a backlog then progresses at the same pace
         instead of one fetch (a megabyte) at a time.
         """
