@@ -6,6 +6,7 @@ worker killed soon after its first batch does not make its successor repeat that
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Mapping
 
@@ -200,3 +201,38 @@ async def test_a_cpu_bound_agent_lets_the_commit_loop_run_while_its_buffer_is_fu
     # All 400 were buffered at once; the first processed ones were committed while the agent
     # still worked through them, not only once its buffer ran dry.
     assert any(0 < c for c in committed_seen[:300])
+
+
+async def test_a_slow_agent_gives_the_loop_a_turn_every_few_events_not_every_64() -> None:
+    broker = MemoryBroker()
+    app = App("commits")
+    orders = app.topic("orders", key_type=str, value_type=int, partitions=1)
+    handled: list[int] = []
+
+    @app.agent(orders)
+    async def slow(stream: Stream[int]) -> None:
+        async for value in stream:
+            time.sleep(0.002)  # noqa: ASYNC251 - CPU-bound work: never awaits anything
+            handled.append(value)
+
+    turns: list[int] = []  # how many had been handled at each turn another task got
+
+    async def other_task() -> None:
+        while True:
+            turns.append(len(handled))
+            await asyncio.sleep(0)
+
+    r = Running(app, broker, commit_interval=60.0)
+    for i in range(300):
+        r.produce("orders", i)
+    async with r:
+        ticker = asyncio.ensure_future(other_task())
+        try:
+            await wait_for(lambda: len(handled) == 300, within=30)
+        finally:
+            ticker.cancel()
+    # Once its pace is known (after the first look at the clock, 64 events in), the agent
+    # lets the loop turn about every 10 ms of work: a few 2 ms events, never 64 again.
+    after = [n for n in turns if n >= 70]
+    gaps = [b - a for a, b in itertools.pairwise(after)]
+    assert gaps and max(gaps) <= 16
