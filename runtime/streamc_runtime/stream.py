@@ -554,7 +554,8 @@ class SourceStream(Stream[T]):
         self._checked_at = now
         if now - self._yielded_at >= _YIELD_AFTER:
             await asyncio.sleep(0)
-            self._yielded_at = self._loop.time()
+            # The pace is the body's own: what other tasks did meanwhile does not count.
+            self._yielded_at = self._checked_at = self._loop.time()
 
     def wake(self) -> None:
         waiters = self._waiters
