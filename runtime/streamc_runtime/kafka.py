@@ -773,50 +773,50 @@ class KafkaTransport:
     async def _hand_out(self, consumer: Any, max_records: int) -> list[Message]:
         """`_take_fetched`, going on when it stopped because a partition's held records ran
         out while others still had some: what aiokafka already holds of that partition is
-        added first, ahead of the others (they had their turn, it had less), and the turns go
-        on up to `max_records`. Stopping there instead split most fetches into two hand-outs
-        a dispatch apart: the records after the cut waited for the agents to handle those
-        before it, and for another pass of the fetch loop, before they were even dispatched.
-        Skipped after idling, where aiokafka's megabyte per partition is not to be unpacked
-        before the first records go out (see `fetch`)."""
+        added in its place in the turns, and the turns go on up to `max_records`. Stopping
+        there instead split most fetches into two hand-outs a dispatch apart: the records
+        after the cut waited for the agents to handle those before it, and for another pass
+        of the fetch loop, before they were even dispatched. Skipped after idling, where
+        aiokafka's megabyte per partition is not to be unpacked before the first records go
+        out (see `fetch`)."""
         out = self._take_fetched(consumer, max_records)
         while self._cut_short and len(out) < max_records:
-            await self._top_up(consumer, None, ahead=True)
+            await self._top_up(consumer, None)
             more = self._take_fetched(consumer, max_records - len(out))
             if not more:
                 break
             out += more
         return out
 
-    async def _top_up(self, consumer: Any, run: int | None, *, ahead: bool = False) -> None:
+    async def _top_up(self, consumer: Any, run: int | None) -> None:
         """Add what aiokafka has already fetched of the ready, unpaused partitions that have
         no records held, without waiting for more: while other partitions' held records are
         handed out, one whose records ran out would otherwise wait for all of theirs. All it
-        holds of them (`run` None), or up to `run` records of each; `ahead`: they take their
-        turns before the partitions still holding records."""
+        holds of them (`run` None), or up to `run` records of each."""
         fetched = self._fetched
         ready = self._ready
         paused = consumer.paused()
-        missing = [
-            tp
-            for tp in consumer.assignment()
-            if tp not in fetched and tp in ready and tp not in paused
-        ]
+        # Partitions with nothing held, or whose held records ran out at a cut (see
+        # `_take_fetched`): those are topped up in their place in the turns.
+        missing = []
+        for tp in consumer.assignment():
+            if tp in ready and tp not in paused:
+                held = fetched.get(tp)
+                if held is None or held[1] >= len(held[0]):
+                    missing.append(tp)
         if not missing:
             return
         if run is None:
-            self._hold(await consumer.getmany(*missing, timeout_ms=0), ahead=ahead)
+            self._hold(await consumer.getmany(*missing, timeout_ms=0))
             return
         # One call each: aiokafka fills `max_records` from one partition before the next.
         for tp in missing:
             self._hold(await consumer.getmany(tp, timeout_ms=0, max_records=run))
 
-    def _hold(self, batches: Mapping[Any, list[Any]], *, ahead: bool = False) -> None:
-        """Keep what `getmany` returned in `_fetched`, behind what is still held; `ahead`:
-        partitions not held yet go first in the turns of `_take_fetched`."""
+    def _hold(self, batches: Mapping[Any, list[Any]]) -> None:
+        """Keep what `getmany` returned in `_fetched`, behind what is still held."""
         ready = self._ready
         fetched = self._fetched
-        before = len(fetched)
         for tp, records in batches.items():
             if tp not in ready:  # TopicPartition and TP are equal tuples
                 # Fetched between aiokafka's assignment and the runtime hearing of it (or
@@ -832,10 +832,6 @@ class KafkaTransport:
             else:  # resumed while aiokafka fetched: behind what was still held, in order
                 held[0] = held[0][held[1] :] + records
                 held[1] = 0
-        if ahead and 0 < before < len(fetched):
-            # The ones just added (the last keys) first; `_fetched` is a few partitions long.
-            order = list(fetched)
-            self._fetched = {tp: fetched[tp] for tp in order[before:] + order[:before]}
 
     async def _getmany_or_resume(
         self, getmany: Coroutine[Any, Any, dict[Any, list[Any]]]
@@ -865,8 +861,9 @@ class KafkaTransport:
         Partitions take turns, `HANDOUT_RUN` records at a time, in offset order per
         partition; a partition that had its turn moves to the back of `_fetched`, so the next
         call goes on with the partition after it. When one runs out of held records while
-        others still have some, this call ends with that turn (`_cut_short`), so it falls no
-        more than a run behind before `_top_up` (which `_hand_out` then does at once).
+        others still have some, this call ends with that turn (`_cut_short`) and the partition
+        keeps its place, so it falls no more than a run behind before `_top_up` (which
+        `_hand_out` then does at once) refills it there.
         With a slow agent, every partition with a backlog then progresses at the same pace
         instead of one fetch (a megabyte) at a time.
         """
@@ -878,29 +875,34 @@ class KafkaTransport:
         paused = consumer.paused()
         ready = self._ready
         turn = []
-        for tp in list(fetched):
-            if tp not in ready:
-                del fetched[tp]
+        for tp, held in list(fetched.items()):
+            if tp not in ready or held[1] >= len(held[0]):
+                del fetched[tp]  # revoked, or ran out at a cut and nothing came to top it up
             elif tp not in paused:
                 turn.append(tp)
         while turn:
             run = HANDOUT_RUN if len(turn) > 1 else max_records
-            left = []
+            left: list[Any] = []
+            ran_out: list[Any] = []
             for tp in turn:
                 held = fetched.pop(tp)
                 records, start = held
                 end = start + min(run, max_records - len(out))
                 out.extend(records[start:end])
-                if end < len(records):
-                    held[1] = end
-                    fetched[tp] = held  # to the back
-                    left.append(tp)
+                held[1] = end
+                fetched[tp] = held  # to the back
+                (left if end < len(records) else ran_out).append(tp)
                 if len(out) >= max_records:
-                    return out
-            if len(left) < len(turn):
-                # A partition's held records ran out: it is topped up from what aiokafka
-                # holds before the others get another turn (`_hand_out`, or the next `fetch`).
-                self._cut_short = bool(left)
+                    break
+            if ran_out and left and len(out) < max_records:
+                # A partition's held records ran out: it keeps its place in the turns, empty,
+                # and is topped up there from what aiokafka holds before the others get
+                # another turn (`_hand_out`, or the next `fetch`).
+                self._cut_short = True
+                return out
+            for tp in ran_out:
+                del fetched[tp]
+            if ran_out or len(out) >= max_records:
                 return out
             turn = left
         return out
