@@ -419,6 +419,19 @@ class JoinOp:
 
 
 @dataclass(frozen=True, slots=True)
+class JoinStreamOp:
+    """`[left|outer] join stream TOPIC as NAME within D [grace D] [late to TOPIC]`."""
+
+    topic: TopicRef
+    name: Name
+    how: str  # "inner", "left" or "outer"
+    within: Duration
+    grace: WindowGrace | None
+    late: WindowLate | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class SelectField:
     """`tier = account.tier`: one field of the selected record and its value."""
 
@@ -439,7 +452,7 @@ class SelectOp:
 Op = (
     ProcessOp | GroupByOp | TakeOp | EnumerateOp | ThroughOp | EchoOp | ItemsOp | EventsOp
     | WhereOp | FilterOp | ToOp | SinkOp | AggregateOp | DistinctOp | WindowOp | SelectOp
-    | JoinOp
+    | JoinOp | JoinStreamOp
 )  # fmt: skip
 
 

@@ -128,6 +128,72 @@ def op_join(c: _Checker, op: ast.JoinOp, s: _Stream, agent: ast.AgentDecl) -> ir
     return ir.Join(ref.text, field, op.left, s.names, s.elem, s.key)
 
 
+def op_join_stream(c: _Checker, op: ast.JoinStreamOp, s: _Stream,
+                   agent: ast.AgentDecl) -> ir.Op | None:  # fmt: skip
+    """`[left|outer] join stream TOPIC as NAME within D [grace D] [late to T]`: both sides
+    are buffered per partition and matched by key, so the topics must be co-partitioned."""
+    from . import check_time
+    from .checker import _collapse
+
+    ref = op.topic
+    topic: ir.Topic | None = None
+    if isinstance(ref, ast.StrLit):
+        c.error(ref.span, "E203", f"a stream join reads a declared topic, not \"{ref.value}\"",
+                [f"declare it: `topic {ref.value}: Record key str partitions N`"])  # fmt: skip
+    else:
+        info = c.find_topic(ref)
+        if info is not None and info.first_use != "broken":
+            topic = info.topic
+    elem, name = s.elem, op.name.text
+    if elem is not None and not isinstance(elem, ir.RecordType):
+        hint = ("`select` the fields you need into a record first, then join again"
+                if s.joined else "join before `take`, `enumerate` or `items`")
+        c.error(op.span, "E309", f"join needs a stream of records, but the stream carries "
+                f"{elem}", [hint])  # fmt: skip
+        elem = None
+    if name in s.names:
+        c.error(op.name.span, "E207", f"the name '{name}' is already the element's")
+        elem = None
+    if topic is not None and elem is not None:
+        if s.key is not None and topic.key_type != s.key:
+            c.error(ref.span, "E331", f"topic {topic.name} is keyed by {topic.key_type}, but "
+                    f"the stream joined with it is keyed by {s.key}",
+                    ["a stream join matches equal keys: `group_by` a field of type "
+                     f"{topic.key_type} first, or join a topic keyed like the stream"])  # fmt: skip
+        elif topic.partitions != s.partitions:
+            c.error(ref.span, "E331", f"topic {topic.name} has {topic.partitions} partitions, "
+                    f"but the stream joined with it has {s.partitions}",
+                    ["both sides of a stream join are buffered per partition, so an element "
+                     "only meets the other topic's records of its own partition: give both as "
+                     "many partitions"])  # fmt: skip
+    within = check_time.duration_ms(c, op.within, "the `within` of a stream join", zero=True)
+    grace = 0 if op.grace is None else check_time.duration_ms(
+        c, op.grace.duration, "a grace period", zero=True)  # fmt: skip
+    late: str | None = None
+    if op.late is not None:
+        target = c.target(op.late.topic, s, "late to")
+        late = None if target is None else target.name
+    index = sum(1 for o in agent.ops[: agent.ops.index(op) + 1]
+                if isinstance(o, ast.JoinStreamOp))  # fmt: skip
+    changelog = f"{c.app}-{agent.name.text}-join-{index}-changelog"
+    owner = f"the changelog of a stream join of agent {agent.name.text}"
+    if c.check_kafka_name(changelog, op.span, owner, "shorten the app or agent name"):
+        c.claim_kafka_name(changelog, owner, op.span)
+    s.names = (s.names[0] if s.names else None, name)
+    s.joined = True
+    if topic is None or elem is None:
+        s.elem = None
+        return None
+    this: ir.Type = ir.OptionalType(elem) if op.how == "outer" else elem
+    other: ir.Type = topic.value_type if op.how == "inner" else ir.OptionalType(topic.value_type)
+    s.elem = ir.TupleType((this, other))
+    if s.key is None or within is None or grace is None or (op.late is not None and late is None):
+        return None
+    text = _collapse(c.module.text[op.span.start : op.span.end])
+    return ir.JoinStream(topic.name, op.how, within, grace, late, text, s.names, elem, s.elem,
+                         s.key)  # fmt: skip
+
+
 def op_select(c: _Checker, op: ast.SelectOp, s: _Stream, agent: ast.AgentDecl) -> ir.Op | None:
     from .checker import _collapse, _is_null
 
@@ -181,9 +247,13 @@ def op_select(c: _Checker, op: ast.SelectOp, s: _Stream, agent: ast.AgentDecl) -
             if isinstance(typed.type, ir.OptionalType) and _fits(typed.type.inner,
                                                                    declared.type):  # fmt: skip
                 hints = [f"declare the field as {declared.type}? in record {name}"]
-                if isinstance(typed, ir.FieldRef) and (typed.root or len(typed.path) > 1):
+                through = isinstance(typed, ir.FieldRef) and (
+                    typed.root or len(typed.path) > 1 or (isinstance(elem, ir.TupleType)
+                    and isinstance(elem.items[typed.root], ir.OptionalType)))  # fmt: skip
+                if through:
                     hints.append("a path through an optional record (such as a left join's "
-                                 "row) is null when the record is")  # fmt: skip
+                                 "row, or a side of an outer stream join) is null when the "
+                                 "record is")  # fmt: skip
                 c.error(f.value.span, "E327", f"{written} may be null, but field '{field}' of "
                         f"{name} is {declared.type}", hints)  # fmt: skip
             else:

@@ -91,12 +91,17 @@ def _walk(module: ast.Module, program: ir.Program) -> tuple[dict[str, Span], lis
             elif isinstance(op, ir.Aggregate) and isinstance(node, ast.AggregateOp) and op.late:
                 late = next(o for o in node.options if isinstance(o, ast.WindowLate))
                 targets = [(op.late, late.topic.span)]
+            elif isinstance(op, ir.JoinStream) and isinstance(node, ast.JoinStreamOp):
+                if op.late is not None and node.late is not None:
+                    targets = [(op.late, node.late.topic.span)]
             for target, span in targets:
                 spans.setdefault(target, span)
                 if target in read:
                     writes += [_Write(source, target, agent.name, span) for source in reading]
             if isinstance(op, ir.GroupBy | ir.Through):
                 reading = (op.topic,)
+            elif isinstance(op, ir.JoinStream):
+                reading = (*reading, op.topic)  # the pairs carry the other topic's records
     return spans, writes
 
 
@@ -107,6 +112,8 @@ def _read_topics(agent: ir.Agent) -> Iterator[str]:
     ops = agent.ops
     for i, op in enumerate(ops):
         if isinstance(op, ir.GroupBy | ir.Through) and i + 1 < len(ops):
+            yield op.topic
+        elif isinstance(op, ir.JoinStream):
             yield op.topic
 
 
@@ -134,6 +141,12 @@ def positions_topics(topics: list[ir.Topic], agents: tuple[ir.Agent, ...]) -> se
                 # (exact like tables: a distinct keeps its own table)
                 into.update(reading)
                 if isinstance(op, ir.Aggregate) and op.late is not None:
+                    targets = (op.late,)
+            elif isinstance(op, ir.JoinStream):
+                # (a stream join buffers both sides in a table of its own)
+                reading = (*reading, op.topic)
+                into.update(reading)
+                if op.late is not None:
                     targets = (op.late,)
             for target in targets:
                 fed_by.setdefault(target, []).extend(reading)

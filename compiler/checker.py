@@ -1398,11 +1398,13 @@ class _Checker:
         record: ir.Type,
         known: frozenset[tuple[str, ...]] = frozenset(),
         prefix: tuple[str, ...] = (),
+        parts: tuple[str, ...] = (),
     ) -> ir.Type | None:
         """The type of `a.b.c` on a record; optional if any step on the way is optional.
 
         `known` holds paths a surrounding `x != null and ...` has shown are not null; `prefix`
-        is the name the path was written after (`order` in `order.tip`), if any.
+        is the name the path was written after (`order` in `order.tip`), if any; `parts` the
+        names the path could have started with instead (`payment` after a join), for hints.
         """
         current: ir.Type = record
         optional = False
@@ -1424,7 +1426,7 @@ class _Checker:
                     n.span,
                     "E201",
                     f"record {base.name} has no field '{n.text}'",
-                    did_you_mean(n.text, fields),
+                    did_you_mean(n.text, [*fields, *parts] if i == 0 else fields),
                 )
                 return None
             self.resolved(n.span, "field", base.name, n.text)
@@ -1454,7 +1456,9 @@ class _Checker:
                     if name == e.names[0].text:
                         root, names, base, prefix = i, e.names[1:], part, (name,)
                         break
-            t = self.resolve_path(names, base, known=known, prefix=prefix)
+            parts = () if prefix or not isinstance(record, tuple) else tuple(
+                name for name, _ in record if name is not None)  # fmt: skip
+            t = self.resolve_path(names, base, known=known, prefix=prefix, parts=parts)
             if t is None:
                 return None
             return self.share(ir.FieldRef(tuple(n.text for n in names), t, root))
@@ -1643,6 +1647,7 @@ _HANDLERS: dict[
     ast.WindowOp: check_time.op_window,  # type: ignore[dict-item]
     ast.SelectOp: check_join.op_select,  # type: ignore[dict-item]
     ast.JoinOp: check_join.op_join,  # type: ignore[dict-item]
+    ast.JoinStreamOp: check_join.op_join_stream,  # type: ignore[dict-item]
 }
 
 _OP_WORDS = {
@@ -1651,6 +1656,7 @@ _OP_WORDS = {
     ast.ItemsOp: "items", ast.EventsOp: "events", ast.WhereOp: "where", ast.FilterOp: "filter",
     ast.ToOp: "to", ast.SinkOp: "sink", ast.AggregateOp: "aggregate",
     ast.DistinctOp: "distinct", ast.WindowOp: "window", ast.SelectOp: "select", ast.JoinOp: "join",
+    ast.JoinStreamOp: "join stream",
 }  # fmt: skip
 
 

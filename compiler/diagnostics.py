@@ -86,6 +86,7 @@ CODES: dict[str, str] = {
     "E328": "table over a topic that does not fit it",
     "E329": "join of a stream and a table not partitioned alike",
     "E330": "join key does not match the table key",
+    "E331": "stream join of topics not partitioned or keyed alike",
     "E401": "test file is not valid YAML",
     "E402": "unknown or misplaced field in a test file",
     "E403": "unknown topic in a test file",

@@ -87,9 +87,10 @@ class AgentView:
     runtime_imports: tuple[str, ...]
     helpers: tuple[HelperView, ...]
     loop: tuple[str, ...]  # the `async for` header, already laid out as black would
-    body: str
+    body: tuple[str, ...]  # the loop's statements, indented relative to it
     functions: tuple[FunctionView, ...] = ()
     std_imports: tuple[str, ...] = ()
+    checks: tuple[str, ...] = ()  # module-level result checks of hooks a fused loop calls
 
 
 @dataclass(frozen=True)
@@ -465,6 +466,14 @@ class _Shaper:
         functions: list[FunctionView] = []
         std_imports: set[str] = set()
         windowed = False
+        # The stateless operations at the end of the pipeline are fused into one plain loop
+        # over each run of elements (`Stream.runs()`); the chain keeps everything before them.
+        cut = len(agent.ops)
+        while cut > 0 and isinstance(agent.ops[cut - 1], _FUSED):
+            cut -= 1
+        chain_at: list[int] = []  # len(chain) before each operation
+        elements: list[ir.Type] = []  # the element each operation receives
+        made_fn: dict[int, str] = {}  # the where helper or select function of an operation
 
         def returns(hook: str) -> str:
             """The hook's declared result type, which the runtime checks every result against."""
@@ -473,7 +482,9 @@ class _Shaper:
             types_seen.append(declared)
             return self.annotation(declared)
 
-        for op in agent.ops:
+        for index, op in enumerate(agent.ops):
+            chain_at.append(len(chain))
+            elements.append(element)
             match op:
                 case ir.Process(hooks=hooks):
                     used_hooks.update(hooks)
@@ -503,6 +514,7 @@ class _Shaper:
                         header = f"def {name}({param}: {self.annotation(element)}) -> bool:"
                         functions.append(FunctionView(header, doc_text(f"where {text}"),
                                                       (unpack, f"return {expression}")))
+                    made_fn[index] = name
                     chain.append(f"filter({name})")
                 case ir.Join(table=table, field=path, left=left):
                     on = ""
@@ -540,6 +552,7 @@ class _Shaper:
                     header = (f"def {name}({param}: {self.annotation(element)}) -> "
                               f"{self.record_names[record_name]}:")  # fmt: skip
                     functions.append(FunctionView(header, doc_text(text), lines))
+                    made_fn[index] = name
                     chain.append(f"process({name})")
                 case ir.GroupBy(field=path, hook=hook, topic=topic):
                     target = f"topics.{self.topic_attrs[topic]}"
@@ -611,6 +624,16 @@ class _Shaper:
                     if merge is not None:
                         args += f", merge={merge}"
                     chain.append(f"aggregate({args})")
+                case ir.JoinStream(topic=topic, how=how, within_ms=within, grace_ms=grace):
+                    args = f"topics.{self.topic_attrs[topic]}, within={within:_}"
+                    if grace:
+                        args += f", grace={grace:_}"
+                    if how != "inner":
+                        args += f", how={py_literal(how)}"
+                    args += f", value_type={self.record_names[_record_name(op.element)]}"
+                    if op.late is not None:
+                        args += f", late=topics.{self.topic_attrs[op.late]}"
+                    chain.append(f"join_stream({args})")
                 case ir.Distinct(field=path, within_ms=within):
                     args = f"within={within:_}"
                     if path is not None:
@@ -621,25 +644,20 @@ class _Shaper:
             element = op.out
             types_seen.append(element)
 
-        producer = next((op for op in reversed(agent.ops) if not isinstance(op, ir.Sink)), None)
-        target_names = loop_targets(element, producer, local)
-        target = ", ".join(target_names)
-        runtime_imports = ["Stream", *(["Window"] if windowed else [])]
-        if sink is None:
-            body = "pass"
+        checks: list[str] = []
+        if cut < len(agent.ops):
+            chain = chain[: chain_at[cut]]
+            fused = _Fused(self, agent, cut, elements, made_fn, local)
+            body = fused.lines()
+            checks = fused.checks
+            runtime_imports = ["Stream", *(["Window"] if windowed else []), *sorted(fused.imports)]
+            counters = ", ".join(str(n) for n in fused.counters)
+            counters += "," if len(fused.counters) == 1 else ""
+            chain.append(f"runs(counters=({counters}))" if counters else "runs()")
+            target = "run"
         else:
-            # A tuple goes to a one-parameter sink whole, to a sink of as many parameters in
-            # pieces.
-            args = target if sink.unpack or len(target_names) == 1 else f"({target})"
-            called = self.program.hook(sink.hook)
-            fn = self.hook_names[sink.hook]
-            if not called.call_proven:
-                body = f"await sink({fn}, {args})"
-                runtime_imports.append("sink")
-            elif called.is_async:
-                body = f"await {fn}({args})"
-            else:
-                body = f"{fn}({args})"
+            body, target, runtime_imports = self.unfused_body(agent, element, sink, local)
+            runtime_imports[1:1] = ["Window"] if windowed else []
 
         hook_imports: dict[str, list[str]] = {}
         for hook_name in sorted(used_hooks):
@@ -677,9 +695,33 @@ class _Shaper:
             helpers=tuple(helpers),
             loop=loop_layout(target, chain),
             body=body,
+            checks=tuple(checks),
             functions=tuple(functions),
             std_imports=tuple(sorted(std_imports)),
         )
+
+    def unfused_body(
+        self, agent: ir.Agent, element: ir.Type, sink: ir.Sink | None, local: Namer
+    ) -> tuple[tuple[str, ...], str, list[str]]:
+        """The body of an `async for` over the chain itself (nothing stateless to fuse at the
+        end of the pipeline): the sink call, or `pass`."""
+        producer = next((op for op in reversed(agent.ops) if not isinstance(op, ir.Sink)), None)
+        target_names = loop_targets(element, producer, local)
+        target = ", ".join(target_names)
+        runtime_imports = ["Stream"]
+        if sink is None:
+            return ("pass",), target, runtime_imports
+        # A tuple goes to a one-parameter sink whole, to a sink of as many parameters in
+        # pieces.
+        args = target if sink.unpack or len(target_names) == 1 else f"({target})"
+        called = self.program.hook(sink.hook)
+        fn = self.hook_names[sink.hook]
+        if not called.call_proven:
+            runtime_imports.append("sink")
+            return (f"await sink({fn}, {args})",), target, runtime_imports
+        if called.is_async:
+            return (f"await {fn}({args})",), target, runtime_imports
+        return (f"{fn}({args})",), target, runtime_imports
 
     def attr_path(self, element: ir.Type, path: tuple[str, ...]) -> list[str]:
         """The Python attribute names of a field path on a record."""
@@ -1089,3 +1131,158 @@ def emit(program: ir.Program) -> dict[PurePosixPath, str]:
         # Imported by name (`import helpers`), so outside the package's namespace.
         files[pkg / "hooks" / "_local" / f"{helper.module}.py"] = helper.text
     return dict(sorted(files.items()))
+
+
+# The operations a generated agent handles in one plain loop over each run of elements.
+_FUSED = (ir.Process, ir.Filter, ir.Where, ir.Select, ir.Enumerate, ir.Echo, ir.To, ir.Sink)
+# Operations after which an element's value is no longer its message's decoded value.
+_CHANGES = (ir.Process, ir.Select, ir.Aggregate, ir.Join, ir.Take, ir.Enumerate, ir.Items,
+            ir.Events)  # fmt: skip
+
+
+class _Fused:
+    """The loop a fused pipeline end becomes: `for order in run:`, then each operation in
+    pipeline order as plain statements. Sync hooks are called directly; what a hook that is not
+    proven sync returns is awaited only when it is awaitable; a hook's result is checked
+    against its declared type by a check built once, at module level."""
+
+    def __init__(self, shaper: _Shaper, agent: ir.Agent, cut: int, elements: list[ir.Type],
+                 made_fn: dict[int, str], local: Namer) -> None:  # fmt: skip
+        self.shaper = shaper
+        self.agent = agent
+        self.cut = cut
+        self.elements = elements
+        self.made_fn = made_fn
+        self.local = local  # the module's names: checks are claimed there
+        self.scope = Namer(set(local.taken) | {"stream", "topics", "app"})
+        self.run = self.scope.claim("run")
+        self.checks: list[str] = []  # module-level lines
+        self.check_names: dict[str, str] = {}
+        self.imports: list[str] = []
+        self.counters: list[int] = []
+        self.var_of: dict[str, str] = {}  # annotation -> the loop's variable of that type
+
+    def _import(self, name: str) -> None:
+        if name not in self.imports:
+            self.imports.append(name)
+
+    def _var(self, t: ir.Type) -> str:
+        annotation = self.shaper.annotation(t)
+        name = self.var_of.get(annotation)
+        if name is None:
+            base = _strip(t)
+            if isinstance(base, ir.RecordType):
+                name = _named_after(base.name, self.scope)
+            elif isinstance(base, ir.ListType):
+                name = self.scope.claim("batch")
+            elif isinstance(base, ir.EventType):
+                name = self.scope.claim("event")
+            else:
+                name = self.scope.claim("value")
+            self.var_of[annotation] = name
+        return name
+
+    def _check(self, hook: str) -> str:
+        name = self.check_names.get(hook)
+        if name is None:
+            declared = self.shaper.program.hook(hook).returns
+            assert declared is not None
+            name = self.check_names[hook] = self.local.claim(f"check_{hook}")
+            self.scope.reserve(name)
+            self.checks.append(f"{name} = result_check({self.shaper.annotation(declared)}, "
+                               f"{py_literal(hook)})")  # fmt: skip
+            self._import("result_check")
+        return name
+
+    def _call(self, hook: str, arg: str, result: str) -> list[str]:
+        """`result = hook(arg)`, awaited if it must be, then checked."""
+        called = self.shaper.program.hook(hook)
+        fn = self.shaper.hook_names[hook]
+        check = self._check(hook)
+        if called.is_async and called.call_proven:
+            return [*self._flush(), f"{result} = {check}(await {fn}({arg}))"]
+        self._import("awaitable")
+        return [f"{result} = {fn}({arg})", f"if awaitable({result}):",
+                *(f"    {line}" for line in self._flush()), f"    {result} = await {result}",
+                f"{result} = {check}({result})"]  # fmt: skip
+
+    def _flush(self) -> list[str]:
+        """Before the loop waits on a hook: what the run has done so far is sent and acked
+        first, so a slow hook cannot hold back output or commits that are done."""
+        return [f"await {self.run}.flush()"]
+
+    def lines(self) -> tuple[str, ...]:
+        agent, cut, run = self.agent, self.cut, self.run
+        first = self.elements[cut]
+        producer = agent.ops[cut - 1] if cut > 0 else None
+        if isinstance(first, ir.TupleType) and isinstance(producer, ir.Items):
+            current = loop_targets(first, producer, self.scope)
+            self.scope.reserve(*current)
+        elif isinstance(first, ir.TupleType):  # a join's pair: whole, as its functions take it
+            current = [self.scope.claim("pair")]
+        else:
+            current = [self._var(first)]
+        head = f"for {', '.join(current)} in {run}:"
+        changed = False
+        for op in reversed(agent.ops[:cut]):
+            if isinstance(op, ir.GroupBy | ir.Through):
+                break  # what comes back from the topic is its messages' decoded values
+            changed = changed or isinstance(op, _CHANGES)
+        body: list[str] = []
+        keep: str | None = None
+
+        def whole() -> str:
+            return current[0] if len(current) == 1 else f"({', '.join(current)})"
+
+        for index in range(cut, len(agent.ops)):
+            op = agent.ops[index]
+            match op:
+                case ir.Process(hooks=hooks):
+                    for hook in hooks:
+                        declared = self.shaper.program.hook(hook).returns
+                        assert declared is not None
+                        result = self._var(declared)
+                        body += self._call(hook, whole(), result)
+                        current = [result]
+                    changed = True
+                case ir.Select(out=out):
+                    result = self._var(out)
+                    body.append(f"{result} = {self.made_fn[index]}({whole()})")
+                    current = [result]
+                    changed = True
+                case ir.Where():
+                    body += [f"if not {self.made_fn[index]}({whole()}):", "    continue"]
+                case ir.Filter(hook=hook):
+                    if keep is None:
+                        keep = self.scope.claim("keep")
+                    body += self._call(hook, whole(), keep)
+                    body += [f"if not {keep}:", "    continue"]
+                case ir.Enumerate(start=start):
+                    number = self.scope.claim("i")
+                    body.append(f"{number} = {run}.count({len(self.counters)})")
+                    self.counters.append(start)
+                    current = [number, whole()]
+                    changed = True
+                case ir.Echo() | ir.To() as sending:
+                    targets = sending.topics if isinstance(sending, ir.Echo) else (sending.topic,)
+                    raw = "" if changed else ", as_received=True"
+                    body += [f"{run}.send(topics.{self.shaper.topic_attrs[t]}, {whole()}{raw})"
+                             for t in targets]  # fmt: skip
+                case ir.Sink(hook=hook, unpack=unpack):
+                    args = ", ".join(current) if unpack and len(current) > 1 else whole()
+                    if unpack and len(current) == 1 and isinstance(self.elements[index],
+                                                                   ir.TupleType):  # fmt: skip
+                        args = f"*{current[0]}"  # a join's pair to a sink of two parameters
+                    called = self.shaper.program.hook(hook)
+                    fn = self.shaper.hook_names[hook]
+                    if not called.call_proven:
+                        self._import("sink")
+                        body += [*self._flush(), f"await sink({fn}, {args})"]
+                    elif called.is_async:
+                        body += [*self._flush(), f"await {fn}({args})"]
+                    else:
+                        body.append(f"{fn}({args})")
+        if not body:
+            body = ["pass"]
+        return (head, *(f"    {line}" for line in body))
+

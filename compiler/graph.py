@@ -79,7 +79,7 @@ def describe(op: ir.Op) -> str:
         case ir.Aggregate(table=table, window=window, emit=emit):
             assert window is not None
             return f"aggregate {table} window {window.text} emit {emit}"
-        case ir.Distinct(text=text):
+        case ir.Distinct(text=text) | ir.JoinStream(text=text):
             return text
         case ir.Select(record=record):
             return f"select {record}"
@@ -125,6 +125,7 @@ class _AgentSteps:
         self.graph, self.agent, self.topic_ids, self.dlq = graph, agent, topic_ids, dlq
         self.app = app
         self.distincts = 0
+        self.joins = 0  # stream joins so far (their tables are numbered per agent)
         self.step = 1
         self.reads = [topic_ids[s] for s in agent.sources]
         self.labels: list[str] = []
@@ -155,6 +156,20 @@ class _AgentSteps:
                 case ir.Join(table=table):
                     table_id = self.topic_ids[f"table {table}"]
                     self.graph.edges.append(Edge(table_id, self.step_id, "join"))
+                case ir.JoinStream(topic=topic, late=late):
+                    # The other topic feeds the step; both sides wait in a table of its own.
+                    self.graph.edges.append(Edge(self.topic_ids[topic], self.step_id, "join"))
+                    self.joins += 1
+                    name = f"{self.agent.name}-join-{self.joins}"
+                    table_id = self.graph.add(Node(_node_id("table", name), f"join buffers {name}",
+                                                   "table"))  # fmt: skip
+                    changelog = f"{self.app}-{name}-changelog"
+                    log_id = self.graph.add(Node(_node_id("topic", changelog), changelog,
+                                                 "internal"))  # fmt: skip
+                    self.graph.edges.append(Edge(self.step_id, table_id, "buffers"))
+                    self.graph.edges.append(Edge(table_id, log_id, "changelog", dashed=True))
+                    if late is not None:
+                        self.graph.edges.append(Edge(self.step_id, self.topic_ids[late], "late"))
                 case ir.Distinct():
                     # Its own table of the values seen, kept in a changelog like a table's.
                     self.distincts += 1

@@ -305,6 +305,23 @@ class Join:
 
 
 @dataclass(frozen=True, slots=True)
+class JoinStream:
+    """A windowed join with topic `topic` by key: the element becomes the pair (element,
+    other), either side None for a left or outer join's unmatched one. `names` as in Select."""
+
+    topic: str
+    how: str  # "inner", "left" or "outer"
+    within_ms: int
+    grace_ms: int
+    late: str | None  # the topic late elements of the stream go to, else the DLQ
+    text: str  # as written, for the graph
+    names: tuple[str | None, ...]
+    element: Type  # the element's type before the join (buffered encoded)
+    out: Type  # TupleType((element, other)), optional parts per `how`
+    key: Type
+
+
+@dataclass(frozen=True, slots=True)
 class Select:
     """Build a `record` from expressions over the element; the key is unchanged.
 
@@ -437,6 +454,7 @@ Op = (
     | Sink
     | Aggregate
     | Distinct
+    | JoinStream
     | Select
     | Join
 )

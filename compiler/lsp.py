@@ -421,7 +421,10 @@ def completions(a: Analysis, good: Analysis | None, offset: int) -> list[tuple[s
         fields = _fields_at(src, agent, step, stem)  # fmt: skip
         extra = hooks if op_word == "group_by" and prev != "." else []
         return [(f, "field") for f in fields] + [(h, "function") for h in extra]
-    if prev in _AFTER_TOPIC or (prev == "," and op_word == "echo"):
+    if prev == "join":
+        return [("stream", "keyword")]  # or a table's name
+    if prev in _AFTER_TOPIC or (prev == "," and op_word == "echo") or prev_words[-2:] == [
+            "join", "stream"]:  # fmt: skip
         return [(t, "topic") for t in topics]
     if prev in _AFTER_HOOK or (prev == "," and op_word == "process"):
         return [(h, "function") for h in hooks]

@@ -36,7 +36,7 @@ MAX_EXPR_DEPTH = 100
 DECL_KEYWORDS = ("app", "record", "topic", "hooks", "table", "agent", "requires")
 OP_KEYWORDS = (
     "process", "group_by", "take", "enumerate", "through", "echo", "items", "events", "where",
-    "filter", "to", "sink", "aggregate", "distinct", "select", "join", "left",
+    "filter", "to", "sink", "aggregate", "distinct", "select", "join", "left", "outer",
 )  # fmt: skip
 
 
@@ -429,7 +429,8 @@ _ESCAPE = re.compile(r"\\(.)")  # pairs from the left: an escaped backslash then
 _TYPES = (ast.NamedType, ast.TupleTypeExpr)
 _OPS = (ast.ProcessOp, ast.GroupByOp, ast.TakeOp, ast.EnumerateOp, ast.ThroughOp, ast.EchoOp,
         ast.ItemsOp, ast.EventsOp, ast.WhereOp, ast.FilterOp, ast.ToOp, ast.SinkOp,
-        ast.AggregateOp, ast.DistinctOp, ast.WindowOp, ast.SelectOp, ast.JoinOp)  # fmt: skip
+        ast.AggregateOp, ast.DistinctOp, ast.WindowOp, ast.SelectOp, ast.JoinOp,
+        ast.JoinStreamOp)  # fmt: skip
 _WINDOW_OPTIONS = (ast.WindowKind, ast.WindowGrace, ast.WindowEmit, ast.WindowLate)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -712,6 +713,15 @@ class _ToAst(Transformer[Token, Any]):
         path = _field_path(on) if on[0].type == "NAME" else ()
         span = _cover([*children[:-1], on[-1]])
         return ast.JoinOp(_name(words[1]), _name(words[3]), path, left, span)
+
+    def join_stream_op(self, children: list[Any]) -> ast.JoinStreamOp:
+        first = children[0]
+        how = str(first).lower() if first.type in ("LEFT", "OUTER") else "inner"
+        words = children[1:] if how != "inner" else children  # join stream TOPIC as NAME ...
+        grace = next((c for c in children if isinstance(c, ast.WindowGrace)), None)
+        late = next((c for c in children if isinstance(c, ast.WindowLate)), None)
+        return ast.JoinStreamOp(self._refs(words[1:3])[0], _name(words[4]), how,
+                                _duration(words[6]), grace, late, _cover(children))  # fmt: skip
 
     def select_field(self, children: list[Any]) -> ast.SelectField:
         return ast.SelectField(_name(children[0]), children[2], _cover(children))

@@ -313,7 +313,7 @@ def run_case(loaded: _Loaded, case: Case) -> Outcome:
 
 
 async def _run(loop: VirtualClockLoop, app: Any, loaded: _Loaded, case: Case) -> Outcome:
-    from streamc_runtime.local import _busy_lines, encode_input
+    from streamc_runtime.local import _busy_lines, encode_input, table_topics, tables_caught_up
     from streamc_runtime.memory import MemoryBroker, MemoryMessage, MemoryTransport
     from streamc_runtime.worker import Worker
 
@@ -327,14 +327,28 @@ async def _run(loop: VirtualClockLoop, app: Any, loaded: _Loaded, case: Case) ->
     worker = Worker(app, MemoryTransport(broker, app.name), stats_interval=0)
     inputs: set[int] = set()  # ids of the messages the case produced
     problems: list[str] = []
+    table_inputs = table_topics(app)
+    # Whether the inputs produced since the worker last settled are table-topic records (None:
+    # none since). Before a table record follows stream records, or a stream record table
+    # records, the worker settles: a join sees exactly the table records listed before it.
+    produced_kind: bool | None = None
     await worker.start()
     try:
         for step in case.steps:
             if isinstance(step, Advance):
+                produced_kind = None
                 status = await loop.settle(worker)
                 if status == "quiet":
                     status = await loop.settle(worker, loop.time() + step.seconds)
             else:
+                kind = step.topic in table_inputs
+                if produced_kind is not None and kind is not produced_kind:
+                    status = await loop.settle(worker)
+                    if status != "quiet":
+                        break
+                if not kind and produced_kind is not False:
+                    await tables_caught_up(worker, broker)  # global tables read by themselves
+                produced_kind = kind
                 try:
                     key, value, partition, headers, timestamp = encode_input(
                         app.topics[step.topic], step.fields

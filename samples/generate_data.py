@@ -78,6 +78,41 @@ def accounts() -> list[dict[str, object]]:
     ]
 
 
+def payments(stamped_orders: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Payments for about a third of the orders, keyed by the order's account (as the orders
+    are), most within a couple of minutes after the order, some before it (paid ahead) and
+    some more than 5 minutes after it (too late for the sample's join). In timestamp order, as
+    a payment service writes them.
+
+    A generator of its own, so the other files stay byte for byte what they were.
+    """
+    rng = random.Random(20260302)
+    lines = []
+    for line in stamped_orders:
+        if rng.random() >= 0.3:
+            continue
+        order = line["value"]
+        assert isinstance(order, dict)
+        timestamp = line["timestamp"]
+        assert isinstance(timestamp, int)
+        roll = rng.random()
+        if roll < 0.1:
+            delay = -rng.randint(1_000, 60_000)
+        elif roll < 0.9:
+            delay = rng.randint(1_000, 120_000)
+        else:
+            delay = rng.randint(300_001, 900_000)
+        lines.append(
+            {
+                "key": line["key"],
+                "value": {"order_id": order["id"], "amount": order["amount"]},
+                "timestamp": timestamp + delay,
+            }
+        )
+    lines.sort(key=lambda line: line["timestamp"])  # type: ignore[arg-type,return-value]
+    return lines
+
+
 def withdrawals(rng: random.Random, count: int) -> list[dict[str, object]]:
     return [
         {
@@ -101,10 +136,12 @@ def write(name: str, lines: list[dict[str, object]]) -> None:
 def main() -> None:
     rng = random.Random(20261128)
     all_orders = orders(rng, 3000)
-    write("orders.jsonl", with_timestamps(all_orders))
+    stamped = with_timestamps(all_orders)
+    write("orders.jsonl", stamped)
     write("refunds.jsonl", rng.sample(all_orders, 60))
     write("withdrawals.jsonl", withdrawals(rng, 400))
     write("accounts.jsonl", accounts())
+    write("payments.jsonl", payments(stamped))
 
 
 if __name__ == "__main__":

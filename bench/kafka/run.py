@@ -15,14 +15,26 @@ topics), all reading the same records:
     P2  re-key by account_id through a repartition topic, count what comes back, commit
     P3  batches of 100 within 1 s, sum each batch's amounts, commit
     P4  re-key by account_id, count and sum per account into a table (changelog-backed), commit
+    P6  enrich each order with its account's tier from a 10,000-account table over a compacted
+        topic (its own orders, over those 10,000 accounts), commit
 
 Implementations: `streamc` (bench/kafka/pipelines/pN.sdl built with `streamc build` and run as
 `python -m <app>_worker`), `faust` (faust-streaming), `quix` (quixstreams), `raw-json` and
 `raw-orjson` (bench/kafka/peers/raw_aiokafka.py: plain aiokafka loops, the ceiling; P1-P3).
 P4 only: `streamc-rocksdb` (the same worker with `--state-dir`: RocksDB stores) and
 `faust-rocksdb` (Faust's table on its RocksDB store); `streamc` and `faust` keep their tables in
-memory, `quix` always on RocksDB. Until the compiler builds `table`/`aggregate`, streamc's P4
-runs the hand-written worker in pipelines/p4_worker/ (`--p4-worker`).
+memory, `quix` always on RocksDB. streamc's P4 runs the worker `streamc build` makes of p4.sdl
+(`--p4-worker auto`, the default, falls back to the hand-written pipelines/p4_worker/ only if
+the build fails, and says so; the summary names the worker that ran). P6 only:
+`streamc-copartitioned` (pipelines/p6_copartitioned.sdl: re-key by account id, then a join
+on key with a table that is not global, the same work as Quix's and Faust's); `streamc` runs
+p6.sdl (a global table joined by field). A table over a topic is always held in memory, so
+P6 has no `streamc-rocksdb`. P6's accounts (10,000 plus an update of the first 1,000, all
+older than the orders) are produced to a compacted topic before its orders; its `first` is
+the first enriched order at the pipeline's end, so every implementation's table load (a
+global table's read, a restore, Quix's as-of store, Faust's table agent) is start-up, and
+`done` carries each tier's count and a digest of every (order id, tier) pair, checked
+against the accounts the harness produced.
 
 Every process prints a `first` event (JSON lines, wall-clock time) when its first input
 element is handled (P1: decoded and counted; P2: read from the input topic, before re-keying,
@@ -63,6 +75,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -79,9 +92,10 @@ sys.path.insert(0, str(REPO / "tests" / "kafka"))
 import streamc_runtime  # noqa: E402
 import tansu_broker  # noqa: E402
 
-PIPELINES = ("p1", "p2", "p3", "p4")
+PIPELINES = ("p1", "p2", "p3", "p4", "p6")
 IMPLS = (
-    "streamc", "streamc-rocksdb", "faust", "faust-rocksdb", "quix", "raw-json", "raw-orjson"
+    "streamc", "streamc-rocksdb", "streamc-copartitioned", "faust", "faust-rocksdb", "quix",
+    "raw-json", "raw-orjson",
 )  # fmt: skip
 # Which pipelines each implementation runs: the raw loops have no table (P4), and the
 # -rocksdb variants differ from their plain one only in where a table lives.
@@ -90,15 +104,22 @@ ONLY: dict[str, tuple[str, ...]] = {
     "raw-orjson": ("p1", "p2", "p3"),
     "raw-orjson-tuned": ("p1", "p2", "p3"),
     "raw-orjson-uvloop": ("p1", "p2", "p3"),
+    "raw-orjson-batch": ("p2",),
     "streamc-rocksdb": ("p4",),
     "faust-rocksdb": ("p4",),
+    "streamc-copartitioned": ("p6",),
 }
 # Pipelines that re-key through a repartition topic (its committed offsets are checked too).
 REPARTITIONED = ("p2", "p4")
-EXTRA_IMPLS = ("raw-orjson-tuned", "streamc-uvloop", "raw-orjson-uvloop", "streamc-metrics")
+EXTRA_IMPLS = (
+    "raw-orjson-batch", "raw-orjson-tuned", "streamc-uvloop", "raw-orjson-uvloop", "streamc-metrics"
+)  # fmt: skip
 CEILING = "raw-orjson"
 PARTITIONS = 4
 ACCOUNTS = 1000
+P6_ACCOUNTS = 10_000
+P6_UPDATED = 1_000  # P6: the first accounts' second record (another tier), before the orders
+TIERS = ("basic", "silver", "gold", "platinum")
 # The same group settings for every implementation. Short, because Tansu answers a first join
 # after half the session timeout; production values would add seconds to every start-up alike.
 SESSION_TIMEOUT_MS = 2000
@@ -149,6 +170,10 @@ class Dataset:
     total: float  # sum of all amounts (P3's check)
     avg_bytes: int
     accounts: dict[str, tuple[int, float]]  # account -> (orders, sum of amounts) (P4's check)
+    accounts_topic: str = ""  # P6: the compacted accounts topic
+    account_records: int = 0  # P6: records in it
+    tiers: dict[str, int] = field(default_factory=dict)  # P6: orders per tier ("null": none)
+    digest: int = 0  # P6: sum of crc32("<order id>:<tier>") over the orders
 
 
 def per_account(records: list[tuple[bytes, bytes]]) -> dict[str, tuple[int, float]]:
@@ -161,8 +186,8 @@ def per_account(records: list[tuple[bytes, bytes]]) -> dict[str, tuple[int, floa
     return out
 
 
-def orders(n: int) -> tuple[list[tuple[bytes, bytes]], float]:
-    """N (key, JSON value) orders, keyed by order id; deterministic."""
+def orders(n: int, accounts: int = ACCOUNTS) -> tuple[list[tuple[bytes, bytes]], float]:
+    """N (key, JSON value) orders, keyed by order id, over `accounts` accounts; deterministic."""
     rng = random.Random(6)
     out: list[tuple[bytes, bytes]] = []
     total = 0.0
@@ -172,7 +197,7 @@ def orders(n: int) -> tuple[list[tuple[bytes, bytes]], float]:
         oid = f"o-{i:08d}"
         value = {
             "id": oid,
-            "account_id": f"acct-{rng.randrange(ACCOUNTS):04d}",
+            "account_id": f"acct-{rng.randrange(accounts):04d}",
             "amount": amount,
             "currency": rng.choice(("EUR", "USD", "GBP")),
         }
@@ -180,17 +205,79 @@ def orders(n: int) -> tuple[list[tuple[bytes, bytes]], float]:
     return out, total
 
 
-async def produce(bootstrap: str, topic: str, n: int) -> Dataset:
+# Kafka's defaults, stated: Tansu reports only the configs a topic was created with, and
+# Quix's group_by reads retention.ms from the input topic (KeyError without it).
+TOPIC_CONFIGS = {"retention.ms": "604800000", "retention.bytes": "-1"}
+
+
+async def create_topic(bootstrap: str, topic: str, **configs: str) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        # Kafka's defaults, stated: Tansu reports only the configs a topic was created with,
-        # and Quix's group_by reads retention.ms from the input topic (KeyError without it).
-        configs = {"retention.ms": "604800000", "retention.bytes": "-1"}
-        await admin.create_topics([NewTopic(topic, PARTITIONS, 1, topic_configs=configs)])
+        config = TOPIC_CONFIGS | configs
+        await admin.create_topics([NewTopic(topic, PARTITIONS, 1, topic_configs=config)])
     finally:
         await admin.close()
-    records, total = orders(n)
+
+
+def p6_accounts() -> list[tuple[bytes, bytes]]:
+    """P6's account records, keyed by account id: one per account, then a second one (another
+    tier) for the first P6_UPDATED; deterministic."""
+    rng = random.Random(7)
+    out = []
+    for i in [*range(P6_ACCOUNTS), *range(P6_UPDATED)]:
+        aid = f"acct-{i:04d}"
+        value = {"account_id": aid, "tier": rng.choice(TIERS), "country": rng.choice(("NL", "DE"))}
+        out.append((aid.encode(), json.dumps(value, separators=(",", ":")).encode()))
+    return out
+
+
+def p6_expected(
+    order_records: list[tuple[bytes, bytes]], account_records: list[tuple[bytes, bytes]]
+) -> tuple[dict[str, int], int]:
+    """What P6's `done` must report: orders per tier (an account's last record counts; "null":
+    no account), and the sum of crc32("<order id>:<tier>") over the orders."""
+    tier_of = {json.loads(v)["account_id"]: json.loads(v)["tier"] for _k, v in account_records}
+    tiers: dict[str, int] = {}
+    digest = 0
+    for key, value in order_records:
+        tier = tier_of.get(json.loads(value)["account_id"])
+        name = "null" if tier is None else tier  # as JSON writes a None key
+        tiers[name] = tiers.get(name, 0) + 1
+        digest += zlib.crc32(f"{key.decode()}:{tier}".encode())
+    return tiers, digest
+
+
+async def produce_p6(bootstrap: str, run_id: str, n: int) -> Dataset:
+    """P6's accounts (timestamps an hour before now, in order) to a compacted topic, then its
+    N orders (over those accounts) to their own topic; what the enriched orders must show."""
+    accounts_topic = f"accounts-{run_id}"
+    await create_topic(bootstrap, accounts_topic, **{"cleanup.policy": "compact"})
+    records = p6_accounts()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=262144
+    )
+    await producer.start()
+    try:
+        start = int(time.time() * 1000) - 3_600_000
+        futures = [
+            await producer.send(accounts_topic, value, key=key, timestamp_ms=start + i)
+            for i, (key, value) in enumerate(records)
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    data = await produce(bootstrap, f"orders6-{run_id}", n, accounts=P6_ACCOUNTS)
+    tiers, digest = p6_expected(orders(n, P6_ACCOUNTS)[0], records)
+    return Dataset(
+        data.topic, data.n, data.ends, data.total, data.avg_bytes, {},
+        accounts_topic, len(records), tiers, digest,
+    )  # fmt: skip
+
+
+async def produce(bootstrap: str, topic: str, n: int, accounts: int = ACCOUNTS) -> Dataset:
+    await create_topic(bootstrap, topic)
+    records, total = orders(n, accounts)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=262144
     )
@@ -374,13 +461,18 @@ async def run_one(
             problems.append(f"amounts sum to {done['total']:.2f}, produced {data.total:.2f}")
         if result.pipeline == "p4":
             problems += table_problems(done.get("table"), data.accounts)
+        if result.pipeline == "p6":
+            if done.get("tiers") != data.tiers:
+                problems.append(f"orders per tier {done.get('tiers')}, want {data.tiers}")
+            elif done.get("digest") != data.digest:
+                problems.append("tiers counted right, but some orders have another's tier")
         # Committed offsets: while it runs, then (if need be) after a graceful stop.
         want_topics = {data.topic: PARTITIONS}
-        if result.pipeline in REPARTITIONED:
+        if result.pipeline in REPARTITIONED or result.pipeline == "p6":
             found = await repartition_topics(bootstrap, result.group)
-            if not found:
+            if not found and result.pipeline in REPARTITIONED:
                 problems.append("no repartition topic found")
-            want_topics.update(found)
+            want_topics.update(found)  # P6: those that re-key have one
 
         def complete(offsets: dict[str, list[int]]) -> str | None:
             src = offsets[data.topic]
@@ -467,6 +559,9 @@ def _peer(script: str, *extra: str) -> Callable[[str, str, Dataset, str, Path], 
             "--fetch-max-wait-ms", str(FETCH_MAX_WAIT_MS),
             "--state-dir", str(state),
         ]  # fmt: skip
+        if data.accounts_topic:
+            argv += ["--accounts-topic", data.accounts_topic]
+            argv += ["--accounts", str(data.account_records)]
         return Launch(argv, dict(os.environ))
 
     return launch
@@ -504,14 +599,20 @@ def hand_written_p4(group: str, topic: str, rundir: Path) -> Path:
     return out
 
 
-def build_streamc(pipeline: str, group: str, topic: str, rundir: Path) -> Path:
-    """Copy pN.sdl with a fresh app name (= consumer group and internal-topic prefix) and the
-    run's input topic, build it; returns the folder to put on PYTHONPATH."""
+def build_streamc(
+    pipeline: str, group: str, data: Dataset, rundir: Path, variant: str = ""
+) -> Path:
+    """Copy pN.sdl (pN_<variant>.sdl) with a fresh app name (= consumer group and internal-topic
+    prefix) and the run's input topics, build it; returns the folder to put on PYTHONPATH."""
+    topic = data.topic
     if pipeline == "p4" and P4_WORKER["mode"] == "hand-written":
         return hand_written_p4(group, topic, rundir)
-    src = (HERE / "pipelines" / f"{pipeline}.sdl").read_text()
+    src = (HERE / "pipelines" / f"{pipeline}{'_' + variant if variant else ''}.sdl").read_text()
     text, apps = re.subn(rf"^app bench_{pipeline}$", f"app {group}", src, flags=re.M)
     text, names = re.subn(r'name "bench\.orders"', f'name "{topic}"', text)
+    if data.accounts_topic:
+        text, more = re.subn(r'name "bench\.accounts"', f'name "{data.accounts_topic}"', text)
+        names += more - 1
     if (apps, names) != (1, 1):
         raise SystemExit(f"{pipeline}.sdl: expected one `app` line and one input topic name")
     sdl_dir = rundir / "sdl"
@@ -549,8 +650,9 @@ def streamc_launch(
     loop: str = "asyncio",
     metrics: bool = False,
     rocksdb: bool = False,
+    variant: str = "",
 ) -> Launch:
-    path = build_streamc(pipeline, group, data.topic, rundir)
+    path = build_streamc(pipeline, group, data, rundir, variant)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(path), env.get("PYTHONPATH")]))
     env.pop("STREAMC_BROKER", None)
@@ -578,11 +680,15 @@ def streamc_launch(
 LAUNCHERS: dict[str, Callable[[str, str, Dataset, str, Path], Launch]] = {
     "streamc": streamc_launch,
     "streamc-rocksdb": partial(streamc_launch, rocksdb=True),
+    "streamc-copartitioned": partial(streamc_launch, variant="copartitioned"),
     "faust": _peer("faust_bench.py"),
     "faust-rocksdb": _peer("faust_bench.py", "--store", "rocksdb"),
     "quix": _peer("quix_bench.py"),
     "raw-json": _peer("raw_aiokafka.py", "--codec", "json"),
     "raw-orjson": _peer("raw_aiokafka.py", "--codec", "orjson"),
+    # P2's ceiling for a runtime that produces in batches (issue 17): the same loop producing
+    # each fetched run with aiokafka's BatchBuilder and `send_batch`. Opt-in, P2 only.
+    "raw-orjson-batch": _peer("raw_aiokafka.py", "--codec", "orjson", "--batch-send"),
     # Not in the default set: the same loop with the producer lingering 5 ms, to show what
     # P2's ceiling is when records wait to fill batches.
     "raw-orjson-tuned": _peer("raw_aiokafka.py", "--codec", "orjson", "--linger-ms", "5"),
@@ -646,7 +752,7 @@ def summarise(results: list[Result], impls: list[str], pipelines: list[str]) -> 
                 + f"  {m['good']}/{m['runs']}"
             )
         lines.append("")
-    for base in ("streamc", "streamc-rocksdb"):
+    for base in ("streamc", "streamc-rocksdb", "streamc-copartitioned"):
         ps = [p for p in pipelines if (p, base) in med]
         if base not in impls or not ps:
             continue
@@ -678,10 +784,16 @@ async def main_async(args: argparse.Namespace, run_id: str, rundir: Path) -> dic
     precompile(HERE / "peers", Path(streamc_runtime.__file__).parent)
     async with tansu(rundir / "tansu.log") as bootstrap:
         t0 = time.monotonic()
-        data = await produce(bootstrap, f"orders-{run_id}", args.n)
+        datasets: dict[str, Dataset] = {}
+        if any(p != "p6" for p in pipelines):
+            data = await produce(bootstrap, f"orders-{run_id}", args.n)
+            datasets.update((p, data) for p in pipelines if p != "p6")
+        if "p6" in pipelines:
+            data = datasets["p6"] = await produce_p6(bootstrap, run_id, args.n)
+            print(f"produced {data.account_records:,} account records to {data.accounts_topic}")
         print(
             f"broker 127.0.0.1:{bootstrap.rsplit(':', 1)[1]}; produced {data.n:,} orders "
-            f"(~{data.avg_bytes} B) to {data.topic} in {time.monotonic() - t0:.1f}s",
+            f"(~{data.avg_bytes} B) per input topic in {time.monotonic() - t0:.1f}s",
             flush=True,
         )
         for rep in range(args.repeat):
@@ -690,6 +802,7 @@ async def main_async(args: argparse.Namespace, run_id: str, rundir: Path) -> dic
                     if p not in ONLY.get(impl, PIPELINES):
                         continue
                     group = f"{impl.replace('-', '_')}_{p}_{run_id}_{rep}"
+                    data = datasets[p]
                     launch = LAUNCHERS[impl](p, group, data, bootstrap, rundir)
                     if args.profile:
                         # cProfile writes its file when the process exits (after SIGTERM).
@@ -716,6 +829,8 @@ async def main_async(args: argparse.Namespace, run_id: str, rundir: Path) -> dic
         f"{os.cpu_count()} CPUs"
     )
     print(table)
+    if "p4" in pipelines:
+        print(f"P4's streamc worker: {P4_WORKER['mode']}")
     report = {
         "run_id": run_id,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

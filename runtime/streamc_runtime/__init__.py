@@ -4,11 +4,11 @@ Generated code imports only the names below; everything else is internal.
 """
 
 from .app import App
-from .hooks import sink
+from .hooks import result_check, sink
 from .main import worker_main
 from .records import Record, Time
 from .state.windows import Hopping, Session, Tumbling, Window
-from .stream import Event, Stream
+from .stream import Event, Run, Stream, awaitable
 from .topic import Join, Merge, Topic
 from .worker import Worker
 
@@ -19,6 +19,7 @@ __all__ = [
     "Join",
     "Merge",
     "Record",
+    "Run",
     "Session",
     "Stream",
     "Time",
@@ -26,6 +27,8 @@ __all__ = [
     "Tumbling",
     "Window",
     "Worker",
+    "awaitable",
+    "result_check",
     "sink",
     "worker_main",
 ]

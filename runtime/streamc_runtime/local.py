@@ -1,12 +1,16 @@
 """Run an app on the in-memory broker until everything is processed: the engine of `streamc run`.
 
-Inputs are produced first, exactly as a producer would: values are encoded as generic JSON and
-*not* validated, so a bad record reaches the worker and its dead-letter topic as it would on
-Kafka. They are produced in timestamp order (those of several files interleaved; ties, and
-inputs without a timestamp, keep their file order; inputs without one come last; a table
-topic's records come before stream records of the same timestamp), so a run is
-deterministic. The worker then runs until it is idle (nothing left to fetch, nothing buffered,
-every agent waiting for data), partial `take` batches are drained, and that repeats until
+Inputs are produced exactly as a producer would: values are encoded as generic JSON and *not*
+validated, so a bad record reaches the worker and its dead-letter topic as it would on Kafka.
+They are produced in timestamp order (those of several files interleaved; ties, and inputs
+without a timestamp, keep their file order; inputs without one come last), and a table topic's
+records (a `table ... from TOPIC`, global or not) are applied before stream records of the
+same timestamp and after earlier ones, so a join sees the row of its element's time: the
+inputs are cut into runs of table records and runs of stream records, and each run is produced
+only once the worker has handled the one before (idle, every global table caught up; partial
+`take` batches are kept). The worker then runs until it is idle (nothing left to fetch,
+nothing buffered, every agent waiting for data), partial `take` batches are drained, and that
+repeats until
 nothing moves; then, unless `close_windows=False`, stream time moves past every window so the
 final rows of windowed aggregations come out, and the worker runs until quiet again; then it
 commits, stops, and the broker is returned for the caller to read the output topics from.
@@ -35,16 +39,28 @@ from .topic import Topic
 from .transport import TP
 from .worker import Worker
 
-__all__ = ["LocalRunError", "LocalRunStopped", "Progress", "encode_input", "run_local"]
+__all__ = [
+    "LocalRunError",
+    "LocalRunStopped",
+    "Progress",
+    "encode_input",
+    "kind_runs",
+    "produce_input",
+    "run_local",
+    "table_topics",
+    "tables_caught_up",
+]
 
 
 class LocalRunError(RuntimeError):
     """The worker failed while running locally (the cause is chained)."""
 
 
-def encode_input(
-    topic: Topic[Any], obj: Mapping[str, Any]
-) -> tuple[bytes | None, bytes | None, int | None, list[tuple[str, bytes]], int | None]:
+# One input as produced: (key, value, partition, headers, timestamp).
+Encoded = tuple[bytes | None, bytes | None, int | None, list[tuple[str, bytes]], int | None]
+
+
+def encode_input(topic: Topic[Any], obj: Mapping[str, Any]) -> Encoded:
     """One JSONL input object as (key, value, partition, headers, timestamp) for `topic`.
 
     `{"value": <json>, "key"?, "partition"?, "headers"?: {str: str}, "timestamp"?: ms or RFC
@@ -140,6 +156,47 @@ def _encode_key(topic: Topic[Any], key: Any) -> bytes | None:
         raise ValueError(f"topic {topic.name!r}: 'key' cannot be encoded: {exc}") from None
 
 
+def table_topics(app: App) -> set[str]:
+    """The topics tables are declared over (`table ... from TOPIC`): their records are applied
+    before stream records of the same time."""
+    return {t.source.name for t in app.tables.values() if t.source is not None}
+
+
+def kind_runs(
+    inputs: Sequence[tuple[str, Encoded]], tables: set[str]
+) -> list[list[tuple[str, Encoded]]]:
+    """`inputs` (in the order they are to be consumed) cut where they go from table-topic
+    records to stream records or back: a run is produced only once the one before is handled,
+    so a stream record sees exactly the table records before it."""
+    runs: list[list[tuple[str, Encoded]]] = []
+    kind: bool | None = None
+    for item in inputs:
+        is_table = item[0] in tables
+        if is_table is not kind:
+            runs.append([])
+            kind = is_table
+        runs[-1].append(item)
+    return runs
+
+
+def produce_input(broker: MemoryBroker, topic: str, encoded: Encoded) -> None:
+    key, value, partition, headers, timestamp = encoded
+    broker.produce(topic, value, key, headers, partition, timestamp)
+
+
+async def tables_caught_up(worker: Worker, broker: MemoryBroker) -> None:
+    """Until every global table has read its topic to the broker's end (a global table reads
+    its topic by itself, not as an input the worker's idleness accounts for)."""
+    for held in list(worker.tables.globals.values()):
+        topic = held.table.changelog.name
+        while worker.running:
+            ends = [broker.end_offset(TP(topic, p)) for p in range(len(held.ends))]
+            if held.ready.is_set() and all(a >= b for a, b in zip(held.ends, ends, strict=True)):
+                break
+            held.poke()
+            await asyncio.sleep(0)  # a scheduler round, no timer: `streamc test`'s clock stands
+
+
 @dataclass(frozen=True, slots=True)
 class Progress:
     """Where a local run is, for a progress display."""
@@ -169,14 +226,14 @@ async def run_local(
     **worker_options: Any,
 ) -> MemoryBroker:
     """Produce `inputs` ({topic name: [input objects]}, or [(topic name, [input objects])] in
-file order), run `app` until quiescent, close every window (unless `close_windows` is
-    false) and run until quiescent again, stop.
+    file order), run `app` until quiescent, close every window (unless `close_windows` is
+        false) and run until quiescent again, stop.
 
-    A bad input raises `ValueError`, prefixed by its `jsonl.Line.where` when it has one. After
-    `time_limit` seconds, or once the worker has written more than `max_records` records (a
-    program that reads what it writes never gets quiet), the worker is stopped at once and
-    `LocalRunStopped` says why and which agents were busy with what. `on_progress` is called
-    every `progress_interval` seconds while the worker runs.
+        A bad input raises `ValueError`, prefixed by its `jsonl.Line.where` when it has one. After
+        `time_limit` seconds, or once the worker has written more than `max_records` records (a
+        program that reads what it writes never gets quiet), the worker is stopped at once and
+        `LocalRunStopped` says why and which agents were busy with what. `on_progress` is called
+        every `progress_interval` seconds while the worker runs.
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -200,12 +257,13 @@ file order), run `app` until quiescent, close every window (unless `close_window
                 raise ValueError(f"{where}: {exc}") from None
     # Timestamp order across files (a stable sort: ties keep file order), a table topic's
     # records before stream records of the same timestamp (a join sees the row of its time).
-    tables = {t.source.name for t in app.tables.values() if t.source is not None}
+    tables = table_topics(app)
     encoded.sort(
         key=lambda item: (_NEVER if item[1][4] is None else item[1][4], item[0] not in tables)
     )
-    for name, (key, value, partition, headers, timestamp) in encoded:
-        broker.produce(name, value, key, headers, partition, timestamp)
+    runs = kind_runs(encoded, tables)
+    for name, encoded_input in runs.pop(0) if runs else ():
+        produce_input(broker, name, encoded_input)
     worker_options.setdefault("stats_interval", 0)
     worker = Worker(app, MemoryTransport(broker, app.name), **worker_options)
     await worker.start()
@@ -216,7 +274,7 @@ file order), run `app` until quiescent, close every window (unless `close_window
                 worker, started, time_limit, max_records, on_progress, progress_interval, stopped
             )
         )
-        quiet = loop.create_task(_finish(worker, close_windows))
+        quiet = loop.create_task(_finish(worker, close_windows, broker, runs))
         try:
             await asyncio.wait({watch, quiet}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -385,9 +443,24 @@ def _describe(carrier: Carrier) -> str:
 _NEVER = float("inf")
 
 
-async def _finish(worker: Worker, close_windows: bool) -> None:
-    """Run until quiescent; then, with `close_windows`, close every window (the finals may
-    feed further windows: until a round changes nothing)."""
+async def _finish(
+    worker: Worker,
+    close_windows: bool,
+    broker: MemoryBroker,
+    runs: list[list[tuple[str, Encoded]]],
+) -> None:
+    """Run until idle, produce the next run of inputs, until all are; then until quiescent
+    and, with `close_windows`, close every window (the finals may feed further windows: until
+    a round changes nothing)."""
+    for run in runs:
+        # Idle, not quiescent: a drain here would cut a partial `take` batch wherever a table
+        # record falls between its elements, which the end of input alone does.
+        await until_idle(worker)
+        if not worker.running:
+            return
+        await tables_caught_up(worker, broker)
+        for name, encoded_input in run:
+            produce_input(broker, name, encoded_input)
     await until_quiescent(worker)
     if not close_windows or not worker.windowed:
         return

@@ -27,24 +27,25 @@ import asyncio
 import inspect
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from operator import attrgetter
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from functools import partial
+from operator import attrgetter, length_hint
 from types import GeneratorType, TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, final
+from typing import TYPE_CHECKING, Any, Generic, TypeGuard, TypeVar, cast, final
 
 import msgspec
 
 from .hooks import result_check
 from .latency import Latency
 from .offsets import PartitionOffsets
-from .transport import Headers, Message, RecordTooLargeError
+from .transport import HANDOUT_RUN, Headers, Message, RecordTooLargeError
 
 if TYPE_CHECKING:
     from .state.table import Table
     from .topic import Topic
     from .worker import Worker
 
-__all__ = ["EMPTY", "Event", "SourceStream", "Stream"]
+__all__ = ["EMPTY", "Event", "Run", "SourceStream", "Stream", "awaitable"]
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -226,6 +227,20 @@ async def _settle(result: Any, is_async: bool) -> Any:
     return result
 
 
+def awaitable(result: object) -> TypeGuard[Awaitable[Any]]:
+    """Whether a hook's `result` must be awaited: generated fused loops call sync hooks
+    directly and await only what this says is awaitable (a plain `def` may hand back a
+    coroutine). Cached by type like `_settle`, so a sync hook's result costs a set lookup."""
+    kind = type(result)
+    if kind in _NOT_AWAITABLE:
+        return False
+    if inspect.isawaitable(result):
+        return True
+    if kind is not GeneratorType:
+        _NOT_AWAITABLE.add(kind)
+    return False
+
+
 class Stream(Generic[T]):
     """An async iterable of `T`, with Faust's operations. Do not construct directly."""
 
@@ -371,6 +386,30 @@ class Stream(Generic[T]):
 
         return self._then("join", lambda: StreamJoin(self, table, on, left))
 
+    def join_stream(
+        self,
+        other: Topic[Any],
+        *,
+        within: int,
+        grace: int = 0,
+        how: str = "inner",
+        value_type: Any = None,
+        late: Topic[Any] | None = None,
+    ) -> Stream[tuple[Any, Any]]:
+        """`(value, record)` for each record of topic `other` with the element's key and an
+        event time at most `within` ms from the element's, emitted when the second of the two
+        arrives. `how="left"` also emits `(value, None)` for an element that found none once
+        its window closed (stream time past its time + within + `grace`), `how="outer"`
+        likewise `(None, record)`. Elements more than `grace` ms behind stream time are late
+        (`late`, else the dead-letter topic). `value_type`: the element's type (its values are
+        buffered encoded), by default the source topic's (`streamc_runtime.state.stream_join`)."""
+        from .state.stream_join import StreamStreamJoin
+
+        return self._then(
+            "join_stream",
+            lambda: StreamStreamJoin(self, other, within, grace, how, value_type, late),
+        )
+
     def distinct(
         self, *, within: int, field: Callable[[T], Any] | None = None
     ) -> Stream[T]:
@@ -380,6 +419,13 @@ class Stream(Generic[T]):
         from .state.distinct import Distinct
 
         return self._then("distinct", lambda: Distinct(self, within, field))
+
+    def runs(self, *, counters: Sequence[int] = ()) -> Stream[Run[T]]:
+        """The values in runs (`Run`), for a generated loop that handles a whole run in one
+        plain `for`: one async step and one ack per run instead of per element. `counters`:
+        the start of each `enumerate` the loop numbers with (`Run.count`); the counts survive
+        the body's restarts."""
+        return self._then("runs", lambda: _Runs(self, counters))
 
     def items(self) -> Stream[tuple[Any, T]]:
         """`(key, value)` pairs."""
@@ -922,12 +968,35 @@ class _Forward(Stream[Any]):
         self._as_received = _forwards_bytes(up, topic)
         self._worker.spawn_driver(self._run(), f"{self._agent}:{op}:{topic.name}")
 
+    def _fused_steps(self) -> list[tuple[bool, Callable[[Any], Any], Any]] | None:
+        """The sync processors and filters between the source buffer and this node, in order
+        as `(is_filter, hook, check)`, when that is all there is (and the key function is sync):
+        the forwarding task then applies them to each run in one plain loop (`_run_fused`).
+        None when anything else is upstream."""
+        if self._key_async:
+            return None
+        steps: list[tuple[bool, Callable[[Any], Any], Any]] = []
+        node = self._up
+        while node is not None and node is not node._source:
+            if isinstance(node, _Process) and not node._waits:
+                steps[:0] = [(False, fn, check) for fn, _, check in node._fns]
+            elif isinstance(node, _Filter) and not node._waits:
+                steps.insert(0, (True, node._pred, node._check))
+            else:
+                return None
+            node = node._up
+        return steps
+
     async def _run(self) -> None:
         # Elements are sent in runs, each run as soon as upstream has nothing more at hand (or
         # at _RUN_MAX): one `send_many` and one delivery callback per run, not per element.
         # A hook or encoding that fails dead-letters its own element; the run goes on.
         up = self._up
         assert up is not None
+        steps = self._fused_steps()
+        if steps is not None:
+            await self._run_fused(steps)
+            return
         source = up._source
         worker, topic, key_fn, key_async = self._worker, self._topic, self._key_fn, self._key_async
         key_check = self._key_check
@@ -984,6 +1053,80 @@ class _Forward(Stream[Any]):
                 await self._send_run(records, carriers)
                 records, carriers = [], []
 
+    async def _run_fused(self, steps: list[tuple[bool, Callable[[Any], Any], Any]]) -> None:
+        """`_run` for a stateless chain over the source: each run of buffered events goes
+        through the hooks and out in one loop, with no pull (a coroutine per element per
+        operation) in between. Same dead-lettering, acks and order as `_run`."""
+        up = self._up
+        assert up is not None
+        source = up._source
+        buffer = source.buffer
+        popleft = buffer.popleft
+        worker, key_fn, key_check = self._worker, self._key_fn, self._key_check
+        encode_key, encode_value = self._topic.key_codec.encode, self._topic.value_codec.encode
+        as_received, positions, agent = self._as_received, self._topic.positions, self._agent
+        not_awaitable = _NOT_AWAITABLE
+        while True:
+            if not buffer:
+                if source.closed:
+                    return
+                await source.wait(None)
+                continue
+            if source.sample:
+                source.sample_tick()
+            events = [popleft() for _ in range(min(len(buffer), _RUN_MAX))]
+            if source.full and len(buffer) <= source.low:
+                worker.conductor.drained(source)
+            records: list[tuple[bytes | None, bytes | None, Headers]] = []
+            carriers: list[Carrier] = []
+            for event in events:
+                try:
+                    value = event.value
+                    for is_filter, fn, check in steps:
+                        result = fn(value)
+                        if type(result) not in not_awaitable:
+                            if records and inspect.isawaitable(result):
+                                await self._send_run(records, carriers)  # before it waits
+                                records, carriers = [], []
+                            result = await _settle(result, False)
+                        if check is not None:
+                            result = check(result)
+                        if not is_filter:
+                            value = result
+                        elif not result:
+                            break
+                    else:
+                        message = event.message
+                        raw_key, headers = message.key, message.headers
+                        if positions:
+                            headers = positioned(message, headers)
+                        if key_fn is not None:
+                            key = key_fn(value)
+                            if type(key) not in not_awaitable:
+                                if records and inspect.isawaitable(key):
+                                    await self._send_run(records, carriers)
+                                    records, carriers = [], []
+                                key = await _settle(key, False)
+                            if key_check is not None:
+                                key = key_check(key)
+                            raw_key = encode_key(key)
+                        data = message.value if as_received else encode_value(value)
+                        records.append((raw_key, data, headers))
+                        carriers.append(event)
+                        continue
+                    event._ack()  # filtered out: handled
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:  # a hook's SystemExit too: see the module docstring
+                    await worker.dead_letter(event, exc, agent)
+            if records:
+                await self._send_run(records, carriers)
+            left = source.until_check - len(events)
+            if left > 0:
+                source.until_check = left
+            else:
+                await source.share_loop()
+
     async def _send_run(
         self, records: list[tuple[bytes | None, bytes | None, Headers]], carriers: list[Carrier]
     ) -> None:
@@ -1013,3 +1156,279 @@ class _Forward(Stream[Any]):
 
     def _may_wait(self) -> bool:
         return False  # this reader only reads its own buffer; the forwarding task does the rest
+
+
+class Run(Generic[T]):
+    """A run of values handed to a fused agent loop (`async for run in stream.runs()`, then
+    `for value in run:`). The element the loop is handling is known from the position of the
+    loop's iterator, so a body that raises dead-letters exactly that element; called again,
+    the body gets the same run back and goes on after it. The run is acked as a whole when the
+    agent asks for the next one, after what it sent (`send`) has been handed to the transport.
+
+    Iterating is a plain list iterator (no generator step per element): its position
+    (`length_hint`, what is left) tells which element is in hand when the runtime asks."""
+
+    __slots__ = ("_acked", "_carriers", "_it", "_next", "_node", "_resume", "_sends", "_values")
+
+    def __init__(self, node: _Runs[T], values: list[T], carriers: list[Carrier]) -> None:
+        self._node = node
+        self._values = values
+        self._carriers = carriers
+        self._it: Iterator[T] | None = None  # the loop's iterator, while it runs
+        self._next = 0  # where a new loop over the run starts
+        self._resume = False  # the body raised on an element and is called again
+        self._acked = 0  # elements before this one were acked by `flush`
+        # Records sent per topic, with the carrier of each; sent when the run is done.
+        self._sends: dict[Topic[Any], tuple[list[OutRecord], list[Carrier]]] | None = None
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __iter__(self) -> Iterator[T]:
+        it = iter(self._values)
+        if self._next:
+            it.__setstate__(self._next)  # type: ignore[attr-defined]
+        self._it = it
+        return it
+
+    def _position(self) -> int:
+        """The index of the element in hand (the last one handed to the loop), -1 if none.
+        Revocation only drops elements after it, so the iterator's count of what is left
+        still points there."""
+        it = self._it
+        if it is None:
+            return self._next - 1
+        return len(self._values) - length_hint(it) - 1
+
+    def count(self, k: int) -> int:
+        """The next number of the loop's `k`-th `enumerate`."""
+        counts = self._node._counts
+        n = counts[k]
+        counts[k] = n + 1
+        return n
+
+    async def flush(self) -> None:
+        """Send what the run has sent so far and ack the elements before the one in hand: the
+        loop is about to wait on a hook, and work that is done should not wait with it (a
+        loop that never waits sends and acks once per run)."""
+        sends = self._sends
+        if sends:
+            self._sends = None
+            await self._node._send(sends)
+        done = self._position()
+        for carrier in self._carriers[self._acked : done]:
+            ack_carrier(carrier)
+        self._acked = max(done, self._acked)
+
+    def send(self, topic: Topic[Any], value: Any, *, as_received: bool = False) -> None:
+        """`echo`/`to` in a fused loop: send `value` to `topic` with the key, headers and
+        timestamp of the element in hand, once the run is done. The element stays in flight
+        until the record is delivered. `as_received`: no hook can have changed `value`, so
+        its message's own bytes go out when `topic` has the type they were decoded as."""
+        node = self._node
+        position = self._position()
+        assert position >= 0, "Run.send outside the loop over the run"
+        carrier = self._carriers[position]
+        if as_received and type(carrier) is Event and node._as_received(topic):
+            data = carrier.message.value
+        else:
+            data = topic.value_codec.encode(value)
+        raw_key, headers = forwarded_key_headers(carrier)
+        if topic.positions and type(carrier) is Event:
+            headers = positioned(carrier.message, headers)
+        sends = self._sends
+        if sends is None:
+            sends = self._sends = {}
+        pending = sends.get(topic)
+        if pending is None:
+            pending = sends[topic] = ([], [])
+        pending[0].append((raw_key, data, headers))
+        pending[1].append(carrier)
+        for event in carrier_events(carrier):  # in flight until delivered, even if dead-lettered
+            event._offsets.hold(event.message.offset)
+
+
+OutRecord = tuple[bytes | None, bytes | None, Headers]
+
+
+class _Runs(Stream[Run[T]]):
+    """`Stream.runs()`: hands out runs of up to `HANDOUT_RUN` elements. Straight from the
+    source buffer when upstream passes events on as they are (the source, or the read-back
+    side of `group_by`/`through`); otherwise pulled from upstream until it has nothing more at
+    hand (a `take`'s batches, an aggregate's rows)."""
+
+    _op = "runs"
+
+    def __init__(self, up: Stream[T], counters: Sequence[int]) -> None:
+        super().__init__(up._worker, up, up._source)
+        self._counts = list(counters)
+        self._direct = up is up._source or isinstance(up, _Forward)
+        self._run: Run[T] | None = None
+        self._raw: dict[Topic[Any], bool] = {}
+        self._sample_t0 = 0.0
+        # Revocation drops the unhandled rest of a run (see `abandon`), as it drops buffers.
+        self._worker.takes.append(self)
+
+    pending = 0  # values held for a partial batch: never (see `Worker.partial_batches`)
+
+    @property
+    def _current(self) -> Carrier | None:
+        """The element the agent is handling (the Worker dead-letters it if the body raises)."""
+        run = self._run
+        if run is None:
+            return None
+        position = run._position()
+        return run._carriers[position] if position >= 0 else None
+
+    @_current.setter
+    def _current(self, value: Carrier | None) -> None:
+        # Only ever cleared: by the Worker once it dead-lettered (or acked) the element in
+        # hand. A new loop over the run starts after it.
+        assert value is None
+        run: Run[T] | None = getattr(self, "_run", None)  # `Stream.__init__` clears it too
+        if run is not None and run._it is not None:
+            run._next = run._position() + 1
+            run._it = None
+            run._resume = True
+
+    def _as_received(self, topic: Topic[Any]) -> bool:
+        raw = self._raw.get(topic)
+        if raw is None:
+            up = self._up
+            assert up is not None
+            raw = self._raw[topic] = _forwards_bytes(up, topic)
+        return raw
+
+    def abandon(self, revoked: frozenset[Any]) -> None:
+        """Drop the elements of revoked partitions the loop has not reached yet (never handed
+        to the agent, so the partitions' new owner handles them)."""
+        run = self._run
+        if run is None:
+            return
+        start = run._position() + 1
+        values, carriers = run._values, run._carriers
+        for carrier in carriers[: start - 1]:
+            # Handled (what they sent holds them until delivered): done, so the revocation's
+            # commit covers them rather than leaving them to the next owner.
+            if type(carrier) is Event and (
+                (carrier.message.topic, carrier.message.partition) in revoked
+            ):
+                carrier._ack()
+        keep: list[int] = []
+        for i in range(start, len(values)):
+            carrier = carriers[i]
+            if isinstance(carrier, Event) and (
+                (carrier.message.topic, carrier.message.partition) in revoked
+            ):
+                carrier._offsets.abandon(carrier.message.offset)
+            else:
+                keep.append(i)  # a batch is kept whole (at-least-once), as `_Take` keeps it
+        if len(keep) != len(values) - start:
+            if self._direct:
+                self._source.dropped += len(values) - start - len(keep)
+            values[start:] = [values[i] for i in keep]
+            carriers[start:] = [carriers[i] for i in keep]
+
+    async def __anext__(self) -> Run[T]:
+        run = self._run
+        source = self._source
+        if run is not None:
+            if run._resume and run._next < len(run._values):
+                run._resume = False
+                return run  # the body raised on an element and was called again: go on
+            self._run = None
+            if run._sends:
+                await self._send(run._sends)
+            for carrier in run._carriers:  # `ack_carrier`, inlined for the common case
+                if type(carrier) is Event:
+                    if not carrier._acked:
+                        carrier._acked = True
+                        carrier._offsets.release(carrier.message.offset)
+                else:
+                    ack_carrier(carrier)
+            if self._sample_t0:
+                elapsed = time.perf_counter() - self._sample_t0
+                source.latency.observe(elapsed / len(run._values))  # per element of the run
+                self._sample_t0 = 0.0
+                source.sample = False
+            left = source.until_check - len(run._values)
+            if left > 0:
+                source.until_check = left
+            else:
+                await source.share_loop()
+        while True:
+            run = self._take() if self._direct else await self._pull_run()
+            if run is not None:
+                break
+            if source.closed:
+                raise StopAsyncIteration
+            await source.wait(self._deadline())
+        if source.sample:
+            self._sample_t0 = time.perf_counter()
+        self._run = run
+        return run
+
+    def _take(self) -> Run[T] | None:
+        source = self._source
+        buffer = source.buffer
+        if not buffer:
+            return None
+        popleft = buffer.popleft
+        events = [popleft() for _ in range(min(len(buffer), HANDOUT_RUN))]
+        if source.full and len(buffer) <= source.low:
+            self._worker.conductor.drained(source)
+        return Run(self, [e.value for e in events], cast("list[Carrier]", events))
+
+    async def _pull_run(self) -> Run[T] | None:
+        up = self._up
+        assert up is not None
+        pull = up._pull
+        values: list[T] = []
+        carriers: list[Carrier] = []
+        while len(values) < HANDOUT_RUN:
+            element = await pull()
+            if element is EMPTY:
+                break
+            value, carrier = cast(Element, element)
+            values.append(value)
+            carriers.append(carrier)
+        return Run(self, values, carriers) if values else None
+
+    async def _send(self, sends: dict[Topic[Any], tuple[list[OutRecord], list[Carrier]]]) -> None:
+        for topic, (records, carriers) in sends.items():
+            await self._send_run(topic, records, carriers)
+
+    async def _send_run(
+        self, topic: Topic[Any], records: list[OutRecord], carriers: list[Carrier]
+    ) -> None:
+        """One `send_many` per topic and run; each record's hold (taken in `Run.send`) is
+        released when the run's records are delivered, and never if they are not (the worker
+        stops with them uncommitted). A transport failure is retried as `forward` retries it."""
+        worker = self._worker
+        held = [(e._offsets, e.message.offset) for c in carriers for e in carrier_events(c)]
+        timestamps = [forwarded_timestamp(carrier) for carrier in carriers]
+        try:
+            delivery = await worker.transport.send_many(topic.name, records, timestamps)
+        except RecordTooLargeError as exc:  # refused before anything was sent: a data error
+            refused = set(exc.indexes)
+            for i in sorted(refused):
+                for e in carrier_events(carriers[i]):
+                    e._offsets.release(e.message.offset)  # its hold: nothing went out
+                await worker.dead_letter(carriers[i], exc, self._agent)
+            kept = [i for i in range(len(records)) if i not in refused]
+            if kept:
+                await self._send_run(topic, [records[i] for i in kept], [carriers[i] for i in kept])
+            return
+        except Exception as exc:
+            send = partial(worker.transport.send_many, topic.name, records, timestamps)
+            retried = await worker._resend(exc, send, topic.name)
+            if retried is None:  # the worker is stopping: the holds stay, nothing commits
+                return
+            delivery = retried
+        worker.sent += len(records)
+        worker.sent_to[topic.name] += len(records)
+        fut = delivery if isinstance(delivery, asyncio.Future) else asyncio.ensure_future(delivery)
+        if fut.done():
+            worker._delivered(held, fut)  # now, not a loop step later
+        else:
+            fut.add_done_callback(partial(worker._delivered, held))

@@ -113,6 +113,7 @@ class Worker:
         self.close_windows_epoch = 0
         self.windowed: list[Any] = []  # windowed aggregate nodes
         self.distinct_counts: dict[str, int] = {}  # agent -> distinct steps built (names)
+        self.stream_join_counts: dict[str, int] = {}  # agent -> stream joins built (names)
         self.waiting = 0  # drivers blocked waiting on an empty stream buffer
         # counters, for the stats line and tests
         self.events_in = 0
@@ -738,6 +739,12 @@ class Worker:
             self.dead_lettered[agent] += 1
         await self._send_dead(message, exc, agents, [(state, message.offset)])
         state.release(message.offset)
+
+    async def dead_letter_record(self, message: Message, exc: BaseException, agent: str) -> None:
+        """An undecodable record read outside the group (a table's topic, while restoring or
+        following it): dead-lettered, with no offset of ours to hold."""
+        self.dead_lettered[agent] += 1
+        await self._send_dead(message, exc, agent, [])
 
     async def _send_dead(
         self,

@@ -47,7 +47,7 @@ def test_sample_checks_clean(monkeypatch: pytest.MonkeyPatch) -> None:
     assert program.source_name == "orders.sdl"
     assert [r.name for r in program.records] == [
         "Customer", "Order", "AccountTotals", "AccountMinute", "Account", "EnrichedOrder",
-        "Withdrawal"
+        "Payment", "PaidOrder", "Withdrawal"
     ]  # fmt: skip
     assert [(t.name, t.partitions, t.changelog, t.window) for t in program.tables] == [
         ("totals_by_account", 4, "orders-totals_by_account-changelog", None),
@@ -84,6 +84,7 @@ def test_sample_uses_every_operation() -> None:
         ir.To,
         ir.Sink,
         ir.Join,
+        ir.JoinStream,
         ir.Select,
     }
     assert any(len(agent.sources) > 1 for agent in result.program.agents)  # `&`

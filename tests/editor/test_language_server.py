@@ -116,6 +116,9 @@ def test_hover_at_an_operation_shows_the_types_before_and_after(
     hover = client.request("textDocument/hover", doc(uri, at(text, "| items", 3)))
     assert hover["contents"]["value"].endswith(
         "out: (str, Withdrawal) keyed by str")  # fmt: skip
+    hover = client.request("textDocument/hover", doc(uri, at(text, "join stream", 2)))
+    assert hover["contents"]["value"].endswith(
+        "out: (Order, Payment) keyed by str")  # fmt: skip
 
 
 def test_hover_at_a_name_shows_what_it_names(client: LspClient, sample: tuple[str, str]) -> None:
@@ -209,6 +212,8 @@ def test_completion_offers_what_fits_where_the_cursor_is(client: LspClient, proj
     assert "account_of" in complete("agent w = from withdrawals | group_by ")
     topics = sorted(re.findall(r"^topic (\w+)", base, re.M))
     assert complete("agent w = from ")[: len(topics)] == topics
+    assert complete("agent w = from orders | left join ") == ["stream"]
+    assert complete("agent w = from orders | left join stream ")[: len(topics)] == topics
     assert complete("agent w = from orders | process ")[:2] == ["account_of", "add_client_info"]
     records = sorted(re.findall(r"^record (\w+)", base, re.M))
     assert complete("record R { x: ")[-len(records) :] == records
@@ -239,12 +244,14 @@ def test_rename_a_field_changes_it_where_that_record_uses_it(
     # the aggregates read Order's amount too
     summed = [at(text, "", m.start() + 4)
               for m in re.finditer(r"sum\(amount\)", text)]  # fmt: skip
-    # and so does enriched_orders' select, through the element's name (EnrichedOrder's own
-    # `amount =` is another record's field and stays)
-    selected = at(text, "amount = order.amount", len("amount = order."))
+    # and so do the selects of enriched_orders and paid_orders, through the element's name
+    # (EnrichedOrder's and PaidOrder's own `amount =` are other records' fields and stay)
+    selected = [at(text, "", m.start() + len("amount = order."))
+                for m in re.finditer(r"amount = order\.amount", text)]  # fmt: skip
+    assert len(selected) == 2
     assert changed == sorted([(order_amount["line"], 4, "total"),
                               (at(text, "amount >= 1000")["line"], 12, "total"),
-                              (selected["line"], selected["character"], "total"),
+                              *((p["line"], p["character"], "total") for p in selected),
                               *((p["line"], p["character"], "total") for p in summed)])  # fmt: skip
 
 

@@ -458,6 +458,35 @@ def test_orders_sample_enriched_orders_carry_their_accounts_tier(load_package: A
     }
 
 
+def test_orders_sample_paid_orders_pair_each_order_with_its_payment_within_5_minutes(
+    load_package: Any,
+) -> None:
+    app = load_package("orders", "orders_worker").app
+    orders, payments = jsonl("orders.jsonl"), jsonl("payments.jsonl")
+    broker = asyncio.run(run_local(app, {"orders": orders, "payments": payments}))
+    by_id = {line["value"]["id"]: line for line in orders}
+    expected = {}
+    for p in payments:
+        order = by_id[p["value"]["order_id"]]
+        assert p["key"] == order["key"]  # keyed by the account, as the orders
+        if abs(p["timestamp"] - order["timestamp"]) <= 300_000:
+            value = order["value"]
+            paid = {"id": value["id"], "account_id": value["account_id"],
+                    "amount": value["amount"], "paid": p["value"]["amount"]}  # fmt: skip
+            expected[value["id"]] = (order["key"], paid)
+    assert 0 < len(expected) < len(payments)  # some payments came too late
+    messages = broker.messages("paid_orders")
+    paid = [(m.key.decode(), json.loads(m.value)) for m in messages]
+    assert len(paid) == len(expected)  # one pair each: nothing late, nothing twice
+    assert {value["id"]: (key, value) for key, value in paid} == expected
+    assert broker.messages("orders-dlq") == []
+    # both sides were buffered in the join's table, and every entry closed at the end
+    log = broker.messages("orders-paid_orders-join-1-changelog")
+    entries = {m.key for m in log if m.value is not None and not m.key.startswith(b"\x00")}
+    assert len(entries) == len(orders) + len(payments)
+    assert {m.key for m in log if m.value is None} == entries
+
+
 def msgspec_json(value: Any) -> bytes:
     import msgspec
 

@@ -74,3 +74,33 @@ def test_left_join_by_key_passes_misses_with_a_null_row_and_global_join_by_field
     ]
     # An inner join drops an element without a row; the key stays the order's.
     assert outputs(broker, "regional") == [("o1", {"id": "o1", "region": "west"})]
+
+
+def test_left_stream_join_pairs_orders_with_payments_within_the_window_and_closes_the_rest(
+    load_package: Any,  # noqa: F811
+) -> None:
+    app = load_package("joins", "enrich_worker").app
+
+    def payment(id: str, amount: float, at: int) -> dict[str, Any]:  # keyed by the order
+        return {"key": id, "value": {"order_id": id, "amount": amount}, "timestamp": at}
+
+    broker = asyncio.run(run_local(app, {
+        "orders": [
+            order("o1", "acct-1", 10.0, 1, None, 60_000),
+            order("o2", "acct-2", 20.0, 1, None, 61_000),  # paid 6 minutes later: too late
+            order("o3", "acct-3", 30.0, 1, None, 62_000),  # never paid
+        ],
+        "payments": [
+            {"key": "o1", "value": {"order_id": "o1", "amount": 9.5}, "timestamp": 30_000},
+            payment("o2", 20.0, 61_000 + 360_000),
+        ],
+    }))  # fmt: skip
+    # o1's payment came first (within 5 minutes): the pair when the order arrives; o2 and o3
+    # found none in their windows: each once, its payment null (at the end of input at the
+    # latest); the late payment alone is not emitted by a left join
+    assert sorted(outputs(broker, "settled")) == [
+        ("o1", {"id": "o1", "amount": 10.0, "paid": 9.5}),
+        ("o2", {"id": "o2", "amount": 20.0, "paid": None}),
+        ("o3", {"id": "o3", "amount": 30.0, "paid": None}),
+    ]
+    assert broker.messages("late_orders") == []

@@ -138,6 +138,10 @@ async def trickle(broker: Broker, ids: range, seconds: float = 1.5) -> list[tupl
 # -- the showcase on Kafka --------------------------------------------------------------------
 
 
+def _jsonl_timestamps(path: Path) -> list[int | None]:
+    return [json.loads(line).get("timestamp") for line in path.read_text().splitlines() if line]
+
+
 def _jsonl_records(path: Path) -> list[tuple[bytes | None, bytes | None]]:
     out: list[tuple[bytes | None, bytes | None]] = []
     for line in path.read_text().splitlines():
@@ -164,12 +168,15 @@ async def test_orders_app_on_kafka_matches_the_in_memory_run(
         "refunds": SAMPLES / "refunds.jsonl",
         "withdrawals": SAMPLES / "withdrawals.jsonl",
         "accounts": SAMPLES / "accounts.jsonl",
+        "payments": SAMPLES / "payments.jsonl",
     }
     # Topics whose records do not depend on timing, compared record for record (key, value).
     # enriched_orders too: the accounts are all there before the worker starts, so every
     # order finds its account's row (restored at assignment) on Kafka as in memory.
+    # paid_orders too: the payments wait for the orders of their partition (the stream join
+    # merges both sides by timestamp), so the same pairs form, with nothing late.
     exact = ["audit.orders.v1", "orders.audit.all", "large_orders", "orders.withdrawals.cash",
-             "enriched_orders"]  # fmt: skip
+             "enriched_orders", "paid_orders"]  # fmt: skip
 
     # The oracle: the same inputs through the same app on the in-memory broker.
     oracle = tmp_path / "oracle"
@@ -193,9 +200,21 @@ async def test_orders_app_on_kafka_matches_the_in_memory_run(
 
     await create_topics(
         fresh_broker,
-        {"orders": 4, "refunds": 4, "withdrawals": 2, "raw_events": 1, "accounts": 4},
+        {
+            "orders": 4,
+            "refunds": 4,
+            "withdrawals": 2,
+            "raw_events": 1,
+            "accounts": 4,
+            "payments": 4,
+        },
     )
-    placed = {t: await produce(fresh_broker, t, _jsonl_records(p)) for t, p in inputs.items()}
+    # With their timestamps, as `streamc run` gives them: the stream join's windows are of
+    # event time.
+    placed = {
+        t: await produce(fresh_broker, t, _jsonl_records(p), timestamps=_jsonl_timestamps(p))
+        for t, p in inputs.items()
+    }
     raw = await produce(fresh_broker, "raw_events", [(b"k", b"\x00raw\xff")] * 3)
     worker = start(workers, orders_build, fresh_broker, tmp_path / "orders.log")
     await joined(worker)

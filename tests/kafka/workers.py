@@ -149,14 +149,18 @@ async def produce(
     topic: str,
     records: Iterable[tuple[bytes | None, bytes | None]],
     partition: int | None = None,
+    timestamps: Iterable[int | None] | None = None,
 ) -> list[tuple[int, int]]:
-    """Send (key, value) records; returns each one's (partition, offset)."""
+    """Send (key, value) records (with `timestamps`, each with its message timestamp in ms);
+    returns each one's (partition, offset)."""
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
+        records = list(records)
+        stamps = [None] * len(records) if timestamps is None else list(timestamps)
         futures = [
-            await producer.send(topic, value, key=key, partition=partition)
-            for key, value in records
+            await producer.send(topic, value, key=key, partition=partition, timestamp_ms=at)
+            for (key, value), at in zip(records, stamps, strict=True)
         ]
         metas = await asyncio.gather(*futures)
     finally:

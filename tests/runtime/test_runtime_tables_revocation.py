@@ -14,6 +14,7 @@ from streamc_runtime import App, Stream, Worker
 from streamc_runtime.local import until_idle
 from streamc_runtime.memory import MemoryBroker, MemoryMessage, MemoryTransport, partition_for_key
 from streamc_runtime.state import Table, table_rows
+from streamc_runtime.state.changelog import POSITIONS_KEY
 
 CHANGELOG = "shop-totals-changelog"
 REPARTITION = "shop-totals-orders-account_id-repartition"
@@ -231,3 +232,48 @@ async def test_a_memory_store_assigned_back_reads_only_what_others_wrote_after_i
     finally:
         await a.stop()
     assert table_rows(broker, app.tables["totals"]) == want
+
+
+async def test_a_run_spanning_two_partitions_drops_only_the_revoked_ones_folds() -> None:
+    gate, blocked = asyncio.Event(), asyncio.Event()
+    app = blocking_app(gate, blocked)
+    broker = broker_for(app)
+    a_transport = MemoryTransport(broker, "shop")
+    a = Worker(app, a_transport, stats_interval=0, commit_interval=60.0, revoke_timeout=0.05)
+    await a.start()
+    b = Worker(app, MemoryTransport(broker, "shop"), stats_interval=0, commit_interval=60.0)
+    k0, k1 = key_on(0), key_on(1)
+
+    def order(key: str, amount: float) -> bytes:
+        return msgspec.json.encode(Order(account_id=key, amount=amount))
+
+    try:
+        await until_idle(a)
+        broker.produce(REPARTITION, order(k0, 1.0), k0.encode(), (), 0)
+        await until_idle(a)  # the next fetch starts its turns at partition 1
+        # one run taken from the buffer: k1's order (partition 1) is folded, then the fold of
+        # k0's (partition 0) waits, a slow hook, while partition 1 moves to b
+        broker.produce(REPARTITION, order(k0, 999.0), k0.encode(), (), 0)
+        broker.produce(REPARTITION, order(k1, 2.0), k1.encode(), (), 1)
+        await asyncio.wait_for(blocked.wait(), 2)
+        assert [m.key for m in broker.messages(CHANGELOG, 1)] == []
+        await b.start()
+        await wait_for(lambda: {tp.partition for tp in a_transport.assignment()} == {0})
+        want_b = {k1: AccountTotals(account_id=k1, orders=1, amount=2.0)}
+        await wait_for(lambda: b.table("totals") == want_b)
+        gate.set()  # a's run goes on: what it folded into store 1 is neither sent nor published
+        want_a = {k0: AccountTotals(account_id=k0, orders=2, amount=1000.0)}
+        await wait_for(lambda: a.table("totals") == want_a)
+        await until_idle(a)
+        await until_idle(b)
+    finally:
+        gate.set()
+        await b.stop()
+        await a.stop()
+    assert table_rows(broker, app.tables["totals"]) == {**want_a, **want_b}
+    # partition 1's changelog: b's record and skip map only, none of a's run
+    assert [m.key for m in broker.messages(CHANGELOG, 1)] == [k1.encode(), POSITIONS_KEY]
+    assert [m.key for m in broker.messages("account_totals") if m.key == k1.encode()] == [
+        k1.encode()
+    ]
+    assert last_published(broker) == {**want_a, **want_b}

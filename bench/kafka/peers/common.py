@@ -13,6 +13,7 @@ import atexit
 import json
 import os
 import time
+import zlib
 from dataclasses import dataclass
 
 
@@ -28,6 +29,8 @@ class Args:
     heartbeat_interval_ms: int
     fetch_max_wait_ms: int
     state_dir: str
+    accounts_topic: str = ""  # P6: the compacted accounts topic (keyed by account id)
+    accounts: int = 0  # P6: how many records it holds
 
 
 def parse_args(argv: list[str] | None = None, **extra: dict[str, object]) -> tuple[Args, dict]:
@@ -38,12 +41,14 @@ def parse_args(argv: list[str] | None = None, **extra: dict[str, object]) -> tup
     p.add_argument("--topic", required=True, help="input topic (4 partitions, JSON orders)")
     p.add_argument("--group", required=True, help="consumer group / application id")
     p.add_argument("--n", type=int, required=True, help="orders to expect")
-    p.add_argument("--pipeline", choices=("p1", "p2", "p3", "p4"), required=True)
+    p.add_argument("--pipeline", choices=("p1", "p2", "p3", "p4", "p6"), required=True)
     p.add_argument("--commit-interval", type=float, default=1.0)
     p.add_argument("--session-timeout-ms", type=int, default=2000)
     p.add_argument("--heartbeat-interval-ms", type=int, default=300)
     p.add_argument("--fetch-max-wait-ms", type=int, default=100)
     p.add_argument("--state-dir", default="/tmp", help="where a peer may keep local files")
+    p.add_argument("--accounts-topic", default="", help="P6: the accounts topic")
+    p.add_argument("--accounts", type=int, default=0, help="P6: records in the accounts topic")
     for name, spec in extra.items():
         p.add_argument("--" + name.replace("_", "-"), **spec)  # type: ignore[arg-type]
     ns = p.parse_args(argv)
@@ -58,6 +63,8 @@ def parse_args(argv: list[str] | None = None, **extra: dict[str, object]) -> tup
         ns.heartbeat_interval_ms,
         ns.fetch_max_wait_ms,
         ns.state_dir,
+        ns.accounts_topic,
+        ns.accounts,
     )
     return common, {name: getattr(ns, name) for name in extra}
 
@@ -73,13 +80,15 @@ class Counter:
     `add(k)` costs one comparison on the hot path; the report happens twice per run.
     """
 
-    __slots__ = ("began", "count", "n", "table", "total")
+    __slots__ = ("began", "count", "digest", "n", "table", "tiers", "total")
 
     def __init__(self, n: int) -> None:
         self.n = n
         self.count = 0
         self.total = 0.0
         self.table: dict[str, tuple[int, float]] = {}  # P4: each account's latest row
+        self.tiers: dict[str | None, int] = {}  # P6: enriched orders per tier
+        self.digest = 0  # P6: the sum of crc32("<order id>:<tier>") over every order
         self.began = False
         # The final count, after a graceful stop: more than N means something was counted
         # twice (`done` fires at the N-th, so it cannot tell).
@@ -110,6 +119,22 @@ class Counter:
             say("progress", count=self.count)
         if self.count == self.n:
             say("done", count=self.count, table=self.table)
+
+    def enriched(self, oid: str, tier: str | None, amount: float) -> None:
+        """P6: an order enriched with its account's tier (None: no account); `done` reports
+        the tiers' counts, the amounts and a digest of every (order id, tier) pair, so the
+        harness can check each order got the right tier (pipelines/hooks.py's
+        `check_enriched` does the same)."""
+        self.count += 1
+        if self.count == 1:
+            self.started()
+        self.total += amount
+        self.tiers[tier] = self.tiers.get(tier, 0) + 1
+        self.digest += zlib.crc32(f"{oid}:{tier}".encode())
+        if self.count % 10_000 == 0:
+            say("progress", count=self.count)
+        if self.count == self.n:
+            say("done", count=self.count, total=self.total, tiers=self.tiers, digest=self.digest)
 
     def add(self, k: int) -> None:
         """`k` more elements at once (the raw loops count a fetched batch in one step, and

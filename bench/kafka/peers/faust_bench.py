@@ -6,7 +6,14 @@ An `Order` faust.Record decoded from JSON (Faust picks orjson when installed), o
 pipeline: P1 `async for order in stream`, P2 `stream.group_by(Order.account_id)` (Faust's
 repartition topic), P3 `stream.take(100, within=1)`, P4 the same `group_by` into a `Table` of
 [count, sum] per account (its changelog topic; `--store memory` or `rocksdb`, which Faust runs
-on rocksdict when python-rocksdb is absent). Offsets are committed by Faust every
+on rocksdict when python-rocksdb is absent). P6: Faust has no join; the idiomatic way is a
+`Table` of accounts that an agent on the accounts topic fills, and a lookup in the orders
+agent after the same `group_by` (a table is partitioned by key: an order must be handled in
+its account's partition). Faust reads its topics in no particular order across them: an
+order handled before its account's record misses the tier, and the harness's check fails the
+run (waiting in the orders agent is no way out: Faust stops handing records to every agent
+while one agent's queue is full). In practice the group_by's first rebalance delays the orders
+by seconds, and the accounts are in by then. Offsets are committed by Faust every
 `--commit-interval` seconds; no web server.
 """
 
@@ -75,6 +82,27 @@ elif args.pipeline == "p4":
             count, amount = count + 1, amount + order.amount
             totals[order.account_id] = (count, amount)
             counter.row(order.account_id, count, amount)
+
+elif args.pipeline == "p6":
+
+    class Account(faust.Record, serializer="json"):
+        account_id: str
+        tier: str
+        country: str
+
+    accounts_topic = app.topic(args.accounts_topic, key_type=str, value_type=Account, partitions=4)
+    accounts = app.Table("accounts", key_type=str, value_type=Account, partitions=4)
+
+    @app.agent(accounts_topic)
+    async def load_accounts(stream: faust.StreamT[Account]) -> None:
+        async for key, account in stream.items():
+            accounts[key] = account
+
+    @app.agent(orders)
+    async def p6(stream: faust.StreamT[Order]) -> None:
+        async for order in stream.group_by(Order.account_id, topic=repartition):
+            account = accounts.get(order.account_id)
+            counter.enriched(order.id, None if account is None else account.tier, order.amount)
 
 else:
 

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import zlib
 
 _N = int(os.environ.get("BENCH_N", "0"))
 _count = 0
@@ -78,3 +79,25 @@ def count_total(row):  # type: ignore[no-untyped-def]
         _say("progress", count=_count)
     if _count == _N:
         _say("done", count=_count, table=_totals)
+
+
+_tiers: dict = {}
+_digest = 0
+
+
+def check_enriched(order):  # type: ignore[no-untyped-def]
+    """P6: count the enriched orders, each tier's share, the amounts, and a digest of every
+    (order id, tier) pair; `done` reports them, so the harness can check that every order got
+    its account's tier (peers/common.py `Counter.enriched` does the same)."""
+    global _count, _total, _digest
+    _count += 1
+    if _count == 1:
+        _say("first")
+    _total += order.amount
+    tier = order.tier
+    _tiers[tier] = _tiers.get(tier, 0) + 1
+    _digest += zlib.crc32(f"{order.id}:{tier}".encode())
+    if _count % 10_000 == 0:
+        _say("progress", count=_count)
+    if _count == _N:
+        _say("done", count=_count, total=_total, tiers=_tiers, digest=_digest)

@@ -1,10 +1,11 @@
 """`Stream.aggregate`: fold each element into its key's state in a table, pass the row on.
 
-The node folds runs: whatever upstream has at hand (up to `_RUN_MAX` elements) is folded,
-element by element in order, then the run's changelog records go out in one `send_many` (one
-per applied input, in apply order, never reordered or merged: a partially delivered run must
-be a prefix), followed by the skip map of each table partition the run touched. Then the
-elements go downstream one by one, as `(row(key, state), carrier)`. A carrier stays in flight
+The node folds runs: whatever upstream has at hand (up to `_RUN_MAX` elements; taken from the
+buffer at once when upstream hands over its events as they are) is folded, element by element
+in order, then the run's changelog records go out in one `send_many` (one per applied input,
+in apply order, never reordered or merged: a partially delivered run must be a prefix),
+followed by the skip map of each table partition the run touched. Then the elements go
+downstream one by one, as `(row(key, state), carrier)`. A carrier stays in flight
 until its changelog record is delivered, as a forward's does, and until downstream is done.
 
 The skip rule: an element whose source position (header `streamc.position`, else its own
@@ -18,11 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections import deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from ..stream import EMPTY, Element, Event, Pulled, Stream
+from ..stream import (
+    _UNDECODED,
+    EMPTY,
+    Carrier,
+    Element,
+    Event,
+    Pulled,
+    Stream,
+    _next_source_value,
+    ack_carrier,
+)
 from ..transport import Delivery, Headers
 from .changelog import POSITION_HEADER, map_record
 
@@ -32,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["Aggregate"]
 
 _RUN_MAX = 1000
+_KEYS_MAX = 100_000  # decoded keys cached, at most (the cache starts afresh beyond)
 
 
 class Aggregate(Stream[Any]):
@@ -57,46 +69,89 @@ class Aggregate(Stream[Any]):
         self._live: TablePartitions = self._worker.tables.attach(
             table, [t.name for t in up._source.topics]
         )
-        self._out: deque[Element] = deque()  # folded, and their changelog records sent
+        # The folded run (its changelog records sent): rows and their carriers, handed on from
+        # `_next`. Two lists rather than (row, carrier) tuples: a tuple per element outlived
+        # young collections and made the cycle collector's full passes more frequent.
+        self._rows: list[Any] = []
+        self._carriers: list[Carrier] = []
+        self._next = 0
+        # Whether upstream's elements are its buffer's events as they are (the source, or the
+        # read-back side of a `group_by`): then runs are taken from the buffer directly.
+        self._direct = hands_over_events(up)
+        # Source partitions as the skip map names them, by their bytes in position headers.
+        self._names: dict[bytes, str] = {}
+        # Decoded keys by their bytes (a row needs the key; most keys come back often).
+        self._keys: dict[bytes, Any] = {}
 
     async def _pull(self) -> Pulled:
-        out = self._out
-        if not out:
+        i = self._next
+        if i >= len(self._rows):
             await self._fold_run()
-            if not out:
+            i = self._next
+            if i >= len(self._rows):
                 return EMPTY
-        return out.popleft()
+        self._next = i + 1
+        return (self._rows[i], self._carriers[i])
+
+    async def __anext__(self) -> Any:
+        # `Stream.__anext__` with the pull inlined: an agent iterating the aggregate directly
+        # (`| aggregate ... | sink h`) takes folded elements with no `_pull` coroutine each.
+        current = self._current
+        if current is not None:
+            self._current = None
+            if type(current) is Event:  # `current._ack()`, inlined
+                if not current._acked:
+                    current._acked = True
+                    current._offsets.release(current.message.offset)
+            else:
+                ack_carrier(current)
+        i = self._next
+        while i >= len(self._rows):
+            await self._fold_run()
+            i = self._next
+            if i < len(self._rows):
+                break
+            source = self._source
+            if source.closed:
+                raise StopAsyncIteration
+            await source.wait(self._deadline())
+        self._next = i + 1
+        self._current = self._carriers[i]
+        return self._rows[i]
 
     async def _fold_run(self) -> None:
         up = self._up
         assert up is not None
+        values, carriers = await take_run(up, self._direct)
+        if not values:
+            return
         worker = self._worker
         table, live = self._table, self._live
+        helds = live.held
         fold, row, fold_async, checks = self._fold, self._row, self._fold_async, self._checks
         state_type = table.state_type
         encode = table.state_codec.encode
+        names, keys = self._names, self._keys
+        if len(keys) > _KEYS_MAX:
+            keys.clear()
         records: list[tuple[bytes | None, bytes | None, Headers]] = []
         partitions: list[int] = []
-        folded: dict[int, tuple[Any, int]] = {}  # partition -> (store, records in this run)
-        out: list[Element] = []
+        stores: dict[int, Any] = {}  # table partition -> its store, for those this run touched
+        rows: list[Any] = []
+        out: list[Carrier] = []
         held: list[Any] = []
-        positions_cache: dict[tuple[str, int], str] = {}
         store: Any = None
+        get: Any = None
+        put: Any = None
+        positions: dict[str, int] = {}
+        own_src = ""
+        own_prefix = b""
         last_q = -1
         last_offsets: Any = None
         last_held: Any = _NO_HELD
         # (store held, first record, first output) of each stretch of one partition's elements
         stretches: list[tuple[_Held, int, int]] = []
-        may_wait = False
-        while len(out) < _RUN_MAX:
-            if out and may_wait:
-                break  # what is folded goes out before an async hook gets to hold it back
-            element = await up._pull()
-            if element is EMPTY:
-                break
-            value, carrier = cast(Element, element)
-            if not out:
-                may_wait = up._may_wait()
+        for value, carrier in zip(values, carriers, strict=True):
             if type(carrier) is not Event:
                 await worker.dead_letter(
                     carrier, TypeError("aggregate takes single elements, not batches"), self._agent
@@ -104,12 +159,21 @@ class Aggregate(Stream[Any]):
                 continue
             event = carrier
             m = event.message
-            if event._offsets is not last_offsets or last_offsets.closed or last_held.closed:
-                h = await held_store(live, event)
-                if h is None:
-                    continue  # revoked: the partition's new owner handles it
-                store, last_q, last_offsets, last_held = h.store, m.partition, event._offsets, h
-                stretches.append((h, len(records), len(out)))
+            offsets = event._offsets
+            if offsets is not last_offsets or offsets.closed or last_held.closed:
+                # Another source partition (or its store revoked): find its table partition's
+                # store, restored; at once when it is ready, as it nearly always is.
+                h = helds.get(m.partition)
+                if h is None or offsets.closed or not h.ready.is_set():
+                    h = await held_store(live, event)
+                    if h is None:
+                        continue  # revoked: the partition's new owner handles it
+                store, last_q, last_offsets, last_held = h.store, m.partition, offsets, h
+                get, put, positions = store.get, store.put, store.positions
+                own_src = f"{m.topic}:{m.partition}"
+                own_prefix = f"{own_src}:".encode()
+                stores[last_q] = store
+                stretches.append((h, len(records), len(rows)))
                 h.folding = True  # a store revoked now holds states its changelog may not
             raw_key: bytes | None = m.key
             if raw_key is None:
@@ -124,22 +188,28 @@ class Aggregate(Stream[Any]):
                     mark = header
                     break
             if mark is None:
-                src = positions_cache.get((m.topic, m.partition))
-                if src is None:
-                    src = positions_cache[(m.topic, m.partition)] = f"{m.topic}:{m.partition}"
+                src = own_src
                 offset = m.offset
-                mark = f"{src}:{offset}".encode()
+                mark = own_prefix + str(offset).encode()
             else:
-                text = mark.decode()
-                cut = text.rindex(":")
-                src, offset = text[:cut], int(text[cut + 1 :])
-            key = event.key
-            positions = store.positions
-            state = store.get(raw_key)
+                head, _, tail = mark.rpartition(b":")
+                src = names.get(head)  # type: ignore[assignment]
+                if src is None:
+                    src = names[head] = head.decode()
+                offset = int(tail)
+            key = event._key
+            if key is _UNDECODED:
+                key = keys.get(raw_key, _UNDECODED)
+                if key is _UNDECODED:
+                    key = keys[raw_key] = event.key
+                else:
+                    event._key = key
+            state = get(raw_key)
             try:
                 if offset <= positions.get(src, -1):
                     # A replay: applied already. Its key's current row goes on all the same.
-                    out.append((row(key, state if state is not None else state_type()), carrier))
+                    rows.append(row(key, state if state is not None else state_type()))
+                    out.append(carrier)
                     continue
                 # A copy, so a fold that raises half way leaves the stored state as it was.
                 state = state_type() if state is None else state.__copy__()
@@ -161,36 +231,84 @@ class Aggregate(Stream[Any]):
             except BaseException as exc:  # a hook's SystemExit too, as in every stream node
                 await worker.dead_letter(carrier, exc, self._agent)
                 continue
-            store.put(raw_key, state, data)
+            put(raw_key, state, data)
             positions[src] = offset
-            records.append((raw_key, data, ((POSITION_HEADER, mark),)))
+            # Headers as a list: the Kafka transport's batch builder takes exactly that.
+            records.append((raw_key, data, [(POSITION_HEADER, mark)]))
             partitions.append(last_q)
-            seen = folded.get(last_q)
-            folded[last_q] = (store, 1 if seen is None else seen[1] + 1)
             if not event._acked:
-                held.append((event._offsets, m.offset))
-            out.append((result, carrier))
+                held.append((offsets, m.offset))
+            rows.append(result)
+            out.append(carrier)
         if any(h.closed for h, _, _ in stretches):
             # A store was revoked while this run waited (a slow hook, another store's
             # restore): its new owner may be writing its changelog already, so what was
             # folded into it here is neither written nor published (never committed either:
             # its offsets are gone with the partition).
-            records, partitions, out, folded = _without_closed(stretches, records, partitions, out)
+            records, partitions, kept, folded = _without_closed(
+                stretches, records, partitions, list(zip(rows, out, strict=True))
+            )
+            rows, out = [r for r, _ in kept], [c for _, c in kept]
+            stores = {q: s for q, (s, _) in folded.items()}
         if records:
-            for q, (s, _) in folded.items():
-                records.append(map_record(s.positions))
+            counts = Counter(partitions)  # before the skip maps join the run
+            for q in counts:
+                records.append(map_record(stores[q].positions))
                 partitions.append(q)
             delivery = await worker.send_changelog(table.changelog.name, records, partitions)
             if delivery is None:  # not sent, the worker is stopping: nothing may be acked
                 worker._hold_for_good(held)
                 return
-            for s, count in folded.values():
-                s.applied(count + 1)  # its data records and its skip map
+            for q, count in counts.items():
+                stores[q].applied(count + 1)  # its data records and its skip map
             worker.tables.sent(delivery)
             worker._hold(cast("Awaitable[Delivery]", delivery), held)
         for h, _, _ in stretches:
             h.folding = False
-        self._out.extend(out)
+        if self._next < len(self._rows):  # never, as pulled now: runs are folded when empty
+            rows = self._rows[self._next :] + rows
+            out = self._carriers[self._next :] + out
+        self._rows, self._carriers, self._next = rows, out, 0
+
+
+def hands_over_events(up: Stream[Any]) -> bool:
+    """Whether `up`'s elements are its buffer's events as they are (the source, or the
+    read-back side of a `group_by`): `take_run` then takes runs from the buffer directly."""
+    return type(up).__anext__ is _next_source_value
+
+
+async def take_run(up: Stream[Any], direct: bool) -> tuple[list[Any], list[Carrier]]:
+    """The next run of `up`'s values and carriers (at most `_RUN_MAX`; none if nothing is at
+    hand), for a node that folds runs; `direct`: `hands_over_events(up)`."""
+    if direct:
+        # Upstream hands over its buffer's events as they are: take a run of them at once,
+        # with no element tuple and no coroutine each. The loop is shared per run, as the
+        # source does every few elements, and a sampled run is timed as its first element.
+        source = up._source
+        if source.sample:
+            source.sample_tick()
+        await source.share_loop()
+        buffer = source.buffer
+        popleft = buffer.popleft
+        events: list[Any] = [popleft() for _ in range(min(len(buffer), _RUN_MAX))]
+        if source.full and len(buffer) <= source.low:
+            up._worker.conductor.drained(source)
+        return [e.value for e in events], events
+    values: list[Any] = []
+    carriers: list[Carrier] = []
+    may_wait = False
+    while len(values) < _RUN_MAX:
+        if values and may_wait:
+            break  # what is pulled is folded before an async hook gets to hold it back
+        element = await up._pull()
+        if element is EMPTY:
+            break
+        value, carrier = cast(Element, element)
+        if not values:
+            may_wait = up._may_wait()
+        values.append(value)
+        carriers.append(carrier)
+    return values, carriers
 
 
 def _without_closed(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..transport import Message
@@ -103,10 +103,18 @@ def _split(batch: Sequence[Message], positions: dict[str, int]) -> list[tuple[by
 
 
 async def restore(
-    reader: PartitionReader, topic: str, partition: int, store: Store, what: str
+    reader: PartitionReader,
+    topic: str,
+    partition: int,
+    store: Store,
+    what: str,
+    valid: Callable[[Sequence[Message]], Awaitable[Sequence[Message]]] | None = None,
 ) -> int:
     """Replay changelog `topic[partition]` into `store` from its checkpoint to the end; the
-    number of records read. Logs progress every few seconds and once done."""
+    number of records read. Logs progress every few seconds and once done.
+
+    `valid`: for a topic that is not our own changelog (a table over a user's topic), the
+    records of a batch worth keeping (it reports the others: see `join.valid_records`)."""
     start = store.restore_from()
     began = last = time.monotonic()
     count = 0
@@ -115,8 +123,8 @@ async def restore(
     async for batch in reader.read_partition(topic, partition, start):
         if not batch:
             continue
-        records = _split(batch, store.positions)
         end = batch[-1].offset + 1
+        records = _split(batch if valid is None else await valid(batch), store.positions)
         store.restore_batch(records, end)
         count += len(batch)
         now = time.monotonic()

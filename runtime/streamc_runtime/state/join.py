@@ -19,15 +19,18 @@ change the table.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+from ..records import DecodeError
 from ..stream import EMPTY, Element, Event, Pulled, SourceStream, Stream, ack_carrier
 from ..tasks import cancel
 from .aggregate import _ready
 from .memory import MemoryStore
+from .table import valid_records
 
 if TYPE_CHECKING:
     from ..worker import Worker
@@ -50,6 +53,7 @@ class GlobalTable:
         self.store = MemoryStore(table.state_codec.decode)
         self.ready = asyncio.Event()
         self.ends: list[int] = [0] * table.partitions
+        self._wake = asyncio.Event()
         self.task = worker._spawn(self._run(), f"global table {table.name}")
 
     async def _run(self) -> None:
@@ -57,12 +61,14 @@ class GlobalTable:
         topic = table.changelog.name
         logger.info("reading global table %s from %s", table.name, topic)
         count = 0
+        valid = valid_records(self.worker, table, dead_letter=True)
         for p in range(table.partitions):
             async for batch in transport.read_partition(topic, p, 0):
                 if batch:
-                    store.restore_batch([(m.key, m.value) for m in batch if m.key is not None], 0)
                     self.ends[p] = batch[-1].offset + 1
                     count += len(batch)
+                    kept = await valid(batch)
+                    store.restore_batch([(m.key, m.value) for m in kept if m.key is not None], 0)
         store.restore_done()
         logger.info(
             "read global table %s: %d records, %d rows", table.name, count, len(store._states)
@@ -74,16 +80,31 @@ class GlobalTable:
             for p in range(table.partitions):
                 async for batch in transport.read_partition(topic, p, self.ends[p]):
                     for m in batch:
-                        if m.key is None or m.offset < self.ends[p]:
+                        if m.offset < self.ends[p]:
+                            continue
+                        self.ends[p] = m.offset + 1  # a keyless record is read too (no row)
+                        read += 1
+                        if m.key is None:
                             continue
                         if m.value is None:
                             store.delete(m.key)
-                        else:
-                            store.put(m.key, decode(m.value), m.value)
-                        self.ends[p] = m.offset + 1
-                        read += 1
+                            continue
+                        try:
+                            state = decode(m.value)
+                        except DecodeError as exc:
+                            await self.worker.dead_letter_record(m, exc, f"table {table.name}")
+                            continue
+                        store.put(m.key, state, m.value)
             if not read:
-                await asyncio.sleep(_GLOBAL_POLL)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_GLOBAL_POLL):
+                        await self._wake.wait()
+                self._wake.clear()
+
+    def poke(self) -> None:
+        """Look at the partition ends now rather than at the next poll (`streamc run` and
+        `streamc test` apply a table record before the stream records after it)."""
+        self._wake.set()
 
     def rows(self) -> dict[Any, Any]:
         if not self.ready.is_set():

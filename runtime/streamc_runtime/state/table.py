@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ..records import Codec, key_codec, value_codec
+from ..records import Codec, DecodeError, key_codec, value_codec
 from ..tasks import cancel
-from ..transport import TP, DeliveryError, TopicSpec
+from ..transport import TP, DeliveryError, Message, TopicSpec
 from .changelog import restore
 from .memory import MemoryStore
 from .store import Store
@@ -119,12 +119,19 @@ class TablePartitions:
         held.task = worker._spawn(self._restore(held, partition, what), f"restore {what}")
 
     async def _restore(self, held: _Held, partition: int, what: str) -> None:
-        transport: Any = self.tables.worker.transport
+        worker = self.tables.worker
+        transport: Any = worker.transport
         changelog = self.table.changelog
         if self.table.ensure:
             spec = TopicSpec(changelog.name, changelog.partitions, changelog.config)
             await transport.ensure_topics([spec])
-        await restore(transport, self.table.changelog.name, partition, held.store, what)
+        # A table over a user's topic reads data a producer wrote: bad records are reported.
+        valid = (
+            None
+            if self.table.source is None
+            else valid_records(worker, self.table, dead_letter=False)
+        )
+        await restore(transport, changelog.name, partition, held.store, what, valid)
         held.end = held.store.restore_from()
         held.ready.set()
 
@@ -145,6 +152,47 @@ class TablePartitions:
                 key = decode_key(raw)
                 out[key] = state if row is None else row(key, state)
         return out
+
+
+def valid_records(
+    worker: Worker, table: Table[Any, Any], *, dead_letter: bool
+) -> Callable[[Sequence[Message]], Awaitable[Sequence[Message]]]:
+    """For reading a table's topic outside the group (a restore, a global table): the records
+    of a batch whose value decodes. The others are bad data a producer wrote, not ours: they
+    leave the key's row as it was, so one bad record never stops a worker for good.
+
+    `dead_letter`: report each on the dead-letter topic (a global table: no group reads its
+    topic, so every worker that reads the record reports it, at every start). A co-partitioned
+    table's restore only logs it: its topic is also consumed through the group, which
+    dead-letters each bad record once it is read there."""
+    decode, agent = table.state_codec.decode, f"table {table.name}"
+
+    async def valid(batch: Sequence[Message]) -> Sequence[Message]:
+        bad: list[tuple[Message, DecodeError]] = []
+        for m in batch:
+            if m.key is not None and m.value is not None:
+                try:
+                    decode(m.value)
+                except DecodeError as exc:
+                    bad.append((m, exc))
+        if not bad:
+            return batch
+        for m, error in bad:
+            if dead_letter:
+                await worker.dead_letter_record(m, error, agent)
+            else:
+                logger.warning(
+                    "%s: skipping undecodable record %s[%d]@%d while restoring: %s",
+                    agent,
+                    m.topic,
+                    m.partition,
+                    m.offset,
+                    error,
+                )
+        dropped = {id(m) for m, _ in bad}
+        return [m for m in batch if id(m) not in dropped]
+
+    return valid
 
 
 class WorkerTables:
@@ -286,4 +334,13 @@ class WorkerTables:
         if failed or worker.failure is not None or worker.output_lost is not None:
             return
         for store, snapshot in snapshots:
-            store.checkpoint(snapshot)
+            try:
+                store.checkpoint(snapshot)
+            except Exception as exc:  # the database's write (one WriteBatch) failed
+                # The store keeps its previous checkpoint, and a restore replays the changelog
+                # after it. It must never be checkpointed again: what this snapshot took is no
+                # longer waiting to be written, so a later mark would cover states the database
+                # lacks. Failing the worker stops every later checkpoint (see above); the other
+                # stores are still written and every store is still closed.
+                logger.error("checkpoint of a table store failed: %s; stopping", exc)
+                worker.fail(exc)

@@ -60,3 +60,18 @@ class Regional(Record, kw_only=True):
 
     id: str
     region: str
+
+
+class Payment(Record, kw_only=True):
+    """Record Payment of joins.sdl."""
+
+    order_id: str
+    amount: float
+
+
+class Settled(Record, kw_only=True):
+    """Record Settled of joins.sdl."""
+
+    id: str
+    amount: float
+    paid: float | None = None

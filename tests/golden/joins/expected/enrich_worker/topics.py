@@ -1,7 +1,7 @@
 """Every topic the enrich worker reads or writes, by its real Kafka name."""
 
 from .app import app
-from .records import Account, Enriched, Order, Region, Regional, Slim
+from .records import Account, Enriched, Order, Payment, Region, Regional, Settled, Slim
 
 # topic orders
 orders = app.topic("orders", key_type=str, value_type=Order, partitions=4)
@@ -27,6 +27,15 @@ enriched = app.topic("enriched", key_type=str, value_type=Enriched, partitions=4
 
 # topic regional
 regional = app.topic("regional", key_type=str, value_type=Regional, partitions=4)
+
+# topic payments
+payments = app.topic("payments", key_type=str, value_type=Payment, partitions=4)
+
+# topic late_orders
+late_orders = app.topic("late_orders", key_type=str, value_type=Order, partitions=4)
+
+# topic settled
+settled = app.topic("settled", key_type=str, value_type=Settled, partitions=4)
 
 # table accounts_by_id, the records of topic accounts
 accounts_by_id = app.table(

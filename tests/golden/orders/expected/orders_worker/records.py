@@ -59,6 +59,22 @@ class EnrichedOrder(Record, kw_only=True):
     tier: str | None = None
 
 
+class Payment(Record, kw_only=True):
+    """Record Payment of orders.sdl."""
+
+    order_id: str
+    amount: float
+
+
+class PaidOrder(Record, kw_only=True):
+    """Record PaidOrder of orders.sdl."""
+
+    id: str
+    account_id: str
+    amount: float
+    paid: float
+
+
 class Withdrawal(Record, kw_only=True):
     """Record Withdrawal of orders.sdl."""
 

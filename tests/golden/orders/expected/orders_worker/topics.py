@@ -10,6 +10,8 @@ from .records import (
     EnrichedOrder,
     MinutesByAccountState,
     Order,
+    PaidOrder,
+    Payment,
     TotalsByAccountState,
     Withdrawal,
 )
@@ -48,6 +50,12 @@ accounts = app.topic(
 
 # topic enriched_orders
 enriched_orders = app.topic("enriched_orders", key_type=str, value_type=EnrichedOrder, partitions=4)
+
+# topic payments
+payments = app.topic("payments", key_type=str, value_type=Payment, partitions=4)
+
+# topic paid_orders
+paid_orders = app.topic("paid_orders", key_type=str, value_type=PaidOrder, partitions=4)
 
 # named by a string in a pipeline
 orders_audit_all = app.topic("orders.audit.all", key_type=str, value_type=Order, partitions=4)

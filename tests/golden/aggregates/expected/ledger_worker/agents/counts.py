@@ -25,9 +25,8 @@ def row_counts(key: str, state: CountsState) -> Count:
 
 @app.agent(topics.orders, name="counts")
 async def counts(stream: Stream[Order]) -> None:
-    async for count in (
-        stream.aggregate(topics.counts, fold=fold_counts, row=row_counts)
-        .filter(counts_where)
-        .to(topics.big_counts)
-    ):
-        pass
+    async for run in stream.aggregate(topics.counts, fold=fold_counts, row=row_counts).runs():
+        for count in run:
+            if not counts_where(count):
+                continue
+            run.send(topics.big_counts, count)

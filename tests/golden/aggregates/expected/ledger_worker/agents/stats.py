@@ -80,7 +80,7 @@ def row_stats(key: str, state: StatsState) -> Stats:
 
 @app.agent(topics.orders, name="stats")
 async def stats(stream: Stream[Order]) -> None:
-    async for value in (
+    async for run in (
         stream.group_by(by_account_id, topic=topics.ledger_stats_orders_account_id_repartition)
         .aggregate(
             topics.stats,
@@ -88,6 +88,7 @@ async def stats(stream: Stream[Order]) -> None:
             row=row_stats,
             returns={"longest_id": (longer, str), "units_seen": (add_units, list[int])},
         )
-        .to(topics.stats_changes)
+        .runs()
     ):
-        pass
+        for value in run:
+            run.send(topics.stats_changes, value)

@@ -10,7 +10,14 @@ from ..hooks.hooks import account_of, record_pair
 
 @app.agent(topics.orders, name="by_account")
 async def by_account(stream: Stream[Order]) -> None:
-    async for key, order in stream.group_by(
-        account_of, topic=topics.hook_calls_by_account_orders_account_of_repartition, returns=str
-    ).items():
-        record_pair((key, order))
+    async for run in (
+        stream.group_by(
+            account_of,
+            topic=topics.hook_calls_by_account_orders_account_of_repartition,
+            returns=str,
+        )
+        .items()
+        .runs()
+    ):
+        for key, order in run:
+            record_pair((key, order))

@@ -10,7 +10,9 @@ from ..hooks.hooks import quantity_of, record_numbered
 
 @app.agent(topics.orders, name="by_quantity")
 async def by_quantity(stream: Stream[Order]) -> None:
-    async for i, order in stream.group_by(
+    async for run in stream.group_by(
         quantity_of, topic=topics.hook_calls_by_quantity_orders_quantity_of_repartition, returns=int
-    ).enumerate(1):
-        record_numbered((i, order))
+    ).runs(counters=(1,)):
+        for order in run:
+            i = run.count(0)
+            record_numbered((i, order))

@@ -10,5 +10,7 @@ from ..hooks.hooks import record_decorated
 
 @app.agent(topics.orders, name="decorated")
 async def decorated(stream: Stream[Order]) -> None:
-    async for order in stream:
-        await sink(record_decorated, order)
+    async for run in stream.runs():
+        for order in run:
+            await run.flush()
+            await sink(record_decorated, order)

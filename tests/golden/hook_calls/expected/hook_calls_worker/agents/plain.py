@@ -10,5 +10,6 @@ from ..hooks.hooks import record_plain
 
 @app.agent(topics.orders, name="plain")
 async def plain(stream: Stream[Order]) -> None:
-    async for order in stream:
-        record_plain(order)
+    async for run in stream.runs():
+        for order in run:
+            record_plain(order)

@@ -14,5 +14,8 @@ def async_where(value: class_) -> bool:
 
 @app.agent(topics.def_ & topics.app_, name="async")
 async def async_(stream: Stream[class_]) -> None:
-    async for value in stream.filter(async_where).to(topics.out_2):
-        pass
+    async for run in stream.runs():
+        for value in run:
+            if not async_where(value):
+                continue
+            run.send(topics.out_2, value, as_received=True)

@@ -14,5 +14,6 @@ def await_where(value: object_) -> bool:
 
 @app.agent(topics.lambda_, name="await")
 async def await_(stream: Stream[object_]) -> None:
-    async for i, batch in stream.filter(await_where).take(3, within=0.5).enumerate(-1):
-        pass
+    async for run in stream.filter(await_where).take(3, within=0.5).runs(counters=(-1,)):
+        for batch in run:
+            i = run.count(0)

@@ -15,12 +15,15 @@ def import_where(value: class_) -> bool:
 
 @app.agent(topics.def_, name="import")
 async def import_(stream: Stream[class_]) -> None:
-    async for key, value in (
+    async for run in (
         stream.process(print_, returns=(class_,))
         .filter(import_where)
         .echo(topics.echo_1, topics.app_)
         .filter(filter_, returns=bool)
         .group_by(id_, topic=topics.hostile_import_def_id_repartition, returns=str)
         .items()
+        .runs()
     ):
-        await map_(key, value)
+        for key, value in run:
+            await run.flush()
+            await map_(key, value)

@@ -3,3 +3,4 @@
 from . import slim_orders as slim_orders
 from . import enriched as enriched
 from . import regional as regional
+from . import settled as settled

@@ -23,10 +23,9 @@ def select_enriched(pair: tuple[Order, Account | None]) -> Enriched:
 
 @app.agent(topics.orders_by_account, name="enriched")
 async def enriched(stream: Stream[Order]) -> None:
-    async for value in (
-        stream.join(topics.accounts_by_id, left=True)
-        .filter(enriched_where)
-        .process(select_enriched)
-        .to(topics.enriched)
-    ):
-        pass
+    async for run in stream.join(topics.accounts_by_id, left=True).runs():
+        for pair in run:
+            if not enriched_where(pair):
+                continue
+            value = select_enriched(pair)
+            run.send(topics.enriched, value)

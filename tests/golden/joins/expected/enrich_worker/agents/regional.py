@@ -20,9 +20,7 @@ def select_regional(pair: tuple[Order, Region]) -> Regional:
 
 @app.agent(topics.orders, name="regional")
 async def regional(stream: Stream[Order]) -> None:
-    async for value in (
-        stream.join(topics.regions_by_code, on=by_account_id)
-        .process(select_regional)
-        .to(topics.regional)
-    ):
-        pass
+    async for run in stream.join(topics.regions_by_code, on=by_account_id).runs():
+        for pair in run:
+            value = select_regional(pair)
+            run.send(topics.regional, value)

@@ -25,5 +25,9 @@ def select_slim(order: Order) -> Slim:
 
 @app.agent(topics.orders, name="slim_orders")
 async def slim_orders(stream: Stream[Order]) -> None:
-    async for slim in stream.filter(slim_orders_where).process(select_slim).to(topics.slim_orders):
-        pass
+    async for run in stream.runs():
+        for order in run:
+            if not slim_orders_where(order):
+                continue
+            slim = select_slim(order)
+            run.send(topics.slim_orders, slim)

@@ -32,7 +32,7 @@ def row_minutes_by_account(key: str, window: Window, state: MinutesByAccountStat
 
 @app.agent(topics.orders, name="account_minutes")
 async def account_minutes(stream: Stream[Order]) -> None:
-    async for account_minute in (
+    async for run in (
         stream.group_by(
             by_account_id, topic=topics.orders_account_minutes_orders_account_id_repartition
         )
@@ -42,6 +42,7 @@ async def account_minutes(stream: Stream[Order]) -> None:
             row=row_minutes_by_account,
             emit="final",
         )
-        .to(topics.account_minutes)
+        .runs()
     ):
-        pass
+        for account_minute in run:
+            run.send(topics.account_minutes, account_minute)

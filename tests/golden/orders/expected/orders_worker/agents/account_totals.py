@@ -26,11 +26,12 @@ def row_totals_by_account(key: str, state: TotalsByAccountState) -> AccountTotal
 
 @app.agent(topics.orders, name="account_totals")
 async def account_totals(stream: Stream[Order]) -> None:
-    async for value in (
+    async for run in (
         stream.group_by(
             by_account_id, topic=topics.orders_account_totals_orders_account_id_repartition
         )
         .aggregate(topics.totals_by_account, fold=fold_totals_by_account, row=row_totals_by_account)
-        .to(topics.account_totals)
+        .runs()
     ):
-        pass
+        for value in run:
+            run.send(topics.account_totals, value)

@@ -15,7 +15,8 @@ def cash_where(withdrawal: Withdrawal) -> bool:
 
 @app.agent(topics.withdrawals, name="cash")
 async def cash(stream: Stream[Withdrawal]) -> None:
-    async for key, withdrawal in (
-        stream.filter(cash_where).through(topics.orders_withdrawals_cash).items()
+    async for run in (
+        stream.filter(cash_where).through(topics.orders_withdrawals_cash).items().runs()
     ):
-        show_withdrawal(key, withdrawal)
+        for key, withdrawal in run:
+            show_withdrawal(key, withdrawal)

@@ -20,9 +20,7 @@ def select_enriched_order(pair: tuple[Order, Account | None]) -> EnrichedOrder:
 
 @app.agent(topics.orders, name="enriched_orders")
 async def enriched_orders(stream: Stream[Order]) -> None:
-    async for enriched_order in (
-        stream.join(topics.accounts_by_id, left=True)
-        .process(select_enriched_order)
-        .to(topics.enriched_orders)
-    ):
-        pass
+    async for run in stream.join(topics.accounts_by_id, left=True).runs():
+        for pair in run:
+            enriched_order = select_enriched_order(pair)
+            run.send(topics.enriched_orders, enriched_order)

@@ -9,5 +9,6 @@ from ..hooks.hooks import log_raw
 
 @app.agent(topics.raw_events, name="raw")
 async def raw(stream: Stream[bytes]) -> None:
-    async for value in stream:
-        log_raw(value)
+    async for run in stream.runs():
+        for value in run:
+            log_raw(value)

@@ -10,5 +10,7 @@ from ..hooks.hooks import handle_refund
 
 @app.agent(topics.refunds, name="refund_ledger")
 async def refund_ledger(stream: Stream[Order]) -> None:
-    async for event in stream.events():
-        await handle_refund(event)
+    async for run in stream.events().runs():
+        for event in run:
+            await run.flush()
+            await handle_refund(event)

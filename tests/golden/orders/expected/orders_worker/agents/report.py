@@ -10,5 +10,6 @@ from ..hooks.hooks import print_batch
 
 @app.agent(topics.totals, name="report")
 async def report(stream: Stream[list[Order]]) -> None:
-    async for batch in stream:
-        print_batch(batch)
+    async for run in stream.runs():
+        for batch in run:
+            print_batch(batch)

@@ -10,13 +10,15 @@ from ..hooks.hooks import account_of, is_suspicious, print_numbered
 
 @app.agent(topics.withdrawals, name="suspicious")
 async def suspicious(stream: Stream[Withdrawal]) -> None:
-    async for i, withdrawal in (
+    async for run in (
         stream.filter(is_suspicious, returns=bool)
         .group_by(
             account_of,
             topic=topics.orders_suspicious_withdrawals_account_of_repartition,
             returns=str,
         )
-        .enumerate(1)
+        .runs(counters=(1,))
     ):
-        print_numbered(i, withdrawal)
+        for withdrawal in run:
+            i = run.count(0)
+            print_numbered(i, withdrawal)

@@ -20,10 +20,10 @@ def paid_where(order: Order) -> bool:
 
 @app.agent(topics.orders, name="paid")
 async def paid(stream: Stream[Order]) -> None:
-    async for order in (
-        stream.distinct(within=3_600_000, field=attrgetter("id"))
-        .distinct(within=1_000)
-        .filter(paid_where)
-        .to(topics.paid_orders)
+    async for run in (
+        stream.distinct(within=3_600_000, field=attrgetter("id")).distinct(within=1_000).runs()
     ):
-        pass
+        for order in run:
+            if not paid_where(order):
+                continue
+            run.send(topics.paid_orders, order, as_received=True)

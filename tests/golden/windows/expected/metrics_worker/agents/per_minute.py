@@ -32,7 +32,7 @@ def row_minutes(key: str, window: Window, state: MinutesState) -> AccountMinute:
 
 @app.agent(topics.orders, name="per_minute")
 async def per_minute(stream: Stream[Order]) -> None:
-    async for account_minute in (
+    async for run in (
         stream.group_by(
             by_account_id, topic=topics.metrics_per_minute_orders_account_id_repartition
         )
@@ -43,6 +43,7 @@ async def per_minute(stream: Stream[Order]) -> None:
             emit="final",
             late=topics.late_orders,
         )
-        .to(topics.minute_totals)
+        .runs()
     ):
-        pass
+        for account_minute in run:
+            run.send(topics.minute_totals, account_minute)

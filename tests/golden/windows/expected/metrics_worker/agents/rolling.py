@@ -34,9 +34,10 @@ def row_rolling(key: str, window: Window, state: RollingState) -> Rolling:
 
 @app.agent(topics.orders, name="rolling")
 async def rolling(stream: Stream[Order]) -> None:
-    async for value in (
+    async for run in (
         stream.group_by(by_account_id, topic=topics.metrics_rolling_orders_account_id_repartition)
         .aggregate(topics.rolling, fold=fold_rolling, row=row_rolling, emit="updates")
-        .to(topics.rolling_totals)
+        .runs()
     ):
-        pass
+        for value in run:
+            run.send(topics.rolling_totals, value)

@@ -55,11 +55,12 @@ def merge_visits(a: VisitsState, b: VisitsState) -> VisitsState:
 
 @app.agent(topics.orders, name="visits")
 async def visits(stream: Stream[Order]) -> None:
-    async for visit in (
+    async for run in (
         stream.group_by(by_account_id, topic=topics.metrics_visits_orders_account_id_repartition)
         .aggregate(
             topics.visits, fold=fold_visits, row=row_visits, emit="final", merge=merge_visits
         )
-        .to(topics.visit_totals)
+        .runs()
     ):
-        pass
+        for visit in run:
+            run.send(topics.visit_totals, visit)

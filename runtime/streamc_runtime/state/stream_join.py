@@ -1,0 +1,558 @@
+"""`Stream.join_stream`: a windowed join of the stream with another topic, by key.
+
+Each element `a` of the stream and each record `b` of the other topic with the same key and
+event times at most `within` ms apart make one pair `(a, b)`, emitted when the second of the
+two arrives (its key is the key, its timestamp the later of the two). Both sides are buffered
+per partition (the two topics are co-partitioned: partition q of either is joined in store
+q) in a table of the join's own, `<agent>-join-<n>` (changelog
+`<app>-<agent>-join-<n>-changelog`): one entry per element, under its side, an arrival number
+and its key, holding its event time, its encoded value and whether it found a partner.
+
+Stream time per partition is the largest event time seen on either side, kept in the skip map
+as for windows. An element's window closes when stream time passes its time + within + grace:
+its entry leaves the store (a tombstone), and a left join emits an element of the stream that
+found no partner as `(a, None)`, an outer join likewise a record of the other topic as
+`(None, b)`, once. An element more than `grace` behind stream time is late (no partner that
+is not late could be within of it once its own entry would close): it is never buffered and
+goes to the `late` topic or the dead-letter topic (`streamc.error.type: late`).
+
+Exactness: the buffers follow the tables' skip rule, so after a crash every element is
+buffered once and a partner found is marked once. A replayed element (its offset applied
+already) is not buffered again; it emits again the pairs it made on first arrival with
+partners still buffered (those that arrived before it, by arrival number), since what it
+emitted then may not have been delivered: the output is at-least-once, like every table's.
+A pair whose first element's window closed between the first arrival and the replay is not
+emitted again, nor is an unmatched `(a, None)` whose close was written to the changelog but
+whose output was not delivered before the crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, cast
+
+import msgspec
+
+from ..records import Time, value_codec
+from ..stream import EMPTY, Element, Event, Pulled, SourceStream, Stream
+from ..transport import TP, Delivery
+from .aggregate import _NO_HELD, _without_closed, held_store
+from .changelog import map_record
+from .windows import (
+    _NO_TIME,
+    STREAM_TIME,
+    LateError,
+    _position,
+    _Run,
+    _timestamp_field,
+    event_time_of,
+)
+
+if TYPE_CHECKING:
+    from ..topic import Topic
+    from .table import TablePartitions, _Held
+
+__all__ = ["Buffered", "StreamStreamJoin"]
+
+# The skip map entry holding the partition's last arrival number (not "<topic>:<partition>").
+ARRIVALS = "streamc.join_arrivals"
+_RUN_MAX = 1000
+# Seconds the other topic's records wait at most for the stream's partition to catch up
+# (when the transport cannot tell, or never says so), before they are joined alone.
+_STALE = 5.0
+_THIS, _OTHER = b"L", b"R"
+HOWS = ("inner", "left", "outer")
+
+
+class Buffered(msgspec.Struct, array_like=True):
+    """An element waiting for partners: its event time, whether it found one, its position
+    (`<topic>:<partition>:<offset>`, to find it again on replay) and its encoded value."""
+
+    ts: int
+    matched: bool
+    mark: bytes
+    value: bytes
+
+
+def entry_key(side: bytes, arrival: int, raw_key: bytes) -> bytes:
+    return side + arrival.to_bytes(8, "big") + raw_key
+
+
+def split_entry(raw: bytes) -> tuple[bytes, int, bytes]:
+    return raw[:1], int.from_bytes(raw[1:9], "big"), raw[9:]
+
+
+class _Buffers:
+    """The entries of one store partition: per (side, key) the entries in arrival order, by
+    close time (a heap), and by position. Built per holding, as the windows' index."""
+
+    __slots__ = ("by_key", "by_mark", "heap", "held")
+
+    def __init__(self, held: _Held, reach: int) -> None:
+        self.held = held
+        self.by_key: dict[tuple[bytes, bytes], list[bytes]] = {}
+        self.by_mark: dict[bytes, bytes] = {}
+        self.heap: list[tuple[int, bytes]] = []
+        store = held.store
+        entries = sorted(store.items())
+        last = 0
+        for raw, b in entries:
+            side, arrival, key = split_entry(raw)
+            self.add(raw, side, key, b, reach)
+            last = max(last, arrival)
+        # The map may lag the data records after it: arrival numbers never go back.
+        if last > store.positions.get(ARRIVALS, 0):
+            store.positions[ARRIVALS] = last
+
+    def add(self, raw: bytes, side: bytes, key: bytes, b: Buffered, reach: int) -> None:
+        self.by_key.setdefault((side, key), []).append(raw)
+        self.by_mark[b.mark] = raw
+        heapq.heappush(self.heap, (b.ts + reach, raw))
+
+    def forget(self, raw: bytes, b: Buffered) -> None:
+        side, _, key = split_entry(raw)
+        entries = self.by_key.get((side, key))
+        if entries is not None:
+            entries.remove(raw)
+            if not entries:
+                del self.by_key[(side, key)]
+        if self.by_mark.get(b.mark) == raw:
+            del self.by_mark[b.mark]
+
+
+def _stamp(element: Element) -> int:
+    carrier = element[1]
+    return carrier.message.timestamp if type(carrier) is Event else 0
+
+
+def _partition(element: Element) -> int:
+    carrier = element[1]
+    return carrier.message.partition if type(carrier) is Event else -1
+
+
+class _OtherSide(SourceStream[Any]):
+    """The other topic's buffer: data arriving there wakes the agent waiting on its own."""
+
+    def __init__(self, worker: Any, topic: Topic[Any], agent: str, main: SourceStream[Any]):
+        super().__init__(worker, (topic,), agent)
+        self.main = main
+
+    def wake(self) -> None:
+        super().wake()
+        self.main.wake()
+
+
+class StreamStreamJoin(Stream[Any]):
+    """`join_stream` (see the module docstring)."""
+
+    _op = "join_stream"
+    _changes_values = True
+
+    def __init__(
+        self,
+        up: Stream[Any],
+        other: Topic[Any],
+        within: int,
+        grace: int,
+        how: str,
+        value_type: Any,
+        late: Topic[Any] | None,
+    ) -> None:
+        super().__init__(up._worker, up, up._source)
+        if not isinstance(within, int) or within < 0:
+            raise ValueError(f"join_stream: within must be >= 0 milliseconds, got {within!r}")
+        if not isinstance(grace, int) or grace < 0:
+            raise ValueError(f"join_stream: grace must be >= 0 milliseconds, got {grace!r}")
+        if how not in HOWS:
+            raise ValueError(f"join_stream: how must be one of {HOWS}, got {how!r}")
+        worker = self._worker
+        inputs = up._source.topics
+        for topic in inputs:
+            if topic.partitions != other.partitions:
+                raise ValueError(
+                    f"join_stream: topic {topic.name!r} has {topic.partitions} partitions but "
+                    f"{other.name!r} has {other.partitions}: a stream join needs co-partitioned "
+                    "topics"
+                )
+        counts = worker.stream_join_counts
+        n = counts[self._agent] = counts.get(self._agent, 0) + 1
+        name = f"{self._agent}-join-{n}"
+        table = worker.app.tables.get(name)
+        if table is None:
+            table = worker.app.table(
+                name,
+                key_type=bytes,
+                value_type=Buffered,
+                state_type=Buffered,
+                partitions=other.partitions,
+            )
+        table.ensure = True  # declared after the worker created its topics
+        self._table = table
+        self._within = within
+        self._grace = grace
+        # An entry closes once stream time passes its time + within + grace: a partner not
+        # late (at most grace behind stream time) can no longer be within of it.
+        self._reach = within + grace
+        self._how = how
+        self._late = late
+        if value_type is None:
+            value_type = inputs[0].value_type
+        this_codec = value_codec(value_type)
+        self._codecs = {_THIS: this_codec, _OTHER: other.value_codec}
+        # Which side's unmatched entries are emitted at close.
+        self._unmatched = {_THIS: how != "inner", _OTHER: how == "outer"}
+        self._this_time = event_time_of(_timestamp_field(up))
+        self._other_time = event_time_of(getattr(other, "timestamp_field", None))
+        self._other = _OtherSide(worker, other, self._agent, up._source)
+        worker.conductor.add(self._other)
+        self._live: TablePartitions = worker.tables.attach(
+            table, [t.name for t in (*inputs, other)]
+        )
+        self._buffers: dict[int, _Buffers] = {}
+        self._out: list[Element] = []
+        self._at = 0
+        # The stream's element pulled and not handled yet, and the other topic's records
+        # pulled, per partition (`_next`).
+        self._ahead: Element | None = None
+        self._stash: dict[int, deque[tuple[Element, float]]] = {}  # (element, since)
+        self._stashed = 0
+        self._stash_max = worker.buffer_size
+        self._drained = worker.drain_epoch  # the worker's drain last seen with nothing held
+        self._loop = asyncio.get_running_loop()
+        self._highwater: Callable[[TP], int | None] | None = getattr(
+            worker.transport, "highwater", None
+        )
+        # The worker's `close_windows_epoch` last acted on (`streamc run`'s end of input).
+        self.closed_epoch = worker.close_windows_epoch
+        worker.windowed.append(self)
+
+    async def _pull(self) -> Pulled:
+        if self._at >= len(self._out):
+            self._out, self._at = [], 0
+            await self._run()
+            if not self._out:
+                return EMPTY
+        element = self._out[self._at]
+        self._at += 1
+        return element
+
+    def _deadline(self) -> float | None:
+        if self._other.buffer or self._ahead is not None:
+            return 0.0  # pull again at once
+        up = self._up
+        assert up is not None
+        deadline = up._deadline()
+        if self._stashed:
+            # When the oldest record held for the stream may go alone.
+            due = min(w[0][1] for w in self._stash.values() if w) + _STALE
+            deadline = due if deadline is None else min(deadline, due)
+        return deadline
+
+    def _buffers_of(self, q: int, held: _Held) -> _Buffers:
+        known = self._buffers.get(q)
+        if known is None or known.held is not held:
+            known = self._buffers[q] = _Buffers(held, self._reach)
+        return known
+
+    async def _next(self) -> tuple[bytes, Element] | None:
+        """The next element of either side. Stream time is per partition, so the sides are
+        merged per partition by timestamp as far as what has arrived shows: the other
+        topic's records wait in per-partition queues (as many as an agent buffers), and one
+        goes first when it is older than the stream's next element of its partition. While
+        the stream has nothing, they wait for it while the stream's topics have messages of
+        that partition not yet handed out (as Kafka Streams does), at most `_STALE`
+        seconds, or until the queues are full or the worker drains (`streamc run` when
+        nothing else moves)."""
+        up, other, stash = self._up, self._other, self._stash
+        assert up is not None
+        while self._stashed < self._stash_max:
+            element = await other._pull()
+            if element is EMPTY:
+                break
+            pulled = cast(Element, element)
+            stash.setdefault(_partition(pulled), deque()).append((pulled, self._loop.time()))
+            self._stashed += 1
+        this = self._ahead
+        if this is None:
+            element = await up._pull()
+            if element is not EMPTY:
+                this = cast(Element, element)
+        if this is not None:
+            waiting = stash.get(_partition(this))
+            if waiting and _stamp(waiting[0][0]) < _stamp(this):
+                self._ahead = this
+                return _OTHER, self._unstash(waiting)
+            self._ahead = None
+            return _THIS, this
+        if not self._stashed:
+            self._drained = self._worker.drain_epoch
+            return None
+        for waiting in stash.values():
+            # Records of a partition revoked while they waited: its new owner joins them.
+            while waiting and cast(Event[Any, Any], waiting[0][0][1])._offsets.closed:
+                self._unstash(waiting)
+        heads = [q for q in stash if stash[q]]
+        if not heads:
+            return None
+        if self._stashed < self._stash_max and self._worker.drain_epoch == self._drained:
+            stale = self._loop.time() - _STALE
+            heads = [q for q in heads if stash[q][0][1] <= stale or self._caught_up(q)]
+            if not heads:
+                return None  # `_deadline` says when the oldest goes anyway
+        oldest = min(heads, key=lambda q: _stamp(stash[q][0][0]))
+        return _OTHER, self._unstash(stash[oldest])
+
+    def _caught_up(self, q: int) -> bool:
+        """Whether every message of partition q of the stream's topics that the broker holds
+        (as its last fetch response said) was handed to the agents: nothing of the stream is
+        on its way for q, so the other topic's records need not wait for it. (Messages still
+        to be forwarded into a repartition topic the stream reads are not seen.)"""
+        up = self._up
+        assert up is not None
+        highwater, offsets = self._highwater, self._worker.offsets.partitions
+        if highwater is None:
+            return True  # a transport that cannot tell: the wait alone decides
+        for topic in up._source.topics:
+            tp = TP(topic.name, q)
+            end = highwater(tp)
+            state = offsets.get(tp)
+            position = None if state is None else state.position
+            if end is None or end > (0 if position is None else position):
+                return False
+        return True
+
+    def _unstash(self, waiting: deque[tuple[Element, float]]) -> Element:
+        self._stashed -= 1
+        return waiting.popleft()[0]
+
+    async def _run(self) -> None:
+        up = self._up
+        assert up is not None
+        worker, live = self._worker, self._live
+        encode = self._table.state_codec.encode
+        within, reach, grace, codecs = self._within, self._reach, self._grace, self._codecs
+        run = _Run()
+        last_offsets: Any = None
+        last_held: Any = _NO_HELD
+        store: Any = None
+        buffers: _Buffers | None = None
+        q = -1
+        while len(run.out) < _RUN_MAX:
+            if run.out and up._may_wait():
+                break
+            pulled = await self._next()
+            if pulled is None:
+                if not run.records and not run.out:
+                    self._close_all(run)
+                break
+            side, (value, carrier) = pulled
+            if type(carrier) is not Event:
+                await worker.dead_letter(
+                    carrier,
+                    TypeError("join_stream takes single elements, not batches"),
+                    self._agent,
+                )
+                continue
+            event = carrier
+            m = event.message
+            if event._offsets is not last_offsets or last_offsets.closed or last_held.closed:
+                h = await held_store(live, event)
+                if h is None:
+                    continue  # revoked: the partition's new owner handles it
+                store, q, last_offsets, last_held = h.store, m.partition, event._offsets, h
+                buffers = self._buffers_of(q, h)
+                run.stretch(h)
+            assert buffers is not None
+            raw_key = m.key
+            if raw_key is None:
+                await worker.dead_letter(
+                    carrier,
+                    ValueError("join_stream needs a key; this element has none"),
+                    self._agent,
+                )
+                continue
+            try:
+                t = (self._this_time if side is _THIS else self._other_time)(value, event)
+                data = cast(bytes, codecs[side].encode(value))  # a record: never None
+            except Exception as exc:
+                await worker.dead_letter(carrier, exc, self._agent)
+                continue
+            mark, src, offset = _position(m)
+            positions = store.positions
+            now = positions.get(STREAM_TIME, _NO_TIME)
+            partner_side = _OTHER if side is _THIS else _THIS
+            partners = buffers.by_key.get((partner_side, raw_key), ())
+            if offset <= positions.get(src, -1):
+                # A replay: buffered already. Its pairs with the partners that came before it
+                # go out again (their delivery may not have happened); its stream time counts.
+                own = buffers.by_mark.get(mark)
+                if own is not None:
+                    arrival = split_entry(own)[1]
+                    for raw in partners:
+                        if split_entry(raw)[1] > arrival:
+                            break
+                        b = store.get(raw)
+                        if b is not None and abs(b.ts - t) <= within:
+                            self._pair(run, event, side, value, b, raw_key, max(t, b.ts))
+                self._advance(run, store, buffers, q, t, now, event)
+                run.done(event)
+                continue
+            if t + grace < now:
+                await self._too_late(event, value, t, now)
+                continue
+            matched = False
+            for raw in partners:
+                b = store.get(raw)
+                if b is None or abs(b.ts - t) > within:
+                    continue
+                matched = True
+                self._pair(run, event, side, value, b, raw_key, max(t, b.ts))
+                if not b.matched and self._unmatched[partner_side]:
+                    b = Buffered(b.ts, True, b.mark, b.value)
+                    encoded = encode(b)
+                    store.put(raw, b, encoded)
+                    # No position: only the element's own entry, written after these, says it
+                    # was applied. A crash that keeps these and loses that entry has it
+                    # applied again: its partners are marked already, their pairs go again.
+                    run.record(q, store, raw, encoded, None)
+            arrival = positions.get(ARRIVALS, 0) + 1
+            positions[ARRIVALS] = arrival
+            own_raw = entry_key(side, arrival, raw_key)
+            entry = Buffered(t, matched, mark, data)
+            encoded = encode(entry)
+            store.put(own_raw, entry, encoded)
+            buffers.add(own_raw, side, raw_key, entry, reach)
+            run.record(q, store, own_raw, encoded, mark)
+            positions[src] = offset
+            self._advance(run, store, buffers, q, t, now, event)
+            run.hold(event)
+        await self._send(run)
+
+    def _pair(
+        self,
+        run: _Run,
+        event: Event[Any, Any] | None,
+        side: bytes,
+        value: Any,
+        partner: Buffered,
+        raw_key: bytes,
+        ts: int,
+    ) -> None:
+        if side is _THIS:
+            pair = (value, self._codecs[_OTHER].decode(partner.value))
+        else:
+            pair = (self._codecs[_THIS].decode(partner.value), value)
+        run.emit(event, pair, raw_key, ts)
+
+    def _advance(
+        self,
+        run: _Run,
+        store: Any,
+        buffers: _Buffers,
+        q: int,
+        t: int,
+        now: int,
+        event: Event[Any, Any] | None,
+    ) -> None:
+        if t > now:
+            store.positions[STREAM_TIME] = t
+            self._close(run, store, buffers, q, t, event)
+
+    def _close(
+        self,
+        run: _Run,
+        store: Any,
+        buffers: _Buffers,
+        q: int,
+        clock: int,
+        event: Event[Any, Any] | None,
+    ) -> None:
+        """Close every entry whose time + within + grace < `clock`, in close order: a
+        tombstone each, and an unmatched entry of a side that asks for it downstream."""
+        heap = buffers.heap
+        while heap and heap[0][0] < clock:
+            _, raw = heapq.heappop(heap)
+            b = store.get(raw)
+            if b is None:
+                continue
+            side, _, key = split_entry(raw)
+            store.delete(raw)
+            buffers.forget(raw, b)
+            run.record(q, store, raw, None, None)
+            if not b.matched and self._unmatched[side]:
+                value = self._codecs[side].decode(b.value)
+                pair = (value, None) if side is _THIS else (None, value)
+                run.emit(event, pair, key, b.ts)
+
+    def _close_all(self, run: _Run) -> None:
+        """At the end of `streamc run`'s input: stream time moves past every entry."""
+        epoch = self._worker.close_windows_epoch
+        if epoch == self.closed_epoch:
+            return
+        self.closed_epoch = epoch
+        for q, h in list(self._live.held.items()):
+            if not h.ready.is_set():
+                continue
+            buffers = self._buffers_of(q, h)
+            if not buffers.heap:
+                continue
+            run.stretch(h)
+            clock = max(c for c, _ in buffers.heap) + 1
+            store = h.store
+            store.positions[STREAM_TIME] = max(store.positions.get(STREAM_TIME, _NO_TIME), clock)
+            self._close(run, store, buffers, q, clock, None)
+
+    async def _too_late(self, event: Event[Any, Any], value: Any, t: int, now: int) -> None:
+        worker = self._worker
+        if self._late is None or event.message.topic != self._late_from:
+            exc = LateError(
+                f"event time {Time.from_ms(t).rfc3339()} is past the join window and its "
+                f"grace (stream time {Time.from_ms(now).rfc3339()})"
+            )
+            await worker.dead_letter(event, exc, self._agent)
+            return
+        await worker.forward(self._late, value, event)
+        event._ack()
+
+    @property
+    def _late_from(self) -> str | None:
+        """The `late` topic takes the stream's own elements (of its type); the other
+        topic's late records are dead-lettered."""
+        up = self._up
+        assert up is not None
+        topics = up._source.topics
+        return topics[0].name if len(topics) == 1 else None
+
+    async def _send(self, run: _Run) -> None:
+        worker = self._worker
+        if any(h.closed for h, _, _ in run.stretches):
+            # A store was revoked while this run waited: its new owner may be writing its
+            # changelog already, so what was buffered or closed in it here is dropped.
+            run.records, run.partitions, run.out, folded = _without_closed(
+                run.stretches, run.records, run.partitions, run.out
+            )
+            run.stores = {p: s for p, (s, _) in folded.items()}
+            run.counts = {p: n for p, (_, n) in folded.items()}
+        if run.records:
+            for p, s in run.stores.items():
+                run.records.append(map_record(s.positions))
+                run.partitions.append(p)
+                run.counts[p] += 1
+            delivery = await worker.send_changelog(
+                self._table.changelog.name, run.records, run.partitions
+            )
+            if delivery is None:  # not sent, the worker is stopping: nothing may be acked
+                worker._hold_for_good(run.held)
+                return
+            for p, s in run.stores.items():
+                s.applied(run.counts[p])
+            worker.tables.sent(delivery)
+            worker._hold(cast("Awaitable[Delivery]", delivery), run.held)
+        for h, _, _ in run.stretches:
+            h.folding = False
+        for event in run.finished:
+            event._ack()  # its outputs (children) and its changelog delivery hold it now
+        self._out = run.out

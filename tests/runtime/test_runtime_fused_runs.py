@@ -1,0 +1,271 @@
+"""Fused loops (`Stream.runs()`): generated agents handle a run of events in one plain `for`.
+
+What they promise is what the per-element stream promises: acks per run but never a commit
+past an element in flight, a raising hook dead-letters exactly its element and the run goes
+on in order, enumerate keeps counting and take keeps batching across runs, forwarded records
+keep the element in flight until delivered, and revocation drops the unreached rest of a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+from rtkit import Order, Running, gated, wait_for
+from streamc_runtime import App, Stream, awaitable
+from streamc_runtime.transport import HANDOUT_RUN, TP
+
+
+def _order(i: int) -> dict[str, object]:
+    return {"account_id": f"a{i}", "amount": float(i)}
+
+
+def _amounts(r: Running, topic: str) -> list[float]:
+    return [o.amount for o in r.values(topic, Order)]
+
+
+async def test_a_run_is_acked_once_handled_and_never_committed_past_an_element_in_hand() -> None:
+    app = App("fused-acks")
+    src = app.topic("src", value_type=Order, partitions=1)
+    seen: list[float] = []
+    gate = asyncio.Event()
+
+    async def wait_at(order: Order) -> None:
+        if order.amount == 60:  # in the second run (50..99)
+            await gate.wait()
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            for order in run:
+                await wait_at(order)
+                seen.append(order.amount)
+
+    async with Running(app) as r:
+        for i in range(120):
+            r.produce("src", _order(i))
+        await wait_for(lambda: len(seen) == 60)
+        await r.worker.commit()
+        # The first run is done and acked; the second is in hand: nothing of it committed.
+        assert r.committed("src") == {0: HANDOUT_RUN}
+        gate.set()
+        await r.idle()
+        await r.worker.commit()
+        assert r.committed("src") == {0: 120}
+    assert seen == [float(i) for i in range(120)]
+
+
+async def test_a_raising_sync_hook_dead_letters_its_element_and_the_run_goes_on_in_order() -> None:
+    app = App("fused-raise")
+    src = app.topic("src", value_type=Order, partitions=1)
+    seen: list[float] = []
+    calls = 0
+
+    def handle(order: Order) -> None:
+        nonlocal calls
+        calls += 1
+        if order.amount in (3, 7):
+            raise ValueError(f"bad {order.amount}")
+        seen.append(order.amount)
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            for order in run:
+                handle(order)
+
+    async with Running(app) as r:
+        for i in range(10):
+            r.produce("src", _order(i))
+        await r.idle()
+        await r.worker.commit()
+        assert r.committed("src") == {0: 10}
+        dead = r.messages("fused-raise-dlq")
+    assert calls == 10  # each element handled once, the failed ones too
+    assert seen == [0.0, 1.0, 2.0, 4.0, 5.0, 6.0, 8.0, 9.0]
+    assert [msgspec.json.decode(m.value or b"", type=Order).amount for m in dead] == [3.0, 7.0]
+    headers = dict(dead[0].headers)
+    assert (headers["streamc.error"], headers["streamc.error.type"]) == (b"bad 3.0", b"ValueError")
+    assert headers["streamc.source.offset"] == b"3"
+    assert r.worker.dead_lettered["agent"] == 2
+
+
+async def test_an_async_hook_in_a_fused_loop_is_awaited_in_order() -> None:
+    app = App("fused-async")
+    src = app.topic("src", value_type=Order, partitions=2)
+    out = app.topic("out", value_type=Order, partitions=1)
+
+    async def slow(order: Order) -> Order:
+        await asyncio.sleep(0)
+        order.language = "nl"
+        return order
+
+    def plain_returning_awaitable(order: Order) -> object:
+        return slow(order)  # a plain `def` handing back a coroutine: awaited all the same
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            for order in run:
+                order = await slow(order)
+                result = plain_returning_awaitable(order)
+                if awaitable(result):
+                    result = await result
+                run.send(out, result)
+
+    async with Running(app) as r:
+        for i in range(130):
+            r.produce("src", _order(i), partition=i % 2)
+        await r.idle()
+        await r.worker.commit()
+        assert r.committed("src") == {0: 65, 1: 65}
+        written = r.values("out", Order)
+    assert all(o.language == "nl" for o in written)
+    # In order within each source partition.
+    for p in range(2):
+        assert [o.amount for o in written if int(o.amount) % 2 == p] == [
+            float(i) for i in range(p, 130, 2)
+        ]
+
+
+async def test_enumerate_in_a_fused_loop_counts_across_runs_and_restarts() -> None:
+    app = App("fused-enumerate")
+    src = app.topic("src", value_type=Order, partitions=1)
+    numbered: list[tuple[int, float]] = []
+
+    def handle(i: int, order: Order) -> None:
+        if order.amount == 55:
+            raise ValueError("bad")
+        numbered.append((i, order.amount))
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs(counters=(1,)):
+            for order in run:
+                i = run.count(0)
+                handle(i, order)
+
+    async with Running(app) as r:
+        for i in range(120):
+            r.produce("src", _order(i))
+        await r.idle()
+    # 1..120; 56 went to the element that failed (its number is spent, as before fusing).
+    assert numbered == [(i + 1, float(i)) for i in range(120) if i != 55]
+
+
+async def test_take_batches_across_runs_in_a_fused_loop() -> None:
+    app = App("fused-take")
+    src = app.topic("src", value_type=Order, partitions=1)
+    batches: list[list[float]] = []
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.take(7).runs():
+            for batch in run:
+                batches.append([o.amount for o in batch])
+
+    async with Running(app) as r:
+        for i in range(120):
+            r.produce("src", _order(i))
+        await r.idle()
+        await r.worker.commit()
+        assert r.committed("src") == {0: 119}  # the partial batch (119) is not handled yet
+        r.worker.request_drain()
+        await r.idle()
+        await r.worker.commit()
+        assert r.committed("src") == {0: 120}
+    assert [len(b) for b in batches] == [7] * 17 + [1]
+    assert [a for b in batches for a in b] == [float(i) for i in range(120)]
+
+
+async def test_sends_of_a_run_keep_their_elements_in_flight_until_delivered() -> None:
+    app = App("fused-send")
+    src = app.topic("src", value_type=Order, partitions=1)
+    out = app.topic("out", value_type=Order, partitions=1)
+    big = app.topic("big", value_type=Order, partitions=1)
+
+    def is_big(order: Order) -> bool:
+        return order.amount >= 5
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            for order in run:
+                run.send(out, order, as_received=True)
+                if not is_big(order):
+                    continue
+                run.send(big, order, as_received=True)
+
+    async with gated(app, gated=["big"]) as r:
+        for i in range(8):
+            r.produce("src", b'{"account_id":"a","amount":%d,"extra":1}' % i, key="k", raw=True,
+                      headers=[("h", b"v")])  # fmt: skip
+        await r.idle()
+        await r.worker.commit()
+        assert r.committed("src") == {0: 5}  # 5.. wait for their copies to "big"
+        r.transport.release()
+        await asyncio.sleep(0.01)  # the deliveries' callbacks
+        await r.worker.commit()
+        assert r.committed("src") == {0: 8}
+        copies = r.messages("out")
+        assert [m.value for m in copies] == [
+            b'{"account_id":"a","amount":%d,"extra":1}' % i for i in range(8)
+        ]  # as received: the undeclared field is kept
+        assert {(m.key, tuple(m.headers)) for m in copies} == {(b"k", (("h", b"v"),))}
+        assert _amounts(r, "big") == [5.0, 6.0, 7.0]
+
+
+async def test_revocation_drops_the_unreached_rest_of_a_run() -> None:
+    app = App("fused-revoke")
+    src = app.topic("src", value_type=Order, partitions=2)
+    seen: list[tuple[int, float]] = []
+    gate = asyncio.Event()
+    revoked = asyncio.Event()
+
+    async def handle(order: Order) -> None:
+        if order.amount == 2:  # partition 0's second: the run holds its rest and partition 1's
+            gate.set()
+            await revoked.wait()
+        seen.append((int(order.amount) % 2, order.amount))
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            for order in run:
+                await handle(order)
+
+    async with Running(app, fetch_max=20, revoke_timeout=0.05) as r:
+        for i in range(20):
+            r.produce("src", _order(i), partition=i % 2)
+        await gate.wait()
+        run = r.worker.sources["agent"]._down._run  # type: ignore[union-attr]
+        assert run is not None and len(run) == 20  # both partitions' messages in one run
+        await r.worker.on_partitions_revoked({TP("src", 0)})
+        revoked.set()
+        await wait_for(lambda: r.worker.waiting > 0)
+        # The revocation committed what was handled before the element in hand; what the
+        # loop had not reached is dropped, never handled, and left to the next owner.
+        assert r.committed("src")[0] == 1
+        await r.worker.commit()
+        assert [a for p, a in seen if p == 0] == [0.0, 2.0]
+        assert [a for p, a in seen if p == 1] == [float(i) for i in range(1, 20, 2)]
+        assert r.committed("src") == {0: 1, 1: 10}
+
+
+async def test_a_loop_that_skips_runs_still_moves_on_and_acks_them() -> None:
+    app = App("fused-skip")
+    src = app.topic("src", value_type=Order, partitions=1)
+    lengths: list[int] = []
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            lengths.append(len(run))  # never iterated: the next run comes all the same
+
+    async with Running(app) as r:
+        for i in range(120):
+            r.produce("src", _order(i))
+        await r.idle()
+        await r.worker.commit()
+        assert r.committed("src") == {0: 120}
+    assert lengths == [HANDOUT_RUN, HANDOUT_RUN, 20]
