@@ -19,6 +19,10 @@ taken when the record is appended to the producer's batch) in its JSON value. Th
 the output topic from its own consumer and takes, for each order, its first arrival time minus
 `sent`: p50, p99 and max over every order of the steady phase. An implementation that cannot
 keep up shows it here as growing latency (and as orders not delivered within the wait).
+Beside them: the process's CPU time per order over the steady phase (user + system, what a
+shared machine changes least), and for rekey on streamc and the raw loop, p50/p99 of each hop
+(produced to the repartition topic, and from there to the output; read by a second consumer),
+which tells time lost on the way in from time lost on the read-back.
 
 Skew: 4 x B orders are produced before the process starts, and the copy pipeline runs into a
 one-partition output topic, whose order is then the order the implementation handled them in.
@@ -327,6 +331,7 @@ class LatencyResult:
     p50_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
+    cpu_us: float | None = None  # the process's CPU time per order of the steady phase
     log: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -346,6 +351,7 @@ async def latency_run(
     pipeline: str, rate: int, impl: str, seconds: float, run_id: str, rundir: Path
 ) -> LatencyResult:
     result = LatencyResult(pipeline, rate, impl)
+    hop: Measurer | None = None
     tag = f"{impl.replace('-', '_')}_{pipeline}_{rate // 1000}k_{run_id}"
     topic, out = f"lat-{tag}", f"lat-{tag}-out"
     await create_topics(BOOTSTRAP[0], {topic: PARTITIONS, out: PARTITIONS})
@@ -372,6 +378,12 @@ async def latency_run(
             await asyncio.sleep(1.0)  # the rest of the warm-up orders come out
         finally:
             await warm.stop()
+        if pipeline == "rekey" and impl in ("streamc", "raw-aiokafka"):
+            # The first hop's arrivals too (the repartition topic exists by now): whether
+            # time is lost on the way in or on the read-back.
+            hop = Measurer(BOOTSTRAP[0], repartition_topic(impl, tag), PARTITIONS)
+            await hop.start()
+        cpu_before = throughput._cpu_seconds(proc.pid)
         gen = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "_generate", BOOTSTRAP[0], topic, str(rate), str(seconds),
             stdout=asyncio.subprocess.PIPE,
@@ -382,6 +394,9 @@ async def latency_run(
         # as long again as the phase took, plus 10 s).
         measured = lambda: sum(1 for k in measurer.arrived if k[0] == "m")  # noqa: E731
         await until(lambda: measured() >= result.produced, proc, seconds + 10)
+        cpu_after = throughput._cpu_seconds(proc.pid)
+        if cpu_before is not None and cpu_after is not None and result.produced:
+            result.cpu_us = (cpu_after - cpu_before) / result.produced * 1e6
         lat = sorted(
             (measurer.arrived[k] - measurer.sent[k]) * 1000 for k in measurer.arrived if k[0] == "m"
         )
@@ -391,6 +406,9 @@ async def latency_run(
             result.p50_ms = percentile(lat, 0.50)
             result.p99_ms = percentile(lat, 0.99)
             result.max_ms = lat[-1]
+        if hop is not None:
+            await hop.stop()
+            result.extra.update(hop_stats(hop, measurer))
         if result.delivered < result.produced:
             result.problem = f"{result.produced - result.delivered:,} orders not out in time"
         result.ok = result.delivered == result.produced
@@ -398,6 +416,31 @@ async def latency_run(
     finally:
         await throughput._stop(proc)
         await measurer.stop()
+        if hop is not None:
+            await hop.stop()
+
+
+def repartition_topic(impl: str, group: str) -> str:
+    """The rekey pipeline's repartition topic, as streamc or the raw loop names it."""
+    if impl == "streamc":
+        return f"{group}-rekey-orders-account_id-repartition"
+    return f"{group}-account_id-repartition"  # peers/lat_raw.py
+
+
+def hop_stats(hop: Measurer, out: Measurer) -> dict[str, Any]:
+    """p50/p99 of each hop of the steady phase's orders: in (produced to the repartition
+    topic) and back (from the repartition topic to the output)."""
+    ids = [k for k in out.arrived if k[0] == "m" and k in hop.arrived]
+    if not ids:
+        return {}
+    first = sorted((hop.arrived[k] - out.sent[k]) * 1000 for k in ids)
+    second = sorted((out.arrived[k] - hop.arrived[k]) * 1000 for k in ids)
+    return {
+        "hop_in_p50_ms": percentile(first, 0.5),
+        "hop_in_p99_ms": percentile(first, 0.99),
+        "hop_back_p50_ms": percentile(second, 0.5),
+        "hop_back_p99_ms": percentile(second, 0.99),
+    }
 
 
 async def skew_run(impl: str, per_partition: int, run_id: str, rundir: Path) -> SkewResult:
@@ -431,17 +474,27 @@ def _ms(v: float | None) -> str:
     return f"{v:9.1f}" if v is not None else f"{'-':>9}"
 
 
+def _us(v: float | None) -> str:
+    return f"{v:7.1f}" if v is not None else f"{'-':>7}"
+
+
 def report(lat: list[LatencyResult], skews: list[SkewResult]) -> str:
     lines = [
         f"{'pipeline':8} {'rate/s':>7} {'implementation':14} {'p50 ms':>9} {'p99 ms':>9} "
-        f"{'max ms':>9} {'delivered':>12}",
+        f"{'max ms':>9} {'CPU us':>7} {'delivered':>12}",
     ]
     lines.append("-" * len(lines[0]))
     for r in lat:
         lines.append(
             f"{r.pipeline:8} {r.rate:7,} {r.impl:14} {_ms(r.p50_ms)} {_ms(r.p99_ms)} "
-            f"{_ms(r.max_ms)} {r.delivered:>6,}/{r.produced:<6,}"
+            f"{_ms(r.max_ms)} {_us(r.cpu_us)} {r.delivered:>6,}/{r.produced:<6,}"
             + (f"  {r.problem.splitlines()[0]}" if r.problem else "")
+            + (
+                f"  hops p50/p99: in {r.extra['hop_in_p50_ms']:.1f}/{r.extra['hop_in_p99_ms']:.1f}"
+                f" back {r.extra['hop_back_p50_ms']:.1f}/{r.extra['hop_back_p99_ms']:.1f}"
+                if "hop_in_p50_ms" in r.extra
+                else ""
+            )
         )
     if skews:
         lines += [

@@ -462,12 +462,17 @@ class KafkaTransport:
         # [records, index of the first one not handed out] (see `fetch`).
         self._fetched: dict[Any, list[Any]] = {}
         self._idle = True  # the last fetch found nothing (or none happened yet)
+        # The last `_take_fetched` stopped where a partition's held records ran out, with
+        # others still holding some (see `_hand_out`).
+        self._cut_short = False
         self._resumed: asyncio.Future[Any] | None = None  # see `_getmany_or_resume`
         # topic -> partition -> (builder, its batch future): the batch `send_many` appends to
         # until aiokafka drains it.
         self._open_batches: dict[str, dict[int, tuple[Any, asyncio.Future[Any]]]] = {}
         self._assignment_raw: Any = None
         self._assignment: frozenset[TP] = frozenset()
+        # The producer's metadata cache (aiokafka's ClusterMetadata), for `send`'s partitioning.
+        self._cluster: Any = None
 
     @classmethod
     def from_url(cls, url: str, *, group_id: str, **overrides: Any) -> KafkaTransport:
@@ -552,6 +557,7 @@ class KafkaTransport:
             partition_assignment_strategy=ASSIGNORS,
         )
         self._admin = AIOKafkaAdminClient(**common)
+        self._cluster = self._producer.client.cluster
         # Connected together: each start is a few round trips, and start-up time is spent
         # before the group join can even begin.
         started = await asyncio.gather(
@@ -717,7 +723,7 @@ class KafkaTransport:
             raise KafkaTransportError("the rebalance listener failed") from err
         if self._fetched:
             await self._top_up(consumer, None)
-            out = self._take_fetched(consumer, max_records)
+            out = await self._hand_out(consumer, max_records)
             if out:
                 return out
         idle = self._idle
@@ -761,7 +767,26 @@ class KafkaTransport:
             # aiokafka filled `max_records` from the partitions it holds first: the others get
             # a run each now, so the first hand-out after idling is interleaved too.
             await self._top_up(consumer, HANDOUT_RUN)
-        return self._take_fetched(consumer, max_records)
+            return self._take_fetched(consumer, max_records)
+        return await self._hand_out(consumer, max_records)
+
+    async def _hand_out(self, consumer: Any, max_records: int) -> list[Message]:
+        """`_take_fetched`, going on when it stopped because a partition's held records ran
+        out while others still had some: what aiokafka already holds of that partition is
+        added in its place in the turns, and the turns go on up to `max_records`. Stopping
+        there instead split most fetches into two hand-outs a dispatch apart: the records
+        after the cut waited for the agents to handle those before it, and for another pass
+        of the fetch loop, before they were even dispatched. Skipped after idling, where
+        aiokafka's megabyte per partition is not to be unpacked before the first records go
+        out (see `fetch`)."""
+        out = self._take_fetched(consumer, max_records)
+        while self._cut_short and len(out) < max_records:
+            await self._top_up(consumer, None)
+            more = self._take_fetched(consumer, max_records - len(out))
+            if not more:
+                break
+            out += more
+        return out
 
     async def _top_up(self, consumer: Any, run: int | None) -> None:
         """Add what aiokafka has already fetched of the ready, unpaused partitions that have
@@ -771,11 +796,14 @@ class KafkaTransport:
         fetched = self._fetched
         ready = self._ready
         paused = consumer.paused()
-        missing = [
-            tp
-            for tp in consumer.assignment()
-            if tp not in fetched and tp in ready and tp not in paused
-        ]
+        # Partitions with nothing held, or whose held records ran out at a cut (see
+        # `_take_fetched`): those are topped up in their place in the turns.
+        missing = []
+        for tp in consumer.assignment():
+            if tp in ready and tp not in paused:
+                held = fetched.get(tp)
+                if held is None or held[1] >= len(held[0]):
+                    missing.append(tp)
         if not missing:
             return
         if run is None:
@@ -832,40 +860,49 @@ class KafkaTransport:
 
         Partitions take turns, `HANDOUT_RUN` records at a time, in offset order per
         partition; a partition that had its turn moves to the back of `_fetched`, so the next
-        call goes on with the partition after it. When one runs out of held records, the
-        hand-out ends with that turn, so it falls no more than a run behind before `_top_up`.
+        call goes on with the partition after it. When one runs out of held records while
+        others still have some, this call ends with that turn (`_cut_short`) and the partition
+        keeps its place, so it falls no more than a run behind before `_top_up` (which
+        `_hand_out` then does at once) refills it there.
         With a slow agent, every partition with a backlog then progresses at the same pace
         instead of one fetch (a megabyte) at a time.
         """
         fetched = self._fetched
         out: list[Message] = []
+        self._cut_short = False
         if not fetched:
             return out
         paused = consumer.paused()
         ready = self._ready
         turn = []
-        for tp in list(fetched):
-            if tp not in ready:
-                del fetched[tp]
+        for tp, held in list(fetched.items()):
+            if tp not in ready or held[1] >= len(held[0]):
+                del fetched[tp]  # revoked, or ran out at a cut and nothing came to top it up
             elif tp not in paused:
                 turn.append(tp)
         while turn:
             run = HANDOUT_RUN if len(turn) > 1 else max_records
-            left = []
+            left: list[Any] = []
+            ran_out: list[Any] = []
             for tp in turn:
                 held = fetched.pop(tp)
                 records, start = held
                 end = start + min(run, max_records - len(out))
                 out.extend(records[start:end])
-                if end < len(records):
-                    held[1] = end
-                    fetched[tp] = held  # to the back
-                    left.append(tp)
+                held[1] = end
+                fetched[tp] = held  # to the back
+                (left if end < len(records) else ran_out).append(tp)
                 if len(out) >= max_records:
-                    return out
-            if len(left) < len(turn):
-                # A partition's held records ran out: the next `fetch` tops it up from what
-                # aiokafka holds before the others get another turn.
+                    break
+            if ran_out and left and len(out) < max_records:
+                # A partition's held records ran out: it keeps its place in the turns, empty,
+                # and is topped up there from what aiokafka holds before the others get
+                # another turn (`_hand_out`, or the next `fetch`).
+                self._cut_short = True
+                return out
+            for tp in ran_out:
+                del fetched[tp]
+            if ran_out or len(out) >= max_records:
                 return out
             turn = left
         return out
@@ -999,6 +1036,14 @@ class KafkaTransport:
         timestamp: int | None = None,
     ) -> Awaitable[Delivery]:
         producer = self._require(self._producer)
+        if partition is None and key is not None and self._cluster is not None:
+            # A keyed record's partition, as aiokafka's default partitioner picks it (murmur2
+            # of the key over all the topic's partitions), but with the hash cached: keys
+            # repeat (after a `group_by` that is the point), and aiokafka's pure-Python murmur2
+            # and partition lists cost more per record than the rest of its `send`.
+            parts = self._cluster.partitions_for_topic(topic)
+            if parts:
+                partition = partition_for_key(key, len(parts))
         try:
             sent: asyncio.Future[Any] = await producer.send(
                 topic,

@@ -534,8 +534,11 @@ class SourceStream(Stream[T]):
         self.low = max(worker.buffer_size // 2, 1)  # drained: resume the paused partitions
         self.full = False  # back-pressure engaged: the Conductor paused our partitions
         self.closed = False
-        # Events handed out until `share_loop` looks at the clock, and when it last yielded.
+        # Events handed out until `share_loop` looks at the clock, how many that was, when it
+        # last looked and when it last yielded.
         self.until_check = _CHECK_EVERY
+        self._check_every = _CHECK_EVERY
+        self._checked_at = 0.0
         self._yielded_at = 0.0
         self._waiters: list[asyncio.Future[None]] = []
         self._loop = asyncio.get_running_loop()
@@ -582,12 +585,23 @@ class SourceStream(Stream[T]):
         An agent with events buffered never waits, so a slow (CPU-bound) body would keep the
         fetch loop, the producer's sends and the commit loop from running for a whole buffer
         of events. A yield per event (or every few) costs a fast agent a third of its speed;
-        a look at the clock every `_CHECK_EVERY` events costs nothing."""
-        self.until_check = _CHECK_EVERY
+        a look at the clock every `_CHECK_EVERY` events costs nothing. A slow body looks
+        sooner: after as many events as took half of `_YIELD_AFTER` at the pace just seen. At
+        a millisecond an event, 64 events held the loop for 64 ms a turn, and a commit (a
+        flush, then the commit request: a dozen turns of the loop) took a second."""
         now = self._loop.time()
+        spent = now - self._checked_at
+        n = self._check_every
+        if spent * 2 * _CHECK_EVERY > _YIELD_AFTER * n:  # slower than _CHECK_EVERY per 5 ms
+            n = max(1, int(n * _YIELD_AFTER / (2 * spent)))
+        else:
+            n = _CHECK_EVERY
+        self.until_check = self._check_every = n
+        self._checked_at = now
         if now - self._yielded_at >= _YIELD_AFTER:
             await asyncio.sleep(0)
-            self._yielded_at = self._loop.time()
+            # The pace is the body's own: what other tasks did meanwhile does not count.
+            self._yielded_at = self._checked_at = self._loop.time()
 
     def wake(self) -> None:
         waiters = self._waiters

@@ -419,15 +419,18 @@ class Worker:
         return True
 
     async def _commit_loop(self) -> None:
-        """Commit processed work at most once per `commit_interval`, timed from the last
-        commit, not from the worker's start: once an interval has passed, look every
+        """Commit processed work at most once per `commit_interval`, timed from the start of
+        the last commit, not from the worker's start: once an interval has passed, look every
         `_COMMIT_POLL` seconds for something processed and commit it at once. So the first
         messages processed after start, an assignment or an idle spell are committed within
         a poll, not up to an interval later at a phase fixed by the start (a worker killed
         soon after its first batch used to repeat it all), and a busy worker still commits
         once per interval. Offsets that only record where reading started (nothing processed
         yet) wait for an interval, or go with the first processed work: committing them
-        alone would put that work an interval later."""
+        alone would put that work an interval later. From the start of the last commit, not
+        its end: a commit waits for the flush of every output before it, which with a busy
+        agent or a slow broker takes a good part of a second, and each one would push every
+        later commit back by as much (a worker killed then repeats that much more)."""
         loop = asyncio.get_running_loop()
         interval = self.commit_interval
         poll = min(interval, _COMMIT_POLL)
@@ -444,8 +447,9 @@ class Worker:
             processed = any(parts[tp].progressed() for tp in offsets)
             if not processed and loop.time() < idle_due:
                 continue
+            began = loop.time()
             committed = await self.commit()
-            idle_due = loop.time() + interval
+            idle_due = began + interval
             if processed or not committed:
                 due = idle_due
 

@@ -355,18 +355,32 @@ async def test_held_partitions_take_turns_of_a_run_across_fetches() -> None:
     assert c.asked == [500, None]
 
 
-async def test_a_partition_whose_held_records_ran_out_is_topped_up_without_waiting() -> None:
+async def test_a_partition_whose_held_records_ran_out_is_topped_up_within_the_hand_out() -> None:
     t, c = transport(A, B)
     c.script.append({A: records(A, range(0, 60)), B: records(B, range(0, 300))})
     assert runs(await t.fetch(0, 100)) == [(0, 50), (1, 50)]
-    # A's last 10 held records go out, and the hand-out ends with that turn...
-    assert runs(await t.fetch(0, 100)) == [(0, 10), (1, 50)]
-    # ...so the next fetch first takes what aiokafka has fetched of A meanwhile.
-    c.script.append({A: records(A, range(60, 200))})
-    assert runs(await t.fetch(0, 100)) == [(1, 50), (0, 50)]
-    assert c.topups == [(frozenset({A}), None)]  # without waiting, everything aiokafka holds
+    c.script.append({A: records(A, range(60, 200))})  # aiokafka has fetched more of A
+    # A's last 10 held records go out and B has its turn; then, in the same hand-out and
+    # without waiting, A is topped up with everything aiokafka holds of it and goes first.
+    assert runs(await t.fetch(0, 100)) == [(0, 10), (1, 50), (0, 40)]
+    assert c.topups == [(frozenset({A}), None)]
     assert c.asked == [100]  # no waiting getmany while B still has records held
-    assert got(await t.fetch(0, 100)) == of(B, range(150, 200)) + of(A, range(110, 160))
+    assert got(await t.fetch(0, 100)) == of(B, range(100, 150)) + of(A, range(100, 150))
+    third = got(await t.fetch(0, 100))
+    assert third == of(B, range(150, 200)) + of(A, range(150, 200))
+    assert c.asked == [100]
+
+
+async def test_the_hand_out_goes_on_when_a_partition_has_nothing_more_fetched() -> None:
+    t, c = transport(A, B)
+    c.script.append({A: records(A, range(0, 60)), B: records(B, range(0, 300))})
+    assert runs(await t.fetch(0, 100)) == [(0, 50), (1, 50)]
+    # A runs out and aiokafka holds nothing more of it: B fills the hand-out instead of
+    # waiting for the next fetch, which would leave B's records a dispatch later.
+    assert runs(await t.fetch(0, 100)) == [(0, 10), (1, 90)]
+    assert c.topups == [(frozenset({A}), None)]
+    assert c.asked == [100]
+    assert got(await t.fetch(0, 100)) == of(B, range(140, 240))
 
 
 async def test_first_fetch_after_idle_tops_up_the_partitions_aiokafka_left_out() -> None:
@@ -385,11 +399,15 @@ async def test_first_fetch_after_idle_tops_up_the_partitions_aiokafka_left_out()
     assert sorted(c.topups, key=str) == [(frozenset({B}), 50), (frozenset({C}), 50)]
     # Their runs are handed out: the next fetch takes all aiokafka holds of them.
     second = await t.fetch(0, 200)
-    assert c.topups[2:] == [(frozenset({B, C}), None)]
-    assert sorted(got(second)) == of(A, range(50, 100)) + of(B, range(50, 100)) + of(
+    assert c.topups[2] == (frozenset({B, C}), None)
+    assert runs(second)[0] == runs(second)[3] == (0, 50)
+    assert sorted(runs(second)[1:3]) == [(1, 50), (2, 50)] and len(runs(second)) == 4
+    # B and C ran out again and aiokafka held nothing more of them (one more look, without
+    # waiting): A filled the rest of the hand-out.
+    assert c.topups[3:] == [(frozenset({B, C}), None)]
+    assert sorted(got(second)) == of(A, range(50, 150)) + of(B, range(50, 100)) + of(
         C, range(50, 100)
     )
-    assert runs(second)[0] == (0, 50)
     assert c.asked == [200]
 
 
@@ -404,3 +422,47 @@ async def test_with_every_partition_paused_aiokafka_is_not_asked_and_a_resume_en
     assert got(await asyncio.wait_for(t.fetch(30, 4), 10)) == []
     assert c.asked == [] and c.topups == []  # nothing asked of aiokafka while paused
     assert got(await t.fetch(0, 4)) == of(A, range(0, 3))
+
+
+class HoldingConsumer(FakeConsumer):
+    """As aiokafka holds a backlog: everything fetched of every partition at once, and
+    `getmany` fills `max_records` from the partitions in order (one before the next)."""
+
+    def __init__(self, backlog: dict[Any, list[Any]]) -> None:
+        super().__init__(backlog)
+        self.held = dict(backlog)
+
+    async def getmany(
+        self, *partitions: Any, timeout_ms: int = 0, max_records: int | None = None
+    ) -> Batch:
+        out: Batch = {}
+        room = max_records
+        for tp in partitions or list(self.held):
+            recs = self.held.get(tp)
+            if not recs or room == 0:
+                continue
+            take = recs if room is None else recs[:room]
+            out[tp], self.held[tp] = take, recs[len(take) :]
+            if room is not None:
+                room -= len(take)
+        return out
+
+
+async def test_over_a_backlog_no_partition_gets_more_than_a_run_ahead() -> None:
+    tps = [TopicPartition("orders", p) for p in range(4)]
+    t, _ = transport(*tps)
+    t._consumer = HoldingConsumer({tp: records(tp, range(2500)) for tp in tps})
+    handed: list[int] = []
+    while len(handed) < 4 * 2500:
+        handed += [m.partition for m in await t.fetch(0, 500)]
+    counts = [0] * 4
+    worst = 0
+    for p in handed:
+        counts[p] += 1
+        if max(counts) == 2500:
+            break
+        worst = max(worst, max(counts) - min(counts))
+    # Partitions run out of held records at different points (the first hand-out after idling
+    # takes 500 of one partition and a run of the others); each is topped up in its place in
+    # the turns, so none gets a second turn before the others had theirs.
+    assert worst == HANDOUT_RUN

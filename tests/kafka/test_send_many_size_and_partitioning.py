@@ -7,6 +7,7 @@ any of the run and naming the records: queued in a batch of its own, the broker 
 the whole batch (MESSAGE_TOO_LARGE, not retriable), the run's delivery would fail and the worker
 stop, and restarted it would read the same message and stop again (a poison pill). Records
 without a key go where aiokafka's default partitioner puts them: a partition with a leader.
+`send` gives a keyed record the partition that partitioner would (its hash cached per key).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import MessageSizeTooLargeError  # type: ignore[import-untyped]
+from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
 from aiokafka.producer.message_accumulator import BatchBuilder  # type: ignore[import-untyped]
 from aiokafka.record.default_records import (  # type: ignore[import-untyped]
     DefaultRecordBatchBuilder,
@@ -121,3 +123,44 @@ async def test_send_many_sends_unkeyed_records_to_available_partitions_as_aiokaf
     t._producer = producer
     await t.send_many("t", [(None, str(i).encode(), ()) for i in range(40)])
     assert {partition for _, partition, _ in producer.queued} == {2}
+
+
+class _Recording(_Producer):
+    """Records the partition `send` was given (None: aiokafka's partitioner would pick)."""
+
+    def __init__(self, batch_size: int) -> None:
+        super().__init__(batch_size)
+        self.partitions: list[int | None] = []
+        cluster = type("Cluster", (), {"partitions_for_topic": lambda s, t: {0, 1, 2, 3}})()
+        self.client = type("Client", (), {"cluster": cluster})()
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Any = None,
+    ) -> asyncio.Future[Any]:
+        self.partitions.append(partition)
+        return await super().send(
+            topic, value, key=key, partition=partition, timestamp_ms=timestamp_ms, headers=headers
+        )
+
+
+async def test_send_gives_a_keyed_record_the_partition_kafkas_default_partitioner_picks() -> None:
+    t = KafkaTransport(KafkaSettings(bootstrap_servers=("localhost:9092",), group_id="g"))
+    producer = _Recording(batch_size=t.settings.max_batch_size)
+    t._producer = producer
+    t._cluster = producer.client.cluster  # as `start` takes it from the real producer
+    keys = [f"acct-{i:04d}".encode() for i in range(40)] * 2
+    for key in keys:
+        await t.send("t", b"v", key)
+    await t.send("t", b"v", None)  # no key: aiokafka picks one with a leader
+    await t.send("t", b"v", b"acct-0001", partition=3)  # an explicit one is kept
+    kafkas = DefaultPartitioner()
+    expected = [kafkas(key, [0, 1, 2, 3], [0, 1, 2, 3]) for key in keys]
+    assert len(set(expected)) == 4
+    assert producer.partitions == [*expected, None, 3]

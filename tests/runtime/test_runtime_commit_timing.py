@@ -6,6 +6,7 @@ worker killed soon after its first batch does not make its successor repeat that
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Mapping
 
@@ -86,6 +87,49 @@ async def test_a_busy_worker_commits_at_most_once_per_interval() -> None:
     assert transport.commits == [{ORDERS: 1}, {ORDERS: 50}]  # the stop commits the rest
 
 
+class SlowFirstCommitTransport(CountingTransport):
+    """The first commit is made only on `release` (as a flush behind a busy producer)."""
+
+    def __init__(self, broker: MemoryBroker, group_id: str) -> None:
+        super().__init__(broker, group_id)
+        self.release = asyncio.Event()
+
+    async def commit(self, offsets: Mapping[TP, int]) -> None:
+        first = not self.commits
+        self.commits.append(dict(offsets))
+        if first:
+            await self.release.wait()
+        await MemoryTransport.commit(self, offsets)
+
+
+async def test_the_next_commit_is_due_an_interval_after_the_last_began_not_ended() -> None:
+    broker = MemoryBroker()
+    handled: list[int] = []
+    app = _app(handled, stall_at=None)
+    broker.create_topic("orders", 1)
+    transport = SlowFirstCommitTransport(broker, app.name)
+    worker = Worker(app, transport, commit_interval=60.0, stats_interval=0)
+    loop = asyncio.get_running_loop()
+    real_time = loop.time
+    skipped = 0.0  # seconds the loop's clock is moved on, to pass an interval without waiting
+    loop.time = lambda: real_time() + skipped  # type: ignore[method-assign]
+    broker.produce("orders", b"0", b"k", partition=0)
+    await worker.start()
+    try:
+        await wait_for(lambda: transport.commits == [{ORDERS: 1}])  # begun, not done
+        for i in range(1, 50):
+            broker.produce("orders", str(i).encode(), b"k", partition=0)
+        await wait_for(lambda: len(handled) == 50)
+        skipped = 61.0  # the first commit took longer than the interval...
+        transport.release.set()
+        # ...so the next is due as it ends, not an interval (60 s) after that.
+        await wait_for(lambda: transport.commits == [{ORDERS: 1}, {ORDERS: 50}])
+        assert broker.committed(app.name, ORDERS) == 50
+    finally:
+        await worker.stop()
+        del loop.time  # the loop's own method again
+
+
 def _gated_app(gate: asyncio.Event, handled: list[int]) -> App:
     app = App("commits")
     orders = app.topic("orders", key_type=str, value_type=int, partitions=1)
@@ -157,3 +201,38 @@ async def test_a_cpu_bound_agent_lets_the_commit_loop_run_while_its_buffer_is_fu
     # All 400 were buffered at once; the first processed ones were committed while the agent
     # still worked through them, not only once its buffer ran dry.
     assert any(0 < c for c in committed_seen[:300])
+
+
+async def test_a_slow_agent_gives_the_loop_a_turn_every_few_events_not_every_64() -> None:
+    broker = MemoryBroker()
+    app = App("commits")
+    orders = app.topic("orders", key_type=str, value_type=int, partitions=1)
+    handled: list[int] = []
+
+    @app.agent(orders)
+    async def slow(stream: Stream[int]) -> None:
+        async for value in stream:
+            time.sleep(0.002)  # noqa: ASYNC251 - CPU-bound work: never awaits anything
+            handled.append(value)
+
+    turns: list[int] = []  # how many had been handled at each turn another task got
+
+    async def other_task() -> None:
+        while True:
+            turns.append(len(handled))
+            await asyncio.sleep(0)
+
+    r = Running(app, broker, commit_interval=60.0)
+    for i in range(300):
+        r.produce("orders", i)
+    async with r:
+        ticker = asyncio.ensure_future(other_task())
+        try:
+            await wait_for(lambda: len(handled) == 300, within=30)
+        finally:
+            ticker.cancel()
+    # Once its pace is known (after the first look at the clock, 64 events in), the agent
+    # lets the loop turn about every 10 ms of work: a few 2 ms events, never 64 again.
+    after = [n for n in turns if n >= 70]
+    gaps = [b - a for a, b in itertools.pairwise(after)]
+    assert gaps and max(gaps) <= 16
