@@ -151,7 +151,16 @@ class Aggregate(Stream[Any]):
         last_held: Any = _NO_HELD
         # (store held, first record, first output) of each stretch of one partition's elements
         stretches: list[tuple[_Held, int, int]] = []
+        # A run is taken whole before it is folded: its folds share the loop as an agent does
+        # between elements (`SourceStream.share_loop`), or slow hooks would hold it for a
+        # whole run. Counted down here, and handed back to the source after the run.
+        source = self._source
+        until_check = source.until_check
         for value, carrier in zip(values, carriers, strict=True):
+            until_check -= 1
+            if not until_check:
+                await source.share_loop()
+                until_check = source.until_check
             if type(carrier) is not Event:
                 await worker.dead_letter(
                     carrier, TypeError("aggregate takes single elements, not batches"), self._agent
@@ -240,6 +249,7 @@ class Aggregate(Stream[Any]):
                 held.append((offsets, m.offset))
             rows.append(result)
             out.append(carrier)
+        source.until_check = until_check
         if any(h.closed for h, _, _ in stretches):
             # A store was revoked while this run waited (a slow hook, another store's
             # restore): its new owner may be writing its changelog already, so what was
@@ -282,8 +292,9 @@ async def take_run(up: Stream[Any], direct: bool) -> tuple[list[Any], list[Carri
     hand), for a node that folds runs; `direct`: `hands_over_events(up)`."""
     if direct:
         # Upstream hands over its buffer's events as they are: take a run of them at once,
-        # with no element tuple and no coroutine each. The loop is shared per run, as the
-        # source does every few elements, and a sampled run is timed as its first element.
+        # with no element tuple and no coroutine each. The loop is shared per run here, and
+        # every few elements while the run is folded (`Aggregate._fold_run`); a sampled run
+        # is timed as its first element.
         source = up._source
         if source.sample:
             source.sample_tick()

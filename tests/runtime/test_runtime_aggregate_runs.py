@@ -1,0 +1,82 @@
+"""`aggregate` folds its elements in runs (up to 1,000 taken at once from the buffer): a run
+still shares the event loop as every agent does, a sampled run is timed per element, and an
+element whose position header cannot be read is dead-lettered like any bad element."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from rtkit import Order, Running, wait_for
+from statekit import AccountTotals, TotalsState, row
+from streamc_runtime import App, Stream
+
+Shape = Callable[[Stream[Order]], Stream[Order]]
+
+SHAPES: dict[str, Shape] = {
+    # The aggregate takes runs straight from the source's buffer.
+    "from the buffer": lambda stream: stream,
+    # The aggregate pulls its run through the operations before it.
+    "through a where": lambda stream: stream.filter(lambda order: order.amount >= 0),
+}
+
+
+def totals(
+    fold: Callable[[TotalsState, Order], TotalsState],
+    shape: Shape,
+    seen: Callable[[], Any] | None = None,
+) -> App:
+    app = App("shop")
+    src = app.topic("orders", key_type=str, value_type=Order, partitions=1)
+    table = app.table(
+        "totals", key_type=str, value_type=AccountTotals, state_type=TotalsState, partitions=1
+    )
+
+    @app.agent(src, name="totals")
+    async def agent(stream: Stream[Order]) -> None:
+        async for _ in shape(stream).aggregate(table, fold=fold, row=row):
+            if seen is not None:
+                await seen()
+
+    return app
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+async def test_a_run_of_slow_folds_lets_the_loop_run_every_few_elements(shape: Shape) -> None:
+    folded: list[float] = []
+
+    def fold(state: TotalsState, order: Order) -> TotalsState:
+        time.sleep(0.0005)  # CPU-bound work: 64 of them exceed the agent's 10 ms
+        folded.append(order.amount)
+        state.orders += 1
+        return state
+
+    r = Running(totals(fold, shape))
+    for i in range(300):
+        r.produce("orders", Order(account_id=f"a{i % 3}", amount=float(i)), key=f"a{i % 3}")
+    turns: list[int] = []  # elements folded at each turn of the loop
+
+    async def watch() -> None:
+        while True:
+            turns.append(len(folded))
+            await asyncio.sleep(0)
+
+    async with r:
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await wait_for(lambda: len(folded) == 300, within=30)
+        finally:
+            watcher.cancel()
+        await r.idle()
+        assert r.worker.table("totals") == {
+            f"a{k}": AccountTotals(account_id=f"a{k}", orders=100, amount=0.0) for k in range(3)
+        }
+    assert folded == [float(i) for i in range(300)]
+    # The agent looks at the clock every 64 elements and yields once 10 ms have passed (as
+    # every agent does), never folding a whole run of 300 with the loop held.
+    steps = [b - a for a, b in itertools.pairwise(turns)]
+    assert max(steps) <= 64
