@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import streamc_runtime.stream as stream_module
 from rtkit import Order, Running, wait_for
 from statekit import AccountTotals, TotalsState, row
 from streamc_runtime import App, Stream
@@ -80,3 +82,40 @@ async def test_a_run_of_slow_folds_lets_the_loop_run_every_few_elements(shape: S
     # every agent does), never folding a whole run of 300 with the loop held.
     steps = [b - a for a, b in itertools.pairwise(turns)]
     assert max(steps) <= 64
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+async def test_a_sampled_run_is_timed_as_its_share_per_element(
+    shape: Shape, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sampler's clock, advanced only by the folds: one second per element.
+    clock = [1000.0]
+    monkeypatch.setattr(stream_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def fold(state: TotalsState, order: Order) -> TotalsState:
+        clock[0] += 1.0
+        state.orders += 1
+        return state
+
+    gate = asyncio.Event()
+    handled: list[int] = []
+
+    async def seen() -> None:
+        handled.append(1)
+        if len(handled) == 1:
+            await gate.wait()  # the next 20 orders gather in the buffer meanwhile
+
+    r = Running(totals(fold, shape, seen))
+    async with r:
+        r.produce("orders", Order(account_id="a", amount=0.0), key="a")
+        await wait_for(lambda: len(handled) == 1)
+        for _ in range(20):
+            r.produce("orders", Order(account_id="a", amount=1.0), key="a")
+        source = r.worker.sources["totals"]
+        await wait_for(lambda: len(source.buffer) == 20)
+        source.sample = True  # what the sampler does, ten times a second
+        gate.set()
+        await r.idle()
+    assert len(handled) == 21
+    # One run of 20 was timed (20 s on the folds' clock): each element took 1 s of it.
+    assert (source.latency.count, source.latency.sum) == (1, 1.0)

@@ -290,20 +290,28 @@ def hands_over_events(up: Stream[Any]) -> bool:
 async def take_run(up: Stream[Any], direct: bool) -> tuple[list[Any], list[Carrier]]:
     """The next run of `up`'s values and carriers (at most `_RUN_MAX`; none if nothing is at
     hand), for a node that folds runs; `direct`: `hands_over_events(up)`."""
+    source = up._source
+    # A sampled run is timed as a whole, from its taking to the taking of the next, and
+    # counted as that time's share per element (never per pull: the pulls below follow one
+    # another with nothing done between them).
+    sampled = source.sample
+    if sampled:
+        source.sample = False
+        if source.sample_run(0):
+            sampled = False  # the run timed before ended now
     if direct:
         # Upstream hands over its buffer's events as they are: take a run of them at once,
         # with no element tuple and no coroutine each. The loop is shared per run here, and
-        # every few elements while the run is folded (`Aggregate._fold_run`); a sampled run
-        # is timed as its first element.
-        source = up._source
-        if source.sample:
-            source.sample_tick()
+        # every few elements while the run is folded (`Aggregate._fold_run`).
         await source.share_loop()
         buffer = source.buffer
         popleft = buffer.popleft
         events: list[Any] = [popleft() for _ in range(min(len(buffer), _RUN_MAX))]
         if source.full and len(buffer) <= source.low:
             up._worker.conductor.drained(source)
+        if sampled:
+            source.sample = True
+            source.sample_run(len(events))
         return [e.value for e in events], events
     values: list[Any] = []
     carriers: list[Carrier] = []
@@ -319,6 +327,9 @@ async def take_run(up: Stream[Any], direct: bool) -> tuple[list[Any], list[Carri
             may_wait = up._may_wait()
         values.append(value)
         carriers.append(carrier)
+    if sampled:
+        source.sample = True
+        source.sample_run(len(values))
     return values, carriers
 
 
