@@ -11,11 +11,13 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import pytest
 import streamc_runtime.stream as stream_module
 from rtkit import Order, Running, wait_for
 from statekit import AccountTotals, TotalsState, row
 from streamc_runtime import App, Stream
+from streamc_runtime.state import POSITION_HEADER
 
 Shape = Callable[[Stream[Order]], Stream[Order]]
 
@@ -119,3 +121,34 @@ async def test_a_sampled_run_is_timed_as_its_share_per_element(
     assert len(handled) == 21
     # One run of 20 was timed (20 s on the folds' clock): each element took 1 s of it.
     assert (source.latency.count, source.latency.sum) == (1, 1.0)
+
+
+@pytest.mark.parametrize(
+    "mark", [b"garbage", b"5", b":0:5", b"orders:0:x", b"\xff\xfe:0:5", b"orders:zero:5"], ids=repr
+)
+async def test_an_unreadable_position_header_dead_letters_its_element_only(mark: bytes) -> None:
+    def fold(state: TotalsState, order: Order) -> TotalsState:
+        state.orders += 1
+        state.amount += order.amount
+        return state
+
+    r = Running(totals(fold, SHAPES["from the buffer"]))
+    async with r:
+        r.produce("orders", Order(account_id="a", amount=1.0), key="a")
+        r.produce(
+            "orders",
+            Order(account_id="a", amount=10.0),
+            key="a",
+            headers=[(POSITION_HEADER, mark)],
+        )
+        r.produce("orders", Order(account_id="a", amount=2.0), key="a")
+        await r.idle()
+        assert r.worker.failure is None
+        assert r.worker.table("totals") == {
+            "a": AccountTotals(account_id="a", orders=2, amount=3.0)
+        }
+        await r.worker.commit()
+        assert r.committed("orders") == {0: 3}
+    [dead] = r.messages("shop-dlq")
+    assert msgspec.json.decode(dead.value or b"", type=Order).amount == 10.0
+    assert (POSITION_HEADER, mark) in list(dead.headers)

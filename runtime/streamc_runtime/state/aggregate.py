@@ -203,9 +203,15 @@ class Aggregate(Stream[Any]):
             else:
                 head, _, tail = mark.rpartition(b":")
                 src = names.get(head)  # type: ignore[assignment]
-                if src is None:
-                    src = names[head] = head.decode()
-                offset = int(tail)
+                try:
+                    if src is None:
+                        src = names[head] = _source_partition(head)
+                    offset = int(tail)
+                except ValueError:  # UnicodeDecodeError too
+                    # Not a position we wrote: the skip rule cannot place the element.
+                    error = ValueError(f"aggregate: unreadable {POSITION_HEADER} header {mark!r}")
+                    await worker.dead_letter(carrier, error, self._agent)
+                    continue
             key = event._key
             if key is _UNDECODED:
                 key = keys.get(raw_key, _UNDECODED)
@@ -331,6 +337,16 @@ async def take_run(up: Stream[Any], direct: bool) -> tuple[list[Any], list[Carri
         source.sample = True
         source.sample_run(len(values))
     return values, carriers
+
+
+def _source_partition(head: bytes) -> str:
+    """`topic:partition` of a position header as the skip map names it; ValueError if it is
+    not one (a header a producer other than streamc set)."""
+    text = head.decode()
+    topic, _, partition = text.rpartition(":")
+    if not topic or not (partition.isascii() and partition.isdigit()):
+        raise ValueError(text)
+    return text
 
 
 def _without_closed(
