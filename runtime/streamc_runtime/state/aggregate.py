@@ -35,7 +35,7 @@ from ..stream import (
     ack_carrier,
 )
 from ..transport import Delivery, Headers
-from .changelog import POSITION_HEADER, map_record
+from .changelog import POSITION_HEADER, map_record, source_partition, unreadable_position
 
 if TYPE_CHECKING:
     from .table import Table, TablePartitions, _Held
@@ -205,12 +205,11 @@ class Aggregate(Stream[Any]):
                 src = names.get(head)  # type: ignore[assignment]
                 try:
                     if src is None:
-                        src = names[head] = _source_partition(head)
+                        src = names[head] = source_partition(head)
                     offset = int(tail)
                 except ValueError:  # UnicodeDecodeError too
-                    # Not a position we wrote: the skip rule cannot place the element.
-                    error = ValueError(f"aggregate: unreadable {POSITION_HEADER} header {mark!r}")
-                    await worker.dead_letter(carrier, error, self._agent)
+                    # Not a position streamc wrote: the skip rule cannot place the element.
+                    await worker.dead_letter(carrier, unreadable_position(mark), self._agent)
                     continue
             key = event._key
             if key is _UNDECODED:
@@ -337,16 +336,6 @@ async def take_run(up: Stream[Any], direct: bool) -> tuple[list[Any], list[Carri
         source.sample = True
         source.sample_run(len(values))
     return values, carriers
-
-
-def _source_partition(head: bytes) -> str:
-    """`topic:partition` of a position header as the skip map names it; ValueError if it is
-    not one (a header a producer other than streamc set)."""
-    text = head.decode()
-    topic, _, partition = text.rpartition(":")
-    if not topic or not (partition.isascii() and partition.isdigit()):
-        raise ValueError(text)
-    return text
 
 
 def _without_closed(

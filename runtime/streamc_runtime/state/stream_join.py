@@ -377,10 +377,10 @@ class StreamStreamJoin(Stream[Any]):
             try:
                 t = (self._this_time if side is _THIS else self._other_time)(value, event)
                 data = cast(bytes, codecs[side].encode(value))  # a record: never None
+                mark, src, offset = _position(m)
             except Exception as exc:
                 await worker.dead_letter(carrier, exc, self._agent)
                 continue
-            mark, src, offset = _position(m)
             positions = store.positions
             now = positions.get(STREAM_TIME, _NO_TIME)
             partner_side = _OTHER if side is _THIS else _THIS
