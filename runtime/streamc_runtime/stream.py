@@ -551,17 +551,34 @@ class SourceStream(Stream[T]):
         self.sample = False
         self.latency = Latency()
         self._sample_t0 = 0.0
+        self._sample_n = 1  # elements the timed stretch holds (a node taking runs: `sample_run`)
 
     __anext__ = _next_source_value
 
     def sample_tick(self) -> None:
         now = time.perf_counter()
         if self._sample_t0:
-            self.latency.observe(now - self._sample_t0)
+            self.latency.observe((now - self._sample_t0) / self._sample_n)
             self._sample_t0 = 0.0
             self.sample = False
         elif self.buffer:  # an element is handed out now, without waiting: time it
             self._sample_t0 = now
+            self._sample_n = 1
+
+    def sample_run(self, taken: int) -> bool:
+        """`sample_tick` for a node that takes its elements in runs (`aggregate`), called as
+        it takes a run of `taken`: ends the timed run, each of its elements timed at its share
+        of the run (True), else times this one if it holds any (False)."""
+        now = time.perf_counter()
+        if self._sample_t0:
+            self.latency.observe((now - self._sample_t0) / self._sample_n)
+            self._sample_t0 = 0.0
+            self.sample = False
+            return True
+        if taken:
+            self._sample_t0 = now
+            self._sample_n = taken
+        return False
 
     async def _pull(self) -> Pulled:
         if self.sample:

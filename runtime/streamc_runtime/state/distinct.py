@@ -135,7 +135,11 @@ class Distinct(Stream[Any]):
             if raw is None:
                 out.append((value, carrier))  # no key: nothing to compare it with
                 continue
-            mark, src, offset = _position(m)
+            try:
+                mark, src, offset = _position(m)
+            except ValueError as exc:  # a position header streamc did not write
+                await worker.dead_letter(carrier, exc, self._agent)
+                continue
             positions = store.positions
             seen = store.get(raw)
             if offset <= positions.get(src, -1):
