@@ -717,7 +717,7 @@ _ENDED = itertools.count()
 
 
 def _detached(value: Any, raw_key: bytes, ts: int, q: int = -1) -> Event[Any, Any]:
-    mark = f"streamc.end_of_input:{next(_ENDED)}".encode()
+    mark = f"streamc.end_of_input:0:{next(_ENDED)}".encode()  # a source like any other
     message = _Message("", q, -1, ts, raw_key, None, ((POSITION_HEADER, mark),))
     return Event(message, value, cast(Any, _NoOffsets()))
 
