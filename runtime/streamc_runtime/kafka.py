@@ -411,6 +411,9 @@ class _RebalanceBridge(ConsumerRebalanceListener):  # type: ignore[misc]
         transport._ready = transport._ready - tps
         for tp in revoked:
             transport._fetched.pop(tp, None)
+        meanwhile = transport._revoked_meanwhile
+        if meanwhile is not None:
+            meanwhile.update(tps)
         if not tps:
             return
         log.info("partitions revoked: %s", _format_tps(tps))
@@ -465,6 +468,8 @@ class KafkaTransport:
         # The last `_take_fetched` stopped where a partition's held records ran out, with
         # others still holding some (see `_hand_out`).
         self._cut_short = False
+        # Partitions revoked while `_hand_out` waits for a top-up, with records taken before.
+        self._revoked_meanwhile: set[TP] | None = None
         self._resumed: asyncio.Future[Any] | None = None  # see `_getmany_or_resume`
         # topic -> partition -> (builder, its batch future): the batch `send_many` appends to
         # until aiokafka drains it.
@@ -781,7 +786,18 @@ class KafkaTransport:
         out (see `fetch`)."""
         out = self._take_fetched(consumer, max_records)
         while self._cut_short and len(out) < max_records:
-            await self._top_up(consumer, None)
+            revoked: set[TP] = set()
+            self._revoked_meanwhile = revoked
+            try:
+                await self._top_up(consumer, None)
+            finally:
+                self._revoked_meanwhile = None
+            if revoked:
+                # aiokafka's getmany first waits out a rebalance under way, listeners and all:
+                # what was taken of a partition revoked meanwhile is no longer ours to hand
+                # out (its next owner, or this worker assigned it back, reads it again from
+                # the commit), as what was still held of it was dropped.
+                out = [m for m in out if TP(m.topic, m.partition) not in revoked]
             more = self._take_fetched(consumer, max_records - len(out))
             if not more:
                 break

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import pytest
@@ -381,6 +381,51 @@ async def test_the_hand_out_goes_on_when_a_partition_has_nothing_more_fetched() 
     assert c.topups == [(frozenset({A}), None)]
     assert c.asked == [100]
     assert got(await t.fetch(0, 100)) == of(B, range(140, 240))
+
+
+class RebalancingConsumer(FakeConsumer):
+    """aiokafka's `getmany`, even without a timeout, first waits out a rebalance under way
+    (its `fetched_records` waits for the assignment), while the group coordinator calls the
+    revoke and assign listeners: the next partition-bound getmany (a top-up) runs `rebalance`
+    before it looks at what is held."""
+
+    rebalance: Callable[[], Awaitable[None]] | None = None
+
+    async def getmany(
+        self, *partitions: Any, timeout_ms: int = 0, max_records: int | None = None
+    ) -> Batch:
+        rebalance = self.rebalance
+        if partitions and rebalance is not None:
+            self.rebalance = None
+            await rebalance()
+        return await super().getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+
+
+async def test_records_taken_before_a_rebalance_the_top_up_waited_out_are_not_handed_out() -> (
+    None
+):
+    t, _ = transport(A, B)
+    c = RebalancingConsumer([A, B])
+    t._consumer = c
+    bridge = _RebalanceBridge(t, StubListener())
+    c.script.append({A: records(A, range(0, 60)), B: records(B, range(0, 300))})
+    assert runs(await t.fetch(0, 100)) == [(0, 50), (1, 50)]  # say committed: A 50, B 50
+
+    async def rebalance() -> None:
+        # Eager, as aiokafka's: every partition is revoked; A comes back, B goes to another
+        # member. aiokafka then reads A again from its committed offset.
+        await bridge.on_partitions_revoked([A, B])
+        c._assigned = frozenset({A})
+        c.script.clear()
+        c.script.append({A: records(A, range(50, 80))})
+        await bridge.on_partitions_assigned([A])
+
+    c.rebalance = rebalance
+    # A's last 10 held records (50-59) and B's next run were taken before A's top-up, which
+    # waited out the rebalance: B's are no longer this worker's to handle, and A's come again
+    # from its commit. Only what was read after the assignment goes out.
+    assert got(await t.fetch(0, 100)) == of(A, range(50, 80))
+    assert c.topups == [(frozenset({A}), None)]
 
 
 async def test_first_fetch_after_idle_tops_up_the_partitions_aiokafka_left_out() -> None:
