@@ -1224,7 +1224,9 @@ class Run(Generic[T]):
         """`echo`/`to` in a fused loop: send `value` to `topic` with the key, headers and
         timestamp of the element in hand, once the run is done. The element stays in flight
         until the record is delivered. `as_received`: no hook can have changed `value`, so
-        its message's own bytes go out when `topic` has the type they were decoded as."""
+        its message's own bytes go out when `topic` has the type they were decoded as. A
+        record that cannot be encoded, or that the transport would refuse as too large,
+        raises here, so the element is dead-lettered before its later steps."""
         node = self._node
         position = self._position()
         assert position >= 0, "Run.send outside the loop over the run"
@@ -1236,6 +1238,9 @@ class Run(Generic[T]):
         raw_key, headers = forwarded_key_headers(carrier)
         if topic.positions and type(carrier) is Event:
             headers = positioned(carrier.message, headers)
+        # Refused here, not when the run is sent: the element is dead-lettered before its
+        # later steps (a sink, another send) run, as it is at a `to` outside a fused loop.
+        node._refuse(raw_key, data, headers)
         sends = self._sends
         if sends is None:
             sends = self._sends = {}
@@ -1265,6 +1270,7 @@ class _Runs(Stream[Run[T]]):
         self._direct = up is up._source or isinstance(up, _Forward)
         self._run: Run[T] | None = None
         self._raw: dict[Topic[Any], bool] = {}
+        self._refuse = self._worker.transport.refuse_too_large
         self._sample_t0 = 0.0
         # Revocation drops the unhandled rest of a run (see `abandon`), as it drops buffers.
         self._worker.takes.append(self)

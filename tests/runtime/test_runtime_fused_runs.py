@@ -13,7 +13,9 @@ import asyncio
 import msgspec
 from rtkit import Order, Running, gated, wait_for
 from streamc_runtime import App, Stream, awaitable
+from streamc_runtime.memory import MemoryTransport
 from streamc_runtime.transport import HANDOUT_RUN, TP
+from streamc_runtime.worker import Worker
 
 
 def _order(i: int) -> dict[str, object]:
@@ -269,3 +271,40 @@ async def test_a_loop_that_skips_runs_still_moves_on_and_acks_them() -> None:
         await r.worker.commit()
         assert r.committed("src") == {0: 120}
     assert lengths == [HANDOUT_RUN, HANDOUT_RUN, 20]
+
+
+async def test_a_record_too_large_to_send_stops_its_element_before_the_later_steps() -> None:
+    # As `to` does outside a fused loop: the element is dead-lettered where its record is
+    # refused, so nothing after that send (a sink, another send) ever sees it.
+    app = App("fused-too-large")
+    src = app.topic("src", value_type=Order, partitions=1)
+    out = app.topic("out", value_type=Order, partitions=1)
+    audit = app.topic("audit", value_type=Order, partitions=1)
+    stored: list[str] = []
+
+    def store(order: Order) -> None:
+        stored.append(order.account_id)
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            for order in run:
+                run.send(out, order)
+                run.send(audit, order)
+                store(order)
+
+    r = Running(app)
+    r.transport = MemoryTransport(r.broker, app.name, max_record_size=2000)
+    r.worker = Worker(app, r.transport, stats_interval=0, commit_interval=60.0)
+    async with r:
+        for name in ("a", "b" * 2500, "c"):
+            r.produce("src", {"account_id": name, "amount": 1.0})
+        await r.idle()
+        await r.worker.commit()
+        assert stored == ["a", "c"]
+        assert [o.account_id for o in r.values("out", Order)] == ["a", "c"]
+        assert [o.account_id for o in r.values("audit", Order)] == ["a", "c"]
+        dead = r.messages(app.dlq.name)
+        assert [dict(m.headers)["streamc.source.offset"] for m in dead] == [b"1"]
+        assert dict(dead[0].headers)["streamc.error.type"].endswith(b"RecordTooLargeError")
+        assert r.committed("src") == {0: 3}
