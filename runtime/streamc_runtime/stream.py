@@ -1272,8 +1272,10 @@ class _Runs(Stream[Run[T]]):
         self._raw: dict[Topic[Any], bool] = {}
         self._refuse = self._worker.transport.refuse_too_large
         self._sample_t0 = 0.0
-        # Revocation drops the unhandled rest of a run (see `abandon`), as it drops buffers.
+        # Revocation drops the unhandled rest of a run (see `abandon`), as it drops buffers;
+        # so does a stop (see `close`).
         self._worker.takes.append(self)
+        self._worker.fused.append(self)
 
     pending = 0  # values held for a partial batch: never (see `Worker.partial_batches`)
 
@@ -1334,6 +1336,21 @@ class _Runs(Stream[Run[T]]):
                 self._source.dropped += len(values) - start - len(keep)
             values[start:] = [values[i] for i in keep]
             carriers[start:] = [carriers[i] for i in keep]
+
+    def close(self) -> None:
+        """The worker stops: the elements the loop has not reached are dropped unacked, as
+        the source drops its buffer, so they stay uncommitted for the next owner and the stop
+        waits for the element in hand only."""
+        run = self._run
+        if run is None:
+            return
+        start = run._position() + 1
+        dropped = len(run._values) - start
+        if dropped > 0:
+            del run._values[start:]
+            del run._carriers[start:]
+            if self._direct:
+                self._source.dropped += dropped
 
     async def __anext__(self) -> Run[T]:
         run = self._run

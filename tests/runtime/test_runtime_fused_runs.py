@@ -308,3 +308,39 @@ async def test_a_record_too_large_to_send_stops_its_element_before_the_later_ste
         assert [dict(m.headers)["streamc.source.offset"] for m in dead] == [b"1"]
         assert dict(dead[0].headers)["streamc.error.type"].endswith(b"RecordTooLargeError")
         assert r.committed("src") == {0: 3}
+
+
+async def test_stop_mid_run_finishes_the_element_in_hand_and_leaves_the_rest_uncommitted() -> None:
+    # As outside a fused loop, where stopping drops the buffered events: the rest of the run
+    # was never started, so it is the next owner's (a run of slow hooks would otherwise hold
+    # the stop for up to a run's worth of them).
+    app = App("fused-stop")
+    src = app.topic("src", value_type=Order, partitions=1)
+    seen: list[float] = []
+    started, gate = asyncio.Event(), asyncio.Event()
+
+    async def handle(order: Order) -> None:
+        if order.amount == 2:
+            started.set()
+            await gate.wait()
+        seen.append(order.amount)
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            for order in run:
+                await run.flush()
+                await handle(order)
+
+    r = Running(app)
+    async with r:
+        for i in range(12):
+            r.produce("src", _order(i))
+        await started.wait()
+        stopping = asyncio.create_task(r.worker.stop())
+        await asyncio.sleep(0.01)
+        assert not stopping.done()
+        gate.set()
+        await asyncio.wait_for(stopping, 5)
+    assert seen == [0.0, 1.0, 2.0]
+    assert r.committed("src") == {0: 3}
