@@ -1315,7 +1315,7 @@ class _Runs(Stream[Run[T]]):
             return
         start = run._position() + 1
         values, carriers = run._values, run._carriers
-        for carrier in carriers[: start - 1]:
+        for carrier in carriers[: max(start - 1, 0)]:  # none before the loop reached one
             # Handled (what they sent holds them until delivered): done, so the revocation's
             # commit covers them rather than leaving them to the next owner.
             if type(carrier) is Event and (

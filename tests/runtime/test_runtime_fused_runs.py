@@ -344,3 +344,32 @@ async def test_stop_mid_run_finishes_the_element_in_hand_and_leaves_the_rest_unc
         await asyncio.wait_for(stopping, 5)
     assert seen == [0.0, 1.0, 2.0]
     assert r.committed("src") == {0: 3}
+
+
+async def test_revocation_before_a_run_is_iterated_acks_none_of_it() -> None:
+    # Nothing of the run is handled yet: its revoked elements are left uncommitted for the
+    # new owner, never acked as if done.
+    app = App("fused-revoke-unstarted")
+    src = app.topic("src", value_type=Order, partitions=2)
+    seen: list[float] = []
+    handed, revoked = asyncio.Event(), asyncio.Event()
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            handed.set()
+            await revoked.wait()
+            for order in run:
+                seen.append(order.amount)
+
+    async with Running(app, fetch_max=20, revoke_timeout=0.05) as r:
+        for i in range(20):
+            r.produce("src", _order(i), partition=i % 2)
+        await handed.wait()
+        await r.worker.on_partitions_revoked({TP("src", 0)})
+        assert r.committed("src")[0] == 0
+        revoked.set()
+        await wait_for(lambda: r.worker.waiting > 0)
+        await r.worker.commit()
+        assert seen == [float(i) for i in range(1, 20, 2)]
+        assert r.committed("src") == {0: 0, 1: 10}
