@@ -1220,13 +1220,17 @@ class Run(Generic[T]):
             ack_carrier(carrier)
         self._acked = max(done, self._acked)
 
-    def send(self, topic: Topic[Any], value: Any, *, as_received: bool = False) -> None:
+    def send(
+        self, topic: Topic[Any], value: Any, *, as_received: bool = False, more_steps: bool = False
+    ) -> None:
         """`echo`/`to` in a fused loop: send `value` to `topic` with the key, headers and
         timestamp of the element in hand, once the run is done. The element stays in flight
         until the record is delivered. `as_received`: no hook can have changed `value`, so
         its message's own bytes go out when `topic` has the type they were decoded as. A
-        record that cannot be encoded, or that the transport would refuse as too large,
-        raises here, so the element is dead-lettered before its later steps."""
+        value that cannot be encoded raises here. `more_steps`: the element has steps with
+        effects after this send, so a record the transport would refuse as too large raises
+        here too, and the element is dead-lettered before them; else (its last step) the
+        refusal waits for the run's send, which dead-letters it then."""
         node = self._node
         position = self._position()
         assert position >= 0, "Run.send outside the loop over the run"
@@ -1238,9 +1242,8 @@ class Run(Generic[T]):
         raw_key, headers = forwarded_key_headers(carrier)
         if topic.positions and type(carrier) is Event:
             headers = positioned(carrier.message, headers)
-        # Refused here, not when the run is sent: the element is dead-lettered before its
-        # later steps (a sink, another send) run, as it is at a `to` outside a fused loop.
-        node._refuse(raw_key, data, headers)
+        if more_steps:  # as at a `to` outside a fused loop, the element stops here
+            node._refuse(raw_key, data, headers)
         sends = self._sends
         if sends is None:
             sends = self._sends = {}

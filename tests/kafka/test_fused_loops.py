@@ -109,7 +109,7 @@ async def test_a_record_over_max_request_size_stops_its_element_before_its_sink_
         async for run in stream.runs():
             for order in run:
                 text = note(order)
-                run.send(out, text)
+                run.send(out, text, more_steps=True)
                 stored.append(text.text)
 
     async with open_transport(kafka_broker, names("admin")) as admin:

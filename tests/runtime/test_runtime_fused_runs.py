@@ -289,8 +289,8 @@ async def test_a_record_too_large_to_send_stops_its_element_before_the_later_ste
     async def agent(stream: Stream[Order]) -> None:
         async for run in stream.runs():
             for order in run:
-                run.send(out, order)
-                run.send(audit, order)
+                run.send(out, order, more_steps=True)
+                run.send(audit, order, more_steps=True)
                 store(order)
 
     r = Running(app)
@@ -307,6 +307,34 @@ async def test_a_record_too_large_to_send_stops_its_element_before_the_later_ste
         dead = r.messages(app.dlq.name)
         assert [dict(m.headers)["streamc.source.offset"] for m in dead] == [b"1"]
         assert dict(dead[0].headers)["streamc.error.type"].endswith(b"RecordTooLargeError")
+        assert r.committed("src") == {0: 3}
+
+
+async def test_a_record_too_large_at_the_last_step_is_dead_lettered_with_the_run() -> None:
+    app = App("fused-too-large-last")
+    src = app.topic("src", value_type=Order, partitions=1)
+    out = app.topic("out", value_type=Order, partitions=1)
+    stored: list[str] = []
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            for order in run:
+                stored.append(order.account_id)
+                run.send(out, order)
+
+    r = Running(app)
+    r.transport = MemoryTransport(r.broker, app.name, max_record_size=2000)
+    r.worker = Worker(app, r.transport, stats_interval=0, commit_interval=60.0)
+    async with r:
+        for name in ("a", "b" * 2500, "c"):
+            r.produce("src", {"account_id": name, "amount": 1.0})
+        await r.idle()
+        await r.worker.commit()
+        assert [len(name) for name in stored] == [1, 2500, 1]
+        assert [o.account_id for o in r.values("out", Order)] == ["a", "c"]
+        dead = r.messages(app.dlq.name)
+        assert [dict(m.headers)["streamc.source.offset"] for m in dead] == [b"1"]
         assert r.committed("src") == {0: 3}
 
 
