@@ -52,3 +52,52 @@ def test_hooks_named_like_the_fused_loops_helpers_are_the_ones_called(
     assert main([*args, "--output", "out=-"]) == 0
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(d["key"], d["value"]) for d in out] == [("k2", {"id": "o2", "quantity": 20})]
+
+
+_REDUCE_SDL = """\
+app clash
+
+record Order {
+    id: str
+    account_id: str
+}
+
+record Longest {
+    account_id: str
+    longest_id: str
+}
+
+topic orders: Order key str partitions 1
+topic out: Longest key str partitions 1
+table longest: Longest key str
+
+hooks "hk.py" {
+    isawaitable(str, Order) -> str
+}
+
+agent a = from orders | group_by account_id
+    | aggregate longest { account_id = last(account_id), longest_id = reduce(isawaitable, "") }
+    | to out
+"""
+
+_REDUCE_HOOKS = """\
+def isawaitable(longest, order):
+    return order.id if len(order.id) > len(longest) else longest
+"""
+
+
+def test_a_reduce_hook_named_like_the_aggregates_helper_is_the_one_called(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "h.sdl").write_text(_REDUCE_SDL)
+    (tmp_path / "hk.py").write_text(_REDUCE_HOOKS)
+    (tmp_path / "in.jsonl").write_text(
+        "".join(
+            f'{{"value": {{"id": "{i}", "account_id": "a"}}, "key": "a"}}\n'
+            for i in ("o1", "order2", "o3")
+        )
+    )
+    args = ["run", str(tmp_path / "h.sdl"), "--input", f"orders={tmp_path / 'in.jsonl'}"]
+    assert main([*args, "--output", "out=-"]) == 0
+    out = [json.loads(line)["value"]["longest_id"] for line in capsys.readouterr().out.splitlines()]
+    assert out == ["o1", "order2", "order2"]
