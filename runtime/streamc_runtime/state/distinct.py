@@ -7,8 +7,8 @@ event time of the last element let through for each key (or field value). An ele
 when none is stored, or the stored one is `within` ms or more away from its own; it is then
 stored. Entries expire when stream time (the largest event time seen, kept in the skip map as
 for windows) reaches their time + `within`: from then on they no longer count, and a tombstone
-(when stream time next rises) keeps the store bounded. Exact
-across crashes by the tables' changelog, positions and skip rule: a replayed element changes
+(when stream time next rises, or later: see below) keeps the store bounded. Exact across
+crashes by the tables' changelog, positions and skip rule: a replayed element changes
 nothing, and is passed on again only if it was let through (at-least-once downstream).
 
 Telling that on replay needs more than the time let through last: a later element of the
