@@ -91,8 +91,10 @@ class _Holding:
         if offsets.start - 1 > self.safe.get(src, -1):
             self.safe[src] = offsets.start - 1
 
-    def advance(self) -> None:
+    def advance(self) -> bool:
+        """Count what was committed since; whether any source's safe position moved."""
         safe = self.safe
+        moved = False
         for src, waiting in self.pending.items():
             while waiting:
                 position, offsets, offset = waiting[0]
@@ -102,10 +104,15 @@ class _Holding:
                 waiting.popleft()
                 if position > safe.get(src, -1):
                     safe[src] = position
+                    moved = True
+        return moved
 
     def unsafe(self, seen: Seen) -> tuple[str, ...]:
         """The positions of `seen` a replay may still bring back."""
         safe = self.safe
+        if not seen.earlier:  # the usual entry: a position of its own only
+            src, _, offset = seen.mark.rpartition(":")
+            return (seen.mark,) if src and int(offset) > safe.get(src, -1) else ()
         kept = []
         for mark in (*seen.earlier, seen.mark):
             if mark:
@@ -175,6 +182,23 @@ class Distinct(Stream[Any]):
             waiting = holding.pending[src] = deque()
         waiting.append((offset, event._offsets, event.message.offset))
 
+    def _release(self, holding: _Holding, now: int) -> list[bytes]:
+        """Delete the lingering expired entries whose positions are committed now, in the
+        order they expired, up to the first that is not (commits advance in input order, so
+        the ones after it are most likely not either: they wait for a later commit)."""
+        store, within, lingering = holding.held.store, self._within, holding.lingering
+        gone: list[bytes] = []
+        while lingering:
+            key = next(iter(lingering))
+            seen = _seen(store.get(key))
+            if seen is not None and seen.time + within <= now:
+                if holding.unsafe(seen):
+                    break
+                store.delete(key)
+                gone.append(key)
+            del lingering[key]  # deleted now, or before, or let through again (in the heap)
+        return gone
+
     def _tombstone(self, holding: _Holding, keys: Iterable[bytes], now: int) -> list[bytes]:
         """Delete those of the expired `keys` whose positions no replay brings back any more
         (a replay of an element let through must find its position); the others wait, in
@@ -185,8 +209,8 @@ class Distinct(Stream[Any]):
             seen = _seen(store.get(key))
             if seen is None or seen.time + within > now:
                 lingering.pop(key, None)  # deleted, or let through again: the heap has it
-            elif holding.unsafe(seen):
-                lingering[key] = None
+            elif lingering or holding.unsafe(seen):
+                lingering[key] = None  # (behind others waiting: they go first)
             else:
                 lingering.pop(key, None)
                 store.delete(key)
@@ -236,10 +260,9 @@ class Distinct(Stream[Any]):
                 stretches.append((h, len(records), len(out)))
                 h.folding = True  # a store revoked now holds entries its changelog may not
                 holding.reading(last_offsets)
-                holding.advance()
-                if holding.lingering:
+                if holding.advance() and holding.lingering:
                     now = store.positions.get(STREAM_TIME, _NO_TIME)
-                    for key in self._tombstone(holding, list(holding.lingering), now):
+                    for key in self._release(holding, now):
                         records.append((key, None, ()))
                         partitions.append(q)
                         stores[q] = store
@@ -253,12 +276,13 @@ class Distinct(Stream[Any]):
             if raw is None:
                 out.append((value, carrier))  # no key: nothing to compare it with
                 continue
-            mark, src, offset = _position(m)
+            mark_bytes, src, offset = _position(m)
+            mark = mark_bytes.decode()
             positions = store.positions
             seen = _seen(store.get(raw))
             if offset <= positions.get(src, -1):
                 # A replay: applied already; passed on again if it was let through.
-                if seen is not None and seen.let_through(mark.decode(), t):
+                if seen is not None and seen.let_through(mark, t):
                     out.append((value, carrier))
                     self._pending(holding, src, offset, event)
                 else:
@@ -272,11 +296,11 @@ class Distinct(Stream[Any]):
                 # stream time to rise, which a replay after a crash makes it do sooner.
                 dropped.append(event)
             else:
-                entry = Seen(t, mark.decode(), () if seen is None else holding.unsafe(seen))
+                entry = Seen(t, mark, () if seen is None else holding.unsafe(seen))
                 data = encode(entry)
                 store.put(raw, entry, data)
                 heapq.heappush(heap, (t + within, raw))
-                records.append((raw, data, ((POSITION_HEADER, mark),)))
+                records.append((raw, data, ((POSITION_HEADER, mark_bytes),)))
                 partitions.append(q)
                 stores[q] = store
                 positions[src] = offset
@@ -286,13 +310,19 @@ class Distinct(Stream[Any]):
                 self._pending(holding, src, offset, event)
             if t > positions.get(STREAM_TIME, _NO_TIME):
                 positions[STREAM_TIME] = t
-                expired = []
-                while heap and heap[0][0] <= t:
-                    expired.append(heapq.heappop(heap)[1])
-                for key in self._tombstone(holding, expired, t) if expired else ():
-                    records.append((key, None, ()))
-                    partitions.append(q)
-                    stores[q] = store
+                if heap and heap[0][0] <= t:
+                    lingering = holding.lingering
+                    if lingering:  # behind others waiting: `_release` takes them in order
+                        while heap and heap[0][0] <= t:
+                            lingering[heapq.heappop(heap)[1]] = None
+                    else:
+                        expired = []
+                        while heap and heap[0][0] <= t:
+                            expired.append(heapq.heappop(heap)[1])
+                        for key in self._tombstone(holding, expired, t):
+                            records.append((key, None, ()))
+                            partitions.append(q)
+                            stores[q] = store
         if any(h.closed for h, _, _ in stretches):
             # A store was revoked while this run waited (another store's restore, a slow
             # upstream): its new owner may be writing its changelog already, so what was
