@@ -1266,8 +1266,15 @@ class _Fused:
                 case ir.Echo() | ir.To() as sending:
                     targets = sending.topics if isinstance(sending, ir.Echo) else (sending.topic,)
                     raw = "" if changed else ", as_received=True"
-                    body += [f"{run}.send(topics.{self.shaper.topic_attrs[t]}, {whole()}{raw})"
-                             for t in targets]  # fmt: skip
+                    # A send the element has steps with effects after (a hook, a number, a
+                    # send, a sink) has its record's size checked at once: a record too large
+                    # stops the element there. The last one's refusal can wait for the run.
+                    later = any(not isinstance(after, ir.Where | ir.Select)
+                                for after in agent.ops[index + 1 :])  # fmt: skip
+                    for n, t in enumerate(targets):
+                        more = ", more_steps=True" if later or n < len(targets) - 1 else ""
+                        body.append(f"{run}.send(topics.{self.shaper.topic_attrs[t]}, "
+                                    f"{whole()}{raw}{more})")  # fmt: skip
                 case ir.Sink(hook=hook, unpack=unpack):
                     args = ", ".join(current) if unpack and len(current) > 1 else whole()
                     if unpack and len(current) == 1 and isinstance(self.elements[index],

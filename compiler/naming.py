@@ -32,6 +32,8 @@ MODULE_LEVEL_UNSAFE = (
             "Record",
             "Stream",
             "sink",
+            "awaitable",
+            "result_check",
             "worker_main",
             "app",
             "agents",

@@ -411,6 +411,9 @@ class _RebalanceBridge(ConsumerRebalanceListener):  # type: ignore[misc]
         transport._ready = transport._ready - tps
         for tp in revoked:
             transport._fetched.pop(tp, None)
+        meanwhile = transport._revoked_meanwhile
+        if meanwhile is not None:
+            meanwhile.update(tps)
         if not tps:
             return
         log.info("partitions revoked: %s", _format_tps(tps))
@@ -465,6 +468,10 @@ class KafkaTransport:
         # The last `_take_fetched` stopped where a partition's held records ran out, with
         # others still holding some (see `_hand_out`).
         self._cut_short = False
+        # Partitions whose turn the last `_take_fetched` cut short, and what is still theirs.
+        self._owed: dict[Any, int] = {}
+        # Partitions revoked while `_hand_out` waits for a top-up, with records taken before.
+        self._revoked_meanwhile: set[TP] | None = None
         self._resumed: asyncio.Future[Any] | None = None  # see `_getmany_or_resume`
         # topic -> partition -> (builder, its batch future): the batch `send_many` appends to
         # until aiokafka drains it.
@@ -781,7 +788,18 @@ class KafkaTransport:
         out (see `fetch`)."""
         out = self._take_fetched(consumer, max_records)
         while self._cut_short and len(out) < max_records:
-            await self._top_up(consumer, None)
+            revoked: set[TP] = set()
+            self._revoked_meanwhile = revoked
+            try:
+                await self._top_up(consumer, None)
+            finally:
+                self._revoked_meanwhile = None
+            if revoked:
+                # aiokafka's getmany first waits out a rebalance under way, listeners and all:
+                # what was taken of a partition revoked meanwhile is no longer ours to hand
+                # out (its next owner, or this worker assigned it back, reads it again from
+                # the commit), as what was still held of it was dropped.
+                out = [m for m in out if TP(m.topic, m.partition) not in revoked]
             more = self._take_fetched(consumer, max_records - len(out))
             if not more:
                 break
@@ -863,13 +881,18 @@ class KafkaTransport:
         call goes on with the partition after it. When one runs out of held records while
         others still have some, this call ends with that turn (`_cut_short`) and the partition
         keeps its place, so it falls no more than a run behind before `_top_up` (which
-        `_hand_out` then does at once) refills it there.
+        `_hand_out` then does at once) refills it there. What a turn cut short (by the held
+        records running out, or by `max_records`) did not give is the partition's still
+        (`_owed`), and the next call gives it first: each such cut, at every fetch's end and
+        wherever aiokafka's fetch of a partition ends, otherwise left that partition behind
+        by what it did not get, and the skew grew with the backlog.
         With a slow agent, every partition with a backlog then progresses at the same pace
         instead of one fetch (a megabyte) at a time.
         """
         fetched = self._fetched
         out: list[Message] = []
         self._cut_short = False
+        owed, self._owed = self._owed, {}
         if not fetched:
             return out
         paused = consumer.paused()
@@ -880,6 +903,19 @@ class KafkaTransport:
                 del fetched[tp]  # revoked, or ran out at a cut and nothing came to top it up
             elif tp not in paused:
                 turn.append(tp)
+        if owed and len(turn) > 1:
+            for tp in turn:  # the rest of their last turns, before anyone's next one
+                n = owed.get(tp)
+                if n is not None:
+                    held = fetched[tp]
+                    records, start = held
+                    end = min(start + min(n, max_records - len(out)), len(records))
+                    out.extend(records[start:end])
+                    held[1] = end
+                    if end - start < n:
+                        self._owed[tp] = n - (end - start)
+                    if len(out) >= max_records:
+                        return out
         while turn:
             run = HANDOUT_RUN if len(turn) > 1 else max_records
             left: list[Any] = []
@@ -887,8 +923,12 @@ class KafkaTransport:
             for tp in turn:
                 held = fetched.pop(tp)
                 records, start = held
-                end = start + min(run, max_records - len(out))
+                end = min(start + min(run, max_records - len(out)), len(records))
                 out.extend(records[start:end])
+                if end - start < run and len(turn) > 1:
+                    # At most a run: a partition with less than a run held at each turn
+                    # (no backlog) must not gather a burst for later.
+                    self._owed[tp] = min(self._owed.get(tp, 0) + run - (end - start), run)
                 held[1] = end
                 fetched[tp] = held  # to the back
                 (left if end < len(records) else ran_out).append(tp)
@@ -901,6 +941,9 @@ class KafkaTransport:
                 self._cut_short = True
                 return out
             for tp in ran_out:
+                if left and tp in self._owed:
+                    continue  # cut short by `max_records` too: topped up in its place
+                self._owed.pop(tp, None)  # nothing held anywhere: no backlog to be fair over
                 del fetched[tp]
             if ran_out or len(out) >= max_records:
                 return out
@@ -1064,6 +1107,14 @@ class KafkaTransport:
         if len(unsettled) >= self._settle_at:
             self._settle()
         return cast("Awaitable[Delivery]", sent)
+
+    def refuse_too_large(self, key: bytes | None, value: bytes | None, headers: Headers) -> None:
+        # Per record on a fused loop's sends: the sum first, as `_refuse_too_large` does it.
+        size = (len(key) if key else 0) + (len(value) if value else 0)
+        for k, v in headers:
+            size += len(k) + len(v)
+        if size > self.settings.max_request_size - _RECORD_OVERHEAD:
+            _refuse_too_large(self._require(self._producer), ((key, value, headers),))
 
     async def send_many(
         self,

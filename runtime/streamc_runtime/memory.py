@@ -612,6 +612,10 @@ class MemoryTransport:
                 limit,
             )
 
+    def refuse_too_large(self, key: bytes | None, value: bytes | None, headers: Headers) -> None:
+        if self.max_record_size is not None:
+            self._refuse_too_large(((key, value, headers),))
+
     async def send_many(
         self,
         topic: str,

@@ -551,17 +551,34 @@ class SourceStream(Stream[T]):
         self.sample = False
         self.latency = Latency()
         self._sample_t0 = 0.0
+        self._sample_n = 1  # elements the timed stretch holds (a node taking runs: `sample_run`)
 
     __anext__ = _next_source_value
 
     def sample_tick(self) -> None:
         now = time.perf_counter()
         if self._sample_t0:
-            self.latency.observe(now - self._sample_t0)
+            self.latency.observe((now - self._sample_t0) / self._sample_n)
             self._sample_t0 = 0.0
             self.sample = False
         elif self.buffer:  # an element is handed out now, without waiting: time it
             self._sample_t0 = now
+            self._sample_n = 1
+
+    def sample_run(self, taken: int) -> bool:
+        """`sample_tick` for a node that takes its elements in runs (`aggregate`), called as
+        it takes a run of `taken`: ends the timed run, each of its elements timed at its share
+        of the run (True), else times this one if it holds any (False)."""
+        now = time.perf_counter()
+        if self._sample_t0:
+            self.latency.observe((now - self._sample_t0) / self._sample_n)
+            self._sample_t0 = 0.0
+            self.sample = False
+            return True
+        if taken:
+            self._sample_t0 = now
+            self._sample_n = taken
+        return False
 
     async def _pull(self) -> Pulled:
         if self.sample:
@@ -1220,11 +1237,17 @@ class Run(Generic[T]):
             ack_carrier(carrier)
         self._acked = max(done, self._acked)
 
-    def send(self, topic: Topic[Any], value: Any, *, as_received: bool = False) -> None:
+    def send(
+        self, topic: Topic[Any], value: Any, *, as_received: bool = False, more_steps: bool = False
+    ) -> None:
         """`echo`/`to` in a fused loop: send `value` to `topic` with the key, headers and
         timestamp of the element in hand, once the run is done. The element stays in flight
         until the record is delivered. `as_received`: no hook can have changed `value`, so
-        its message's own bytes go out when `topic` has the type they were decoded as."""
+        its message's own bytes go out when `topic` has the type they were decoded as. A
+        value that cannot be encoded raises here. `more_steps`: the element has steps with
+        effects after this send, so a record the transport would refuse as too large raises
+        here too, and the element is dead-lettered before them; else (its last step) the
+        refusal waits for the run's send, which dead-letters it then."""
         node = self._node
         position = self._position()
         assert position >= 0, "Run.send outside the loop over the run"
@@ -1236,6 +1259,8 @@ class Run(Generic[T]):
         raw_key, headers = forwarded_key_headers(carrier)
         if topic.positions and type(carrier) is Event:
             headers = positioned(carrier.message, headers)
+        if more_steps:  # as at a `to` outside a fused loop, the element stops here
+            node._refuse(raw_key, data, headers)
         sends = self._sends
         if sends is None:
             sends = self._sends = {}
@@ -1265,9 +1290,12 @@ class _Runs(Stream[Run[T]]):
         self._direct = up is up._source or isinstance(up, _Forward)
         self._run: Run[T] | None = None
         self._raw: dict[Topic[Any], bool] = {}
+        self._refuse = self._worker.transport.refuse_too_large
         self._sample_t0 = 0.0
-        # Revocation drops the unhandled rest of a run (see `abandon`), as it drops buffers.
+        # Revocation drops the unhandled rest of a run (see `abandon`), as it drops buffers;
+        # so does a stop (see `close`).
         self._worker.takes.append(self)
+        self._worker.fused.append(self)
 
     pending = 0  # values held for a partial batch: never (see `Worker.partial_batches`)
 
@@ -1307,7 +1335,7 @@ class _Runs(Stream[Run[T]]):
             return
         start = run._position() + 1
         values, carriers = run._values, run._carriers
-        for carrier in carriers[: start - 1]:
+        for carrier in carriers[: max(start - 1, 0)]:  # none before the loop reached one
             # Handled (what they sent holds them until delivered): done, so the revocation's
             # commit covers them rather than leaving them to the next owner.
             if type(carrier) is Event and (
@@ -1328,6 +1356,21 @@ class _Runs(Stream[Run[T]]):
                 self._source.dropped += len(values) - start - len(keep)
             values[start:] = [values[i] for i in keep]
             carriers[start:] = [carriers[i] for i in keep]
+
+    def close(self) -> None:
+        """The worker stops: the elements the loop has not reached are dropped unacked, as
+        the source drops its buffer, so they stay uncommitted for the next owner and the stop
+        waits for the element in hand only."""
+        run = self._run
+        if run is None:
+            return
+        start = run._position() + 1
+        dropped = len(run._values) - start
+        if dropped > 0:
+            del run._values[start:]
+            del run._carriers[start:]
+            if self._direct:
+                self._source.dropped += dropped
 
     async def __anext__(self) -> Run[T]:
         run = self._run

@@ -209,6 +209,11 @@ class Transport(Protocol):
         """Wait until every record sent so far is durably stored; raise `DeliveryError` if one
         of them was not."""
 
+    def refuse_too_large(self, key: bytes | None, value: bytes | None, headers: Headers) -> None:
+        """Raise `RecordTooLargeError` (index 0) if `send` would refuse this record as too
+        large: a fused loop checks each record as it is made, so the element stops there, as
+        it would at a `send`, rather than after its later steps have run."""
+
     def partitions_for(self, topic: str) -> int | None:
         """The topic's partition count, if known."""
 

@@ -108,6 +108,7 @@ class Worker:
         # Table stores: in memory, or RocksDB under `state_dir` (see `state/table.py`).
         self.tables = WorkerTables(self, state_dir)
         self.takes: list[Any] = []  # take nodes: partial batches to drain or abandon
+        self.fused: list[Any] = []  # `Stream.runs()` nodes: the unreached rest of a run
         self.drain_epoch = 0
         # Raised to close every window at the end of `streamc run`'s input (see windows.py).
         self.close_windows_epoch = 0
@@ -242,6 +243,8 @@ class Worker:
             # buffered but unstarted events are abandoned unacked, so they stay uncommitted
             for stream in self.conductor.streams:
                 stream.close()
+            for node in self.fused:  # a run's elements not reached yet are unstarted too
+                node.close()
             drivers = [t for t in self._drivers if not t.done()]
             if drivers:
                 _, late = await asyncio.wait(drivers, timeout=self.shutdown_timeout)

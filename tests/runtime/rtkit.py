@@ -63,8 +63,9 @@ class Running:
             key = key.encode()
         self.broker.produce(topic, data, key, headers or [], partition)
 
-    async def idle(self) -> None:
-        await asyncio.wait_for(until_idle(self.worker), 5)
+    async def idle(self, timeout: float = 30) -> None:
+        # A guard against a hang, not a speed test: a loaded machine may take its time.
+        await asyncio.wait_for(until_idle(self.worker), timeout)
 
     def messages(self, topic: str) -> list[Message]:
         return self.broker.messages(topic)

@@ -44,7 +44,7 @@ async def test_p5_worker_reports_every_accounts_every_minute_exactly(tmp_path: P
     async with Running(app) as r:
         for i, (key, value) in enumerate(records):
             r.broker.produce("orders-in", value, key, (), i % 4, stamps[i])
-        await r.idle()
+        await r.idle(timeout=300)  # 90,000 orders: minutes on a busy machine
         open_windows = r.worker.table("minutes_by_account")
     reported = {
         f"{account}@{int(start.timestamp() * 1000)}": v

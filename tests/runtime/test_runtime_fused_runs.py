@@ -13,7 +13,9 @@ import asyncio
 import msgspec
 from rtkit import Order, Running, gated, wait_for
 from streamc_runtime import App, Stream, awaitable
+from streamc_runtime.memory import MemoryTransport
 from streamc_runtime.transport import HANDOUT_RUN, TP
+from streamc_runtime.worker import Worker
 
 
 def _order(i: int) -> dict[str, object]:
@@ -269,3 +271,133 @@ async def test_a_loop_that_skips_runs_still_moves_on_and_acks_them() -> None:
         await r.worker.commit()
         assert r.committed("src") == {0: 120}
     assert lengths == [HANDOUT_RUN, HANDOUT_RUN, 20]
+
+
+async def test_a_record_too_large_to_send_stops_its_element_before_the_later_steps() -> None:
+    # As `to` does outside a fused loop: the element is dead-lettered where its record is
+    # refused, so nothing after that send (a sink, another send) ever sees it.
+    app = App("fused-too-large")
+    src = app.topic("src", value_type=Order, partitions=1)
+    out = app.topic("out", value_type=Order, partitions=1)
+    audit = app.topic("audit", value_type=Order, partitions=1)
+    stored: list[str] = []
+
+    def store(order: Order) -> None:
+        stored.append(order.account_id)
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            for order in run:
+                run.send(out, order, more_steps=True)
+                run.send(audit, order, more_steps=True)
+                store(order)
+
+    r = Running(app)
+    r.transport = MemoryTransport(r.broker, app.name, max_record_size=2000)
+    r.worker = Worker(app, r.transport, stats_interval=0, commit_interval=60.0)
+    async with r:
+        for name in ("a", "b" * 2500, "c"):
+            r.produce("src", {"account_id": name, "amount": 1.0})
+        await r.idle()
+        await r.worker.commit()
+        assert stored == ["a", "c"]
+        assert [o.account_id for o in r.values("out", Order)] == ["a", "c"]
+        assert [o.account_id for o in r.values("audit", Order)] == ["a", "c"]
+        dead = r.messages(app.dlq.name)
+        assert [dict(m.headers)["streamc.source.offset"] for m in dead] == [b"1"]
+        assert dict(dead[0].headers)["streamc.error.type"].endswith(b"RecordTooLargeError")
+        assert r.committed("src") == {0: 3}
+
+
+async def test_a_record_too_large_at_the_last_step_is_dead_lettered_with_the_run() -> None:
+    app = App("fused-too-large-last")
+    src = app.topic("src", value_type=Order, partitions=1)
+    out = app.topic("out", value_type=Order, partitions=1)
+    stored: list[str] = []
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            for order in run:
+                stored.append(order.account_id)
+                run.send(out, order)
+
+    r = Running(app)
+    r.transport = MemoryTransport(r.broker, app.name, max_record_size=2000)
+    r.worker = Worker(app, r.transport, stats_interval=0, commit_interval=60.0)
+    async with r:
+        for name in ("a", "b" * 2500, "c"):
+            r.produce("src", {"account_id": name, "amount": 1.0})
+        await r.idle()
+        await r.worker.commit()
+        assert [len(name) for name in stored] == [1, 2500, 1]
+        assert [o.account_id for o in r.values("out", Order)] == ["a", "c"]
+        dead = r.messages(app.dlq.name)
+        assert [dict(m.headers)["streamc.source.offset"] for m in dead] == [b"1"]
+        assert r.committed("src") == {0: 3}
+
+
+async def test_stop_mid_run_finishes_the_element_in_hand_and_leaves_the_rest_uncommitted() -> None:
+    # As outside a fused loop, where stopping drops the buffered events: the rest of the run
+    # was never started, so it is the next owner's (a run of slow hooks would otherwise hold
+    # the stop for up to a run's worth of them).
+    app = App("fused-stop")
+    src = app.topic("src", value_type=Order, partitions=1)
+    seen: list[float] = []
+    started, gate = asyncio.Event(), asyncio.Event()
+
+    async def handle(order: Order) -> None:
+        if order.amount == 2:
+            started.set()
+            await gate.wait()
+        seen.append(order.amount)
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            for order in run:
+                await run.flush()
+                await handle(order)
+
+    r = Running(app)
+    async with r:
+        for i in range(12):
+            r.produce("src", _order(i))
+        await started.wait()
+        stopping = asyncio.create_task(r.worker.stop())
+        await asyncio.sleep(0.01)
+        assert not stopping.done()
+        gate.set()
+        await asyncio.wait_for(stopping, 5)
+    assert seen == [0.0, 1.0, 2.0]
+    assert r.committed("src") == {0: 3}
+
+
+async def test_revocation_before_a_run_is_iterated_acks_none_of_it() -> None:
+    # Nothing of the run is handled yet: its revoked elements are left uncommitted for the
+    # new owner, never acked as if done.
+    app = App("fused-revoke-unstarted")
+    src = app.topic("src", value_type=Order, partitions=2)
+    seen: list[float] = []
+    handed, revoked = asyncio.Event(), asyncio.Event()
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            handed.set()
+            await revoked.wait()
+            for order in run:
+                seen.append(order.amount)
+
+    async with Running(app, fetch_max=20, revoke_timeout=0.05) as r:
+        for i in range(20):
+            r.produce("src", _order(i), partition=i % 2)
+        await handed.wait()
+        await r.worker.on_partitions_revoked({TP("src", 0)})
+        assert r.committed("src")[0] == 0
+        revoked.set()
+        await wait_for(lambda: r.worker.waiting > 0)
+        await r.worker.commit()
+        assert seen == [float(i) for i in range(1, 20, 2)]
+        assert r.committed("src") == {0: 0, 1: 10}

@@ -35,7 +35,7 @@ from ..stream import (
     ack_carrier,
 )
 from ..transport import Delivery, Headers
-from .changelog import POSITION_HEADER, map_record
+from .changelog import POSITION_HEADER, map_record, source_partition, unreadable_position
 
 if TYPE_CHECKING:
     from .table import Table, TablePartitions, _Held
@@ -151,7 +151,16 @@ class Aggregate(Stream[Any]):
         last_held: Any = _NO_HELD
         # (store held, first record, first output) of each stretch of one partition's elements
         stretches: list[tuple[_Held, int, int]] = []
+        # A run is taken whole before it is folded: its folds share the loop as an agent does
+        # between elements (`SourceStream.share_loop`), or slow hooks would hold it for a
+        # whole run. Counted down here, and handed back to the source after the run.
+        source = self._source
+        until_check = source.until_check
         for value, carrier in zip(values, carriers, strict=True):
+            until_check -= 1
+            if not until_check:
+                await source.share_loop()
+                until_check = source.until_check
             if type(carrier) is not Event:
                 await worker.dead_letter(
                     carrier, TypeError("aggregate takes single elements, not batches"), self._agent
@@ -194,9 +203,14 @@ class Aggregate(Stream[Any]):
             else:
                 head, _, tail = mark.rpartition(b":")
                 src = names.get(head)  # type: ignore[assignment]
-                if src is None:
-                    src = names[head] = head.decode()
-                offset = int(tail)
+                try:
+                    if src is None:
+                        src = names[head] = source_partition(head)
+                    offset = int(tail)
+                except ValueError:  # UnicodeDecodeError too
+                    # Not a position streamc wrote: the skip rule cannot place the element.
+                    await worker.dead_letter(carrier, unreadable_position(mark), self._agent)
+                    continue
             key = event._key
             if key is _UNDECODED:
                 key = keys.get(raw_key, _UNDECODED)
@@ -240,6 +254,7 @@ class Aggregate(Stream[Any]):
                 held.append((offsets, m.offset))
             rows.append(result)
             out.append(carrier)
+        source.until_check = until_check
         if any(h.closed for h, _, _ in stretches):
             # A store was revoked while this run waited (a slow hook, another store's
             # restore): its new owner may be writing its changelog already, so what was
@@ -280,19 +295,28 @@ def hands_over_events(up: Stream[Any]) -> bool:
 async def take_run(up: Stream[Any], direct: bool) -> tuple[list[Any], list[Carrier]]:
     """The next run of `up`'s values and carriers (at most `_RUN_MAX`; none if nothing is at
     hand), for a node that folds runs; `direct`: `hands_over_events(up)`."""
+    source = up._source
+    # A sampled run is timed as a whole, from its taking to the taking of the next, and
+    # counted as that time's share per element (never per pull: the pulls below follow one
+    # another with nothing done between them).
+    sampled = source.sample
+    if sampled:
+        source.sample = False
+        if source.sample_run(0):
+            sampled = False  # the run timed before ended now
     if direct:
         # Upstream hands over its buffer's events as they are: take a run of them at once,
-        # with no element tuple and no coroutine each. The loop is shared per run, as the
-        # source does every few elements, and a sampled run is timed as its first element.
-        source = up._source
-        if source.sample:
-            source.sample_tick()
+        # with no element tuple and no coroutine each. The loop is shared per run here, and
+        # every few elements while the run is folded (`Aggregate._fold_run`).
         await source.share_loop()
         buffer = source.buffer
         popleft = buffer.popleft
         events: list[Any] = [popleft() for _ in range(min(len(buffer), _RUN_MAX))]
         if source.full and len(buffer) <= source.low:
             up._worker.conductor.drained(source)
+        if sampled:
+            source.sample = True
+            source.sample_run(len(events))
         return [e.value for e in events], events
     values: list[Any] = []
     carriers: list[Carrier] = []
@@ -308,6 +332,9 @@ async def take_run(up: Stream[Any], direct: bool) -> tuple[list[Any], list[Carri
             may_wait = up._may_wait()
         values.append(value)
         carriers.append(carrier)
+    if sampled:
+        source.sample = True
+        source.sample_run(len(values))
     return values, carriers
 
 

@@ -62,6 +62,26 @@ def parse_position(text: bytes) -> tuple[str, int]:
     return source, int(offset)
 
 
+def source_partition(head: bytes) -> str:
+    """`b"orders:3"` (or `b"orders:3#2"`), the head of a position header, as the skip map
+    names it: `"orders:3"`.
+    ValueError (UnicodeDecodeError too) if it is not one: a header some other producer set,
+    which cannot place its element for the skip rule (`unreadable_position`)."""
+    text = head.decode()
+    topic, _, partition = text.rpartition(":")
+    # A step's second and later outputs of one element carry `orders:3#k` (windows.py).
+    partition = partition.partition("#")[0]
+    if not topic or not (partition.isascii() and partition.isdigit()):
+        raise ValueError(text)
+    return text
+
+
+def unreadable_position(mark: bytes) -> ValueError:
+    """The error an operation dead-letters an element with when its position header is not
+    one streamc writes."""
+    return ValueError(f"unreadable {POSITION_HEADER} header {mark!r}: not a source position")
+
+
 def merge_positions(into: dict[str, int], more: dict[str, int]) -> None:
     for source, offset in more.items():
         if offset > into.get(source, -1):

@@ -276,7 +276,11 @@ class Distinct(Stream[Any]):
             if raw is None:
                 out.append((value, carrier))  # no key: nothing to compare it with
                 continue
-            mark_bytes, src, offset = _position(m)
+            try:
+                mark_bytes, src, offset = _position(m)
+            except ValueError as exc:  # a position header streamc did not write
+                await worker.dead_letter(carrier, exc, self._agent)
+                continue
             mark = mark_bytes.decode()
             positions = store.positions
             seen = _seen(store.get(raw))

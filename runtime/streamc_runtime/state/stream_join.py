@@ -378,10 +378,10 @@ class StreamStreamJoin(Stream[Any]):
             try:
                 t = (self._this_time if side is _THIS else self._other_time)(value, event)
                 data = cast(bytes, codecs[side].encode(value))  # a record: never None
+                mark, src, offset = _position(m)
             except Exception as exc:
                 await worker.dead_letter(carrier, exc, self._agent)
                 continue
-            mark, src, offset = _position(m)
             if side is _OTHER:
                 # The other topic's positions apart from the stream's: the two sides may
                 # come from one source (a self-join, or the topic the stream was re-keyed from).

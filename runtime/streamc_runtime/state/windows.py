@@ -31,7 +31,7 @@ from ..records import Time, key_codec, to_ms
 from ..stream import EMPTY, Element, Event, Pulled, Stream
 from ..transport import Delivery, Headers
 from .aggregate import _NO_HELD, _without_closed, held_store
-from .changelog import POSITION_HEADER, map_record
+from .changelog import POSITION_HEADER, map_record, source_partition, unreadable_position
 
 if TYPE_CHECKING:
     from ..topic import Topic
@@ -344,9 +344,9 @@ class WindowedAggregate(Stream[Any]):
                     carrier, ValueError("aggregate needs a key; this element has none"), self._agent
                 )
                 continue
-            mark, src, offset = _position(m)
             positions = store.positions
             try:
+                mark, src, offset = _position(m)
                 t = event_time(value, event)
             except Exception as exc:
                 await worker.dead_letter(carrier, exc, self._agent)
@@ -717,7 +717,7 @@ _ENDED = itertools.count()
 
 
 def _detached(value: Any, raw_key: bytes, ts: int, q: int = -1) -> Event[Any, Any]:
-    mark = f"streamc.end_of_input:{next(_ENDED)}".encode()
+    mark = f"streamc.end_of_input:0:{next(_ENDED)}".encode()  # a source like any other
     message = _Message("", q, -1, ts, raw_key, None, ((POSITION_HEADER, mark),))
     return Event(message, value, cast(Any, _NoOffsets()))
 
@@ -725,9 +725,11 @@ def _detached(value: Any, raw_key: bytes, ts: int, q: int = -1) -> Event[Any, An
 def _position(m: Any) -> tuple[bytes, str, int]:
     for name, header in m.headers:
         if name == POSITION_HEADER:
-            text = header.decode()
-            cut = text.rindex(":")
-            return header, text[:cut], int(text[cut + 1 :])
+            head, _, tail = header.rpartition(b":")
+            try:
+                return header, source_partition(head), int(tail)
+            except ValueError:
+                raise unreadable_position(header) from None
     src = f"{m.topic}:{m.partition}"
     return f"{src}:{m.offset}".encode(), src, m.offset
 

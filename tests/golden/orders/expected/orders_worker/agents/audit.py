@@ -31,8 +31,8 @@ async def audit(stream: Stream[Order]) -> None:
             order = check_add_default_language(order)
             await run.flush()
             order = check_add_client_info(await add_client_info(order))
-            run.send(topics.audit, order)
-            run.send(topics.orders_audit_all, order)
+            run.send(topics.audit, order, more_steps=True)
+            run.send(topics.orders_audit_all, order, more_steps=True)
             if not audit_where(order):
                 continue
             run.send(topics.large_orders, order)
