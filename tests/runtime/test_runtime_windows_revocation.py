@@ -258,9 +258,9 @@ async def test_distinct_entries_restored_into_a_store_assigned_back_expire() -> 
         await b.stop()
         await a.stop()
     assert distinct_changelog(broker, 1) == [
-        ("a", b"0"),
-        ("c", b"500"),
-        ("d", b"5000"),
+        ("a", b'[0,"clicks:1:0",[]]'),
+        ("c", b'[500,"clicks:1:1",[]]'),
+        ("d", b'[5000,"clicks:1:2",[]]'),
         ("a", None),
         ("c", None),
     ]
