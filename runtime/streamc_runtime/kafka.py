@@ -1123,7 +1123,8 @@ class KafkaTransport:
         chosen: Any = itertools.repeat(None) if targets is None else targets
         for (key, value, headers), timestamp, target in zip(records, stamps, chosen, strict=False):
             if type(headers) is not list:  # aiokafka's builder takes exactly a list
-                headers = list(headers)
+                # One shared empty list for the common case: the builder only reads it.
+                headers = list(headers) if headers else _NO_HEADERS
             # aiokafka's builder stamps None with the current time; it would write a negative
             # time (a consumed record's "no timestamp") as it is.
             ts = timestamp if timestamp is None or timestamp >= 0 else None
@@ -1205,6 +1206,11 @@ class KafkaTransport:
             state = "stopped" if self._stopped else "not started"
             raise KafkaTransportError(f"the Kafka transport is {state}")
         return client
+
+
+# What `_send_many` hands aiokafka's builder for a record without headers, rather than a new
+# empty list per record (aiokafka's own `append` defaults to one shared list the same way).
+_NO_HEADERS: list[tuple[str, bytes]] = []
 
 
 def _refuse_too_large(
