@@ -476,6 +476,9 @@ class KafkaTransport:
         # topic -> partition -> (builder, its batch future): the batch `send_many` appends to
         # until aiokafka drains it.
         self._open_batches: dict[str, dict[int, tuple[Any, asyncio.Future[Any]]]] = {}
+        # partition count -> key -> the index of its partition (`partition_for_key`), for
+        # `send_many`: a dict hit is a fifth of the `lru_cache` call per record.
+        self._key_partitions: dict[int, dict[bytes, int]] = {}
         self._assignment_raw: Any = None
         self._assignment: frozenset[TP] = frozenset()
         # The producer's metadata cache (aiokafka's ClusterMetadata), for `send`'s partitioning.
@@ -1170,11 +1173,15 @@ class KafkaTransport:
         opened = self._open_batches.setdefault(topic, {})
         _drop_taken(producer, topic, opened)  # aiokafka may have sent some since the last run
         covering: dict[asyncio.Future[Any], None] = {}  # the batches this run went into
+        placed = self._key_partitions.get(count)
+        if placed is None or len(placed) >= _KEY_PARTITIONS_MAX:
+            placed = self._key_partitions[count] = {}  # many distinct keys: start again
         stamps = itertools.repeat(None) if timestamps is None else timestamps
         chosen: Any = itertools.repeat(None) if targets is None else targets
         for (key, value, headers), timestamp, target in zip(records, stamps, chosen, strict=False):
             if type(headers) is not list:  # aiokafka's builder takes exactly a list
-                headers = list(headers)
+                # One shared empty list for the common case: the builder only reads it.
+                headers = list(headers) if headers else _NO_HEADERS
             # aiokafka's builder stamps None with the current time; it would write a negative
             # time (a consumed record's "no timestamp") as it is.
             ts = timestamp if timestamp is None or timestamp >= 0 else None
@@ -1183,7 +1190,10 @@ class KafkaTransport:
             elif key is None:
                 partition = random.choice(unkeyed)
             else:
-                partition = partitions[partition_for_key(key, count)]
+                index = placed.get(key)
+                if index is None:
+                    index = placed[key] = partition_for_key(key, count)
+                partition = partitions[index]
             slot = opened.get(partition)
             if slot is not None:
                 builder, batch = slot
@@ -1256,6 +1266,14 @@ class KafkaTransport:
             state = "stopped" if self._stopped else "not started"
             raise KafkaTransportError(f"the Kafka transport is {state}")
         return client
+
+
+# The most keys `_send_many` remembers the partition of, per partition count.
+_KEY_PARTITIONS_MAX = 65536
+
+# What `_send_many` hands aiokafka's builder for a record without headers, rather than a new
+# empty list per record (aiokafka's own `append` defaults to one shared list the same way).
+_NO_HEADERS: list[tuple[str, bytes]] = []
 
 
 def _refuse_too_large(

@@ -962,6 +962,9 @@ class _Echo(Stream[Any]):
 # nothing more buffered).
 _RUN_MAX = 1000
 
+# The most `str` keys a forwarding task remembers the encoding of (see `_encode_str_key`).
+_KEY_CACHE_MAX = 65536
+
 
 class _Forward(Stream[Any]):
     """`group_by` and `through`: a background task moves upstream values to `topic`; this node
@@ -983,6 +986,7 @@ class _Forward(Stream[Any]):
         self._key_check = key_check
         self._key_async = key_fn is not None and _is_async(key_fn)
         self._as_received = _forwards_bytes(up, topic)
+        self._key_bytes: dict[str, bytes] = {}  # see `_encode_str_key`
         self._worker.spawn_driver(self._run(), f"{self._agent}:{op}:{topic.name}")
 
     def _fused_steps(self) -> list[tuple[bool, Callable[[Any], Any], Any]] | None:
@@ -1054,7 +1058,12 @@ class _Forward(Stream[Any]):
                         key = await _settle(key, key_async)
                     if key_check is not None:
                         key = key_check(key)
-                    raw_key = encode_key(key)
+                    if type(key) is str:
+                        raw_key = self._key_bytes.get(key)
+                        if raw_key is None:
+                            raw_key = self._encode_str_key(key)
+                    else:
+                        raw_key = encode_key(key)
                 if as_received:
                     data = carrier.message.value  # type: ignore[union-attr]
                 else:
@@ -1083,6 +1092,7 @@ class _Forward(Stream[Any]):
         encode_key, encode_value = self._topic.key_codec.encode, self._topic.value_codec.encode
         as_received, positions, agent = self._as_received, self._topic.positions, self._agent
         not_awaitable = _NOT_AWAITABLE
+        key_bytes = self._key_bytes
         while True:
             if not buffer:
                 if source.closed:
@@ -1096,6 +1106,7 @@ class _Forward(Stream[Any]):
                 worker.conductor.drained(source)
             records: list[tuple[bytes | None, bytes | None, Headers]] = []
             carriers: list[Carrier] = []
+            stamps: list[int | None] = []
             for event in events:
                 try:
                     value = event.value
@@ -1103,8 +1114,8 @@ class _Forward(Stream[Any]):
                         result = fn(value)
                         if type(result) not in not_awaitable:
                             if records and inspect.isawaitable(result):
-                                await self._send_run(records, carriers)  # before it waits
-                                records, carriers = [], []
+                                await self._send_run(records, carriers, stamps)  # before it waits
+                                records, carriers, stamps = [], [], []
                             result = await _settle(result, False)
                         if check is not None:
                             result = check(result)
@@ -1121,15 +1132,21 @@ class _Forward(Stream[Any]):
                             key = key_fn(value)
                             if type(key) not in not_awaitable:
                                 if records and inspect.isawaitable(key):
-                                    await self._send_run(records, carriers)
-                                    records, carriers = [], []
+                                    await self._send_run(records, carriers, stamps)
+                                    records, carriers, stamps = [], [], []
                                 key = await _settle(key, False)
                             if key_check is not None:
                                 key = key_check(key)
-                            raw_key = encode_key(key)
+                            if type(key) is str:
+                                raw_key = key_bytes.get(key)
+                                if raw_key is None:
+                                    raw_key = self._encode_str_key(key)
+                            else:
+                                raw_key = encode_key(key)
                         data = message.value if as_received else encode_value(value)
                         records.append((raw_key, data, headers))
                         carriers.append(event)
+                        stamps.append(message.timestamp)
                         continue
                     event._ack()  # filtered out: handled
                 except asyncio.CancelledError:
@@ -1137,26 +1154,46 @@ class _Forward(Stream[Any]):
                 except BaseException as exc:  # a hook's SystemExit too: see the module docstring
                     await worker.dead_letter(event, exc, agent)
             if records:
-                await self._send_run(records, carriers)
+                await self._send_run(records, carriers, stamps)
             left = source.until_check - len(events)
             if left > 0:
                 source.until_check = left
             else:
                 await source.share_loop()
 
+    def _encode_str_key(self, key: str) -> bytes | None:
+        """The topic's encoding of a `str` key, remembered: a `group_by` key repeats (that is
+        its point), and a dict look-up costs a fraction of the encode. The codec is a pure
+        function of the string, so the cache changes nothing but the cost; a key that fails
+        to encode raises here every time and is never remembered."""
+        raw_key = self._topic.key_codec.encode(key)
+        if raw_key is not None:
+            key_bytes = self._key_bytes
+            if len(key_bytes) >= _KEY_CACHE_MAX:
+                key_bytes.clear()  # many distinct keys: start again rather than grow
+            key_bytes[key] = raw_key
+        return raw_key
+
     async def _send_run(
-        self, records: list[tuple[bytes | None, bytes | None, Headers]], carriers: list[Carrier]
+        self,
+        records: list[tuple[bytes | None, bytes | None, Headers]],
+        carriers: list[Carrier],
+        timestamps: list[int | None] | None = None,
     ) -> None:
         worker = self._worker
         try:
-            await worker.forward_run(self._topic, records, carriers)
+            await worker.forward_run(self._topic, records, carriers, timestamps)
         except RecordTooLargeError as exc:  # refused before anything was sent
             refused = set(exc.indexes)
             for i in sorted(refused):
                 await worker.dead_letter(carriers[i], exc, self._agent)
             kept = [i for i in range(len(records)) if i not in refused]
             if kept:
-                await self._send_run([records[i] for i in kept], [carriers[i] for i in kept])
+                await self._send_run(
+                    [records[i] for i in kept],
+                    [carriers[i] for i in kept],
+                    None if timestamps is None else [timestamps[i] for i in kept],
+                )
         # Any other failure is the transport's, not the data's: `forward_run` retried it and
         # stopped the worker with the run unacked, so nothing is dead-lettered for it.
 

@@ -564,17 +564,21 @@ class Worker:
         topic: Topic[Any],
         records: Sequence[tuple[bytes | None, bytes | None, Headers]],
         carriers: Sequence[Carrier],
+        timestamps: Sequence[int | None] | None = None,
     ) -> None:
         """Send a run of encoded records (one per element, in order) to `topic` at once; the
         elements' `carriers` are acked when every record of the run is delivered, and never
         if any is not (the worker then stops with them uncommitted).
 
         Per run rather than per record: one `send_many`, one callback, and acks in place of
-        a hold and a release per record. Each record keeps its element's timestamp.
+        a hold and a release per record. Each record keeps its element's timestamp:
+        `timestamps` if the caller has them at hand already (one per record), else each
+        carrier's `forwarded_timestamp`.
 
         Raises `RecordTooLargeError` (a data error) only; a transport failure is retried (see
         `_resend`), and if it persists the worker stops with the carriers never acked."""
-        timestamps = [forwarded_timestamp(carrier) for carrier in carriers]
+        if timestamps is None:
+            timestamps = [forwarded_timestamp(carrier) for carrier in carriers]
         try:
             delivery = await self.transport.send_many(topic.name, records, timestamps)
         except RecordTooLargeError:
@@ -601,7 +605,12 @@ class Worker:
             self.fail(_delivery_error(fut))
             return
         for carrier in carriers:
-            ack_carrier(carrier)
+            if type(carrier) is Event:  # `carrier._ack()` inlined: this runs per element
+                if not carrier._acked:
+                    carrier._acked = True
+                    carrier._offsets.release(carrier.message.offset)
+            else:
+                ack_carrier(carrier)
 
     async def send_changelog(
         self,

@@ -164,3 +164,76 @@ async def test_send_gives_a_keyed_record_the_partition_kafkas_default_partitione
     expected = [kafkas(key, [0, 1, 2, 3], [0, 1, 2, 3]) for key in keys]
     assert len(set(expected)) == 4
     assert producer.partitions == [*expected, None, 3]
+
+
+class _FourPartitions(_Producer):
+    """Four partitions, all with a leader; each builder remembers the keys appended to it."""
+
+    def __init__(self, batch_size: int) -> None:
+        super().__init__(batch_size)
+        cluster = type(
+            "Cluster", (), {"available_partitions_for_topic": lambda s, t: {0, 1, 2, 3}}
+        )()
+        self.client = type("Client", (), {"cluster": cluster})()
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2, 3}
+
+    def create_batch(self) -> BatchBuilder:
+        builder = super().create_batch()
+        builder.keys = []
+        append = builder.append
+
+        def keyed(*, timestamp: Any, key: Any, value: Any, headers: Any = ()) -> Any:
+            builder.keys.append(key)
+            return append(timestamp=timestamp, key=key, value=value, headers=headers)
+
+        builder.append = keyed
+        return builder
+
+
+async def test_send_many_partitions_keys_as_kafka_does_hashing_each_distinct_key_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import streamc_runtime.kafka as kafka_module
+
+    hashed: list[bytes] = []
+    partition_for_key = kafka_module.partition_for_key
+
+    def counting(key: bytes, count: int) -> int:
+        hashed.append(key)
+        return partition_for_key(key, count)
+
+    monkeypatch.setattr(kafka_module, "partition_for_key", counting)
+    t = KafkaTransport(KafkaSettings(bootstrap_servers=("localhost:9092",), group_id="g"))
+    producer = _FourPartitions(batch_size=t.settings.max_batch_size)
+    t._producer = producer
+    keys = [f"acct-{i:04d}".encode() for i in range(40)]
+    for _ in range(3):  # three runs: the keys repeat within and across them
+        await t.send_many("t", [(key, b"v", ()) for key in keys * 2])
+    kafkas = DefaultPartitioner()
+    placed = [(key, partition) for _, partition, builder in producer.queued for key in builder.keys]
+    assert len(placed) == 240
+    assert {(key, kafkas(key, [0, 1, 2, 3], [0, 1, 2, 3])) for key in keys} == set(placed)
+    assert len({partition for _, partition in placed}) == 4
+    assert sorted(hashed) == sorted(keys)  # each key hashed once, not once per record
+
+
+async def test_send_many_partitions_keys_as_kafka_does_past_its_cache_of_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import streamc_runtime.kafka as kafka_module
+
+    monkeypatch.setattr(kafka_module, "_KEY_PARTITIONS_MAX", 5)  # the cache starts again
+    t = KafkaTransport(KafkaSettings(bootstrap_servers=("localhost:9092",), group_id="g"))
+    producer = _FourPartitions(batch_size=t.settings.max_batch_size)
+    t._producer = producer
+    keys = [f"acct-{i:04d}".encode() for i in range(40)]
+    for i in range(0, 40, 4):
+        await t.send_many("t", [(key, b"v", ()) for key in keys[i : i + 4]])
+    assert len(t._key_partitions[4]) < 5 + 4  # bounded: started again before a run past 5
+    await t.send_many("t", [(key, b"v", ()) for key in keys])
+    kafkas = DefaultPartitioner()
+    placed = [(key, partition) for _, partition, builder in producer.queued for key in builder.keys]
+    assert len(placed) == 80
+    assert {(key, kafkas(key, [0, 1, 2, 3], [0, 1, 2, 3])) for key in keys} == set(placed)

@@ -281,3 +281,106 @@ async def test_one_failed_record_keeps_its_whole_run_uncommitted_and_stops_the_w
         assert _committable(r, "nums") == 0  # 0 and 1 were stored, but their run was not
     assert isinstance(r.worker.failure, ConnectionError)
     assert r.committed("nums") == {0: 0}
+
+
+def _count_key_encodes(topic: Any) -> list[Any]:
+    """Every key the forward asks `topic`'s key codec to encode."""
+    asked: list[Any] = []
+    encode = topic.key_codec.encode
+
+    def counting(key: Any) -> bytes | None:
+        asked.append(key)
+        return encode(key)  # type: ignore[no-any-return]
+
+    topic.key_codec.encode = counting
+    return asked
+
+
+@pytest.mark.parametrize("key_kind", ["sync", "async"])  # the fused loop, and the pull loop
+async def test_a_repeating_str_key_is_encoded_once_and_lands_where_kafkas_partitioner_puts_it(
+    key_kind: str,
+) -> None:
+    app = App("g")
+    nums = app.topic("nums", key_type=str, value_type=int)
+    rekeyed = app.topic("g-rekeyed", key_type=str, value_type=int, partitions=3, internal=True)
+    got: list[int] = []
+
+    def sync_key(v: int) -> str:
+        return f"k{v % 3}"
+
+    async def async_key(v: int) -> str:
+        return f"k{v % 3}"
+
+    @app.agent(nums, name="a")
+    async def regroup(stream: Stream[int]) -> None:
+        async for v in stream.group_by(
+            sync_key if key_kind == "sync" else async_key, topic=rekeyed
+        ):
+            got.append(v)
+
+    asked = _count_key_encodes(rekeyed)
+    r = Running(app)
+    for i in range(30):
+        r.produce("nums", i, key=f"src{i}")
+    async with r:
+        await r.idle()
+    assert sorted(asked) == ["k0", "k1", "k2"]  # once per distinct key, not per element
+    assert _by_key(r.messages("g-rekeyed")) == {
+        b"k0": list(range(0, 30, 3)),
+        b"k1": list(range(1, 30, 3)),
+        b"k2": list(range(2, 30, 3)),
+    }
+    for m in r.messages("g-rekeyed"):
+        assert m.key is not None
+        assert m.partition == partition_for_key(m.key, 3)
+    assert sorted(got) == list(range(30))
+    assert r.committed("nums") == {0: 30}
+
+
+async def test_str_keys_past_the_remembered_ones_are_still_each_encoded_by_the_topics_codec(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stream_module, "_KEY_CACHE_MAX", 2)  # forgets them as it goes
+    app = App("g")
+    nums = app.topic("nums", key_type=str, value_type=int)
+    rekeyed = app.topic("g-rekeyed", key_type=str, value_type=int, partitions=3, internal=True)
+
+    @app.agent(nums, name="a")
+    async def regroup(stream: Stream[int]) -> None:
+        async for _ in stream.group_by(lambda v: f"k{v // 2 % 5}", topic=rekeyed):
+            pass
+
+    asked = _count_key_encodes(rekeyed)
+    r = Running(app)
+    for i in range(20):
+        r.produce("nums", i)
+    async with r:
+        await r.idle()
+    # k0 k0 k1 k1 k2 k2 ...: each pair's second is remembered, but never past two keys
+    assert asked == [f"k{i % 5}" for i in range(10)]
+    assert {k: sorted(vs) for k, vs in _by_key(r.messages("g-rekeyed")).items()} == {
+        f"k{k}".encode(): sorted([*range(2 * k, 20, 10), *range(2 * k + 1, 20, 10)])
+        for k in range(5)
+    }
+    assert r.committed("nums") == {0: 20}
+
+
+async def test_a_str_key_its_topic_cannot_encode_dead_letters_its_element_every_time() -> None:
+    app = App("g")
+    nums = app.topic("nums", key_type=str, value_type=int)
+    rekeyed = app.topic("g-rekeyed", key_type=int, value_type=int, partitions=3, internal=True)
+
+    @app.agent(nums, name="a")
+    async def regroup(stream: Stream[int]) -> None:
+        async for _ in stream.group_by(lambda v: "x" if v % 2 else str(v % 4), topic=rekeyed):
+            pass
+
+    r = Running(app)
+    for i in range(8):
+        r.produce("nums", i, key=f"src{i}")
+    async with r:
+        await r.idle()
+    # an int topic's key codec writes "0" as b"0"; "x" is no integer, each time it comes
+    assert _by_key(r.messages("g-rekeyed")) == {b"0": [0, 4], b"2": [2, 6]}
+    assert [m.key for m in r.messages("g-dlq")] == [b"src1", b"src3", b"src5", b"src7"]
+    assert r.committed("nums") == {0: 8}
