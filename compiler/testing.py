@@ -43,13 +43,13 @@ from .testfile import (
     Case,
     ExpectedRecord,
     ExpectedRow,
-    Produced,
     TableExpectation,
     TestFile,
     check_test_file,
     program_path_for,
     test_path_for,
 )
+from .testfile_update import Produced
 
 # Timestamps of records the case does not stamp: the virtual clock, from this instant
 # (2024-01-01T00:00:00Z), so runs are reproducible.
@@ -870,7 +870,7 @@ def run_tests(
     """The `streamc test` command; returns the exit status."""
     out = out or sys.stdout.write
     err = err or sys.stderr.write
-    from .testfile import update_text
+    from .testfile_update import update_text
 
     try:
         test_files = find_test_files(paths)
