@@ -43,8 +43,6 @@ def _lit_type_name(lit: ast.Default) -> str:
             ast.NullLit: "null", ast.ListLit: "a list"}[type(lit)]  # fmt: skip
 
 
-# ---- records
-
 def collect_records(c: _Checker, decls: list[ast.RecordDecl]) -> None:
     for decl in decls:
         name = decl.name.text
