@@ -8,12 +8,16 @@ the module's own imports and definitions as the only context: builtins, the .sdl
 annotations and `Awaitable`/`Coroutine` results. Anything else (`Any`, Protocols, TypeVars,
 aliases, classes imported from elsewhere) is unknown, and unknown is always accepted: this
 check must never reject a hook that is right.
+
+`rebound_defs` and `call_proven` read the same source for the checker's other questions about a
+hook: whether its module binds its name again, and whether calling it is known to give a
+coroutine or None.
 """
 
 from __future__ import annotations
 
 import ast as pyast
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from . import ir
@@ -293,3 +297,44 @@ def annotation_mismatches(
             f"return {returns}",
         ))  # fmt: skip
     return found
+
+
+def rebound_defs(
+    tree: pyast.Module, functions: Mapping[str, pyast.FunctionDef | pyast.AsyncFunctionDef]
+) -> set[pyast.AST]:
+    """The functions whose name a top-level statement after their `def` binds again."""
+    rebound: set[pyast.AST] = set()
+    for name, fn in functions.items():
+        after = tree.body[tree.body.index(fn) + 1 :]
+        if any(
+            isinstance(node, pyast.Name) and node.id == name and isinstance(node.ctx, pyast.Store)
+            for statement in after
+            for node in pyast.walk(statement)
+        ):
+            rebound.add(fn)
+    return rebound
+
+
+def call_proven(fn: pyast.FunctionDef | pyast.AsyncFunctionDef) -> bool:
+    """Whether the source alone tells what calling `fn` gives back, so generated code may call
+    it directly: an undecorated `async def` gives a coroutine to await; an undecorated `def`
+    that is not a generator and returns no value gives None. Anything else (a decorator, a
+    `def` returning another call's result) may give an awaitable: the runtime decides."""
+    if fn.decorator_list:
+        return False
+    if isinstance(fn, pyast.AsyncFunctionDef):
+        return True
+    own: list[pyast.AST] = list(fn.body)
+    while own:
+        node = own.pop()
+        if isinstance(node, pyast.Yield | pyast.YieldFrom):
+            return False
+        if isinstance(node, pyast.Return) and not (
+            node.value is None
+            or (isinstance(node.value, pyast.Constant) and node.value.value is None)
+        ):
+            return False
+        if not isinstance(node, pyast.FunctionDef | pyast.AsyncFunctionDef | pyast.ClassDef
+                          | pyast.Lambda):  # fmt: skip
+            own.extend(pyast.iter_child_nodes(node))
+    return True

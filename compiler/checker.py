@@ -15,12 +15,22 @@ import ast as pyast
 import dataclasses
 import posixpath
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Literal, TypeVar, cast
+from typing import Literal, TypeVar
 
 from . import ast, check_hooks, check_join, check_state, check_time, ir
+from . import check_expr as expr_rules
+from . import check_ops as op_rules
+from . import check_records as record_rules
+from .check_common import KEY_TYPES as KEY_TYPES
+from .check_common import _accepts as _accepts
+from .check_common import _collapse as _collapse
+from .check_common import _HookInfo, _n, _show, _TopicInfo
+from .check_common import _is_null as _is_null
+from .check_common import _Stream as _Stream
+from .check_records import BUILTIN_TYPE_NAMES as BUILTIN_TYPE_NAMES
 from .check_topology import (
     KAFKA_NAME_RULE,
     MAX_PARTITIONS,
@@ -28,17 +38,10 @@ from .check_topology import (
     kafka_name_problem,
     positions_topics,
 )
-from .diagnostics import Diagnostic, Note, Span, closest, did_you_mean
+from .diagnostics import Diagnostic, Note, Span, did_you_mean
 from .gcpause import gc_paused
 
-PRIMITIVES: dict[str, ir.PrimType] = {
-    "str": ir.STR, "int": ir.INT, "float": ir.FLOAT, "bool": ir.BOOL, "bytes": ir.BYTES,
-    "time": ir.TIME,
-}  # fmt: skip
-BUILTIN_TYPE_NAMES = (*PRIMITIVES, "list", "Event", "any")
-KEY_TYPES = (ir.STR, ir.INT, ir.BYTES)
 IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-NUMERIC = (ir.INT, ir.FLOAT)
 
 
 def hooks_display_path(sdl_filename: str, hooks_path: str) -> str:
@@ -48,9 +51,6 @@ def hooks_display_path(sdl_filename: str, hooks_path: str) -> str:
 
 
 RefKind = Literal["record", "topic", "hook", "field"]
-# The parts of an element an expression sees, each with its name (None: unnamed): the element
-# itself, and after a join the row it found.
-Scope = tuple[tuple[str | None, ir.Type], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,42 +120,6 @@ def check(
     with gc_paused():  # the whole-program rules walk the same millions of objects again
         warnings = check_topology(module, program) + check_state.unfilled_tables(checker)
     return CheckResult(program, tuple(sorted(set(warnings), key=Diagnostic.sort_key)), learnt)
-
-
-@dataclass
-class _Stream:
-    """What flows at one point of a pipeline. `None` types are unknown after an error."""
-
-    elem: ir.Type | None
-    key: ir.Type | None
-    topic: str  # the name of the current topic, for repartition topic names
-    partitions: int
-    mode: str = "stream"  # "stream", "items", "events", or "done" after `to`/`sink`
-    mode_op: str = ""  # the operation that set the mode, for messages
-    inputs: tuple[int, ...] = ()  # the partition counts of the topics the current step reads
-    # The names of the element's parts for `where`/`select`: (the `as` name,) or, after a
-    # join, (the element's name, the row's name); () when nothing is named. Names hold while
-    # the element keeps its type.
-    names: tuple[str | None, ...] = ()
-    joined: bool = False  # the element is the (element, row) pair of a join
-
-
-@dataclass
-class _HookInfo:
-    sig: ast.HookSig
-    module: str
-    params: tuple[ir.Type | None, ...]
-    returns: ir.Type | None
-    has_return: bool
-    is_async: bool = False
-    call_proven: bool = False  # see ir.Hook
-
-
-@dataclass(slots=True)  # one per repartition topic: tens of thousands in a big program
-class _TopicInfo:
-    topic: ir.Topic
-    span: Span | None
-    first_use: str = ""  # for implicit topics: where they were first named
 
 
 _T = TypeVar("_T")
@@ -366,242 +330,15 @@ class _Checker:
                 ["declare the name at the top of the file, such as `app orders`"],
             )
 
-    # ---- records
+    # ---- records and types: check_records.py
 
-    def collect_records(self, decls: list[ast.RecordDecl]) -> None:
-        for decl in decls:
-            name = decl.name.text
-            if name in BUILTIN_TYPE_NAMES:
-                self.error(
-                    decl.name.span,
-                    "E207",
-                    f"'{name}' is a built-in type and cannot name a record",
-                )
-            elif name in self.records:
-                self.error(
-                    decl.name.span,
-                    "E207",
-                    f"record '{name}' is already declared",
-                    notes=self.first_here(self.records[name].name.span, f"record '{name}'"),
-                )
-            else:
-                self.records[name] = decl
-
-    def check_records(self, decls: list[ast.RecordDecl]) -> tuple[ir.Record, ...]:
-        built: dict[str, ir.Record] = {}
-        for decl in decls:
-            if self.records.get(decl.name.text) is not decl:
-                continue
-            fields: dict[str, ir.Field] = {}
-            seen: dict[str, Span] = {}
-            for f in decl.fields:
-                if f.name.text in seen:
-                    self.error(
-                        f.name.span,
-                        "E207",
-                        f"record {decl.name.text} already has a field '{f.name.text}'",
-                        notes=self.first_here(seen[f.name.text], f"field '{f.name.text}'"),
-                    )
-                    continue
-                seen[f.name.text] = f.name.span
-                ftype = self.resolve_type(f.type, "field")
-                default = None
-                if f.default is not None and ftype is not None:
-                    default = self.check_default(f, ftype)
-                if ftype is not None:
-                    fields[f.name.text] = ir.Field(f.name.text, ftype, default)
-                    self.field_spans[(decl.name.text, f.name.text)] = f.type.span
-                else:
-                    self.broken_fields.add((decl.name.text, f.name.text))
-            self.record_fields[decl.name.text] = fields
-            built[decl.name.text] = ir.Record(decl.name.text, tuple(fields.values()))
-        return self.order_records(built)
-
-    def order_records(self, built: dict[str, ir.Record]) -> tuple[ir.Record, ...]:
-        """Nested records first (a depth-first post-order), reporting any nesting cycle."""
-        order: list[ir.Record] = []
-        state: dict[str, int] = {}  # 1: being visited, 2: done
-
-        def nested(t: ir.Type) -> list[str]:
-            if isinstance(t, ir.RecordType):
-                return [t.name]
-            if isinstance(t, ir.ListType):
-                return nested(t.item)
-            if isinstance(t, ir.OptionalType):
-                return nested(t.inner)
-            return []
-
-        def visit(root: str) -> None:
-            # Depth-first post-order with an explicit stack: a chain of thousands of nested
-            # records must not hit Python's recursion limit.
-            if state.get(root) == 2 or root not in built:
-                return
-            state[root] = 1
-            path = [root]
-            stack = [
-                iter(
-                    [(f, inner) for f in built[root].fields for inner in nested(f.type)]
-                )
-            ]
-            while stack:
-                step = next(stack[-1], None)
-                if step is None:
-                    stack.pop()
-                    done = path.pop()
-                    state[done] = 2
-                    order.append(built[done])
-                    continue
-                f, inner = step
-                name = path[-1]
-                if state.get(inner) == 1:
-                    cycle = " -> ".join([*path[path.index(inner) :], inner])
-                    self.error(self.field_spans[(name, f.name)], "E313",
-                               f"record {name} contains itself through field '{f.name}'",
-                               [f"the records nest in a cycle: {cycle}",
-                                "a record cannot contain itself, not even through an "
-                                "optional field or a list"])  # fmt: skip
-                elif state.get(inner) != 2 and inner in built:
-                    state[inner] = 1
-                    path.append(inner)
-                    stack.append(iter([(g, x) for g in built[inner].fields
-                                       for x in nested(g.type)]))  # fmt: skip
-
-        for name in built:
-            visit(name)
-        return tuple(order)
-
-    def check_default(self, f: ast.FieldDecl, ftype: ir.Type) -> ir.Default | None:
-        d = f.default
-        if isinstance(d, ast.ListLit):
-            base = ftype.inner if isinstance(ftype, ir.OptionalType) else ftype
-            if not isinstance(base, ir.ListType):
-                self.bad_default(d.span, ftype, "a list")
-                return None
-            values: list[ir.Scalar] = []
-            for item in d.items:
-                v = self.literal_value(item, base.item)
-                if isinstance(v, _Bad):
-                    self.error(
-                        item.span,
-                        "E312",
-                        f"an item of the default does not match the field's type {ftype}",
-                        [f"expected {base.item}, found {_lit_type_name(item)}"],
-                    )
-                    return None
-                values.append(v)
-            return ir.Default(tuple(values))
-        assert d is not None
-        v = self.literal_value(d, ftype)
-        if isinstance(v, _Bad):
-            self.bad_default(d.span, ftype, _lit_type_name(d))
-            return None
-        return ir.Default(v)
-
-    def literal_value(self, lit: ast.Literal, t: ir.Type) -> ir.Scalar | _Bad:
-        if isinstance(lit, ast.NullLit):
-            return None if isinstance(t, ir.OptionalType) else _BAD
-        base = t.inner if isinstance(t, ir.OptionalType) else t
-        if isinstance(lit, ast.BoolLit):
-            return lit.value if base == ir.BOOL else _BAD
-        if isinstance(lit, ast.IntLit):
-            if base == ir.INT:
-                return lit.value
-            return float(lit.value) if base == ir.FLOAT else _BAD
-        if isinstance(lit, ast.FloatLit):
-            return lit.value if base == ir.FLOAT else _BAD
-        return lit.value if base == ir.STR else _BAD
-
-    def bad_default(self, span: Span, expected: ir.Type, found: str) -> None:
-        self.error(
-            span,
-            "E312",
-            f"the default does not match the field's type {expected}",
-            [f"expected {expected}, found {found}"],
-        )
-
-    # ---- types
-
-    def resolve_type(self, t: ast.TypeExpr, where: str) -> ir.Type | None:
-        """Resolve a type expression. `where`: "field", "topic", "key", "param" or "return"."""
-        if isinstance(t, ast.TupleTypeExpr):
-            if where not in ("param", "return"):
-                self.error(
-                    t.span,
-                    "E314",
-                    f"a tuple type cannot be used as a {_WHERE[where]}",
-                    ["tuples only appear as hook parameters, after enumerate or items"],
-                )
-                return None
-            items = [self.resolve_type(i, "inner") for i in t.items]
-            if any(i is None for i in items):
-                return None
-            result: ir.Type = ir.TupleType(tuple(i for i in items if i is not None))
-            return ir.OptionalType(result) if t.optional else result
-        name = t.name.text
-        inner_where = "inner-" + where if not where.startswith("inner") else where
-        resolved: ir.Type | None
-        if name in ("list", "Event"):
-            want = 1 if name == "list" else 2
-            if len(t.args) != want:
-                self.error(
-                    t.span,
-                    "E315",
-                    f"{name} takes {want} type argument{'s' if want > 1 else ''}, "
-                    f"found {len(t.args)}",
-                    ["write list[T]" if name == "list" else "write Event[K, V]"],
-                )
-                return None
-            if name == "Event" and where not in ("param", "inner-param"):
-                self.error(
-                    t.span,
-                    "E314",
-                    f"Event cannot be used as a {_WHERE[where]}",
-                    ["Event[K, V] is only a hook parameter, after `events`"],
-                )
-                return None
-            args = [self.resolve_type(a, inner_where) for a in t.args]
-            if any(a is None for a in args):
-                return None
-            first, last = args[0], args[-1]
-            assert first is not None and last is not None
-            resolved = (
-                ir.ListType(first) if name == "list" else ir.EventType(first, last)
-            )
-        elif t.args and (name in PRIMITIVES or name == "any" or name in self.records):
-            self.error(t.span, "E315", f"{name} takes no type arguments")
-            return None
-        elif name in PRIMITIVES:
-            resolved = PRIMITIVES[name]
-        elif name == "any":
-            if where not in ("param", "inner-param"):
-                self.error(
-                    t.span,
-                    "E314",
-                    f"any cannot be used as a {_WHERE[where]}",
-                    ["any is only a hook parameter type: the hook accepts anything"],
-                )
-                return None
-            resolved = ir.AnyType()
-        elif name in self.records:
-            self.resolved(t.name.span, "record", name)
-            resolved = ir.RecordType(name)
-        else:
-            self.error(
-                t.name.span,
-                "E202",
-                f"unknown type '{name}'",
-                # `lst[str]` is a misspelt generic type, whatever else it is close to.
-                (t.args and did_you_mean(name, ["list", "Event"]))
-                or did_you_mean(name, [*self.records, *BUILTIN_TYPE_NAMES]),
-            )
-            return None
-        if t.optional:
-            if isinstance(
-                resolved, ir.OptionalType
-            ):  # pragma: no cover - grammar has one ?
-                return resolved
-            return ir.OptionalType(resolved)
-        return resolved
+    collect_records = record_rules.collect_records
+    check_records = record_rules.check_records
+    order_records = record_rules.order_records
+    check_default = record_rules.check_default
+    literal_value = record_rules.literal_value
+    bad_default = record_rules.bad_default
+    resolve_type = record_rules.resolve_type
 
     # ---- topics
 
@@ -784,7 +521,7 @@ class _Checker:
                 functions[node.name] = node
             elif isinstance(node, pyast.Import | pyast.ImportFrom):
                 imported.update((a.asname or a.name).split(".")[0] for a in node.names)
-        self.rebound_defs.update(_rebound_defs(tree, functions))
+        self.rebound_defs.update(check_hooks.rebound_defs(tree, functions))
         return functions, imported
 
     def check_hook_sig(
@@ -826,7 +563,7 @@ class _Checker:
             self.error(sig.name.span, "E205", f"{path} has no function '{name}'", hints)
             return
         info.is_async = isinstance(fn, pyast.AsyncFunctionDef)
-        info.call_proven = fn not in self.rebound_defs and _call_proven(fn)
+        info.call_proven = fn not in self.rebound_defs and check_hooks.call_proven(fn)
         args = fn.args
         positional = [*args.posonlyargs, *args.args]
         required = len(positional) - len(args.defaults)
@@ -980,668 +717,43 @@ class _Checker:
         handler = _HANDLERS[type(op)]
         return handler(self, op, s, agent)
 
-    def op_process(
-        self, op: ast.ProcessOp, s: _Stream, agent: ast.AgentDecl
-    ) -> ir.Op | None:
-        for ref in op.hooks:
-            hook = self.find_hook(ref)
-            if hook is None:
-                s.elem = None
-                continue
-            self.check_hook_call(hook, ref, s.elem, "processor")
-            if not hook.has_return:
-                self.error(
-                    ref.span,
-                    "E308",
-                    f"hook '{ref.text}' returns nothing, so it cannot be a processor",
-                    ["a processor returns the new element, such as `-> Order`"],
-                )
-                s.elem = None
-            else:
-                s.elem = hook.returns
-        if s.elem is None or s.key is None:
-            s.elem = None
-            return None
-        return ir.Process(tuple(r.text for r in op.hooks), s.elem, s.key)
+    # ---- the stateless operations (_HANDLERS) and their helpers: check_ops.py
 
-    def op_group_by(
-        self, op: ast.GroupByOp, s: _Stream, agent: ast.AgentDecl
-    ) -> ir.Op | None:
-        first = op.path[0]
-        elem = s.elem
-        field_names = set(self.record_fields.get(elem.name, {})) \
-            if isinstance(elem, ir.RecordType) else set()  # fmt: skip
-        key: ir.Type | None
-        hook_name: str | None = None
-        path: tuple[str, ...] | None = None
-        if (
-            len(op.path) == 1
-            and first.text in self.hooks
-            and first.text not in field_names
-        ):
-            hook = self.hooks[first.text]
-            self.resolved(first.span, "hook", first.text)
-            self.check_hook_call(hook, first, elem, "key function")
-            key = hook.returns
-            if not hook.has_return:
-                self.error(
-                    first.span,
-                    "E308",
-                    f"hook '{first.text}' returns nothing, so it cannot be a key "
-                    "function",
-                    ["a key function returns the key, such as `-> str`"],
-                )
-            hook_name = first.text
-            key_span = first.span
-        else:
-            if elem is None:
-                return self.lose(s)
-            if not isinstance(elem, ir.RecordType):
-                if len(op.path) == 1:
-                    self.error(
-                        first.span,
-                        "E204",
-                        f"unknown hook '{first.text}' (a stream of {elem} has no "
-                        "fields to group by)",
-                        did_you_mean(first.text, self.hooks),
-                    )
-                else:
-                    self.error(first.span, "E309",
-                               f"cannot group a stream of {elem} by a field: only records "
-                               "have fields")  # fmt: skip
-                return self.lose(s)
-            if (
-                len(op.path) == 1
-                and first.text not in field_names
-                and (elem.name, first.text) not in self.broken_fields
-            ):
-                # One name may be a field or a hook: say so, and suggest the nearest of both.
-                fields = self.record_fields.get(elem.name, {})
-                near = closest(first.text, [*fields, *self.hooks])
-                kind = "the field " if near in fields else "the hook "
-                what = "field or hook" if self.hooks else "field"
-                self.error(first.span, "E201",
-                           f"record {elem.name} has no {what} '{first.text}'",
-                           [f"did you mean {kind if self.hooks else ''}'{near}'?"]
-                           if near else [])  # fmt: skip
-                key = None
-            else:
-                key = self.resolve_path(op.path, elem)
-            path = self.share(tuple(n.text for n in op.path))
-            key_span = op.path[0].span.to(op.path[-1].span)
-        if key is not None and (
-            isinstance(key, ir.OptionalType) or key not in KEY_TYPES
-        ):
-            what = f"'{'.'.join(path)}'" if path else f"hook '{hook_name}'"
-            hints = ["keys are str, int or bytes, and never null"]
-            if isinstance(key, ir.OptionalType):
-                hints.insert(0, f"{what} may be null")
-            self.error(
-                key_span,
-                "E303",
-                f"cannot group by {what}: {key} is not a valid key",
-                hints,
-            )
-            key = None
-        if key is None or s.elem is None:
-            s.key = (
-                None  # the element type is still known: later operations can be checked
-            )
-            return None
-        key_text = ".".join(path) if path else str(hook_name)
-        name = f"{self.app}-{agent.name.text}-{s.topic}-{key_text}-repartition"
-        topic = ir.Topic(name, name, key, s.elem, s.partitions, "repartition")
-        if name in self.kafka_names:
-            self.error(
-                op.span,
-                "E208",
-                f"Kafka topic '{name}' is already used by {self.owner_of(name)}",
-                notes=self.first_here(self.kafka_spans.get(name), f"Kafka topic '{name}'", "used"),
-            )
-        elif self.check_kafka_name(
-            name,
-            op.span,
-            f"the repartition topic of agent {agent.name.text}",
-            "it is named <app>-<agent>-<source topic>-<key>-repartition: shorten those "
-            "names, or send the stream `through` a shorter topic before a second group_by",
-        ):
-            self.kafka_names[name] = ("the repartition topic of agent ", agent.name.text)
-            self.kafka_spans[name] = op.span
-            self.repartition[name] = _TopicInfo(topic, None)
-        s.key, s.topic, s.inputs = key, name, (s.partitions,)
-        return ir.GroupBy(path, hook_name, name, s.elem, key)
+    lose = op_rules.lose
+    declared_by_kafka_name = op_rules.declared_by_kafka_name
+    target = op_rules.target
+    storable = op_rules.storable
+    check_hook_call = op_rules.check_hook_call
 
-    def lose(self, s: _Stream) -> ir.Op | None:
-        """After an error that leaves the stream's type unknown."""
-        s.elem = None
-        return None
+    # ---- where expressions: check_expr.py
 
-    def op_take(self, op: ast.TakeOp, s: _Stream, agent: ast.AgentDecl) -> ir.Op | None:
-        if op.size.value < 1:
-            self.error(
-                op.size.span,
-                "E306",
-                f"take needs a positive batch size, found {op.size.value}",
-            )
-        within = None
-        if op.within is not None:
-            within = op.within.seconds
-            if within <= 0:
-                self.error(
-                    op.within.span,
-                    "E306",
-                    f"take needs a positive duration, found {op.within.text}",
-                )
-        if s.elem is None:
-            return None
-        s.elem = self.share(ir.ListType(s.elem))
-        if s.key is None:
-            return None
-        return ir.Take(op.size.value, within, s.elem, s.key)
-
-    def op_enumerate(
-        self, op: ast.EnumerateOp, s: _Stream, agent: ast.AgentDecl
-    ) -> ir.Op | None:
-        if s.elem is None:
-            return None
-        s.elem = self.share(ir.TupleType((ir.INT, s.elem)))
-        if s.key is None:
-            return None
-        return ir.Enumerate(op.start.value if op.start else 0, s.elem, s.key)
-
-    def declared_by_kafka_name(self) -> dict[str, _TopicInfo]:
-        """The first declared topic of each Kafka name, indexed once all topics are checked:
-        a scan per `to "name"` made checking 100,000 agents quadratic."""
-        if self.by_kafka_name is None:
-            self.by_kafka_name = {}
-            for info in self.topics.values():
-                self.by_kafka_name.setdefault(info.topic.kafka_name, info)
-        return self.by_kafka_name
-
-    def target(self, ref: ast.TopicRef, s: _Stream, word: str) -> ir.Topic | None:
-        """Resolve the topic of through/echo/to and check it accepts the stream."""
-        if isinstance(ref, ast.Name):
-            info = self.find_topic(ref)
-            if info is None:
-                return None
-        else:
-            declared = self.declared_by_kafka_name().get(ref.value)
-            if declared is not None:
-                info = declared
-            elif ref.value in self.implicit:
-                info = self.implicit[ref.value]
-            else:
-                if not self.check_kafka_name(ref.value, ref.span):
-                    return None
-                if s.elem is None or s.key is None:
-                    return None  # its types would be guesses; any error is reported already
-                if not self.storable(s.elem, ref.span, word):
-                    return None
-                if ref.value in self.kafka_names:
-                    self.error(ref.span, "E208", f"Kafka topic '{ref.value}' is already used "
-                               f"by {self.owner_of(ref.value)}",
-                               notes=self.first_here(self.kafka_spans.get(ref.value),
-                                                     f"Kafka topic '{ref.value}'", "used"),
-                               )  # fmt: skip
-                    return None
-                self.kafka_names[ref.value] = f'the topic "{ref.value}"'
-                self.kafka_spans[ref.value] = ref.span
-                topic = ir.Topic(
-                    ref.value, ref.value, s.key, s.elem, s.partitions, "implicit"
-                )
-                info = _TopicInfo(topic, ref.span, first_use=self.line_of(ref.span))
-                self.implicit[ref.value] = info
-                return topic
-        t = info.topic
-        if s.elem is None or info.first_use == "broken":
-            return t
-        if not self.storable(s.elem, ref.span, word):
-            return None
-        label = f"topic {t.name}" if t.kind == "declared" else \
-            f"topic \"{t.name}\" (first used at {info.first_use})"  # fmt: skip
-        if t.value_type != s.elem:
-            self.error(
-                ref.span,
-                "E301",
-                f"{label} carries {t.value_type}, but the stream carries {s.elem}",
-                [f"expected {t.value_type}, found {s.elem}"],
-            )
-            return None
-        if s.key is not None and t.key_type != s.key:
-            self.error(
-                ref.span,
-                "E301",
-                f"{label} is keyed by {t.key_type}, but the stream is keyed by {s.key}",
-                [f"expected key {t.key_type}, found {s.key}"],
-            )
-            return None
-        return t
-
-    def storable(self, t: ir.Type, span: Span, word: str) -> bool:
-        if isinstance(t, ir.TupleType | ir.EventType | ir.AnyType):
-            self.error(span, "E314", f"'{word}' cannot send a stream of {t} to a topic",
-                       ["topics carry records, primitives and lists; send before "
-                        "enumerate"])  # fmt: skip
-            return False
-        return True
-
-    def op_through(
-        self, op: ast.ThroughOp, s: _Stream, agent: ast.AgentDecl
-    ) -> ir.Op | None:
-        topic = self.target(op.topic, s, "through")
-        if topic is None or s.elem is None or s.key is None:
-            return None
-        s.topic, s.partitions, s.inputs = topic.name, topic.partitions, (topic.partitions,)
-        return ir.Through(topic.name, s.elem, s.key)
-
-    def op_echo(self, op: ast.EchoOp, s: _Stream, agent: ast.AgentDecl) -> ir.Op | None:
-        names: list[str] = []
-        for ref in op.topics:
-            topic = self.target(ref, s, "echo")
-            if topic is not None:
-                if topic.name in names:
-                    self.error(
-                        ref.span, "E207", f"echo names topic '{topic.name}' twice"
-                    )
-                names.append(topic.name)
-        if s.elem is None or s.key is None or len(names) != len(op.topics):
-            return None
-        return ir.Echo(tuple(names), s.elem, s.key)
-
-    def op_to(self, op: ast.ToOp, s: _Stream, agent: ast.AgentDecl) -> ir.Op | None:
-        topic = self.target(op.topic, s, "to")
-        s.mode, s.mode_op = "done", "to"
-        if topic is None or s.elem is None or s.key is None:
-            return None
-        return ir.To(topic.name, s.elem, s.key)
-
-    def op_items(
-        self, op: ast.ItemsOp, s: _Stream, agent: ast.AgentDecl
-    ) -> ir.Op | None:
-        s.mode = s.mode_op = "items"
-        if s.elem is None or s.key is None:
-            return None
-        s.elem = self.share(ir.TupleType((s.key, s.elem)))
-        return ir.Items(s.elem, s.key)
-
-    def op_events(
-        self, op: ast.EventsOp, s: _Stream, agent: ast.AgentDecl
-    ) -> ir.Op | None:
-        s.mode = s.mode_op = "events"
-        if s.elem is None or s.key is None:
-            return None
-        s.elem = self.share(ir.EventType(s.key, s.elem))
-        return ir.Events(s.elem, s.key)
-
-    def op_filter(
-        self, op: ast.FilterOp, s: _Stream, agent: ast.AgentDecl
-    ) -> ir.Op | None:
-        hook = self.find_hook(op.hook)
-        if hook is None:
-            return None
-        self.check_hook_call(hook, op.hook, s.elem, "filter")
-        if hook.returns != ir.BOOL:
-            found = hook.returns if hook.has_return else "nothing"
-            self.error(
-                op.hook.span,
-                "E308",
-                f"filter hook '{op.hook.text}' must return bool",
-                [f"expected bool, found {found}"],
-            )
-        if s.elem is None or s.key is None:
-            return None
-        return ir.Filter(op.hook.text, s.elem, s.key)
-
-    def op_sink(self, op: ast.SinkOp, s: _Stream, agent: ast.AgentDecl) -> ir.Op | None:
-        s.mode, s.mode_op = "done", "sink"
-        hook = self.find_hook(op.hook)
-        if hook is None:
-            return None
-        unpack = self.check_hook_call(hook, op.hook, s.elem, "sink")
-        if hook.has_return:
-            self.error(op.hook.span, "E308",
-                       f"sink hook '{op.hook.text}' returns {_show(hook.returns)}; a sink "
-                       "returns nothing", ["drop the `-> ...` from its declaration, or use it "
-                                           "in `process`"])  # fmt: skip
-        if s.elem is None or s.key is None:
-            return None
-        return ir.Sink(op.hook.text, unpack, s.elem, s.key)
-
-    def op_where(
-        self, op: ast.WhereOp, s: _Stream, agent: ast.AgentDecl
-    ) -> ir.Op | None:
-        if s.elem is None:
-            return None
-        if not isinstance(s.elem, ir.RecordType) and not s.joined:
-            self.error(
-                op.span,
-                "E309",
-                f"where needs a stream of records, but the stream carries {s.elem}",
-                ["use `filter` with a hook for other elements"],
-            )
-            return None
-        text = self.share(_collapse(self.module.text[op.expr.span.start : op.expr.span.end]))
-        # The same condition (the same words) on the same record checks to the same result:
-        # generated programs repeat conditions over thousands of agents.
-        typed = self.checked_where.get((text, s.elem, s.names))
-        if typed is None:
-            errors = len(self.diagnostics)
-            typed = self.check_expr(op.expr, self.scope(s))
-            if typed is None or s.key is None:
-                return None
-            if typed.type != ir.BOOL:
-                self.error(
-                    op.expr.span,
-                    "E311",
-                    f"the condition of where must be a bool, found {typed.type}",
-                )
-                return None
-            if len(self.diagnostics) == errors:
-                self.checked_where[text, s.elem, s.names] = typed
-        if s.key is None:
-            return None
-        return ir.Where(typed, text, s.elem, s.key, s.names)
-
-    def scope(self, s: _Stream) -> Scope:
-        """What names an expression may start with: the element's parts, each maybe named."""
-        assert s.elem is not None
-        if s.joined and isinstance(s.elem, ir.TupleType):
-            return tuple(zip(s.names, s.elem.items, strict=True))
-        return ((s.names[0] if s.names else None, s.elem),)
-
-    # ---- hook calls
-
-    def check_hook_call(self, hook: _HookInfo, ref: ast.Name, elem: ir.Type | None,
-                        role: str) -> bool:  # fmt: skip
-        """Check a hook accepts the element; returns whether a sink unpacks a tuple."""
-        name = ref.text
-        params = hook.params
-        if elem is None or any(p is None for p in params):
-            return isinstance(elem, ir.TupleType) and len(params) == len(elem.items) > 1
-        declared = "(" + ", ".join(str(p) for p in params) + ")"
-        if role == "sink" and isinstance(elem, ir.TupleType) and len(params) == len(elem.items) \
-                and len(params) > 1:  # fmt: skip
-            for i, (p, actual) in enumerate(zip(params, elem.items, strict=True)):
-                assert p is not None
-                if not _accepts(p, actual):
-                    self.error(ref.span, "E307",
-                               f"hook '{name}' takes {p} as parameter {i + 1}, but the "
-                               f"stream's elements carry {actual} there",
-                               [f"expected {declared}, found {elem}"])  # fmt: skip
-                    break
-            return True
-        if len(params) != 1:
-            hints = [f"the stream carries {elem}"]
-            if isinstance(elem, ir.TupleType) and role != "sink":
-                hints.append(f"only a sink unpacks a tuple; declare '{name}' with one "
-                             f"parameter of type {elem}")  # fmt: skip
-            self.error(ref.span, "E307",
-                       f"hook '{name}' takes {_n(len(params), 'parameter')} {declared}, but a "
-                       f"{role} is called with one element", hints)  # fmt: skip
-            return False
-        p = params[0]
-        assert p is not None
-        if not _accepts(p, elem):
-            self.error(
-                ref.span,
-                "E307",
-                f"hook '{name}' takes {p}, but the stream carries {elem}",
-                [f"expected {p}, found {elem}"],
-            )
-        return False
-
-    # ---- where expressions
-
-    def resolve_path(
-        self,
-        names: Sequence[ast.Name],
-        record: ir.Type,
-        known: frozenset[tuple[str, ...]] = frozenset(),
-        prefix: tuple[str, ...] = (),
-        parts: tuple[str, ...] = (),
-    ) -> ir.Type | None:
-        """The type of `a.b.c` on a record; optional if any step on the way is optional.
-
-        `known` holds paths a surrounding `x != null and ...` has shown are not null; `prefix`
-        is the name the path was written after (`order` in `order.tip`), if any; `parts` the
-        names the path could have started with instead (`payment` after a join), for hints.
-        """
-        current: ir.Type = record
-        optional = False
-        for i, n in enumerate(names):
-            base = current.inner if isinstance(current, ir.OptionalType) else current
-            if isinstance(current, ir.OptionalType):
-                optional = True
-            if not isinstance(base, ir.RecordType):
-                self.error(n.span, "E201",
-                           f"'{'.'.join(x.text for x in names[:i])}' is {current}, which has "
-                           f"no fields")  # fmt: skip
-                return None
-            fields = self.record_fields.get(base.name, {})
-            f = fields.get(n.text)
-            if f is None and (base.name, n.text) in self.broken_fields:
-                return None  # its type was already reported as unknown
-            if f is None:
-                self.error(
-                    n.span,
-                    "E201",
-                    f"record {base.name} has no field '{n.text}'",
-                    did_you_mean(n.text, [*fields, *parts] if i == 0 else fields),
-                )
-                return None
-            self.resolved(n.span, "field", base.name, n.text)
-            current = f.type
-            # Narrow only the last field, and only if no optional record lies on the way: the
-            # generated code reaches through optional records with conditional expressions,
-            # which a type checker (mypy --strict on the worker) cannot narrow.
-            if (
-                i == len(names) - 1
-                and not optional
-                and isinstance(current, ir.OptionalType)
-                and (*prefix, *_path(names)) in known
-            ):
-                current = current.inner
-        if optional and not isinstance(current, ir.OptionalType):
-            return ir.OptionalType(current)
-        return current
-
-    def check_expr(self, e: ast.Expr, record: ir.RecordType | Scope,
-                   known: frozenset[tuple[str, ...]] = frozenset()) -> ir.Expr | None:  # fmt: skip
-        if isinstance(e, ast.FieldPath):
-            root, names, prefix = 0, e.names, cast(tuple[str, ...], ())
-            base: ir.Type = record[0][1] if isinstance(record, tuple) else record
-            if isinstance(record, tuple):
-                # A path starts with a part's name, or else with a field of the element.
-                for i, (name, part) in enumerate(record):
-                    if name == e.names[0].text:
-                        root, names, base, prefix = i, e.names[1:], part, (name,)
-                        break
-            parts = () if prefix or not isinstance(record, tuple) else tuple(
-                name for name, _ in record if name is not None)  # fmt: skip
-            t = self.resolve_path(names, base, known=known, prefix=prefix, parts=parts)
-            if t is None:
-                return None
-            return self.share(ir.FieldRef(tuple(n.text for n in names), t, root))
-        if isinstance(e, ast.StrLit):
-            return self.share(ir.Const(e.value, ir.STR))
-        if isinstance(e, ast.BoolLit):
-            return self.share(ir.Const(e.value, ir.BOOL))
-        if isinstance(e, ast.IntLit):
-            return self.share(ir.Const(e.value, ir.INT))
-        if isinstance(e, ast.FloatLit):
-            return ir.Const(e.value, ir.FLOAT)
-        if isinstance(e, ast.NullLit):
-            # Typed once we know what it is compared with (see `binary`).
-            return ir.Const(None, _NULL)
-        if isinstance(e, ast.UnaryExpr):
-            operand = self.check_expr(e.operand, record, known)
-            if operand is None:
-                return None
-            if _is_null(operand):
-                self.error(e.span, "E310", f"'{e.op}' cannot be applied to null")
-                return None
-            if e.op == "not":
-                if operand.type != ir.BOOL:
-                    self.error(
-                        e.span,
-                        "E310",
-                        f"'not' needs a bool, found {operand.type}",
-                        _maybe_null_hint(operand.type),
-                    )
-                    return None
-                return ir.Unary("not", operand, ir.BOOL)
-            if operand.type not in NUMERIC:
-                self.error(
-                    e.span,
-                    "E310",
-                    f"'-' needs a number, found {operand.type}",
-                    _maybe_null_hint(operand.type),
-                )
-                return None
-            return ir.Unary("-", operand, operand.type)
-        if isinstance(e, ast.BinaryExpr):
-            return self.check_binary(e, record, known)
-        return None  # pragma: no cover - lists never reach expressions
-
-    def check_chain(self, e: ast.BinaryExpr, record: ir.RecordType | Scope,
-                    known: frozenset[tuple[str, ...]]) -> ir.Expr | None:  # fmt: skip
-        """`a or b or c`, walked in a loop: the parser lets such a chain be any length."""
-        links: list[ast.BinaryExpr] = []  # the chain's nodes, outermost first
-        node: ast.Expr = e
-        while isinstance(node, ast.BinaryExpr) and node.op == e.op:
-            links.append(node)
-            node = node.left
-        # `x != null and x > 1`: the right side of `and` runs only when the left holds (and of
-        # `or` only when it fails), so what the left proves about null narrows the right.
-        holds = e.op == "and"
-        result = self.check_expr(node, record, known)
-        known = known | _not_null(node, holds)
-        for link in reversed(links):
-            right = self.check_expr(link.right, record, known)
-            known = known | _not_null(link.right, holds)
-            if result is None or right is None:
-                result = None
-                continue
-            result = self.check_bools(link, result, right)
-        return result
-
-    def check_bools(self, e: ast.BinaryExpr, left: ir.Expr, right: ir.Expr) -> ir.Expr | None:
-        op = cast(ir.BinaryOp, e.op)
-        for side in (left, right):
-            if side.type != ir.BOOL:
-                self.error(
-                    e.span,
-                    "E310",
-                    f"'{op}' needs bool operands, found {_show_expr(side)}",
-                    _maybe_null_hint(side.type),
-                )
-                return None
-        return ir.Binary(op, left, right, ir.BOOL)
-
-    def check_binary(self, e: ast.BinaryExpr, record: ir.RecordType | Scope,
-                     known: frozenset[tuple[str, ...]]) -> ir.Expr | None:  # fmt: skip
-        if e.op in ("and", "or"):
-            return self.check_chain(e, record, known)
-        left = self.check_expr(e.left, record, known)
-        right = self.check_expr(e.right, record, known)
-        if left is None or right is None:
-            return None
-        op = cast(ir.BinaryOp, e.op)
-        lt, rt = left.type, right.type
-        if op in ("==", "!="):
-            if _is_null(left) and _is_null(right):
-                self.error(
-                    e.span, "E310", "comparing null with null is always the same"
-                )
-                return None
-            if _is_null(left) or _is_null(right):
-                other = right if _is_null(left) else left
-                if not isinstance(other.type, ir.OptionalType):
-                    self.error(
-                        e.span,
-                        "E310",
-                        f"{_show_expr(other)} is {other.type}, which is never null",
-                        [f"only optional values ({other.type}?) can be null"],
-                    )
-                    return None
-                null = ir.Const(None, other.type)
-                left, right = (null, right) if _is_null(left) else (left, null)
-                return ir.Binary(op, left, right, ir.BOOL)
-            lb, rb = _strip(lt), _strip(rt)
-            if lb != rb and not (lb in NUMERIC and rb in NUMERIC):
-                self.error(
-                    e.span,
-                    "E310",
-                    f"cannot compare {lt} with {rt}",
-                    [f"'{op}' needs values of the same type"],
-                )
-                return None
-            return ir.Binary(op, left, right, ir.BOOL)
-        if _is_null(left) or _is_null(right):
-            self.error(e.span, "E310", f"'{op}' cannot be applied to null")
-            return None
-        if op in ("<", "<=", ">", ">="):
-            if (lt in NUMERIC and rt in NUMERIC) or lt == rt == ir.STR or lt == rt == ir.TIME:
-                return ir.Binary(op, left, right, ir.BOOL)
-            self.error(
-                e.span,
-                "E310",
-                f"cannot compare {lt} with {rt} using '{op}'",
-                _maybe_null_hint(lt if isinstance(lt, ir.OptionalType) else rt)
-                or [f"'{op}' compares two numbers, two strings or two times"],
-            )
-            return None
-        # arithmetic
-        if op == "+" and lt == rt == ir.STR:
-            return ir.Binary(op, left, right, ir.STR)
-        if lt in NUMERIC and rt in NUMERIC:
-            result = ir.FLOAT if (op == "/" or ir.FLOAT in (lt, rt)) else ir.INT
-            return ir.Binary(op, left, right, result)
-        self.error(
-            e.span,
-            "E310",
-            f"'{op}' cannot be applied to {lt} and {rt}",
-            _maybe_null_hint(lt if isinstance(lt, ir.OptionalType) else rt)
-            or [f"'{op}' needs two numbers" + (" or two strings" if op == "+" else "")],
-        )
-        return None
+    scope = expr_rules.scope
+    resolve_path = expr_rules.resolve_path
+    check_expr = expr_rules.check_expr
+    check_chain = expr_rules.check_chain
+    check_bools = expr_rules.check_bools
+    check_binary = expr_rules.check_binary
 
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
 
 
-class _Bad:
-    """A literal that does not fit a type."""
-
-
-_BAD = _Bad()
-_NULL = ir.OptionalType(
-    ir.AnyType()
-)  # the type of `null` until it meets the other side
-
-_WHERE = {
-    "field": "field type", "topic": "topic's value type", "key": "topic's key type",
-    "inner-field": "field type", "inner-topic": "topic's value type",
-    "inner-key": "topic's key type", "return": "return type", "inner-return": "return type",
-    "inner": "type argument",
-}  # fmt: skip
-
 _HANDLERS: dict[
     type, Callable[[_Checker, ast.Op, _Stream, ast.AgentDecl], ir.Op | None]
 ] = {
-    ast.ProcessOp: _Checker.op_process,  # type: ignore[dict-item]
-    ast.GroupByOp: _Checker.op_group_by,  # type: ignore[dict-item]
-    ast.TakeOp: _Checker.op_take,  # type: ignore[dict-item]
-    ast.EnumerateOp: _Checker.op_enumerate,  # type: ignore[dict-item]
-    ast.ThroughOp: _Checker.op_through,  # type: ignore[dict-item]
-    ast.EchoOp: _Checker.op_echo,  # type: ignore[dict-item]
-    ast.ItemsOp: _Checker.op_items,  # type: ignore[dict-item]
-    ast.EventsOp: _Checker.op_events,  # type: ignore[dict-item]
-    ast.WhereOp: _Checker.op_where,  # type: ignore[dict-item]
-    ast.FilterOp: _Checker.op_filter,  # type: ignore[dict-item]
-    ast.ToOp: _Checker.op_to,  # type: ignore[dict-item]
-    ast.SinkOp: _Checker.op_sink,  # type: ignore[dict-item]
+    ast.ProcessOp: op_rules.op_process,  # type: ignore[dict-item]
+    ast.GroupByOp: op_rules.op_group_by,  # type: ignore[dict-item]
+    ast.TakeOp: op_rules.op_take,  # type: ignore[dict-item]
+    ast.EnumerateOp: op_rules.op_enumerate,  # type: ignore[dict-item]
+    ast.ThroughOp: op_rules.op_through,  # type: ignore[dict-item]
+    ast.EchoOp: op_rules.op_echo,  # type: ignore[dict-item]
+    ast.ItemsOp: op_rules.op_items,  # type: ignore[dict-item]
+    ast.EventsOp: op_rules.op_events,  # type: ignore[dict-item]
+    ast.WhereOp: op_rules.op_where,  # type: ignore[dict-item]
+    ast.FilterOp: op_rules.op_filter,  # type: ignore[dict-item]
+    ast.ToOp: op_rules.op_to,  # type: ignore[dict-item]
+    ast.SinkOp: op_rules.op_sink,  # type: ignore[dict-item]
     ast.AggregateOp: check_state.op_aggregate,  # type: ignore[dict-item]
     ast.DistinctOp: check_time.op_distinct,  # type: ignore[dict-item]
     ast.WindowOp: check_time.op_window,  # type: ignore[dict-item]
@@ -1664,148 +776,10 @@ def _op_word(op: ast.Op) -> str:
     return _OP_WORDS[type(op)]
 
 
-def _accepts(param: ir.Type, actual: ir.Type) -> bool:
-    """Whether a hook parameter of type `param` accepts `actual`; `any` matches anything."""
-    if isinstance(param, ir.AnyType):
-        return True
-    if isinstance(param, ir.OptionalType) and not isinstance(actual, ir.OptionalType):
-        return _accepts(param.inner, actual)  # a parameter that takes T? also takes T
-    if type(param) is not type(actual):
-        return False
-    if isinstance(param, ir.ListType):
-        return _accepts(param.item, actual.item)  # type: ignore[union-attr]
-    if isinstance(param, ir.OptionalType):
-        return _accepts(param.inner, actual.inner)  # type: ignore[union-attr]
-    if isinstance(param, ir.TupleType):
-        items = actual.items  # type: ignore[union-attr]
-        return len(param.items) == len(items) and all(
-            _accepts(p, a) for p, a in zip(param.items, items, strict=True)
-        )
-    if isinstance(param, ir.EventType) and isinstance(actual, ir.EventType):
-        return _accepts(param.key, actual.key) and _accepts(param.value, actual.value)
-    return param == actual
-
-
-def _rebound_defs(
-    tree: pyast.Module, functions: Mapping[str, pyast.FunctionDef | pyast.AsyncFunctionDef]
-) -> set[pyast.AST]:
-    """The functions whose name a top-level statement after their `def` binds again."""
-    rebound: set[pyast.AST] = set()
-    for name, fn in functions.items():
-        after = tree.body[tree.body.index(fn) + 1 :]
-        if any(
-            isinstance(node, pyast.Name) and node.id == name and isinstance(node.ctx, pyast.Store)
-            for statement in after
-            for node in pyast.walk(statement)
-        ):
-            rebound.add(fn)
-    return rebound
-
-
-def _call_proven(fn: pyast.FunctionDef | pyast.AsyncFunctionDef) -> bool:
-    """Whether the source alone tells what calling `fn` gives back, so generated code may call
-    it directly: an undecorated `async def` gives a coroutine to await; an undecorated `def`
-    that is not a generator and returns no value gives None. Anything else (a decorator, a
-    `def` returning another call's result) may give an awaitable: the runtime decides."""
-    if fn.decorator_list:
-        return False
-    if isinstance(fn, pyast.AsyncFunctionDef):
-        return True
-    own: list[pyast.AST] = list(fn.body)
-    while own:
-        node = own.pop()
-        if isinstance(node, pyast.Yield | pyast.YieldFrom):
-            return False
-        if isinstance(node, pyast.Return) and not (
-            node.value is None
-            or (isinstance(node.value, pyast.Constant) and node.value.value is None)
-        ):
-            return False
-        if not isinstance(node, pyast.FunctionDef | pyast.AsyncFunctionDef | pyast.ClassDef
-                          | pyast.Lambda):  # fmt: skip
-            own.extend(pyast.iter_child_nodes(node))
-    return True
-
-
-def _path(names: Sequence[ast.Name]) -> tuple[str, ...]:
-    return tuple(n.text for n in names)
-
-
-def _not_null(e: ast.Expr, holds: bool) -> frozenset[tuple[str, ...]]:
-    """Field paths proven not null when `e` evaluates to `holds`."""
-    if isinstance(e, ast.UnaryExpr) and e.op == "not":
-        return _not_null(e.operand, not holds)
-    if not isinstance(e, ast.BinaryExpr):
-        return frozenset()
-    if e.op in ("and", "or"):
-        if (
-            e.op == "and"
-        ) == holds:  # `a and b` true, or `a or b` false: both sides are known
-            # A loop down the chain `a and b and c`, which may be any length.
-            proven: frozenset[tuple[str, ...]] = frozenset()
-            node: ast.Expr = e
-            while isinstance(node, ast.BinaryExpr) and node.op == e.op:
-                proven |= _not_null(node.right, holds)
-                node = node.left
-            return proven | _not_null(node, holds)
-        return frozenset()
-    if e.op in ("==", "!=") and (e.op == "!=") == holds:
-        sides = (e.left, e.right)
-        if any(isinstance(x, ast.NullLit) for x in sides):
-            for x in sides:
-                if isinstance(x, ast.FieldPath):
-                    return frozenset([_path(x.names)])
-    return frozenset()
-
-
-def _strip(t: ir.Type) -> ir.Type:
-    return t.inner if isinstance(t, ir.OptionalType) else t
-
-
-def _is_null(e: ir.Expr) -> bool:
-    return isinstance(e, ir.Const) and e.value is None and e.type == _NULL
-
-
-def _show_expr(e: ir.Expr) -> str:
-    if isinstance(e, ir.FieldRef):
-        return "'" + ".".join(e.path) + "'"
-    return str(e.type)
-
-
-def _maybe_null_hint(t: ir.Type) -> list[str]:
-    if isinstance(t, ir.OptionalType):
-        return [f"{t} may be null: test it first, as in `x != null and x > 1`"]
-    return []
-
-
-def _show(t: ir.Type | None) -> str:
-    return "unknown values" if t is None else str(t)
-
-
-def _lit_type_name(lit: ast.Default) -> str:
-    return {ast.StrLit: "str", ast.IntLit: "int", ast.FloatLit: "float", ast.BoolLit: "bool",
-            ast.NullLit: "null", ast.ListLit: "a list"}[type(lit)]  # fmt: skip
-
-
 def _source_name(filename: str) -> str:
     # Generated files quote the source by its own name only: any folder in the path depends
     # on where streamc was run from, and `build --check` must agree wherever it runs.
     return PurePosixPath(filename.replace("\\", "/")).name
-
-
-def _n(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
-_COMMENT_OR_STRING = re.compile(r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"|#[^\n]*')  # unrolled: linear
-
-
-def _collapse(text: str) -> str:
-    """Source text without comments, whitespace runs collapsed to one space."""
-    text = _COMMENT_OR_STRING.sub(
-        lambda m: m.group(0) if m.group(0)[0] == '"' else " ", text
-    )
-    return " ".join(text.split())
 
 
 def _first_line(exc: Exception) -> str:

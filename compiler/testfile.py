@@ -4,7 +4,8 @@ A test file is data: named cases, each with the inputs it produces (and clock st
 them), and what it expects the program to write. `check_test_file` is a pure function of the
 file's text and the checked program: it returns the cases and every diagnostic (E4xx), with
 `file:line:col` spans taken from the YAML nodes, and never raises on a user error. The format
-is documented in docs/testing.md; `compiler/testing.py` runs the cases.
+is documented in docs/testing.md; `compiler/testing.py` runs the cases, and
+`compiler/testfile_update.py` rewrites their expectations for `streamc test --update`.
 
 YAML is read with PyYAML's composer rather than its loader so every value keeps its position;
 values are then built from the nodes by PyYAML's safe constructor (YAML 1.1: `no` is a bool,
@@ -15,10 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime
-import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +24,21 @@ import yaml
 
 from . import ir
 from .diagnostics import Diagnostic, Span, did_you_mean
+from .testfile_yaml import (
+    _NOT_SCALAR,
+    _describe,
+    _fits,
+    _is_int,
+    _is_time,
+    _mark_span,
+    _scalar,
+    _show,
+    _yaml_kind,
+    epoch_ms,
+    flow,
+    node_span,
+    plain,
+)
 
 SUFFIX = ".test.yaml"
 
@@ -187,30 +200,6 @@ def check_test_file(
     return TestFile(path, tuple(cases)), diagnostics
 
 
-def _mark_span(mark: Any) -> Span:
-    return Span(mark.line + 1, mark.column + 1, mark.line + 1, mark.column + 2, mark.index,
-                mark.index + 1)  # fmt: skip
-
-
-def node_span(node: yaml.Node) -> Span:
-    start, end = node.start_mark, node.end_mark
-    return Span(start.line + 1, start.column + 1, end.line + 1, end.column + 1, start.index,
-                end.index)  # fmt: skip
-
-
-_constructor = yaml.SafeLoader("")
-
-
-def plain(node: yaml.Node) -> Any:
-    """The Python value of a node (mappings as dicts, sequences as lists)."""
-    return _constructor.construct_object(node, deep=True)
-
-
-def _scalar(node: yaml.Node) -> Any:
-    return plain(node) if isinstance(node, yaml.ScalarNode) else _NOT_SCALAR
-
-
-_NOT_SCALAR = object()
 _TIME_HINT = (
     "a time is RFC 3339 text with an offset, such as 2026-03-01T12:00:00Z, or epoch milliseconds"
 )
@@ -789,218 +778,3 @@ class _Checker:
                 self.error(node_span(node), "E405", f"the program has no agent '{name}'", hints)
                 return []
         return names
-
-
-def _fits(name: str, value: Any) -> bool:
-    if name == "time":
-        return _is_time(value)
-    if name in ("str", "bytes"):
-        return isinstance(value, str)
-    if name == "int":
-        return _is_int(value)
-    if name == "float":
-        return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
-    return isinstance(value, bool)
-
-
-def _is_time(value: Any) -> bool:
-    """An instant as the record codec reads it: epoch milliseconds, or RFC 3339 text with an
-    offset (YAML reads an unquoted one as a timestamp: fine when it has an offset too)."""
-    if _is_int(value):
-        return True
-    if isinstance(value, str):
-        if not _RFC3339.fullmatch(value):
-            return False
-        try:
-            value = datetime.datetime.fromisoformat(value)
-        except ValueError:
-            return False
-    return isinstance(value, datetime.datetime) and value.tzinfo is not None
-
-
-_RFC3339 = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
-    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
-)
-
-
-def epoch_ms(value: Any) -> int:
-    """A value `_is_time` accepts, in epoch milliseconds."""
-    if _is_int(value):
-        return int(value)
-    moment = (
-        value if isinstance(value, datetime.datetime) else datetime.datetime.fromisoformat(value)
-    )
-    return (moment - _EPOCH) // datetime.timedelta(milliseconds=1)
-
-
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _yaml_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"the bool {'true' if value else 'false'}"
-    if isinstance(value, int | float):
-        return "a number"
-    return f"a {type(value).__name__}"
-
-
-def _describe(node: yaml.Node) -> str:
-    if isinstance(node, yaml.MappingNode):
-        return "a mapping"
-    if isinstance(node, yaml.SequenceNode):
-        return "a list"
-    value = plain(node)
-    if isinstance(value, str):
-        return f"the string {_show(value)}"
-    return (
-        f"{_yaml_kind(value)} {_show(value)}" if not isinstance(value, bool) else _yaml_kind(value)
-    )
-
-
-def _show(value: Any) -> str:
-    if value is _NOT_SCALAR:
-        return "a list or mapping"
-    if isinstance(value, str):
-        return repr(value)
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-
-
-# ---------------------------------------------------------------------------------------------
-# `--update`: rewrite the expectations of some cases, leaving the rest of the text alone
-
-Produced = tuple[
-    list[tuple[str, str, list[dict[str, Any]]]],  # (topic, order, records)
-    list[dict[str, Any]],  # dead letters
-    list[tuple[str, list[dict[str, Any]]]],  # (table, rows)
-]
-
-
-def update_text(text: str, produced: Mapping[str, Produced | None]) -> str:
-    """`text` with the `expect:`, `dead_letters:` and `tables:` of each case named in
-    `produced` replaced by what the program produced ({case: (expect, dead, tables)}).
-
-    Only those entries' lines change, so comments and layout elsewhere survive; a case without
-    `dead_letters:` gets one only if a dead letter was produced, and one without `tables:`
-    only if a table holds rows at its end.
-    """
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    lines = text.split("\n")
-    edits: list[tuple[int, int, list[str]]] = []  # [first, last] line (0-based) -> new lines
-    cases = []
-    if isinstance(root, yaml.MappingNode):
-        for key_node, value_node in root.value:
-            if _scalar(key_node) == "cases" and isinstance(value_node, yaml.SequenceNode):
-                cases = list(value_node.value)
-    for case_node in cases:
-        if not isinstance(case_node, yaml.MappingNode) or not case_node.value:
-            continue
-        entries = {_scalar(k): (k, v) for k, v in case_node.value}
-        name_entry = entries.get("name")
-        name = _scalar(name_entry[1]) if name_entry else None
-        result = produced.get(name) if isinstance(name, str) else None
-        if result is None:
-            continue
-        if case_node.flow_style:
-            raise ValueError(f"case '{name}' is written in flow style; --update needs block style")
-        expect, dead, tables = result
-        column = case_node.value[0][0].start_mark.column
-        blocks = {
-            "expect": _expect_lines(expect),
-            "dead_letters": _dead_lines(dead),
-            "tables": _table_lines(tables),
-        }
-        wanted = {"expect": True, "dead_letters": bool(dead), "tables": bool(tables)}
-        end = _last_line(lines, case_node)
-        for key, block in blocks.items():
-            indented = [" " * column + line for line in block]
-            if key in entries:
-                key_node, value_node = entries[key]
-                first = key_node.start_mark.line
-                edits.append((first, max(first, _last_line(lines, value_node)), indented))
-            elif wanted[key]:
-                edits.append((end + 1, end, indented))  # an insertion after the case
-    # Later edits first, so earlier line numbers stay valid; two insertions at one place go
-    # in reverse so they end up in order.
-    order = sorted(range(len(edits)), key=lambda i: (edits[i][0], i), reverse=True)
-    for i in order:
-        first, last, new = edits[i]
-        lines[first : last + 1] = new
-    return "\n".join(lines)
-
-
-def _last_line(lines: list[str], node: yaml.Node) -> int:
-    """The last line (0-based) holding text of `node`, not counting trailing comments."""
-    end = node.end_mark
-    last = end.line
-    if end.column == 0 or not lines[end.line][: end.column].strip():
-        last -= 1  # the mark is at the start of what follows
-    start = node.start_mark.line
-    while last > start and (not lines[last].strip() or lines[last].lstrip().startswith("#")):
-        last -= 1
-    return max(last, start)
-
-
-def flow(value: Any) -> str:
-    """A value on one line, in YAML flow style."""
-    dumped = yaml.safe_dump(value, default_flow_style=True, width=10**9, sort_keys=False)
-    return dumped.strip().removesuffix("...").strip()
-
-
-def _expect_lines(expect: list[tuple[str, str, list[dict[str, Any]]]]) -> list[str]:
-    if not expect:
-        return ["expect: {}"]
-    out = ["expect:"]
-    for topic, order, records in expect:
-        name = flow(topic)
-        if not records:
-            out.append(
-                f"  {name}: []"
-                if order == "partition"
-                else f"  {name}: {{order: set, records: []}}"
-            )
-            continue
-        indent = "  "
-        if order == "partition":
-            out.append(f"  {name}:")
-        else:
-            out += [f"  {name}:", "    order: set", "    records:"]
-            indent = "    "
-        for record in records:
-            prefix = f"{indent}  - "
-            for field_name, value in record.items():
-                out.append(f"{prefix}{field_name}: {flow(value)}")
-                prefix = f"{indent}    "
-    return out
-
-
-def _table_lines(tables: list[tuple[str, list[dict[str, Any]]]]) -> list[str]:
-    if not tables:
-        return ["tables: {}"]
-    out = ["tables:"]
-    for name, rows in tables:
-        out.append(f"  {name}:" if rows else f"  {name}: []")
-        for row in rows:
-            prefix = "    - "
-            for field_name, value in row.items():
-                out.append(f"{prefix}{field_name}: {flow(value)}")
-                prefix = "      "
-    return out
-
-
-def _dead_lines(dead: list[dict[str, Any]]) -> list[str]:
-    if not dead:
-        return ["dead_letters: []"]
-    out = ["dead_letters:"]
-    for letter in dead:
-        prefix = "  - "
-        for field_name, value in letter.items():
-            out.append(f"{prefix}{field_name}: {flow(value)}")
-            prefix = "    "
-    return out
