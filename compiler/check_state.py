@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import ast, check_time, ir
+from .check_common import KEY_TYPES, _accepts, _collapse
 from .diagnostics import Diagnostic, Span, did_you_mean
 
 if TYPE_CHECKING:
-    from .checker import _Checker, _Stream
+    from .check_common import _Stream
+    from .checker import _Checker
 
 # The aggregate functions and how many arguments each takes.
 FUNCTIONS: dict[str, tuple[int, ...]] = {
@@ -45,7 +47,6 @@ class TableInfo:
 
 def check_table(c: _Checker, decl: ast.TableDecl) -> None:
     from .check_topology import MAX_PARTITIONS
-    from .checker import KEY_TYPES
 
     name = decl.name.text
     record = c.resolve_type(decl.value_type, "topic")
@@ -144,7 +145,6 @@ def op_aggregate(
     s.elem = None if info is None else info.record
     if s.elem is None or key is None or fields is None or not window_ok:
         return None
-    from .checker import _collapse
 
     text = _collapse(c.module.text[ref.span.start : op.span.end])
     return ir.Aggregate(ref.text, fields, text, s.elem, key, window, emit, late)
@@ -315,7 +315,6 @@ def _check_value(
 
 def _check_reduce(c: _Checker, f: ast.AggField, value: ast.AggCall, field_type: ir.Type | None,
                   record: ir.RecordType | None) -> ir.Accumulate | None:  # fmt: skip
-    from .checker import _accepts
 
     hook_arg, init = value.args
     if not (isinstance(hook_arg, ast.FieldPath) and len(hook_arg.names) == 1):

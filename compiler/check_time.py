@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import ast, ir
+from .check_common import KEY_TYPES, _collapse
 from .diagnostics import Span, did_you_mean
 
 if TYPE_CHECKING:
-    from .checker import _Checker, _Stream
+    from .check_common import _Stream
+    from .checker import _Checker
 
 WINDOW_BOUNDS = ("start", "end")
 _WORDS = {ast.WindowKind: "window", ast.WindowGrace: "grace", ast.WindowEmit: "emit",
@@ -135,7 +137,6 @@ def op_window(c: _Checker, op: ast.WindowOp, s: _Stream, agent: ast.AgentDecl) -
 
 def op_distinct(c: _Checker, op: ast.DistinctOp, s: _Stream,
                 agent: ast.AgentDecl) -> ir.Op | None:  # fmt: skip
-    from .checker import KEY_TYPES, _collapse
 
     within = duration_ms(c, op.within, "the `within` of distinct")
     path: tuple[str, ...] | None = None
