@@ -251,7 +251,7 @@ def _topic_option(program: ir.Program, option: str, spec: str) -> tuple[ir.Topic
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from streamc_runtime import jsonl
+    import streamc_runtime.jsonl as jsonl
     from streamc_runtime.local import LocalRunError, LocalRunStopped, run_local
     from streamc_runtime.memory import MemoryBroker
 
