@@ -31,24 +31,25 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
 from ..records import Time, value_codec
 from ..stream import EMPTY, Element, Event, Pulled, SourceStream, Stream
-from ..transport import TP, Delivery
+from ..transport import TP
 from .aggregate import _NO_HELD, _without_closed, held_store
-from .changelog import map_record
 from .windows import (
     _NO_TIME,
     STREAM_TIME,
     LateError,
+    _Closings,
     _position,
     _Run,
     _timestamp_field,
     event_time_of,
+    send_run,
 )
 
 if TYPE_CHECKING:
@@ -215,6 +216,7 @@ class StreamStreamJoin(Stream[Any]):
         self._buffers: dict[int, _Buffers] = {}
         self._out: list[Element] = []
         self._at = 0
+        self._closings = _Closings(up._source)
         # The stream's element pulled and not handled yet, and the other topic's records
         # pulled, per partition (`_next`).
         self._ahead: Element | None = None
@@ -335,7 +337,8 @@ class StreamStreamJoin(Stream[Any]):
         worker, live = self._worker, self._live
         encode = self._table.state_codec.encode
         within, reach, grace, codecs = self._within, self._reach, self._grace, self._codecs
-        run = _Run()
+        run = _Run(self._closings)
+        flushed = self._closings.flush(run)
         last_offsets: Any = None
         last_held: Any = _NO_HELD
         store: Any = None
@@ -346,7 +349,7 @@ class StreamStreamJoin(Stream[Any]):
                 break
             pulled = await self._next()
             if pulled is None:
-                if not run.records and not run.out:
+                if len(run.records) == flushed and not run.out:
                     self._close_all(run)
                 break
             side, (value, carrier) = pulled
@@ -465,6 +468,10 @@ class StreamStreamJoin(Stream[Any]):
     ) -> None:
         if t > now:
             store.positions[STREAM_TIME] = t
+        heap = buffers.heap
+        if heap and heap[0][0] < t:
+            # Not only when t moves stream time: a replay closes again what its element
+            # closed, and entries whose close is not in the changelog are stored after a crash.
             self._close(run, store, buffers, q, t, event)
 
     def _close(
@@ -476,8 +483,9 @@ class StreamStreamJoin(Stream[Any]):
         clock: int,
         event: Event[Any, Any] | None,
     ) -> None:
-        """Close every entry whose time + within + grace < `clock`, in close order: a
-        tombstone each, and an unmatched entry of a side that asks for it downstream."""
+        """Close every entry whose time + within + grace < `clock`, in close order: an
+        unmatched entry of a side that asks for it goes downstream, and its tombstone once
+        it is delivered (see `windows._Closing`); any other gets a tombstone now."""
         heap = buffers.heap
         while heap and heap[0][0] < clock:
             _, raw = heapq.heappop(heap)
@@ -485,13 +493,14 @@ class StreamStreamJoin(Stream[Any]):
             if b is None:
                 continue
             side, _, key = split_entry(raw)
-            store.delete(raw)
             buffers.forget(raw, b)
-            run.record(q, store, raw, None, None)
             if not b.matched and self._unmatched[side]:
                 value = self._codecs[side].decode(b.value)
                 pair = (value, None) if side is _THIS else (None, value)
-                run.emit(event, pair, key, b.ts, q)
+                run.close_row(event, buffers.held, q, raw, pair, key, b.ts)
+            else:
+                store.delete(raw)
+                run.record(q, store, raw, None, None)
 
     def _close_all(self, run: _Run) -> None:
         """At the end of `streamc run`'s input: stream time moves past every entry."""
@@ -537,21 +546,8 @@ class StreamStreamJoin(Stream[Any]):
             )
             run.stores = {p: s for p, (s, _) in folded.items()}
             run.counts = {p: n for p, (_, n) in folded.items()}
-        if run.records:
-            for p, s in run.stores.items():
-                run.records.append(map_record(s.positions))
-                run.partitions.append(p)
-                run.counts[p] += 1
-            delivery = await worker.send_changelog(
-                self._table.changelog.name, run.records, run.partitions
-            )
-            if delivery is None:  # not sent, the worker is stopping: nothing may be acked
-                worker._hold_for_good(run.held)
-                return
-            for p, s in run.stores.items():
-                s.applied(run.counts[p])
-            worker.tables.sent(delivery)
-            worker._hold(cast("Awaitable[Delivery]", delivery), run.held)
+        if not await send_run(worker, self._table.changelog.name, run):
+            return
         for h, _, _ in run.stretches:
             h.folding = False
         for event in run.finished:

@@ -8,11 +8,16 @@ time*, the largest event time folded there; it is kept in the partition's skip m
 with every map record, checkpointed with it, and restored exactly like the positions (it only
 rises, as they do).
 
-A window [start, end) closes when stream time >= end + grace: its state leaves the store (a
-tombstone in the changelog, right after the data record of the element that closed it, in the
-same run), and with `emit="final"` its row goes downstream then, once. A record whose every
-window is closed is late: it is never folded, and goes to the `late` topic or the dead-letter
-topic (`streamc.error.type: late`).
+A window [start, end) closes when stream time >= end + grace: it leaves the index (no fold
+reaches it again), and with `emit="final"` its row goes downstream then, once. Its tombstone
+(and its removal from the store) waits until that row is delivered (`_Closing`): written first,
+a crash before the delivery would lose the row, the replay finding nothing to close. Until
+then the element that closed it stays uncommitted, so after a crash its replay closes the
+window again (every stored window whose close time its event time reaches) and the row goes
+out again with the same position. Without `emit="final"` nothing goes out, and the tombstone
+is written in the run that closed the window. A record whose every window is closed is late:
+it is never folded, and goes to the `late` topic or the dead-letter topic
+(`streamc.error.type: late`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import heapq
 import inspect
 import itertools
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
@@ -28,12 +34,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 import msgspec
 
 from ..records import Time, key_codec, to_ms
-from ..stream import EMPTY, Element, Event, Pulled, Stream
+from ..stream import EMPTY, Element, Event, Pulled, SourceStream, Stream
 from ..transport import Delivery, Headers
 from .aggregate import _NO_HELD, _without_closed, held_store
 from .changelog import POSITION_HEADER, map_record
 
 if TYPE_CHECKING:
+    from ..offsets import PartitionOffsets
     from ..topic import Topic
     from .store import Store
     from .table import Table, TablePartitions, _Held
@@ -277,6 +284,7 @@ class WindowedAggregate(Stream[Any]):
         self._indexes: dict[int, _Index] = {}
         self._out: list[Element] = []
         self._out_at = 0
+        self._closings = _Closings(up._source)
         # The worker's `close_windows_epoch` last acted on.
         self.closed_epoch = self._worker.close_windows_epoch
         self._worker.windowed.append(self)
@@ -305,7 +313,8 @@ class WindowedAggregate(Stream[Any]):
         row, spec, grace, final = self._row, self._spec, self._grace, self._final
         encode = table.state_codec.encode
         event_time = self._event_time
-        run = _Run()
+        run = _Run(self._closings)
+        flushed = self._closings.flush(run)
         last_offsets: Any = None
         last_held: Any = _NO_HELD
         store: Any = None
@@ -317,7 +326,7 @@ class WindowedAggregate(Stream[Any]):
                 break
             element = await up._pull()
             if element is EMPTY:
-                if not run.records and not run.out:
+                if len(run.records) == flushed and not run.out:
                     await self._close_all(run)
                 break
             value, carrier = cast(Element, element)
@@ -355,9 +364,12 @@ class WindowedAggregate(Stream[Any]):
             key = event.key
             if offset <= positions.get(src, -1):
                 # A replay: folded already. Its stream time counts (a run may have reached
-                # the changelog without its skip map), so what it closed is closed again.
+                # the changelog without its skip map), and what it closed is closed again:
+                # a window whose row may not have been delivered is still stored.
                 if t > now:
                     positions[STREAM_TIME] = t
+                heap = index.heap
+                if heap and heap[0][0] <= t:
                     self._close(run, store, index, t, last_q, event)
                 if not final:
                     for raw, w in self._windows_of(store, index, raw_key, t):
@@ -392,6 +404,10 @@ class WindowedAggregate(Stream[Any]):
             positions[src] = offset
             if t > now:
                 positions[STREAM_TIME] = t
+            heap = index.heap
+            if heap and heap[0][0] <= t:
+                # Not only when t moves stream time: after a crash, windows whose close is
+                # not in the changelog are stored with close times stream time passed.
                 self._close(run, store, index, t, last_q, event)
             run.hold(event)
         await self._send(run)
@@ -519,8 +535,9 @@ class WindowedAggregate(Stream[Any]):
         event: Event[Any, Any] | None,
     ) -> None:
         """Close every window of the partition whose end + grace <= `clock`, in end order:
-        a tombstone each (after the records of the element that closed them), and with
-        `emit="final"` its row downstream."""
+        with `emit="final"` its row goes downstream and its tombstone once the row is
+        delivered (see the module docstring), else a tombstone now (after the records of the
+        element that closed it)."""
         heap = index.heap
         key_decode = self._decode_key
         while heap and heap[0][0] <= clock:
@@ -531,14 +548,15 @@ class WindowedAggregate(Stream[Any]):
             if w is None:
                 index.forget(raw)
                 continue
-            store.delete(raw)
             index.forget(raw)
-            run.record(q, store, raw, None, None)
             if self._final:
                 key_bytes, start = split_key(raw)
                 key = key_decode(key_bytes)
                 result = self._row(key, Window(start, w.end), w.state)
-                run.emit(event, result, key_bytes, w.end - 1, q)
+                run.close_row(event, index.held, q, raw, result, key_bytes, w.end - 1)
+            else:
+                store.delete(raw)
+                run.record(q, store, raw, None, None)
 
     async def _close_all(self, run: _Run) -> None:
         """At the end of `streamc run`'s input: stream time moves past every window."""
@@ -581,21 +599,8 @@ class WindowedAggregate(Stream[Any]):
             )
             run.stores = {q: s for q, (s, _) in folded.items()}
             run.counts = {q: n for q, (_, n) in folded.items()}
-        if run.records:
-            for q, s in run.stores.items():
-                run.records.append(map_record(s.positions))
-                run.partitions.append(q)
-                run.counts[q] += 1
-            delivery = await worker.send_changelog(
-                self._table.changelog.name, run.records, run.partitions
-            )
-            if delivery is None:  # not sent, the worker is stopping: nothing may be acked
-                worker._hold_for_good(run.held)
-                return
-            for q, s in run.stores.items():
-                s.applied(run.counts[q])
-            worker.tables.sent(delivery)
-            worker._hold(cast("Awaitable[Delivery]", delivery), run.held)
+        if not await send_run(worker, self._table.changelog.name, run):
+            return
         for h, _, _ in run.stretches:
             h.folding = False
         for event in run.finished:
@@ -607,19 +612,22 @@ class _Run:
     """What one run folded: changelog records, outputs, the elements it is done with."""
 
     __slots__ = (
+        "closings",
         "counts",
         "fan",
         "finished",
+        "flushed",
         "held",
         "last",
         "out",
         "partitions",
+        "queue",
         "records",
         "stores",
         "stretches",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, queue: _Closings) -> None:
         self.records: list[tuple[bytes | None, bytes | None, Headers]] = []
         self.partitions: list[int] = []
         self.stores: dict[int, Any] = {}
@@ -632,6 +640,9 @@ class _Run:
         # The element whose outputs are being emitted, and how many it emitted before.
         self.last: Event[Any, Any] | None = None
         self.fan = 0
+        self.queue = queue
+        self.closings: list[_Closing] = []  # made by this run, in close order
+        self.flushed: list[_Closing] = []  # whose tombstones this run writes
 
     def stretch(self, held: _Held) -> None:
         self.stretches.append((held, len(self.records), len(self.out)))
@@ -658,14 +669,46 @@ class _Run:
             return
         m = event.message
         event._offsets.hold(m.offset)
+        self.out.append((value, Event(self._child(m, event, ts, raw_key), value, event._offsets)))
+
+    def _child(self, m: Any, event: Event[Any, Any], ts: int, raw_key: bytes) -> _Message:
         headers = m.headers
         if event is self.last:
             self.fan += 1
             headers = _fanned(m, self.fan)
         else:
             self.last, self.fan = event, 0
-        message = _Message(m.topic, m.partition, m.offset, ts, raw_key, None, headers)
-        child: Event[Any, Any] = Event(message, value, event._offsets)
+        return _Message(m.topic, m.partition, m.offset, ts, raw_key, None, headers)
+
+    def close_row(
+        self,
+        event: Event[Any, Any] | None,
+        held: _Held,
+        q: int,
+        raw: bytes,
+        value: Any,
+        raw_key: bytes,
+        ts: int,
+    ) -> None:
+        """Entry `raw` of store q closed with the output row `value`: its tombstone waits
+        for the row's delivery (`_Closing`). One of no element (the end of `streamc run`'s
+        input, no crash to survive) is tombstoned now."""
+        if event is None:
+            held.store.delete(raw)
+            self.record(q, held.store, raw, None, None)
+            self.emit(None, value, raw_key, ts, q)
+            return
+        closings = self.closings
+        if closings and closings[-1].event is event:
+            closing = closings[-1]
+        else:
+            closing = _Closing(event, held, self.queue.wake)
+            closings.append(closing)
+        closing.tombstones.append(raw)
+        closing.refs += 1  # the row's own reference, released when downstream is done
+        child: Event[Any, Any] = Event(
+            self._child(event.message, event, ts, raw_key), value, cast(Any, closing)
+        )
         self.out.append((value, child))
 
     def hold(self, event: Event[Any, Any]) -> None:
@@ -675,6 +718,118 @@ class _Run:
 
     def done(self, event: Event[Any, Any]) -> None:
         self.finished.append(event)
+
+
+class _Closing:
+    """The rows one element's closes sent downstream, and the closed entries' tombstones,
+    held back until every row is done with (delivered, or dropped as its element is). The
+    rows carry this as their offsets: it counts their references instead of the message's.
+    It holds the element's message itself until the tombstones are delivered, so no commit
+    passes the element while a crash would leave its closes undone: its replay closes them
+    again, and the rows go out with the same positions."""
+
+    __slots__ = ("_wake", "dropped", "event", "held", "refs", "tombstones")
+
+    def __init__(self, event: Event[Any, Any], held: _Held, wake: Callable[[], None]) -> None:
+        self.event = event
+        self.held = held
+        self.refs = 0
+        self.dropped = False  # a row abandoned on revocation: the tombstones must not go
+        self.tombstones: list[bytes] = []
+        self._wake = wake
+        event._offsets.hold(event.message.offset)
+
+    @property
+    def closed(self) -> bool:
+        return self.event._offsets.closed
+
+    @property
+    def ready(self) -> bool:
+        return self.refs <= 0 or self.closed or self.held.closed
+
+    def hold(self, offset: int) -> None:
+        self.refs += 1
+
+    def release(self, offset: int) -> None:
+        self.refs -= 1
+        if self.refs == 0:
+            self._wake()  # the agent's next pull writes the tombstones
+
+    def abandon(self, offset: int) -> None:
+        self.dropped = True
+        self.release(offset)
+
+    def done(self) -> None:
+        """Let go of the element's message (its tombstones are delivered, or will not be
+        written)."""
+        self.event._offsets.release(self.event.message.offset)
+
+    def message(self) -> tuple[PartitionOffsets, int]:
+        return self.event._offsets, self.event.message.offset
+
+
+class _Closings:
+    """An operator's closings whose tombstones are not written yet, oldest first."""
+
+    __slots__ = ("queue", "wake")
+
+    def __init__(self, source: SourceStream[Any]) -> None:
+        self.queue: deque[_Closing] = deque()
+        self.wake = source.wake
+
+    def flush(self, run: _Run) -> int:
+        """Into `run`, the tombstones of the oldest closings whose rows are done, in close
+        order (a crash then leaves the latest closes undone, never an earlier one, so a
+        replay closes again what it closed first); the number of records added."""
+        queue = self.queue
+        last: _Held | None = None
+        while queue and queue[0].ready:
+            closing = queue.popleft()
+            run.flushed.append(closing)
+            h = closing.held
+            if closing.dropped or closing.closed or h.closed:
+                continue  # the partition's new owner closes it again
+            if h is not last:
+                run.stretch(h)
+                last = h
+            store = h.store
+            q = closing.event.message.partition
+            # Last closed first: a run cut short leaves the first ones stored, so the replay
+            # closes those again in the order and with the output numbers (`#k`) they had.
+            for raw in reversed(closing.tombstones):
+                store.delete(raw)
+                run.record(q, store, raw, None, None)
+        return len(run.records)
+
+
+async def send_run(worker: Any, changelog: str, run: _Run) -> bool:
+    """Write a run's changelog records (and a skip map per store partition); False if they
+    never went out (the worker is stopping: nothing may be acked)."""
+    held = run.held
+    if run.flushed:
+        held = held + [c.message() for c in run.flushed]
+    if run.records:
+        for q, s in run.stores.items():
+            run.records.append(map_record(s.positions))
+            run.partitions.append(q)
+            run.counts[q] += 1
+        delivery = await worker.send_changelog(changelog, run.records, run.partitions)
+        if delivery is None:
+            worker._hold_for_good(held)
+            return False
+        for q, s in run.stores.items():
+            s.applied(run.counts[q])
+        worker.tables.sent(delivery)
+        worker._hold(cast("Awaitable[Delivery]", delivery), held)
+    for closing in run.flushed:
+        closing.done()  # the changelog delivery holds its element now
+    queue = run.queue.queue
+    for closing in run.closings:
+        if closing.held.closed:  # its rows were dropped with the run's other outputs
+            closing.done()
+        else:
+            queue.append(closing)
+    return True
 
 
 @dataclass(slots=True)
