@@ -39,12 +39,12 @@ import msgspec
 from ..records import Time, value_codec
 from ..stream import EMPTY, Element, Event, Pulled, SourceStream, Stream
 from ..transport import TP
-from .aggregate import _NO_HELD, _without_closed, held_store
+from .aggregate import _NO_HELD, held_store
 from .windows import (
     _NO_TIME,
     STREAM_TIME,
     LateError,
-    _Closings,
+    _Closing,
     _position,
     _Run,
     _timestamp_field,
@@ -216,7 +216,7 @@ class StreamStreamJoin(Stream[Any]):
         self._buffers: dict[int, _Buffers] = {}
         self._out: list[Element] = []
         self._at = 0
-        self._closings = _Closings(up._source)
+        self._closings = _Closing(up._source)
         # The stream's element pulled and not handled yet, and the other topic's records
         # pulled, per partition (`_next`).
         self._ahead: Element | None = None
@@ -484,8 +484,9 @@ class StreamStreamJoin(Stream[Any]):
         event: Event[Any, Any] | None,
     ) -> None:
         """Close every entry whose time + within + grace < `clock`, in close order: an
-        unmatched entry of a side that asks for it goes downstream, and its tombstone once
-        it is delivered (see `windows._Closing`); any other gets a tombstone now."""
+        unmatched entry of a side that asks for it goes downstream; the tombstone waits
+        until every row emitted so far is delivered (`windows._Outputs`), a pair with the
+        entry among them."""
         heap = buffers.heap
         while heap and heap[0][0] < clock:
             _, raw = heapq.heappop(heap)
@@ -494,13 +495,11 @@ class StreamStreamJoin(Stream[Any]):
                 continue
             side, _, key = split_entry(raw)
             buffers.forget(raw, b)
+            run.close(event, buffers.held, q, raw)
             if not b.matched and self._unmatched[side]:
                 value = self._codecs[side].decode(b.value)
                 pair = (value, None) if side is _THIS else (None, value)
-                run.close_row(event, buffers.held, q, raw, pair, key, b.ts)
-            else:
-                store.delete(raw)
-                run.record(q, store, raw, None, None)
+                run.emit(event, pair, key, b.ts, q)
 
     def _close_all(self, run: _Run) -> None:
         """At the end of `streamc run`'s input: stream time moves past every entry."""
@@ -538,14 +537,6 @@ class StreamStreamJoin(Stream[Any]):
 
     async def _send(self, run: _Run) -> None:
         worker = self._worker
-        if any(h.closed for h, _, _ in run.stretches):
-            # A store was revoked while this run waited: its new owner may be writing its
-            # changelog already, so what was buffered or closed in it here is dropped.
-            run.records, run.partitions, run.out, folded = _without_closed(
-                run.stretches, run.records, run.partitions, run.out
-            )
-            run.stores = {p: s for p, (s, _) in folded.items()}
-            run.counts = {p: n for p, (_, n) in folded.items()}
         if not await send_run(worker, self._table.changelog.name, run):
             return
         for h, _, _ in run.stretches:

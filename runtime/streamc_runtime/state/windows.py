@@ -10,14 +10,13 @@ rises, as they do).
 
 A window [start, end) closes when stream time >= end + grace: it leaves the index (no fold
 reaches it again), and with `emit="final"` its row goes downstream then, once. Its tombstone
-(and its removal from the store) waits until that row is delivered (`_Closing`): written first,
-a crash before the delivery would lose the row, the replay finding nothing to close. Until
-then the element that closed it stays uncommitted, so after a crash its replay closes the
-window again (every stored window whose close time its event time reaches) and the row goes
-out again with the same position. Without `emit="final"` nothing goes out, and the tombstone
-is written in the run that closed the window. A record whose every window is closed is late:
-it is never folded, and goes to the `late` topic or the dead-letter topic
-(`streamc.error.type: late`).
+(and its removal from the store) waits until every row emitted so far is delivered
+(`_Outputs`): written first, a crash before the delivery would lose the row, the replay
+finding nothing to close. Until then the element that closed it stays uncommitted, so after
+a crash its replay closes the window again (every stored window whose close time its event
+time reaches) and the row goes out again with the same position. A record whose every
+window is closed is late: it is never folded, and goes to the `late` topic or the
+dead-letter topic (`streamc.error.type: late`).
 """
 
 from __future__ import annotations
@@ -284,7 +283,7 @@ class WindowedAggregate(Stream[Any]):
         self._indexes: dict[int, _Index] = {}
         self._out: list[Element] = []
         self._out_at = 0
-        self._closings = _Closings(up._source)
+        self._closings = _Closing(up._source)
         # The worker's `close_windows_epoch` last acted on.
         self.closed_epoch = self._worker.close_windows_epoch
         self._worker.windowed.append(self)
@@ -535,9 +534,7 @@ class WindowedAggregate(Stream[Any]):
         event: Event[Any, Any] | None,
     ) -> None:
         """Close every window of the partition whose end + grace <= `clock`, in end order:
-        with `emit="final"` its row goes downstream and its tombstone once the row is
-        delivered (see the module docstring), else a tombstone now (after the records of the
-        element that closed it)."""
+        with `emit="final"` its row goes downstream; its tombstone waits (`_Outputs`)."""
         heap = index.heap
         key_decode = self._decode_key
         while heap and heap[0][0] <= clock:
@@ -549,14 +546,12 @@ class WindowedAggregate(Stream[Any]):
                 index.forget(raw)
                 continue
             index.forget(raw)
+            run.close(event, index.held, q, raw)
             if self._final:
                 key_bytes, start = split_key(raw)
                 key = key_decode(key_bytes)
                 result = self._row(key, Window(start, w.end), w.state)
-                run.close_row(event, index.held, q, raw, result, key_bytes, w.end - 1)
-            else:
-                store.delete(raw)
-                run.record(q, store, raw, None, None)
+                run.emit(event, result, key_bytes, w.end - 1, q)
 
     async def _close_all(self, run: _Run) -> None:
         """At the end of `streamc run`'s input: stream time moves past every window."""
@@ -590,15 +585,6 @@ class WindowedAggregate(Stream[Any]):
 
     async def _send(self, run: _Run) -> None:
         worker = self._worker
-        if any(h.closed for h, _, _ in run.stretches):
-            # A store was revoked while this run waited (a slow hook, another store's
-            # restore): its new owner may be writing its changelog already, so what was
-            # folded or closed in it here is neither written nor published.
-            run.records, run.partitions, run.out, folded = _without_closed(
-                run.stretches, run.records, run.partitions, run.out
-            )
-            run.stores = {q: s for q, (s, _) in folded.items()}
-            run.counts = {q: n for q, (_, n) in folded.items()}
         if not await send_run(worker, self._table.changelog.name, run):
             return
         for h, _, _ in run.stretches:
@@ -609,10 +595,10 @@ class WindowedAggregate(Stream[Any]):
 
 
 class _Run:
-    """What one run folded: changelog records, outputs, the elements it is done with."""
+    """What one run folded: changelog records, outputs, the elements it is done with, and
+    the entries it closed (`_Outputs`)."""
 
     __slots__ = (
-        "closings",
         "counts",
         "fan",
         "finished",
@@ -620,14 +606,16 @@ class _Run:
         "held",
         "last",
         "out",
+        "outputs",
         "partitions",
         "queue",
         "records",
+        "rows",
         "stores",
         "stretches",
     )
 
-    def __init__(self, queue: _Closings) -> None:
+    def __init__(self, queue: _Closing) -> None:
         self.records: list[tuple[bytes | None, bytes | None, Headers]] = []
         self.partitions: list[int] = []
         self.stores: dict[int, Any] = {}
@@ -641,8 +629,9 @@ class _Run:
         self.last: Event[Any, Any] | None = None
         self.fan = 0
         self.queue = queue
-        self.closings: list[_Closing] = []  # made by this run, in close order
-        self.flushed: list[_Closing] = []  # whose tombstones this run writes
+        self.outputs = _Outputs(queue.wake)
+        self.rows: _Rows | None = None  # of the elements of the current source partition
+        self.flushed: list[_Outputs] = []  # earlier runs' whose tombstones this run writes
 
     def stretch(self, held: _Held) -> None:
         self.stretches.append((held, len(self.records), len(self.out)))
@@ -657,6 +646,17 @@ class _Run:
         self.stores[q] = store
         self.counts[q] = self.counts.get(q, 0) + 1
 
+    def close(self, event: Event[Any, Any] | None, held: _Held, q: int, raw: bytes) -> None:
+        """Entry `raw` of store q closed (it has left the index): its tombstone, and its
+        removal from the store, wait until every row emitted so far is done with
+        (`_Outputs`). One of no element (the end of `streamc run`'s input, no crash to
+        survive) is tombstoned now."""
+        if event is None:
+            held.store.delete(raw)
+            self.record(q, held.store, raw, None, None)
+            return
+        self.outputs.close(event, held, q, raw)
+
     def emit(
         self, event: Event[Any, Any] | None, value: Any, raw_key: bytes, ts: int, q: int = -1
     ) -> None:
@@ -668,48 +668,20 @@ class _Run:
             self.out.append((value, _detached(value, raw_key, ts, q)))
             return
         m = event.message
-        event._offsets.hold(m.offset)
-        self.out.append((value, Event(self._child(m, event, ts, raw_key), value, event._offsets)))
-
-    def _child(self, m: Any, event: Event[Any, Any], ts: int, raw_key: bytes) -> _Message:
+        rows = self.rows
+        if rows is None or rows.offsets is not event._offsets:
+            rows = self.rows = self.outputs.rows(event._offsets)
         headers = m.headers
         if event is self.last:
             self.fan += 1
             headers = _fanned(m, self.fan)
         else:
             self.last, self.fan = event, 0
-        return _Message(m.topic, m.partition, m.offset, ts, raw_key, None, headers)
-
-    def close_row(
-        self,
-        event: Event[Any, Any] | None,
-        held: _Held,
-        q: int,
-        raw: bytes,
-        value: Any,
-        raw_key: bytes,
-        ts: int,
-    ) -> None:
-        """Entry `raw` of store q closed with the output row `value`: its tombstone waits
-        for the row's delivery (`_Closing`). One of no element (the end of `streamc run`'s
-        input, no crash to survive) is tombstoned now."""
-        if event is None:
-            held.store.delete(raw)
-            self.record(q, held.store, raw, None, None)
-            self.emit(None, value, raw_key, ts, q)
-            return
-        closings = self.closings
-        if closings and closings[-1].event is event:
-            closing = closings[-1]
-        else:
-            closing = _Closing(event, held, self.queue.wake)
-            closings.append(closing)
-        closing.tombstones.append(raw)
-        closing.refs += 1  # the row's own reference, released when downstream is done
-        child: Event[Any, Any] = Event(
-            self._child(event.message, event, ts, raw_key), value, cast(Any, closing)
-        )
-        self.out.append((value, child))
+            event._offsets.hold(m.offset)
+            rows.elements.append(m.offset)
+        rows.refs += 1
+        message = _Message(m.topic, m.partition, m.offset, ts, raw_key, None, headers)
+        self.out.append((value, Event(message, value, cast(Any, rows))))
 
     def hold(self, event: Event[Any, Any]) -> None:
         if not event._acked:
@@ -720,32 +692,23 @@ class _Run:
         self.finished.append(event)
 
 
-class _Closing:
-    """The rows one element's closes sent downstream, and the closed entries' tombstones,
-    held back until every row is done with (delivered, or dropped as its element is). The
-    rows carry this as their offsets: it counts their references instead of the message's.
-    It holds the element's message itself until the tombstones are delivered, so no commit
-    passes the element while a crash would leave its closes undone: its replay closes them
-    again, and the rows go out with the same positions."""
+class _Rows:
+    """The carrier offsets of the rows a run emitted for elements of one source partition:
+    it counts the rows' references (downstream holds and acks them as it would the
+    message's) and holds each element's message until all are done; then its run's
+    `_Outputs` learns it."""
 
-    __slots__ = ("_wake", "dropped", "event", "held", "refs", "tombstones")
+    __slots__ = ("elements", "offsets", "outputs", "refs")
 
-    def __init__(self, event: Event[Any, Any], held: _Held, wake: Callable[[], None]) -> None:
-        self.event = event
-        self.held = held
+    def __init__(self, offsets: PartitionOffsets, outputs: _Outputs) -> None:
+        self.offsets = offsets
+        self.outputs = outputs
+        self.elements: list[int] = []  # the offsets of the elements it holds
         self.refs = 0
-        self.dropped = False  # a row abandoned on revocation: the tombstones must not go
-        self.tombstones: list[bytes] = []
-        self._wake = wake
-        event._offsets.hold(event.message.offset)
 
     @property
     def closed(self) -> bool:
-        return self.event._offsets.closed
-
-    @property
-    def ready(self) -> bool:
-        return self.refs <= 0 or self.closed or self.held.closed
+        return self.offsets.closed
 
     def hold(self, offset: int) -> None:
         self.refs += 1
@@ -753,61 +716,118 @@ class _Closing:
     def release(self, offset: int) -> None:
         self.refs -= 1
         if self.refs == 0:
-            self._wake()  # the agent's next pull writes the tombstones
+            self.drop()
 
     def abandon(self, offset: int) -> None:
-        self.dropped = True
+        # Dropped on revocation, never delivered: its partition's new owner emits it again
+        # (and the tombstones of the revoked store are never written here).
         self.release(offset)
 
-    def done(self) -> None:
-        """Let go of the element's message (its tombstones are delivered, or will not be
-        written)."""
-        self.event._offsets.release(self.event.message.offset)
+    def drop(self) -> None:
+        """Done: delivered, or dropped with a revoked partition."""
+        offsets = self.offsets
+        for offset in self.elements:
+            offsets.release(offset)
+        self.elements = []
+        self.outputs.row_done()
 
-    def message(self) -> tuple[PartitionOffsets, int]:
-        return self.event._offsets, self.event.message.offset
+
+class _Outputs:
+    """The rows one run emitted (`_Rows`) and the entries it closed. A closed entry's
+    tombstone, and its removal from the store, wait until every row the operator emitted
+    before it is done with, this run's and earlier runs' (`_Closing`): written first, a
+    crash before a row's delivery would lose the row, since the replay of its element finds
+    nothing to close (a final window, an unmatched join entry) or no partner to pair with.
+    It holds each closing element's message until the tombstones are delivered, so no
+    commit passes the element while a crash would leave its closes undone: its replay
+    closes them again, and their rows go out with the same positions."""
+
+    __slots__ = ("closers", "closes", "last", "pending", "wake")
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self.pending = 0  # `_Rows` not done yet
+        self.closes: list[tuple[_Held, int, bytes]] = []  # (store, partition, entry)
+        self.closers: list[tuple[PartitionOffsets, int]] = []  # the messages it holds
+        self.last: Event[Any, Any] | None = None
+        self.wake = wake
+
+    def rows(self, offsets: PartitionOffsets) -> _Rows:
+        self.pending += 1
+        return _Rows(offsets, self)
+
+    def row_done(self) -> None:
+        self.pending -= 1
+        if self.pending == 0:
+            self.wake()  # the operator's next pull writes what waited for these rows
+
+    def close(self, event: Event[Any, Any], held: _Held, q: int, raw: bytes) -> None:
+        self.closes.append((held, q, raw))
+        if event is not self.last:
+            self.last = event
+            m = event.message
+            event._offsets.hold(m.offset)
+            self.closers.append((event._offsets, m.offset))
+
+    def release_closers(self) -> None:
+        for offsets, offset in self.closers:
+            offsets.release(offset)
+        self.closers = []
 
 
-class _Closings:
-    """An operator's closings whose tombstones are not written yet, oldest first."""
+class _Closing:
+    """An operator's `_Outputs` whose tombstones are not written yet, oldest first."""
 
     __slots__ = ("queue", "wake")
 
     def __init__(self, source: SourceStream[Any]) -> None:
-        self.queue: deque[_Closing] = deque()
+        self.queue: deque[_Outputs] = deque()
         self.wake = source.wake
 
     def flush(self, run: _Run) -> int:
-        """Into `run`, the tombstones of the oldest closings whose rows are done, in close
-        order (a crash then leaves the latest closes undone, never an earlier one, so a
-        replay closes again what it closed first); the number of records added."""
+        """Into `run`, the tombstones of the oldest runs whose rows are all done, in close
+        order reversed; the number of records added. Reversed: a write cut short by a crash
+        leaves the first closes stored, so the replay closes them again in the order and
+        with the output numbers (`#k`) they had."""
         queue = self.queue
+        ready: list[_Outputs] = []
+        while queue and queue[0].pending <= 0:
+            ready.append(queue.popleft())
         last: _Held | None = None
-        while queue and queue[0].ready:
-            closing = queue.popleft()
-            run.flushed.append(closing)
-            h = closing.held
-            if closing.dropped or closing.closed or h.closed:
-                continue  # the partition's new owner closes it again
-            if h is not last:
-                run.stretch(h)
-                last = h
-            store = h.store
-            q = closing.event.message.partition
-            # Last closed first: a run cut short leaves the first ones stored, so the replay
-            # closes those again in the order and with the output numbers (`#k`) they had.
-            for raw in reversed(closing.tombstones):
+        for outputs in reversed(ready):
+            run.flushed.append(outputs)
+            for h, q, raw in reversed(outputs.closes):
+                if h.closed:
+                    continue  # the partition's new owner closes it again
+                if h is not last:
+                    run.stretch(h)
+                    last = h
+                store = h.store
                 store.delete(raw)
                 run.record(q, store, raw, None, None)
         return len(run.records)
 
 
 async def send_run(worker: Any, changelog: str, run: _Run) -> bool:
-    """Write a run's changelog records (and a skip map per store partition); False if they
-    never went out (the worker is stopping: nothing may be acked)."""
+    """Write a run's changelog records (and a skip map per store partition written to);
+    False if they never went out (the worker is stopping: nothing may be acked)."""
+    if any(h.closed for h, _, _ in run.stretches):
+        # A store was revoked while this run waited (a slow hook, another store's
+        # restore): its new owner may be writing its changelog already, so what was
+        # folded or closed in it here is neither written nor published.
+        out = run.out
+        run.records, run.partitions, run.out, folded = _without_closed(
+            run.stretches, run.records, run.partitions, out
+        )
+        run.stores = {q: s for q, (s, _) in folded.items()}
+        run.counts = {q: n for q, (_, n) in folded.items()}
+        kept = {id(carrier) for _, carrier in run.out}
+        for _, carrier in out:
+            rows = cast(Event[Any, Any], carrier)._offsets
+            if id(carrier) not in kept and isinstance(rows, _Rows):
+                rows.release(-1)  # never goes downstream
     held = run.held
-    if run.flushed:
-        held = held + [c.message() for c in run.flushed]
+    for outputs in run.flushed:
+        held = held + outputs.closers
     if run.records:
         for q, s in run.stores.items():
             run.records.append(map_record(s.positions))
@@ -821,14 +841,11 @@ async def send_run(worker: Any, changelog: str, run: _Run) -> bool:
             s.applied(run.counts[q])
         worker.tables.sent(delivery)
         worker._hold(cast("Awaitable[Delivery]", delivery), held)
-    for closing in run.flushed:
-        closing.done()  # the changelog delivery holds its element now
-    queue = run.queue.queue
-    for closing in run.closings:
-        if closing.held.closed:  # its rows were dropped with the run's other outputs
-            closing.done()
-        else:
-            queue.append(closing)
+    for outputs in run.flushed:
+        outputs.release_closers()  # the changelog delivery holds them now
+    outputs = run.outputs
+    if outputs.pending or outputs.closes:
+        run.queue.queue.append(outputs)
     return True
 
 
