@@ -10,9 +10,9 @@ and its key, holding its event time, its encoded value and whether it found a pa
 
 Stream time per partition is the largest event time seen on either side, kept in the skip map
 as for windows. An element's window closes when stream time passes its time + within + grace:
-its entry leaves the store (a tombstone), and a left join emits an element of the stream that
-found no partner as `(a, None)`, an outer join likewise a record of the other topic as
-`(None, b)`, once. An element more than `grace` behind stream time is late (no partner that
+its entry leaves the index (its tombstone waits, see below), and a left join emits an
+element of the stream that found no partner as `(a, None)`, an outer join likewise a record
+of the other topic as `(None, b)`, once without a crash. An element more than `grace` behind stream time is late (no partner that
 is not late could be within of it once its own entry would close): it is never buffered and
 goes to the `late` topic or the dead-letter topic (`streamc.error.type: late`).
 
@@ -21,9 +21,10 @@ buffered once and a partner found is marked once. A replayed element (its offset
 already) is not buffered again; it emits again the pairs it made on first arrival with
 partners still buffered (those that arrived before it, by arrival number), since what it
 emitted then may not have been delivered: the output is at-least-once, like every table's.
-A pair whose first element's window closed between the first arrival and the replay is not
-emitted again, nor is an unmatched `(a, None)` whose close was written to the changelog but
-whose output was not delivered before the crash.
+It also closes again every stored entry its event time reaches. A closed entry's tombstone
+waits until every row emitted before it is delivered (`windows._Outputs`), and the element
+that closed it stays uncommitted until then: so a crash leaves the entry in the changelog,
+and its pairs and unmatched row come out again, with the positions they had.
 """
 
 from __future__ import annotations
