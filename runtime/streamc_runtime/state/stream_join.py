@@ -12,9 +12,10 @@ Stream time per partition is the largest event time seen on either side, kept in
 as for windows. An element's window closes when stream time passes its time + within + grace:
 its entry leaves the index (its tombstone waits, see below), and a left join emits an
 element of the stream that found no partner as `(a, None)`, an outer join likewise a record
-of the other topic as `(None, b)`, once without a crash. An element more than `grace` behind stream time is late (no partner that
-is not late could be within of it once its own entry would close): it is never buffered and
-goes to the `late` topic or the dead-letter topic (`streamc.error.type: late`).
+of the other topic as `(None, b)`, once without a crash. An element more than `grace` behind
+stream time is late (no partner that is not late could be within of it once its own entry
+would close): it is never buffered and goes to the `late` topic or the dead-letter topic
+(`streamc.error.type: late`).
 
 Exactness: the buffers follow the tables' skip rule, so after a crash every element is
 buffered once and a partner found is marked once. A replayed element (its offset applied
