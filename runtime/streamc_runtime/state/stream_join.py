@@ -245,7 +245,7 @@ class StreamStreamJoin(Stream[Any]):
         return element
 
     def _deadline(self) -> float | None:
-        if self._other.buffer or self._ahead is not None:
+        if self._other.buffer or self._ahead is not None or self._closings.due():
             return 0.0  # pull again at once
         up = self._up
         assert up is not None

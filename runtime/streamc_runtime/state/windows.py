@@ -298,6 +298,11 @@ class WindowedAggregate(Stream[Any]):
         self._out_at += 1
         return element
 
+    def _deadline(self) -> float | None:
+        if self._closings.due():
+            return 0.0  # pull again at once: tombstones to write
+        return super()._deadline()
+
     def _index(self, q: int, held: _Held) -> _Index:
         index = self._indexes.get(q)
         if index is None or index.held is not held:
@@ -782,6 +787,13 @@ class _Closing:
     def __init__(self, source: SourceStream[Any]) -> None:
         self.queue: deque[_Outputs] = deque()
         self.wake = source.wake
+
+    def due(self) -> bool:
+        """Whether tombstones wait for a pull: the oldest run's rows are all done. A run
+        whose closes emitted no row (a join's matched entries) is due at once, and nothing
+        wakes the agent for it: its deadline asks for the pull."""
+        queue = self.queue
+        return bool(queue) and queue[0].pending <= 0
 
     def flush(self, run: _Run) -> int:
         """Into `run`, the tombstones of the oldest runs whose rows are all done, in close
