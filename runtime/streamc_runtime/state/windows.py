@@ -433,11 +433,15 @@ class WindowedAggregate(Stream[Any]):
                 if w is not None and start <= t < w.end:
                     out.append((raw, w))
             return out
+        is_open = index.close
         for start in window_starts(spec, t):
             raw = window_key(raw_key, start)
-            w = store.get(raw)
-            if w is not None:
-                out.append((raw, w))
+            # Open ones only: a closed window stays stored until its tombstone is written,
+            # and a row of it here would be one the element never emitted (shifting `#k`).
+            if raw in is_open:
+                w = store.get(raw)
+                if w is not None:
+                    out.append((raw, w))
         return out
 
     async def _fold_fixed(
