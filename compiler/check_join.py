@@ -110,9 +110,15 @@ def op_join(c: _Checker, op: ast.JoinOp, s: _Stream, agent: ast.AgentDecl) -> ir
                         f"stream is keyed by {s.key}",
                         [f"join on a field of type {table_key}, or `group_by` one first"])
             partitions = info.table.partitions if info.table is not None else info.partitions
-            if not glob and partitions is not None and partitions != s.partitions:
+            if not glob and partitions is not None and any(
+                n != partitions for n in (*s.inputs, s.partitions)
+            ):
+                # Every merged topic looks rows up partition by partition, not only the largest.
+                counts = sorted({*s.inputs, s.partitions})
+                has = f"has {counts[0]}" if len(counts) == 1 else \
+                    f"reads topics of {' and '.join(map(str, counts))} partitions"  # fmt: skip
                 c.error(op.span, "E329", f"table {ref.text} has {partitions} partitions, but "
-                        f"the stream it is joined with has {s.partitions}",
+                        f"the stream it is joined with {has}",
                         ["a row is looked up in the table partition of the element's own "
                          "partition: give both as many partitions, or declare the table "
                          "`global`"])  # fmt: skip

@@ -12,6 +12,7 @@ from rtkit import Running, wait_for
 from streamc_runtime import App, Stream
 from streamc_runtime.local import until_quiescent
 from streamc_runtime.memory import MemoryBroker, partition_for_key
+from streamc_runtime.state.stream_join import split_entry
 from streamjoinkit import GRACE, WITHIN, Order, Payment, paid_rows, produce, stream_join_app
 
 
@@ -220,3 +221,22 @@ async def test_the_buffers_come_back_from_a_rocksdb_checkpoint(
     # read from the checkpoint, nothing from the changelog: o1 waited there, o2 was matched
     assert any(m.startswith("restored table paid-join-1[0]: 0 records") for m in caplog.messages)
     assert paid_rows(broker) == [("o2", 2.0, 2.0), ("o1", 1.0, 1.0)]
+
+
+async def test_entries_closed_without_a_row_are_tombstoned_and_committed_with_no_more_input() -> (
+    None
+):
+    async with Running(stream_join_app("outer", grace=0)) as r:
+        produce(r.broker, "orders", Order(id="a", amount=1.0), "a", 0)
+        produce(r.broker, "payments", Payment(order_id="a", paid=1.0), "a", 0)
+        await settled(r)
+        # stream time 6000 closes the matched pair's two entries: no row goes out for them,
+        # and nothing else comes in that would make the agent pull again
+        produce(r.broker, "payments", Payment(order_id="b", paid=2.0), "b", 6000)
+        changelog = "shop-paid-join-1-changelog"
+        await wait_for(lambda: sum(m.value is None for m in r.messages(changelog)) == 2, 2.0)
+        gone = sorted(m.key or b"" for m in r.messages(changelog) if m.value is None)
+        assert [split_entry(k)[::2] for k in gone] == [(b"L", b"a"), (b"R", b"a")]
+        assert await r.worker.commit()
+        assert r.committed("payments") == {0: 2}  # the closing payment is done
+        assert sorted(paid_rows(r.broker)) == [("a", 1.0, 1.0)]

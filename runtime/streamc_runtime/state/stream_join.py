@@ -10,20 +10,22 @@ and its key, holding its event time, its encoded value and whether it found a pa
 
 Stream time per partition is the largest event time seen on either side, kept in the skip map
 as for windows. An element's window closes when stream time passes its time + within + grace:
-its entry leaves the store (a tombstone), and a left join emits an element of the stream that
-found no partner as `(a, None)`, an outer join likewise a record of the other topic as
-`(None, b)`, once. An element more than `grace` behind stream time is late (no partner that
-is not late could be within of it once its own entry would close): it is never buffered and
-goes to the `late` topic or the dead-letter topic (`streamc.error.type: late`).
+its entry leaves the index (its tombstone waits, see below), and a left join emits an
+element of the stream that found no partner as `(a, None)`, an outer join likewise a record
+of the other topic as `(None, b)`, once without a crash. An element more than `grace` behind
+stream time is late (no partner that is not late could be within of it once its own entry
+would close): it is never buffered and goes to the `late` topic or the dead-letter topic
+(`streamc.error.type: late`).
 
 Exactness: the buffers follow the tables' skip rule, so after a crash every element is
 buffered once and a partner found is marked once. A replayed element (its offset applied
 already) is not buffered again; it emits again the pairs it made on first arrival with
 partners still buffered (those that arrived before it, by arrival number), since what it
 emitted then may not have been delivered: the output is at-least-once, like every table's.
-A pair whose first element's window closed between the first arrival and the replay is not
-emitted again, nor is an unmatched `(a, None)` whose close was written to the changelog but
-whose output was not delivered before the crash.
+It also closes again every stored entry its event time reaches. A closed entry's tombstone
+waits until every row emitted before it is delivered (`windows._Outputs`), and the element
+that closed it stays uncommitted until then: so a crash leaves the entry in the changelog,
+and its pairs and unmatched row come out again, with the positions they had.
 """
 
 from __future__ import annotations
@@ -31,24 +33,25 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
 from ..records import Time, value_codec
 from ..stream import EMPTY, Element, Event, Pulled, SourceStream, Stream
-from ..transport import TP, Delivery
-from .aggregate import _NO_HELD, _without_closed, held_store
-from .changelog import map_record
+from ..transport import TP
+from .aggregate import _NO_HELD, held_store
 from .windows import (
     _NO_TIME,
     STREAM_TIME,
     LateError,
+    _Closing,
     _position,
     _Run,
     _timestamp_field,
     event_time_of,
+    send_run,
 )
 
 if TYPE_CHECKING:
@@ -215,6 +218,7 @@ class StreamStreamJoin(Stream[Any]):
         self._buffers: dict[int, _Buffers] = {}
         self._out: list[Element] = []
         self._at = 0
+        self._closings = _Closing(up._source)
         # The stream's element pulled and not handled yet, and the other topic's records
         # pulled, per partition (`_next`).
         self._ahead: Element | None = None
@@ -241,7 +245,7 @@ class StreamStreamJoin(Stream[Any]):
         return element
 
     def _deadline(self) -> float | None:
-        if self._other.buffer or self._ahead is not None:
+        if self._other.buffer or self._ahead is not None or self._closings.due():
             return 0.0  # pull again at once
         up = self._up
         assert up is not None
@@ -335,7 +339,8 @@ class StreamStreamJoin(Stream[Any]):
         worker, live = self._worker, self._live
         encode = self._table.state_codec.encode
         within, reach, grace, codecs = self._within, self._reach, self._grace, self._codecs
-        run = _Run()
+        run = _Run(self._closings)
+        flushed = self._closings.flush(run)
         last_offsets: Any = None
         last_held: Any = _NO_HELD
         store: Any = None
@@ -346,7 +351,7 @@ class StreamStreamJoin(Stream[Any]):
                 break
             pulled = await self._next()
             if pulled is None:
-                if not run.records and not run.out:
+                if len(run.records) == flushed and not run.out:
                     self._close_all(run)
                 break
             side, (value, carrier) = pulled
@@ -465,6 +470,10 @@ class StreamStreamJoin(Stream[Any]):
     ) -> None:
         if t > now:
             store.positions[STREAM_TIME] = t
+        heap = buffers.heap
+        if heap and heap[0][0] < t:
+            # Not only when t moves stream time: a replay closes again what its element
+            # closed, and entries whose close is not in the changelog are stored after a crash.
             self._close(run, store, buffers, q, t, event)
 
     def _close(
@@ -476,8 +485,10 @@ class StreamStreamJoin(Stream[Any]):
         clock: int,
         event: Event[Any, Any] | None,
     ) -> None:
-        """Close every entry whose time + within + grace < `clock`, in close order: a
-        tombstone each, and an unmatched entry of a side that asks for it downstream."""
+        """Close every entry whose time + within + grace < `clock`, in close order: an
+        unmatched entry of a side that asks for it goes downstream; the tombstone waits
+        until every row emitted so far is delivered (`windows._Outputs`), a pair with the
+        entry among them."""
         heap = buffers.heap
         while heap and heap[0][0] < clock:
             _, raw = heapq.heappop(heap)
@@ -485,9 +496,8 @@ class StreamStreamJoin(Stream[Any]):
             if b is None:
                 continue
             side, _, key = split_entry(raw)
-            store.delete(raw)
             buffers.forget(raw, b)
-            run.record(q, store, raw, None, None)
+            run.close(event, buffers.held, q, raw)
             if not b.matched and self._unmatched[side]:
                 value = self._codecs[side].decode(b.value)
                 pair = (value, None) if side is _THIS else (None, value)
@@ -529,29 +539,8 @@ class StreamStreamJoin(Stream[Any]):
 
     async def _send(self, run: _Run) -> None:
         worker = self._worker
-        if any(h.closed for h, _, _ in run.stretches):
-            # A store was revoked while this run waited: its new owner may be writing its
-            # changelog already, so what was buffered or closed in it here is dropped.
-            run.records, run.partitions, run.out, folded = _without_closed(
-                run.stretches, run.records, run.partitions, run.out
-            )
-            run.stores = {p: s for p, (s, _) in folded.items()}
-            run.counts = {p: n for p, (_, n) in folded.items()}
-        if run.records:
-            for p, s in run.stores.items():
-                run.records.append(map_record(s.positions))
-                run.partitions.append(p)
-                run.counts[p] += 1
-            delivery = await worker.send_changelog(
-                self._table.changelog.name, run.records, run.partitions
-            )
-            if delivery is None:  # not sent, the worker is stopping: nothing may be acked
-                worker._hold_for_good(run.held)
-                return
-            for p, s in run.stores.items():
-                s.applied(run.counts[p])
-            worker.tables.sent(delivery)
-            worker._hold(cast("Awaitable[Delivery]", delivery), run.held)
+        if not await send_run(worker, self._table.changelog.name, run):
+            return
         for h, _, _ in run.stretches:
             h.folding = False
         for event in run.finished:

@@ -8,11 +8,15 @@ time*, the largest event time folded there; it is kept in the partition's skip m
 with every map record, checkpointed with it, and restored exactly like the positions (it only
 rises, as they do).
 
-A window [start, end) closes when stream time >= end + grace: its state leaves the store (a
-tombstone in the changelog, right after the data record of the element that closed it, in the
-same run), and with `emit="final"` its row goes downstream then, once. A record whose every
-window is closed is late: it is never folded, and goes to the `late` topic or the dead-letter
-topic (`streamc.error.type: late`).
+A window [start, end) closes when stream time >= end + grace: it leaves the index (no fold
+reaches it again), and with `emit="final"` its row goes downstream then, once. Its tombstone
+(and its removal from the store) waits until every row emitted so far is delivered
+(`_Outputs`): written first, a crash before the delivery would lose the row, the replay
+finding nothing to close. Until then the element that closed it stays uncommitted, so after
+a crash its replay closes the window again (every stored window whose close time its event
+time reaches) and the row goes out again with the same position. A record whose every
+window is closed is late: it is never folded, and goes to the `late` topic or the
+dead-letter topic (`streamc.error.type: late`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import heapq
 import inspect
 import itertools
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
@@ -28,12 +33,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 import msgspec
 
 from ..records import Time, key_codec, to_ms
-from ..stream import EMPTY, Element, Event, Pulled, Stream
+from ..stream import EMPTY, Element, Event, Pulled, SourceStream, Stream
 from ..transport import Delivery, Headers
 from .aggregate import _NO_HELD, _without_closed, held_store
 from .changelog import POSITION_HEADER, map_record, source_partition, unreadable_position
 
 if TYPE_CHECKING:
+    from ..offsets import PartitionOffsets
     from ..topic import Topic
     from .store import Store
     from .table import Table, TablePartitions, _Held
@@ -277,6 +283,7 @@ class WindowedAggregate(Stream[Any]):
         self._indexes: dict[int, _Index] = {}
         self._out: list[Element] = []
         self._out_at = 0
+        self._closings = _Closing(up._source)
         # The worker's `close_windows_epoch` last acted on.
         self.closed_epoch = self._worker.close_windows_epoch
         self._worker.windowed.append(self)
@@ -290,6 +297,11 @@ class WindowedAggregate(Stream[Any]):
         element = self._out[self._out_at]
         self._out_at += 1
         return element
+
+    def _deadline(self) -> float | None:
+        if self._closings.due():
+            return 0.0  # pull again at once: tombstones to write
+        return super()._deadline()
 
     def _index(self, q: int, held: _Held) -> _Index:
         index = self._indexes.get(q)
@@ -305,7 +317,8 @@ class WindowedAggregate(Stream[Any]):
         row, spec, grace, final = self._row, self._spec, self._grace, self._final
         encode = table.state_codec.encode
         event_time = self._event_time
-        run = _Run()
+        run = _Run(self._closings)
+        flushed = self._closings.flush(run)
         last_offsets: Any = None
         last_held: Any = _NO_HELD
         store: Any = None
@@ -317,7 +330,7 @@ class WindowedAggregate(Stream[Any]):
                 break
             element = await up._pull()
             if element is EMPTY:
-                if not run.records and not run.out:
+                if len(run.records) == flushed and not run.out:
                     await self._close_all(run)
                 break
             value, carrier = cast(Element, element)
@@ -355,9 +368,12 @@ class WindowedAggregate(Stream[Any]):
             key = event.key
             if offset <= positions.get(src, -1):
                 # A replay: folded already. Its stream time counts (a run may have reached
-                # the changelog without its skip map), so what it closed is closed again.
+                # the changelog without its skip map), and what it closed is closed again:
+                # a window whose row may not have been delivered is still stored.
                 if t > now:
                     positions[STREAM_TIME] = t
+                heap = index.heap
+                if heap and heap[0][0] <= t:
                     self._close(run, store, index, t, last_q, event)
                 if not final:
                     for raw, w in self._windows_of(store, index, raw_key, t):
@@ -392,6 +408,10 @@ class WindowedAggregate(Stream[Any]):
             positions[src] = offset
             if t > now:
                 positions[STREAM_TIME] = t
+            heap = index.heap
+            if heap and heap[0][0] <= t:
+                # Not only when t moves stream time: after a crash, windows whose close is
+                # not in the changelog are stored with close times stream time passed.
                 self._close(run, store, index, t, last_q, event)
             run.hold(event)
         await self._send(run)
@@ -413,11 +433,15 @@ class WindowedAggregate(Stream[Any]):
                 if w is not None and start <= t < w.end:
                     out.append((raw, w))
             return out
+        is_open = index.close
         for start in window_starts(spec, t):
             raw = window_key(raw_key, start)
-            w = store.get(raw)
-            if w is not None:
-                out.append((raw, w))
+            # Open ones only: a closed window stays stored until its tombstone is written,
+            # and a row of it here would be one the element never emitted (shifting `#k`).
+            if raw in is_open:
+                w = store.get(raw)
+                if w is not None:
+                    out.append((raw, w))
         return out
 
     async def _fold_fixed(
@@ -519,8 +543,7 @@ class WindowedAggregate(Stream[Any]):
         event: Event[Any, Any] | None,
     ) -> None:
         """Close every window of the partition whose end + grace <= `clock`, in end order:
-        a tombstone each (after the records of the element that closed them), and with
-        `emit="final"` its row downstream."""
+        with `emit="final"` its row goes downstream; its tombstone waits (`_Outputs`)."""
         heap = index.heap
         key_decode = self._decode_key
         while heap and heap[0][0] <= clock:
@@ -531,9 +554,8 @@ class WindowedAggregate(Stream[Any]):
             if w is None:
                 index.forget(raw)
                 continue
-            store.delete(raw)
             index.forget(raw)
-            run.record(q, store, raw, None, None)
+            run.close(event, index.held, q, raw)
             if self._final:
                 key_bytes, start = split_key(raw)
                 key = key_decode(key_bytes)
@@ -572,30 +594,8 @@ class WindowedAggregate(Stream[Any]):
 
     async def _send(self, run: _Run) -> None:
         worker = self._worker
-        if any(h.closed for h, _, _ in run.stretches):
-            # A store was revoked while this run waited (a slow hook, another store's
-            # restore): its new owner may be writing its changelog already, so what was
-            # folded or closed in it here is neither written nor published.
-            run.records, run.partitions, run.out, folded = _without_closed(
-                run.stretches, run.records, run.partitions, run.out
-            )
-            run.stores = {q: s for q, (s, _) in folded.items()}
-            run.counts = {q: n for q, (_, n) in folded.items()}
-        if run.records:
-            for q, s in run.stores.items():
-                run.records.append(map_record(s.positions))
-                run.partitions.append(q)
-                run.counts[q] += 1
-            delivery = await worker.send_changelog(
-                self._table.changelog.name, run.records, run.partitions
-            )
-            if delivery is None:  # not sent, the worker is stopping: nothing may be acked
-                worker._hold_for_good(run.held)
-                return
-            for q, s in run.stores.items():
-                s.applied(run.counts[q])
-            worker.tables.sent(delivery)
-            worker._hold(cast("Awaitable[Delivery]", delivery), run.held)
+        if not await send_run(worker, self._table.changelog.name, run):
+            return
         for h, _, _ in run.stretches:
             h.folding = False
         for event in run.finished:
@@ -604,22 +604,27 @@ class WindowedAggregate(Stream[Any]):
 
 
 class _Run:
-    """What one run folded: changelog records, outputs, the elements it is done with."""
+    """What one run folded: changelog records, outputs, the elements it is done with, and
+    the entries it closed (`_Outputs`)."""
 
     __slots__ = (
         "counts",
         "fan",
         "finished",
+        "flushed",
         "held",
         "last",
         "out",
+        "outputs",
         "partitions",
+        "queue",
         "records",
+        "rows",
         "stores",
         "stretches",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, queue: _Closing) -> None:
         self.records: list[tuple[bytes | None, bytes | None, Headers]] = []
         self.partitions: list[int] = []
         self.stores: dict[int, Any] = {}
@@ -632,6 +637,10 @@ class _Run:
         # The element whose outputs are being emitted, and how many it emitted before.
         self.last: Event[Any, Any] | None = None
         self.fan = 0
+        self.queue = queue
+        self.outputs = _Outputs(queue.wake)
+        self.rows: _Rows | None = None  # of the elements of the current source partition
+        self.flushed: list[_Outputs] = []  # earlier runs' whose tombstones this run writes
 
     def stretch(self, held: _Held) -> None:
         self.stretches.append((held, len(self.records), len(self.out)))
@@ -646,6 +655,17 @@ class _Run:
         self.stores[q] = store
         self.counts[q] = self.counts.get(q, 0) + 1
 
+    def close(self, event: Event[Any, Any] | None, held: _Held, q: int, raw: bytes) -> None:
+        """Entry `raw` of store q closed (it has left the index): its tombstone, and its
+        removal from the store, wait until every row emitted so far is done with
+        (`_Outputs`). One of no element (the end of `streamc run`'s input, no crash to
+        survive) is tombstoned now."""
+        if event is None:
+            held.store.delete(raw)
+            self.record(q, held.store, raw, None, None)
+            return
+        self.outputs.close(event, held, q, raw)
+
     def emit(
         self, event: Event[Any, Any] | None, value: Any, raw_key: bytes, ts: int, q: int = -1
     ) -> None:
@@ -657,16 +677,20 @@ class _Run:
             self.out.append((value, _detached(value, raw_key, ts, q)))
             return
         m = event.message
-        event._offsets.hold(m.offset)
+        rows = self.rows
+        if rows is None or rows.offsets is not event._offsets:
+            rows = self.rows = self.outputs.rows(event._offsets)
         headers = m.headers
         if event is self.last:
             self.fan += 1
             headers = _fanned(m, self.fan)
         else:
             self.last, self.fan = event, 0
+            event._offsets.hold(m.offset)
+            rows.elements.append(m.offset)
+        rows.refs += 1
         message = _Message(m.topic, m.partition, m.offset, ts, raw_key, None, headers)
-        child: Event[Any, Any] = Event(message, value, event._offsets)
-        self.out.append((value, child))
+        self.out.append((value, Event(message, value, cast(Any, rows))))
 
     def hold(self, event: Event[Any, Any]) -> None:
         if not event._acked:
@@ -675,6 +699,170 @@ class _Run:
 
     def done(self, event: Event[Any, Any]) -> None:
         self.finished.append(event)
+
+
+class _Rows:
+    """The carrier offsets of the rows a run emitted for elements of one source partition:
+    it counts the rows' references (downstream holds and acks them as it would the
+    message's) and holds each element's message until all are done; then its run's
+    `_Outputs` learns it."""
+
+    __slots__ = ("elements", "offsets", "outputs", "refs")
+
+    def __init__(self, offsets: PartitionOffsets, outputs: _Outputs) -> None:
+        self.offsets = offsets
+        self.outputs = outputs
+        self.elements: list[int] = []  # the offsets of the elements it holds
+        self.refs = 0
+
+    @property
+    def closed(self) -> bool:
+        return self.offsets.closed
+
+    def hold(self, offset: int) -> None:
+        self.refs += 1
+
+    def release(self, offset: int) -> None:
+        self.refs -= 1
+        if self.refs == 0:
+            self.drop()
+
+    def abandon(self, offset: int) -> None:
+        # Dropped on revocation, never delivered: its partition's new owner emits it again
+        # (and the tombstones of the revoked store are never written here).
+        self.release(offset)
+
+    def drop(self) -> None:
+        """Done: delivered, or dropped with a revoked partition."""
+        offsets = self.offsets
+        for offset in self.elements:
+            offsets.release(offset)
+        self.elements = []
+        self.outputs.row_done()
+
+
+class _Outputs:
+    """The rows one run emitted (`_Rows`) and the entries it closed. A closed entry's
+    tombstone, and its removal from the store, wait until every row the operator emitted
+    before it is done with, this run's and earlier runs' (`_Closing`): written first, a
+    crash before a row's delivery would lose the row, since the replay of its element finds
+    nothing to close (a final window, an unmatched join entry) or no partner to pair with.
+    It holds each closing element's message until the tombstones are delivered, so no
+    commit passes the element while a crash would leave its closes undone: its replay
+    closes them again, and their rows go out with the same positions."""
+
+    __slots__ = ("closers", "closes", "last", "pending", "wake")
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self.pending = 0  # `_Rows` not done yet
+        self.closes: list[tuple[_Held, int, bytes]] = []  # (store, partition, entry)
+        self.closers: list[tuple[PartitionOffsets, int]] = []  # the messages it holds
+        self.last: Event[Any, Any] | None = None
+        self.wake = wake
+
+    def rows(self, offsets: PartitionOffsets) -> _Rows:
+        self.pending += 1
+        return _Rows(offsets, self)
+
+    def row_done(self) -> None:
+        self.pending -= 1
+        if self.pending == 0:
+            self.wake()  # the operator's next pull writes what waited for these rows
+
+    def close(self, event: Event[Any, Any], held: _Held, q: int, raw: bytes) -> None:
+        self.closes.append((held, q, raw))
+        if event is not self.last:
+            self.last = event
+            m = event.message
+            event._offsets.hold(m.offset)
+            self.closers.append((event._offsets, m.offset))
+
+    def release_closers(self) -> None:
+        for offsets, offset in self.closers:
+            offsets.release(offset)
+        self.closers = []
+
+
+class _Closing:
+    """An operator's `_Outputs` whose tombstones are not written yet, oldest first."""
+
+    __slots__ = ("queue", "wake")
+
+    def __init__(self, source: SourceStream[Any]) -> None:
+        self.queue: deque[_Outputs] = deque()
+        self.wake = source.wake
+
+    def due(self) -> bool:
+        """Whether tombstones wait for a pull: the oldest run's rows are all done. A run
+        whose closes emitted no row (a join's matched entries) is due at once, and nothing
+        wakes the agent for it: its deadline asks for the pull."""
+        queue = self.queue
+        return bool(queue) and queue[0].pending <= 0
+
+    def flush(self, run: _Run) -> int:
+        """Into `run`, the tombstones of the oldest runs whose rows are all done, in close
+        order reversed; the number of records added. Reversed: a write cut short by a crash
+        leaves the first closes stored, so the replay closes them again in the order and
+        with the output numbers (`#k`) they had."""
+        queue = self.queue
+        ready: list[_Outputs] = []
+        while queue and queue[0].pending <= 0:
+            ready.append(queue.popleft())
+        last: _Held | None = None
+        for outputs in reversed(ready):
+            run.flushed.append(outputs)
+            for h, q, raw in reversed(outputs.closes):
+                if h.closed:
+                    continue  # the partition's new owner closes it again
+                if h is not last:
+                    run.stretch(h)
+                    last = h
+                store = h.store
+                store.delete(raw)
+                run.record(q, store, raw, None, None)
+        return len(run.records)
+
+
+async def send_run(worker: Any, changelog: str, run: _Run) -> bool:
+    """Write a run's changelog records (and a skip map per store partition written to);
+    False if they never went out (the worker is stopping: nothing may be acked)."""
+    if any(h.closed for h, _, _ in run.stretches):
+        # A store was revoked while this run waited (a slow hook, another store's
+        # restore): its new owner may be writing its changelog already, so what was
+        # folded or closed in it here is neither written nor published.
+        out = run.out
+        run.records, run.partitions, run.out, folded = _without_closed(
+            run.stretches, run.records, run.partitions, out
+        )
+        run.stores = {q: s for q, (s, _) in folded.items()}
+        run.counts = {q: n for q, (_, n) in folded.items()}
+        kept = {id(carrier) for _, carrier in run.out}
+        for _, carrier in out:
+            rows = cast(Event[Any, Any], carrier)._offsets
+            if id(carrier) not in kept and isinstance(rows, _Rows):
+                rows.release(-1)  # never goes downstream
+    held = run.held
+    for outputs in run.flushed:
+        held = held + outputs.closers
+    if run.records:
+        for q, s in run.stores.items():
+            run.records.append(map_record(s.positions))
+            run.partitions.append(q)
+            run.counts[q] += 1
+        delivery = await worker.send_changelog(changelog, run.records, run.partitions)
+        if delivery is None:
+            worker._hold_for_good(held)
+            return False
+        for q, s in run.stores.items():
+            s.applied(run.counts[q])
+        worker.tables.sent(delivery)
+        worker._hold(cast("Awaitable[Delivery]", delivery), held)
+    for outputs in run.flushed:
+        outputs.release_closers()  # the changelog delivery holds them now
+    outputs = run.outputs
+    if outputs.pending or outputs.closes:
+        run.queue.queue.append(outputs)
+    return True
 
 
 @dataclass(slots=True)

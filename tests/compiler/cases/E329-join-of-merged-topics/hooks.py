@@ -1,0 +1,5 @@
+from typing import Any
+
+
+def show(value: Any) -> None:
+    print(value)
