@@ -19,10 +19,12 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from . import ast, check_state, ir
+from .check_common import _collapse, _is_null
 from .diagnostics import Span, did_you_mean
 
 if TYPE_CHECKING:
-    from .checker import _Checker, _Stream
+    from .check_common import _Stream
+    from .checker import _Checker
 
 
 def check_table(c: _Checker, decl: ast.TableDecl) -> None:
@@ -139,7 +141,6 @@ def op_join_stream(c: _Checker, op: ast.JoinStreamOp, s: _Stream,
     """`[left|outer] join stream TOPIC as NAME within D [grace D] [late to T]`: both sides
     are buffered per partition and matched by key, so the topics must be co-partitioned."""
     from . import check_time
-    from .checker import _collapse
 
     ref = op.topic
     topic: ir.Topic | None = None
@@ -205,7 +206,6 @@ def op_join_stream(c: _Checker, op: ast.JoinStreamOp, s: _Stream,
 
 
 def op_select(c: _Checker, op: ast.SelectOp, s: _Stream, agent: ast.AgentDecl) -> ir.Op | None:
-    from .checker import _collapse, _is_null
 
     name = op.record.text
     if name not in c.records:
