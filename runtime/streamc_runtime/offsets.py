@@ -11,6 +11,15 @@ decides, a late ack of an early message can never be jumped over, whatever order
 
 The in-order case is the hot path: `add` is an append and a dict store, `release` a decrement,
 a popleft and a dict delete.
+
+A fused loop's input is cheaper still: the Conductor registers a contiguous run of one
+partition's messages at once (`add_run`: one entry keyed by its first offset, counting its
+messages) and the run is acked with one `release_members`. Elements of a run are still held
+one by one: a hold on an offset inside a run (a dead letter or a send not yet delivered) is
+kept apart, beside the run's count, and `committable` never passes it, even once the rest of
+the run is done. When the elements before some member are all done (a fused loop's `flush`,
+or a revocation mid-run) `advance_run` moves the run's entry up to that member, so a commit
+covers what is done as it would have one by one.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ class PartitionOffsets:
 
     __slots__ = (
         "_abandoned",
+        "_ends",
+        "_inner",
         "_pending",
         "_refs",
         "closed",
@@ -47,6 +58,8 @@ class PartitionOffsets:
         self.committed = committed  # last offset handed to the transport's commit
         self.closed = False  # set on revocation: late acks of old events are ignored
         self._abandoned: dict[int, int] = {}  # offset -> references dropped on revocation
+        self._ends: dict[int, int] = {}  # first offset of a registered run -> one past its last
+        self._inner: dict[int, int] = {}  # offset inside a run -> holds on it alone
 
     def add(self, offset: int, refs: int) -> None:
         """Register a fetched message carrying `refs` references (0 = done on arrival)."""
@@ -55,18 +68,40 @@ class PartitionOffsets:
             self._refs[offset] = refs
         self.position = offset + 1
 
+    def add_run(self, first: int, last: int, count: int) -> None:
+        """Register `count` fetched messages from `first` to `last` (ascending, gaps allowed)
+        as one entry carrying one reference per message, released by `release_members`."""
+        self._pending.append(first)
+        self._refs[first] = count
+        if count > 1:
+            self._ends[first] = last + 1
+        self.position = last + 1
+
     def hold(self, offset: int) -> None:
         """Add one reference to a message still in flight (e.g. a send not yet delivered)."""
         refs = self._refs
-        if offset in refs:
+        ends = self._ends
+        if offset in refs and not (ends and offset in ends):
             refs[offset] += 1
+        elif ends and self._in_run(offset):
+            inner = self._inner
+            inner[offset] = inner.get(offset, 0) + 1
+
+    def _in_run(self, offset: int) -> bool:
+        # Holds only come for messages in flight, whose run is still registered.
+        return any(first <= offset < end for first, end in self._ends.items())
 
     def release(self, offset: int) -> None:
         """Drop one reference; when the last one goes the message is done."""
         refs = self._refs
         try:
             n = refs[offset]
-        except KeyError:  # revoked partition or unknown offset: nothing to do
+        except KeyError:  # revoked partition, unknown offset, or a hold inside a run
+            if self._inner:
+                self._unhold(offset)
+            return
+        if self._ends and offset in self._ends:
+            self._unhold(offset)  # a run's first member: its holds are its own
             return
         if n > 1:
             refs[offset] = n - 1
@@ -78,39 +113,94 @@ class PartitionOffsets:
         pending.popleft()
         del refs[offset]
         while pending and refs[pending[0]] == 0:
-            del refs[pending.popleft()]
+            self._pop_head()
 
-    def abandon(self, offset: int) -> None:
-        """A reference that will never be released (work dropped on revocation): the message
-        stays uncommitted, but `busy` no longer waits for it."""
+    def _unhold(self, offset: int) -> None:
+        inner = self._inner
+        n = inner.get(offset)
+        if n is None:
+            return
+        if n > 1:
+            inner[offset] = n - 1
+        else:
+            del inner[offset]
+
+    def _pop_head(self) -> None:
+        first = self._pending.popleft()
+        del self._refs[first]
+        if self._ends:
+            self._ends.pop(first, None)
+
+    def release_members(self, first: int, count: int) -> None:
+        """`count` members of the run (or the single message) registered at `first` are done."""
+        refs = self._refs
+        n = refs.get(first)
+        if n is None:  # revoked partition
+            return
+        n -= count
+        if n > 0:
+            refs[first] = n
+            return
+        refs[first] = 0
+        pending = self._pending
+        while pending and refs[pending[0]] == 0:
+            self._pop_head()
+
+    def advance_run(self, first: int, to: int) -> None:
+        """Every member of the run at `first` before offset `to` is done: the run now starts at
+        `to` (a member of it), so what is done becomes committable."""
+        refs = self._refs
+        if first not in refs or first == to:
+            return
+        pending = self._pending
+        pending[pending.index(first)] = to  # the head, bar a revocation while runs queue
+        refs[to] = refs.pop(first)
+        self._ends[to] = self._ends.pop(first)
+        abandoned = self._abandoned.pop(first, None)
+        if abandoned is not None:
+            self._abandoned[to] = abandoned
+
+    def abandon(self, offset: int, count: int = 1) -> None:
+        """References that will never be released (work dropped on revocation; `count`
+        members of a run registered at `offset`): the messages stay uncommitted, but `busy`
+        no longer waits for them."""
         if offset in self._refs:
-            self._abandoned[offset] = self._abandoned.get(offset, 0) + 1
+            self._abandoned[offset] = self._abandoned.get(offset, 0) + count
 
     def busy(self) -> bool:
         """Whether some in-flight message still has a reference that will be released."""
         abandoned = self._abandoned
-        return any(n > abandoned.get(o, 0) for o, n in self._refs.items())
+        return bool(self._inner) or any(n > abandoned.get(o, 0) for o, n in self._refs.items())
 
     def refs(self, offset: int) -> int:
-        """Outstanding references of a registered message (0 once done)."""
-        return self._refs.get(offset, 0)
+        """Outstanding references of a registered message (0 once done); for a run, those of
+        the whole run at its first offset, and a member's own holds at the others."""
+        if offset in self._ends:
+            return self._refs[offset] + self._inner.get(offset, 0)
+        return self._refs.get(offset, 0) or self._inner.get(offset, 0)
 
     def close(self) -> None:
         self.closed = True
         self._refs.clear()
         self._pending.clear()
         self._abandoned.clear()
+        self._ends.clear()
+        self._inner.clear()
 
     @property
     def in_flight(self) -> int:
-        """Messages registered and not yet done."""
-        return sum(1 for n in self._refs.values() if n)
+        """Messages registered and not yet done (a run's members counted one by one)."""
+        ends = self._ends
+        return sum((n if o in ends else 1) for o, n in self._refs.items() if n)
 
     def committable(self) -> int | None:
-        """The offset to commit: the first one in flight, else one past the last seen."""
-        if self._pending:
-            return self._pending[0]
-        return self.position
+        """The offset to commit: the first one in flight, else one past the last seen; never
+        past a member of a run held on its own."""
+        offset = self._pending[0] if self._pending else self.position
+        if self._inner:
+            held = min(self._inner)
+            return held if offset is None or held < offset else offset
+        return offset
 
     def progressed(self) -> bool:
         """Whether something this worker processed is committable and not committed yet."""
