@@ -20,6 +20,8 @@ offset order.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import groupby
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from .offsets import PartitionOffsets
@@ -39,6 +41,10 @@ _IMMUTABLE = (bytes, str, int, float, bool, type(None))
 
 # A key left for the event to decode when first read.
 _LAZY: Any = object()
+
+_TOPIC_PARTITION = attrgetter("topic", "partition")
+_KEY = attrgetter("key")
+_VALUE = attrgetter("value")
 
 
 class Conductor:
@@ -63,6 +69,70 @@ class Conductor:
         return ",".join(sorted({s._agent for s in self._routes.get(topic, ())}))
 
     async def dispatch(self, messages: Sequence[Message]) -> None:
+        fast = {t for t, subs in self._routes.items() if len(subs) == 1 and subs[0].chunked}
+        if not fast:
+            await self._dispatch(messages)
+            return
+        # Runs of a topic whose one stream takes chunks are decoded by `map` and buffered
+        # without a step of Python per message; whatever else (another topic, a value or key
+        # that fails to decode or must be decoded now) goes through `_dispatch`, in order.
+        offsets = self._worker.offsets
+        mark = offsets.revocations
+        gone: set[TP] = set()
+        slow: list[Message] = []
+        for (name, partition), same in groupby(messages, _TOPIC_PARTITION):
+            run = list(same)
+            tp = TP(name, partition)
+            if tp in gone:
+                continue
+            values = self._decode_run(run, name) if name in fast else None
+            if values is None:
+                slow.extend(run)
+                continue
+            if slow:
+                await self._dispatch(slow)
+                slow = []
+                if offsets.revocations != mark:  # see `_dispatch`: revoked ones get no more
+                    gone = offsets.forgotten_since(mark)
+                    if tp in gone:
+                        continue
+            state = offsets.get(tp)
+            if state.start is None:
+                state.start = run[0].offset
+            stream = self._routes[name][0]
+            kdecode = self._topics[name].key_codec.decode_bytes
+            for i in range(0, len(run), HANDOUT_RUN):
+                if len(run) <= HANDOUT_RUN:
+                    _enqueue(stream, state, run, values, kdecode)
+                else:
+                    part = slice(i, i + HANDOUT_RUN)
+                    _enqueue(stream, state, run[part], values[part], kdecode)
+            stream.entered += len(run)
+        if slow:
+            await self._dispatch(slow)
+        else:
+            self._wake()
+
+    def _decode_run(self, run: Sequence[Message], name: str) -> list[Any] | None:
+        """The values of a run of messages, if every one decodes and no key needs decoding
+        now (see `_dispatch`); else None."""
+        topic = self._topics[name]
+        kcodec, vcodec = topic.key_codec, topic.value_codec
+        if kcodec.decode_bytes is not None:
+            if kcodec.type is not str:
+                return None
+            if not b"".join(filter(None, map(_KEY, run))).isascii():
+                return None
+        raw = list(map(_VALUE, run))
+        vdecode = vcodec.decode_bytes
+        if vdecode is None:
+            return None if None in raw else raw
+        try:
+            return list(map(vdecode, raw))
+        except Exception:  # the slow path dead-letters the culprit (None values go there too)
+            return None
+
+    async def _dispatch(self, messages: Sequence[Message]) -> None:
         # The hot path: state is looked up once per run of messages from one partition, and
         # the single-subscriber case registers and enqueues inline.
         worker = self._worker
@@ -143,7 +213,7 @@ class Conductor:
                     # would sit ahead of the refetched ones). The rest starts afresh, with
                     # every state looked up again.
                     gone = offsets.forgotten_since(mark)
-                    await self.dispatch([r for r in rest if TP(r.topic, r.partition) not in gone])
+                    await self._dispatch([r for r in rest if TP(r.topic, r.partition) not in gone])
                     return
                 continue
             if chunked is not None:
@@ -181,6 +251,9 @@ class Conductor:
             assert chunked is not None
             _enqueue(chunked, state, run_messages, run_values, kdecode)
         _count_entered(lengths)
+        self._wake()
+
+    def _wake(self) -> None:
         for stream in self.streams:
             if stream.buffer:
                 stream.wake()
