@@ -155,7 +155,9 @@ class PartitionOffsets:
         pending = self._pending
         pending[pending.index(first)] = to  # the head, bar a revocation while runs queue
         refs[to] = refs.pop(first)
-        self._ends[to] = self._ends.pop(first)
+        end = self._ends.pop(first, None)
+        if end is not None:
+            self._ends[to] = end
         abandoned = self._abandoned.pop(first, None)
         if abandoned is not None:
             self._abandoned[to] = abandoned

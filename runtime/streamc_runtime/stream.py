@@ -130,7 +130,7 @@ class Chunk:
     is made per message; a `Run` makes one only for an element that needs it (a send, a
     dead letter, the element in hand when the body raises)."""
 
-    __slots__ = ("first", "kdecode", "messages", "state", "values")
+    __slots__ = ("cut", "first", "kdecode", "messages", "state", "values")
 
     def __init__(
         self,
@@ -145,6 +145,7 @@ class Chunk:
         self.messages = messages
         self.values = values
         self.kdecode = kdecode
+        self.cut: int | None = None  # the first offset dropped on revocation, if any
 
 
 def _bounds(chunks: list[Chunk]) -> list[int]:
@@ -1329,9 +1330,10 @@ class Run(Generic[T]):
                             event._acked = True
             if count:
                 chunk.state.release_members(chunk.first, count)
-            if hi < n:
-                # All before `hi` is done: commits may pass it, as they would one by one.
-                first = chunk.messages[hi].offset
+            # All before `hi` is done: commits may pass it, as they would one by one (up to
+            # the first member dropped on revocation, when all that was kept is done).
+            first = chunk.messages[hi].offset if hi < n else chunk.cut
+            if first is not None:
                 chunk.state.advance_run(chunk.first, first)
                 chunk.first = first
 
@@ -1493,6 +1495,7 @@ class _Runs(Stream[Run[T]]):
             if keep < n:
                 chunk.state.abandon(chunk.first, n - keep)
                 self._source.dropped += n - keep
+                chunk.cut = chunk.messages[keep].offset
                 del chunk.messages[keep:]
             if keep:
                 values.extend(run._values[b : b + keep])
