@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from kafkatest import FAST_GROUP, Broker, RecordingListener, open_transport, wait_until
-from streamc_runtime import App, Record, Stream
+from streamc_runtime import App, Record, Stream, Worker
 from streamc_runtime.kafka import KafkaTransport
 from streamc_runtime.transport import Message, TopicSpec
 from workers import committed
@@ -67,7 +67,7 @@ async def test_a_raising_hook_in_a_fused_loop_dead_letters_one_and_commits_all_o
         await producer.stop()
 
     transport = KafkaTransport.from_url(kafka_broker.url, group_id=app.name, **FAST_GROUP)
-    worker = app.worker(transport, commit_interval=0.5, stats_interval=0)
+    worker = Worker(app, transport, commit_interval=0.5, stats_interval=0)
     await worker.start()
     try:
         await wait_until(
