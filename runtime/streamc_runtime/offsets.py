@@ -88,8 +88,12 @@ class PartitionOffsets:
             inner[offset] = inner.get(offset, 0) + 1
 
     def _in_run(self, offset: int) -> bool:
-        # Holds only come for messages in flight, whose run is still registered.
-        return any(first <= offset < end for first, end in self._ends.items())
+        # Holds only come for messages in flight. Entries leave from the head only, so an
+        # offset from the head on that has no entry of its own is a run's member (or a gap,
+        # which nothing holds): no search through the runs.
+        pending = self._pending
+        position = self.position
+        return bool(pending) and position is not None and pending[0] <= offset < position
 
     def release(self, offset: int) -> None:
         """Drop one reference; when the last one goes the message is done."""
