@@ -43,6 +43,7 @@ _IMMUTABLE = (bytes, str, int, float, bool, type(None))
 _LAZY: Any = object()
 
 _TOPIC_PARTITION = attrgetter("topic", "partition")
+_PARTITION = attrgetter("partition")
 _KEY = attrgetter("key")
 _VALUE = attrgetter("value")
 
@@ -80,8 +81,13 @@ class Conductor:
         mark = offsets.revocations
         gone: set[TP] = set()
         slow: list[Message] = []
-        for (name, partition), same in groupby(messages, _TOPIC_PARTITION):
+        # A worker reading one topic (the common case) groups by partition alone: cheaper
+        # than a (topic, partition) tuple per message. Routes are only ever added and the
+        # transport is subscribed to them, so no other topic's messages can come.
+        only = next(iter(self._routes)) if len(self._routes) == 1 else None
+        for key, same in groupby(messages, _TOPIC_PARTITION if only is None else _PARTITION):
             run = list(same)
+            name, partition = key if only is None else (only, key)
             tp = TP(name, partition)
             if tp in gone:
                 continue
