@@ -317,7 +317,7 @@ class Conductor:
             m = chunk.messages[0]
             if (m.topic, m.partition) in revoked:
                 n = len(chunk.messages)
-                chunk.state.abandon(chunk.first, n)
+                chunk.state.abandon(chunk.entry, n)
                 stream.dropped += n
                 stream.size -= n
             else:
@@ -334,9 +334,8 @@ def _enqueue(
     kdecode: Any,
 ) -> None:
     """Register a gathered run of one partition's messages and buffer it as a `Chunk`."""
-    first = messages[0].offset
-    state.add_run(first, messages[-1].offset, len(messages))
-    stream.buffer.append(Chunk(state, first, messages, values, kdecode))  # type: ignore[arg-type]
+    entry = state.add_run(messages[0].offset, messages[-1].offset, len(messages))
+    stream.buffer.append(Chunk(state, entry, messages, values, kdecode))  # type: ignore[arg-type]
     stream.size += len(messages)
 
 

@@ -13,13 +13,13 @@ The in-order case is the hot path: `add` is an append and a dict store, `release
 a popleft and a dict delete.
 
 A fused loop's input is cheaper still: the Conductor registers a contiguous run of one
-partition's messages at once (`add_run`: one entry keyed by its first offset, counting its
-messages) and the run is acked with one `release_members`. Elements of a run are still held
-one by one: a hold on an offset inside a run (a dead letter or a send not yet delivered) is
-kept apart, beside the run's count, and `committable` never passes it, even once the rest of
-the run is done. When the elements before some member are all done (a fused loop's `flush`,
-or a revocation mid-run) `advance_run` moves the run's entry up to that member, so a commit
-covers what is done as it would have one by one.
+partition's messages at once (`add_run`: one entry counting its messages, keyed `~first` so no
+offset is ever taken for it) and the run is acked with one `release_members`. Its elements are
+still held one by one: a hold on an offset inside a run (a dead letter or a send not yet
+delivered) is kept apart, beside the run's count, and `committable` never passes it, even once
+the rest of the run is done. When the elements before some member are all done (a fused loop's
+`flush`, or a revocation mid-run) `advance_run` moves the run's entry up to that member, so a
+commit covers what is done as it would have one by one.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ class PartitionOffsets:
 
     __slots__ = (
         "_abandoned",
-        "_ends",
         "_inner",
         "_pending",
         "_refs",
@@ -58,7 +57,6 @@ class PartitionOffsets:
         self.committed = committed  # last offset handed to the transport's commit
         self.closed = False  # set on revocation: late acks of old events are ignored
         self._abandoned: dict[int, int] = {}  # offset -> references dropped on revocation
-        self._ends: dict[int, int] = {}  # first offset of a registered run -> one past its last
         self._inner: dict[int, int] = {}  # offset inside a run -> holds on it alone
 
     def add(self, offset: int, refs: int) -> None:
@@ -68,22 +66,23 @@ class PartitionOffsets:
             self._refs[offset] = refs
         self.position = offset + 1
 
-    def add_run(self, first: int, last: int, count: int) -> None:
+    def add_run(self, first: int, last: int, count: int) -> int:
         """Register `count` fetched messages from `first` to `last` (ascending, gaps allowed)
-        as one entry carrying one reference per message, released by `release_members`."""
-        self._pending.append(first)
-        self._refs[first] = count
-        if count > 1:
-            self._ends[first] = last + 1
+        as one entry carrying one reference per message; returns the entry's key for
+        `release_members`. Keys of runs (`~first`, negative) are never an offset, so a
+        release or hold of any member's own offset never touches the run's count."""
+        key = ~first
+        self._pending.append(key)
+        self._refs[key] = count
         self.position = last + 1
+        return key
 
     def hold(self, offset: int) -> None:
         """Add one reference to a message still in flight (e.g. a send not yet delivered)."""
         refs = self._refs
-        ends = self._ends
-        if offset in refs and not (ends and offset in ends):
+        if offset in refs:
             refs[offset] += 1
-        elif ends and self._in_run(offset):
+        elif self._in_run(offset):
             inner = self._inner
             inner[offset] = inner.get(offset, 0) + 1
 
@@ -93,7 +92,10 @@ class PartitionOffsets:
         # which nothing holds): no search through the runs.
         pending = self._pending
         position = self.position
-        return bool(pending) and position is not None and pending[0] <= offset < position
+        if not pending or position is None:
+            return False
+        head = pending[0]
+        return (~head if head < 0 else head) <= offset < position
 
     def release(self, offset: int) -> None:
         """Drop one reference; when the last one goes the message is done."""
@@ -103,9 +105,6 @@ class PartitionOffsets:
         except KeyError:  # revoked partition, unknown offset, or a hold inside a run
             if self._inner:
                 self._unhold(offset)
-            return
-        if self._ends and offset in self._ends:
-            self._unhold(offset)  # a run's first member: its holds are its own
             return
         if n > 1:
             refs[offset] = n - 1
@@ -117,7 +116,7 @@ class PartitionOffsets:
         pending.popleft()
         del refs[offset]
         while pending and refs[pending[0]] == 0:
-            self._pop_head()
+            del refs[pending.popleft()]
 
     def _unhold(self, offset: int) -> None:
         inner = self._inner
@@ -129,42 +128,35 @@ class PartitionOffsets:
         else:
             del inner[offset]
 
-    def _pop_head(self) -> None:
-        first = self._pending.popleft()
-        del self._refs[first]
-        if self._ends:
-            self._ends.pop(first, None)
-
-    def release_members(self, first: int, count: int) -> None:
-        """`count` members of the run (or the single message) registered at `first` are done."""
+    def release_members(self, key: int, count: int) -> None:
+        """`count` members of the run (or the single message) registered as `key` are done."""
         refs = self._refs
-        n = refs.get(first)
+        n = refs.get(key)
         if n is None:  # revoked partition
             return
         n -= count
         if n > 0:
-            refs[first] = n
+            refs[key] = n
             return
-        refs[first] = 0
+        refs[key] = 0
         pending = self._pending
         while pending and refs[pending[0]] == 0:
-            self._pop_head()
+            del refs[pending.popleft()]
 
-    def advance_run(self, first: int, to: int) -> None:
-        """Every member of the run at `first` before offset `to` is done: the run now starts at
-        `to` (a member of it), so what is done becomes committable."""
+    def advance_run(self, key: int, to: int) -> int:
+        """Every member of the run registered as `key` before offset `to` (a member) is done:
+        the run now starts at `to`, so what is done becomes committable. Returns its new key."""
         refs = self._refs
-        if first not in refs or first == to:
-            return
+        new = ~to
+        if key not in refs or key == new:
+            return key
         pending = self._pending
-        pending[pending.index(first)] = to  # the head, bar a revocation while runs queue
-        refs[to] = refs.pop(first)
-        end = self._ends.pop(first, None)
-        if end is not None:
-            self._ends[to] = end
-        abandoned = self._abandoned.pop(first, None)
+        pending[pending.index(key)] = new  # the head, bar a revocation while runs queue
+        refs[new] = refs.pop(key)
+        abandoned = self._abandoned.pop(key, None)
         if abandoned is not None:
-            self._abandoned[to] = abandoned
+            self._abandoned[new] = abandoned
+        return new
 
     def abandon(self, offset: int, count: int = 1) -> None:
         """References that will never be released (work dropped on revocation; `count`
@@ -179,10 +171,8 @@ class PartitionOffsets:
         return bool(self._inner) or any(n > abandoned.get(o, 0) for o, n in self._refs.items())
 
     def refs(self, offset: int) -> int:
-        """Outstanding references of a registered message (0 once done); for a run, those of
-        the whole run at its first offset, and a member's own holds at the others."""
-        if offset in self._ends:
-            return self._refs[offset] + self._inner.get(offset, 0)
+        """Outstanding references of a registered message (0 once done); for a member of a
+        run, its own holds (the run's count is the run's, at its key)."""
         return self._refs.get(offset, 0) or self._inner.get(offset, 0)
 
     def close(self) -> None:
@@ -190,19 +180,22 @@ class PartitionOffsets:
         self._refs.clear()
         self._pending.clear()
         self._abandoned.clear()
-        self._ends.clear()
         self._inner.clear()
 
     @property
     def in_flight(self) -> int:
         """Messages registered and not yet done (a run's members counted one by one)."""
-        ends = self._ends
-        return sum((n if o in ends else 1) for o, n in self._refs.items() if n)
+        return sum((n if o < 0 else 1) for o, n in self._refs.items() if n)
 
     def committable(self) -> int | None:
         """The offset to commit: the first one in flight, else one past the last seen; never
         past a member of a run held on its own."""
-        offset = self._pending[0] if self._pending else self.position
+        if self._pending:
+            offset: int | None = self._pending[0]
+            if offset is not None and offset < 0:
+                offset = ~offset  # a run's key
+        else:
+            offset = self.position
         if self._inner:
             held = min(self._inner)
             return held if offset is None or held < offset else offset

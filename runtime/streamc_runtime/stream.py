@@ -126,22 +126,22 @@ class Event(msgspec.Struct, Generic[KT, VT], eq=False):
 class Chunk:
     """What the Conductor buffers for a stream a fused loop reads straight from (`chunked`):
     a run of one partition's messages and their decoded values, registered with the
-    partition's offsets as one entry at `first` (see `PartitionOffsets.add_run`). No `Event`
+    partition's offsets as one entry (see `PartitionOffsets.add_run`). No `Event`
     is made per message; a `Run` makes one only for an element that needs it (a send, a
     dead letter, the element in hand when the body raises)."""
 
-    __slots__ = ("cut", "first", "kdecode", "messages", "state", "values")
+    __slots__ = ("cut", "entry", "kdecode", "messages", "state", "values")
 
     def __init__(
         self,
         state: PartitionOffsets,
-        first: int,
+        entry: int,
         messages: list[Message],
         values: list[Any],
         kdecode: Callable[[bytes], Any] | None,
     ) -> None:
         self.state = state
-        self.first = first  # where the entry is registered (moves up with `advance_run`)
+        self.entry = entry  # its entry's key in `state` (changes with `advance_run`)
         self.messages = messages
         self.values = values
         self.kdecode = kdecode
@@ -166,7 +166,7 @@ class _Member(Event[Any, Any], eq=False):
         if not self._acked:
             self._acked = True
             chunk = self._chunk
-            chunk.state.release_members(chunk.first, 1)
+            chunk.state.release_members(chunk.entry, 1)
 
 
 Carrier = Event[Any, Any] | list[Event[Any, Any]]
@@ -1329,13 +1329,12 @@ class Run(Generic[T]):
                         else:
                             event._acked = True
             if count:
-                chunk.state.release_members(chunk.first, count)
+                chunk.state.release_members(chunk.entry, count)
             # All before `hi` is done: commits may pass it, as they would one by one (up to
             # the first member dropped on revocation, when all that was kept is done).
             first = chunk.messages[hi].offset if hi < n else chunk.cut
             if first is not None:
-                chunk.state.advance_run(chunk.first, first)
-                chunk.first = first
+                chunk.entry = chunk.state.advance_run(chunk.entry, first)
 
     def count(self, k: int) -> int:
         """The next number of the loop's `k`-th `enumerate`."""
@@ -1493,7 +1492,7 @@ class _Runs(Stream[Run[T]]):
             n = len(chunk.messages)
             keep = max(start - b, 0) if revoked_chunk else n
             if keep < n:
-                chunk.state.abandon(chunk.first, n - keep)
+                chunk.state.abandon(chunk.entry, n - keep)
                 self._source.dropped += n - keep
                 chunk.cut = chunk.messages[keep].offset
                 del chunk.messages[keep:]
