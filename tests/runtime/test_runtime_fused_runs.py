@@ -380,3 +380,32 @@ async def test_revocation_drops_the_buffered_runs_of_a_revoked_partition() -> No
         await r.worker.commit()
         assert r.committed("src") == {0: 60, 1: 0}  # nothing of partition 1 past its start
     assert seen == [float(i) for i in range(0, 120, 2)]
+
+
+async def test_a_revocation_mid_run_commits_through_the_element_in_hand_once_it_finishes() -> None:
+    app = App("fused-revoke-finish")
+    src = app.topic("src", value_type=Order, partitions=1)
+    seen: list[float] = []
+    started = asyncio.Event()
+
+    async def handle(order: Order) -> None:
+        if order.amount == 3:
+            started.set()
+            await asyncio.sleep(0.02)  # still in hand when the revocation starts
+        seen.append(order.amount)
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            for order in run:
+                await handle(order)
+
+    async with Running(app, revoke_timeout=1.0) as r:
+        for i in range(20):
+            r.produce("src", _order(i))
+        await started.wait()
+        await r.worker.on_partitions_revoked({TP("src", 0)})
+        # The revocation waited for the element in hand: committed through it, and no
+        # further (what the loop had not reached is the next owner's).
+        assert r.committed("src") == {0: 4}
+    assert seen == [0.0, 1.0, 2.0, 3.0]
