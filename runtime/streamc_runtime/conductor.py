@@ -8,15 +8,25 @@ to decode is dead-lettered once, not once per subscriber, and then counts as don
 them. Streams whose buffer is full get their partitions paused until they drain to half.
 That dead letter's send is the one await in a dispatch: partitions revoked during it get nothing
 more from the batch.
+
+The common case is cheaper: a topic with one subscribing stream read by a fused loop
+(`SourceStream.chunked`). Its messages are gathered per contiguous run of one partition (at
+most `HANDOUT_RUN`, so runs interleave as the transport handed them out), registered at once
+(`PartitionOffsets.add_run`) and buffered as one `Chunk`: no `Event` and no offset entry per
+message. A message that fails to decode ends the run before it, so registration stays in
+offset order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import groupby
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
-from .stream import Event, SourceStream
-from .transport import TP, Message
+from .offsets import PartitionOffsets
+from .stream import Chunk, Event, SourceStream
+from .transport import HANDOUT_RUN, TP, Message
 
 if TYPE_CHECKING:
     from .topic import Topic
@@ -31,6 +41,11 @@ _IMMUTABLE = (bytes, str, int, float, bool, type(None))
 
 # A key left for the event to decode when first read.
 _LAZY: Any = object()
+
+_TOPIC_PARTITION = attrgetter("topic", "partition")
+_PARTITION = attrgetter("partition")
+_KEY = attrgetter("key")
+_VALUE = attrgetter("value")
 
 
 class Conductor:
@@ -55,6 +70,75 @@ class Conductor:
         return ",".join(sorted({s._agent for s in self._routes.get(topic, ())}))
 
     async def dispatch(self, messages: Sequence[Message]) -> None:
+        fast = {t for t, subs in self._routes.items() if len(subs) == 1 and subs[0].chunked}
+        if not fast:
+            await self._dispatch(messages)
+            return
+        # Runs of a topic whose one stream takes chunks are decoded by `map` and buffered
+        # without a step of Python per message; whatever else (another topic, a value or key
+        # that fails to decode or must be decoded now) goes through `_dispatch`, in order.
+        offsets = self._worker.offsets
+        mark = offsets.revocations
+        gone: set[TP] = set()
+        slow: list[Message] = []
+        # A worker reading one topic (the common case) groups by partition alone: cheaper
+        # than a (topic, partition) tuple per message. Routes are only ever added and the
+        # transport is subscribed to them, so no other topic's messages can come.
+        only = next(iter(self._routes)) if len(self._routes) == 1 else None
+        for key, same in groupby(messages, _TOPIC_PARTITION if only is None else _PARTITION):
+            run = list(same)
+            name, partition = key if only is None else (only, key)
+            tp = TP(name, partition)
+            if tp in gone:
+                continue
+            values = self._decode_run(run, name) if name in fast else None
+            if values is None:
+                slow.extend(run)
+                continue
+            if slow:
+                await self._dispatch(slow)
+                slow = []
+                if offsets.revocations != mark:  # see `_dispatch`: revoked ones get no more
+                    gone = offsets.forgotten_since(mark)
+                    if tp in gone:
+                        continue
+            state = offsets.get(tp)
+            if state.start is None:
+                state.start = run[0].offset
+            stream = self._routes[name][0]
+            kdecode = self._topics[name].key_codec.decode_bytes
+            for i in range(0, len(run), HANDOUT_RUN):
+                if len(run) <= HANDOUT_RUN:
+                    _enqueue(stream, state, run, values, kdecode)
+                else:
+                    part = slice(i, i + HANDOUT_RUN)
+                    _enqueue(stream, state, run[part], values[part], kdecode)
+            stream.entered += len(run)
+        if slow:
+            await self._dispatch(slow)
+        else:
+            self._wake()
+
+    def _decode_run(self, run: Sequence[Message], name: str) -> list[Any] | None:
+        """The values of a run of messages, if every one decodes and no key needs decoding
+        now (see `_dispatch`); else None."""
+        topic = self._topics[name]
+        kcodec, vcodec = topic.key_codec, topic.value_codec
+        if kcodec.decode_bytes is not None:
+            if kcodec.type is not str:
+                return None
+            if not b"".join(filter(None, map(_KEY, run))).isascii():
+                return None
+        raw = list(map(_VALUE, run))
+        vdecode = vcodec.decode_bytes
+        if vdecode is None:
+            return None if None in raw else raw
+        try:
+            return list(map(vdecode, raw))
+        except Exception:  # the slow path dead-letters the culprit (None values go there too)
+            return None
+
+    async def _dispatch(self, messages: Sequence[Message]) -> None:
         # The hot path: state is looked up once per run of messages from one partition, and
         # the single-subscriber case registers and enqueues inline.
         worker = self._worker
@@ -67,6 +151,9 @@ class Conductor:
         refs: dict[int, int] = {}
         subs: list[SourceStream[Any]] = []
         single: Any = None  # the buffer's append when exactly one stream listens
+        chunked: SourceStream[Any] | None = None  # ... and it takes `Chunk`s
+        run_messages: list[Message] = []  # the chunk being gathered, and its values
+        run_values: list[Any] = []
         kcodec: Any = None
         vcodec: Any = None
         kdecode: Any = None
@@ -75,9 +162,13 @@ class Conductor:
         lazy_ascii = False  # str keys: ASCII ones are decoded on first read
         rest = iter(messages)  # what is left of the batch, should a revocation cut it short
         # Events entering each buffer are counted per batch, from the buffers' lengths.
-        lengths = [(s, len(s.buffer)) for s in self.streams]
+        lengths = [(s, s.buffered()) for s in self.streams]
         for m in rest:
             if m.partition != last_partition or m.topic != last_topic:
+                if run_messages:
+                    assert chunked is not None
+                    _enqueue(chunked, state, run_messages, run_values, kdecode)
+                    run_messages, run_values = [], []
                 last_topic, last_partition = m.topic, m.partition
                 state = offsets.get(TP(m.topic, m.partition))
                 if state.start is None:
@@ -86,6 +177,9 @@ class Conductor:
                 refs = state._refs
                 subs = routes.get(m.topic, [])
                 single = subs[0].buffer.append if len(subs) == 1 else None
+                chunked = subs[0] if single is not None and subs[0].chunked else None
+                if chunked is not None:
+                    single = None
                 if subs:
                     topic = self._topics[m.topic]
                     kcodec, vcodec = topic.key_codec, topic.value_codec
@@ -108,11 +202,15 @@ class Conductor:
                 v = m.value
                 value = vcodec.decode(v) if v is None else v if vdecode is None else vdecode(v)
             except Exception as exc:
+                if run_messages:  # registered first: offsets register in order
+                    assert chunked is not None
+                    _enqueue(chunked, state, run_messages, run_values, kdecode)
+                    run_messages, run_values = [], []
                 state.add(offset, 1)
                 mark = offsets.revocations
                 _count_entered(lengths)  # agents take from the buffers while this awaits
                 await worker.dead_letter_message(m, state, exc, self.agents_of(m.topic))
-                lengths = [(s, len(s.buffer)) for s in self.streams]
+                lengths = [(s, s.buffered()) for s in self.streams]
                 if offsets.revocations != mark:
                     # Partitions were revoked while the send waited (the Kafka coordinator
                     # runs beside us): the rest of their messages must register nothing, not
@@ -121,8 +219,15 @@ class Conductor:
                     # would sit ahead of the refetched ones). The rest starts afresh, with
                     # every state looked up again.
                     gone = offsets.forgotten_since(mark)
-                    await self.dispatch([r for r in rest if TP(r.topic, r.partition) not in gone])
+                    await self._dispatch([r for r in rest if TP(r.topic, r.partition) not in gone])
                     return
+                continue
+            if chunked is not None:
+                run_messages.append(m)
+                run_values.append(value)
+                if len(run_messages) == HANDOUT_RUN:
+                    _enqueue(chunked, state, run_messages, run_values, kdecode)
+                    run_messages, run_values = [], []
                 continue
             state.position = offset + 1
             if single is not None:
@@ -139,15 +244,26 @@ class Conductor:
             for i, stream in enumerate(subs):
                 if i and not share and v is not None and vdecode is not None:
                     value = vdecode(v)
+                if stream.chunked:  # a chunk of one, registered above with the others
+                    chunk = Chunk(state, offset, [m], [value], kdecode)
+                    stream.buffer.append(chunk)  # type: ignore[arg-type]
+                    stream.size += 1
+                    continue
                 event = Event(m, value, state, kdecode)
                 if key is not _LAZY:
                     event._key = key
                 stream.buffer.append(event)
+        if run_messages:
+            assert chunked is not None
+            _enqueue(chunked, state, run_messages, run_values, kdecode)
         _count_entered(lengths)
+        self._wake()
+
+    def _wake(self) -> None:
         for stream in self.streams:
             if stream.buffer:
                 stream.wake()
-                if len(stream.buffer) >= stream.capacity and not stream.full:
+                if stream.buffered() >= stream.capacity and not stream.full:
                     stream.full = True
                     self._apply_pauses()
 
@@ -177,7 +293,9 @@ class Conductor:
         """Abandon buffered events of partitions leaving this worker (their new owner re-reads
         them from the committed offset)."""
         for stream in self.streams:
-            if stream.buffer:
+            if stream.chunked:
+                self._revoke_chunks(stream, revoked)
+            elif stream.buffer:
                 kept = []
                 for e in stream.buffer:
                     if (e.message.topic, e.message.partition) in revoked:
@@ -189,10 +307,38 @@ class Conductor:
                 stream.buffer.extend(kept)
             # A full stream resumes when a pull drains it to half; if revocation emptied it,
             # no pull ever will, and the partitions it keeps would stay paused for good.
-            if stream.full and len(stream.buffer) <= stream.low:
+            if stream.full and stream.buffered() <= stream.low:
                 self.drained(stream)
+
+    def _revoke_chunks(self, stream: SourceStream[Any], revoked: set[TP] | frozenset[TP]) -> None:
+        buffer: Any = stream.buffer
+        kept: list[Chunk] = []
+        for chunk in buffer:
+            m = chunk.messages[0]
+            if (m.topic, m.partition) in revoked:
+                n = len(chunk.messages)
+                chunk.state.abandon(chunk.entry, n)
+                stream.dropped += n
+                stream.size -= n
+            else:
+                kept.append(chunk)
+        buffer.clear()
+        buffer.extend(kept)
+
+
+def _enqueue(
+    stream: SourceStream[Any],
+    state: PartitionOffsets,
+    messages: list[Message],
+    values: list[Any],
+    kdecode: Any,
+) -> None:
+    """Register a gathered run of one partition's messages and buffer it as a `Chunk`."""
+    entry = state.add_run(messages[0].offset, messages[-1].offset, len(messages))
+    stream.buffer.append(Chunk(state, entry, messages, values, kdecode))  # type: ignore[arg-type]
+    stream.size += len(messages)
 
 
 def _count_entered(lengths: list[tuple[SourceStream[Any], int]]) -> None:
     for stream, before in lengths:
-        stream.entered += len(stream.buffer) - before
+        stream.entered += stream.buffered() - before

@@ -130,7 +130,7 @@ class WorkerCollector:
             "streamc_agent_elements",
             "Elements each agent took from its input.",
             "agent",
-            {a: s.entered - len(s.buffer) - s.dropped for a, s in sources.items()},
+            {a: s.entered - s.buffered() - s.dropped for a, s in sources.items()},
         )
         yield _counter(
             "streamc_agent_dead_letters",
@@ -162,7 +162,7 @@ class WorkerCollector:
         yield _gauge(
             "streamc_messages_buffered",
             "Messages waiting in the agents' input buffers.",
-            sum(len(s.buffer) for s in worker.conductor.streams),
+            sum(s.buffered() for s in worker.conductor.streams),
         )
         yield from self._partitions()
         yield _gauge(

@@ -11,6 +11,15 @@ decides, a late ack of an early message can never be jumped over, whatever order
 
 The in-order case is the hot path: `add` is an append and a dict store, `release` a decrement,
 a popleft and a dict delete.
+
+A fused loop's input is cheaper still: the Conductor registers a contiguous run of one
+partition's messages at once (`add_run`: one entry counting its messages, keyed `~first` so no
+offset is ever taken for it) and the run is acked with one `release_members`. Its elements are
+still held one by one: a hold on an offset inside a run (a dead letter or a send not yet
+delivered) is kept apart, beside the run's count, and `committable` never passes it, even once
+the rest of the run is done. When the elements before some member are all done (a fused loop's
+`flush`, or a revocation mid-run) `advance_run` moves the run's entry up to that member, so a
+commit covers what is done as it would have one by one.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ class PartitionOffsets:
 
     __slots__ = (
         "_abandoned",
+        "_inner",
         "_pending",
         "_refs",
         "closed",
@@ -47,6 +57,7 @@ class PartitionOffsets:
         self.committed = committed  # last offset handed to the transport's commit
         self.closed = False  # set on revocation: late acks of old events are ignored
         self._abandoned: dict[int, int] = {}  # offset -> references dropped on revocation
+        self._inner: dict[int, int] = {}  # offset inside a run -> holds on it alone
 
     def add(self, offset: int, refs: int) -> None:
         """Register a fetched message carrying `refs` references (0 = done on arrival)."""
@@ -55,18 +66,45 @@ class PartitionOffsets:
             self._refs[offset] = refs
         self.position = offset + 1
 
+    def add_run(self, first: int, last: int, count: int) -> int:
+        """Register `count` fetched messages from `first` to `last` (ascending, gaps allowed)
+        as one entry carrying one reference per message; returns the entry's key for
+        `release_members`. Keys of runs (`~first`, negative) are never an offset, so a
+        release or hold of any member's own offset never touches the run's count."""
+        key = ~first
+        self._pending.append(key)
+        self._refs[key] = count
+        self.position = last + 1
+        return key
+
     def hold(self, offset: int) -> None:
         """Add one reference to a message still in flight (e.g. a send not yet delivered)."""
         refs = self._refs
         if offset in refs:
             refs[offset] += 1
+        elif self._in_run(offset):
+            inner = self._inner
+            inner[offset] = inner.get(offset, 0) + 1
+
+    def _in_run(self, offset: int) -> bool:
+        # Holds only come for messages in flight. Entries leave from the head only, so an
+        # offset from the head on that has no entry of its own is a run's member (or a gap,
+        # which nothing holds): no search through the runs.
+        pending = self._pending
+        position = self.position
+        if not pending or position is None:
+            return False
+        head = pending[0]
+        return (~head if head < 0 else head) <= offset < position
 
     def release(self, offset: int) -> None:
         """Drop one reference; when the last one goes the message is done."""
         refs = self._refs
         try:
             n = refs[offset]
-        except KeyError:  # revoked partition or unknown offset: nothing to do
+        except KeyError:  # revoked partition, unknown offset, or a hold inside a run
+            if self._inner:
+                self._unhold(offset)
             return
         if n > 1:
             refs[offset] = n - 1
@@ -80,37 +118,88 @@ class PartitionOffsets:
         while pending and refs[pending[0]] == 0:
             del refs[pending.popleft()]
 
-    def abandon(self, offset: int) -> None:
-        """A reference that will never be released (work dropped on revocation): the message
-        stays uncommitted, but `busy` no longer waits for it."""
+    def _unhold(self, offset: int) -> None:
+        inner = self._inner
+        n = inner.get(offset)
+        if n is None:
+            return
+        if n > 1:
+            inner[offset] = n - 1
+        else:
+            del inner[offset]
+
+    def release_members(self, key: int, count: int) -> None:
+        """`count` members of the run (or the single message) registered as `key` are done."""
+        refs = self._refs
+        n = refs.get(key)
+        if n is None:  # revoked partition
+            return
+        n -= count
+        if n > 0:
+            refs[key] = n
+            return
+        refs[key] = 0
+        pending = self._pending
+        while pending and refs[pending[0]] == 0:
+            del refs[pending.popleft()]
+
+    def advance_run(self, key: int, to: int) -> int:
+        """Every member of the run registered as `key` before offset `to` (a member) is done:
+        the run now starts at `to`, so what is done becomes committable. Returns its new key."""
+        refs = self._refs
+        new = ~to
+        if key not in refs or key == new:
+            return key
+        pending = self._pending
+        pending[pending.index(key)] = new  # the head, bar a revocation while runs queue
+        refs[new] = refs.pop(key)
+        abandoned = self._abandoned.pop(key, None)
+        if abandoned is not None:
+            self._abandoned[new] = abandoned
+        return new
+
+    def abandon(self, offset: int, count: int = 1) -> None:
+        """References that will never be released (work dropped on revocation; `count`
+        members of a run registered at `offset`): the messages stay uncommitted, but `busy`
+        no longer waits for them."""
         if offset in self._refs:
-            self._abandoned[offset] = self._abandoned.get(offset, 0) + 1
+            self._abandoned[offset] = self._abandoned.get(offset, 0) + count
 
     def busy(self) -> bool:
         """Whether some in-flight message still has a reference that will be released."""
         abandoned = self._abandoned
-        return any(n > abandoned.get(o, 0) for o, n in self._refs.items())
+        return bool(self._inner) or any(n > abandoned.get(o, 0) for o, n in self._refs.items())
 
     def refs(self, offset: int) -> int:
-        """Outstanding references of a registered message (0 once done)."""
-        return self._refs.get(offset, 0)
+        """Outstanding references of a registered message (0 once done); for a member of a
+        run, its own holds (the run's count is the run's, at its key)."""
+        return self._refs.get(offset, 0) or self._inner.get(offset, 0)
 
     def close(self) -> None:
         self.closed = True
         self._refs.clear()
         self._pending.clear()
         self._abandoned.clear()
+        self._inner.clear()
 
     @property
     def in_flight(self) -> int:
-        """Messages registered and not yet done."""
-        return sum(1 for n in self._refs.values() if n)
+        """Messages registered and not yet done (a run's members counted one by one)."""
+        return sum((n if o < 0 else 1) for o, n in self._refs.items() if n)
 
     def committable(self) -> int | None:
-        """The offset to commit: the first one in flight, else one past the last seen."""
+        """The offset to commit: the first one in flight, else one past the last seen; never
+        past a member of a run held on its own."""
         if self._pending:
-            return self._pending[0]
-        return self.position
+            offset: int | None = self._pending[0]
+            if offset is not None and offset < 0:
+                offset = ~offset  # a run's key
+        else:
+            offset = self.position
+        if self._inner:
+            held = min(self._inner)
+            return held if offset is None or held < offset else offset
+        return offset
 
     def progressed(self) -> bool:
         """Whether something this worker processed is committable and not committed yet."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from functools import partial
@@ -120,6 +121,52 @@ class Event(msgspec.Struct, Generic[KT, VT], eq=False):
     def __repr__(self) -> str:
         m = self.message
         return f"<Event {m.topic}[{m.partition}]@{m.offset} key={self.key!r}>"
+
+
+class Chunk:
+    """What the Conductor buffers for a stream a fused loop reads straight from (`chunked`):
+    a run of one partition's messages and their decoded values, registered with the
+    partition's offsets as one entry (see `PartitionOffsets.add_run`). No `Event`
+    is made per message; a `Run` makes one only for an element that needs it (a send, a
+    dead letter, the element in hand when the body raises)."""
+
+    __slots__ = ("cut", "entry", "kdecode", "messages", "state", "values")
+
+    def __init__(
+        self,
+        state: PartitionOffsets,
+        entry: int,
+        messages: list[Message],
+        values: list[Any],
+        kdecode: Callable[[bytes], Any] | None,
+    ) -> None:
+        self.state = state
+        self.entry = entry  # its entry's key in `state` (changes with `advance_run`)
+        self.messages = messages
+        self.values = values
+        self.kdecode = kdecode
+        self.cut: int | None = None  # the first offset dropped on revocation, if any
+
+
+def _bounds(chunks: list[Chunk]) -> list[int]:
+    bounds = []
+    n = 0
+    for chunk in chunks:
+        bounds.append(n)
+        n += len(chunk.messages)
+    return bounds
+
+
+class _Member(Event[Any, Any], eq=False):
+    """An `Event` for one element of a `Chunk`: its own ack is one of its run's members."""
+
+    _chunk: Any = None
+
+    def _ack(self) -> None:
+        if not self._acked:
+            self._acked = True
+            chunk = self._chunk
+            chunk.state.release_members(chunk.entry, 1)
 
 
 Carrier = Event[Any, Any] | list[Event[Any, Any]]
@@ -530,6 +577,10 @@ class SourceStream(Stream[T]):
         self._agent = agent
         self.topics = topics
         self.buffer: deque[Event[Any, Any]] = deque()
+        # Set once a fused loop reads straight from this stream (`runs()`): the buffer then
+        # holds `Chunk`s, `size` counting their messages.
+        self.chunked = False
+        self.size = 0
         self.capacity = worker.buffer_size
         self.low = max(worker.buffer_size // 2, 1)  # drained: resume the paused partitions
         self.full = False  # back-pressure engaged: the Conductor paused our partitions
@@ -650,11 +701,30 @@ class SourceStream(Stream[T]):
             if handle is not None:
                 handle.cancel()
 
+    def buffered(self) -> int:
+        """Messages waiting in the buffer."""
+        return self.size if self.chunked else len(self.buffer)
+
+    def chunk(self) -> None:
+        """From now on the Conductor buffers `Chunk`s; events already buffered become
+        chunks of one (each still registered on its own)."""
+        if self.chunked:
+            return
+        self.chunked = True
+        events = list(self.buffer)
+        self.buffer.clear()
+        chunks = cast("deque[Any]", self.buffer)
+        for e in events:
+            m = e.message
+            chunks.append(Chunk(e._offsets, m.offset, [m], [e.value], e._kdecode))
+        self.size = len(events)
+
     def close(self) -> None:
         """Stop delivering: buffered events are abandoned unacked (redelivered after restart)."""
         self.closed = True
-        self.dropped += len(self.buffer)
+        self.dropped += self.buffered()
         self.buffer.clear()
+        self.size = 0
         self.wake()
 
     def _deadline(self) -> float | None:
@@ -1222,12 +1292,33 @@ class Run(Generic[T]):
     Iterating is a plain list iterator (no generator step per element): its position
     (`length_hint`, what is left) tells which element is in hand when the runtime asks."""
 
-    __slots__ = ("_acked", "_carriers", "_it", "_next", "_node", "_resume", "_sends", "_values")
+    __slots__ = (
+        "_acked",
+        "_bounds",
+        "_carriers",
+        "_chunks",
+        "_events",
+        "_it",
+        "_next",
+        "_node",
+        "_resume",
+        "_sends",
+        "_values",
+    )
 
-    def __init__(self, node: _Runs[T], values: list[T], carriers: list[Carrier]) -> None:
+    def __init__(
+        self,
+        node: _Runs[T],
+        values: list[T],
+        carriers: list[Carrier] | None,
+        chunks: list[Chunk] | None = None,
+    ) -> None:
         self._node = node
         self._values = values
-        self._carriers = carriers
+        self._carriers = carriers  # None: the run is `chunks`, its events made when needed
+        self._chunks = chunks or []
+        self._bounds = _bounds(self._chunks)  # the index in the run of each chunk's first
+        self._events: dict[int, Event[Any, Any]] = {}  # a chunk's elements made into events
         self._it: Iterator[T] | None = None  # the loop's iterator, while it runs
         self._next = 0  # where a new loop over the run starts
         self._resume = False  # the body raised on an element and is called again
@@ -1254,6 +1345,51 @@ class Run(Generic[T]):
             return self._next - 1
         return len(self._values) - length_hint(it) - 1
 
+    def _carrier(self, i: int) -> Carrier:
+        """The carrier of element `i`."""
+        carriers = self._carriers
+        if carriers is not None:
+            return carriers[i]
+        event = self._events.get(i)
+        if event is None:
+            j = bisect_right(self._bounds, i) - 1
+            chunk = self._chunks[j]
+            event = self._events[i] = _Member(
+                chunk.messages[i - self._bounds[j]],
+                self._values[i],
+                chunk.state,
+                chunk.kdecode,
+                i < self._acked,
+                _chunk=chunk,
+            )
+        return event
+
+    def _ack_chunks(self, start: int, stop: int) -> None:
+        """Ack elements `start` to `stop` of a run of chunks, one release per chunk, less
+        those acked on their own (dead-lettered); all before `start` are acked already."""
+        events = self._events
+        for chunk, b in zip(self._chunks, self._bounds, strict=True):
+            n = len(chunk.messages)
+            lo, hi = max(start - b, 0), min(stop - b, n)
+            if lo >= hi:
+                continue
+            count = hi - lo
+            if events:
+                for i in range(b + lo, b + hi):
+                    event = events.get(i)
+                    if event is not None:
+                        if event._acked:
+                            count -= 1
+                        else:
+                            event._acked = True
+            if count:
+                chunk.state.release_members(chunk.entry, count)
+            # All before `hi` is done: commits may pass it, as they would one by one (up to
+            # the first member dropped on revocation, when all that was kept is done).
+            first = chunk.messages[hi].offset if hi < n else chunk.cut
+            if first is not None:
+                chunk.entry = chunk.state.advance_run(chunk.entry, first)
+
     def count(self, k: int) -> int:
         """The next number of the loop's `k`-th `enumerate`."""
         counts = self._node._counts
@@ -1270,8 +1406,13 @@ class Run(Generic[T]):
             self._sends = None
             await self._node._send(sends)
         done = self._position()
-        for carrier in self._carriers[self._acked : done]:
-            ack_carrier(carrier)
+        carriers = self._carriers
+        if carriers is None:
+            if done > self._acked:
+                self._ack_chunks(self._acked, done)
+        else:
+            for carrier in carriers[self._acked : done]:
+                ack_carrier(carrier)
         self._acked = max(done, self._acked)
 
     def send(
@@ -1288,13 +1429,13 @@ class Run(Generic[T]):
         node = self._node
         position = self._position()
         assert position >= 0, "Run.send outside the loop over the run"
-        carrier = self._carriers[position]
-        if as_received and type(carrier) is Event and node._as_received(topic):
+        carrier = self._carrier(position)
+        if as_received and not isinstance(carrier, list) and node._as_received(topic):
             data = carrier.message.value
         else:
             data = topic.value_codec.encode(value)
         raw_key, headers = forwarded_key_headers(carrier)
-        if topic.positions and type(carrier) is Event:
+        if topic.positions and not isinstance(carrier, list):
             headers = positioned(carrier.message, headers)
         if more_steps:  # as at a `to` outside a fused loop, the element stops here
             node._refuse(raw_key, data, headers)
@@ -1325,6 +1466,10 @@ class _Runs(Stream[Run[T]]):
         super().__init__(up._worker, up, up._source)
         self._counts = list(counters)
         self._direct = up is up._source or isinstance(up, _Forward)
+        if up is up._source:
+            # The common case: the Conductor hands this loop whole runs (`Chunk`s), each
+            # registered and acked at once, without an `Event` per message.
+            self._source.chunk()
         self._run: Run[T] | None = None
         self._raw: dict[Topic[Any], bool] = {}
         self._refuse = self._worker.transport.refuse_too_large
@@ -1343,7 +1488,7 @@ class _Runs(Stream[Run[T]]):
         if run is None:
             return None
         position = run._position()
-        return run._carriers[position] if position >= 0 else None
+        return run._carrier(position) if position >= 0 else None
 
     @_current.setter
     def _current(self, value: Carrier | None) -> None:
@@ -1372,6 +1517,9 @@ class _Runs(Stream[Run[T]]):
             return
         start = run._position() + 1
         values, carriers = run._values, run._carriers
+        if carriers is None:
+            self._abandon_chunk(run, start, revoked)
+            return
         for carrier in carriers[: max(start - 1, 0)]:  # none before the loop reached one
             # Handled (what they sent holds them until delivered): done, so the revocation's
             # commit covers them rather than leaving them to the next owner.
@@ -1404,10 +1552,39 @@ class _Runs(Stream[Run[T]]):
         start = run._position() + 1
         dropped = len(run._values) - start
         if dropped > 0:
+            # A run of chunks keeps its chunks: the elements past the values are never acked,
+            # so their offsets stay registered and uncommitted.
             del run._values[start:]
-            del run._carriers[start:]
+            if run._carriers is not None:
+                del run._carriers[start:]
             if self._direct:
                 self._source.dropped += dropped
+
+    def _abandon_chunk(self, run: Run[T], start: int, revoked: frozenset[Any]) -> None:
+        gone = [(c.messages[0].topic, c.messages[0].partition) in revoked for c in run._chunks]
+        if not any(gone):
+            return
+        # As for events: handled elements are done, the unhandled rest of the revoked
+        # partitions is dropped.
+        if start - 1 > run._acked:
+            run._ack_chunks(run._acked, start - 1)
+            run._acked = start - 1
+        values: list[T] = []
+        chunks: list[Chunk] = []
+        for chunk, b, revoked_chunk in zip(run._chunks, run._bounds, gone, strict=True):
+            n = len(chunk.messages)
+            keep = max(start - b, 0) if revoked_chunk else n
+            if keep < n:
+                chunk.state.abandon(chunk.entry, n - keep)
+                self._source.dropped += n - keep
+                chunk.cut = chunk.messages[keep].offset
+                del chunk.messages[keep:]
+            if keep:
+                values.extend(run._values[b : b + keep])
+                chunks.append(chunk)
+        run._values[:] = values
+        run._chunks = chunks
+        run._bounds = _bounds(chunks)
 
     async def __anext__(self) -> Run[T]:
         run = self._run
@@ -1419,13 +1596,17 @@ class _Runs(Stream[Run[T]]):
             self._run = None
             if run._sends:
                 await self._send(run._sends)
-            for carrier in run._carriers:  # `ack_carrier`, inlined for the common case
-                if type(carrier) is Event:
-                    if not carrier._acked:
-                        carrier._acked = True
-                        carrier._offsets.release(carrier.message.offset)
-                else:
-                    ack_carrier(carrier)
+            carriers = run._carriers
+            if carriers is None:
+                run._ack_chunks(run._acked, len(run._values))
+            else:
+                for carrier in carriers:  # `ack_carrier`, inlined for the common case
+                    if type(carrier) is Event:
+                        if not carrier._acked:
+                            carrier._acked = True
+                            carrier._offsets.release(carrier.message.offset)
+                    else:
+                        ack_carrier(carrier)
             if self._sample_t0:
                 elapsed = time.perf_counter() - self._sample_t0
                 source.latency.observe(elapsed / len(run._values))  # per element of the run
@@ -1453,6 +1634,22 @@ class _Runs(Stream[Run[T]]):
         buffer = source.buffer
         if not buffer:
             return None
+        if source.chunked:
+            # Whole chunks, as many as fit in `HANDOUT_RUN` (at least one).
+            chunks: deque[Chunk] = buffer  # type: ignore[assignment]
+            chunk = chunks.popleft()
+            values = chunk.values
+            taken = [chunk]
+            while chunks and len(values) + len(chunks[0].values) <= HANDOUT_RUN:
+                chunk = chunks.popleft()
+                if len(taken) == 1:
+                    values = values.copy()
+                values += chunk.values
+                taken.append(chunk)
+            source.size -= len(values)
+            if source.full and source.size <= source.low:
+                self._worker.conductor.drained(source)
+            return Run(self, values, None, taken)
         popleft = buffer.popleft
         events = [popleft() for _ in range(min(len(buffer), HANDOUT_RUN))]
         if source.full and len(buffer) <= source.low:

@@ -401,3 +401,143 @@ async def test_revocation_before_a_run_is_iterated_acks_none_of_it() -> None:
         await r.worker.commit()
         assert seen == [float(i) for i in range(1, 20, 2)]
         assert r.committed("src") == {0: 0, 1: 10}
+
+
+async def test_a_fused_loop_registers_each_run_of_a_partition_as_one_offset_entry() -> None:
+    app = App("fused-entries")
+    src = app.topic("src", value_type=Order, partitions=1)
+    gate = asyncio.Event()
+    entries: list[list[int]] = []
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            for order in run:
+                if order.amount == 0:
+                    await gate.wait()
+
+    async with Running(app) as r:
+        for i in range(120):
+            r.produce("src", _order(i))
+        await wait_for(lambda: r.worker.offsets.get(TP("src", 0)).position == 120)
+        state = r.worker.offsets.get(TP("src", 0))
+        entries.append([~key for key in state._pending])  # runs are keyed `~first`
+        assert state.in_flight == 120
+        gate.set()
+        await r.idle()
+        await r.worker.commit()
+        assert r.committed("src") == {0: 120}
+    assert entries == [[0, HANDOUT_RUN, 2 * HANDOUT_RUN]]  # one per run, not one per message
+
+
+async def test_a_run_is_committed_up_to_an_element_whose_dead_letter_is_not_delivered() -> None:
+    app = App("fused-dead")
+    src = app.topic("src", value_type=Order, partitions=1)
+    seen: list[float] = []
+
+    def handle(order: Order) -> None:
+        if order.amount == 2:
+            raise ValueError("bad")
+        seen.append(order.amount)
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            for order in run:
+                handle(order)
+
+    async with gated(app, ["fused-dead-dlq"]) as r:
+        for i in range(5):
+            r.produce("src", _order(i))
+        await r.idle()
+        state = r.worker.offsets.get(TP("src", 0))
+        assert state.committable() == 2  # the run is acked, its element 2 still held
+        r.transport.release()  # type: ignore[attr-defined]
+        await asyncio.sleep(0.01)
+        assert state.committable() == 5
+    assert seen == [0.0, 1.0, 3.0, 4.0]
+
+
+async def test_an_undecodable_message_splits_a_run_and_is_held_until_dead_lettered() -> None:
+    app = App("fused-undecodable")
+    src = app.topic("src", value_type=Order, partitions=1)
+    seen: list[float] = []
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            for order in run:
+                seen.append(order.amount)
+
+    async with gated(app, ["fused-undecodable-dlq"]) as r:
+        for i in range(5):
+            if i == 2:
+                r.produce("src", b"not json", raw=True)
+            else:
+                r.produce("src", _order(i))
+        await r.idle()
+        state = r.worker.offsets.get(TP("src", 0))
+        assert state.committable() == 2
+        r.transport.release()  # type: ignore[attr-defined]
+        await asyncio.sleep(0.01)
+        assert state.committable() == 5
+        (dead,) = r.messages("fused-undecodable-dlq")
+    assert dead.value == b"not json"
+    assert seen == [0.0, 1.0, 3.0, 4.0]
+
+
+async def test_revocation_drops_the_buffered_runs_of_a_revoked_partition() -> None:
+    app = App("fused-revoke-buffered")
+    src = app.topic("src", value_type=Order, partitions=2)
+    seen: list[float] = []
+    gate = asyncio.Event()
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            for order in run:
+                if order.amount == 0:
+                    await gate.wait()
+                seen.append(order.amount)
+
+    async with Running(app, revoke_timeout=0.05) as r:
+        for i in range(120):
+            r.produce("src", _order(i), partition=i % 2)
+        await wait_for(lambda: r.worker.offsets.get(TP("src", 1)).position == 60)
+        source = r.worker.sources["agent"]
+        await r.worker.on_partitions_revoked({TP("src", 1)})
+        assert source.dropped == 60 and source.buffered() == 10  # partition 0's last run
+        gate.set()
+        await r.idle()
+        await r.worker.commit()
+        assert r.committed("src") == {0: 60, 1: 0}  # nothing of partition 1 past its start
+    assert seen == [float(i) for i in range(0, 120, 2)]
+
+
+async def test_a_revocation_mid_run_commits_through_the_element_in_hand_once_it_finishes() -> None:
+    app = App("fused-revoke-finish")
+    src = app.topic("src", value_type=Order, partitions=1)
+    seen: list[float] = []
+    started = asyncio.Event()
+
+    async def handle(order: Order) -> None:
+        if order.amount == 3:
+            started.set()
+            await asyncio.sleep(0.02)  # still in hand when the revocation starts
+        seen.append(order.amount)
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            for order in run:
+                await handle(order)
+
+    async with Running(app, revoke_timeout=1.0) as r:
+        for i in range(20):
+            r.produce("src", _order(i))
+        await started.wait()
+        await r.worker.on_partitions_revoked({TP("src", 0)})
+        # The revocation waited for the element in hand: committed through it, and no
+        # further (what the loop had not reached is the next owner's).
+        assert r.committed("src") == {0: 4}
+    assert seen == [0.0, 1.0, 2.0, 3.0]
