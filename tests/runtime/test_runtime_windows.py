@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import msgspec
 from rtkit import Running
-from streamc_runtime import Hopping, Session, Time, Tumbling
+from streamc_runtime import App, Hopping, Session, Stream, Time, Tumbling
 from streamc_runtime.records import value_codec
-from streamc_runtime.state import POSITIONS_KEY
-from windowkit import Click, UserWindow, rows, windows_app
+from streamc_runtime.state import POSITIONS_KEY, Table
+from streamc_runtime.transport import TP
+from windowkit import Click, ClicksState, UserWindow, fold, row, rows, windows_app
 
 CHANGELOG = "clicks-per_user-changelog"
 
@@ -181,3 +182,33 @@ async def test_restored_stream_time_makes_an_old_record_late_after_restart() -> 
         click(b, "a", 100)  # stream time restored as 2500: [0, 1000) closed long ago
         await b.idle()
     assert [dict(m.headers)["streamc.error.type"] for m in b.messages("clicks-dlq")] == [b"late"]
+
+
+async def test_an_update_event_carries_the_decoded_key_and_the_row() -> None:
+    # `| aggregate ... window ... | events()`: the event of an update is the element's own
+    # when it says the same (key, position, timestamp); its key decoded as the table's key.
+    app = App("keys")
+    clicks = app.topic("clicks", key_type=str, value_type=Click, partitions=1)
+    table: Table[str, ClicksState] = app.table(
+        "per_user",
+        key_type=str,
+        value_type=UserWindow,
+        state_type=ClicksState,
+        partitions=1,
+        window=Tumbling(size=1000),
+    )
+    seen: list[tuple[object, int, int, int]] = []
+
+    @app.agent(clicks, name="per_user")
+    async def per_user(stream: Stream[Click]) -> None:
+        async for event in stream.aggregate(table, fold=fold, row=row).events():
+            m = event.message
+            seen.append((event.key, event.value.clicks, m.offset, m.timestamp))
+
+    r = Running(app)
+    async with r:
+        for at in (100, 900, 1500):
+            click(r, "a", at)
+        await r.idle()
+    assert seen == [("a", 1, 0, 100), ("a", 2, 1, 900), ("a", 1, 2, 1500)]
+    assert r.broker.committed("keys", TP("clicks", 0)) == 3
