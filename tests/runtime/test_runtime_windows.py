@@ -3,6 +3,8 @@ event time, emit updates or final, grace and lateness, restore of windows and st
 
 from __future__ import annotations
 
+import gc
+
 import msgspec
 from rtkit import Running
 from streamc_runtime import App, Hopping, Session, Stream, Time, Tumbling
@@ -212,3 +214,17 @@ async def test_an_update_event_carries_the_decoded_key_and_the_row() -> None:
         await r.idle()
     assert seen == [("a", 1, 0, 100), ("a", 2, 1, 900), ("a", 1, 2, 1500)]
     assert r.broker.committed("keys", TP("clicks", 0)) == 3
+
+
+async def test_stored_windows_are_not_walked_by_the_cycle_collector() -> None:
+    # A store holds one value per open window; full collections must not walk them all.
+    r = Running(windows_app(Tumbling(size=1000, grace=10_000)))
+    async with r:
+        for at in (100, 1100, 2100):
+            click(r, "a", at)
+        await r.idle()
+        stored = [
+            w for h in r.worker.tables.tables["per_user"].held.values() for _, w in h.store.items()
+        ]
+    assert [w.end for w in stored] == [1000, 2000, 3000]
+    assert [gc.is_tracked(w) for w in stored] == [False, False, False]

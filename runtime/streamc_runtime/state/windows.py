@@ -157,8 +157,12 @@ def _time(ms: int) -> Time:
     return t
 
 
-class Windowed(msgspec.Struct, Generic[S], array_like=True):
-    """A window's stored value: its end (ms; a session's grows) and the aggregation state."""
+class Windowed(msgspec.Struct, Generic[S], array_like=True, gc=False):
+    """A window's stored value: its end (ms; a session's grows) and the aggregation state.
+
+    Untracked by the cycle collector (`gc=False`): a store holds one per open window, tens of
+    thousands, and each full collection walked them all; a Windowed never takes part in a
+    cycle (nothing a state holds can reach its Windowed)."""
 
     end: int
     state: S
@@ -468,7 +472,8 @@ class WindowedAggregate(Stream[Any]):
             carried = final or t != m.timestamp
             for raw, w, data in encoded:
                 put(raw, w, data)
-                index.add(raw, w.end + grace)
+                if session or index.close.get(raw) != w.end + grace:
+                    index.add(raw, w.end + grace)  # else queued already, at that close time
                 run.record(last_q, store, raw, data, mark)
                 if not final:
                     result = row(key, window_of(raw, w), w.state)
@@ -481,7 +486,9 @@ class WindowedAggregate(Stream[Any]):
             positions[src] = offset
             if t > now:
                 positions[STREAM_TIME] = t
-                self._close(run, store, index, t, last_q, event)
+                heap = index.heap
+                if heap and heap[0][0] <= t:  # a window to close
+                    self._close(run, store, index, t, last_q, event)
             run.hold(event, final or t != m.timestamp)
         await self._send(run)
 
@@ -534,6 +541,15 @@ class WindowedAggregate(Stream[Any]):
         clock = max(now, t)
         state_type = self._table.state_type
         fold = self._fold
+        if type(spec) is Tumbling:  # one window: no range of starts
+            start = t - t % size
+            end = start + size
+            if end + grace <= clock:
+                return []  # closed
+            raw = raw_key + (start + 2**63).to_bytes(8, "big")  # window_key
+            w = get(raw)
+            state = state_type() if w is None else w.state.__copy__()
+            return [(raw, Windowed(end, fold(state, value)))]
         out: list[tuple[bytes, Any]] = []
         for start in window_starts(spec, t):
             end = start + size
