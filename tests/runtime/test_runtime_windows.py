@@ -4,12 +4,14 @@ event time, emit updates or final, grace and lateness, restore of windows and st
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 import msgspec
 from rtkit import Running
 from streamc_runtime import App, Hopping, Session, Stream, Time, Tumbling
 from streamc_runtime.records import value_codec
 from streamc_runtime.state import POSITIONS_KEY, Table
+from streamc_runtime.state.memory import MemoryStore
 from streamc_runtime.transport import TP
 from windowkit import Click, ClicksState, UserWindow, fold, row, rows, windows_app
 
@@ -228,3 +230,26 @@ async def test_stored_windows_are_not_walked_by_the_cycle_collector() -> None:
         ]
     assert [w.end for w in stored] == [1000, 2000, 3000]
     assert [gc.is_tracked(w) for w in stored] == [False, False, False]
+
+
+async def test_a_new_window_is_folded_without_a_store_lookup(monkeypatch: Any) -> None:
+    # The partition's index knows its stored windows: a window not in it is new, and looking
+    # it up would cost a RocksDB read (a miss) per new window.
+    looked_up: list[bytes] = []
+    get = MemoryStore.get
+
+    def counting_get(self: MemoryStore, key: bytes) -> Any:
+        looked_up.append(key)
+        return get(self, key)
+
+    monkeypatch.setattr(MemoryStore, "get", counting_get)
+    r = Running(windows_app(Tumbling(size=1000, grace=10_000), partitions=1))
+    async with r:
+        click(r, "a", 100)
+        click(r, "a", 1100)
+        await r.idle()
+        assert looked_up == []
+        click(r, "a", 900)  # into the stored window [0, 1000)
+        await r.idle()
+    assert looked_up == [b"a" + (2**63).to_bytes(8, "big")]
+    assert out(r)[-1] == ("a", 0, 1000, 2)

@@ -448,7 +448,7 @@ class WindowedAggregate(Stream[Any]):
                 if session:
                     changed = await self._fold_session(store, index, raw_key, value, t, now)
                 else:
-                    changed = self._fold_fixed(get, raw_key, value, t, now, fixed)
+                    changed = self._fold_fixed(get, index.close, raw_key, value, t, now, fixed)
                     for _, w in changed:  # a coroutine, a wrong type or reduce results
                         if checks or type(w.state) is not state_type:
                             w.state = await self._folded(w.state)
@@ -529,6 +529,7 @@ class WindowedAggregate(Stream[Any]):
     def _fold_fixed(
         self,
         get: Callable[[bytes], Any],
+        opened: dict[bytes, int],
         raw_key: bytes,
         value: Any,
         t: int,
@@ -536,7 +537,9 @@ class WindowedAggregate(Stream[Any]):
         spec: Tumbling | Hopping,
     ) -> list[tuple[bytes, Any]]:
         """Fold into every open window of `t`: [(store key, new Windowed)], [] if late. The
-        states are the fold's results as they are: the caller awaits and checks them."""
+        states are the fold's results as they are: the caller awaits and checks them.
+        `opened`: the partition's stored windows (its index): a window not in it is new, and
+        not looked up (a miss costs a RocksDB read)."""
         grace, size = self._grace, spec.size
         clock = max(now, t)
         state_type = self._table.state_type
@@ -547,7 +550,7 @@ class WindowedAggregate(Stream[Any]):
             if end + grace <= clock:
                 return []  # closed
             raw = raw_key + (start + 2**63).to_bytes(8, "big")  # window_key
-            w = get(raw)
+            w = get(raw) if raw in opened else None
             state = state_type() if w is None else w.state.__copy__()
             return [(raw, Windowed(end, fold(state, value)))]
         out: list[tuple[bytes, Any]] = []
@@ -556,7 +559,7 @@ class WindowedAggregate(Stream[Any]):
             if end + grace <= clock:
                 continue  # closed
             raw = raw_key + (start + 2**63).to_bytes(8, "big")  # window_key
-            w = get(raw)
+            w = get(raw) if raw in opened else None
             state = state_type() if w is None else w.state.__copy__()
             out.append((raw, Windowed(end, fold(state, value))))
         return out
