@@ -486,6 +486,21 @@ class Stream(Generic[T]):
     async def _pull(self) -> Pulled:
         raise NotImplementedError
 
+    async def _pull_many(self, most: int) -> tuple[list[Any], list[Carrier]]:
+        """Up to `most` elements, as many as this node has at hand (none: nothing is), as
+        values and carriers. Nodes that hold a folded run hand it over at once."""
+        pull = self._pull
+        values: list[Any] = []
+        carriers: list[Carrier] = []
+        while len(values) < most:
+            element = await pull()
+            if element is EMPTY:
+                break
+            value, carrier = cast(Element, element)
+            values.append(value)
+            carriers.append(carrier)
+        return values, carriers
+
     def _deadline(self) -> float | None:
         """The loop time at which this node wants to be pulled again even without new data."""
         return None if self._up is None else self._up._deadline()
@@ -1659,16 +1674,7 @@ class _Runs(Stream[Run[T]]):
     async def _pull_run(self) -> Run[T] | None:
         up = self._up
         assert up is not None
-        pull = up._pull
-        values: list[T] = []
-        carriers: list[Carrier] = []
-        while len(values) < HANDOUT_RUN:
-            element = await pull()
-            if element is EMPTY:
-                break
-            value, carrier = cast(Element, element)
-            values.append(value)
-            carriers.append(carrier)
+        values, carriers = await up._pull_many(HANDOUT_RUN)
         return Run(self, values, carriers) if values else None
 
     async def _send(self, sends: dict[Topic[Any], tuple[list[OutRecord], list[Carrier]]]) -> None:

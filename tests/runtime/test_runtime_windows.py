@@ -3,12 +3,17 @@ event time, emit updates or final, grace and lateness, restore of windows and st
 
 from __future__ import annotations
 
+import gc
+from typing import Any
+
 import msgspec
 from rtkit import Running
-from streamc_runtime import Hopping, Session, Time, Tumbling
+from streamc_runtime import App, Hopping, Session, Stream, Time, Tumbling
 from streamc_runtime.records import value_codec
-from streamc_runtime.state import POSITIONS_KEY
-from windowkit import Click, UserWindow, rows, windows_app
+from streamc_runtime.state import POSITIONS_KEY, Table
+from streamc_runtime.state.memory import MemoryStore
+from streamc_runtime.transport import TP
+from windowkit import Click, ClicksState, UserWindow, fold, row, rows, windows_app
 
 CHANGELOG = "clicks-per_user-changelog"
 
@@ -181,3 +186,70 @@ async def test_restored_stream_time_makes_an_old_record_late_after_restart() -> 
         click(b, "a", 100)  # stream time restored as 2500: [0, 1000) closed long ago
         await b.idle()
     assert [dict(m.headers)["streamc.error.type"] for m in b.messages("clicks-dlq")] == [b"late"]
+
+
+async def test_an_update_event_carries_the_decoded_key_and_the_row() -> None:
+    # `| aggregate ... window ... | events()`: the event of an update is the element's own
+    # when it says the same (key, position, timestamp); its key decoded as the table's key.
+    app = App("keys")
+    clicks = app.topic("clicks", key_type=str, value_type=Click, partitions=1)
+    table: Table[str, ClicksState] = app.table(
+        "per_user",
+        key_type=str,
+        value_type=UserWindow,
+        state_type=ClicksState,
+        partitions=1,
+        window=Tumbling(size=1000),
+    )
+    seen: list[tuple[object, int, int, int]] = []
+
+    @app.agent(clicks, name="per_user")
+    async def per_user(stream: Stream[Click]) -> None:
+        async for event in stream.aggregate(table, fold=fold, row=row).events():
+            m = event.message
+            seen.append((event.key, event.value.clicks, m.offset, m.timestamp))
+
+    r = Running(app)
+    async with r:
+        for at in (100, 900, 1500):
+            click(r, "a", at)
+        await r.idle()
+    assert seen == [("a", 1, 0, 100), ("a", 2, 1, 900), ("a", 1, 2, 1500)]
+    assert r.broker.committed("keys", TP("clicks", 0)) == 3
+
+
+async def test_stored_windows_are_not_walked_by_the_cycle_collector() -> None:
+    # A store holds one value per open window; full collections must not walk them all.
+    r = Running(windows_app(Tumbling(size=1000, grace=10_000)))
+    async with r:
+        for at in (100, 1100, 2100):
+            click(r, "a", at)
+        await r.idle()
+        stored = [
+            w for h in r.worker.tables.tables["per_user"].held.values() for _, w in h.store.items()
+        ]
+    assert [w.end for w in stored] == [1000, 2000, 3000]
+    assert [gc.is_tracked(w) for w in stored] == [False, False, False]
+
+
+async def test_a_new_window_is_folded_without_a_store_lookup(monkeypatch: Any) -> None:
+    # The partition's index knows its stored windows: a window not in it is new, and looking
+    # it up would cost a RocksDB read (a miss) per new window.
+    looked_up: list[bytes] = []
+    get = MemoryStore.get
+
+    def counting_get(self: MemoryStore, key: bytes) -> Any:
+        looked_up.append(key)
+        return get(self, key)
+
+    monkeypatch.setattr(MemoryStore, "get", counting_get)
+    r = Running(windows_app(Tumbling(size=1000, grace=10_000), partitions=1))
+    async with r:
+        click(r, "a", 100)
+        click(r, "a", 1100)
+        await r.idle()
+        assert looked_up == []
+        click(r, "a", 900)  # into the stored window [0, 1000)
+        await r.idle()
+    assert looked_up == [b"a" + (2**63).to_bytes(8, "big")]
+    assert out(r)[-1] == ("a", 0, 1000, 2)

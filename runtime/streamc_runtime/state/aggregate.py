@@ -93,6 +93,18 @@ class Aggregate(Stream[Any]):
         self._next = i + 1
         return (self._rows[i], self._carriers[i])
 
+    async def _pull_many(self, most: int) -> tuple[list[Any], list[Carrier]]:
+        # The folded run's rows at once (a `runs()` loop downstream), no `_pull` each.
+        i = self._next
+        if i >= len(self._rows):
+            await self._fold_run()
+            i = self._next
+        j = min(len(self._rows), i + most)
+        self._next = j
+        if i == 0 and j == len(self._rows):
+            return self._rows, self._carriers
+        return self._rows[i:j], self._carriers[i:j]
+
     async def __anext__(self) -> Any:
         # `Stream.__anext__` with the pull inlined: an agent iterating the aggregate directly
         # (`| aggregate ... | sink h`) takes folded elements with no `_pull` coroutine each.

@@ -33,9 +33,26 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 import msgspec
 
 from ..records import Time, key_codec, to_ms
-from ..stream import EMPTY, Element, Event, Pulled, SourceStream, Stream
+from ..stream import (
+    _UNDECODED,
+    EMPTY,
+    Carrier,
+    Element,
+    Event,
+    Pulled,
+    SourceStream,
+    Stream,
+    ack_carrier,
+)
 from ..transport import Delivery, Headers
-from .aggregate import _NO_HELD, _without_closed, held_store
+from .aggregate import (
+    _KEYS_MAX,
+    _NO_HELD,
+    _without_closed,
+    hands_over_events,
+    held_store,
+    take_run,
+)
 from .changelog import POSITION_HEADER, map_record, source_partition, unreadable_position
 
 if TYPE_CHECKING:
@@ -156,8 +173,12 @@ def _time(ms: int) -> Time:
     return t
 
 
-class Windowed(msgspec.Struct, Generic[S], array_like=True):
-    """A window's stored value: its end (ms; a session's grows) and the aggregation state."""
+class Windowed(msgspec.Struct, Generic[S], array_like=True, gc=False):
+    """A window's stored value: its end (ms; a session's grows) and the aggregation state.
+
+    Untracked by the cycle collector (`gc=False`): a store holds one per open window, tens of
+    thousands, and each full collection walked them all; a Windowed never takes part in a
+    cycle (nothing a state holds can reach its Windowed)."""
 
     end: int
     state: S
@@ -281,6 +302,14 @@ class WindowedAggregate(Stream[Any]):
             table, [t.name for t in up._source.topics]
         )
         self._indexes: dict[int, _Index] = {}
+        # Whether upstream hands over its buffer's events as they are (see `take_run`).
+        self._direct = hands_over_events(up)
+        # Source partitions as the skip map names them, by their bytes in position headers.
+        self._names: dict[bytes, str] = {}
+        # Decoded keys by their bytes (a row needs the key; most keys come back often).
+        self._keys: dict[bytes, Any] = {}
+        # Windows by their store key's start bytes (see `_window`).
+        self._windows: dict[bytes, Window] = {}
         self._out: list[Element] = []
         self._out_at = 0
         self._closings = _Closing(up._source)
@@ -303,6 +332,38 @@ class WindowedAggregate(Stream[Any]):
             return 0.0  # pull again at once: tombstones to write
         return super()._deadline()
 
+    async def _pull_many(self, most: int) -> tuple[list[Any], list[Carrier]]:
+        # The folded run's outputs at once (a `runs()` loop downstream), no `_pull` each.
+        if self._out_at >= len(self._out):
+            self._out, self._out_at = [], 0
+            await self._fold_run()
+        out, i = self._out, self._out_at
+        j = min(len(out), i + most)
+        self._out_at = j
+        return [v for v, _ in out[i:j]], [c for _, c in out[i:j]]
+
+    async def __anext__(self) -> Any:
+        # `Stream.__anext__` with the pull inlined: an agent iterating the aggregate directly
+        # takes its outputs with no `_pull` coroutine each.
+        current = self._current
+        if current is not None:
+            self._current = None
+            ack_carrier(current)
+        out, i = self._out, self._out_at
+        while i >= len(out):
+            self._out, self._out_at = [], 0
+            await self._fold_run()
+            out, i = self._out, self._out_at
+            if i < len(out):
+                break
+            source = self._source
+            if source.closed:
+                raise StopAsyncIteration
+            await source.wait(self._deadline())
+        self._out_at = i + 1
+        value, self._current = out[i]
+        return value
+
     def _index(self, q: int, held: _Held) -> _Index:
         index = self._indexes.get(q)
         if index is None or index.held is not held:
@@ -312,30 +373,43 @@ class WindowedAggregate(Stream[Any]):
     async def _fold_run(self) -> None:
         up = self._up
         assert up is not None
+        run = _Run(self._closings)
+        self._closings.flush(run)
+        values, carriers = await take_run(up, self._direct)
+        if not values:
+            await self._close_all(run)
+            await self._send(run)
+            return
         worker = self._worker
         table, live = self._table, self._live
         row, spec, grace, final = self._row, self._spec, self._grace, self._final
+        session = isinstance(spec, Session)
+        fixed = cast("Tumbling | Hopping", spec)
+        state_type, checks = table.state_type, self._checks
         encode = table.state_codec.encode
         event_time = self._event_time
-        run = _Run(self._closings)
-        flushed = self._closings.flush(run)
+        names, keys, window_of = self._names, self._keys, self._window
+        if len(keys) > _KEYS_MAX:
+            keys.clear()
         last_offsets: Any = None
         last_held: Any = _NO_HELD
         store: Any = None
+        get: Any = None
+        put: Any = None
+        positions: dict[str, int] = {}
         index: _Index | None = None
         last_q = -1
-        may_wait = False
-        while len(run.out) < _RUN_MAX:
-            if run.out and may_wait:
-                break
-            element = await up._pull()
-            if element is EMPTY:
-                if len(run.records) == flushed and not run.out:
-                    await self._close_all(run)
-                break
-            value, carrier = cast(Element, element)
-            if not run.out:
-                may_wait = up._may_wait()
+        own_src = ""
+        own_prefix = b""
+        # A run is taken whole before it is folded: its folds share the loop as an agent does
+        # between elements (`SourceStream.share_loop`), as `Aggregate._fold_run` does.
+        source = self._source
+        until_check = source.until_check
+        for value, carrier in zip(values, carriers, strict=True):
+            until_check -= 1
+            if not until_check:
+                await source.share_loop()
+                until_check = source.until_check
             if type(carrier) is not Event:
                 await worker.dead_letter(
                     carrier, TypeError("aggregate takes single elements, not batches"), self._agent
@@ -348,6 +422,9 @@ class WindowedAggregate(Stream[Any]):
                 if h is None:
                     continue  # revoked: the partition's new owner handles it
                 store, last_q, last_offsets, last_held = h.store, m.partition, event._offsets, h
+                get, put, positions = store.get, store.put, store.positions
+                own_src = f"{m.topic}:{m.partition}"
+                own_prefix = f"{own_src}:".encode()
                 index = self._index(last_q, h)
                 run.stretch(h)
             assert index is not None
@@ -357,7 +434,27 @@ class WindowedAggregate(Stream[Any]):
                     carrier, ValueError("aggregate needs a key; this element has none"), self._agent
                 )
                 continue
-            positions = store.positions
+            # The source position: carried in a header through repartitions, else our own.
+            mark: bytes | None = None
+            for name, header in m.headers:
+                if name == POSITION_HEADER:
+                    mark = header
+                    break
+            if mark is None:
+                src = own_src
+                offset = m.offset
+                mark = own_prefix + str(offset).encode()
+            else:
+                head, _, tail = mark.rpartition(b":")
+                src = names.get(head)  # type: ignore[assignment]
+                try:
+                    if src is None:
+                        src = names[head] = source_partition(head)
+                    offset = int(tail)
+                except ValueError:  # UnicodeDecodeError too
+                    # Not a position streamc wrote: the skip rule cannot place the element.
+                    await worker.dead_letter(carrier, unreadable_position(mark), self._agent)
+                    continue
             try:
                 mark, src, offset = _position(m)
                 t = event_time(value, event)
@@ -365,7 +462,13 @@ class WindowedAggregate(Stream[Any]):
                 await worker.dead_letter(carrier, exc, self._agent)
                 continue
             now = positions.get(STREAM_TIME, _NO_TIME)
-            key = event.key
+            key = event._key
+            if key is _UNDECODED:
+                key = keys.get(raw_key, _UNDECODED)
+                if key is _UNDECODED:
+                    key = keys[raw_key] = event.key
+                else:
+                    event._key = key
             if offset <= positions.get(src, -1):
                 # A replay: folded already. Its stream time counts (a run may have reached
                 # the changelog without its skip map), and what it closed is closed again:
@@ -377,14 +480,17 @@ class WindowedAggregate(Stream[Any]):
                     self._close(run, store, index, t, last_q, event)
                 if not final:
                     for raw, w in self._windows_of(store, index, raw_key, t):
-                        run.emit(event, row(key, self._window(raw, w), w.state), raw_key, t)
+                        run.emit(event, row(key, window_of(raw, w), w.state), raw_key, t, key=key)
                 run.done(event)
                 continue
             try:
-                if isinstance(spec, Session):
+                if session:
                     changed = await self._fold_session(store, index, raw_key, value, t, now)
                 else:
-                    changed = await self._fold_fixed(store, index, raw_key, value, t, now, spec)
+                    changed = self._fold_fixed(get, index.close, raw_key, value, t, now, fixed)
+                    for _, w in changed:  # a coroutine, a wrong type or reduce results
+                        if checks or type(w.state) is not state_type:
+                            w.state = await self._folded(w.state)
                 encoded = [(raw, w, encode(w)) for raw, w in changed if w is not None]
             except asyncio.CancelledError:
                 raise
@@ -394,17 +500,21 @@ class WindowedAggregate(Stream[Any]):
             if not changed:  # every window of it is closed
                 await self._too_late(event, value, t, now)
                 continue
-            for raw, w in changed:
-                if w is None:
-                    store.delete(raw)
-                    index.forget(raw)
-                    run.record(last_q, store, raw, None, mark)
+            if session:
+                for raw, w in changed:
+                    if w is None:
+                        store.delete(raw)
+                        index.forget(raw)
+                        run.record(last_q, store, raw, None, mark)
+            # Every update goes on its own event holding the run's `_Rows`, never on the
+            # element's: a tombstone waits for the delivery of every row emitted before it.
             for raw, w, data in encoded:
-                store.put(raw, w, data)
-                index.add(raw, w.end + grace)
+                put(raw, w, data)
+                if session or index.close.get(raw) != w.end + grace:
+                    index.add(raw, w.end + grace)  # else queued already, at that close time
                 run.record(last_q, store, raw, data, mark)
                 if not final:
-                    run.emit(event, row(key, self._window(raw, w), w.state), raw_key, t)
+                    run.emit(event, row(key, window_of(raw, w), w.state), raw_key, t, key=key)
             positions[src] = offset
             if t > now:
                 positions[STREAM_TIME] = t
@@ -414,10 +524,21 @@ class WindowedAggregate(Stream[Any]):
                 # not in the changelog are stored with close times stream time passed.
                 self._close(run, store, index, t, last_q, event)
             run.hold(event)
+        source.until_check = until_check
         await self._send(run)
 
     def _window(self, raw: bytes, w: Windowed[Any]) -> Window:
-        return Window(int.from_bytes(raw[-8:], "big") - 2**63, w.end)  # split_key's start
+        """The window of a stored one, shared: the keys of a partition share a few windows,
+        and a frozen dataclass costs more to build than the rest of a row."""
+        windows = self._windows
+        end = w.end
+        suffix = raw[-8:]
+        window = windows.get(suffix)
+        if window is None or window.end_ms != end:  # a session's end moves
+            if len(windows) >= _TIMES_MAX:
+                windows.clear()
+            window = windows[suffix] = Window(int.from_bytes(suffix, "big") - 2**63, end)
+        return window
 
     def _windows_of(
         self, store: Store, index: _Index, raw_key: bytes, t: int
@@ -444,33 +565,42 @@ class WindowedAggregate(Stream[Any]):
                     out.append((raw, w))
         return out
 
-    async def _fold_fixed(
+    def _fold_fixed(
         self,
-        store: Store,
-        index: _Index,
+        get: Callable[[bytes], Any],
+        opened: dict[bytes, int],
         raw_key: bytes,
         value: Any,
         t: int,
         now: int,
         spec: Tumbling | Hopping,
     ) -> list[tuple[bytes, Any]]:
-        """Fold into every open window of `t`: [(store key, new Windowed)], [] if late."""
+        """Fold into every open window of `t`: [(store key, new Windowed)], [] if late. The
+        states are the fold's results as they are: the caller awaits and checks them.
+        `opened`: the partition's stored windows (its index): a window not in it is new, and
+        not looked up (a miss costs a RocksDB read)."""
         grace, size = self._grace, spec.size
         clock = max(now, t)
         state_type = self._table.state_type
-        fold, checks = self._fold, self._checks
+        fold = self._fold
+        if type(spec) is Tumbling:  # one window: no range of starts
+            start = t - t % size
+            end = start + size
+            if end + grace <= clock:
+                return []  # closed
+            raw = raw_key + (start + 2**63).to_bytes(8, "big")  # window_key
+            w = get(raw) if raw in opened else None
+            state = state_type() if w is None else w.state.__copy__()
+            return [(raw, Windowed(end, fold(state, value)))]
         out: list[tuple[bytes, Any]] = []
         for start in window_starts(spec, t):
             end = start + size
             if end + grace <= clock:
                 continue  # closed
-            raw = window_key(raw_key, start)
-            w = store.get(raw)
+            raw = raw_key + (start + 2**63).to_bytes(8, "big")  # window_key
+            w = get(raw) if raw in opened else None
             state = state_type() if w is None else w.state.__copy__()
-            state = fold(state, value)
-            if type(state) is not state_type or checks:
-                state = await self._folded(state)
-            out.append((raw, Windowed(end, state)))
+            out.append((raw, Windowed(end, fold(state, value))))
         return out
 
     async def _fold_session(
@@ -560,7 +690,7 @@ class WindowedAggregate(Stream[Any]):
                 key_bytes, start = split_key(raw)
                 key = key_decode(key_bytes)
                 result = self._row(key, Window(start, w.end), w.state)
-                run.emit(event, result, key_bytes, w.end - 1, q)
+                run.emit(event, result, key_bytes, w.end - 1, q, key)
 
     async def _close_all(self, run: _Run) -> None:
         """At the end of `streamc run`'s input: stream time moves past every window."""
@@ -649,7 +779,8 @@ class _Run:
     def record(
         self, q: int, store: Any, raw: bytes, data: bytes | None, mark: bytes | None
     ) -> None:
-        headers: Headers = () if mark is None else ((POSITION_HEADER, mark),)
+        # A list: the Kafka transport's batch builder takes exactly that (no copy per record).
+        headers: Headers = [] if mark is None else [(POSITION_HEADER, mark)]
         self.records.append((raw, data, headers))
         self.partitions.append(q)
         self.stores[q] = store
@@ -667,14 +798,21 @@ class _Run:
         self.outputs.close(event, held, q, raw)
 
     def emit(
-        self, event: Event[Any, Any] | None, value: Any, raw_key: bytes, ts: int, q: int = -1
+        self,
+        event: Event[Any, Any] | None,
+        value: Any,
+        raw_key: bytes,
+        ts: int,
+        q: int = -1,
+        key: Any = _UNDECODED,
     ) -> None:
         """An output row, carried by its own event: it holds the source message of the
         element that produced it (`event`) until downstream is done with it. An element's
         second and later outputs carry positions of their own (`_fanned`), and so does each
-        output of no element (`q`: the store partition it comes from)."""
+        output of no element (`q`: the store partition it comes from). `key`: the row's key
+        decoded, its event's `key` (else the raw bytes)."""
         if event is None:
-            self.out.append((value, _detached(value, raw_key, ts, q)))
+            self.out.append((value, _detached(value, raw_key, ts, q, key)))
             return
         m = event.message
         rows = self.rows
@@ -690,7 +828,7 @@ class _Run:
             rows.elements.append(m.offset)
         rows.refs += 1
         message = _Message(m.topic, m.partition, m.offset, ts, raw_key, None, headers)
-        self.out.append((value, Event(message, value, cast(Any, rows))))
+        self.out.append((value, Event(message, value, cast(Any, rows), None, False, key)))
 
     def hold(self, event: Event[Any, Any]) -> None:
         if not event._acked:
@@ -904,10 +1042,12 @@ def _fanned(m: Any, k: int) -> Headers:
 _ENDED = itertools.count()
 
 
-def _detached(value: Any, raw_key: bytes, ts: int, q: int = -1) -> Event[Any, Any]:
+def _detached(
+    value: Any, raw_key: bytes, ts: int, q: int = -1, key: Any = _UNDECODED
+) -> Event[Any, Any]:
     mark = f"streamc.end_of_input:0:{next(_ENDED)}".encode()  # a source like any other
     message = _Message("", q, -1, ts, raw_key, None, ((POSITION_HEADER, mark),))
-    return Event(message, value, cast(Any, _NoOffsets()))
+    return Event(message, value, cast(Any, _NoOffsets()), None, False, key)
 
 
 def _position(m: Any) -> tuple[bytes, str, int]:
