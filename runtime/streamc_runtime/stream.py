@@ -290,9 +290,10 @@ def carrier_events(carrier: Carrier) -> list[Event[Any, Any]]:
 
 
 def ack_carrier(carrier: Carrier) -> None:
-    if type(carrier) is _Batch:
-        carrier.ack()
-    elif isinstance(carrier, list):
+    if isinstance(carrier, list):
+        if type(carrier) is _Batch:
+            carrier.ack()
+            return
         for event in carrier:  # `event._ack()`, inlined: batches are acked event by event
             if type(event) is not Event:
                 event._ack()  # a member of a run (a nested `take`'s batch): its own release

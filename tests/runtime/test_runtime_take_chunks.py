@@ -178,3 +178,24 @@ async def test_a_dead_lettered_batch_of_chunks_holds_its_offsets_until_delivered
         str(i).encode() for i in range(5, 10)
     ]
     assert seen == [[0.0, 1.0, 2.0, 3.0, 4.0], [10.0, 11.0, 12.0, 13.0, 14.0]]
+
+
+async def test_batches_of_batches_over_chunks_release_every_member() -> None:
+    app = App("take-chunks-nested")
+    src = app.topic("src", value_type=Order, partitions=1)
+    sizes: list[list[int]] = []
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for outer in stream.take(5).take(2, within=0.01):
+            sizes.append([len(inner) for inner in outer])
+
+    async with Running(app) as r:
+        for i in range(20):
+            r.produce("src", _order(i))
+        await wait_for(lambda: sum(map(sum, sizes)) == 20)
+        await r.idle()
+        await r.worker.commit()
+        assert r.committed("src") == {0: 20}
+        assert r.worker.offsets.get(TP("src", 0)).in_flight == 0
+    assert sizes == [[5, 5], [5, 5]]
