@@ -1034,7 +1034,7 @@ class _Take(Stream[list[Any]]):
         chunk.state.abandon(chunk.entry, n - start)
         chunk.cut = chunk.messages[start].offset
         del chunk.messages[start:]
-        if chunk.done == start:
+        if start and chunk.done == start:
             _slice_done(chunk, start, start)  # all before is done: the entry moves to the cut
 
     def _begin_batch(self) -> None:
