@@ -130,7 +130,7 @@ class Chunk:
     is made per message; a `Run` makes one only for an element that needs it (a send, a
     dead letter, the element in hand when the body raises)."""
 
-    __slots__ = ("cut", "entry", "kdecode", "messages", "state", "values")
+    __slots__ = ("cut", "done", "entry", "kdecode", "later", "messages", "state", "values")
 
     def __init__(
         self,
@@ -146,6 +146,28 @@ class Chunk:
         self.values = values
         self.kdecode = kdecode
         self.cut: int | None = None  # the first offset dropped on revocation, if any
+        # For `take` batches over chunks (`_Batch`): every member before `done` is done, and
+        # the slices done out of order after it (`lo -> hi`), so the entry moves up only
+        # past a prefix that is all done.
+        self.done = 0
+        self.later: dict[int, int] | None = None
+
+
+def _slice_done(chunk: Chunk, lo: int, hi: int) -> None:
+    """Members `lo` to `hi` of `chunk` are done (released, or held on their own): once all
+    before them are too, its entry moves up so a commit covers them as it would one by one."""
+    later = chunk.later
+    if lo != chunk.done:
+        if later is None:
+            later = chunk.later = {}
+        later[lo] = hi
+        return
+    while later and hi in later:
+        hi = later.pop(hi)
+    chunk.done = hi
+    first = chunk.messages[hi].offset if hi < len(chunk.messages) else chunk.cut
+    if first is not None:
+        chunk.entry = chunk.state.advance_run(chunk.entry, first)
 
 
 def _bounds(chunks: list[Chunk]) -> list[int]:
@@ -169,6 +191,97 @@ class _Member(Event[Any, Any], eq=False):
             chunk.state.release_members(chunk.entry, 1)
 
 
+class _Batch(list[Event[Any, Any]]):
+    """A `take` batch read straight from chunks: slices `(chunk, lo, hi)` of them, acked with
+    one release per slice. Its events are made only when something walks them (a send, a
+    dead letter, a forward's key): then each is a `_BatchMember`."""
+
+    __slots__ = ("_acked", "_filled", "_left", "parts")
+
+    def __init__(self, parts: list[tuple[Chunk, int, int]]) -> None:
+        super().__init__()
+        self.parts = parts
+        self._acked = False
+        self._filled = False
+        self._left = 0  # members not acked on their own (once filled)
+
+    def _fill(self) -> None:
+        if self._filled:
+            return
+        self._filled = True
+        acked = self._acked
+        members = [
+            _BatchMember(
+                chunk.messages[i],
+                chunk.values[i],
+                chunk.state,
+                chunk.kdecode,
+                acked,
+                _chunk=chunk,
+                _batch=self,
+            )
+            for chunk, lo, hi in self.parts
+            for i in range(lo, hi)
+        ]
+        self._left = 0 if acked else len(members)
+        list.extend(self, members)
+
+    def __iter__(self) -> Iterator[Event[Any, Any]]:
+        self._fill()
+        return list.__iter__(self)
+
+    def __len__(self) -> int:
+        self._fill()
+        return list.__len__(self)
+
+    def __getitem__(self, i: Any) -> Any:
+        self._fill()
+        return list.__getitem__(self, i)
+
+    def messages(self) -> Iterator[Message]:
+        for chunk, lo, hi in self.parts:
+            yield from chunk.messages[lo:hi]
+
+    def ack(self) -> None:
+        if self._acked:
+            return
+        self._acked = True
+        members = list.__iter__(self) if self._filled else None  # in the parts' order
+        for chunk, lo, hi in self.parts:
+            count = hi - lo
+            if members is not None:
+                for _ in range(lo, hi):
+                    event = next(members)
+                    if event._acked:
+                        count -= 1  # dead-lettered: released on its own
+                    else:
+                        event._acked = True
+            if count:
+                chunk.state.release_members(chunk.entry, count)
+        self._settle()
+
+    def _settle(self) -> None:
+        for chunk, lo, hi in self.parts:
+            _slice_done(chunk, lo, hi)
+
+
+class _BatchMember(_Member, eq=False):
+    """A member of a `_Batch` acked on its own (dead-lettered): once all are, so is the batch."""
+
+    _batch: Any = None
+
+    def _ack(self) -> None:
+        if not self._acked:
+            self._acked = True
+            chunk = self._chunk
+            chunk.state.release_members(chunk.entry, 1)
+            batch = self._batch
+            batch._left -= 1
+            if not batch._left and not batch._acked:
+                batch._acked = True
+                batch._settle()
+
+
 Carrier = Event[Any, Any] | list[Event[Any, Any]]
 
 
@@ -178,8 +291,13 @@ def carrier_events(carrier: Carrier) -> list[Event[Any, Any]]:
 
 def ack_carrier(carrier: Carrier) -> None:
     if isinstance(carrier, list):
+        if type(carrier) is _Batch:
+            carrier.ack()
+            return
         for event in carrier:  # `event._ack()`, inlined: batches are acked event by event
-            if not event._acked:
+            if type(event) is not Event:
+                event._ack()  # a member of a run (a nested `take`'s batch): its own release
+            elif not event._acked:
                 event._acked = True
                 event._offsets.release(event.message.offset)
     else:
@@ -192,6 +310,9 @@ def forwarded_key_headers(carrier: Carrier) -> tuple[bytes | None, Headers]:
     if isinstance(carrier, Event):
         message = carrier.message
         return message.key, message.headers
+    if type(carrier) is _Batch:  # without making its events
+        keys = {m.key for m in carrier.messages()}
+        return (keys.pop() if len(keys) == 1 else None), ()
     first = carrier[0].message.key if carrier else None
     return (first if all(e.message.key == first for e in carrier) else None), ()
 
@@ -214,6 +335,8 @@ def forwarded_timestamp(carrier: Carrier) -> int | None:
     the latest of its messages' (as Kafka Streams does); None when there is none to keep."""
     if isinstance(carrier, Event):
         return carrier.message.timestamp
+    if type(carrier) is _Batch:
+        return max((m.timestamp for m in carrier.messages()), default=None)
     return max((e.message.timestamp for e in carrier), default=None)
 
 
@@ -849,6 +972,13 @@ class _Take(Stream[list[Any]]):
         self._epoch = 0  # the worker's drain epoch when this batch started
         self._loop = asyncio.get_running_loop()
         self._worker.takes.append(self)
+        # Straight from the source, batches are slices of `Chunk`s (`_Batch`): no `Event`
+        # and no offset entry per message. `_rest` is a chunk a full batch cut, and where.
+        self._parts: list[tuple[Chunk, int, int]] | None = None
+        self._rest: tuple[Chunk, int] | None = None
+        if up is up._source:
+            self._source.chunk()
+            self._parts = []
 
     @property
     def pending(self) -> int:
@@ -863,6 +993,9 @@ class _Take(Stream[list[Any]]):
     def abandon(self, revoked: frozenset[Any]) -> None:
         """Drop values of revoked partitions from the partial batch (never handed to the agent,
         so the partitions' new owner will handle them)."""
+        if self._parts is not None:
+            self._abandon_parts(revoked)
+            return
         values, events = self._values, self._events
         if not values or len(values) != len(events):  # nested batches: keep (at-least-once)
             return
@@ -879,6 +1012,46 @@ class _Take(Stream[list[Any]]):
             if not values:
                 self._due = None
 
+    def _abandon_parts(self, revoked: frozenset[Any]) -> None:
+        # What a revoked partition has in the partial batch and the cut chunk is the tail of
+        # its chunk: dropped, and the chunk cut there, so once all before is done a commit
+        # reaches the first member dropped.
+        parts, values = self._parts, self._values
+        assert parts is not None
+        rest = self._rest
+        if rest is not None and _revoked(rest[0], revoked):
+            self._rest = None
+            self._source.dropped += len(rest[0].values) - rest[1]  # as if still buffered
+            self._cut(rest[0], rest[1])
+        if not values:
+            return
+        kept_parts: list[tuple[Chunk, int, int]] = []
+        kept: list[Any] = []
+        b = 0
+        for part in parts:
+            chunk, lo, hi = part
+            if _revoked(chunk, revoked):
+                self._cut(chunk, lo)
+            else:
+                kept_parts.append(part)
+                kept += values[b : b + hi - lo]
+            b += hi - lo
+        if len(kept) != len(values):
+            # in place: a running `_pull` holds these very lists
+            parts[:] = kept_parts
+            values[:] = kept
+            if not values:
+                self._due = None
+
+    def _cut(self, chunk: Chunk, start: int) -> None:
+        """Drop members `start` on of a revoked chunk: never handed to the agent."""
+        n = len(chunk.messages)
+        chunk.state.abandon(chunk.entry, n - start)
+        chunk.cut = chunk.messages[start].offset
+        del chunk.messages[start:]
+        if start and chunk.done == start:
+            _slice_done(chunk, start, start)  # all before is done: the entry moves to the cut
+
     def _begin_batch(self) -> None:
         """The first value of a batch is in: note the drain epoch and start the `within` clock."""
         self._epoch = self._worker.drain_epoch
@@ -886,10 +1059,47 @@ class _Take(Stream[list[Any]]):
             self._due = self._loop.time() + self._within
 
     def _emit(self) -> Element:
-        values, events = self._values, self._events
+        values, events, parts = self._values, self._events, self._parts
         self._values, self._events, self._due = [], [], None
         self._worker.batches += 1
+        if parts is not None:
+            self._parts = []
+            return (values, _Batch(parts))
         return (values, events)
+
+    def _take_chunks(self) -> bool:
+        """Fill the batch from the source's chunks; whether it is due (full, or `within`
+        passed). A chunk longer than the batch needs is cut: the batch takes its slice and
+        the rest waits in `_rest` for the next one."""
+        n, values, parts = self._n, self._values, self._parts
+        assert parts is not None
+        source = self._source
+        chunks: deque[Chunk] = source.buffer  # type: ignore[assignment]
+        rest = self._rest
+        if rest is not None and source.closed:  # stopping: unstarted, as the buffer is
+            source.dropped += len(rest[0].values) - rest[1]
+            self._rest = rest = None
+        while len(values) < n:
+            if rest is not None:
+                chunk, lo = rest
+                self._rest = rest = None
+            elif chunks:
+                chunk, lo = chunks.popleft(), 0
+                source.size -= len(chunk.values)
+                if source.full and source.size <= source.low:
+                    self._worker.conductor.drained(source)
+            else:
+                return False
+            if not values:
+                self._begin_batch()
+            hi = min(len(chunk.values), lo + n - len(values))
+            values += chunk.values[lo:hi] if lo or hi < len(chunk.values) else chunk.values
+            parts.append((chunk, lo, hi))
+            if hi < len(chunk.values):
+                self._rest = (chunk, hi)
+            if self._due is not None and self._loop.time() >= self._due:
+                return True
+        return True
 
     async def _pull(self) -> Pulled:
         up = self._up
@@ -897,6 +1107,18 @@ class _Take(Stream[list[Any]]):
         n, loop = self._n, self._loop
         values, events = self._values, self._events
         source = self._source
+        if self._parts is not None:
+            if self._take_chunks():
+                return self._emit()
+            if not values:
+                return EMPTY
+            if (
+                (self._due is not None and loop.time() >= self._due)
+                or source.closed  # stopping: hand over the partial batch, then ack it
+                or self._worker.drain_epoch > self._epoch  # `run_local` draining
+            ):
+                return self._emit()
+            return EMPTY
         while len(values) < n:
             if up is source:
                 # Straight from the buffer: a run of events per step, with no element tuple
@@ -938,6 +1160,11 @@ class _Take(Stream[list[Any]]):
             if self._due is not None and loop.time() >= self._due:
                 break
         return self._emit()
+
+
+def _revoked(chunk: Chunk, revoked: frozenset[Any]) -> bool:
+    m = chunk.messages[0]
+    return (m.topic, m.partition) in revoked
 
 
 class _Enumerate(Stream[tuple[int, Any]]):
