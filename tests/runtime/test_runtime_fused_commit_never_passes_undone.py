@@ -1,0 +1,141 @@
+"""A fused loop straight from its source (runs of `Chunk`s, one offset entry per run): whatever
+mix of interleaved partitions, undecodable messages, raising elements, sends held until
+delivered, flushes before an await, and a rebalance that takes a partition away and gives it
+back, the committable offset of a partition never passes an element that is not done (not
+handled yet, or whose send or dead letter is not delivered)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rtkit import gated
+from streamc_runtime import App, Stream
+from streamc_runtime.memory import MemoryTransport
+from streamc_runtime.transport import TP
+
+PARTS = 2
+
+# What the loop does with an element (by its value): 0 nothing, 1 raise, 2 send, 3 flush and
+# wait a loop turn before handling it, 4 send then flush and wait.
+_ACTIONS = st.sampled_from([0, 0, 0, 1, 2, 3, 4])
+
+
+@st.composite
+def _scenarios(draw: st.DrawFn) -> tuple[list[tuple[int, int, bool]], int | None]:
+    n = draw(st.integers(1, 130))
+    inputs = [
+        (draw(st.integers(0, PARTS - 1)), draw(_ACTIONS), draw(st.booleans()) and i % 7 == 3)
+        for i in range(n)
+    ]
+    rebalance_at = draw(st.none() | st.integers(0, n - 1))
+    return inputs, rebalance_at
+
+
+async def _scenario(inputs: list[tuple[int, int, bool]], rebalance_at: int | None) -> None:
+    app = App("fused-prop")
+    src = app.topic("src", value_type=int, partitions=PARTS)
+    out = app.topic("out", value_type=int, partitions=1)
+    actions = {i: action for i, (_, action, _) in enumerate(inputs)}
+    # (partition, offset) of each value produced, and the offsets never done before release
+    where: dict[int, tuple[int, int]] = {}
+    undone: dict[int, set[int]] = {p: set() for p in range(PARTS)}  # sent / dead-lettered
+    handled: dict[int, set[int]] = {p: set() for p in range(PARTS)}
+    r = gated(app, ["out", "fused-prop-dlq"], revoke_timeout=0.01)
+    violations: list[str] = []
+    other: list[MemoryTransport] = []
+    released = False  # the gated deliveries were let through: undone elements are done
+
+    def check(in_hand: tuple[int, int] | None) -> None:
+        for p in range(PARTS):
+            state = r.worker.offsets.partitions.get(TP("src", p))
+            if state is None:
+                continue
+            c = state.committable()
+            if c is None:
+                continue
+            for o in range(state.start or 0, c):
+                if o in undone[p] or o not in handled[p] or in_hand == (p, o):
+                    violations.append(f"p{p}: committable {c} passes {o}")
+
+    async def rebalance() -> None:
+        # A second member takes a partition away, then leaves: it comes back from the commit.
+        t = MemoryTransport(r.broker, app.name)
+        other.append(t)
+        t._topics = frozenset({"src"})
+        r.broker._join(t)
+        await asyncio.sleep(0.05)
+        r.broker._leave(t)
+
+    @app.agent(src)
+    async def agent(stream: Stream[int]) -> None:
+        async for run in stream.runs():
+            for value in run:
+                action = actions[value]
+                at = where[value]
+                check(at)
+                if action in (3, 4):
+                    if action == 4:
+                        run.send(out, value)
+                        undone[at[0]].add(at[1])
+                    await run.flush()
+                    await asyncio.sleep(0)
+                    check(at)
+                if value == rebalance_at and not other:  # once: it is read again after
+                    await run.flush()
+                    await rebalance()
+                    check(at)
+                if action == 1:
+                    undone[at[0]].add(at[1])
+                    raise ValueError("bad")
+                if action == 2:
+                    run.send(out, value)
+                    undone[at[0]].add(at[1])
+                handled[at[0]].add(at[1])
+
+    commit = r.transport.commit
+
+    async def checked_commit(offsets: dict[TP, int]) -> None:
+        for tp, c in offsets.items() if not released else ():
+            for o in range(c):
+                if o in undone[tp.partition] or o not in handled[tp.partition]:
+                    violations.append(f"{tp}: commit {c} passes {o}")
+        await commit(offsets)
+
+    r.transport.commit = checked_commit  # type: ignore[method-assign]
+
+    async with r:
+        counts = [0] * PARTS
+        for i, (p, _, bad) in enumerate(inputs):
+            where[i] = (p, counts[p])
+            if bad:
+                undone[p].add(counts[p])
+                r.produce("src", b"not json", partition=p, raw=True)
+            else:
+                r.produce("src", i, partition=p)
+            counts[p] += 1
+        await r.idle()
+        await asyncio.sleep(0.01)
+        check(None)
+        await r.worker.commit()
+        for p, c in r.committed("src").items():
+            for o in range(c):
+                if o in undone[p]:
+                    violations.append(f"p{p}: committed {c} passes {o}")
+        released = True
+        r.transport.release()  # type: ignore[attr-defined]
+        await asyncio.sleep(0.01)
+        await r.idle()
+        await r.worker.commit()
+        assert r.committed("src") == dict(enumerate(counts))
+    assert violations == []
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_scenarios())
+def test_a_fused_loop_never_commits_past_an_element_not_done(
+    scenario: tuple[list[tuple[int, int, bool]], int | None],
+) -> None:
+    inputs, rebalance_at = scenario
+    asyncio.run(asyncio.wait_for(_scenario(inputs, rebalance_at), 30))
