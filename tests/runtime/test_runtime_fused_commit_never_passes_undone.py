@@ -22,7 +22,7 @@ PARTS = 2
 _ACTIONS = st.sampled_from([0, 0, 0, 1, 2, 3, 4])
 
 
-_Scenario = tuple[list[tuple[int, int, bool]], int | None, int | None, int]
+_Scenario = tuple[list[tuple[int, int, bool]], int | None, int | None, int, bool]
 
 
 @st.composite
@@ -35,7 +35,8 @@ def _scenarios(draw: st.DrawFn) -> _Scenario:
     rebalance_at = draw(st.none() | st.integers(0, n - 1))
     stop_at = draw(st.none() | st.integers(0, n - 1))
     buffer_size = draw(st.sampled_from([1000, 8]))  # 8: back-pressure pauses and resumes
-    return inputs, rebalance_at, stop_at, buffer_size
+    second = draw(st.booleans())  # another agent reads the topic: chunks of one message
+    return inputs, rebalance_at, stop_at, buffer_size, second
 
 
 async def _scenario(
@@ -43,6 +44,7 @@ async def _scenario(
     rebalance_at: int | None,
     stop_at: int | None,
     buffer_size: int,
+    second: bool,
 ) -> None:
     app = App("fused-prop")
     src = app.topic("src", value_type=int, partitions=PARTS)
@@ -131,6 +133,13 @@ async def _scenario(
 
     r.transport.commit = checked_commit  # type: ignore[method-assign]
     r.transport.flush = releasing_flush  # type: ignore[method-assign]
+
+    if second:
+
+        @app.agent(src)
+        async def plain(stream: Stream[int]) -> None:
+            async for _ in stream:
+                pass
 
     async with r:
         counts = [0] * PARTS
