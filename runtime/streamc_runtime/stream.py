@@ -1815,7 +1815,9 @@ class _Runs(Stream[Run[T]]):
         chunks: list[Chunk] = []
         for chunk, b, revoked_chunk in zip(run._chunks, run._bounds, gone, strict=True):
             n = len(chunk.messages)
-            keep = max(start - b, 0) if revoked_chunk else n
+            # A chunk wholly before the element in hand is kept whole (min): `start - b`
+            # counts the later chunks' elements too.
+            keep = min(max(start - b, 0), n) if revoked_chunk else n
             if keep < n:
                 chunk.state.abandon(chunk.entry, n - keep)
                 self._source.dropped += n - keep

@@ -541,3 +541,34 @@ async def test_a_revocation_mid_run_commits_through_the_element_in_hand_once_it_
         # further (what the loop had not reached is the next owner's).
         assert r.committed("src") == {0: 4}
     assert seen == [0.0, 1.0, 2.0, 3.0]
+
+
+async def test_revoking_a_partition_whose_chunk_the_loop_passed_keeps_the_run_in_order() -> None:
+    app = App("fused-revoke-passed")
+    src = app.topic("src", value_type=Order, partitions=2)
+    seen: list[float] = []
+    started = asyncio.Event()
+    gate = asyncio.Event()
+
+    @app.agent(src)
+    async def agent(stream: Stream[Order]) -> None:
+        async for run in stream.runs():
+            for order in run:
+                if order.amount == 100:
+                    started.set()
+                    await gate.wait()
+                seen.append(order.amount)
+
+    async with Running(app, revoke_timeout=0.05) as r:
+        for i in range(5):
+            r.produce("src", _order(i), partition=0)
+        for i in (100, 101):
+            r.produce("src", _order(i), partition=1)
+        await started.wait()
+        # One run: partition 0's chunk (handled), then partition 1's (its first in hand).
+        await r.worker.on_partitions_revoked({TP("src", 0)})
+        gate.set()
+        await r.idle()
+        await r.worker.commit()
+        assert r.committed("src") == {0: 5, 1: 2}
+    assert seen == [0.0, 1.0, 2.0, 3.0, 4.0, 100.0, 101.0]  # each element once, in order
