@@ -385,6 +385,9 @@ class WindowedAggregate(Stream[Any]):
         row, spec, grace, final = self._row, self._spec, self._grace, self._final
         session = isinstance(spec, Session)
         fixed = cast("Tumbling | Hopping", spec)
+        # A tumbling window is folded inline (below): one window, no lists per element.
+        size = spec.size if type(spec) is Tumbling else 0
+        fold = self._fold
         state_type, checks = table.state_type, self._checks
         encode = table.state_codec.encode
         event_time = self._event_time
@@ -482,6 +485,42 @@ class WindowedAggregate(Stream[Any]):
                         run.emit(event, row(key, window_of(raw, w), w.state), raw_key, t, key=key)
                 run.done(event)
                 continue
+            if size:
+                start = t - t % size
+                end = start + size
+                close_at = end + grace
+                if close_at <= (t if t > now else now):  # its one window is closed
+                    await self._too_late(event, value, t, now)
+                    continue
+                raw = raw_key + (start + 2**63).to_bytes(8, "big")  # window_key
+                opened = index.close
+                try:
+                    # A window the index does not hold is new: no lookup (a RocksDB miss).
+                    w = get(raw) if raw in opened else None
+                    state = fold(state_type() if w is None else w.state.__copy__(), value)
+                    if checks or type(state) is not state_type:  # a coroutine, a wrong type
+                        state = await self._folded(state)
+                    w = Windowed(end, state)
+                    data = encode(w)
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:
+                    await worker.dead_letter(carrier, exc, self._agent)
+                    continue
+                put(raw, w, data)
+                if opened.get(raw) != close_at:
+                    index.add(raw, close_at)  # else queued already, at that close time
+                run.record(last_q, store, raw, data, mark)
+                if not final:
+                    run.emit(event, row(key, window_of(raw, w), state), raw_key, t, key=key)
+                positions[src] = offset
+                if t > now:
+                    positions[STREAM_TIME] = t
+                heap = index.heap
+                if heap and heap[0][0] <= t:
+                    self._close(run, store, index, t, last_q, event)
+                run.hold(event)
+                continue
             try:
                 if session:
                     changed = await self._fold_session(store, index, raw_key, value, t, now)
@@ -574,7 +613,8 @@ class WindowedAggregate(Stream[Any]):
         now: int,
         spec: Tumbling | Hopping,
     ) -> list[tuple[bytes, Any]]:
-        """Fold into every open window of `t`: [(store key, new Windowed)], [] if late. The
+        """Fold into every open window of `t` (hopping; a tumbling one is folded inline in
+        `_fold_run`): [(store key, new Windowed)], [] if late. The
         states are the fold's results as they are: the caller awaits and checks them.
         `opened`: the partition's stored windows (its index): a window not in it is new, and
         not looked up (a miss costs a RocksDB read)."""
@@ -582,15 +622,6 @@ class WindowedAggregate(Stream[Any]):
         clock = max(now, t)
         state_type = self._table.state_type
         fold = self._fold
-        if type(spec) is Tumbling:  # one window: no range of starts
-            start = t - t % size
-            end = start + size
-            if end + grace <= clock:
-                return []  # closed
-            raw = raw_key + (start + 2**63).to_bytes(8, "big")  # window_key
-            w = get(raw) if raw in opened else None
-            state = state_type() if w is None else w.state.__copy__()
-            return [(raw, Windowed(end, fold(state, value)))]
         out: list[tuple[bytes, Any]] = []
         for start in window_starts(spec, t):
             end = start + size
