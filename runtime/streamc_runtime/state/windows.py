@@ -385,6 +385,9 @@ class WindowedAggregate(Stream[Any]):
         row, spec, grace, final = self._row, self._spec, self._grace, self._final
         session = isinstance(spec, Session)
         fixed = cast("Tumbling | Hopping", spec)
+        # A tumbling window is folded inline (below): one window, no lists per element.
+        size = spec.size if type(spec) is Tumbling else 0
+        fold = self._fold
         state_type, checks = table.state_type, self._checks
         encode = table.state_codec.encode
         event_time = self._event_time
@@ -456,7 +459,6 @@ class WindowedAggregate(Stream[Any]):
                     await worker.dead_letter(carrier, unreadable_position(mark), self._agent)
                     continue
             try:
-                mark, src, offset = _position(m)
                 t = event_time(value, event)
             except Exception as exc:
                 await worker.dead_letter(carrier, exc, self._agent)
@@ -482,6 +484,42 @@ class WindowedAggregate(Stream[Any]):
                     for raw, w in self._windows_of(store, index, raw_key, t):
                         run.emit(event, row(key, window_of(raw, w), w.state), raw_key, t, key=key)
                 run.done(event)
+                continue
+            if size:
+                start = t - t % size
+                end = start + size
+                close_at = end + grace
+                if close_at <= (t if t > now else now):  # its one window is closed
+                    await self._too_late(event, value, t, now)
+                    continue
+                raw = raw_key + (start + 2**63).to_bytes(8, "big")  # window_key
+                opened = index.close
+                try:
+                    # A window the index does not hold is new: no lookup (a RocksDB miss).
+                    w = get(raw) if raw in opened else None
+                    state = fold(state_type() if w is None else w.state.__copy__(), value)
+                    if checks or type(state) is not state_type:  # a coroutine, a wrong type
+                        state = await self._folded(state)
+                    w = Windowed(end, state)
+                    data = encode(w)
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:
+                    await worker.dead_letter(carrier, exc, self._agent)
+                    continue
+                put(raw, w, data)
+                if opened.get(raw) != close_at:
+                    index.add(raw, close_at)  # else queued already, at that close time
+                run.record(last_q, store, raw, data, mark)
+                if not final:
+                    run.emit(event, row(key, window_of(raw, w), state), raw_key, t, key=key)
+                positions[src] = offset
+                if t > now:
+                    positions[STREAM_TIME] = t
+                heap = index.heap
+                if heap and heap[0][0] <= t:
+                    self._close(run, store, index, t, last_q, event)
+                run.hold(event)
                 continue
             try:
                 if session:
@@ -575,7 +613,8 @@ class WindowedAggregate(Stream[Any]):
         now: int,
         spec: Tumbling | Hopping,
     ) -> list[tuple[bytes, Any]]:
-        """Fold into every open window of `t`: [(store key, new Windowed)], [] if late. The
+        """Fold into every open window of `t` (hopping; a tumbling one is folded inline in
+        `_fold_run`): [(store key, new Windowed)], [] if late. The
         states are the fold's results as they are: the caller awaits and checks them.
         `opened`: the partition's stored windows (its index): a window not in it is new, and
         not looked up (a miss costs a RocksDB read)."""
@@ -583,15 +622,6 @@ class WindowedAggregate(Stream[Any]):
         clock = max(now, t)
         state_type = self._table.state_type
         fold = self._fold
-        if type(spec) is Tumbling:  # one window: no range of starts
-            start = t - t % size
-            end = start + size
-            if end + grace <= clock:
-                return []  # closed
-            raw = raw_key + (start + 2**63).to_bytes(8, "big")  # window_key
-            w = get(raw) if raw in opened else None
-            state = state_type() if w is None else w.state.__copy__()
-            return [(raw, Windowed(end, fold(state, value)))]
         out: list[tuple[bytes, Any]] = []
         for start in window_starts(spec, t):
             end = start + size
@@ -680,17 +710,20 @@ class WindowedAggregate(Stream[Any]):
             close_at, raw = heapq.heappop(heap)
             if index.close.get(raw) != close_at:
                 continue  # gone, or a session that grew (its new close time is queued)
+            index.forget(raw)
+            if not self._final:
+                # The index holds only stored windows, and with `emit updates` closing
+                # needs no state: no store read (on RocksDB, a read once evicted).
+                run.close(event, index.held, q, raw)
+                continue
             w = store.get(raw)
             if w is None:
-                index.forget(raw)
                 continue
-            index.forget(raw)
             run.close(event, index.held, q, raw)
-            if self._final:
-                key_bytes, start = split_key(raw)
-                key = key_decode(key_bytes)
-                result = self._row(key, Window(start, w.end), w.state)
-                run.emit(event, result, key_bytes, w.end - 1, q, key)
+            key_bytes, start = split_key(raw)
+            key = key_decode(key_bytes)
+            result = self._row(key, Window(start, w.end), w.state)
+            run.emit(event, result, key_bytes, w.end - 1, q, key)
 
     async def _close_all(self, run: _Run) -> None:
         """At the end of `streamc run`'s input: stream time moves past every window."""
@@ -1003,8 +1036,9 @@ async def send_run(worker: Any, changelog: str, run: _Run) -> bool:
     return True
 
 
-@dataclass(slots=True)
-class _Message:
+class _Message(msgspec.Struct):
+    """A row's message: one per row, so a Struct (its constructor runs in C)."""
+
     topic: str
     partition: int
     offset: int
