@@ -44,8 +44,6 @@ _LAZY: Any = object()
 
 _TOPIC_PARTITION = attrgetter("topic", "partition")
 _PARTITION = attrgetter("partition")
-_KEY = attrgetter("key")
-_VALUE = attrgetter("value")
 
 
 class Conductor:
@@ -127,9 +125,11 @@ class Conductor:
         if kcodec.decode_bytes is not None:
             if kcodec.type is not str:
                 return None
-            if not b"".join(filter(None, map(_KEY, run))).isascii():
+            # Comprehensions, not `map(attrgetter)`: an attribute read in a comprehension is
+            # specialised by the interpreter, a third cheaper per message than the getter.
+            if not b"".join([k for m in run if (k := m.key)]).isascii():
                 return None
-        raw = list(map(_VALUE, run))
+        raw: list[Any] = [m.value for m in run]
         vdecode = vcodec.decode_bytes
         if vdecode is None:
             return None if None in raw else raw
