@@ -538,11 +538,5 @@ class StreamStreamJoin(Stream[Any]):
         event._ack()
 
     async def _send(self, run: _Run) -> None:
-        worker = self._worker
-        if not await send_run(worker, self._table.changelog.name, run):
-            return
-        for h, _, _ in run.stretches:
-            h.folding = False
-        for event in run.finished:
-            event._ack()  # its outputs (children) and its changelog delivery hold it now
-        self._out = run.out
+        if await send_run(self._worker, self._table.changelog.name, run):
+            self._out = run.out

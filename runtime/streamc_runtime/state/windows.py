@@ -756,14 +756,8 @@ class WindowedAggregate(Stream[Any]):
         event._ack()
 
     async def _send(self, run: _Run) -> None:
-        worker = self._worker
-        if not await send_run(worker, self._table.changelog.name, run):
-            return
-        for h, _, _ in run.stretches:
-            h.folding = False
-        for event in run.finished:
-            event._ack()  # its outputs (children) and its changelog delivery hold it now
-        self._out = run.out
+        if await send_run(self._worker, self._table.changelog.name, run):
+            self._out = run.out
 
 
 class _Run:
@@ -995,8 +989,9 @@ class _Closing:
 
 
 async def send_run(worker: Any, changelog: str, run: _Run) -> bool:
-    """Write a run's changelog records (and a skip map per store partition written to);
-    False if they never went out (the worker is stopping: nothing may be acked)."""
+    """Write a run's changelog records (and a skip map per store partition written to), then
+    ack the run's folded elements (what they sent and the changelog delivery hold them now);
+    False if the records never went out (the worker is stopping: nothing may be acked)."""
     if any(h.closed for h, _, _ in run.stretches):
         # A store was revoked while this run waited (a slow hook, another store's
         # restore): its new owner may be writing its changelog already, so what was
@@ -1033,6 +1028,10 @@ async def send_run(worker: Any, changelog: str, run: _Run) -> bool:
     outputs = run.outputs
     if outputs.pending or outputs.closes:
         run.queue.queue.append(outputs)
+    for h, _, _ in run.stretches:
+        h.folding = False
+    for event in run.finished:
+        event._ack()  # its outputs (children) and its changelog delivery hold it now
     return True
 
 
