@@ -7,10 +7,12 @@ own `PartitionRecords` makes of the same bytes (same fields, same `next_fetch_of
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections.abc import Sequence
 from typing import Any
 
+import aiokafka
 import aiokafka.consumer.consumer as aiokafka_consumer
 import aiokafka.consumer.fetcher as aiokafka_fetcher
 import pytest
@@ -25,7 +27,8 @@ from aiokafka.record.default_records import (  # type: ignore[import-untyped]
 from aiokafka.record.memory_records import MemoryRecords  # type: ignore[import-untyped]
 from aiokafka.record.util import calc_crc32c  # type: ignore[import-untyped]
 from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
-from streamc_runtime import kafka_records
+from streamc_runtime import kafka, kafka_records
+from streamc_runtime.kafka import KafkaTransport
 from streamc_runtime.kafka_records import (
     KafkaRecord,
     LeanFetchError,
@@ -33,6 +36,7 @@ from streamc_runtime.kafka_records import (
     LeanPartitionRecords,
     lean_consumer_class,
 )
+from streamc_runtime.transport import TransportError
 
 TP0 = TopicPartition("orders", 3)
 READ_UNCOMMITTED = aiokafka_fetcher.READ_UNCOMMITTED
@@ -325,3 +329,24 @@ def test_an_aiokafka_whose_hook_points_moved_is_refused_loudly() -> None:
             type("PR", (), {"__init__": lambda self, tp, records: None}),
             kafka_records._PARTITION_RECORDS_PARAMS,
         )
+
+
+@pytest.mark.asyncio
+async def test_a_transport_on_an_aiokafka_that_does_not_fit_fails_at_start_without_retrying(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As if a bumped aiokafka's FetchResult took other arguments.
+    monkeypatch.setattr(kafka_records, "_FETCH_RESULT_PARAMS", ("self", "tp", "records"))
+    monkeypatch.setattr(kafka, "lean_consumer_class", kafka_records.lean_consumer_class.__wrapped__)
+    # No broker listens there: a start that tried to connect would retry for minutes.
+    transport = KafkaTransport.from_url(
+        "kafka://127.0.0.1:9", group_id="g", connect_attempts=8, connect_timeout_s=60.0
+    )
+    with pytest.raises(LeanFetchError) as raised:
+        await asyncio.wait_for(transport.start(), 5)
+    assert str(raised.value) == (
+        f"streamc's Kafka consumer does not fit the installed aiokafka {aiokafka.__version__}: "
+        "aiokafka's FetchResult(tp, assignment, partition_records, backoff) is not the "
+        "expected FetchResult(tp, records). Install the aiokafka version streamc_runtime pins."
+    )
+    assert isinstance(raised.value, TransportError)  # one line for the user, no traceback
