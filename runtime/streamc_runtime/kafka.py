@@ -59,7 +59,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from aiokafka import (  # type: ignore[import-untyped]
-    AIOKafkaConsumer,
     AIOKafkaProducer,
     ConsumerRebalanceListener,
 )
@@ -74,6 +73,7 @@ from aiokafka.record.default_records import (  # type: ignore[import-untyped]
 )
 from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
+from .kafka_records import lean_consumer_class
 from .memory import partition_for_key
 from .transport import (
     HANDOUT_RUN,
@@ -498,6 +498,8 @@ class KafkaTransport:
             return
         if self._stopped:
             raise KafkaTransportError("a stopped KafkaTransport cannot be started again")
+        # Before connecting: an aiokafka the lean fetch does not fit is no reason to retry.
+        lean_consumer_class()
         s = self.settings
         servers = ",".join(s.bootstrap_servers)
         delay = s.connect_backoff_s
@@ -553,7 +555,8 @@ class KafkaTransport:
             max_request_size=s.max_request_size,
             compression_type=s.compression_type,
         )
-        self._consumer = AIOKafkaConsumer(
+        # Unpacks fetched records into lean `KafkaRecord`s (kafka_records.py).
+        self._consumer = lean_consumer_class()(
             **common,
             group_id=s.group_id,
             enable_auto_commit=False,
@@ -844,9 +847,8 @@ class KafkaTransport:
                 # after a revoke began): rewind so they are fetched again, never skipped.
                 self._rewind(tp, records[0].offset)
                 continue
-            # aiokafka's `ConsumerRecord`s pass through as they are: they have every attribute
-            # of the `Message` protocol (key and value stay raw bytes, as no deserializer is
-            # set), and copying each one cost about as much as aiokafka's own unpacking.
+            # The consumer's `KafkaRecord`s pass through as they are: they are built for the
+            # `Message` protocol in the first place (kafka_records.py).
             held = fetched.get(tp)
             if held is None:
                 fetched[tp] = [records, 0]
@@ -1042,7 +1044,7 @@ class KafkaTransport:
                 f"topic {topic!r} has no partition {partition} (it has {count or 0})"
             )
         tp = TopicPartition(topic, partition)
-        consumer = AIOKafkaConsumer(
+        consumer = lean_consumer_class()(
             **self.settings.client_kwargs(),
             group_id=None,
             enable_auto_commit=False,

@@ -72,10 +72,11 @@ class TP(NamedTuple):
 class Message(Protocol):
     """One consumed record, exactly as the broker gave it: the attributes the runtime reads.
 
-    A structural type, so a transport hands over its client's own record objects instead of
-    copying each one (a copy per message was a measurable share of the hot path): aiokafka's
-    `ConsumerRecord` has these attributes, and the memory broker stores its own
-    `MemoryMessage`. Read-only for the runtime: it never changes a message it was given.
+    A structural type, so a transport hands over the record objects it makes as it unpacks a
+    fetch instead of copying each one (a copy per message was a measurable share of the hot
+    path): the Kafka transport's consumer unpacks straight into `KafkaRecord`s
+    (`kafka_records.py`), and the memory broker stores its own `MemoryMessage`. Read-only for
+    the runtime: it never changes a message it was given.
     """
 
     @property

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 from kafkatest import Broker, open_transport
 from streamc_runtime.kafka import KafkaTransport, KafkaTransportError
+from streamc_runtime.kafka_records import KafkaRecord
 from streamc_runtime.transport import Message, TopicSpec
 
 pytestmark = [pytest.mark.kafka, pytest.mark.asyncio]
@@ -38,6 +39,7 @@ async def test_reads_a_partition_to_its_end_and_from_any_offset(
         await fill(t, topic, 1, 5000)
         await fill(t, topic, 2, 7)
         whole = await read(t, topic, 1, 0)
+        assert {type(m) for m in whole} == {KafkaRecord}  # the lean records (kafka_records.py)
         assert [(m.partition, m.offset, m.key) for m in whole] == [
             (1, i, f"k{i}".encode()) for i in range(5000)
         ]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Collection, Sequence
+from typing import cast
 
 import pytest
 from kafkatest import Broker, RecordingListener, kafka_partition, open_transport, wait_until
 from streamc_runtime.kafka import KafkaTransport, KafkaTransportError, KafkaUnavailableError
+from streamc_runtime.kafka_records import KafkaRecord
 from streamc_runtime.transport import TP, Message, TopicSpec, Transport
 
 pytestmark = [pytest.mark.kafka, pytest.mark.asyncio]
@@ -59,6 +61,8 @@ async def test_round_trip_keeps_keys_values_and_headers(
         got = await drain(t, len(sent))
     by_value = {m.value: m for m in got}
     assert len(got) == len(sent)
+    # The consumer's own lean records (kafka_records.py), not aiokafka's ConsumerRecords.
+    assert {type(m) for m in got} == {KafkaRecord}
     for (key, value, headers), delivery in zip(sent, landed, strict=True):
         m = by_value[value]
         assert m.key == key
@@ -69,6 +73,8 @@ async def test_round_trip_keeps_keys_values_and_headers(
             delivery.offset,
         )
         assert m.timestamp > 1_600_000_000_000  # milliseconds, not seconds
+        assert cast(KafkaRecord, m).timestamp_type == 0  # set by the producer
+        assert m.headers == tuple(headers)
     # Records with one key stay in order in one partition.
     k1 = [m for m in got if m.key == b"k1"]
     assert [m.value for m in sorted(k1, key=lambda m: m.offset)] == [b"v1", b"\x00\xffbinary"]

@@ -1,0 +1,307 @@
+"""Lean record unpacking for streamc's own aiokafka consumers.
+
+aiokafka unpacks each fetched record into an 11-field `ConsumerRecord` dataclass, one
+generator step and one `__next__` call at a time, and every one of them is tracked by the cyclic
+garbage collector, which then traverses the megabytes of records a worker holds: together
+about half a worker's CPU on a P1/P3 backlog. `lean_consumer_class()` returns an
+`AIOKafkaConsumer` whose fetcher instead unpacks a whole record batch at once, in one list
+comprehension, into untracked `KafkaRecord`s (the fields the runtime reads, see
+`transport.Message`); everything else (positions, control batches, aborted transactions, CRC
+checks, offset gaps) keeps aiokafka's rules, and mostly aiokafka's code.
+
+How it is hooked in, and why this way: aiokafka names the classes it builds as module globals
+inside its methods (`AIOKafkaConsumer.start` builds a `Fetcher`, `Fetcher._proc_fetch_request`
+a `PartitionRecords` and a `FetchResult`, and `fetched_records`/`next_record` test
+`type(x) is FetchResult`). That consumer and `LeanFetcher` run those very methods (their code
+objects, not copies of their source) with just those names bound to the subclasses here. So
+only consumers streamc creates unpack lean records: a user's own `AIOKafkaConsumer` (in a
+hook) is untouched, as nothing of aiokafka is patched; and the rest of each method stays
+aiokafka's, whatever fixes a newer release brings. `_rebind` refuses, with `LeanFetchError`,
+a method that no longer names the class it expects (or whose class is no longer the one
+subclassed here), and `lean_consumer_class` checks the constructors' signatures: an aiokafka
+whose internals moved fails at start, loudly, instead of silently unpacking differently.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+from collections.abc import Callable
+from typing import Any
+
+import aiokafka  # type: ignore[import-untyped]
+import msgspec
+from aiokafka import AIOKafkaConsumer
+from aiokafka import errors as kerrors
+from aiokafka.consumer import fetcher as _fetcher_module  # type: ignore[import-untyped]
+from aiokafka.record.default_records import (  # type: ignore[import-untyped]
+    DefaultRecordBatch,
+)
+
+from .transport import TransportError
+
+__all__ = ["KafkaRecord", "LeanFetchError", "lean_consumer_class"]
+
+
+class LeanFetchError(TransportError):
+    """The installed aiokafka's internals are not those the lean unpacking was written for."""
+
+
+# gc=False: a record holds only str, int, bytes and tuples of them, so it can never be part of
+# a reference cycle, and not tracking millions of them spares the cyclic collector.
+class KafkaRecord(msgspec.Struct, frozen=True, gc=False):
+    """One consumed record: `transport.Message`, plus how its timestamp was set (0: by the
+    producer, 1: by the broker on append; None for the oldest message format)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    timestamp_type: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+_PartitionRecords: Any = _fetcher_module.PartitionRecords
+_FetchResult: Any = _fetcher_module.FetchResult
+_Fetcher: Any = _fetcher_module.Fetcher
+_READ_COMMITTED: int = _fetcher_module.READ_COMMITTED
+
+# The constructor parameters aiokafka's code passes (checked by `lean_consumer_class`).
+_PARTITION_RECORDS_PARAMS = (
+    "self",
+    "tp",
+    "records",
+    "aborted_transactions",
+    "fetch_offset",
+    "key_deserializer",
+    "value_deserializer",
+    "check_crcs",
+    "isolation_level",
+)
+_FETCH_RESULT_PARAMS = ("self", "tp", "assignment", "partition_records", "backoff")
+
+
+class LeanPartitionRecords(_PartitionRecords):  # type: ignore[misc]
+    """aiokafka's `PartitionRecords` (the records of one partition from one fetch response),
+    handing out `KafkaRecord`s a batch at a time through `take`.
+
+    `next_fetch_offset` follows aiokafka's rules exactly: past the last record handed out, or
+    past a whole batch once all of it is handed out (so a batch whose tail was compacted away,
+    a control batch or an aborted one is not fetched again)."""
+
+    _records: Any  # aiokafka's MemoryRecords of the fetch response
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        if self._key_deserializer is not None or self._value_deserializer is not None:
+            raise LeanFetchError("the lean unpacking hands out raw bytes: no deserializers")
+        self._records_iterator = None  # aiokafka's per-record generator, never used
+        # Records of the batch a `take` stopped in, and the index of the first not taken.
+        self._pending: list[KafkaRecord] = []
+        self._pending_at = 0
+        self._pending_end = 0  # the batch's `next_offset`
+        self.done = False  # all handed out (or a CRC check failed): nothing more to take
+
+    def __next__(self) -> KafkaRecord:
+        # What aiokafka's `getone` (so `AIOKafkaConsumer.getone`) uses.
+        got = self.take(1)
+        if not got:
+            raise StopIteration
+        return got[0]
+
+    def take(self, max_records: int | None) -> list[KafkaRecord]:
+        """Up to `max_records` (None: all) records not taken yet, in offset order."""
+        out: list[KafkaRecord] = []
+        if self.done:
+            return out
+        want = -1 if max_records is None else max_records
+        pending = self._pending
+        if pending:
+            out = self._from_pending(pending, self._pending_at, want)
+            if len(out) == want:
+                self.done = not self._pending and not self._records.has_next()
+                return out
+        tp = self._tp
+        topic = tp.topic
+        partition = tp.partition
+        records = self._records
+        read_committed = self._isolation_level == _READ_COMMITTED
+        while records.has_next():
+            batch = records.next_batch()
+            if self._check_crcs and not batch.validate_crc():
+                # As aiokafka: raised before any record of the batch is handed out. What this
+                # call took before is lost with the exception, but the consumer's position
+                # is not moved past it (aiokafka's `getall` raises before it updates the
+                # position), so it is fetched again; this partition's fetch result ends.
+                self.done = True
+                self._records = _NO_RECORDS
+                raise kerrors.CorruptRecordException(f"Invalid CRC - {tp}")
+            if read_committed and batch.producer_id is not None:
+                self._consume_aborted_up_to(batch.base_offset)
+                if batch.is_control_batch and self._contains_abort_marker(batch):
+                    self._aborted_producers.discard(batch.producer_id)
+                if batch.is_transactional and batch.producer_id in self._aborted_producers:
+                    self.next_fetch_offset = batch.next_offset
+                    continue
+            if batch.is_control_batch:  # skipped whatever the isolation level
+                self.next_fetch_offset = batch.next_offset
+                continue
+            start = self.next_fetch_offset
+            if type(batch) is DefaultRecordBatch and batch.base_offset >= start:
+                unpacked = [
+                    KafkaRecord(
+                        topic,
+                        partition,
+                        r.offset,
+                        r.timestamp,
+                        r.timestamp_type,
+                        r.key,
+                        r.value,
+                        tuple(r.headers),
+                    )
+                    for r in batch
+                ]
+            else:
+                # Records before the fetch offset: the start of a batch the position is in
+                # the middle of, or the wrapper of an old compressed message set.
+                unpacked = [
+                    KafkaRecord(
+                        topic,
+                        partition,
+                        r.offset,
+                        r.timestamp,
+                        r.timestamp_type,
+                        r.key,
+                        r.value,
+                        tuple(r.headers),
+                    )
+                    for r in batch
+                    if r.offset >= start
+                ]
+            end = batch.next_offset
+            if want < 0 or len(out) + len(unpacked) <= want:
+                out += unpacked
+                self.next_fetch_offset = end
+                if len(out) == want:
+                    break
+            else:
+                self._pending = unpacked
+                self._pending_end = end
+                out += self._from_pending(unpacked, 0, want - len(out))
+                self.done = False
+                return out
+        self.done = not records.has_next()
+        return out
+
+    def _from_pending(self, pending: list[KafkaRecord], at: int, want: int) -> list[KafkaRecord]:
+        """Up to `want` (-1: all) of the held batch's records from `at` on."""
+        end = len(pending) if want < 0 else min(at + want, len(pending))
+        got = pending[at:end]
+        if end == len(pending):
+            self._pending = []
+            self._pending_at = 0
+            self.next_fetch_offset = self._pending_end
+        else:
+            self._pending_at = end
+            self.next_fetch_offset = got[-1].offset + 1
+        return got
+
+
+class _NoRecords:
+    """What a fetch result whose CRC check failed has left: nothing."""
+
+    def has_next(self) -> bool:
+        return False
+
+
+_NO_RECORDS = _NoRecords()
+
+
+class LeanFetchResult(_FetchResult):  # type: ignore[misc]
+    """aiokafka's `FetchResult`, whose `getall` takes the records a batch at a time."""
+
+    _partition_records: LeanPartitionRecords | None
+
+    def getall(self, max_records: int | None = None) -> list[KafkaRecord]:
+        # aiokafka's `getall`, less its loop of one `__next__` per record.
+        if not self.check_assignment(self._topic_partition) or not self.has_more():
+            return []
+        records = self._partition_records
+        assert records is not None  # `has_more`
+        out = records.take(max_records)
+        self._update_position()
+        if records.done:
+            self._partition_records = None
+        return out
+
+
+def _rebind(func: Callable[..., Any], **names: Any) -> Callable[..., Any]:
+    """`func` (aiokafka's own code) with the global `names` bound to subclasses of what they
+    name in aiokafka. Raises `LeanFetchError` if `func` does not use a name, or if the name is
+    no longer the class subclassed, or if `func` needs a closure (which a copy cannot keep)."""
+    code = func.__code__
+    where = f"{func.__module__}.{func.__qualname__}"
+    if func.__closure__ is not None:
+        raise LeanFetchError(f"{where} now has a closure")
+    glob = dict(func.__globals__)
+    for name, cls in names.items():
+        if name not in code.co_names:
+            raise LeanFetchError(f"{where} no longer uses {name}")
+        if glob.get(name) not in cls.__mro__[1:]:
+            raise LeanFetchError(f"{where}'s {name} is not what {cls.__name__} extends")
+        glob[name] = cls
+    out = types.FunctionType(code, glob, func.__name__, func.__defaults__, None)
+    out.__kwdefaults__ = func.__kwdefaults__
+    out.__qualname__ = func.__qualname__
+    out.__doc__ = func.__doc__
+    return out
+
+
+def _check_params(cls: Any, expected: tuple[str, ...]) -> None:
+    params = tuple(inspect.signature(cls.__init__).parameters)
+    if params != expected:
+        raise LeanFetchError(
+            f"aiokafka's {cls.__name__}({', '.join(params[1:])}) is not the expected "
+            f"{cls.__name__}({', '.join(expected[1:])})"
+        )
+
+
+@functools.cache
+def lean_consumer_class() -> type[Any]:
+    """`LeanConsumer`, after checking that the installed aiokafka is one it fits: raises
+    `LeanFetchError` (a user-facing message) otherwise."""
+    try:
+        _check_params(_PartitionRecords, _PARTITION_RECORDS_PARAMS)
+        _check_params(_FetchResult, _FETCH_RESULT_PARAMS)
+        for cls, attr in (
+            (_PartitionRecords, "_consume_aborted_up_to"),
+            (_PartitionRecords, "_contains_abort_marker"),
+            (_FetchResult, "check_assignment"),
+            (_FetchResult, "_update_position"),
+            (_FetchResult, "has_more"),
+        ):
+            if not callable(getattr(cls, attr, None)):
+                raise LeanFetchError(f"aiokafka's {cls.__name__} has no {attr}")
+
+        class LeanFetcher(_Fetcher):  # type: ignore[misc]
+            _proc_fetch_request = _rebind(
+                _Fetcher._proc_fetch_request,
+                PartitionRecords=LeanPartitionRecords,
+                FetchResult=LeanFetchResult,
+            )
+            fetched_records = _rebind(_Fetcher.fetched_records, FetchResult=LeanFetchResult)
+            next_record = _rebind(_Fetcher.next_record, FetchResult=LeanFetchResult)
+
+        class LeanConsumer(AIOKafkaConsumer):  # type: ignore[misc]
+            start = _rebind(AIOKafkaConsumer.start, Fetcher=LeanFetcher)
+
+    except LeanFetchError as exc:
+        raise LeanFetchError(
+            f"streamc's Kafka consumer does not fit the installed aiokafka "
+            f"{getattr(aiokafka, '__version__', '?')}: {exc}. Install the aiokafka version "
+            f"streamc_runtime pins."
+        ) from None
+    return LeanConsumer
