@@ -18,8 +18,9 @@ only consumers streamc creates unpack lean records: a user's own `AIOKafkaConsum
 hook) is untouched, as nothing of aiokafka is patched; and the rest of each method stays
 aiokafka's, whatever fixes a newer release brings. `_rebind` refuses, with `LeanFetchError`,
 a method that no longer names the class it expects (or whose class is no longer the one
-subclassed here), and `lean_consumer_class` checks the constructors' signatures: an aiokafka
-whose internals moved fails at start, loudly, instead of silently unpacking differently.
+subclassed here), and `lean_consumer_class` checks the constructors' signatures and that no
+other method names those classes: an aiokafka whose internals moved fails at start, loudly,
+instead of silently unpacking differently.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 import functools
 import inspect
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import aiokafka  # type: ignore[import-untyped]
@@ -238,6 +239,33 @@ class LeanFetchResult(_FetchResult):  # type: ignore[misc]
         return out
 
 
+def _names(code: types.CodeType) -> set[str]:
+    """The global and attribute names `code` uses, its nested functions' and comprehensions'
+    included (they run with the globals of the function that makes them)."""
+    out = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            out |= _names(const)
+    return out
+
+
+def _check_only_rebound(cls: Any, rebound: Collection[str], names: Collection[str]) -> None:
+    """Raise `LeanFetchError` if a function of `cls` other than the `rebound` ones uses one of
+    `names`: left as aiokafka's, it would meet the lean classes with aiokafka's in mind (a
+    `type(x) is FetchResult` would take every lean result for an error)."""
+    for klass in cls.__mro__[:-1]:
+        for attr, value in vars(klass).items():
+            if attr in rebound:
+                continue
+            for func in (value, *(getattr(value, a, None) for a in ("__func__", "fget", "fset"))):
+                code = getattr(func, "__code__", None)
+                used = sorted(_names(code).intersection(names)) if code is not None else []
+                if used:
+                    raise LeanFetchError(
+                        f"{klass.__module__}.{klass.__qualname__}.{attr} uses {used[0]}"
+                    )
+
+
 def _rebind(func: Callable[..., Any], **names: Any) -> Callable[..., Any]:
     """`func` (aiokafka's own code) with the global `names` bound to subclasses of what they
     name in aiokafka. Raises `LeanFetchError` if `func` does not use a name, or if the name is
@@ -285,6 +313,11 @@ def lean_consumer_class() -> type[Any]:
         ):
             if not callable(getattr(cls, attr, None)):
                 raise LeanFetchError(f"aiokafka's {cls.__name__} has no {attr}")
+        hooked = ("FetchResult", "PartitionRecords")
+        _check_only_rebound(
+            _Fetcher, ("_proc_fetch_request", "fetched_records", "next_record"), hooked
+        )
+        _check_only_rebound(AIOKafkaConsumer, ("start",), ("Fetcher",))
 
         class LeanFetcher(_Fetcher):  # type: ignore[misc]
             _proc_fetch_request = _rebind(

@@ -350,3 +350,23 @@ async def test_a_transport_on_an_aiokafka_that_does_not_fit_fails_at_start_witho
         "expected FetchResult(tp, records). Install the aiokafka version streamc_runtime pins."
     )
     assert isinstance(raised.value, TransportError)  # one line for the user, no traceback
+
+
+def test_an_aiokafka_naming_the_hooked_classes_in_another_method_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As if a newer Fetcher had one more method telling fetch results from errors by type:
+    # left as aiokafka's, it would take every lean result for an error.
+    source = "def records_ready(self):\n    return [tp for tp, r in self._records.items()"
+    source += " if type(r) is FetchResult]\n"
+    namespace: dict[str, Any] = {}
+    exec(compile(source, aiokafka_fetcher.__file__, "exec"), vars(aiokafka_fetcher), namespace)
+    monkeypatch.setattr(
+        aiokafka_fetcher.Fetcher, "records_ready", namespace["records_ready"], raising=False
+    )
+    with pytest.raises(LeanFetchError, match=r"Fetcher\.records_ready uses FetchResult"):
+        kafka_records.lean_consumer_class.__wrapped__()
+
+
+def test_the_installed_aiokafka_passes_the_start_check() -> None:
+    assert issubclass(kafka_records.lean_consumer_class.__wrapped__(), AIOKafkaConsumer)
