@@ -368,5 +368,57 @@ def test_an_aiokafka_naming_the_hooked_classes_in_another_method_is_refused_at_s
         kafka_records.lean_consumer_class.__wrapped__()
 
 
+def test_an_aiokafka_whose_partition_records_keep_other_attributes_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The same constructor parameters, but the CRC flag kept under another name: the lean
+    # unpacking would fail at the first fetch instead.
+    original = aiokafka_fetcher.PartitionRecords.__init__
+
+    def renamed(
+        self: Any,
+        tp: Any,
+        records: Any,
+        aborted_transactions: Any,
+        fetch_offset: int,
+        key_deserializer: Any,
+        value_deserializer: Any,
+        check_crcs: bool,
+        isolation_level: int,
+    ) -> None:
+        original(
+            self,
+            tp,
+            records,
+            aborted_transactions,
+            fetch_offset,
+            key_deserializer,
+            value_deserializer,
+            check_crcs,
+            isolation_level,
+        )
+        self._crc_check = self.__dict__.pop("_check_crcs")
+
+    monkeypatch.setattr(aiokafka_fetcher.PartitionRecords, "__init__", renamed)
+    with pytest.raises(LeanFetchError, match=r"AttributeError.*_check_crcs"):
+        kafka_records.lean_consumer_class.__wrapped__()
+
+
+def test_an_aiokafka_that_unpacks_otherwise_than_the_lean_unpacking_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As if a newer aiokafka handed out records of aborted transactions under read_committed:
+    # the lean unpacking copies 0.14's rules, and must not silently keep them.
+    original = aiokafka_fetcher.PartitionRecords._unpack_records
+
+    def unpack(self: Any) -> Any:
+        self._isolation_level = READ_UNCOMMITTED
+        yield from original(self)
+
+    monkeypatch.setattr(aiokafka_fetcher.PartitionRecords, "_unpack_records", unpack)
+    with pytest.raises(LeanFetchError, match="unpacks otherwise than aiokafka's PartitionRecords"):
+        kafka_records.lean_consumer_class.__wrapped__()
+
+
 def test_the_installed_aiokafka_passes_the_start_check() -> None:
     assert issubclass(kafka_records.lean_consumer_class.__wrapped__(), AIOKafkaConsumer)
