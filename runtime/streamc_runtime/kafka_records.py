@@ -18,16 +18,19 @@ only consumers streamc creates unpack lean records: a user's own `AIOKafkaConsum
 hook) is untouched, as nothing of aiokafka is patched; and the rest of each method stays
 aiokafka's, whatever fixes a newer release brings. `_rebind` refuses, with `LeanFetchError`,
 a method that no longer names the class it expects (or whose class is no longer the one
-subclassed here), and `lean_consumer_class` checks the constructors' signatures: an aiokafka
-whose internals moved fails at start, loudly, instead of silently unpacking differently.
+subclassed here), and `lean_consumer_class` checks the constructors' signatures, that no other
+method names those classes, and that `take` hands out from a few sample batches just what
+aiokafka's own `PartitionRecords` does (`take` copies its rules and reads its attributes): an
+aiokafka whose internals moved fails at start, loudly, instead of silently unpacking differently.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import struct
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import aiokafka  # type: ignore[import-untyped]
@@ -37,7 +40,10 @@ from aiokafka import errors as kerrors
 from aiokafka.consumer import fetcher as _fetcher_module  # type: ignore[import-untyped]
 from aiokafka.record.default_records import (  # type: ignore[import-untyped]
     DefaultRecordBatch,
+    DefaultRecordBatchBuilder,
 )
+from aiokafka.record.memory_records import MemoryRecords  # type: ignore[import-untyped]
+from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
 from .transport import TransportError
 
@@ -238,6 +244,93 @@ class LeanFetchResult(_FetchResult):  # type: ignore[misc]
         return out
 
 
+def _names(code: types.CodeType) -> set[str]:
+    """The global and attribute names `code` uses, its nested functions' and comprehensions'
+    included (they run with the globals of the function that makes them)."""
+    out = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            out |= _names(const)
+    return out
+
+
+def _check_only_rebound(cls: Any, rebound: Collection[str], names: Collection[str]) -> None:
+    """Raise `LeanFetchError` if a function of `cls` other than the `rebound` ones uses one of
+    `names`: left as aiokafka's, it would meet the lean classes with aiokafka's in mind (a
+    `type(x) is FetchResult` would take every lean result for an error)."""
+    for klass in cls.__mro__[:-1]:
+        for attr, value in vars(klass).items():
+            if attr in rebound:
+                continue
+            for func in (value, *(getattr(value, a, None) for a in ("__func__", "fget", "fset"))):
+                code = getattr(func, "__code__", None)
+                used = sorted(_names(code).intersection(names)) if code is not None else []
+                if used:
+                    raise LeanFetchError(
+                        f"{klass.__module__}.{klass.__qualname__}.{attr} uses {used[0]}"
+                    )
+
+
+def _self_check_batch(base_offset: int, deltas: Collection[int], producer_id: int = -1) -> bytes:
+    """One record batch as a broker sends it, made by aiokafka's own builder."""
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=int(producer_id >= 0),
+        producer_id=producer_id,
+        producer_epoch=0 if producer_id >= 0 else -1,
+        base_sequence=0 if producer_id >= 0 else -1,
+        batch_size=1 << 16,
+    )
+    for delta in deltas:
+        builder.append(
+            delta,
+            timestamp=1_000 + delta,
+            key=None if delta % 2 else b"k%d" % delta,
+            value=b"v%d" % delta,
+            headers=[("h", b"%d" % delta)] if delta % 3 == 0 else [],
+        )
+    data = bytearray(builder.build())
+    struct.pack_into(">q", data, 0, base_offset)  # the broker's part, outside the CRC
+    return bytes(data)
+
+
+def _check_unpacks_as_aiokafka() -> None:
+    """Raise `LeanFetchError` unless `LeanPartitionRecords`, taken a few records at a time,
+    hands out what aiokafka's own `PartitionRecords` does, and ends at the same position:
+    `take` follows aiokafka 0.14's `_unpack_records` rules and reads its attributes, and an
+    aiokafka whose rules or attributes changed must not run with them half-copied. Records
+    with offset gaps, headers, no keys, a fetch offset inside a batch, and a
+    transaction aborted (skipped under read_committed, handed out under read_uncommitted)."""
+    log = b"".join(
+        [
+            _self_check_batch(0, [0, 1, 2]),
+            _self_check_batch(3, [0, 2, 5]),
+            _self_check_batch(9, [0, 1], producer_id=7),
+            _self_check_batch(11, [0, 1, 2]),
+        ]
+    )
+    tp = TopicPartition("t", 0)
+    for isolation in (_READ_COMMITTED, 0):
+        for fetch_offset in (0, 4):
+            args = ([(7, 9)], fetch_offset, None, None, True, isolation)
+            theirs = _PartitionRecords(tp, MemoryRecords(log), *args)
+            expected = [
+                (r.offset, r.timestamp, r.timestamp_type, r.key, r.value, r.headers) for r in theirs
+            ]
+            ours = LeanPartitionRecords(tp, MemoryRecords(log), *args)
+            got = []
+            while not ours.done:
+                got += [
+                    (r.offset, r.timestamp, r.timestamp_type, r.key, r.value, r.headers)
+                    for r in ours.take(2)
+                ]
+            if got != expected or ours.next_fetch_offset != theirs.next_fetch_offset:
+                raise LeanFetchError(
+                    "LeanPartitionRecords unpacks otherwise than aiokafka's PartitionRecords"
+                )
+
+
 def _rebind(func: Callable[..., Any], **names: Any) -> Callable[..., Any]:
     """`func` (aiokafka's own code) with the global `names` bound to subclasses of what they
     name in aiokafka. Raises `LeanFetchError` if `func` does not use a name, or if the name is
@@ -285,6 +378,19 @@ def lean_consumer_class() -> type[Any]:
         ):
             if not callable(getattr(cls, attr, None)):
                 raise LeanFetchError(f"aiokafka's {cls.__name__} has no {attr}")
+        hooked = ("FetchResult", "PartitionRecords")
+        _check_only_rebound(
+            _Fetcher, ("_proc_fetch_request", "fetched_records", "next_record"), hooked
+        )
+        _check_only_rebound(AIOKafkaConsumer, ("start",), ("Fetcher",))
+        try:
+            _check_unpacks_as_aiokafka()
+        except LeanFetchError:
+            raise
+        except Exception as exc:  # a renamed attribute, a builder that changed, ...
+            raise LeanFetchError(
+                f"the lean unpacking fails on aiokafka's records ({type(exc).__name__}: {exc})"
+            ) from exc
 
         class LeanFetcher(_Fetcher):  # type: ignore[misc]
             _proc_fetch_request = _rebind(

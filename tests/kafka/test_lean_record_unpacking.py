@@ -350,3 +350,75 @@ async def test_a_transport_on_an_aiokafka_that_does_not_fit_fails_at_start_witho
         "expected FetchResult(tp, records). Install the aiokafka version streamc_runtime pins."
     )
     assert isinstance(raised.value, TransportError)  # one line for the user, no traceback
+
+
+def test_an_aiokafka_naming_the_hooked_classes_in_another_method_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As if a newer Fetcher had one more method telling fetch results from errors by type:
+    # left as aiokafka's, it would take every lean result for an error.
+    source = "def records_ready(self):\n    return [tp for tp, r in self._records.items()"
+    source += " if type(r) is FetchResult]\n"
+    namespace: dict[str, Any] = {}
+    exec(compile(source, aiokafka_fetcher.__file__, "exec"), vars(aiokafka_fetcher), namespace)
+    monkeypatch.setattr(
+        aiokafka_fetcher.Fetcher, "records_ready", namespace["records_ready"], raising=False
+    )
+    with pytest.raises(LeanFetchError, match=r"Fetcher\.records_ready uses FetchResult"):
+        kafka_records.lean_consumer_class.__wrapped__()
+
+
+def test_an_aiokafka_whose_partition_records_keep_other_attributes_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The same constructor parameters, but the CRC flag kept under another name: the lean
+    # unpacking would fail at the first fetch instead.
+    original = aiokafka_fetcher.PartitionRecords.__init__
+
+    def renamed(
+        self: Any,
+        tp: Any,
+        records: Any,
+        aborted_transactions: Any,
+        fetch_offset: int,
+        key_deserializer: Any,
+        value_deserializer: Any,
+        check_crcs: bool,
+        isolation_level: int,
+    ) -> None:
+        original(
+            self,
+            tp,
+            records,
+            aborted_transactions,
+            fetch_offset,
+            key_deserializer,
+            value_deserializer,
+            check_crcs,
+            isolation_level,
+        )
+        self._crc_check = self.__dict__.pop("_check_crcs")
+
+    monkeypatch.setattr(aiokafka_fetcher.PartitionRecords, "__init__", renamed)
+    with pytest.raises(LeanFetchError, match=r"AttributeError.*_check_crcs"):
+        kafka_records.lean_consumer_class.__wrapped__()
+
+
+def test_an_aiokafka_that_unpacks_otherwise_than_the_lean_unpacking_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As if a newer aiokafka handed out records of aborted transactions under read_committed:
+    # the lean unpacking copies 0.14's rules, and must not silently keep them.
+    original = aiokafka_fetcher.PartitionRecords._unpack_records
+
+    def unpack(self: Any) -> Any:
+        self._isolation_level = READ_UNCOMMITTED
+        yield from original(self)
+
+    monkeypatch.setattr(aiokafka_fetcher.PartitionRecords, "_unpack_records", unpack)
+    with pytest.raises(LeanFetchError, match="unpacks otherwise than aiokafka's PartitionRecords"):
+        kafka_records.lean_consumer_class.__wrapped__()
+
+
+def test_the_installed_aiokafka_passes_the_start_check() -> None:
+    assert issubclass(kafka_records.lean_consumer_class.__wrapped__(), AIOKafkaConsumer)
