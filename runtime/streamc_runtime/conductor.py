@@ -148,6 +148,7 @@ class Conductor:
         stream = self._routes[name][0]
         kdecode = self._topics[name].key_codec.decode_bytes
         offsets = self._worker.offsets
+        append: Any = stream.buffer.append
         states: dict[int, PartitionOffsets] = {}
         i = 0
         for partition, same in groupby(messages, _PARTITION):
@@ -158,8 +159,10 @@ class Conductor:
                 state = states[partition] = offsets.get(TP(name, partition))
                 if state.start is None:
                     state.start = run[0].offset
-            if n <= HANDOUT_RUN:
-                _enqueue(stream, state, run, values[i : i + n], kdecode)
+            if n <= HANDOUT_RUN:  # `_enqueue`, inlined for the common case
+                entry = state.add_run(run[0].offset, run[-1].offset, n)
+                append(Chunk(state, entry, run, values[i : i + n], kdecode))
+                stream.size += n
             else:
                 for k in range(0, n, HANDOUT_RUN):
                     part = slice(k, k + HANDOUT_RUN)
