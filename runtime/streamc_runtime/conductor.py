@@ -13,8 +13,9 @@ The common case is cheaper: a topic with one subscribing stream read by a fused 
 (`SourceStream.chunked`). Its messages are gathered per contiguous run of one partition (at
 most `HANDOUT_RUN`, so runs interleave as the transport handed them out), registered at once
 (`PartitionOffsets.add_run`) and buffered as one `Chunk`: no `Event` and no offset entry per
-message. A message that fails to decode ends the run before it, so registration stays in
-offset order.
+message. A worker reading one topic decodes the whole batch at once; a message that fails to
+decode ends the run before it (so registration stays in offset order) and is the only one that
+takes the slow path, so every value is decoded once.
 """
 
 from __future__ import annotations
@@ -75,14 +76,37 @@ class Conductor:
         # Runs of a topic whose one stream takes chunks are decoded by `map` and buffered
         # without a step of Python per message; whatever else (another topic, a value or key
         # that fails to decode or must be decoded now) goes through `_dispatch`, in order.
-        offsets = self._worker.offsets
-        mark = offsets.revocations
-        gone: set[TP] = set()
-        slow: list[Message] = []
         # A worker reading one topic (the common case) groups by partition alone: cheaper
         # than a (topic, partition) tuple per message. Routes are only ever added and the
         # transport is subscribed to them, so no other topic's messages can come.
         only = next(iter(self._routes)) if len(self._routes) == 1 else None
+        offsets = self._worker.offsets
+        if only is not None and only in fast:
+            # The whole batch decoded in one go (the calls per run cost as much again as the
+            # decoding), up to a value that does not decode: that one goes through `_dispatch`,
+            # and the rest is decoded after it. So every value is decoded once.
+            rest = messages
+            while rest:
+                values = self._decode_prefix(rest, only)
+                if values is None:  # a key to decode now: run by run, below
+                    break
+                n = len(values)
+                if n:
+                    self._enqueue_batch(only, rest if n == len(rest) else rest[:n], values)
+                if n == len(rest):
+                    return
+                mark = offsets.revocations
+                await self._dispatch([rest[n]])
+                rest = rest[n + 1 :]
+                if offsets.revocations != mark:  # see `_dispatch`: revoked ones get no more
+                    revoked = offsets.forgotten_since(mark)
+                    rest = [m for m in rest if TP(m.topic, m.partition) not in revoked]
+            else:
+                return
+            messages = rest
+        mark = offsets.revocations
+        gone: set[TP] = set()
+        slow: list[Message] = []
         for key, same in groupby(messages, _TOPIC_PARTITION if only is None else _PARTITION):
             run = list(same)
             name, partition = key if only is None else (only, key)
@@ -116,6 +140,59 @@ class Conductor:
             await self._dispatch(slow)
         else:
             self._wake()
+
+    def _enqueue_batch(self, name: str, messages: Sequence[Message], values: list[Any]) -> None:
+        """Buffer a batch of one topic, every value decoded (`values`), as one `Chunk` per
+        run of one partition (at most `HANDOUT_RUN`). Nothing awaits, so no revocation can
+        come between the runs."""
+        stream = self._routes[name][0]
+        kdecode = self._topics[name].key_codec.decode_bytes
+        offsets = self._worker.offsets
+        append: Any = stream.buffer.append
+        states: dict[int, PartitionOffsets] = {}
+        i = 0
+        for partition, same in groupby(messages, _PARTITION):
+            run = list(same)
+            n = len(run)
+            state = states.get(partition)
+            if state is None:
+                state = states[partition] = offsets.get(TP(name, partition))
+                if state.start is None:
+                    state.start = run[0].offset
+            if n <= HANDOUT_RUN:  # `_enqueue`, inlined for the common case
+                entry = state.add_run(run[0].offset, run[-1].offset, n)
+                append(Chunk(state, entry, run, values[i : i + n], kdecode))
+                stream.size += n
+            else:
+                for k in range(0, n, HANDOUT_RUN):
+                    part = slice(k, k + HANDOUT_RUN)
+                    _enqueue(stream, state, run[part], values[i + k : i + k + HANDOUT_RUN], kdecode)
+            i += n
+        stream.entered += i
+        self._wake()
+
+    def _decode_prefix(self, messages: Sequence[Message], name: str) -> list[Any] | None:
+        """The values of the longest prefix of `messages` (all of one topic) whose values
+        decode, or None if a key needs decoding now (see `_dispatch`)."""
+        topic = self._topics[name]
+        kcodec = topic.key_codec
+        if kcodec.decode_bytes is not None:
+            if kcodec.type is not str:
+                return None
+            if not b"".join([k for m in messages if (k := m.key)]).isascii():
+                return None
+        raw: list[Any] = [m.value for m in messages]
+        vdecode = topic.value_codec.decode_bytes
+        if vdecode is None:  # raw bytes: a null value takes the slow path
+            return raw[: raw.index(None)] if None in raw else raw
+        values: list[Any] = []
+        try:
+            # `extend` appends as `map` yields: on a failure, `values` holds the values
+            # before the culprit, so its index is their count.
+            values.extend(map(vdecode, raw))
+        except Exception:  # the slow path dead-letters the culprit (or takes a null value)
+            pass
+        return values
 
     def _decode_run(self, run: Sequence[Message], name: str) -> list[Any] | None:
         """The values of a run of messages, if every one decodes and no key needs decoding

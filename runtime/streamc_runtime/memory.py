@@ -139,10 +139,21 @@ class _Partition:
 
     def read(self, start: int, stop: int) -> list[MemoryMessage]:
         """The messages with offsets in [start, stop), as far as they are retained."""
-        i, j = max(start, self.base) - self._first, min(stop, self.end) - self._first
+        out: list[MemoryMessage] = []
+        self.read_into(out, start, stop)
+        return out
+
+    def read_into(self, out: list[MemoryMessage], start: int, stop: int) -> int:
+        """Append the messages `read` would return to `out` (a fetch gathers its runs so,
+        without a list per run); how many."""
+        first = self._first
+        i = (start if start > self.base else self.base) - first
+        j = (stop if stop < self.end else self.end) - first
+        if i >= j:
+            return 0
         sealed = self._sealed
         in_sealed = len(sealed) * _CHUNK
-        out: list[MemoryMessage] = []
+        n = j - i
         while i < j:
             if i >= in_sealed:
                 out.extend(self._tail[i - in_sealed : j - in_sealed])
@@ -151,7 +162,7 @@ class _Partition:
             take = min(_CHUNK - r, j - i)
             out.extend(sealed[c][r : r + take])
             i += take
-        return out
+        return n
 
     def trim(self, upto: int) -> int:
         """Drop the messages before offset `upto`; how many were dropped."""
@@ -506,23 +517,27 @@ class MemoryTransport:
             return out
         topics = self.broker._topics
         positions = self._positions
+        parts = [topics[tp.topic][tp.partition] for tp in tps]
         n = len(tps)
         turn = [(self._cursor + i) % n for i in range(n)]
+        room = max_records
         while turn:
             run = HANDOUT_RUN if len(turn) > 1 else max_records
             left = []
             for i in turn:
                 tp = tps[i]
-                part = topics[tp.topic][tp.partition]
-                pos = max(positions[tp], part.base)
+                part = parts[i]
+                pos = positions[tp]
+                if pos < part.base:
+                    pos = part.base
                 if pos >= part.end:
                     continue
-                chunk = part.read(pos, pos + min(run, max_records - len(out)))
-                out.extend(chunk)
-                pos += len(chunk)
+                got = part.read_into(out, pos, pos + (run if run < room else room))
+                pos += got
                 positions[tp] = pos
                 self._cursor = i + 1
-                if len(out) >= max_records:
+                room -= got
+                if room <= 0:
                     return out
                 if pos < part.end:
                     left.append(i)

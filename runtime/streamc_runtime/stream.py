@@ -171,6 +171,8 @@ def _slice_done(chunk: Chunk, lo: int, hi: int) -> None:
 
 
 def _bounds(chunks: list[Chunk]) -> list[int]:
+    if len(chunks) == 1:  # most runs are one chunk
+        return [0]
     bounds = []
     n = 0
     for chunk in chunks:
@@ -1612,7 +1614,8 @@ class Run(Generic[T]):
         events = self._events
         for chunk, b in zip(self._chunks, self._bounds, strict=True):
             n = len(chunk.messages)
-            lo, hi = max(start - b, 0), min(stop - b, n)
+            lo = start - b if start > b else 0  # not `max`/`min`: this runs once per run
+            hi = stop - b if stop - b < n else n
             if lo >= hi:
                 continue
             count = hi - lo

@@ -9,7 +9,14 @@ from collections.abc import Collection
 
 import pytest
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2  # type: ignore[import-untyped]
-from streamc_runtime.memory import MemoryBroker, MemoryTransport, murmur2, partition_for_key
+from streamc_runtime.memory import (
+    _CHUNK,
+    MemoryBroker,
+    MemoryMessage,
+    MemoryTransport,
+    murmur2,
+    partition_for_key,
+)
 from streamc_runtime.transport import TP, TopicSpec
 
 
@@ -177,3 +184,32 @@ def test_stored_messages_are_not_tracked_by_the_cycle_collector() -> None:
     broker.produce("t", b"v", b"k", (("h", b"1"),))
     [message] = broker.messages("t")
     assert not gc.is_tracked(message)
+
+
+async def test_fetch_reads_across_sealed_chunks_and_the_tail_from_the_retained_base() -> None:
+    # A partition stores sealed chunks of `_CHUNK` messages and an open tail; a fetch appends
+    # its runs straight into the batch (`read_into`), whatever pieces they span.
+    broker = MemoryBroker()
+    t = MemoryTransport(broker, "g")
+    await t.ensure_topics([TopicSpec("t", 1)])
+    total = 2 * _CHUNK + 30
+    for i in range(total):
+        broker.produce("t", b"%d" % i, partition=0)
+    part = broker._topics["t"][0]
+    out: list[MemoryMessage] = [part.read(0, 1)[0]]
+    assert part.read_into(out, _CHUNK - 2, _CHUNK + 3) == 5  # sealed -> sealed
+    assert part.read_into(out, 2 * _CHUNK - 1, total + 99) == 31  # sealed -> tail, capped
+    assert part.read_into(out, total, total + 5) == 0
+    assert [m.offset for m in out] == [
+        0,
+        *range(_CHUNK - 2, _CHUNK + 3),
+        *range(2 * _CHUNK - 1, total),
+    ]
+    broker._commit("g", {TP("t", 0): _CHUNK + 10})
+    broker.trim()  # drops the first chunk whole and ten of the second
+    broker._commit("g", {TP("t", 0): 5})  # a commit behind the retained base: read from there
+    await t.subscribe(["t"], _Listener())
+    got = await t.fetch(0.01, _CHUNK)
+    assert [m.offset for m in got] == list(range(_CHUNK + 10, 2 * _CHUNK + 10))
+    got = await t.fetch(0.01, _CHUNK)
+    assert [m.value for m in got] == [b"%d" % i for i in range(2 * _CHUNK + 10, total)]
