@@ -1,0 +1,156 @@
+"""A `group_by` whose forwarding task is fused (only sync processors and filters before it)
+reads whole chunks from its source buffer, and a fused loop (`runs()`) after it reads the
+repartition topic back in chunks: per chunk, the forwarded elements are acked with one release
+once their run is delivered, a filtered one at once, a dead-lettered one on its own once its
+dead letter is delivered; commits never pass an element still in flight."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import msgspec
+import pytest
+import streamc_runtime.stream as stream_module
+from rtkit import GatedTransport, Running, gated
+from streamc_runtime import App, Stream
+from streamc_runtime.offsets import PartitionOffsets
+from streamc_runtime.transport import TP
+
+
+def _release(r: Running, topic: str) -> None:
+    """Resolve the gated deliveries of `topic` only."""
+    transport = r.transport
+    assert isinstance(transport, GatedTransport)
+    keep = []
+    for fut, delivery in transport.pending:
+        if delivery is not None and delivery.topic == topic:
+            fut.set_result(delivery)
+        else:
+            keep.append((fut, delivery))
+    transport.pending = keep
+
+
+def _spy_acks(monkeypatch: pytest.MonkeyPatch) -> Counter[tuple[str, str]]:
+    """(topic, "release" | "release_members") -> calls, over every partition's offsets."""
+    calls: Counter[tuple[str, str]] = Counter()
+    release, release_members = PartitionOffsets.release, PartitionOffsets.release_members
+
+    def spy_release(self: PartitionOffsets, offset: int) -> None:
+        calls[self.tp.topic, "release"] += 1
+        release(self, offset)
+
+    def spy_release_members(self: PartitionOffsets, key: int, count: int) -> None:
+        calls[self.tp.topic, "release_members"] += 1
+        release_members(self, key, count)
+
+    monkeypatch.setattr(PartitionOffsets, "release", spy_release)
+    monkeypatch.setattr(PartitionOffsets, "release_members", spy_release_members)
+    return calls
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def _app(got: list[int]) -> App:
+    app = App("g")
+    nums = app.topic("nums", key_type=str, value_type=int)
+    rekeyed = app.topic("g-rekeyed", key_type=str, value_type=int, partitions=1, internal=True)
+
+    def check(v: int) -> int:
+        if v == 4:
+            raise ValueError("no 4")
+        return v
+
+    def odd_or_small(v: int) -> bool:
+        return v < 6 or v % 2 == 1
+
+    @app.agent(nums, name="a")
+    async def regroup(stream: Stream[int]) -> None:
+        rekey = stream.process(check).filter(odd_or_small).group_by(str, topic=rekeyed)
+        async for run in rekey.runs():
+            for v in run:
+                got.append(v)
+
+    return app
+
+
+async def test_a_dead_letter_mid_chunk_holds_the_commit_and_the_rest_is_acked_as_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    got: list[int] = []
+    r = gated(_app(got), ["g-rekeyed", "g-dlq"])
+    acks = _spy_acks(monkeypatch)
+    for i in range(10):  # one chunk of partition 0: 0..9
+        r.produce("nums", i, key=f"k{i}", partition=0)
+    async with r:
+        await r.idle()
+        state = r.worker.offsets.get(TP("nums", 0))
+        # 4 dead-lettered, 6 and 8 filtered out, the other 7 forwarded: all undelivered.
+        assert [msgspec.json.decode(m.value or b"") for m in r.messages("g-rekeyed")] == [
+            0, 1, 2, 3, 5, 7, 9,
+        ]  # fmt: skip
+        assert [m.value for m in r.messages("g-dlq")] == [b"4"]
+        assert state.committable() == 0
+        assert state.in_flight == 7  # the forwarded 7 ...
+        assert state.refs(4) == 1  # ... and 4, held alone by its dead letter
+        # Filtered: one release for both; the dead letter: its own, on being sent.
+        assert acks["nums", "release_members"] == 2
+        assert acks["nums", "release"] == 0
+
+        _release(r, "g-rekeyed")
+        await _settle()
+        # The forwarded 7 acked with one release; the dead letter still holds 4 alone.
+        assert acks["nums", "release_members"] == 3
+        assert state.in_flight == 0
+        assert state.refs(4) == 1
+        assert state.committable() == 4
+        assert await r.worker.commit()
+        assert r.committed("nums") == {0: 4}
+
+        _release(r, "g-dlq")
+        await _settle()
+        assert state.committable() == 10
+        assert acks["nums", "release"] == 1  # the dead letter's hold, on its delivery
+        assert await r.worker.commit()
+        assert r.committed("nums") == {0: 10}
+        # Read back in one chunk and acked with one release, no per-message release.
+        assert got == [0, 1, 2, 3, 5, 7, 9]
+        assert acks["g-rekeyed", "release_members"] == 1
+        assert acks["g-rekeyed", "release"] == 0
+        assert r.committed("g-rekeyed") == {0: 7}
+    dead = dict(r.messages("g-dlq")[0].headers)
+    assert dead["streamc.source.offset"] == b"4"
+    assert dead["streamc.error"] == b"no 4"
+
+
+async def test_forwarded_chunks_cut_at_the_run_maximum_are_each_forwarded_once_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stream_module, "_RUN_MAX", 7)  # chunks of up to 50 get cut
+    got: list[int] = []
+    r = Running(_app(got))
+    sizes: list[int] = []
+    send_many = r.transport.send_many
+
+    async def spy(topic: str, records: Any, timestamps: Any = None) -> Any:
+        if topic == "g-rekeyed":
+            sizes.append(len(records))
+        return await send_many(topic, records, timestamps)
+
+    r.transport.send_many = spy  # type: ignore[method-assign]
+    for i in range(40):
+        r.produce("nums", i, key=f"k{i}", partition=0)
+    async with r:
+        await r.idle()
+        assert await r.worker.commit()
+    expected = [v for v in range(40) if v != 4 and (v < 6 or v % 2 == 1)]
+    assert got == expected
+    # 40 elements in runs of 7 at most: 6 runs of 7 then 5 (less those dropped in each run).
+    assert len(sizes) == 6
+    assert sum(sizes) == len(expected)
+    assert r.committed("nums") == {0: 40}
+    assert r.committed("g-rekeyed") == {0: len(expected)}
