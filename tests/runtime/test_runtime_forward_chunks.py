@@ -13,8 +13,11 @@ from typing import Any
 import msgspec
 import pytest
 import streamc_runtime.stream as stream_module
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rtkit import GatedTransport, Running, gated
 from streamc_runtime import App, Stream
+from streamc_runtime.memory import MemoryTransport
 from streamc_runtime.offsets import PartitionOffsets
 from streamc_runtime.transport import TP
 
@@ -154,3 +157,151 @@ async def test_forwarded_chunks_cut_at_the_run_maximum_are_each_forwarded_once_i
     assert sum(sizes) == len(expected)
     assert r.committed("nums") == {0: 40}
     assert r.committed("g-rekeyed") == {0: len(expected)}
+
+
+PARTS = 2
+
+# What the forward does with an element (by its value): 0 forward, 1 its processor raises,
+# 2 filtered out.
+_ACTIONS = st.sampled_from([0, 0, 0, 1, 2])
+
+_Scenario = tuple[list[tuple[int, int, bool]], int | None, int | None, int, bool]
+
+
+@st.composite
+def _scenarios(draw: st.DrawFn) -> _Scenario:
+    n = draw(st.integers(1, 130))
+    inputs = [
+        (draw(st.integers(0, PARTS - 1)), draw(_ACTIONS), draw(st.booleans()) and i % 7 == 3)
+        for i in range(n)
+    ]
+    rebalance_at = draw(st.none() | st.integers(0, n - 1))
+    stop_at = draw(st.none() | st.integers(0, n - 1))
+    buffer_size = draw(st.sampled_from([1000, 8]))  # 8: back-pressure pauses and resumes
+    second = draw(st.booleans())  # another agent reads the topic: chunks of one message
+    return inputs, rebalance_at, stop_at, buffer_size, second
+
+
+async def _scenario(
+    inputs: list[tuple[int, int, bool]],
+    rebalance_at: int | None,
+    stop_at: int | None,
+    buffer_size: int,
+    second: bool,
+) -> None:
+    app = App("fwd-prop")
+    src = app.topic("src", value_type=int, partitions=PARTS)
+    rekeyed = app.topic("fwd-prop-rekeyed", key_type=str, value_type=int, internal=True)
+    actions = {i: action for i, (_, action, _) in enumerate(inputs)}
+    where: dict[int, tuple[int, int]] = {}  # value -> (partition, offset)
+    # Offsets whose forward or dead letter waits for the gated deliveries, and those done.
+    undone: dict[int, set[int]] = {p: set() for p in range(PARTS)}
+    handled: dict[int, set[int]] = {p: set() for p in range(PARTS)}
+    r = gated(
+        app, ["fwd-prop-rekeyed", "fwd-prop-dlq"], revoke_timeout=0.01, buffer_size=buffer_size
+    )
+    stopping = asyncio.Event()
+    other: list[MemoryTransport] = []
+    tasks: list[asyncio.Task[None]] = []
+    released = False
+
+    async def rebalance() -> None:
+        # A second member takes a partition away, then leaves: it comes back from the commit.
+        t = MemoryTransport(r.broker, app.name)
+        other.append(t)
+        t._topics = frozenset({"src"})
+        r.broker._join(t)
+        await asyncio.sleep(0.05)
+        r.broker._leave(t)
+
+    def step(value: int) -> int:
+        p, o = where[value]
+        if value == rebalance_at and not other:
+            tasks.append(asyncio.ensure_future(rebalance()))
+        if value == stop_at:
+            stopping.set()
+        if actions[value] == 1:
+            undone[p].add(o)
+            raise ValueError("bad")
+        if actions[value] == 0:
+            undone[p].add(o)
+        else:
+            handled[p].add(o)
+        return value
+
+    @app.agent(src)
+    async def agent(stream: Stream[int]) -> None:
+        rekey = stream.process(step).filter(lambda v: actions[v] != 2)
+        async for run in rekey.group_by(lambda v: f"k{v % 3}", topic=rekeyed).runs():
+            for _ in run:
+                pass
+
+    if second:
+
+        @app.agent(src)
+        async def plain(stream: Stream[int]) -> None:
+            async for _ in stream:
+                pass
+
+    violations: list[str] = []
+    commit = r.transport.commit
+
+    def done(p: int, o: int) -> bool:
+        return o in handled[p] or (released and o in undone[p])
+
+    async def checked_commit(offsets: dict[TP, int]) -> None:
+        for tp, c in offsets.items():
+            if tp.topic == "src":
+                violations.extend(
+                    f"{tp}: commit {c} passes {o}" for o in range(c) if not done(tp.partition, o)
+                )
+        await commit(offsets)
+
+    flush = r.transport.flush
+
+    async def releasing_flush() -> None:  # the stop's flush lets the gated deliveries through
+        nonlocal released
+        released = True
+        await flush()
+
+    r.transport.commit = checked_commit  # type: ignore[method-assign]
+    r.transport.flush = releasing_flush  # type: ignore[method-assign]
+    async with r:
+        counts = [0] * PARTS
+        for i, (p, _, bad) in enumerate(inputs):
+            where[i] = (p, counts[p])
+            if bad:
+                handled[p].add(counts[p])  # dead-lettered on arrival, before any fan-out
+                r.produce("src", b"not json", partition=p, raw=True)
+            else:
+                r.produce("src", i, partition=p)
+            counts[p] += 1
+        idle = asyncio.ensure_future(r.idle())
+        stopped = asyncio.ensure_future(stopping.wait())
+        await asyncio.wait([idle, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if stopping.is_set():
+            idle.cancel()
+            await r.worker.stop()  # its final commit is checked like any other
+            await asyncio.gather(*tasks)
+            assert violations == []
+            return
+        stopped.cancel()
+        await idle
+        await asyncio.gather(*tasks)
+        await r.idle()
+        await r.worker.commit()
+        released = True
+        r.transport.release()  # type: ignore[attr-defined]
+        await asyncio.sleep(0.01)
+        await r.idle()
+        await r.worker.commit()
+        assert r.committed("src") == dict(enumerate(counts))
+    assert violations == []
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_scenarios())
+def test_a_forward_over_chunks_never_commits_past_an_element_not_done(
+    scenario: _Scenario,
+) -> None:
+    asyncio.run(asyncio.wait_for(_scenario(*scenario), 30))
