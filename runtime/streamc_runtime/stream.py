@@ -660,6 +660,10 @@ class Stream(Generic[T]):
         message, as the source decoded it: decided once, by the operations in the chain."""
         return not self._changes_values and (self._up is None or self._up._unchanged())
 
+    def _read_in_runs(self) -> None:
+        """A fused loop (`runs()`) is built on this node: its carriers go nowhere else. A node
+        that takes runs from its source buffer (`aggregate`) may then have it hold `Chunk`s."""
+
     def __aiter__(self) -> Stream[T]:
         return self
 
@@ -1801,6 +1805,8 @@ class _Runs(Stream[Run[T]]):
             # registered and acked at once, without an `Event` per message (a forward's
             # read-back too: nothing but this loop reads its buffer).
             self._source.chunk()
+        else:
+            up._read_in_runs()
         self._run: Run[T] | None = None
         self._raw: dict[Topic[Any], bool] = {}
         self._refuse = self._worker.transport.refuse_too_large
@@ -1854,7 +1860,7 @@ class _Runs(Stream[Run[T]]):
         for carrier in carriers[: max(start - 1, 0)]:  # none before the loop reached one
             # Handled (what they sent holds them until delivered): done, so the revocation's
             # commit covers them rather than leaving them to the next owner.
-            if type(carrier) is Event and (
+            if isinstance(carrier, Event) and (
                 (carrier.message.topic, carrier.message.partition) in revoked
             ):
                 carrier._ack()
@@ -1864,7 +1870,9 @@ class _Runs(Stream[Run[T]]):
             if isinstance(carrier, Event) and (
                 (carrier.message.topic, carrier.message.partition) in revoked
             ):
-                carrier._offsets.abandon(carrier.message.offset)
+                # A chunk's member (an aggregate's) counts in its chunk's entry.
+                key = carrier._chunk.entry if type(carrier) is _Member else carrier.message.offset
+                carrier._offsets.abandon(key)
             else:
                 keep.append(i)  # a batch is kept whole (at-least-once), as `_Take` keeps it
         if len(keep) != len(values) - start:
@@ -1933,13 +1941,28 @@ class _Runs(Stream[Run[T]]):
             if carriers is None:
                 run._ack_chunks(run._acked, len(run._values))
             else:
+                chunk: Chunk | None = None  # members of a chunk in a row: one release
+                members = 0
                 for carrier in carriers:  # `ack_carrier`, inlined for the common case
                     if type(carrier) is Event:
                         if not carrier._acked:
                             carrier._acked = True
                             carrier._offsets.release(carrier.message.offset)
+                    elif type(carrier) is _Member:
+                        if not carrier._acked:
+                            carrier._acked = True
+                            of = carrier._chunk
+                            if of is not chunk:
+                                if members:
+                                    assert chunk is not None
+                                    chunk.state.release_members(chunk.entry, members)
+                                chunk, members = of, 0
+                            members += 1
                     else:
                         ack_carrier(carrier)
+                if members:
+                    assert chunk is not None
+                    chunk.state.release_members(chunk.entry, members)
             if self._sample_t0:
                 elapsed = time.perf_counter() - self._sample_t0
                 source.latency.observe(elapsed / len(run._values))  # per element of the run
