@@ -16,7 +16,7 @@ import streamc_runtime.stream as stream_module
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rtkit import GatedTransport, Running, gated
-from streamc_runtime import App, Stream
+from streamc_runtime import App, Stream, Worker
 from streamc_runtime.memory import MemoryTransport
 from streamc_runtime.offsets import PartitionOffsets
 from streamc_runtime.transport import TP
@@ -305,3 +305,33 @@ def test_a_forward_over_chunks_never_commits_past_an_element_not_done(
     scenario: _Scenario,
 ) -> None:
     asyncio.run(asyncio.wait_for(_scenario(*scenario), 30))
+
+
+async def test_a_record_too_large_in_a_forwarded_chunk_is_dead_lettered_alone() -> None:
+    app = App("big")
+    words = app.topic("words", key_type=str, value_type=str)
+    rekeyed = app.topic("big-rekeyed", key_type=str, value_type=str, internal=True)
+    got: list[str] = []
+
+    @app.agent(words, name="a")
+    async def regroup(stream: Stream[str]) -> None:
+        async for run in stream.group_by(lambda w: w[:1], topic=rekeyed).runs():
+            got.extend(run)
+
+    r = Running(app)
+    r.transport = MemoryTransport(r.broker, app.name, max_record_size=2000)
+    r.worker = Worker(app, r.transport, stats_interval=0, commit_interval=60.0)
+    sent = ["a1", "b2", "c" * 3000, "d4", "e5"]  # one chunk; the third cannot be produced
+    for word in sent:
+        r.produce("words", word, key="k")
+    async with r:
+        await r.idle()
+        assert r.worker.failure is None
+        assert await r.worker.commit()
+        assert r.committed("words") == {0: 5}
+    assert got == ["a1", "b2", "d4", "e5"]
+    assert [m.key for m in r.messages("big-rekeyed")] == [b"a", b"b", b"d", b"e"]
+    (dead,) = r.messages("big-dlq")
+    headers = dict(dead.headers)
+    assert headers["streamc.source.offset"] == b"2"
+    assert headers["streamc.error.type"].endswith(b"RecordTooLargeError")
