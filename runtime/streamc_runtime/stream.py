@@ -153,6 +153,28 @@ class Chunk:
         self.later: dict[int, int] | None = None
 
 
+class Members:
+    """Members of one `Chunk` (their indexes in it, ascending) sent on by a forwarding task:
+    acked as one release when the run they went out in is delivered, not one by one."""
+
+    __slots__ = ("chunk", "indexes")
+
+    def __init__(self, chunk: Chunk, indexes: list[int]) -> None:
+        self.chunk = chunk
+        self.indexes = indexes
+
+    def ack(self) -> None:
+        chunk = self.chunk
+        chunk.state.release_members(chunk.entry, len(self.indexes))
+
+    def member(self, i: int) -> Event[Any, Any]:
+        """An `Event` for member `i` of the chunk (to dead-letter it on its own)."""
+        chunk = self.chunk
+        return _Member(
+            chunk.messages[i], chunk.values[i], chunk.state, chunk.kdecode, _chunk=chunk
+        )
+
+
 def _slice_done(chunk: Chunk, lo: int, hi: int) -> None:
     """Members `lo` to `hi` of `chunk` are done (released, or held on their own): once all
     before them are too, its entry moves up so a commit covers them as it would one by one."""
@@ -639,6 +661,10 @@ class Stream(Generic[T]):
         """Whether every value this node yields is still the decoded value of its carrier's
         message, as the source decoded it: decided once, by the operations in the chain."""
         return not self._changes_values and (self._up is None or self._up._unchanged())
+
+    def _read_in_runs(self) -> None:
+        """A fused loop (`runs()`) is built on this node: its carriers go nowhere else. A node
+        that takes runs from its source buffer (`aggregate`) may then have it hold `Chunk`s."""
 
     def __aiter__(self) -> Stream[T]:
         return self
@@ -1301,6 +1327,10 @@ class _Forward(Stream[Any]):
         self._key_async = key_fn is not None and _is_async(key_fn)
         self._as_received = _forwards_bytes(up, topic)
         self._key_bytes: dict[str, bytes] = {}  # see `_encode_str_key`
+        if self._fused_steps() is not None:
+            # The forwarding task reads the source buffer itself (`_run_fused`), nothing
+            # pulls from it: the Conductor can hand it whole `Chunk`s, no `Event` each.
+            up._source.chunk()
         self._worker.spawn_driver(self._run(), f"{self._agent}:{op}:{topic.name}")
 
     def _fused_steps(self) -> list[tuple[bool, Callable[[Any], Any], Any]] | None:
@@ -1394,13 +1424,17 @@ class _Forward(Stream[Any]):
                 records, carriers = [], []
 
     async def _run_fused(self, steps: list[tuple[bool, Callable[[Any], Any], Any]]) -> None:
-        """`_run` for a stateless chain over the source: each run of buffered events goes
+        """`_run` for a stateless chain over the source: each run of buffered chunks goes
         through the hooks and out in one loop, with no pull (a coroutine per element per
-        operation) in between. Same dead-lettering, acks and order as `_run`."""
+        operation) in between and no `Event` per element. Per chunk, the elements filtered
+        out are released at once, a dead-lettered one on its own (its dead letter holds it),
+        and those sent are acked as one (`Members`) when their run is delivered: the chunk's
+        one offsets entry keeps every commit before the first of them until then. Same
+        dead-lettering and order as `_run`."""
         up = self._up
         assert up is not None
         source = up._source
-        buffer = source.buffer
+        buffer = cast("deque[Chunk]", source.buffer)
         popleft = buffer.popleft
         worker, key_fn, key_check = self._worker, self._key_fn, self._key_check
         encode_key, encode_value = self._topic.key_codec.encode, self._topic.value_codec.encode
@@ -1415,65 +1449,123 @@ class _Forward(Stream[Any]):
                 continue
             if source.sample:
                 source.sample_tick()
-            events = [popleft() for _ in range(min(len(buffer), _RUN_MAX))]
-            if source.full and len(buffer) <= source.low:
+            # Chunks up to `_RUN_MAX` elements; one that does not fit is cut, its rest left
+            # at the head of the buffer (both parts are members of its one offsets entry).
+            chunks: list[Chunk] = []
+            room = _RUN_MAX
+            while buffer:
+                chunk = buffer[0]
+                n = len(chunk.values)
+                if n > room:
+                    messages, values = chunk.messages, chunk.values
+                    part = Chunk(chunk.state, chunk.entry, messages[:room], values[:room], None)
+                    part.kdecode = chunk.kdecode
+                    chunks.append(part)
+                    chunk.messages, chunk.values = messages[room:], values[room:]
+                    room = 0
+                    break
+                chunks.append(popleft())
+                room -= n
+            taken = _RUN_MAX - room
+            source.size -= taken
+            if source.full and source.size <= source.low:
                 worker.conductor.drained(source)
             records: list[tuple[bytes | None, bytes | None, Headers]] = []
-            carriers: list[Carrier] = []
+            acks: list[Members] = []
             stamps: list[int | None] = []
-            for event in events:
-                try:
-                    value = event.value
-                    for is_filter, fn, check in steps:
-                        result = fn(value)
-                        if type(result) not in not_awaitable:
-                            if records and inspect.isawaitable(result):
-                                await self._send_run(records, carriers, stamps)  # before it waits
-                                records, carriers, stamps = [], [], []
-                            result = await _settle(result, False)
-                        if check is not None:
-                            result = check(result)
-                        if not is_filter:
-                            value = result
-                        elif not result:
-                            break
-                    else:
-                        message = event.message
-                        raw_key, headers = message.key, message.headers
-                        if positions:
-                            headers = positioned(message, headers)
-                        if key_fn is not None:
-                            key = key_fn(value)
-                            if type(key) not in not_awaitable:
-                                if records and inspect.isawaitable(key):
-                                    await self._send_run(records, carriers, stamps)
-                                    records, carriers, stamps = [], [], []
-                                key = await _settle(key, False)
-                            if key_check is not None:
-                                key = key_check(key)
-                            if type(key) is str:
-                                raw_key = key_bytes.get(key)
-                                if raw_key is None:
-                                    raw_key = self._encode_str_key(key)
-                            else:
-                                raw_key = encode_key(key)
-                        data = message.value if as_received else encode_value(value)
-                        records.append((raw_key, data, headers))
-                        carriers.append(event)
-                        stamps.append(message.timestamp)
-                        continue
-                    event._ack()  # filtered out: handled
-                except asyncio.CancelledError:
-                    raise
-                except BaseException as exc:  # a hook's SystemExit too: see the module docstring
-                    await worker.dead_letter(event, exc, agent)
+            for chunk in chunks:
+                messages = chunk.messages
+                sent: list[int] = []  # members of this chunk in `records`, not in `acks` yet
+                dropped = 0  # members filtered out
+                for i, value in enumerate(chunk.values):
+                    try:
+                        for is_filter, fn, check in steps:
+                            result = fn(value)
+                            if type(result) not in not_awaitable:
+                                if records and inspect.isawaitable(result):
+                                    if sent:
+                                        acks.append(Members(chunk, sent))
+                                        sent = []
+                                    await self._send_chunks(records, acks, stamps)
+                                    records, acks, stamps = [], [], []
+                                result = await _settle(result, False)
+                            if check is not None:
+                                result = check(result)
+                            if not is_filter:
+                                value = result
+                            elif not result:
+                                break
+                        else:
+                            message = messages[i]
+                            raw_key, headers = message.key, message.headers
+                            if positions:
+                                headers = positioned(message, headers)
+                            if key_fn is not None:
+                                key = key_fn(value)
+                                if type(key) not in not_awaitable:
+                                    if records and inspect.isawaitable(key):
+                                        if sent:
+                                            acks.append(Members(chunk, sent))
+                                            sent = []
+                                        await self._send_chunks(records, acks, stamps)
+                                        records, acks, stamps = [], [], []
+                                    key = await _settle(key, False)
+                                if key_check is not None:
+                                    key = key_check(key)
+                                if type(key) is str:
+                                    raw_key = key_bytes.get(key)
+                                    if raw_key is None:
+                                        raw_key = self._encode_str_key(key)
+                                else:
+                                    raw_key = encode_key(key)
+                            data = message.value if as_received else encode_value(value)
+                            records.append((raw_key, data, headers))
+                            sent.append(i)
+                            stamps.append(message.timestamp)
+                            continue
+                        dropped += 1  # filtered out: handled
+                    except asyncio.CancelledError:
+                        raise
+                    except BaseException as exc:  # a hook's SystemExit too
+                        await worker.dead_letter(Members(chunk, []).member(i), exc, agent)
+                if dropped:
+                    chunk.state.release_members(chunk.entry, dropped)
+                if sent:
+                    acks.append(Members(chunk, sent))
             if records:
-                await self._send_run(records, carriers, stamps)
-            left = source.until_check - len(events)
+                await self._send_chunks(records, acks, stamps)
+            left = source.until_check - taken
             if left > 0:
                 source.until_check = left
             else:
                 await source.share_loop()
+
+    async def _send_chunks(
+        self,
+        records: list[tuple[bytes | None, bytes | None, Headers]],
+        acks: list[Members],
+        timestamps: list[int | None],
+    ) -> None:
+        """`_send_run` for `_run_fused`: `acks` hold the records' elements in order."""
+        try:
+            await self._worker.forward_run(self._topic, records, acks, timestamps)
+        except RecordTooLargeError as exc:  # refused before anything was sent
+            refused = set(exc.indexes)
+            owners = [(members, i) for members in acks for i in members.indexes]
+            for r in sorted(refused):
+                members, i = owners[r]
+                await self._worker.dead_letter(members.member(i), exc, self._agent)
+            kept: dict[Members, list[int]] = {}
+            for r, (members, i) in enumerate(owners):
+                if r not in refused:
+                    kept.setdefault(members, []).append(i)
+            if kept:
+                await self._send_chunks(
+                    [records[r] for r in range(len(records)) if r not in refused],
+                    [Members(members.chunk, indexes) for members, indexes in kept.items()],
+                    [timestamps[r] for r in range(len(records)) if r not in refused],
+                )
+        # Any other failure is the transport's: see `_send_run`.
 
     def _encode_str_key(self, key: str) -> bytes | None:
         """The topic's encoding of a `str` key, remembered: a `group_by` key repeats (that is
@@ -1711,10 +1803,13 @@ class _Runs(Stream[Run[T]]):
         super().__init__(up._worker, up, up._source)
         self._counts = list(counters)
         self._direct = up is up._source or isinstance(up, _Forward)
-        if up is up._source:
+        if self._direct:
             # The common case: the Conductor hands this loop whole runs (`Chunk`s), each
-            # registered and acked at once, without an `Event` per message.
+            # registered and acked at once, without an `Event` per message (a forward's
+            # read-back too: nothing but this loop reads its buffer).
             self._source.chunk()
+        else:
+            up._read_in_runs()
         self._run: Run[T] | None = None
         self._raw: dict[Topic[Any], bool] = {}
         self._refuse = self._worker.transport.refuse_too_large
@@ -1768,7 +1863,7 @@ class _Runs(Stream[Run[T]]):
         for carrier in carriers[: max(start - 1, 0)]:  # none before the loop reached one
             # Handled (what they sent holds them until delivered): done, so the revocation's
             # commit covers them rather than leaving them to the next owner.
-            if type(carrier) is Event and (
+            if isinstance(carrier, Event) and (
                 (carrier.message.topic, carrier.message.partition) in revoked
             ):
                 carrier._ack()
@@ -1778,7 +1873,9 @@ class _Runs(Stream[Run[T]]):
             if isinstance(carrier, Event) and (
                 (carrier.message.topic, carrier.message.partition) in revoked
             ):
-                carrier._offsets.abandon(carrier.message.offset)
+                # A chunk's member (an aggregate's) counts in its chunk's entry.
+                key = carrier._chunk.entry if type(carrier) is _Member else carrier.message.offset
+                carrier._offsets.abandon(key)
             else:
                 keep.append(i)  # a batch is kept whole (at-least-once), as `_Take` keeps it
         if len(keep) != len(values) - start:
@@ -1847,13 +1944,28 @@ class _Runs(Stream[Run[T]]):
             if carriers is None:
                 run._ack_chunks(run._acked, len(run._values))
             else:
+                chunk: Chunk | None = None  # members of a chunk in a row: one release
+                members = 0
                 for carrier in carriers:  # `ack_carrier`, inlined for the common case
                     if type(carrier) is Event:
                         if not carrier._acked:
                             carrier._acked = True
                             carrier._offsets.release(carrier.message.offset)
+                    elif type(carrier) is _Member:
+                        if not carrier._acked:
+                            carrier._acked = True
+                            of = carrier._chunk
+                            if of is not chunk:
+                                if members:
+                                    assert chunk is not None
+                                    chunk.state.release_members(chunk.entry, members)
+                                chunk, members = of, 0
+                            members += 1
                     else:
                         ack_carrier(carrier)
+                if members:
+                    assert chunk is not None
+                    chunk.state.release_members(chunk.entry, members)
             if self._sample_t0:
                 elapsed = time.perf_counter() - self._sample_t0
                 source.latency.observe(elapsed / len(run._values))  # per element of the run

@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .app import Agent, App
 from .conductor import Conductor
@@ -35,6 +35,7 @@ from .state.table import WorkerTables
 from .stream import (
     Carrier,
     Event,
+    Members,
     SourceStream,
     ack_carrier,
     carrier_events,
@@ -563,12 +564,14 @@ class Worker:
         self,
         topic: Topic[Any],
         records: Sequence[tuple[bytes | None, bytes | None, Headers]],
-        carriers: Sequence[Carrier],
+        carriers: Sequence[Carrier] | Sequence[Members],
         timestamps: Sequence[int | None] | None = None,
     ) -> None:
         """Send a run of encoded records (one per element, in order) to `topic` at once; the
         elements' `carriers` are acked when every record of the run is delivered, and never
-        if any is not (the worker then stops with them uncommitted).
+        if any is not (the worker then stops with them uncommitted). `carriers` is one per
+        record, or (a forward over chunks) the `Members` of each chunk the records came
+        from, with `timestamps` given.
 
         Per run rather than per record: one `send_many`, one callback, and acks in place of
         a hold and a release per record. Each record keeps its element's timestamp:
@@ -578,7 +581,7 @@ class Worker:
         Raises `RecordTooLargeError` (a data error) only; a transport failure is retried (see
         `_resend`), and if it persists the worker stops with the carriers never acked."""
         if timestamps is None:
-            timestamps = [forwarded_timestamp(carrier) for carrier in carriers]
+            timestamps = [forwarded_timestamp(cast(Carrier, carrier)) for carrier in carriers]
         try:
             delivery = await self.transport.send_many(topic.name, records, timestamps)
         except RecordTooLargeError:
@@ -599,7 +602,9 @@ class Worker:
         self._runs_in_delivery.add(fut)
         fut.add_done_callback(self._runs_in_delivery.discard)
 
-    def _run_delivered(self, carriers: Sequence[Carrier], fut: asyncio.Future[Any]) -> None:
+    def _run_delivered(
+        self, carriers: Sequence[Carrier] | Sequence[Members], fut: asyncio.Future[Any]
+    ) -> None:
         if fut.cancelled() or fut.exception() is not None:
             logger.error("delivery failed: %s", _delivery_error(fut))
             self.fail(_delivery_error(fut))
@@ -609,8 +614,10 @@ class Worker:
                 if not carrier._acked:
                     carrier._acked = True
                     carrier._offsets.release(carrier.message.offset)
+            elif type(carrier) is Members:
+                carrier.ack()
             else:
-                ack_carrier(carrier)
+                ack_carrier(cast(Carrier, carrier))
 
     async def send_changelog(
         self,

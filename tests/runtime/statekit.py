@@ -38,8 +38,11 @@ def by_account(order: Order) -> str:
     return order.account_id
 
 
-def totals_app(partitions: int = 2, *, merge: bool = False, name: str = "shop") -> App:
-    """`from orders [& refunds] | group_by account_id | aggregate totals | to account_totals`."""
+def totals_app(
+    partitions: int = 2, *, merge: bool = False, name: str = "shop", fused: bool = False
+) -> App:
+    """`from orders [& refunds] | group_by account_id | aggregate totals | to account_totals`;
+    `fused`: as generated code runs it, a fused loop (`runs()`) after the aggregate."""
     app = App(name)
     orders = app.topic("orders", key_type=str, value_type=Order, partitions=partitions)
     source: Any = orders
@@ -68,11 +71,15 @@ def totals_app(partitions: int = 2, *, merge: bool = False, name: str = "shop") 
 
     @app.agent(source, name="totals")
     async def totals(stream: Stream[Order]) -> None:
-        async for _ in (
-            stream.group_by(by_account, topic=repartition, returns=str)
-            .aggregate(table, fold=fold, row=row)
-            .to(published)
-        ):
+        rows = stream.group_by(by_account, topic=repartition, returns=str).aggregate(
+            table, fold=fold, row=row
+        )
+        if fused:
+            async for run in rows.runs():
+                for total in run:
+                    run.send(published, total)
+            return
+        async for _ in rows.to(published):
             pass
 
     return app

@@ -90,8 +90,11 @@ async def test_forwards_to_positions_topics_carry_the_source_position() -> None:
     assert sorted(positions) == [b"orders:1:0", b"upstream:7:42"]  # the original one is kept
 
 
-async def test_revocation_and_reassignment_restore_the_table_from_its_changelog() -> None:
-    app = totals_app(partitions=2)
+@pytest.mark.parametrize("fused", [False, True], ids=["to", "fused loop"])
+async def test_revocation_and_reassignment_restore_the_table_from_its_changelog(
+    fused: bool,
+) -> None:
+    app = totals_app(partitions=2, fused=fused)
     first, second = orders(30), orders(60, start=30)
     a = Running(app)
     async with a:

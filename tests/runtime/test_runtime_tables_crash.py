@@ -63,8 +63,10 @@ async def _run(app: Any, transport: MemoryTransport) -> None:
         await worker.stop()
 
 
-async def _scenario(budgets: list[int], items: list[tuple[str, int, Order]]) -> None:
-    app = totals_app(PARTITIONS, merge=True)
+async def _scenario(
+    budgets: list[int], items: list[tuple[str, int, Order]], fused: bool = False
+) -> None:
+    app = totals_app(PARTITIONS, merge=True, fused=fused)
     broker = MemoryBroker()
     for topic in app.topics.values():
         broker.create_topic(topic.name, topic.partitions, topic.config)
@@ -97,8 +99,12 @@ _items = st.lists(
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(items=_items, budgets=st.lists(st.integers(0, 200), min_size=1, max_size=3))
+@given(
+    items=_items,
+    budgets=st.lists(st.integers(0, 200), min_size=1, max_size=3),
+    fused=st.booleans(),  # a fused loop reads the aggregate: its input comes in chunks
+)
 def test_tables_and_last_published_rows_are_exact_after_crashes_at_any_record(
-    items: list[tuple[str, int, Order]], budgets: list[int]
+    items: list[tuple[str, int, Order]], budgets: list[int], fused: bool
 ) -> None:
-    asyncio.run(_scenario(budgets, items))
+    asyncio.run(_scenario(budgets, items, fused))

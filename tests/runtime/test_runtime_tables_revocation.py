@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 import msgspec
+import pytest
 from rtkit import Order, wait_for
 from statekit import AccountTotals, TotalsState, by_account, row, totals_app
 from streamc_runtime import App, Stream, Worker
@@ -59,8 +60,11 @@ class SlowRestoreTransport(MemoryTransport):
             yield batch
 
 
-async def test_an_element_waiting_for_a_store_revoked_mid_restore_does_not_stall_the_rest() -> None:
-    app = totals_app(partitions=2)
+@pytest.mark.parametrize("fused", [False, True], ids=["to", "fused loop"])
+async def test_an_element_waiting_for_a_store_revoked_mid_restore_does_not_stall_the_rest(
+    fused: bool,
+) -> None:
+    app = totals_app(partitions=2, fused=fused)
     broker = broker_for(app)
     a_transport = SlowRestoreTransport(broker, "shop", slow={1})
     a = Worker(app, a_transport, stats_interval=0, commit_interval=60.0, revoke_timeout=0.05)
@@ -181,8 +185,11 @@ def orders_for(keys: list[str], n: int, start: int = 0) -> list[Order]:
     return [Order(account_id=keys[i % len(keys)], amount=float(i)) for i in range(start, n)]
 
 
-async def test_a_memory_store_assigned_back_reads_only_what_others_wrote_after_it() -> None:
-    app = totals_app(partitions=2)
+@pytest.mark.parametrize("fused", [False, True], ids=["to", "fused loop"])
+async def test_a_memory_store_assigned_back_reads_only_what_others_wrote_after_it(
+    fused: bool,
+) -> None:
+    app = totals_app(partitions=2, fused=fused)
     broker = broker_for(app)
     a_transport = CountingTransport(broker, "shop")
     a = Worker(app, a_transport, stats_interval=0, commit_interval=60.0)

@@ -27,10 +27,12 @@ from ..stream import (
     _UNDECODED,
     EMPTY,
     Carrier,
+    Chunk,
     Element,
     Event,
     Pulled,
     Stream,
+    _Member,
     _next_source_value,
     ack_carrier,
 )
@@ -82,6 +84,12 @@ class Aggregate(Stream[Any]):
         self._names: dict[bytes, str] = {}
         # Decoded keys by their bytes (a row needs the key; most keys come back often).
         self._keys: dict[bytes, Any] = {}
+
+    def _read_in_runs(self) -> None:
+        if self._direct:
+            # Only the fused loop below takes this node's carriers, and it acks a chunk's
+            # members together: the source can hold `Chunk`s (see `take_run`).
+            self._source.chunk()
 
     async def _pull(self) -> Pulled:
         i = self._next
@@ -161,6 +169,7 @@ class Aggregate(Stream[Any]):
         last_q = -1
         last_offsets: Any = None
         last_held: Any = _NO_HELD
+        last_chunk: Chunk | None = None
         # (store held, first record, first output) of each stretch of one partition's elements
         stretches: list[tuple[_Held, int, int]] = []
         # A run is taken whole before it is folded: its folds share the loop as an agent does
@@ -173,7 +182,7 @@ class Aggregate(Stream[Any]):
             if not until_check:
                 await source.share_loop()
                 until_check = source.until_check
-            if type(carrier) is not Event:
+            if type(carrier) is not Event and not isinstance(carrier, Event):  # `_Member`s too
                 await worker.dead_letter(
                     carrier, TypeError("aggregate takes single elements, not batches"), self._agent
                 )
@@ -263,7 +272,12 @@ class Aggregate(Stream[Any]):
             records.append((raw_key, data, [(POSITION_HEADER, mark)]))
             partitions.append(last_q)
             if not event._acked:
-                held.append((offsets, m.offset))
+                if type(event) is Event:
+                    held.append((offsets, m.offset))
+                elif (chunk := cast(_Member, event)._chunk) is not last_chunk:
+                    # One hold on a chunk's entry keeps all its members in flight.
+                    last_chunk = chunk
+                    held.append((offsets, chunk.entry))
             rows.append(result)
             out.append(carrier)
         source.until_check = until_check
@@ -322,10 +336,13 @@ async def take_run(up: Stream[Any], direct: bool) -> tuple[list[Any], list[Carri
         # every few elements while the run is folded (`Aggregate._fold_run`).
         await source.share_loop()
         buffer = source.buffer
-        popleft = buffer.popleft
-        events: list[Any] = [popleft() for _ in range(min(len(buffer), _RUN_MAX))]
-        if source.full and len(buffer) <= source.low:
-            up._worker.conductor.drained(source)
+        if source.chunked:
+            events: list[Any] = _take_members(source)
+        else:
+            popleft = buffer.popleft
+            events = [popleft() for _ in range(min(len(buffer), _RUN_MAX))]
+            if source.full and len(buffer) <= source.low:
+                up._worker.conductor.drained(source)
         if sampled:
             source.sample = True
             source.sample_run(len(events))
@@ -348,6 +365,37 @@ async def take_run(up: Stream[Any], direct: bool) -> tuple[list[Any], list[Carri
         source.sample = True
         source.sample_run(len(values))
     return values, carriers
+
+
+def _take_members(source: Any) -> list[_Member]:
+    """A run of a chunked source's elements, up to `_RUN_MAX` (a chunk that does not fit is
+    cut, its rest left at the head of the buffer), as members of their chunks: no offsets
+    entry of their own; acked per chunk by the fused loop downstream (`_Runs`). Their
+    chunks' entries never move (`advance_run`): nothing here acks a chunk's prefix."""
+    buffer: Any = source.buffer
+    popleft = buffer.popleft
+    members: list[_Member] = []
+    room = _RUN_MAX
+    while buffer and room:
+        chunk: Chunk = buffer[0]
+        messages, values = chunk.messages, chunk.values
+        if len(values) > room:
+            part = Chunk(chunk.state, chunk.entry, messages[:room], values[:room], chunk.kdecode)
+            chunk.messages, chunk.values = messages[room:], values[room:]
+            chunk = part
+            messages, values = part.messages, part.values
+        else:
+            popleft()
+        room -= len(values)
+        state, kdecode = chunk.state, chunk.kdecode
+        members += [
+            _Member(m, v, state, kdecode, False, _UNDECODED, chunk)
+            for m, v in zip(messages, values, strict=True)
+        ]
+    source.size -= len(members)
+    if source.full and source.size <= source.low:
+        source._worker.conductor.drained(source)
+    return members
 
 
 def _without_closed(
