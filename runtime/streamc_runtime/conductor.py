@@ -184,9 +184,10 @@ class Conductor:
                 append(Chunk(state, entry, run, values[i : i + n], kdecode))
                 stream.size += n
             else:
+                mine = values[i : i + n]  # not past the run: the next run's values follow
                 for k in range(0, n, HANDOUT_RUN):
                     part = slice(k, k + HANDOUT_RUN)
-                    _enqueue(stream, state, run[part], values[i + k : i + k + HANDOUT_RUN], kdecode)
+                    _enqueue(stream, state, run[part], mine[part], kdecode)
             i += n
         stream.entered += i
         self._wake()

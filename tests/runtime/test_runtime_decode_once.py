@@ -12,7 +12,7 @@ from rtkit import Order, Running
 from streamc_runtime import App, Stream, Worker
 from streamc_runtime.memory import MemoryBroker, MemoryTransport
 from streamc_runtime.stream import Chunk
-from streamc_runtime.transport import TP
+from streamc_runtime.transport import HANDOUT_RUN, TP
 
 BAD = {7, 8, 63, 99}  # two adjacent, and mid-run in each partition (runs of HANDOUT_RUN)
 
@@ -151,3 +151,32 @@ async def test_a_batch_of_undecodable_values_is_scanned_once_not_again_after_eac
     assert good == dict.fromkeys(good, 1)
     # A bad one is read again to be dead-lettered, the same for each wherever it is.
     assert len({reads[what, i] for what in ("key", "value") for i in range(1, 200, 2)}) == 1
+
+
+async def test_a_long_run_split_into_chunks_keeps_its_values_apart_from_the_next_run() -> None:
+    # A partition's run longer than `HANDOUT_RUN` is buffered as several chunks; the last one
+    # holds that run's values only, not the first values of the partition after it.
+    app = App("long-run")
+    nums = app.topic("nums", key_type=str, value_type=int, partitions=2)
+    broker = MemoryBroker()
+    for topic in app.topics.values():
+        broker.create_topic(topic.name, topic.partitions)
+    worker = Worker(app, MemoryTransport(broker, app.name), stats_interval=0)
+    source = worker.source_for((nums,), "agent")
+    source.chunk()
+    for i in range(HANDOUT_RUN + 20):
+        broker.produce("nums", b"%d" % i, b"k", (), 0)
+    for i in range(5):
+        broker.produce("nums", b"%d" % (1000 + i), b"k", (), 1)
+
+    await worker.conductor.dispatch(broker.messages("nums", 0) + broker.messages("nums", 1))
+
+    chunks: list[Chunk] = list(source.buffer)  # type: ignore[arg-type]
+    assert [
+        (c.messages[0].partition, [m.offset for m in c.messages], c.values) for c in chunks
+    ] == [
+        (0, list(range(HANDOUT_RUN)), list(range(HANDOUT_RUN))),
+        (0, list(range(HANDOUT_RUN, HANDOUT_RUN + 20)), list(range(HANDOUT_RUN, HANDOUT_RUN + 20))),
+        (1, list(range(5)), list(range(1000, 1005))),
+    ]
+    assert source.size == source.entered == HANDOUT_RUN + 25
