@@ -81,29 +81,49 @@ class Conductor:
         # transport is subscribed to them, so no other topic's messages can come.
         only = next(iter(self._routes)) if len(self._routes) == 1 else None
         offsets = self._worker.offsets
-        if only is not None and only in fast:
+        if only is not None and only in fast and self._keys_lazy(messages, only):
             # The whole batch decoded in one go (the calls per run cost as much again as the
             # decoding), up to a value that does not decode: that one goes through `_dispatch`,
-            # and the rest is decoded after it. So every value is decoded once.
-            rest = messages
-            while rest:
-                values = self._decode_prefix(rest, only)
-                if values is None:  # a key to decode now: run by run, below
-                    break
-                n = len(values)
+            # and decoding goes on after it from the same iterator, so every value is decoded
+            # once and a stretch of bad values is not scanned again after each of them.
+            vdecode = self._topics[only].value_codec.decode_bytes
+            raw: list[Any] = [m.value for m in messages]
+            it = iter(raw)
+            start = 0  # the first message not yet buffered or dispatched
+            while True:
+                if vdecode is None:  # raw bytes: a null value takes the slow path
+                    try:
+                        decoded = raw[start : raw.index(None, start)]
+                    except ValueError:
+                        decoded = raw[start:] if start else raw
+                else:
+                    decoded = []
+                    try:
+                        # `extend` appends as `map` yields: on a failure, `decoded` holds the
+                        # values before the culprit, and `it` has moved past the culprit.
+                        decoded.extend(map(vdecode, it))
+                    except Exception:  # the slow path dead-letters it (or takes a null value)
+                        pass
+                n = len(decoded)
                 if n:
-                    self._enqueue_batch(only, rest if n == len(rest) else rest[:n], values)
-                if n == len(rest):
+                    stop = start + n
+                    self._enqueue_batch(
+                        only, messages if n == len(messages) else messages[start:stop], decoded
+                    )
+                    start = stop
+                if start == len(messages):
                     return
                 mark = offsets.revocations
-                await self._dispatch([rest[n]])
-                rest = rest[n + 1 :]
+                await self._dispatch([messages[start]])
+                start += 1
                 if offsets.revocations != mark:  # see `_dispatch`: revoked ones get no more
                     revoked = offsets.forgotten_since(mark)
-                    rest = [m for m in rest if TP(m.topic, m.partition) not in revoked]
-            else:
-                return
-            messages = rest
+                    messages = [
+                        m for m in messages[start:] if TP(m.topic, m.partition) not in revoked
+                    ]
+                    raw = [m.value for m in messages]
+                    it = iter(raw)
+                    start = 0
         mark = offsets.revocations
         gone: set[TP] = set()
         slow: list[Message] = []
@@ -164,35 +184,21 @@ class Conductor:
                 append(Chunk(state, entry, run, values[i : i + n], kdecode))
                 stream.size += n
             else:
+                mine = values[i : i + n]  # not past the run: the next run's values follow
                 for k in range(0, n, HANDOUT_RUN):
                     part = slice(k, k + HANDOUT_RUN)
-                    _enqueue(stream, state, run[part], values[i + k : i + k + HANDOUT_RUN], kdecode)
+                    _enqueue(stream, state, run[part], mine[part], kdecode)
             i += n
         stream.entered += i
         self._wake()
 
-    def _decode_prefix(self, messages: Sequence[Message], name: str) -> list[Any] | None:
-        """The values of the longest prefix of `messages` (all of one topic) whose values
-        decode, or None if a key needs decoding now (see `_dispatch`)."""
-        topic = self._topics[name]
-        kcodec = topic.key_codec
-        if kcodec.decode_bytes is not None:
-            if kcodec.type is not str:
-                return None
-            if not b"".join([k for m in messages if (k := m.key)]).isascii():
-                return None
-        raw: list[Any] = [m.value for m in messages]
-        vdecode = topic.value_codec.decode_bytes
-        if vdecode is None:  # raw bytes: a null value takes the slow path
-            return raw[: raw.index(None)] if None in raw else raw
-        values: list[Any] = []
-        try:
-            # `extend` appends as `map` yields: on a failure, `values` holds the values
-            # before the culprit, so its index is their count.
-            values.extend(map(vdecode, raw))
-        except Exception:  # the slow path dead-letters the culprit (or takes a null value)
-            pass
-        return values
+    def _keys_lazy(self, messages: Sequence[Message], name: str) -> bool:
+        """Whether no key of `messages` (all of one topic) needs decoding now (see
+        `_dispatch`): then so for any part of them."""
+        kcodec = self._topics[name].key_codec
+        if kcodec.decode_bytes is None:
+            return True
+        return kcodec.type is str and b"".join([k for m in messages if (k := m.key)]).isascii()
 
     def _decode_run(self, run: Sequence[Message], name: str) -> list[Any] | None:
         """The values of a run of messages, if every one decodes and no key needs decoding

@@ -12,7 +12,7 @@ from rtkit import Order, Running
 from streamc_runtime import App, Stream, Worker
 from streamc_runtime.memory import MemoryBroker, MemoryTransport
 from streamc_runtime.stream import Chunk
-from streamc_runtime.transport import TP
+from streamc_runtime.transport import HANDOUT_RUN, TP
 
 BAD = {7, 8, 63, 99}  # two adjacent, and mid-run in each partition (runs of HANDOUT_RUN)
 
@@ -107,3 +107,76 @@ async def test_a_partition_revoked_while_a_batch_dead_letters_gets_nothing_more_
     state = worker.offsets.get(TP("nums", 0))
     assert list(state._pending) == [~0, 2, ~3]  # the run, the dead letter's hold, the run
     assert [m.value for m in broker.messages("rv-chunked-dlq")] == [b"bad"]
+
+
+class _CountedReads:
+    """A fetched message that counts how often its key and value are read."""
+
+    def __init__(self, offset: int, value: bytes, reads: Counter[tuple[str, int]]) -> None:
+        self.topic, self.partition, self.offset, self.timestamp = "nums", 0, offset, 0
+        self.headers: tuple[tuple[str, bytes], ...] = ()
+        self._value, self._reads = value, reads
+
+    @property
+    def key(self) -> bytes:
+        self._reads["key", self.offset] += 1
+        return b"k"
+
+    @property
+    def value(self) -> bytes:
+        self._reads["value", self.offset] += 1
+        return self._value
+
+
+async def test_a_batch_of_undecodable_values_is_scanned_once_not_again_after_each() -> None:
+    # A poison stretch (every other value bad, as a broken producer leaves) must not make the
+    # batch quadratic: after a bad value the scan goes on from the next one.
+    app = App("poison")
+    nums = app.topic("nums", key_type=str, value_type=int)
+    broker = MemoryBroker()
+    for topic in app.topics.values():
+        broker.create_topic(topic.name, topic.partitions)
+    worker = Worker(app, MemoryTransport(broker, app.name), stats_interval=0)
+    source = worker.source_for((nums,), "agent")
+    source.chunk()
+    reads: Counter[tuple[str, int]] = Counter()
+    batch = [_CountedReads(i, b"bad" if i % 2 else b"%d" % i, reads) for i in range(200)]
+
+    await worker.conductor.dispatch(batch)
+
+    chunks: list[Chunk] = list(source.buffer)  # type: ignore[arg-type]
+    assert [v for c in chunks for v in c.values] == list(range(0, 200, 2))
+    assert len(broker.messages("poison-dlq")) == 100
+    good = {(what, i): reads[what, i] for what in ("key", "value") for i in range(0, 200, 2)}
+    assert good == dict.fromkeys(good, 1)
+    # A bad one is read again to be dead-lettered, the same for each wherever it is.
+    assert len({reads[what, i] for what in ("key", "value") for i in range(1, 200, 2)}) == 1
+
+
+async def test_a_long_run_split_into_chunks_keeps_its_values_apart_from_the_next_run() -> None:
+    # A partition's run longer than `HANDOUT_RUN` is buffered as several chunks; the last one
+    # holds that run's values only, not the first values of the partition after it.
+    app = App("long-run")
+    nums = app.topic("nums", key_type=str, value_type=int, partitions=2)
+    broker = MemoryBroker()
+    for topic in app.topics.values():
+        broker.create_topic(topic.name, topic.partitions)
+    worker = Worker(app, MemoryTransport(broker, app.name), stats_interval=0)
+    source = worker.source_for((nums,), "agent")
+    source.chunk()
+    for i in range(HANDOUT_RUN + 20):
+        broker.produce("nums", b"%d" % i, b"k", (), 0)
+    for i in range(5):
+        broker.produce("nums", b"%d" % (1000 + i), b"k", (), 1)
+
+    await worker.conductor.dispatch(broker.messages("nums", 0) + broker.messages("nums", 1))
+
+    chunks: list[Chunk] = list(source.buffer)  # type: ignore[arg-type]
+    assert [
+        (c.messages[0].partition, [m.offset for m in c.messages], c.values) for c in chunks
+    ] == [
+        (0, list(range(HANDOUT_RUN)), list(range(HANDOUT_RUN))),
+        (0, list(range(HANDOUT_RUN, HANDOUT_RUN + 20)), list(range(HANDOUT_RUN, HANDOUT_RUN + 20))),
+        (1, list(range(5)), list(range(1000, 1005))),
+    ]
+    assert source.size == source.entered == HANDOUT_RUN + 25
