@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import gcpolicy
 from .app import Agent, App
 from .conductor import Conductor
 from .hooks import HookResultError
@@ -148,6 +149,7 @@ class Worker:
         self._state = "new"
         self._stop_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self._gc_held = False  # this worker holds the collector policy (`gcpolicy`)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -198,6 +200,8 @@ class Worker:
         if self.stats_interval > 0:
             self._tasks.append(self._spawn(self._stats_loop(), "stats"))
         self._state = "running"
+        # Start-up's objects are all made by now: out of the collector's way from here on.
+        self._gc_held = gcpolicy.acquire()
         logger.info(
             "worker %s started: agents %s, topics %s",
             self.app.name,
@@ -282,6 +286,9 @@ class Worker:
             except Exception:
                 logger.exception("closing the transport failed")
             self._state = "stopped"
+            if self._gc_held:
+                self._gc_held = False
+                gcpolicy.release()
             if self.app.current_worker is self:
                 self.app.current_worker = None
             self._stopped.set()
