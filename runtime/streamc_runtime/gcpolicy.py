@@ -14,9 +14,9 @@ last running worker stops, puts back the thresholds and unfreezes, so a program 
 worker (a test, a tool) gets its collector back as it was. `STREAMC_GC=default` leaves the
 collector alone.
 
-No `gc.collect()` before the freeze: it would cost every worker start a full collection (in a
-test process, a large heap), and the start-up garbage it would free is a one-off, returned by
-the unfreeze at the stop.
+The freeze is preceded by one full collection (a few milliseconds, once per start): start-up
+leaves cyclic garbage behind (measured: about 13,000 objects, 2 MiB of a worker's RSS), which a
+freeze would otherwise keep for the worker's life.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def acquire() -> bool:
         # A program that froze objects itself keeps them frozen: unfreezing at the stop
         # would undo its freeze too (ours then stays, which only keeps start-up objects).
         _unfreeze = gc.get_freeze_count() == 0
+        gc.collect()
         gc.freeze()
         gc.set_threshold(*TUNED_THRESHOLD)
     _holders += 1
