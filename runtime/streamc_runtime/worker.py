@@ -24,9 +24,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import gcpolicy
 from .app import Agent, App
 from .conductor import Conductor
+from .gcpolicy import acquire as acquire_gc_policy
+from .gcpolicy import release as release_gc_policy
 from .hooks import HookResultError
 from .latency import Latency
 from .logs import AGENT
@@ -149,7 +150,7 @@ class Worker:
         self._state = "new"
         self._stop_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
-        self._gc_held = False  # this worker holds the collector policy (`gcpolicy`)
+        self._gc_held = False  # this worker holds the collector policy (gcpolicy.py)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -201,7 +202,7 @@ class Worker:
             self._tasks.append(self._spawn(self._stats_loop(), "stats"))
         self._state = "running"
         # Start-up's objects are all made by now: out of the collector's way from here on.
-        self._gc_held = gcpolicy.acquire()
+        self._gc_held = acquire_gc_policy()
         logger.info(
             "worker %s started: agents %s, topics %s",
             self.app.name,
@@ -288,7 +289,7 @@ class Worker:
             self._state = "stopped"
             if self._gc_held:
                 self._gc_held = False
-                gcpolicy.release()
+                release_gc_policy()
             if self.app.current_worker is self:
                 self.app.current_worker = None
             self._stopped.set()
