@@ -26,6 +26,8 @@ from typing import Any, TypeVar, cast
 
 from .app import Agent, App
 from .conductor import Conductor
+from .gcpolicy import acquire as acquire_gc_policy
+from .gcpolicy import release as release_gc_policy
 from .hooks import HookResultError
 from .latency import Latency
 from .logs import AGENT
@@ -149,6 +151,7 @@ class Worker:
         self._state = "new"
         self._stop_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self._gc_held = False  # this worker holds the collector policy (gcpolicy.py)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -199,6 +202,8 @@ class Worker:
         if self.stats_interval > 0:
             self._tasks.append(self._spawn(self._stats_loop(), "stats"))
         self._state = "running"
+        # Start-up's objects are all made by now: out of the collector's way from here on.
+        self._gc_held = acquire_gc_policy()
         logger.info(
             "worker %s started: agents %s, topics %s",
             self.app.name,
@@ -283,6 +288,9 @@ class Worker:
             except Exception:
                 logger.exception("closing the transport failed")
             self._state = "stopped"
+            if self._gc_held:
+                self._gc_held = False
+                release_gc_policy()
             if self.app.current_worker is self:
                 self.app.current_worker = None
             self._stopped.set()
