@@ -1874,8 +1874,10 @@ class _Runs(Stream[Run[T]]):
                 (carrier.message.topic, carrier.message.partition) in revoked
             ):
                 # A chunk's member (an aggregate's) counts in its chunk's entry.
-                key = carrier._chunk.entry if type(carrier) is _Member else carrier.message.offset
-                carrier._offsets.abandon(key)
+                if type(carrier) is _Member:
+                    carrier._offsets.abandon(carrier._chunk.entry, 1, carrier.message.offset)
+                else:
+                    carrier._offsets.abandon(carrier.message.offset)
             else:
                 keep.append(i)  # a batch is kept whole (at-least-once), as `_Take` keeps it
         if len(keep) != len(values) - start:

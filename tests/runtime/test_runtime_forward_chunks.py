@@ -335,3 +335,52 @@ async def test_a_record_too_large_in_a_forwarded_chunk_is_dead_lettered_alone() 
     headers = dict(dead.headers)
     assert headers["streamc.source.offset"] == b"2"
     assert headers["streamc.error.type"].endswith(b"RecordTooLargeError")
+
+
+async def test_a_revocation_commits_the_forwarded_part_of_a_cut_chunk_not_its_abandoned_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The forward takes 0..2 of the chunk 0..9 (cut at the run maximum) and waits on 2's
+    # hook when partition 1 is revoked: the rest 3..9 is abandoned. Once 0..2 are forwarded
+    # the revocation's commit covers them, as it would have event by event; the new owner
+    # must not forward them again.
+    monkeypatch.setattr(stream_module, "_RUN_MAX", 3)
+    app = App("cut")
+    nums = app.topic("nums", key_type=str, value_type=int, partitions=2)
+    rekeyed = app.topic("cut-rekeyed", key_type=str, value_type=int, partitions=1, internal=True)
+    gate: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def slow_two(v: int) -> Any:
+        return gate if v == 2 else v
+
+    @app.agent(nums, name="a")
+    async def regroup(stream: Stream[int]) -> None:
+        async for run in stream.process(slow_two).group_by(str, topic=rekeyed).runs():
+            for _ in run:
+                pass
+
+    r = Running(app, revoke_timeout=5.0)
+    for i in range(10):
+        r.produce("nums", i, key=f"k{i}", partition=1)
+    other = MemoryTransport(r.broker, app.name)
+    other._topics = frozenset({"nums"})
+    async with r:
+        source = r.worker.sources["a"]
+        await _until(lambda: len(r.messages("cut-rekeyed")) == 2)  # 0, 1 out; 2's hook waits
+        r.broker._join(other)  # takes partition 1
+        await _until(lambda: source.size == 0)  # the rest 3..9 abandoned
+        gate.set_result(2)
+        await _until(lambda: TP("nums", 1) not in r.worker.offsets.partitions)
+        assert [msgspec.json.decode(m.value or b"") for m in r.messages("cut-rekeyed")] == [
+            0, 1, 2,
+        ]  # fmt: skip
+        assert r.committed("nums") == {0: 0, 1: 3}
+        r.broker._leave(other)
+
+
+async def _until(condition: Any) -> None:
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("never came to be")
