@@ -209,7 +209,9 @@ class PartitionOffsets:
                 key = offset
                 offset = ~key  # a run's key
                 if self._cuts and self._refs[key] == self._abandoned.get(key):
-                    offset = self._cuts.get(key, offset)  # all it kept is done
+                    cut = self._cuts.get(key)
+                    if cut is not None and cut > offset:
+                        offset = cut  # all it kept is done
         else:
             offset = self.position
         if self._inner:

@@ -889,6 +889,11 @@ class SourceStream(Stream[T]):
         """Stop delivering: buffered events are abandoned unacked (redelivered after restart)."""
         self.closed = True
         self.dropped += self.buffered()
+        if self.chunked:
+            # A chunk's rest a forward or an aggregate cut shares its entry with the head they
+            # took and still finish: the stop's commit covers that head (`abandon`).
+            for chunk in cast("deque[Chunk]", self.buffer):
+                chunk.state.abandon(chunk.entry, len(chunk.messages), chunk.messages[0].offset)
         self.buffer.clear()
         self.size = 0
         self.wake()

@@ -378,6 +378,42 @@ async def test_a_revocation_commits_the_forwarded_part_of_a_cut_chunk_not_its_ab
         r.broker._leave(other)
 
 
+async def test_a_stop_commits_the_forwarded_part_of_a_cut_chunk_not_its_dropped_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As on revocation: the stop drops the rest 3..9 of the cut chunk, the forward finishes
+    # 0..2, and the stop's commit covers them (the next owner starts at 3).
+    monkeypatch.setattr(stream_module, "_RUN_MAX", 3)
+    app = App("cutstop")
+    nums = app.topic("nums", key_type=str, value_type=int)
+    rekeyed = app.topic("cutstop-rekeyed", key_type=str, value_type=int, internal=True)
+    gate: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def slow_two(v: int) -> Any:
+        return gate if v == 2 else v
+
+    @app.agent(nums, name="a")
+    async def regroup(stream: Stream[int]) -> None:
+        async for run in stream.process(slow_two).group_by(str, topic=rekeyed).runs():
+            for _ in run:
+                pass
+
+    r = Running(app)
+    for i in range(10):
+        r.produce("nums", i, key=f"k{i}")
+    async with r:
+        source = r.worker.sources["a"]
+        await _until(lambda: len(r.messages("cutstop-rekeyed")) == 2)  # 2's hook waits
+        stopping = asyncio.ensure_future(r.worker.stop())
+        await _until(lambda: source.closed)  # the rest 3..9 dropped
+        gate.set_result(2)
+        await stopping
+    assert [msgspec.json.decode(m.value or b"") for m in r.messages("cutstop-rekeyed")] == [
+        0, 1, 2,
+    ]  # fmt: skip
+    assert r.committed("nums") == {0: 3}
+
+
 async def _until(condition: Any) -> None:
     for _ in range(2000):
         if condition():
