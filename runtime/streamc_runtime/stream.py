@@ -1905,6 +1905,9 @@ class _Runs(Stream[Run[T]]):
             # so their offsets stay registered and uncommitted.
             del run._values[start:]
             if run._carriers is not None:
+                for carrier in run._carriers[start:]:
+                    if type(carrier) is _Member:  # an aggregate's: its chunk's entry counts it
+                        carrier._offsets.abandon(carrier._chunk.entry, 1, carrier.message.offset)
                 del run._carriers[start:]
             if self._direct:
                 self._source.dropped += dropped
