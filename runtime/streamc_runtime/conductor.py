@@ -400,7 +400,9 @@ class Conductor:
             m = chunk.messages[0]
             if (m.topic, m.partition) in revoked:
                 n = len(chunk.messages)
-                chunk.state.abandon(chunk.entry, n)
+                # The rest of a chunk cut by a forward or an aggregate shares its entry with
+                # the head they took: the head, once done, is committed (`abandon`).
+                chunk.state.abandon(chunk.entry, n, m.offset)
                 stream.dropped += n
                 stream.size -= n
             else:

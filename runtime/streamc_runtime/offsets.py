@@ -36,6 +36,7 @@ class PartitionOffsets:
 
     __slots__ = (
         "_abandoned",
+        "_cuts",
         "_inner",
         "_pending",
         "_refs",
@@ -57,6 +58,8 @@ class PartitionOffsets:
         self.committed = committed  # last offset handed to the transport's commit
         self.closed = False  # set on revocation: late acks of old events are ignored
         self._abandoned: dict[int, int] = {}  # offset -> references dropped on revocation
+        # run key -> the lowest offset of its members dropped on revocation (see `abandon`)
+        self._cuts: dict[int, int] = {}
         self._inner: dict[int, int] = {}  # offset inside a run -> holds on it alone
 
     def add(self, offset: int, refs: int) -> None:
@@ -156,14 +159,23 @@ class PartitionOffsets:
         abandoned = self._abandoned.pop(key, None)
         if abandoned is not None:
             self._abandoned[new] = abandoned
+        cut = self._cuts.pop(key, None)
+        if cut is not None:
+            self._cuts[new] = cut
         return new
 
-    def abandon(self, offset: int, count: int = 1) -> None:
+    def abandon(self, offset: int, count: int = 1, first: int | None = None) -> None:
         """References that will never be released (work dropped on revocation; `count`
         members of a run registered at `offset`): the messages stay uncommitted, but `busy`
-        no longer waits for them."""
+        no longer waits for them. `first`: the lowest offset among those members; once every
+        other reference of the run is released, what is before it is done, and a commit
+        covers it (as it would have message by message: a run cut by a forward or an
+        aggregate has its head taken and handled while its rest is dropped)."""
         if offset in self._refs:
             self._abandoned[offset] = self._abandoned.get(offset, 0) + count
+            if first is not None and offset < 0:
+                cut = self._cuts.get(offset)
+                self._cuts[offset] = first if cut is None or first < cut else cut
 
     def busy(self) -> bool:
         """Whether some in-flight message still has a reference that will be released."""
@@ -180,6 +192,7 @@ class PartitionOffsets:
         self._refs.clear()
         self._pending.clear()
         self._abandoned.clear()
+        self._cuts.clear()
         self._inner.clear()
 
     @property
@@ -193,7 +206,12 @@ class PartitionOffsets:
         if self._pending:
             offset: int | None = self._pending[0]
             if offset is not None and offset < 0:
-                offset = ~offset  # a run's key
+                key = offset
+                offset = ~key  # a run's key
+                if self._cuts and self._refs[key] == self._abandoned.get(key):
+                    cut = self._cuts.get(key)
+                    if cut is not None and cut > offset:
+                        offset = cut  # all it kept is done
         else:
             offset = self.position
         if self._inner:

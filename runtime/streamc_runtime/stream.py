@@ -889,6 +889,11 @@ class SourceStream(Stream[T]):
         """Stop delivering: buffered events are abandoned unacked (redelivered after restart)."""
         self.closed = True
         self.dropped += self.buffered()
+        if self.chunked:
+            # A chunk's rest a forward or an aggregate cut shares its entry with the head they
+            # took and still finish: the stop's commit covers that head (`abandon`).
+            for chunk in cast("deque[Chunk]", self.buffer):
+                chunk.state.abandon(chunk.entry, len(chunk.messages), chunk.messages[0].offset)
         self.buffer.clear()
         self.size = 0
         self.wake()
@@ -1874,8 +1879,10 @@ class _Runs(Stream[Run[T]]):
                 (carrier.message.topic, carrier.message.partition) in revoked
             ):
                 # A chunk's member (an aggregate's) counts in its chunk's entry.
-                key = carrier._chunk.entry if type(carrier) is _Member else carrier.message.offset
-                carrier._offsets.abandon(key)
+                if type(carrier) is _Member:
+                    carrier._offsets.abandon(carrier._chunk.entry, 1, carrier.message.offset)
+                else:
+                    carrier._offsets.abandon(carrier.message.offset)
             else:
                 keep.append(i)  # a batch is kept whole (at-least-once), as `_Take` keeps it
         if len(keep) != len(values) - start:
@@ -1898,6 +1905,9 @@ class _Runs(Stream[Run[T]]):
             # so their offsets stay registered and uncommitted.
             del run._values[start:]
             if run._carriers is not None:
+                for carrier in run._carriers[start:]:
+                    if type(carrier) is _Member:  # an aggregate's: its chunk's entry counts it
+                        carrier._offsets.abandon(carrier._chunk.entry, 1, carrier.message.offset)
                 del run._carriers[start:]
             if self._direct:
                 self._source.dropped += dropped

@@ -120,3 +120,48 @@ async def test_an_aggregate_over_chunks_holds_each_chunk_until_its_changelog_is_
     assert headers["streamc.source.topic"] == REPARTITION.encode()
     assert headers["streamc.source.offset"] == b"3"
     assert headers["streamc.error"] == b"negative amount"
+
+
+async def test_a_stop_mid_run_commits_the_rows_handled_and_not_those_dropped() -> None:
+    # The loop waits in its body on the 4th row when the worker stops: the rows after it
+    # are dropped unhandled (the next owner folds them again, a replay), the four handled
+    # are committed, as they would have been element by element.
+    app = App("shop")
+    orders = app.topic("orders", key_type=str, value_type=Order, partitions=1)
+    repartition = app.topic(
+        REPARTITION, key_type=str, value_type=Order, partitions=1, internal=True, positions=True
+    )
+    table = app.table(
+        "totals", key_type=str, value_type=AccountTotals, state_type=TotalsState, partitions=1
+    )
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    seen: list[float] = []
+
+    def fold(state: TotalsState, order: Order) -> TotalsState:
+        state.orders += 1
+        state.amount += order.amount
+        return state
+
+    @app.agent(orders, name="totals")
+    async def totals(stream: Stream[Order]) -> None:
+        rows = stream.group_by(lambda o: o.account_id, topic=repartition, returns=str)
+        async for run in rows.aggregate(table, fold=fold, row=row).runs():
+            for total in run:
+                seen.append(total.amount)
+                if total.orders == 4:
+                    await gate
+
+    r = Running(app)
+    for amount in range(1, 11):
+        r.produce("orders", Order(account_id="a", amount=float(amount)), key="a")
+    async with r:
+        for _ in range(2000):
+            if len(seen) == 4:
+                break
+            await asyncio.sleep(0.005)
+        stopping = asyncio.ensure_future(r.worker.stop())
+        await asyncio.sleep(0.05)
+        gate.set_result(None)
+        await stopping
+    assert seen == [1.0, 3.0, 6.0, 10.0]
+    assert r.committed(REPARTITION) == {0: 4}

@@ -165,7 +165,7 @@ PARTS = 2
 # 2 filtered out.
 _ACTIONS = st.sampled_from([0, 0, 0, 1, 2])
 
-_Scenario = tuple[list[tuple[int, int, bool]], int | None, int | None, int, bool]
+_Scenario = tuple[list[tuple[int, int, bool]], int | None, int | None, int, bool, int]
 
 
 @st.composite
@@ -179,7 +179,8 @@ def _scenarios(draw: st.DrawFn) -> _Scenario:
     stop_at = draw(st.none() | st.integers(0, n - 1))
     buffer_size = draw(st.sampled_from([1000, 8]))  # 8: back-pressure pauses and resumes
     second = draw(st.booleans())  # another agent reads the topic: chunks of one message
-    return inputs, rebalance_at, stop_at, buffer_size, second
+    run_max = draw(st.sampled_from([1000, 3]))  # 3: chunks cut, their rest left buffered
+    return inputs, rebalance_at, stop_at, buffer_size, second, run_max
 
 
 async def _scenario(
@@ -304,7 +305,13 @@ async def _scenario(
 def test_a_forward_over_chunks_never_commits_past_an_element_not_done(
     scenario: _Scenario,
 ) -> None:
-    asyncio.run(asyncio.wait_for(_scenario(*scenario), 30))
+    *rest, run_max = scenario
+    run_max_was = stream_module._RUN_MAX
+    stream_module._RUN_MAX = run_max
+    try:
+        asyncio.run(asyncio.wait_for(_scenario(*rest), 30))
+    finally:
+        stream_module._RUN_MAX = run_max_was
 
 
 async def test_a_record_too_large_in_a_forwarded_chunk_is_dead_lettered_alone() -> None:
@@ -335,3 +342,88 @@ async def test_a_record_too_large_in_a_forwarded_chunk_is_dead_lettered_alone() 
     headers = dict(dead.headers)
     assert headers["streamc.source.offset"] == b"2"
     assert headers["streamc.error.type"].endswith(b"RecordTooLargeError")
+
+
+async def test_a_revocation_commits_the_forwarded_part_of_a_cut_chunk_not_its_abandoned_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The forward takes 0..2 of the chunk 0..9 (cut at the run maximum) and waits on 2's
+    # hook when partition 1 is revoked: the rest 3..9 is abandoned. Once 0..2 are forwarded
+    # the revocation's commit covers them, as it would have event by event; the new owner
+    # must not forward them again.
+    monkeypatch.setattr(stream_module, "_RUN_MAX", 3)
+    app = App("cut")
+    nums = app.topic("nums", key_type=str, value_type=int, partitions=2)
+    rekeyed = app.topic("cut-rekeyed", key_type=str, value_type=int, partitions=1, internal=True)
+    gate: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def slow_two(v: int) -> Any:
+        return gate if v == 2 else v
+
+    @app.agent(nums, name="a")
+    async def regroup(stream: Stream[int]) -> None:
+        async for run in stream.process(slow_two).group_by(str, topic=rekeyed).runs():
+            for _ in run:
+                pass
+
+    r = Running(app, revoke_timeout=5.0)
+    for i in range(10):
+        r.produce("nums", i, key=f"k{i}", partition=1)
+    other = MemoryTransport(r.broker, app.name)
+    other._topics = frozenset({"nums"})
+    async with r:
+        source = r.worker.sources["a"]
+        await _until(lambda: len(r.messages("cut-rekeyed")) == 2)  # 0, 1 out; 2's hook waits
+        r.broker._join(other)  # takes partition 1
+        await _until(lambda: source.size == 0)  # the rest 3..9 abandoned
+        gate.set_result(2)
+        await _until(lambda: TP("nums", 1) not in r.worker.offsets.partitions)
+        assert [msgspec.json.decode(m.value or b"") for m in r.messages("cut-rekeyed")] == [
+            0, 1, 2,
+        ]  # fmt: skip
+        assert r.committed("nums") == {0: 0, 1: 3}
+        r.broker._leave(other)
+
+
+async def test_a_stop_commits_the_forwarded_part_of_a_cut_chunk_not_its_dropped_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As on revocation: the stop drops the rest 3..9 of the cut chunk, the forward finishes
+    # 0..2, and the stop's commit covers them (the next owner starts at 3).
+    monkeypatch.setattr(stream_module, "_RUN_MAX", 3)
+    app = App("cutstop")
+    nums = app.topic("nums", key_type=str, value_type=int)
+    rekeyed = app.topic("cutstop-rekeyed", key_type=str, value_type=int, internal=True)
+    gate: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def slow_two(v: int) -> Any:
+        return gate if v == 2 else v
+
+    @app.agent(nums, name="a")
+    async def regroup(stream: Stream[int]) -> None:
+        async for run in stream.process(slow_two).group_by(str, topic=rekeyed).runs():
+            for _ in run:
+                pass
+
+    r = Running(app)
+    for i in range(10):
+        r.produce("nums", i, key=f"k{i}")
+    async with r:
+        source = r.worker.sources["a"]
+        await _until(lambda: len(r.messages("cutstop-rekeyed")) == 2)  # 2's hook waits
+        stopping = asyncio.ensure_future(r.worker.stop())
+        await _until(lambda: source.closed)  # the rest 3..9 dropped
+        gate.set_result(2)
+        await stopping
+    assert [msgspec.json.decode(m.value or b"") for m in r.messages("cutstop-rekeyed")] == [
+        0, 1, 2,
+    ]  # fmt: skip
+    assert r.committed("nums") == {0: 3}
+
+
+async def _until(condition: Any) -> None:
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("never came to be")
