@@ -25,7 +25,7 @@ import asyncio
 import heapq
 import inspect
 import itertools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
@@ -394,6 +394,7 @@ class WindowedAggregate(Stream[Any]):
         names, keys, window_of = self._names, self._keys, self._window
         if len(keys) > _KEYS_MAX:
             keys.clear()
+        records, partitions = run.records, run.partitions
         last_offsets: Any = None
         last_held: Any = _NO_HELD
         store: Any = None
@@ -430,6 +431,7 @@ class WindowedAggregate(Stream[Any]):
                 own_prefix = f"{own_src}:".encode()
                 index = self._index(last_q, h)
                 run.stretch(h)
+                run.stores[last_q] = store
             assert index is not None
             raw_key = m.key
             if raw_key is None:
@@ -510,7 +512,9 @@ class WindowedAggregate(Stream[Any]):
                 put(raw, w, data)
                 if opened.get(raw) != close_at:
                     index.add(raw, close_at)  # else queued already, at that close time
-                run.record(last_q, store, raw, data, mark)
+                # `run.record`, inlined: its store is the stretch's, set above.
+                records.append((raw, data, [(POSITION_HEADER, mark)]))
+                partitions.append(last_q)
                 if not final:
                     run.emit(event, row(key, window_of(raw, w), state), raw_key, t, key=key)
                 positions[src] = offset
@@ -765,7 +769,6 @@ class _Run:
     the entries it closed (`_Outputs`)."""
 
     __slots__ = (
-        "counts",
         "fan",
         "finished",
         "flushed",
@@ -784,8 +787,9 @@ class _Run:
     def __init__(self, queue: _Closing) -> None:
         self.records: list[tuple[bytes | None, bytes | None, Headers]] = []
         self.partitions: list[int] = []
+        # Each partition's store, set when a stretch of it starts or a record is added: the
+        # run's records per partition are counted once, at the send (`send_run`).
         self.stores: dict[int, Any] = {}
-        self.counts: dict[int, int] = {}
         self.out: list[Element] = []
         self.held: list[Any] = []
         self.finished: list[Event[Any, Any]] = []
@@ -811,7 +815,6 @@ class _Run:
         self.records.append((raw, data, headers))
         self.partitions.append(q)
         self.stores[q] = store
-        self.counts[q] = self.counts.get(q, 0) + 1
 
     def close(self, event: Event[Any, Any] | None, held: _Held, q: int, raw: bytes) -> None:
         """Entry `raw` of store q closed (it has left the index): its tombstone, and its
@@ -1001,7 +1004,6 @@ async def send_run(worker: Any, changelog: str, run: _Run) -> bool:
             run.stretches, run.records, run.partitions, out
         )
         run.stores = {q: s for q, (s, _) in folded.items()}
-        run.counts = {q: n for q, (_, n) in folded.items()}
         kept = {id(carrier) for _, carrier in run.out}
         for _, carrier in out:
             rows = cast(Event[Any, Any], carrier)._offsets
@@ -1011,16 +1013,18 @@ async def send_run(worker: Any, changelog: str, run: _Run) -> bool:
     for outputs in run.flushed:
         held = held + outputs.closers
     if run.records:
-        for q, s in run.stores.items():
-            run.records.append(map_record(s.positions))
+        # In the order the partitions first appear, as their records were applied; a
+        # partition whose stretch wrote nothing (replays only) writes no skip map.
+        counts = Counter(run.partitions)
+        for q in counts:
+            run.records.append(map_record(run.stores[q].positions))
             run.partitions.append(q)
-            run.counts[q] += 1
         delivery = await worker.send_changelog(changelog, run.records, run.partitions)
         if delivery is None:
             worker._hold_for_good(held)
             return False
-        for q, s in run.stores.items():
-            s.applied(run.counts[q])
+        for q, count in counts.items():
+            run.stores[q].applied(count + 1)  # its data records and its skip map
         worker.tables.sent(delivery)
         worker._hold(cast("Awaitable[Delivery]", delivery), held)
     for outputs in run.flushed:
