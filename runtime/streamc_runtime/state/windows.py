@@ -28,6 +28,7 @@ import itertools
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from heapq import heappush
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import msgspec
@@ -310,6 +311,8 @@ class WindowedAggregate(Stream[Any]):
         self._keys: dict[bytes, Any] = {}
         # Windows by their store key's start bytes (see `_window`).
         self._windows: dict[bytes, Window] = {}
+        # A tumbling window's, by its start (its end follows from it).
+        self._spans: dict[int, Window] = {}
         self._out: list[Element] = []
         self._out_at = 0
         self._closings = _Closing(up._source)
@@ -394,7 +397,8 @@ class WindowedAggregate(Stream[Any]):
         names, keys, window_of = self._names, self._keys, self._window
         if len(keys) > _KEYS_MAX:
             keys.clear()
-        records, partitions = run.records, run.partitions
+        records, partitions, held, finished = run.records, run.partitions, run.held, run.finished
+        spans = self._spans
         last_offsets: Any = None
         last_held: Any = _NO_HELD
         store: Any = None
@@ -510,20 +514,29 @@ class WindowedAggregate(Stream[Any]):
                     await worker.dead_letter(carrier, exc, self._agent)
                     continue
                 put(raw, w, data)
-                if opened.get(raw) != close_at:
-                    index.add(raw, close_at)  # else queued already, at that close time
+                heap = index.heap
+                if opened.get(raw) != close_at:  # else queued already, at that close time
+                    opened[raw] = close_at  # `index.add`, inlined (no sessions here)
+                    heappush(heap, (close_at, raw))
                 # `run.record`, inlined: its store is the stretch's, set above.
                 records.append((raw, data, [(POSITION_HEADER, mark)]))
                 partitions.append(last_q)
                 if not final:
-                    run.emit(event, row(key, window_of(raw, w), state), raw_key, t, key=key)
+                    # One window per start: no store key to slice, no `_window` call.
+                    window = spans.get(start)
+                    if window is None:
+                        if len(spans) >= _TIMES_MAX:
+                            spans.clear()
+                        window = spans[start] = Window(start, end)
+                    run.emit(event, row(key, window, state), raw_key, t, -1, key)
                 positions[src] = offset
                 if t > now:
                     positions[STREAM_TIME] = t
-                heap = index.heap
                 if heap and heap[0][0] <= t:
                     self._close(run, store, index, t, last_q, event)
-                run.hold(event)
+                if not event._acked:  # `run.hold`, inlined
+                    held.append((last_offsets, m.offset))
+                finished.append(event)
                 continue
             try:
                 if session:
