@@ -22,13 +22,12 @@ dead-letter topic (`streamc.error.type: late`).
 from __future__ import annotations
 
 import asyncio
-import heapq
 import inspect
 import itertools
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from heapq import heappush
+from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import msgspec
@@ -221,17 +220,25 @@ def event_time_of(field: str | None) -> Callable[[Any, Event[Any, Any]], int]:
 
 
 class _Index:
-    """The open windows of one store partition, by close time (a heap, lazily pruned), and
-    for sessions the session starts of each key."""
+    """The open windows of one store partition, by close time (lazily pruned), and for
+    sessions the session starts of each key.
 
-    __slots__ = ("close", "heap", "held", "sessions", "store")
+    The close times queued are a heap of ints, each with the windows queued at it (`due`):
+    the windows of one time span share a close time, every key's, so a heap of
+    (close time, window) pairs held thousands of entries per close time and compared pairs,
+    close times equal, by their window's bytes at every push and pop. A close time's windows
+    are closed in store-key order, the order such a heap popped them in: a replay after a
+    crash closes them in the same order, with the same output numbers (`#k`)."""
+
+    __slots__ = ("close", "due", "heap", "held", "sessions", "store")
 
     def __init__(self, held: _Held, grace: int, sessions: bool) -> None:
         # Built per holding, not per store: a memory store assigned back is the same object,
         # with the windows others opened and closed meanwhile restored into it.
         self.held = held
         self.store = store = held.store
-        self.heap: list[tuple[int, bytes]] = []
+        self.heap: list[int] = []  # the close times queued
+        self.due: dict[int, list[bytes]] = {}  # close time -> the windows queued at it
         self.close: dict[bytes, int] = {}  # window -> its close time, as queued last
         self.sessions: dict[bytes, list[int]] | None = {} if sessions else None
         for raw, value in store.items():
@@ -239,9 +246,14 @@ class _Index:
 
     def add(self, raw: bytes, close_at: int) -> None:
         if self.close.get(raw) == close_at:
-            return  # queued already: one heap entry per window (and per session end)
+            return  # queued already: one entry per window (and per session end)
         self.close[raw] = close_at
-        heapq.heappush(self.heap, (close_at, raw))
+        queued = self.due.get(close_at)
+        if queued is None:
+            self.due[close_at] = [raw]
+            heappush(self.heap, close_at)
+        else:
+            queued.append(raw)
         if self.sessions is not None:
             key, start = split_key(raw)
             starts = self.sessions.setdefault(key, [])
@@ -484,7 +496,7 @@ class WindowedAggregate(Stream[Any]):
                 if t > now:
                     positions[STREAM_TIME] = t
                 heap = index.heap
-                if heap and heap[0][0] <= t:
+                if heap and heap[0] <= t:
                     self._close(run, store, index, t, last_q, event)
                 if not final:
                     for raw, w in self._windows_of(store, index, raw_key, t):
@@ -517,7 +529,12 @@ class WindowedAggregate(Stream[Any]):
                 heap = index.heap
                 if opened.get(raw) != close_at:  # else queued already, at that close time
                     opened[raw] = close_at  # `index.add`, inlined (no sessions here)
-                    heappush(heap, (close_at, raw))
+                    queued = index.due.get(close_at)
+                    if queued is None:
+                        index.due[close_at] = [raw]
+                        heappush(heap, close_at)
+                    else:
+                        queued.append(raw)
                 # `run.record`, inlined: its store is the stretch's, set above.
                 records.append((raw, data, [(POSITION_HEADER, mark)]))
                 partitions.append(last_q)
@@ -532,7 +549,7 @@ class WindowedAggregate(Stream[Any]):
                 positions[src] = offset
                 if t > now:
                     positions[STREAM_TIME] = t
-                if heap and heap[0][0] <= t:
+                if heap and heap[0] <= t:
                     self._close(run, store, index, t, last_q, event)
                 if not event._acked:  # `run.hold`, inlined
                     held.append((last_offsets, m.offset))
@@ -574,7 +591,7 @@ class WindowedAggregate(Stream[Any]):
             if t > now:
                 positions[STREAM_TIME] = t
             heap = index.heap
-            if heap and heap[0][0] <= t:
+            if heap and heap[0] <= t:
                 # Not only when t moves stream time: after a crash, windows whose close is
                 # not in the changelog are stored with close times stream time passed.
                 self._close(run, store, index, t, last_q, event)
@@ -721,26 +738,32 @@ class WindowedAggregate(Stream[Any]):
     ) -> None:
         """Close every window of the partition whose end + grace <= `clock`, in end order:
         with `emit="final"` its row goes downstream; its tombstone waits (`_Outputs`)."""
-        heap = index.heap
+        heap, due, close = index.heap, index.due, index.close
         key_decode = self._decode_key
-        while heap and heap[0][0] <= clock:
-            close_at, raw = heapq.heappop(heap)
-            if index.close.get(raw) != close_at:
-                continue  # gone, or a session that grew (its new close time is queued)
-            index.forget(raw)
-            if not self._final:
-                # The index holds only stored windows, and with `emit updates` closing
-                # needs no state: no store read (on RocksDB, a read once evicted).
+        while heap and heap[0] <= clock:
+            close_at = heap[0]
+            queued = due[close_at]
+            queued.sort()  # store-key order (see `_Index`)
+            for raw in queued:
+                if close.get(raw) != close_at:
+                    continue  # gone, or a session that grew (its new close time is queued)
+                index.forget(raw)
+                if not self._final:
+                    # The index holds only stored windows, and with `emit updates` closing
+                    # needs no state: no store read (on RocksDB, a read once evicted).
+                    run.close(event, index.held, q, raw)
+                    continue
+                w = store.get(raw)
+                if w is None:
+                    continue
                 run.close(event, index.held, q, raw)
-                continue
-            w = store.get(raw)
-            if w is None:
-                continue
-            run.close(event, index.held, q, raw)
-            key_bytes, start = split_key(raw)
-            key = key_decode(key_bytes)
-            result = self._row(key, Window(start, w.end), w.state)
-            run.emit(event, result, key_bytes, w.end - 1, q, key)
+                key_bytes, start = split_key(raw)
+                key = key_decode(key_bytes)
+                result = self._row(key, Window(start, w.end), w.state)
+                run.emit(event, result, key_bytes, w.end - 1, q, key)
+            # Unqueued only once all are closed: a row that raised leaves the rest queued.
+            heappop(heap)
+            del due[close_at]
 
     async def _close_all(self, run: _Run) -> None:
         """At the end of `streamc run`'s input: stream time moves past every window."""
@@ -756,7 +779,7 @@ class WindowedAggregate(Stream[Any]):
             if not index.heap:
                 continue
             run.stretch(h)
-            clock = max(c for c, _ in index.heap)
+            clock = max(index.heap)
             store.positions[STREAM_TIME] = max(store.positions.get(STREAM_TIME, _NO_TIME), clock)
             self._close(run, store, index, clock, q, None)
 
