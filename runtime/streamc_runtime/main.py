@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 import re
@@ -42,14 +41,6 @@ from .transport import Transport, TransportError, redact_url
 from .worker import Worker
 
 __all__ = ["parse_broker", "worker_main"]
-
-# The cycle collector's young-generation threshold while a worker runs (Python's default: 700).
-# A stateful step holds a run's rows, events and changelog records (several tracked objects per
-# element, up to 1,000 elements) until the run is sent, so at 700 young collections ran every
-# ~80 elements, each walking what the run had built, and their tally drove the older passes:
-# 10-12% of P4's and P5's steps on the memory broker. Young cycles are still collected, in
-# passes of 10,000 objects (a fraction of a millisecond each).
-GC_YOUNG_THRESHOLD = 10_000
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-]+:\d{1,5}$|^\[[0-9A-Fa-f:.]+\]:\d{1,5}$")
@@ -218,8 +209,6 @@ def worker_main(app: App, argv: Sequence[str] | None = None) -> int:
     # The metrics setting is passed only when given: `_serve(app, transport, interval,
     # state_dir)` stays the seam tests replace.
     metrics = () if args.metrics_port is None else ((args.metrics_host, args.metrics_port),)
-    thresholds = gc.get_threshold()
-    gc.set_threshold(max(GC_YOUNG_THRESHOLD, thresholds[0]), *thresholds[1:])
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(
@@ -227,8 +216,6 @@ def worker_main(app: App, argv: Sequence[str] | None = None) -> int:
             )
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the handlers were installed
         return 130
-    finally:
-        gc.set_threshold(*thresholds)  # the process's own again (a caller may go on)
 
 
 async def _serve(
