@@ -22,12 +22,12 @@ dead-letter topic (`streamc.error.type: late`).
 from __future__ import annotations
 
 import asyncio
-import heapq
 import inspect
 import itertools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import msgspec
@@ -220,17 +220,25 @@ def event_time_of(field: str | None) -> Callable[[Any, Event[Any, Any]], int]:
 
 
 class _Index:
-    """The open windows of one store partition, by close time (a heap, lazily pruned), and
-    for sessions the session starts of each key."""
+    """The open windows of one store partition, by close time (lazily pruned), and for
+    sessions the session starts of each key.
 
-    __slots__ = ("close", "heap", "held", "sessions", "store")
+    The close times queued are a heap of ints, each with the windows queued at it (`due`):
+    the windows of one time span share a close time, every key's, so a heap of
+    (close time, window) pairs held thousands of entries per close time and compared pairs,
+    close times equal, by their window's bytes at every push and pop. A close time's windows
+    are closed in store-key order, the order such a heap popped them in: a replay after a
+    crash closes them in the same order, with the same output numbers (`#k`)."""
+
+    __slots__ = ("close", "due", "heap", "held", "sessions", "store")
 
     def __init__(self, held: _Held, grace: int, sessions: bool) -> None:
         # Built per holding, not per store: a memory store assigned back is the same object,
         # with the windows others opened and closed meanwhile restored into it.
         self.held = held
         self.store = store = held.store
-        self.heap: list[tuple[int, bytes]] = []
+        self.heap: list[int] = []  # the close times queued
+        self.due: dict[int, list[bytes]] = {}  # close time -> the windows queued at it
         self.close: dict[bytes, int] = {}  # window -> its close time, as queued last
         self.sessions: dict[bytes, list[int]] | None = {} if sessions else None
         for raw, value in store.items():
@@ -238,9 +246,14 @@ class _Index:
 
     def add(self, raw: bytes, close_at: int) -> None:
         if self.close.get(raw) == close_at:
-            return  # queued already: one heap entry per window (and per session end)
+            return  # queued already: one entry per window (and per session end)
         self.close[raw] = close_at
-        heapq.heappush(self.heap, (close_at, raw))
+        queued = self.due.get(close_at)
+        if queued is None:
+            self.due[close_at] = [raw]
+            heappush(self.heap, close_at)
+        else:
+            queued.append(raw)
         if self.sessions is not None:
             key, start = split_key(raw)
             starts = self.sessions.setdefault(key, [])
@@ -310,6 +323,8 @@ class WindowedAggregate(Stream[Any]):
         self._keys: dict[bytes, Any] = {}
         # Windows by their store key's start bytes (see `_window`).
         self._windows: dict[bytes, Window] = {}
+        # A tumbling window's, by its start (its end follows from it).
+        self._spans: dict[int, Window] = {}
         self._out: list[Element] = []
         self._out_at = 0
         self._closings = _Closing(up._source)
@@ -394,6 +409,8 @@ class WindowedAggregate(Stream[Any]):
         names, keys, window_of = self._names, self._keys, self._window
         if len(keys) > _KEYS_MAX:
             keys.clear()
+        records, partitions, held, finished = run.records, run.partitions, run.held, run.finished
+        spans = self._spans
         last_offsets: Any = None
         last_held: Any = _NO_HELD
         store: Any = None
@@ -430,6 +447,7 @@ class WindowedAggregate(Stream[Any]):
                 own_prefix = f"{own_src}:".encode()
                 index = self._index(last_q, h)
                 run.stretch(h)
+                run.stores[last_q] = store
             assert index is not None
             raw_key = m.key
             if raw_key is None:
@@ -478,7 +496,7 @@ class WindowedAggregate(Stream[Any]):
                 if t > now:
                     positions[STREAM_TIME] = t
                 heap = index.heap
-                if heap and heap[0][0] <= t:
+                if heap and heap[0] <= t:
                     self._close(run, store, index, t, last_q, event)
                 if not final:
                     for raw, w in self._windows_of(store, index, raw_key, t):
@@ -508,18 +526,34 @@ class WindowedAggregate(Stream[Any]):
                     await worker.dead_letter(carrier, exc, self._agent)
                     continue
                 put(raw, w, data)
-                if opened.get(raw) != close_at:
-                    index.add(raw, close_at)  # else queued already, at that close time
-                run.record(last_q, store, raw, data, mark)
+                heap = index.heap
+                if opened.get(raw) != close_at:  # else queued already, at that close time
+                    opened[raw] = close_at  # `index.add`, inlined (no sessions here)
+                    queued = index.due.get(close_at)
+                    if queued is None:
+                        index.due[close_at] = [raw]
+                        heappush(heap, close_at)
+                    else:
+                        queued.append(raw)
+                # `run.record`, inlined: its store is the stretch's, set above.
+                records.append((raw, data, [(POSITION_HEADER, mark)]))
+                partitions.append(last_q)
                 if not final:
-                    run.emit(event, row(key, window_of(raw, w), state), raw_key, t, key=key)
+                    # One window per start: no store key to slice, no `_window` call.
+                    window = spans.get(start)
+                    if window is None:
+                        if len(spans) >= _TIMES_MAX:
+                            spans.clear()
+                        window = spans[start] = Window(start, end)
+                    run.emit(event, row(key, window, state), raw_key, t, -1, key)
                 positions[src] = offset
                 if t > now:
                     positions[STREAM_TIME] = t
-                heap = index.heap
-                if heap and heap[0][0] <= t:
+                if heap and heap[0] <= t:
                     self._close(run, store, index, t, last_q, event)
-                run.hold(event)
+                if not event._acked:  # `run.hold`, inlined
+                    held.append((last_offsets, m.offset))
+                finished.append(event)
                 continue
             try:
                 if session:
@@ -557,7 +591,7 @@ class WindowedAggregate(Stream[Any]):
             if t > now:
                 positions[STREAM_TIME] = t
             heap = index.heap
-            if heap and heap[0][0] <= t:
+            if heap and heap[0] <= t:
                 # Not only when t moves stream time: after a crash, windows whose close is
                 # not in the changelog are stored with close times stream time passed.
                 self._close(run, store, index, t, last_q, event)
@@ -704,26 +738,32 @@ class WindowedAggregate(Stream[Any]):
     ) -> None:
         """Close every window of the partition whose end + grace <= `clock`, in end order:
         with `emit="final"` its row goes downstream; its tombstone waits (`_Outputs`)."""
-        heap = index.heap
+        heap, due, close = index.heap, index.due, index.close
         key_decode = self._decode_key
-        while heap and heap[0][0] <= clock:
-            close_at, raw = heapq.heappop(heap)
-            if index.close.get(raw) != close_at:
-                continue  # gone, or a session that grew (its new close time is queued)
-            index.forget(raw)
-            if not self._final:
-                # The index holds only stored windows, and with `emit updates` closing
-                # needs no state: no store read (on RocksDB, a read once evicted).
+        while heap and heap[0] <= clock:
+            close_at = heap[0]
+            queued = due[close_at]
+            queued.sort()  # store-key order (see `_Index`)
+            for raw in queued:
+                if close.get(raw) != close_at:
+                    continue  # gone, or a session that grew (its new close time is queued)
+                index.forget(raw)
+                if not self._final:
+                    # The index holds only stored windows, and with `emit updates` closing
+                    # needs no state: no store read (on RocksDB, a read once evicted).
+                    run.close(event, index.held, q, raw)
+                    continue
+                w = store.get(raw)
+                if w is None:
+                    continue
                 run.close(event, index.held, q, raw)
-                continue
-            w = store.get(raw)
-            if w is None:
-                continue
-            run.close(event, index.held, q, raw)
-            key_bytes, start = split_key(raw)
-            key = key_decode(key_bytes)
-            result = self._row(key, Window(start, w.end), w.state)
-            run.emit(event, result, key_bytes, w.end - 1, q, key)
+                key_bytes, start = split_key(raw)
+                key = key_decode(key_bytes)
+                result = self._row(key, Window(start, w.end), w.state)
+                run.emit(event, result, key_bytes, w.end - 1, q, key)
+            # Unqueued only once all are closed: a row that raised leaves the rest queued.
+            heappop(heap)
+            del due[close_at]
 
     async def _close_all(self, run: _Run) -> None:
         """At the end of `streamc run`'s input: stream time moves past every window."""
@@ -739,7 +779,7 @@ class WindowedAggregate(Stream[Any]):
             if not index.heap:
                 continue
             run.stretch(h)
-            clock = max(c for c, _ in index.heap)
+            clock = max(index.heap)
             store.positions[STREAM_TIME] = max(store.positions.get(STREAM_TIME, _NO_TIME), clock)
             self._close(run, store, index, clock, q, None)
 
@@ -765,7 +805,6 @@ class _Run:
     the entries it closed (`_Outputs`)."""
 
     __slots__ = (
-        "counts",
         "fan",
         "finished",
         "flushed",
@@ -784,8 +823,9 @@ class _Run:
     def __init__(self, queue: _Closing) -> None:
         self.records: list[tuple[bytes | None, bytes | None, Headers]] = []
         self.partitions: list[int] = []
+        # Each partition's store, set when a stretch of it starts or a record is added: the
+        # run's records per partition are counted once, at the send (`send_run`).
         self.stores: dict[int, Any] = {}
-        self.counts: dict[int, int] = {}
         self.out: list[Element] = []
         self.held: list[Any] = []
         self.finished: list[Event[Any, Any]] = []
@@ -811,7 +851,6 @@ class _Run:
         self.records.append((raw, data, headers))
         self.partitions.append(q)
         self.stores[q] = store
-        self.counts[q] = self.counts.get(q, 0) + 1
 
     def close(self, event: Event[Any, Any] | None, held: _Held, q: int, raw: bytes) -> None:
         """Entry `raw` of store q closed (it has left the index): its tombstone, and its
@@ -1001,7 +1040,6 @@ async def send_run(worker: Any, changelog: str, run: _Run) -> bool:
             run.stretches, run.records, run.partitions, out
         )
         run.stores = {q: s for q, (s, _) in folded.items()}
-        run.counts = {q: n for q, (_, n) in folded.items()}
         kept = {id(carrier) for _, carrier in run.out}
         for _, carrier in out:
             rows = cast(Event[Any, Any], carrier)._offsets
@@ -1011,16 +1049,18 @@ async def send_run(worker: Any, changelog: str, run: _Run) -> bool:
     for outputs in run.flushed:
         held = held + outputs.closers
     if run.records:
-        for q, s in run.stores.items():
-            run.records.append(map_record(s.positions))
+        # In the order the partitions first appear, as their records were applied; a
+        # partition whose stretch wrote nothing (replays only) writes no skip map.
+        counts = Counter(run.partitions)
+        for q in counts:
+            run.records.append(map_record(run.stores[q].positions))
             run.partitions.append(q)
-            run.counts[q] += 1
         delivery = await worker.send_changelog(changelog, run.records, run.partitions)
         if delivery is None:
             worker._hold_for_good(held)
             return False
-        for q, s in run.stores.items():
-            s.applied(run.counts[q])
+        for q, count in counts.items():
+            run.stores[q].applied(count + 1)  # its data records and its skip map
         worker.tables.sent(delivery)
         worker._hold(cast("Awaitable[Delivery]", delivery), held)
     for outputs in run.flushed:
