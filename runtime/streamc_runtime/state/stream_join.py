@@ -501,7 +501,7 @@ class StreamStreamJoin(Stream[Any]):
             if not b.matched and self._unmatched[side]:
                 value = self._codecs[side].decode(b.value)
                 pair = (value, None) if side is _THIS else (None, value)
-                run.emit(event, pair, key, b.ts, q)
+                run.emit(event, pair, key, b.ts, q, closing=True)
 
     def _close_all(self, run: _Run) -> None:
         """At the end of `streamc run`'s input: stream time moves past every entry."""
