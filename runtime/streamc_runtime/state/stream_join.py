@@ -25,7 +25,9 @@ emitted then may not have been delivered: the output is at-least-once, like ever
 It also closes again every stored entry its event time reaches. A closed entry's tombstone
 waits until every row emitted before it is delivered (`windows._Outputs`), and the element
 that closed it stays uncommitted until then: so a crash leaves the entry in the changelog,
-and its pairs and unmatched row come out again, with the positions they had.
+and its pairs and unmatched row come out again, with the positions they had: an element's
+unmatched rows are numbered apart from its pairs (`_Run.emit`'s `closing`), since its replay
+repeats the pairs only while its own entry is stored, which a later close may have ended.
 """
 
 from __future__ import annotations
