@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 from rtkit import Running
 from streamc_runtime import App, Record, Stream
 from streamc_runtime.local import until_quiescent
 from streamc_runtime.state import Table
-from streamjoinkit import WITHIN, Order, Paid, Payment, paid_of, produce
+from streamjoinkit import WITHIN, Order, Paid, Payment, paid_of, produce, stream_join_app
+
+POSITION = "streamc.position"
 
 
 class Refund(Record, kw_only=True):
@@ -104,3 +107,24 @@ async def test_unpaid_orders_closed_together_are_each_counted_by_a_later_aggrega
         r.worker.request_close_windows()  # the end of input closes o3's and o4's together
         await settled(r)
         assert [u.orders for u in r.values("unpaid", Unpaid)] == [1, 2, 3, 4, 5]
+
+
+async def test_unmatched_rows_an_element_closes_are_numbered_apart_from_its_pairs() -> None:
+    # The order pairs with the payment at 1 and closes the two at 0 unmatched. Its replay
+    # emits the pair again only while the order's entry is stored, so the closed rows cannot
+    # follow the pair's number (`#1`, `#2`): they have their own, `#c0`, `#c1`.
+    async with Running(stream_join_app("outer", grace=0)) as r:
+        produce(r.broker, "payments", Payment(order_id="a", paid=0.0), "a", 0)
+        produce(r.broker, "payments", Payment(order_id="a", paid=1.0), "a", 0)
+        produce(r.broker, "payments", Payment(order_id="a", paid=2.0), "a", 1)
+        produce(r.broker, "orders", Order(id="a", amount=3.0), "a", WITHIN + 1)
+        await settled(r)
+        rows = [
+            (msgspec.json.decode(m.value or b"", type=Paid), dict(m.headers).get(POSITION))
+            for m in r.broker.messages("paid")
+        ]
+        assert rows == [
+            (Paid(id="a", amount=3.0, paid=2.0), None),  # the order's own position
+            (Paid(id=None, amount=None, paid=0.0), b"orders:0#c0:0"),
+            (Paid(id=None, amount=None, paid=1.0), b"orders:0#c1:0"),
+        ]

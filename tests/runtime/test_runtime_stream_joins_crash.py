@@ -131,6 +131,13 @@ def _closing_crashes(draw: st.DrawFn) -> tuple[list[tuple[bool, str, int]], list
 
 # the pair is lost: its partners' tombstones (closed matched) went before its delivery
 @example(case=([(False, "a", 0), (True, "a", 0), (False, "a", 5001)], [5]))
+# an unmatched row emitted again after the crash under another output number (`#k`)
+@example(
+    case=(
+        [(False, "a", 0), (False, "a", 0), (False, "a", 1), (True, "a", 5001), (False, "a", 10002)],
+        [11],
+    )
+)
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=_closing_crashes())
 def test_unmatched_rows_reach_downstream_when_a_crash_falls_between_row_and_tombstone(

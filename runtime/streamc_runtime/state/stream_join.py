@@ -25,7 +25,9 @@ emitted then may not have been delivered: the output is at-least-once, like ever
 It also closes again every stored entry its event time reaches. A closed entry's tombstone
 waits until every row emitted before it is delivered (`windows._Outputs`), and the element
 that closed it stays uncommitted until then: so a crash leaves the entry in the changelog,
-and its pairs and unmatched row come out again, with the positions they had.
+and its pairs and unmatched row come out again, with the positions they had: an element's
+unmatched rows are numbered apart from its pairs (`_Run.emit`'s `closing`), since its replay
+repeats the pairs only while its own entry is stored, which a later close may have ended.
 """
 
 from __future__ import annotations
@@ -501,7 +503,7 @@ class StreamStreamJoin(Stream[Any]):
             if not b.matched and self._unmatched[side]:
                 value = self._codecs[side].decode(b.value)
                 pair = (value, None) if side is _THIS else (None, value)
-                run.emit(event, pair, key, b.ts, q)
+                run.emit(event, pair, key, b.ts, q, closing=True)
 
     def _close_all(self, run: _Run) -> None:
         """At the end of `streamc run`'s input: stream time moves past every entry."""

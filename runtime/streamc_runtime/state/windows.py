@@ -816,6 +816,7 @@ class _Run:
         "queue",
         "records",
         "rows",
+        "shut",
         "stores",
         "stretches",
     )
@@ -831,9 +832,11 @@ class _Run:
         self.finished: list[Event[Any, Any]] = []
         # (store held, first record, first output) of each stretch of one partition's elements
         self.stretches: list[tuple[_Held, int, int]] = []
-        # The element whose outputs are being emitted, and how many it emitted before.
+        # The element whose outputs are being emitted, and how many it emitted before: of
+        # entries it closed (`shut`), and others (`fan`).
         self.last: Event[Any, Any] | None = None
         self.fan = 0
+        self.shut = 0
         self.queue = queue
         self.outputs = _Outputs(queue.wake)
         self.rows: _Rows | None = None  # of the elements of the current source partition
@@ -871,12 +874,20 @@ class _Run:
         ts: int,
         q: int = -1,
         key: Any = _UNDECODED,
+        closing: bool = False,
     ) -> None:
         """An output row, carried by its own event: it holds the source message of the
         element that produced it (`event`) until downstream is done with it. An element's
         second and later outputs carry positions of their own (`_fanned`), and so does each
         output of no element (`q`: the store partition it comes from). `key`: the row's key
-        decoded, its event's `key` (else the raw bytes)."""
+        decoded, its event's `key` (else the raw bytes).
+
+        `closing`: the row of an entry the element closed, when the element has outputs of
+        another kind too (a join's pairs). Those are numbered apart, the k-th (from 0) under
+        `#ck`: a replay closes again a first part of what the element closed (the tombstones
+        written are the last closed), whatever it emits again of its other outputs (a pair
+        goes again only while the element's own entry is stored), so one counter for both
+        would give a row closed again another number than it had."""
         if event is None:
             self.out.append((value, _detached(value, raw_key, ts, q, key)))
             return
@@ -885,13 +896,18 @@ class _Run:
         if rows is None or rows.offsets is not event._offsets:
             rows = self.rows = self.outputs.rows(event._offsets)
         headers = m.headers
-        if event is self.last:
-            self.fan += 1
-            headers = _fanned(m, self.fan)
-        else:
-            self.last, self.fan = event, 0
+        if event is not self.last:
+            self.last, self.fan, self.shut = event, 0, 0
             event._offsets.hold(m.offset)
             rows.elements.append(m.offset)
+        if closing:
+            headers = _fanned(m, f"c{self.shut}")
+            self.shut += 1
+        else:
+            fan = self.fan
+            if fan:
+                headers = _fanned(m, fan)
+            self.fan = fan + 1
         rows.refs += 1
         message = _Message(m.topic, m.partition, m.offset, ts, raw_key, None, headers)
         self.out.append((value, Event(message, value, cast(Any, rows), None, False, key)))
@@ -1099,12 +1115,13 @@ class _NoOffsets:
         pass
 
 
-def _fanned(m: Any, k: int) -> Headers:
-    """The headers of the k-th (k >= 1) output of the element of message `m`: a position of
-    its own, under the source `<source>#k`. A stateful step further on skips a position at
-    or below the highest it applied of that source, so outputs sharing their element's
-    position would all count as replays of the first. The k-th outputs of a source
-    partition's elements arrive in order, like the elements, so the skip rule holds."""
+def _fanned(m: Any, k: int | str) -> Headers:
+    """The headers of the k-th (k >= 1) output of the element of message `m` (or its k-th
+    closing one, k `c0`, `c1`, ...: `_Run.emit`): a position of its own, under the source
+    `<source>#k`. A stateful step further on skips a position at or below the highest it
+    applied of that source, so outputs sharing their element's position would all count as
+    replays of the first. The k-th outputs of a source partition's elements arrive in order,
+    like the elements, so the skip rule holds."""
     _, src, offset = _position(m)
     mark = f"{src}#{k}:{offset}".encode()
     return (*(h for h in m.headers if h[0] != POSITION_HEADER), (POSITION_HEADER, mark))
