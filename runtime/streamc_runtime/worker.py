@@ -281,16 +281,20 @@ class Worker:
             await self.commit()
         finally:
             # 5. close
-            for task in self._tasks:
-                await cancel(task)
             try:
-                await self.transport.stop()
-            except Exception:
-                logger.exception("closing the transport failed")
+                for task in self._tasks:
+                    await cancel(task)
+                try:
+                    await self.transport.stop()
+                except Exception:
+                    logger.exception("closing the transport failed")
+            finally:
+                # Even if this stop is cancelled (the loop shutting down): a policy held
+                # for good would freeze the process's heap and thresholds for its life.
+                if self._gc_held:
+                    self._gc_held = False
+                    release_gc_policy()
             self._state = "stopped"
-            if self._gc_held:
-                self._gc_held = False
-                release_gc_policy()
             if self.app.current_worker is self:
                 self.app.current_worker = None
             self._stopped.set()
