@@ -140,3 +140,22 @@ async def test_a_stop_cancelled_half_way_still_gives_the_collector_back() -> Non
     never.set()
     for task in list(r.worker._drivers):
         await cancel(task)
+
+
+async def test_a_stop_cancelled_before_it_ran_still_gives_the_collector_back() -> None:
+    # A stop requested just before the loop shuts down: `asyncio.run` cancels it before its
+    # first step, so none of its code runs.
+    r = Running(_app("g7"))
+    await r.worker.start()
+    assert gc.get_threshold() == TUNED_THRESHOLD
+    r.worker.request_stop()
+    stop = r.worker._stop_task
+    assert stop is not None
+    stop.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stop
+    assert gc.get_threshold() == BEFORE
+    assert gc.get_freeze_count() == 0
+    for task in [*r.worker._tasks, *r.worker._drivers]:
+        await cancel(task)
+    await r.transport.stop()
