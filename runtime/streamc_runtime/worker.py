@@ -215,6 +215,10 @@ class Worker:
         """Begin a graceful stop (safe from signal handlers and callbacks)."""
         if self._stop_task is None and self._state in ("starting", "running"):
             self._stop_task = asyncio.get_running_loop().create_task(self._stop(), name="stop")
+            # Also if the stop is cancelled (the loop shutting down), half-way or before its
+            # first step: a policy held for good would keep the process's heap frozen and
+            # its thresholds raised for its life.
+            self._stop_task.add_done_callback(self._release_gc)
 
     async def stop(self) -> None:
         """Stop gracefully; returns once stopped. Idempotent."""
@@ -288,9 +292,7 @@ class Worker:
             except Exception:
                 logger.exception("closing the transport failed")
             self._state = "stopped"
-            if self._gc_held:
-                self._gc_held = False
-                release_gc_policy()
+            self._release_gc()
             if self.app.current_worker is self:
                 self.app.current_worker = None
             self._stopped.set()
@@ -301,6 +303,11 @@ class Worker:
                 self.sent,
                 self.dead_letters,
             )
+
+    def _release_gc(self, _: object = None) -> None:
+        if self._gc_held:
+            self._gc_held = False
+            release_gc_policy()
 
     def table(self, name: str) -> dict[Any, Any]:
         """The current rows of table `name` in the partitions this worker holds (by key)."""

@@ -4,6 +4,7 @@ young threshold is raised; the last worker to stop puts the collector back as it
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Iterator
 
@@ -11,6 +12,7 @@ import pytest
 from rtkit import Running
 from streamc_runtime import App, Stream
 from streamc_runtime.gcpolicy import GC_ENV, TUNED_THRESHOLD
+from streamc_runtime.tasks import cancel
 
 # Not CPython's default, so a restore to the default would not pass for a restore.
 BEFORE = (701, 11, 12)
@@ -106,3 +108,54 @@ async def test_a_program_s_own_freeze_is_not_undone_by_the_stop() -> None:
         assert gc.get_threshold() == TUNED_THRESHOLD
     assert gc.get_threshold() == BEFORE
     assert not _tracked(theirs)  # still frozen, as the program left it
+
+
+async def test_a_stop_cancelled_half_way_still_gives_the_collector_back() -> None:
+    # A stop cancelled while it waits for an agent (the loop shutting down: `asyncio.run`
+    # cancels what is left) must not leave the process with the policy held for good.
+    app = App("g6")
+    nums = app.topic("nums", key_type=str, value_type=int)
+    busy, never = asyncio.Event(), asyncio.Event()
+
+    @app.agent(nums)
+    async def slow(stream: Stream[int]) -> None:
+        async for _ in stream:
+            busy.set()
+            await never.wait()  # a hook that does not end within the stop
+
+    r = Running(app, shutdown_timeout=60.0)
+    await r.worker.start()
+    assert gc.get_threshold() == TUNED_THRESHOLD
+    r.produce("nums", 1, key="k")
+    await asyncio.wait_for(busy.wait(), 5.0)
+    r.worker.request_stop()
+    stop = r.worker._stop_task
+    assert stop is not None
+    await asyncio.sleep(0.01)  # the stop waits for the agent now
+    stop.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stop
+    assert gc.get_threshold() == BEFORE
+    assert gc.get_freeze_count() == 0
+    never.set()
+    for task in list(r.worker._drivers):
+        await cancel(task)
+
+
+async def test_a_stop_cancelled_before_it_ran_still_gives_the_collector_back() -> None:
+    # A stop requested just before the loop shuts down: `asyncio.run` cancels it before its
+    # first step, so none of its code runs.
+    r = Running(_app("g7"))
+    await r.worker.start()
+    assert gc.get_threshold() == TUNED_THRESHOLD
+    r.worker.request_stop()
+    stop = r.worker._stop_task
+    assert stop is not None
+    stop.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stop
+    assert gc.get_threshold() == BEFORE
+    assert gc.get_freeze_count() == 0
+    for task in [*r.worker._tasks, *r.worker._drivers]:
+        await cancel(task)
+    await r.transport.stop()
