@@ -7,7 +7,7 @@ from .app import App
 from .hooks import result_check, sink
 from .main import worker_main
 from .records import Record, Time
-from .state.windows import Hopping, Session, Tumbling, Window
+from .state.window_types import Hopping, Session, Tumbling, Window
 from .stream import Event, Run, Stream, awaitable
 from .topic import Join, Merge, Topic
 from .worker import Worker

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from .records import Codec
 from .state.table import Table
-from .state.windows import Windowed, WindowSpec
+from .state.window_types import Windowed, WindowSpec
 from .stream import Stream
 from .topic import HookSender, Join, Merge, Topic
 

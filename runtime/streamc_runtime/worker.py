@@ -11,6 +11,9 @@ producer), the Conductor, the offset tracker and every task. The worker lifecycl
 
 Both are idempotent. A background task that fails is logged and stops the worker (exit status
 1) rather than leaving it stalled; `CancelledError` is always re-raised.
+
+The dead-letter record is built and sent in `deadletter.py`; the commit loop and the stats
+line run from `periodic.py`.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from typing import Any, TypeVar, cast
 
 from .app import Agent, App
 from .conductor import Conductor
+from .deadletter import send_dead
 from .gcpolicy import acquire as acquire_gc_policy
 from .gcpolicy import release as release_gc_policy
-from .hooks import HookResultError
 from .latency import Latency
 from .logs import AGENT
 from .offsets import OffsetTracker, PartitionOffsets
+from .periodic import commit_loop, stats_loop
 from .records import DecodeError
 from .state.table import WorkerTables
 from .stream import (
@@ -65,9 +69,6 @@ __all__ = ["Worker"]
 logger = logging.getLogger("streamc")
 
 X = TypeVar("X")
-
-# How often the commit loop looks for something to commit once an interval has passed (s).
-_COMMIT_POLL = 0.1
 
 
 class Worker:
@@ -198,9 +199,9 @@ class Worker:
                 return
         self._fetch_task = self._spawn(self._fetch_loop(), "fetch")
         self._tasks.append(self._fetch_task)
-        self._tasks.append(self._spawn(self._commit_loop(), "commit"))
+        self._tasks.append(self._spawn(commit_loop(self), "commit"))
         if self.stats_interval > 0:
-            self._tasks.append(self._spawn(self._stats_loop(), "stats"))
+            self._tasks.append(self._spawn(stats_loop(self), "stats"))
         self._state = "running"
         # Start-up's objects are all made by now: out of the collector's way from here on.
         self._gc_held = acquire_gc_policy()
@@ -436,64 +437,6 @@ class Worker:
         self.commit_latency.observe(time.perf_counter() - began)
         self.offsets.mark_committed(offsets)
         return True
-
-    async def _commit_loop(self) -> None:
-        """Commit processed work at most once per `commit_interval`, timed from the start of
-        the last commit, not from the worker's start: once an interval has passed, look every
-        `_COMMIT_POLL` seconds for something processed and commit it at once. So the first
-        messages processed after start, an assignment or an idle spell are committed within
-        a poll, not up to an interval later at a phase fixed by the start (a worker killed
-        soon after its first batch used to repeat it all), and a busy worker still commits
-        once per interval. Offsets that only record where reading started (nothing processed
-        yet) wait for an interval, or go with the first processed work: committing them
-        alone would put that work an interval later. From the start of the last commit, not
-        its end: a commit waits for the flush of every output before it, which with a busy
-        agent or a slow broker takes a good part of a second, and each one would push every
-        later commit back by as much (a worker killed then repeats that much more)."""
-        loop = asyncio.get_running_loop()
-        interval = self.commit_interval
-        poll = min(interval, _COMMIT_POLL)
-        tracker = self.offsets
-        due = loop.time()  # processed work may be committed from then on
-        idle_due = due + interval  # and offsets with nothing processed from then on
-        while True:
-            now = loop.time()
-            await asyncio.sleep(due - now if due > now else poll)
-            offsets = tracker.to_commit()
-            if not offsets:
-                continue
-            parts = tracker.partitions
-            processed = any(parts[tp].progressed() for tp in offsets)
-            if not processed and loop.time() < idle_due:
-                continue
-            began = loop.time()
-            committed = await self.commit()
-            idle_due = began + interval
-            if processed or not committed:
-                due = idle_due
-
-    async def _stats_loop(self) -> None:
-        last_in, last_out, last_t = self.events_in, self.sent, time.monotonic()
-        while True:
-            await asyncio.sleep(self.stats_interval)
-            now = time.monotonic()
-            dt = max(now - last_t, 1e-9)
-            committed = {
-                f"{tp.topic}[{tp.partition}]": s.committed
-                for tp, s in sorted(self.offsets.partitions.items())
-                if s.committed is not None
-            }
-            logger.info(
-                "stats: in %.1f/s out %.1f/s in-flight %d dead-letters %d agent-errors %d "
-                "committed %s",
-                (self.events_in - last_in) / dt,
-                (self.sent - last_out) / dt,
-                self.offsets.in_flight(),
-                self.dead_letters,
-                self.agent_errors,
-                committed,
-            )
-            last_in, last_out, last_t = self.events_in, self.sent, now
 
     # RebalanceListener
     async def on_partitions_revoked(self, revoked: Collection[TP]) -> None:
@@ -762,7 +705,7 @@ class Worker:
         for i, event in enumerate(carrier_events(carrier)):
             held = [] if event._acked else [(event._offsets, event.message.offset)]
             # A hook's traceback is logged once per element, with its first event.
-            await self._send_dead(event.message, exc, agent, held, traceback=i == 0)
+            await send_dead(self, event.message, exc, agent, held, traceback=i == 0)
             event._ack()
 
     async def dead_letter_message(
@@ -771,97 +714,14 @@ class Worker:
         """An undecodable message: dead-lettered once for all subscribers, then done."""
         for agent in agents.split(","):
             self.dead_lettered[agent] += 1
-        await self._send_dead(message, exc, agents, [(state, message.offset)])
+        await send_dead(self, message, exc, agents, [(state, message.offset)])
         state.release(message.offset)
 
     async def dead_letter_record(self, message: Message, exc: BaseException, agent: str) -> None:
         """An undecodable record read outside the group (a table's topic, while restoring or
         following it): dead-lettered, with no offset of ours to hold."""
         self.dead_lettered[agent] += 1
-        await self._send_dead(message, exc, agent, [])
-
-    async def _send_dead(
-        self,
-        message: Message,
-        exc: BaseException,
-        agent: str,
-        held: list[tuple[PartitionOffsets, int]],
-        *,
-        traceback: bool = False,
-    ) -> None:
-        if self.output_lost is not None:
-            # Nothing is committed any more, so the next owner handles this message again and
-            # dead-letters it then if it is bad. The error may be the lost output itself (a
-            # hook's `Topic.send` that gave up): no reason to call a valid message bad.
-            self._hold_for_good(held)
-            return
-        # Capped: a header is for reading, and some exceptions carry whole payloads.
-        error = (str(exc) or type(exc).__name__)[:_MAX_ERROR]
-        headers = [
-            *message.headers,
-            ("streamc.error", error.encode()),
-            ("streamc.error.type", _qualname(exc).encode()),
-            ("streamc.source.topic", message.topic.encode()),
-            ("streamc.source.partition", str(message.partition).encode()),
-            ("streamc.source.offset", str(message.offset).encode()),
-            ("streamc.agent", agent.encode()),
-        ]
-        if isinstance(exc, HookResultError):
-            headers += [
-                ("streamc.hook", exc.hook.encode()),
-                ("streamc.hook.returns", exc.expected.encode()),
-            ]
-        dlq = self.app.dlq.name
-        try:
-            delivery = await self.send_or_stop(dlq, message.value, message.key, headers)
-        except RecordTooLargeError as too_large:
-            delivery = await self._send_truncated(message, headers, too_large.limit)
-        if delivery is None:  # the worker is stopping: keep the message uncommitted
-            self._hold_for_good(held)
-            return
-        self.dead_letters += 1
-        self.sent_to[dlq] += 1
-        self._hold(delivery, held)
-        # One line per dead letter; the traceback only at debug level (a bad batch of input
-        # must not flood the log).
-        where = {
-            "agent": agent,
-            "topic": message.topic,
-            "partition": message.partition,
-            "offset": message.offset,
-        }
-        logger.warning(
-            "dead letter: %s[%d]@%d (agent %s): %s: %s",
-            message.topic,
-            message.partition,
-            message.offset,
-            agent or "-",
-            _qualname(exc),
-            error,
-            extra=where,
-        )
-        if traceback and not isinstance(exc, DecodeError) and logger.isEnabledFor(logging.DEBUG):
-            logger.debug("traceback of the dead letter above", exc_info=exc, extra=where)
-
-    async def _send_truncated(
-        self, message: Message, headers: list[tuple[str, bytes]], limit: int | None
-    ) -> Awaitable[Delivery] | None:
-        """Dead-letter a message too large to produce whole (it came from a topic allowing
-        more than the producer's limit): its value cut to fit, with headers saying so. Were
-        even its key and headers too large, they go too: no message may stop the worker."""
-        value = message.value or b""
-        marks = [
-            ("streamc.truncated", b"true"),
-            ("streamc.original.size", str(len(value)).encode()),
-        ]
-        marked = [*headers, *marks]
-        room = (limit or 0) - _framing(message.key, marked)
-        dlq = self.app.dlq.name
-        try:
-            return await self.send_or_stop(dlq, value[: max(room, 0)], message.key, marked)
-        except RecordTooLargeError:
-            own = [(k, v) for k, v in headers if k.startswith("streamc.")]
-            return await self.send_or_stop(dlq, b"", None, [*own, *marks])
+        await send_dead(self, message, exc, agent, [])
 
     # -- quiescence (run_local) ---------------------------------------------------------------
     def idle(self) -> bool:
@@ -895,31 +755,11 @@ class Worker:
             stream.wake()
 
 
-_MAX_ERROR = 2000
 _SEND_BACKOFF_MAX = 5.0
-
-
-def _framing(key: bytes | None, headers: Headers) -> int:
-    """A bound on a record's size without its value: key, headers, and what Kafka adds to
-    them in a batch of one (batch header, varints): what a truncated value must leave room for."""
-    size = 128 + (len(key) if key else 0)
-    for name, data in headers:
-        size += 10 + len(name.encode()) + len(data)
-    return size
 
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _qualname(exc: BaseException) -> str:
-    named = getattr(exc, "error_type", None)  # a runtime condition with a short name: "late"
-    if isinstance(named, str):
-        return named
-    cls = type(exc)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
 
 
 def _delivery_error(fut: asyncio.Future[Any]) -> BaseException:

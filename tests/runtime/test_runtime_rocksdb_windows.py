@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 from streamc_runtime.state.rocksdb import RocksDBStore
-from streamc_runtime.state.windows import Windowed
+from streamc_runtime.state.window_types import Windowed
 
 _decode = msgspec.json.Decoder(Windowed[int]).decode
 

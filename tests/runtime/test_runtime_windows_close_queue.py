@@ -10,7 +10,8 @@ from streamc_runtime import Tumbling
 from streamc_runtime.records import value_codec
 from streamc_runtime.state.memory import MemoryStore
 from streamc_runtime.state.table import _Held
-from streamc_runtime.state.windows import Windowed, _Index, window_key
+from streamc_runtime.state.window_types import Windowed, window_key
+from streamc_runtime.state.windows import _Index
 from windowkit import Click, ClicksState, UserWindow, rows, windows_app
 
 _decode = value_codec(UserWindow).decode

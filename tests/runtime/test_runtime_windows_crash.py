@@ -19,7 +19,7 @@ from streamc_runtime.local import until_quiescent
 from streamc_runtime.memory import MemoryBroker, MemoryTransport
 from streamc_runtime.records import value_codec
 from streamc_runtime.state import POSITIONS_KEY
-from streamc_runtime.state.windows import split_key
+from streamc_runtime.state.window_types import split_key
 from test_runtime_tables_crash import DyingTransport
 from windowkit import Click, UserWindow, rows, windows_app
 

@@ -14,7 +14,8 @@ from rtkit import Running
 from streamc_runtime import Session, Tumbling
 from streamc_runtime.records import value_codec
 from streamc_runtime.state import POSITIONS_KEY
-from streamc_runtime.state.windows import STREAM_TIME, split_key
+from streamc_runtime.state.event_time import STREAM_TIME
+from streamc_runtime.state.window_types import split_key
 from streamc_runtime.transport import TP
 from test_runtime_tables import db_contents
 from windowkit import Click, UserWindow, rows, windows_app

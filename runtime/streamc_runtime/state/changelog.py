@@ -69,7 +69,7 @@ def source_partition(head: bytes) -> str:
     which cannot place its element for the skip rule (`unreadable_position`)."""
     text = head.decode()
     topic, _, partition = text.rpartition(":")
-    # A step's second and later outputs of one element carry `orders:3#k` (windows.py).
+    # A step's second and later outputs of one element carry `orders:3#k` (closing.py).
     partition = partition.partition("#")[0]
     if not topic or not (partition.isascii() and partition.isdigit()):
         raise ValueError(text)
@@ -198,7 +198,7 @@ def table_rows(
         raise ValueError(f"table {table.name!r}: no row function known (no aggregate ran)")
     if table.window is not None:
         from ..records import key_codec
-        from .windows import rows_of
+        from .window_types import rows_of
 
         states = table_states(broker, table)
         return rows_of(make, iter(states.items()), key_codec(table.key_type).decode)

@@ -33,7 +33,8 @@ from ..stream import EMPTY, Element, Event, Pulled, Stream
 from ..transport import Delivery, Headers
 from .aggregate import _NO_HELD, _without_closed, held_store
 from .changelog import POSITION_HEADER, map_record
-from .windows import _NO_TIME, STREAM_TIME, _position, _timestamp_field, event_time_of
+from .closing import _position
+from .event_time import _NO_TIME, STREAM_TIME, _timestamp_field, event_time_of
 
 if TYPE_CHECKING:
     from ..offsets import PartitionOffsets

@@ -23,7 +23,7 @@ already) is not buffered again; it emits again the pairs it made on first arriva
 partners still buffered (those that arrived before it, by arrival number), since what it
 emitted then may not have been delivered: the output is at-least-once, like every table's.
 It also closes again every stored entry its event time reaches. A closed entry's tombstone
-waits until every row emitted before it is delivered (`windows._Outputs`), and the element
+waits until every row emitted before it is delivered (`closing._Outputs`), and the element
 that closed it stays uncommitted until then: so a crash leaves the entry in the changelog,
 and its pairs and unmatched row come out again, with the positions they had: an element's
 unmatched rows are numbered apart from its pairs (`_Run.emit`'s `closing`), since its replay
@@ -44,17 +44,8 @@ from ..records import Time, value_codec
 from ..stream import EMPTY, Element, Event, Pulled, SourceStream, Stream
 from ..transport import TP
 from .aggregate import _NO_HELD, held_store
-from .windows import (
-    _NO_TIME,
-    STREAM_TIME,
-    LateError,
-    _Closing,
-    _position,
-    _Run,
-    _timestamp_field,
-    event_time_of,
-    send_run,
-)
+from .closing import _Closing, _position, _Run, send_run
+from .event_time import _NO_TIME, STREAM_TIME, LateError, _timestamp_field, event_time_of
 
 if TYPE_CHECKING:
     from ..topic import Topic
@@ -489,7 +480,7 @@ class StreamStreamJoin(Stream[Any]):
     ) -> None:
         """Close every entry whose time + within + grace < `clock`, in close order: an
         unmatched entry of a side that asks for it goes downstream; the tombstone waits
-        until every row emitted so far is delivered (`windows._Outputs`), a pair with the
+        until every row emitted so far is delivered (`closing._Outputs`), a pair with the
         entry among them."""
         heap = buffers.heap
         while heap and heap[0][0] < clock:

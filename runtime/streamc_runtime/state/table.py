@@ -21,7 +21,7 @@ from ..transport import TP, DeliveryError, Message, TopicSpec
 from .changelog import restore
 from .memory import MemoryStore
 from .store import Store
-from .windows import Windowed, WindowSpec, rows_of
+from .window_types import Windowed, WindowSpec, rows_of
 
 if TYPE_CHECKING:
     from ..topic import Topic, TopicOwner
@@ -58,7 +58,7 @@ class Table(Generic[K, S]):
         self.state_type = state_type
         self.partitions = partitions
         self.changelog = changelog
-        # Windowed: states are `Windowed[state_type]` per (key, window) (see `windows.py`).
+        # Windowed: states are `Windowed[state_type]` per (key, window) (see `window_types.py`).
         self.window = window
         # Declared while the worker runs (`distinct`): its changelog is created at restore.
         self.ensure = False
