@@ -336,6 +336,34 @@ async def test_records_added_to_an_open_batch_keep_their_order_times_and_headers
     assert read == sent
 
 
+class TakingProducer(BatchProducer):
+    """aiokafka's sender takes the second batch submitted while `send_batch` is awaited (it
+    is drained, not built yet: its builder is still open)."""
+
+    async def send_batch(
+        self, builder: BatchBuilder, topic: str, *, partition: int
+    ) -> asyncio.Future[Any]:
+        fut = await super().send_batch(builder, topic, partition=partition)
+        if len(self.queue) == 2:
+            del self._message_accumulator._batches[TopicPartition(topic, partition)]
+        return fut
+
+
+async def test_a_batch_taken_while_it_was_submitted_takes_no_later_record_of_the_run() -> None:
+    t = KafkaTransport(KafkaSettings(bootstrap_servers=("localhost:9092",), group_id="g"))
+    producer = TakingProducer(batch_size=300)
+    t._producer = producer
+    values = [b"%d" % i + b"v" * 60 for i in range(5)]
+    await t.send_many("t", [(b"k", v, ()) for v in values], partitions=[1] * 5)
+    first, second, *rest = producer.batches(1)
+    assert first.builder is not None and second.builder is not None
+    full = first.builder.record_count()
+    assert 1 < full < 4  # the first batch filled up
+    assert second.builder.record_count() == 1  # taken: nothing was added after its record
+    assert [v for _, v in producer.records(1)] == values
+    assert len(rest) == 1
+
+
 async def test_an_oversized_record_goes_alone_and_the_open_batch_takes_nothing_after_it() -> None:
     # aiokafka's builder takes any record into an empty batch, so a record larger than the
     # batch size is sent in a batch of its own; the batch before it must stay as it was.
