@@ -1480,6 +1480,12 @@ class _Forward(Stream[Any]):
             stamps: list[int | None] = []
             for chunk in chunks:
                 messages = chunk.messages
+                if positions and messages:
+                    # One partition's messages: their position header is formatted once per
+                    # chunk, with each record's offset filled in (`positioned`'s mark).
+                    first = messages[0]
+                    mark = f"{first.topic}:{first.partition}:".encode().replace(b"%", b"%%")
+                    mark += b"%d"
                 sent: list[int] = []  # members of this chunk in `records`, not in `acks` yet
                 dropped = 0  # members filtered out
                 for i, value in enumerate(chunk.values):
@@ -1504,7 +1510,10 @@ class _Forward(Stream[Any]):
                             message = messages[i]
                             raw_key, headers = message.key, message.headers
                             if positions:
-                                headers = positioned(message, headers)
+                                if headers:
+                                    headers = positioned(message, headers)
+                                else:  # a list: the Kafka transport's batch builder takes that
+                                    headers = [(POSITION_HEADER, mark % message.offset)]
                             if key_fn is not None:
                                 key = key_fn(value)
                                 if type(key) not in not_awaitable:

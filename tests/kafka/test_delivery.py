@@ -305,6 +305,65 @@ async def test_a_later_run_fills_the_open_batch_until_it_is_drained() -> None:
     assert t._open_batches["t"][p][0] is second.builder
 
 
+async def test_records_added_to_an_open_batch_keep_their_order_times_and_headers() -> None:
+    # A changelog's runs (explicit partitions, as `send_changelog` sends them) go into the
+    # partition's open batch until it is full: each record is read back from the built bytes
+    # with its own offset in the batch, timestamp, key, value and headers; a full batch is
+    # closed and the next record starts a new one.
+    t, producer = batch_transport(batch_size=400)
+    sent = []
+    for run in range(3):
+        records = []
+        for i in range(4):
+            n = run * 4 + i
+            records.append((b"k%d" % n, b"v" * 30, [("streamc.position", b"in:0:%d" % n)]))
+        stamps = [1_000 + run * 4 + i for i in range(4)]
+        await t.send_many("t", records, stamps, partitions=[2] * 4)
+        sent += [(k, v, h, ts) for (k, v, h), ts in zip(records, stamps, strict=True)]
+    batches = producer.batches(2)
+    assert len(batches) > 1  # the first batch filled up
+    assert all(s.partition == 2 for s in producer.queue)
+    assert batches[0].builder is not None
+    assert batches[0].builder.closed()  # full: closed as aiokafka's own append closes it
+    assert batches[-1].builder is not None
+    assert not batches[-1].builder.closed()  # open: the next run may still add to it
+    read = []
+    for s in batches:
+        assert s.builder is not None
+        records = built(s.builder)
+        assert [r.offset for r in records] == list(range(len(records)))
+        read += [(r.key, r.value, r.headers, r.timestamp) for r in records]
+    assert read == sent
+
+
+class TakingProducer(BatchProducer):
+    """aiokafka's sender takes the second batch submitted while `send_batch` is awaited (it
+    is drained, not built yet: its builder is still open)."""
+
+    async def send_batch(
+        self, builder: BatchBuilder, topic: str, *, partition: int
+    ) -> asyncio.Future[Any]:
+        fut = await super().send_batch(builder, topic, partition=partition)
+        if len(self.queue) == 2:
+            del self._message_accumulator._batches[TopicPartition(topic, partition)]
+        return fut
+
+
+async def test_a_batch_taken_while_it_was_submitted_takes_no_later_record_of_the_run() -> None:
+    t = KafkaTransport(KafkaSettings(bootstrap_servers=("localhost:9092",), group_id="g"))
+    producer = TakingProducer(batch_size=300)
+    t._producer = producer
+    values = [b"%d" % i + b"v" * 60 for i in range(5)]
+    await t.send_many("t", [(b"k", v, ()) for v in values], partitions=[1] * 5)
+    first, second, *rest = producer.batches(1)
+    assert first.builder is not None and second.builder is not None
+    full = first.builder.record_count()
+    assert 1 < full < 4  # the first batch filled up
+    assert second.builder.record_count() == 1  # taken: nothing was added after its record
+    assert [v for _, v in producer.records(1)] == values
+    assert len(rest) == 1
+
+
 async def test_an_oversized_record_goes_alone_and_the_open_batch_takes_nothing_after_it() -> None:
     # aiokafka's builder takes any record into an empty batch, so a record larger than the
     # batch size is sent in a batch of its own; the batch before it must stay as it was.

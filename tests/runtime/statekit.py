@@ -39,15 +39,21 @@ def by_account(order: Order) -> str:
 
 
 def totals_app(
-    partitions: int = 2, *, merge: bool = False, name: str = "shop", fused: bool = False
+    partitions: int = 2,
+    *,
+    merge: bool = False,
+    name: str = "shop",
+    fused: bool = False,
+    source: str = "orders",
 ) -> App:
     """`from orders [& refunds] | group_by account_id | aggregate totals | to account_totals`;
-    `fused`: as generated code runs it, a fused loop (`runs()`) after the aggregate."""
+    `fused`: as generated code runs it, a fused loop (`runs()`) after the aggregate; `source`:
+    the name of the orders topic."""
     app = App(name)
-    orders = app.topic("orders", key_type=str, value_type=Order, partitions=partitions)
-    source: Any = orders
+    orders = app.topic(source, key_type=str, value_type=Order, partitions=partitions)
+    inputs: Any = orders
     if merge:
-        source = orders & app.topic(
+        inputs = orders & app.topic(
             "refunds", key_type=str, value_type=Order, partitions=partitions
         )
     repartition = app.topic(
@@ -69,7 +75,7 @@ def totals_app(
         partitions=partitions,
     )
 
-    @app.agent(source, name="totals")
+    @app.agent(inputs, name="totals")
     async def totals(stream: Stream[Order]) -> None:
         rows = stream.group_by(by_account, topic=repartition, returns=str).aggregate(
             table, fold=fold, row=row

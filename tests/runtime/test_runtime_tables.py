@@ -73,21 +73,34 @@ async def test_counts_and_sums_per_key_reach_the_table_and_each_update_is_publis
     assert r.committed("orders") == r.end_offsets("orders")
 
 
-async def test_forwards_to_positions_topics_carry_the_source_position() -> None:
-    app = totals_app(partitions=2)
+@pytest.mark.parametrize("source", ["orders", "orders%d%%s"])
+async def test_forwards_to_positions_topics_carry_the_source_position(source: str) -> None:
+    # `%` in a topic name: the mark is formatted per chunk, and the name must stay as it is.
+    app = totals_app(partitions=2, source=source)
     r = Running(app)
     async with r:
-        r.produce("orders", Order(account_id="x", amount=1.0), key="k", partition=1)
+        r.produce(source, Order(account_id="x", amount=1.0), key="k", partition=1)
         r.produce(
-            "orders",
+            source,
             Order(account_id="y", amount=2.0),
             key="k",
             partition=1,
             headers=[("streamc.position", b"upstream:7:42")],
         )
+        r.produce(
+            source,
+            Order(account_id="z", amount=3.0),
+            key="k",
+            partition=1,
+            headers=[("trace", b"t1")],
+        )
         await r.idle()
-    positions = [dict(m.headers)["streamc.position"] for m in r.messages(REPARTITION)]
-    assert sorted(positions) == [b"orders:1:0", b"upstream:7:42"]  # the original one is kept
+    headers = sorted(m.headers for m in r.messages(REPARTITION))
+    assert headers == [
+        (("streamc.position", f"{source}:1:0".encode()),),
+        (("streamc.position", b"upstream:7:42"),),  # the original one is kept
+        (("trace", b"t1"), ("streamc.position", f"{source}:1:2".encode())),  # added after
+    ]
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["to", "fused loop"])

@@ -182,12 +182,14 @@ class Aggregate(Stream[Any]):
             if not until_check:
                 await source.share_loop()
                 until_check = source.until_check
-            if type(carrier) is not Event and not isinstance(carrier, Event):  # `_Member`s too
+            # Identity checks first: a call of isinstance per element costs more than both.
+            kind = type(carrier)
+            if kind is not _Member and kind is not Event and not isinstance(carrier, Event):
                 await worker.dead_letter(
                     carrier, TypeError("aggregate takes single elements, not batches"), self._agent
                 )
                 continue
-            event = carrier
+            event: Event[Any, Any] = carrier  # type: ignore[assignment]
             m = event.message
             offsets = event._offsets
             if offsets is not last_offsets or offsets.closed or last_held.closed:
@@ -272,9 +274,10 @@ class Aggregate(Stream[Any]):
             records.append((raw_key, data, [(POSITION_HEADER, mark)]))
             partitions.append(last_q)
             if not event._acked:
-                if type(event) is Event:
+                if kind is Event:
                     held.append((offsets, m.offset))
-                elif (chunk := cast(_Member, event)._chunk) is not last_chunk:
+                # A chunk's member (not `cast`: a function call per element).
+                elif (chunk := event._chunk) is not last_chunk:  # type: ignore[attr-defined]
                     # One hold on a chunk's entry keeps all its members in flight.
                     last_chunk = chunk
                     held.append((offsets, chunk.entry))
