@@ -73,7 +73,7 @@ from aiokafka.record.default_records import (  # type: ignore[import-untyped]
 )
 from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
-from .kafka_records import lean_consumer_class
+from .kafka_records import check_inlined_append, lean_consumer_class
 from .memory import partition_for_key
 from .transport import (
     HANDOUT_RUN,
@@ -498,8 +498,10 @@ class KafkaTransport:
             return
         if self._stopped:
             raise KafkaTransportError("a stopped KafkaTransport cannot be started again")
-        # Before connecting: an aiokafka the lean fetch does not fit is no reason to retry.
+        # Before connecting: an aiokafka the lean fetch or the inlined batch append (see
+        # `_send_many`) does not fit is no reason to retry.
         lean_consumer_class()
+        check_inlined_append()
         s = self.settings
         servers = ",".join(s.bootstrap_servers)
         delay = s.connect_backoff_s

@@ -38,6 +38,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer
 from aiokafka import errors as kerrors
 from aiokafka.consumer import fetcher as _fetcher_module  # type: ignore[import-untyped]
+from aiokafka.producer.message_accumulator import BatchBuilder  # type: ignore[import-untyped]
 from aiokafka.record.default_records import (  # type: ignore[import-untyped]
     DefaultRecordBatch,
     DefaultRecordBatchBuilder,
@@ -360,6 +361,48 @@ def _check_params(cls: Any, expected: tuple[str, ...]) -> None:
             f"aiokafka's {cls.__name__}({', '.join(params[1:])}) is not the expected "
             f"{cls.__name__}({', '.join(expected[1:])})"
         )
+
+
+def check_inlined_append() -> None:
+    """`_check_append`, its failure worded for the user (one line, as `lean_consumer_class`)."""
+    try:
+        _check_append()
+    except LeanFetchError as exc:
+        raise LeanFetchError(
+            f"streamc's Kafka producer does not fit the installed aiokafka "
+            f"{getattr(aiokafka, '__version__', '?')}: {exc}. Install the aiokafka version "
+            f"streamc_runtime pins."
+        ) from None
+
+
+def _check_append() -> None:
+    """Raise `LeanFetchError` unless aiokafka's `BatchBuilder` still works as
+    `KafkaTransport._send_many` assumes when it appends to an open batch itself (its C
+    builder `_builder`, the next offset `_relative_offset`, the `_closed` flag): the same
+    records appended both ways must build the same bytes, and a full batch must refuse."""
+    try:
+        public, inlined = BatchBuilder(300, 0), BatchBuilder(300, 0)
+        refused = False
+        for i in range(8):
+            key, value, headers = b"k%d" % i, b"v" * 40, [("h", b"%d" % i)]
+            added = public.append(timestamp=1000 + i, key=key, value=value, headers=headers)
+            if inlined._closed:
+                refused = True
+            elif inlined._builder.append(inlined._relative_offset, 1000 + i, key, value, headers):
+                inlined._relative_offset += 1
+            else:
+                inlined._closed = True
+                refused = True
+            if (added is None) != refused:
+                raise LeanFetchError("a batch refuses records at another point")
+        if not refused or bytes(public._build()) != bytes(inlined._build()):
+            raise LeanFetchError("appending to a batch builds other bytes")
+    except LeanFetchError:
+        raise
+    except Exception as exc:  # a renamed attribute, a changed builder signature, ...
+        raise LeanFetchError(
+            f"appending to aiokafka's BatchBuilder fails ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 @functools.cache

@@ -422,3 +422,45 @@ def test_an_aiokafka_that_unpacks_otherwise_than_the_lean_unpacking_is_refused_a
 
 def test_the_installed_aiokafka_passes_the_start_check() -> None:
     assert issubclass(kafka_records.lean_consumer_class.__wrapped__(), AIOKafkaConsumer)
+
+
+def test_the_installed_aiokafka_fits_the_inlined_batch_append() -> None:
+    kafka_records.check_inlined_append()  # raises if it does not
+
+
+def test_an_aiokafka_whose_batch_builder_keeps_its_builder_elsewhere_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `_send_many` appends to an open batch's C builder itself; a BatchBuilder that keeps it
+    # under another name would fail every send with an AttributeError, not at start.
+    from aiokafka.producer.message_accumulator import BatchBuilder
+
+    original = BatchBuilder.__init__
+
+    def renamed(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self._records_builder = self.__dict__.pop("_builder")
+
+    monkeypatch.setattr(BatchBuilder, "__init__", renamed)
+    with pytest.raises(LeanFetchError, match=r"producer does not fit.*AttributeError.*_builder"):
+        kafka_records.check_inlined_append()
+
+
+def test_an_aiokafka_whose_batches_fill_otherwise_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As if a newer BatchBuilder.append refused records for a reason of its own before its C
+    # builder fills: the inlined append would put more records in a batch than aiokafka would.
+    from aiokafka.producer.message_accumulator import BatchBuilder
+
+    original = BatchBuilder.append
+
+    def append(self: Any, **kwargs: Any) -> Any:
+        if self._relative_offset >= 2:
+            self.close()
+            return None
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(BatchBuilder, "append", append)
+    with pytest.raises(LeanFetchError, match="refuses records at another point"):
+        kafka_records.check_inlined_append()
