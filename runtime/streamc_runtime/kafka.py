@@ -1312,7 +1312,8 @@ def _refuse_too_large(
     for i, (key, value, headers) in enumerate(records):
         size = (len(key) if key else 0) + (len(value) if value else 0)
         for k, v in headers:  # a loop, not sum() over a generator: twice as fast per record
-            size += len(k) + len(v)
+            # A consumed header may have no value (None): Kafka allows it, and so the builder.
+            size += len(k) + (len(v) if v is not None else 0)
         if size > near:
             exact = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers))
             if exact > limit:

@@ -380,6 +380,24 @@ async def test_an_oversized_record_goes_alone_and_the_open_batch_takes_nothing_a
     assert [v for _, v in producer.records(p)] == [b"1", big, b"3", b"4"]
 
 
+async def test_send_many_sends_a_header_that_has_no_value() -> None:
+    # Kafka allows a header with no value (aiokafka reads one as None): a consumed record
+    # carrying one is forwarded with it, as Kafka allows, near the size limit or not.
+    t, producer = batch_transport(batch_size=1 << 21)
+    near = b"n" * (kafka_module._MAX_REQUEST_SIZE - 200)
+    records = [
+        (b"k", b"1", (("trace", None), ("streamc.position", b"in:0:3"))),
+        (b"k", near, [("trace", None)]),
+    ]
+    await t.send_many("t", records, partitions=[0, 0])
+    (batch,) = producer.batches(0)
+    assert batch.builder is not None
+    assert [(r.value, r.headers) for r in built(batch.builder)] == [
+        (b"1", [("trace", None), ("streamc.position", b"in:0:3")]),
+        (near, [("trace", None)]),
+    ]
+
+
 async def test_send_many_resolves_when_every_batch_it_touched_is_stored() -> None:
     t, producer = batch_transport(batch_size=1 << 16)
     k0, k1 = _keys_on_two_partitions(producer)
