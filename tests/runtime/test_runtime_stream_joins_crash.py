@@ -138,6 +138,14 @@ def _closing_crashes(draw: st.DrawFn) -> tuple[list[tuple[bool, str, int]], list
         [11],
     )
 )
+# a pair emitted again after the crash under another output number: the partners closed
+# before the crash are gone from the store, so the order's replay finds fewer of them
+@example(
+    case=(
+        [(False, "a", 0), (False, "a", 0), (False, "a", 1), (True, "a", 2), (False, "a", 5001)],
+        [14],
+    )
+)
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=_closing_crashes())
 def test_unmatched_rows_reach_downstream_when_a_crash_falls_between_row_and_tombstone(
