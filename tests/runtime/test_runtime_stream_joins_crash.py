@@ -8,13 +8,14 @@ position again after a crash, and exactly once without one."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from streamc_runtime.local import until_quiescent
-from streamc_runtime.memory import MemoryBroker, MemoryTransport
+from streamc_runtime.memory import MemoryBroker, MemoryMessage, MemoryTransport
 from streamc_runtime.state import POSITIONS_KEY
 from streamc_runtime.worker import Worker
 from streamjoinkit import WITHIN, Order, Payment, paid_rows, produce, stream_join_app
@@ -197,3 +198,48 @@ def test_replayed_pairs_go_again_when_the_replay_closed_their_partners_first() -
         assert rows == [("a", 2.0, 0.0), ("a", 2.0, 1.0), ("a", 3.0, None)], budget
         assert all(len(v) == 1 for v in marks.values()), (budget, marks)
     assert undelivered  # a crash between the order's entry and its pairs' delivery
+
+
+async def _replayed_from_entries_without_a_count(budget: int) -> tuple[bool, list[Any]] | None:
+    """A payment and an order pairing with it, a crash at the `budget`-th send, the
+    changelog's entries then rewritten as a worker that did not count pairs wrote them
+    (four elements), and the next worker. None if the order's entry was not written; else
+    whether its pair was delivered before the crash, and the rows in the end."""
+    app = stream_join_app("outer", grace=0)
+    broker = MemoryBroker()
+    for topic in app.topics.values():
+        broker.create_topic(topic.name, topic.partitions, topic.config)
+    produce(broker, "payments", Payment(order_id="a", paid=0.0), "a", 0)
+    produce(broker, "orders", Order(id="a", amount=1.0), "a", 1)
+    await _run(app, DyingTransport(broker, "shop", budget), close=False)
+    if not any(
+        ("streamc.position", b"orders:0:0") in m.headers for m in broker.messages(CHANGELOG)
+    ):
+        return None
+    delivered = bool(paid_rows(broker))
+    part = broker._topics[CHANGELOG][0]
+    old = []
+    for m in part.messages:
+        value = m.value
+        if value is not None and m.key != POSITIONS_KEY:
+            value = json.dumps(json.loads(value)[:4]).encode()
+        old.append(
+            MemoryMessage(m.topic, m.partition, m.offset, m.timestamp, m.key, value, m.headers)
+        )
+    part.messages = old
+    await _run(app, MemoryTransport(broker, "shop"), close=True)
+    return delivered, paid_rows(broker)
+
+
+def test_entries_written_without_a_pair_count_make_their_pairs_again_on_replay() -> None:
+    """An entry of an older worker (no count of its pairs) restores as "not known": its
+    replay makes its pairs with the partners stored, as those workers did."""
+    undelivered = 0
+    for budget in range(10):
+        outcome = asyncio.run(_replayed_from_entries_without_a_count(budget))
+        if outcome is None:
+            continue
+        delivered, rows = outcome
+        undelivered += not delivered
+        assert ("a", 1.0, 0.0) in rows, budget
+    assert undelivered  # a crash between the order's entry and its pair's delivery

@@ -6,7 +6,8 @@ two arrives (its key is the key, its timestamp the later of the two). Both sides
 per partition (the two topics are co-partitioned: partition q of either is joined in store
 q) in a table of the join's own, `<agent>-join-<n>` (changelog
 `<app>-<agent>-join-<n>-changelog`): one entry per element, under its side, an arrival number
-and its key, holding its event time, its encoded value and whether it found a partner.
+and its key, holding its event time, its encoded value, whether it found a partner and how
+many pairs it made on arrival.
 
 Stream time per partition is the largest event time seen on either side, kept in the skip map
 as for windows. An element's window closes when stream time passes its time + within + grace:
@@ -19,15 +20,18 @@ would close): it is never buffered and goes to the `late` topic or the dead-lett
 
 Exactness: the buffers follow the tables' skip rule, so after a crash every element is
 buffered once and a partner found is marked once. A replayed element (its offset applied
-already) is not buffered again; it emits again the pairs it made on first arrival with
-partners still buffered (those that arrived before it, by arrival number), since what it
-emitted then may not have been delivered: the output is at-least-once, like every table's.
+already) is not buffered again; it emits again the pairs it made on first arrival, since what
+it emitted then may not have been delivered (the output is at-least-once, like every
+table's), with the numbers they had, if all its partners (those that arrived before it, by
+arrival number) are still stored; if one is not, none: that partner's tombstone waited for
+their delivery (`_pair_again`).
 It also closes again every stored entry its event time reaches. A closed entry's tombstone
 waits until every row emitted before it is delivered (`closing._Outputs`), and the element
 that closed it stays uncommitted until then: so a crash leaves the entry in the changelog,
 and its pairs and unmatched row come out again, with the positions they had: an element's
 unmatched rows are numbered apart from its pairs (`_Run.emit`'s `closing`), since its replay
-repeats the pairs only while its own entry is stored, which a later close may have ended.
+repeats the pairs only while its own entry and its partners are stored, which later closes
+may have ended.
 """
 
 from __future__ import annotations
