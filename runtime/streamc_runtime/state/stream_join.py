@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
@@ -445,7 +445,7 @@ class StreamStreamJoin(Stream[Any]):
         t: int,
         buffers: _Buffers,
         own: bytes,
-        partners: Any,
+        partners: Sequence[bytes],
     ) -> None:
         """A replayed element's pairs: those it made on arrival go out again, with the
         output numbers they had, if every partner is still stored; if one is not, none.
@@ -463,7 +463,9 @@ class StreamStreamJoin(Stream[Any]):
         records, its entry last: if the entry is stored, so are its partners (their
         tombstones would come after it), and if not, the element is no replay. Pairs with
         partners that arrived after it were those partners' outputs: their replays make
-        them again."""
+        them again. Not covered: a replay that hands the elements out in another order than
+        the first run (`_next` merges the sides by what has arrived) can close a partner and
+        write its tombstone before the element's replay; then its pairs are not made again."""
         store = buffers.held.store
         entry = store.get(own)
         arrival = split_entry(own)[1]
