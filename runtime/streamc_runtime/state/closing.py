@@ -110,9 +110,9 @@ class _Run:
         `closing`: the row of an entry the element closed, when the element has outputs of
         another kind too (a join's pairs). Those are numbered apart, the k-th (from 0) under
         `#ck`: a replay closes again a first part of what the element closed (the tombstones
-        written are the last closed), whatever it emits again of its other outputs (a pair
-        goes again only while the element's own entry is stored), so one counter for both
-        would give a row closed again another number than it had."""
+        written are the last closed), whatever it emits again of its other outputs (its pairs
+        go again only while the element's own entry and its partners are stored), so one
+        counter for both would give a row closed again another number than it had."""
         if event is None:
             self.out.append((value, _detached(value, raw_key, ts, q, key)))
             return

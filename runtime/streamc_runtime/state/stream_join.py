@@ -6,7 +6,8 @@ two arrives (its key is the key, its timestamp the later of the two). Both sides
 per partition (the two topics are co-partitioned: partition q of either is joined in store
 q) in a table of the join's own, `<agent>-join-<n>` (changelog
 `<app>-<agent>-join-<n>-changelog`): one entry per element, under its side, an arrival number
-and its key, holding its event time, its encoded value and whether it found a partner.
+and its key, holding its event time, its encoded value, whether it found a partner and how
+many pairs it made on arrival.
 
 Stream time per partition is the largest event time seen on either side, kept in the skip map
 as for windows. An element's window closes when stream time passes its time + within + grace:
@@ -19,15 +20,18 @@ would close): it is never buffered and goes to the `late` topic or the dead-lett
 
 Exactness: the buffers follow the tables' skip rule, so after a crash every element is
 buffered once and a partner found is marked once. A replayed element (its offset applied
-already) is not buffered again; it emits again the pairs it made on first arrival with
-partners still buffered (those that arrived before it, by arrival number), since what it
-emitted then may not have been delivered: the output is at-least-once, like every table's.
+already) is not buffered again; it emits again the pairs it made on first arrival, since what
+it emitted then may not have been delivered (the output is at-least-once, like every
+table's), with the numbers they had, if all its partners (those that arrived before it, by
+arrival number) are still stored; if one is not, none: that partner's tombstone waited for
+their delivery (`_pair_again`).
 It also closes again every stored entry its event time reaches. A closed entry's tombstone
 waits until every row emitted before it is delivered (`closing._Outputs`), and the element
 that closed it stays uncommitted until then: so a crash leaves the entry in the changelog,
 and its pairs and unmatched row come out again, with the positions they had: an element's
 unmatched rows are numbered apart from its pairs (`_Run.emit`'s `closing`), since its replay
-repeats the pairs only while its own entry is stored, which a later close may have ended.
+repeats the pairs only while its own entry and its partners are stored, which later closes
+may have ended.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
@@ -66,12 +70,15 @@ HOWS = ("inner", "left", "outer")
 
 class Buffered(msgspec.Struct, array_like=True):
     """An element waiting for partners: its event time, whether it found one, its position
-    (`<topic>:<partition>:<offset>`, to find it again on replay) and its encoded value."""
+    (`<topic>:<partition>:<offset>`, to find it again on replay), its encoded value and how
+    many pairs it made on arrival (-1: not known, an entry written before they were
+    counted; a trailing field, so either version reads the other's entries)."""
 
     ts: int
     matched: bool
     mark: bytes
     value: bytes
+    pairs: int = -1
 
 
 def entry_key(side: bytes, arrival: int, raw_key: bytes) -> bytes:
@@ -390,32 +397,25 @@ class StreamStreamJoin(Stream[Any]):
             partner_side = _OTHER if side is _THIS else _THIS
             partners = buffers.by_key.get((partner_side, raw_key), ())
             if offset <= positions.get(src, -1):
-                # A replay: buffered already. Its pairs with the partners that came before it
-                # go out again (their delivery may not have happened); its stream time counts.
+                # A replay: buffered already; its stream time counts.
                 own = buffers.by_mark.get(mark)
                 if own is not None:
-                    arrival = split_entry(own)[1]
-                    for raw in partners:
-                        if split_entry(raw)[1] > arrival:
-                            break
-                        b = store.get(raw)
-                        if b is not None and abs(b.ts - t) <= within:
-                            self._pair(run, event, side, value, b, raw_key, max(t, b.ts))
+                    self._pair_again(run, event, side, value, raw_key, t, buffers, own, partners)
                 self._advance(run, store, buffers, q, t, now, event)
                 run.done(event)
                 continue
             if t + grace < now:
                 await self._too_late(event, side, value, t, now)
                 continue
-            matched = False
+            paired = 0
             for raw in partners:
                 b = store.get(raw)
                 if b is None or abs(b.ts - t) > within:
                     continue
-                matched = True
+                paired += 1
                 self._pair(run, event, side, value, b, raw_key, max(t, b.ts))
                 if not b.matched and self._unmatched[partner_side]:
-                    b = Buffered(b.ts, True, b.mark, b.value)
+                    b = Buffered(b.ts, True, b.mark, b.value, b.pairs)
                     encoded = encode(b)
                     store.put(raw, b, encoded)
                     # No position: only the element's own entry, written after these, says it
@@ -425,7 +425,7 @@ class StreamStreamJoin(Stream[Any]):
             arrival = positions.get(ARRIVALS, 0) + 1
             positions[ARRIVALS] = arrival
             own_raw = entry_key(side, arrival, raw_key)
-            entry = Buffered(t, matched, mark, data)
+            entry = Buffered(t, paired > 0, mark, data, paired)
             encoded = encode(entry)
             store.put(own_raw, entry, encoded)
             buffers.add(own_raw, side, raw_key, entry, reach)
@@ -434,6 +434,78 @@ class StreamStreamJoin(Stream[Any]):
             self._advance(run, store, buffers, q, t, now, event)
             run.hold(event)
         await self._send(run)
+
+    def _pair_again(
+        self,
+        run: _Run,
+        event: Event[Any, Any],
+        side: bytes,
+        value: Any,
+        raw_key: bytes,
+        t: int,
+        buffers: _Buffers,
+        own: bytes,
+        partners: Sequence[bytes],
+    ) -> None:
+        """A replayed element's pairs: those it made on arrival go out again, with the
+        output numbers they had, if every partner is still stored; if one is not, none.
+
+        The partners still stored that arrived before it are its partners on arrival (one
+        closed before it arrived is more than `within` + `grace` behind stream time then,
+        and so is the element: it would have been late, never buffered). A partner is gone
+        from the store only once its close's tombstone was written (or its removal done),
+        which waits until every row emitted before the close is done downstream
+        (`closing._Outputs`): the element's pairs among them, since it paired with the
+        partner before the partner closed. So if one partner is missing, every pair was
+        delivered; renumbering the rest would give a row emitted again another position than
+        it had, since the tombstones written need not be of the first or last partners. A
+        crash part-way through the element's own run keeps a prefix of its changelog
+        records, its entry last: if the entry is stored, so are its partners (their
+        tombstones would come after it), and if not, the element is no replay. Pairs with
+        partners that arrived after it were those partners' outputs: their replays make
+        them again. Not covered: a replay that hands the elements out in another order than
+        the first run (`_next` merges the sides by what has arrived) can close a partner and
+        write its tombstone before the element's replay; then its pairs are not made again."""
+        store = buffers.held.store
+        entry = store.get(own)
+        arrival = split_entry(own)[1]
+        within = self._within
+        found: list[tuple[int, Buffered]] = []
+        for raw in partners:
+            a = split_entry(raw)[1]
+            if a > arrival:
+                break
+            b = store.get(raw)
+            if b is not None and abs(b.ts - t) <= within:
+                found.append((a, b))
+        if entry is not None and 0 <= entry.pairs != len(found):
+            # Not all in the index: those closed since the restore, whose removal waits,
+            # count (another interleaving of the sides on replay can close one first).
+            found += self._closed_partners(run, buffers, side, raw_key, arrival, t)
+            if len(found) != entry.pairs:
+                return
+            found.sort(key=lambda f: f[0])
+        for _, b in found:
+            self._pair(run, event, side, value, b, raw_key, max(t, b.ts))
+
+    def _closed_partners(
+        self, run: _Run, buffers: _Buffers, side: bytes, raw_key: bytes, arrival: int, t: int
+    ) -> list[tuple[int, Buffered]]:
+        """The entries of the other side of key `raw_key` that arrived before `arrival`, are
+        within of `t`, and were closed but are still stored (their removal waits in
+        `_Closing`)."""
+        held, store = buffers.held, buffers.held.store
+        partner_side = _OTHER if side is _THIS else _THIS
+        found: list[tuple[int, Buffered]] = []
+        for outputs in (*self._closings.queue, run.outputs):
+            for h, _, raw in outputs.closes:
+                s, a, key = split_entry(raw)
+                if h is not held or s != partner_side or key != raw_key or a > arrival:
+                    continue
+                b = store.get(raw)
+                if b is not None and abs(b.ts - t) <= self._within:
+                    found.append((a, b))
+        return found
 
     def _pair(
         self,
