@@ -23,7 +23,7 @@ from aiokafka.producer.transaction_manager import (  # type: ignore[import-untyp
 )
 from aiokafka.record.default_records import DefaultRecordBatch  # type: ignore[import-untyped]
 from aiokafka.structs import RecordMetadata, TopicPartition  # type: ignore[import-untyped]
-from streamc_runtime import kafka as kafka_module
+from streamc_runtime import kafka_send as kafka_send_module
 from streamc_runtime.kafka import KafkaDeliveryError, KafkaSettings, KafkaTransport
 from streamc_runtime.memory import partition_for_key
 
@@ -76,7 +76,7 @@ async def test_send_returns_the_record_future_and_flush_raises_unawaited_failure
 
 async def test_failures_survive_bulk_settling_until_the_flush() -> None:
     t, producer = transport()
-    every = kafka_module._SETTLE_EVERY
+    every = kafka_send_module._SETTLE_EVERY
     for i in range(every * 4):
         await t.send("t", b"x")
         fut = producer.futures[i]
@@ -94,7 +94,7 @@ async def test_failures_survive_bulk_settling_until_the_flush() -> None:
 
 async def test_an_unresolved_send_keeps_later_ones_until_it_resolves() -> None:
     t, producer = transport()
-    every = kafka_module._SETTLE_EVERY
+    every = kafka_send_module._SETTLE_EVERY
     for i in range(every * 3):
         await t.send("t", b"x")
         if i != 1:  # the second record waits, as a slow batch would
