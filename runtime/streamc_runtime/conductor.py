@@ -25,8 +25,9 @@ from itertools import groupby
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
+from .events import Chunk, Event
 from .offsets import PartitionOffsets
-from .stream import Chunk, Event, SourceStream
+from .source import SourceStream
 from .transport import HANDOUT_RUN, TP, Message
 
 if TYPE_CHECKING:

@@ -11,83 +11,49 @@ module only moves raw records and keeps the broker-facing promises:
 - an unreachable broker at start is retried with bounded exponential backoff, then reported in
   one clear message instead of a traceback from deep inside aiokafka.
 
-Settings
---------
-Every `KafkaSettings` field can be set from the environment as `STREAMC_KAFKA_<FIELD>` (upper
-case) or passed to `from_url` as a keyword override (overrides win). The ones users need most:
-
-==================================  ===========================================================
-`STREAMC_KAFKA_SECURITY_PROTOCOL`   `PLAINTEXT` (default), `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`
-`STREAMC_KAFKA_SASL_MECHANISM`      `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `GSSAPI`
-`STREAMC_KAFKA_SASL_USERNAME`       user for PLAIN/SCRAM
-`STREAMC_KAFKA_SASL_PASSWORD`       password for PLAIN/SCRAM
-`STREAMC_KAFKA_SSL_CAFILE`          CA bundle that signed the brokers' certificates
-                                    (default: the system's trusted CAs)
-`STREAMC_KAFKA_SSL_CERTFILE`        client certificate, for mutual TLS
-`STREAMC_KAFKA_SSL_KEYFILE`         the client certificate's private key
-`STREAMC_KAFKA_SSL_PASSWORD`        the private key's password, if it is encrypted
-`STREAMC_KAFKA_ENABLE_IDEMPOTENCE`  `true` (default): no duplicates from producer retries.
-                                    Set `false` for brokers without idempotent producers
-                                    (Tansu); at-least-once does not depend on it.
-`STREAMC_KAFKA_REPLICATION_FACTOR`  for topics streamc creates (default: min(3, brokers))
-`STREAMC_KAFKA_SESSION_TIMEOUT_MS`  group session timeout (default 10000): how long a dead
-                                    worker keeps its partitions before they move
-`STREAMC_KAFKA_CONNECT_ATTEMPTS`    start-up attempts before giving up (default 8, about 35 s)
-`STREAMC_KAFKA_MAX_REQUEST_SIZE`    the largest record the producer sends, in bytes (default
-                                    1048576); a larger one is dead-lettered, truncated
-==================================  ===========================================================
-
-TLS and SASL settings are refused unless `SECURITY_PROTOCOL` uses them (they would be
-ignored), and a TLS file that does not exist is reported at once. A broker URL holding
-credentials is refused without being echoed.
-
-Booleans accept `1/true/yes/on` and `0/false/no/off`.
+Settings and errors: `streamc_runtime.kafka_settings`; producing: `streamc_runtime.kafka_send`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import itertools
 import logging
-import os
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Collection, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Collection, Coroutine, Mapping, Sequence
 from typing import Any, cast
 
-from aiokafka import (  # type: ignore[import-untyped]
-    AIOKafkaProducer,
-    ConsumerRebalanceListener,
-)
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener  # type: ignore[import-untyped]
 from aiokafka import errors as kerrors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 from aiokafka.coordinator.assignors.range import (  # type: ignore[import-untyped]
     RangePartitionAssignor,
 )
-from aiokafka.helpers import create_ssl_context  # type: ignore[import-untyped]
-from aiokafka.record.default_records import (  # type: ignore[import-untyped]
-    DefaultRecordBatchBuilder,
-)
 from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
 from .kafka_records import check_inlined_append, lean_consumer_class
-from .memory import partition_for_key
+from .kafka_send import _SETTLE_EVERY, _Producing
+from .kafka_settings import (
+    ENV_PREFIX,
+    KafkaCommitRefusedError,
+    KafkaConfigError,
+    KafkaDeliveryError,
+    KafkaRecordTooLargeError,
+    KafkaSendError,
+    KafkaSettings,
+    KafkaTransportError,
+    KafkaUnavailableError,
+    _describe,
+    _fatal_start_error,
+    parse_kafka_url,
+)
 from .transport import (
     HANDOUT_RUN,
     TP,
-    Delivery,
-    DeliveryError,
-    Headers,
     Message,
     RebalanceListener,
-    RecordTooLargeError,
     TopicSpec,
-    TransientTransportError,
-    TransportError,
-    redact_url,
 )
 
 # How the group's partitions are spread over the workers. A join with a co-partitioned table,
@@ -112,55 +78,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("streamc_runtime.kafka")
-
-ENV_PREFIX = "STREAMC_KAFKA_"
-
-_SECURITY_PROTOCOLS = frozenset({"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"})
-_SASL_MECHANISMS = frozenset({"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI"})
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 _RESTORE_POLL_MS = 20  # how soon a changelog restore sees it has caught up
 # Kafka's error code for CreateTopics on a name that exists: someone (maybe another worker
 # starting at the same moment) created it first, which is what we wanted.
 _TOPIC_ALREADY_EXISTS = 36
-# `send` settles its queue of record futures after this many more sends: often enough to keep
-# few resolved futures (and their RecordMetadata) alive, rarely enough to cost nothing.
-_SETTLE_EVERY = 256
-# aiokafka's default `max_request_size`, and a bound on what a record adds to its key, value
-# and headers in a batch (varints, attributes, deltas): below `limit - overhead` no record
-# needs its exact size computed.
-_MAX_REQUEST_SIZE = 1_048_576
-_RECORD_OVERHEAD = 512
-
-
-class KafkaTransportError(TransportError):
-    """Base of the errors this module raises on purpose; `str()` is meant for the user."""
-
-
-class KafkaConfigError(KafkaTransportError, ValueError):
-    """A broker URL or `STREAMC_KAFKA_*` setting that cannot work."""
-
-
-class KafkaUnavailableError(KafkaTransportError):
-    """The brokers could not be reached (or refused us) at start-up, after every retry."""
-
-
-class KafkaDeliveryError(KafkaTransportError, DeliveryError):
-    """A produced record was not stored; raised by `flush` (and so by `commit`)."""
-
-
-class KafkaSendError(KafkaTransportError, TransientTransportError):
-    """The producer could not queue a record for a reason that may pass (a timeout waiting
-    for metadata or buffer space, no leader, a lost connection): the worker retries."""
-
-
-class KafkaRecordTooLargeError(KafkaTransportError, RecordTooLargeError):
-    """`send_many` refused records larger than the producer's `max_request_size`."""
-
-
-class KafkaCommitRefusedError(KafkaTransportError):
-    """The group refused a commit because it is rebalancing: normal, and retried after it."""
-
 
 # What the coordinator answers while the group is rebalancing or has moved on without us.
 _COMMIT_REFUSALS = (
@@ -169,226 +90,6 @@ _COMMIT_REFUSALS = (
     kerrors.IllegalGenerationError,
     kerrors.UnknownMemberIdError,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class KafkaSettings:
-    """Everything the transport passes to aiokafka. Defaults suit a production cluster."""
-
-    bootstrap_servers: tuple[str, ...]
-    group_id: str
-    client_id: str = "streamc"
-    # Producer
-    enable_idempotence: bool = True
-    linger_ms: int = 0
-    # Bytes per partition batch. Larger than aiokafka's 16 KiB (librdkafka's is 1 MB): with
-    # linger 0 a batch still goes out as soon as the connection is free, but forwarding
-    # (`group_by`, `through`) fills batches while the previous one is in flight, and a full
-    # batch makes it wait a broker round trip.
-    max_batch_size: int = 262_144
-    compression_type: str | None = None
-    # Consumer
-    auto_offset_reset: str = "earliest"
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 3_000
-    max_poll_interval_ms: int = 300_000
-    fetch_max_wait_ms: int = 500
-    fetch_max_bytes: int = 52_428_800
-    max_partition_fetch_bytes: int = 1_048_576
-    # Both
-    request_timeout_ms: int = 40_000
-    retry_backoff_ms: int = 100
-    metadata_max_age_ms: int = 300_000
-    # The largest record (as aiokafka measures it) the producer sends; larger ones are data
-    # errors, dead-lettered with a truncated value.
-    max_request_size: int = _MAX_REQUEST_SIZE
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
-    sasl_password: str | None = dataclasses.field(default=None, repr=False)
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    ssl_password: str | None = dataclasses.field(default=None, repr=False)
-    # Topics streamc creates; None: min(3, number of brokers).
-    replication_factor: int | None = None
-    # Start-up: attempts, first delay, delay cap, and the time one attempt may take.
-    connect_attempts: int = 8
-    connect_backoff_s: float = 0.5
-    connect_backoff_max_s: float = 10.0
-    connect_timeout_s: float = 15.0
-
-    def __post_init__(self) -> None:
-        if not self.bootstrap_servers:
-            raise KafkaConfigError("no Kafka bootstrap servers given")
-        if self.security_protocol not in _SECURITY_PROTOCOLS:
-            raise KafkaConfigError(
-                f"{ENV_PREFIX}SECURITY_PROTOCOL={self.security_protocol!r} is not one of "
-                f"{', '.join(sorted(_SECURITY_PROTOCOLS))}"
-            )
-        uses_sasl = self.security_protocol.startswith("SASL_")
-        if uses_sasl and self.sasl_mechanism is None:
-            raise KafkaConfigError(
-                f"{ENV_PREFIX}SECURITY_PROTOCOL={self.security_protocol} needs "
-                f"{ENV_PREFIX}SASL_MECHANISM ({', '.join(sorted(_SASL_MECHANISMS))})"
-            )
-        if self.sasl_mechanism is not None:
-            if not uses_sasl:
-                raise KafkaConfigError(
-                    f"{ENV_PREFIX}SASL_MECHANISM is set but {ENV_PREFIX}SECURITY_PROTOCOL is "
-                    f"{self.security_protocol}; use SASL_SSL (or SASL_PLAINTEXT)"
-                )
-            if self.sasl_mechanism not in _SASL_MECHANISMS:
-                raise KafkaConfigError(
-                    f"{ENV_PREFIX}SASL_MECHANISM={self.sasl_mechanism!r} is not supported; use "
-                    f"one of {', '.join(sorted(_SASL_MECHANISMS))}"
-                )
-            if self.sasl_mechanism != "GSSAPI" and (
-                self.sasl_username is None or self.sasl_password is None
-            ):
-                raise KafkaConfigError(
-                    f"SASL {self.sasl_mechanism} needs {ENV_PREFIX}SASL_USERNAME and "
-                    f"{ENV_PREFIX}SASL_PASSWORD"
-                )
-        self._check_tls_and_sasl()
-        if self.max_request_size < 1024:
-            raise KafkaConfigError(f"{ENV_PREFIX}MAX_REQUEST_SIZE must be at least 1024")
-        if self.replication_factor is not None and self.replication_factor < 1:
-            raise KafkaConfigError(f"{ENV_PREFIX}REPLICATION_FACTOR must be at least 1")
-        if self.connect_attempts < 1:
-            raise KafkaConfigError(f"{ENV_PREFIX}CONNECT_ATTEMPTS must be at least 1")
-
-    def _check_tls_and_sasl(self) -> None:
-        """Settings the protocol would silently ignore are refused; TLS files must exist."""
-        protocol = self.security_protocol
-        tls = {
-            "SSL_CAFILE": self.ssl_cafile,
-            "SSL_CERTFILE": self.ssl_certfile,
-            "SSL_KEYFILE": self.ssl_keyfile,
-            "SSL_PASSWORD": self.ssl_password,
-        }
-        tls_set = [name for name, value in tls.items() if value is not None]
-        if tls_set and protocol not in ("SSL", "SASL_SSL"):
-            raise KafkaConfigError(
-                f"{', '.join(ENV_PREFIX + n for n in tls_set)} set, but "
-                f"{ENV_PREFIX}SECURITY_PROTOCOL is {protocol}, which does not use TLS; set "
-                f"{ENV_PREFIX}SECURITY_PROTOCOL=SSL (or SASL_SSL)"
-            )
-        sasl = {"SASL_USERNAME": self.sasl_username, "SASL_PASSWORD": self.sasl_password}
-        sasl_set = [name for name, value in sasl.items() if value is not None]
-        if sasl_set and not protocol.startswith("SASL_"):
-            raise KafkaConfigError(
-                f"{', '.join(ENV_PREFIX + n for n in sasl_set)} set, but "
-                f"{ENV_PREFIX}SECURITY_PROTOCOL is {protocol}, which does not use SASL; set "
-                f"{ENV_PREFIX}SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT) and "
-                f"{ENV_PREFIX}SASL_MECHANISM"
-            )
-        if self.ssl_keyfile is not None and self.ssl_certfile is None:
-            raise KafkaConfigError(
-                f"{ENV_PREFIX}SSL_KEYFILE is the key of a client certificate: set "
-                f"{ENV_PREFIX}SSL_CERTFILE too"
-            )
-        for name in ("SSL_CAFILE", "SSL_CERTFILE", "SSL_KEYFILE"):
-            path = tls[name]
-            if path is not None and not os.path.isfile(path):
-                raise KafkaConfigError(f"{ENV_PREFIX}{name}: no such file: {path}")
-
-    @classmethod
-    def from_env(
-        cls,
-        bootstrap_servers: Sequence[str],
-        group_id: str,
-        environ: Mapping[str, str] | None = None,
-        **overrides: Any,
-    ) -> KafkaSettings:
-        """Defaults, then `STREAMC_KAFKA_*` variables, then `overrides`."""
-        env = os.environ if environ is None else environ
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for name, f in fields.items():
-            if name in ("bootstrap_servers", "group_id"):
-                continue
-            raw = env.get(ENV_PREFIX + name.upper())
-            if raw is not None and raw != "":
-                values[name] = _parse_env(ENV_PREFIX + name.upper(), raw, f.default)
-        settable = set(fields) - {"bootstrap_servers", "group_id"}
-        unknown = set(overrides) - settable
-        if unknown:
-            raise TypeError(f"unknown Kafka setting(s): {', '.join(sorted(unknown))}")
-        values.update(overrides)
-        return cls(bootstrap_servers=tuple(bootstrap_servers), group_id=group_id, **values)
-
-    def client_kwargs(self) -> dict[str, Any]:
-        """The connection settings shared by the consumer, producer and admin client."""
-        kwargs: dict[str, Any] = {
-            "bootstrap_servers": list(self.bootstrap_servers),
-            "client_id": self.client_id,
-            "request_timeout_ms": self.request_timeout_ms,
-            "retry_backoff_ms": self.retry_backoff_ms,
-            "metadata_max_age_ms": self.metadata_max_age_ms,
-            "security_protocol": self.security_protocol,
-        }
-        if self.security_protocol in ("SSL", "SASL_SSL"):
-            try:
-                kwargs["ssl_context"] = create_ssl_context(
-                    cafile=self.ssl_cafile,
-                    certfile=self.ssl_certfile,
-                    keyfile=self.ssl_keyfile,
-                    password=self.ssl_password,
-                )
-            except (OSError, ValueError) as exc:  # unreadable, not PEM (SSLError), bad password
-                files = [f for f in (self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile) if f]
-                raise KafkaConfigError(
-                    f"cannot load the TLS files {', '.join(files) or '(system CAs)'}: {exc}"
-                ) from exc
-        if self.sasl_mechanism is not None:
-            kwargs["sasl_mechanism"] = self.sasl_mechanism
-            kwargs["sasl_plain_username"] = self.sasl_username
-            kwargs["sasl_plain_password"] = self.sasl_password
-        return kwargs
-
-
-def _parse_env(name: str, raw: str, default: Any) -> Any:
-    """Parse one variable by the type of its field's default."""
-    try:
-        if isinstance(default, bool):
-            low = raw.strip().lower()
-            if low in _TRUE:
-                return True
-            if low in _FALSE:
-                return False
-            raise ValueError(raw)
-        if isinstance(default, int) or name.endswith("REPLICATION_FACTOR"):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-    except ValueError:
-        raise KafkaConfigError(f"{name}={raw!r} is not a valid value") from None
-    return raw
-
-
-def parse_kafka_url(url: str) -> tuple[str, ...]:
-    """`kafka://host:port[,host:port...]` → `("host:port", ...)`."""
-    shown = redact_url(url)  # a URL may hold a password: never echo it
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme.lower() != "kafka":
-        raise KafkaConfigError(f"not a Kafka broker URL: {shown!r} (expected kafka://host:port)")
-    if "@" in rest:
-        raise KafkaConfigError(
-            f"credentials do not go in the broker URL ({shown!r}); set "
-            f"{ENV_PREFIX}SASL_USERNAME and {ENV_PREFIX}SASL_PASSWORD"
-        )
-    rest = rest.rstrip("/")
-    servers: list[str] = []
-    for part in rest.split(","):
-        hostport = part.strip()
-        host, colon, port = hostport.rpartition(":")
-        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise KafkaConfigError(
-                f"bad Kafka broker address {hostport!r} in {shown!r} (expected host:port)"
-            )
-        servers.append(hostport)
-    return tuple(servers)
 
 
 class _RebalanceBridge(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -435,7 +136,7 @@ class _RebalanceBridge(ConsumerRebalanceListener):  # type: ignore[misc]
         self._transport._ready = tps
 
 
-class KafkaTransport:
+class KafkaTransport(_Producing):
     """`Transport` on Kafka through aiokafka: one consumer in the group, one producer.
 
     Graceful shutdown is the runtime's job: it commits what is done, then calls `stop`, which
@@ -487,7 +188,7 @@ class KafkaTransport:
     @classmethod
     def from_url(cls, url: str, *, group_id: str, **overrides: Any) -> KafkaTransport:
         """A transport for `kafka://host:port[,host:port...]`; settings from the environment
-        (`STREAMC_KAFKA_*`, see the module docstring) and then `overrides`."""
+        (`STREAMC_KAFKA_*`, see `streamc_runtime.kafka_settings`) and then `overrides`."""
         return cls(KafkaSettings.from_env(parse_kafka_url(url), group_id, **overrides))
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -1074,301 +775,12 @@ class KafkaTransport:
         finally:
             await consumer.stop()
 
-    # -- producing ---------------------------------------------------------------------------
-
-    async def send(
-        self,
-        topic: str,
-        value: bytes | None,
-        key: bytes | None = None,
-        headers: Sequence[tuple[str, bytes]] = (),
-        partition: int | None = None,
-        timestamp: int | None = None,
-    ) -> Awaitable[Delivery]:
-        producer = self._require(self._producer)
-        if partition is None and key is not None and self._cluster is not None:
-            # A keyed record's partition, as aiokafka's default partitioner picks it (murmur2
-            # of the key over all the topic's partitions), but with the hash cached: keys
-            # repeat (after a `group_by` that is the point), and aiokafka's pure-Python murmur2
-            # and partition lists cost more per record than the rest of its `send`.
-            parts = self._cluster.partitions_for_topic(topic)
-            if parts:
-                partition = partition_for_key(key, len(parts))
-        try:
-            sent: asyncio.Future[Any] = await producer.send(
-                topic,
-                value,
-                key=key,
-                partition=partition,
-                timestamp_ms=timestamp if timestamp is None or timestamp >= 0 else None,
-                headers=list(headers) if headers else None,
-            )
-        except kerrors.KafkaError as exc:
-            raise _send_error(exc, producer) from exc
-        # aiokafka's own future is the delivery: it resolves to a RecordMetadata, which has the
-        # `Delivery` attributes, and it is a real Future the runtime attaches its callback to.
-        # A future and a callback of ours per record cost as much again as aiokafka's send
-        # itself. Failures still reach `flush`: `_settle` collects them from these futures.
-        unsettled = self._unsettled
-        unsettled.append(sent)
-        if len(unsettled) >= self._settle_at:
-            self._settle()
-        return cast("Awaitable[Delivery]", sent)
-
-    def refuse_too_large(self, key: bytes | None, value: bytes | None, headers: Headers) -> None:
-        # Per record on a fused loop's sends: the sum first, as `_refuse_too_large` does it.
-        size = (len(key) if key else 0) + (len(value) if value else 0)
-        for k, v in headers:
-            size += len(k) + len(v)
-        if size > self.settings.max_request_size - _RECORD_OVERHEAD:
-            _refuse_too_large(self._require(self._producer), ((key, value, headers),))
-
-    async def send_many(
-        self,
-        topic: str,
-        records: Sequence[tuple[bytes | None, bytes | None, Headers]],
-        timestamps: Sequence[int | None] | None = None,
-        *,
-        partitions: Sequence[int] | None = None,
-    ) -> Awaitable[Any]:
-        """`_send_many`, with aiokafka's errors told apart as the runtime needs them."""
-        try:
-            return await self._send_many(topic, records, timestamps, partitions)
-        except kerrors.KafkaError as exc:
-            raise _send_error(exc, self._producer) from exc
-
-    async def _send_many(
-        self,
-        topic: str,
-        records: Sequence[tuple[bytes | None, bytes | None, Headers]],
-        timestamps: Sequence[int | None] | None,
-        targets: Sequence[int] | None = None,
-    ) -> Awaitable[Any]:
-        """Send `(key, value, headers)` records in order, in whole batches; the awaitable
-        resolves once every batch holding one of them is stored. `timestamps`, if given, has
-        each record's time (milliseconds; None or negative: now); `targets`, if given, each
-        record's partition (a table's changelog: the table partition, whatever the key).
-
-        What `send` costs per record (a coroutine, aiokafka's pure-Python murmur2, a future
-        and a `RecordMetadata`) is paid here per batch. Records are partitioned as aiokafka's
-        default partitioner does (murmur2 of the key, with the hash cached since keys repeat;
-        a random partition for no key) and appended to aiokafka batch builders. A builder
-        handed to aiokafka takes more records (the next run's too) for as long as aiokafka
-        still queues it, as aiokafka's own `send` appends to a queued batch: the next run fills
-        a batch while the previous one is in flight instead of waiting for it. Never after
-        aiokafka has taken it for sending: the idempotent producer numbers a batch by its
-        record count then, and builds it one loop step later. Order within a partition is
-        kept: a partition has one open builder, aiokafka queues a partition's batches in
-        order, and a record too large for a batch is sent on its own after the open builder
-        is given up.
-        """
-        producer = self._require(self._producer)
-        if not records:
-            return _all_of(())
-        _refuse_too_large(producer, records)
-        partitions = sorted(await producer.partitions_for(topic))
-        count = len(partitions)
-        # Like aiokafka's default partitioner: a record without a key goes to a partition
-        # that has a leader now (any, if none has).
-        unkeyed = partitions
-        cluster = getattr(getattr(producer, "client", None), "cluster", None)
-        if cluster is not None:
-            unkeyed = sorted(cluster.available_partitions_for_topic(topic) or partitions)
-        opened = self._open_batches.setdefault(topic, {})
-        _drop_taken(producer, topic, opened)  # aiokafka may have sent some since the last run
-        covering: dict[asyncio.Future[Any], None] = {}  # the batches this run went into
-        placed = self._key_partitions.get(count)
-        if placed is None or len(placed) >= _KEY_PARTITIONS_MAX:
-            placed = self._key_partitions[count] = {}  # many distinct keys: start again
-        stamps = itertools.repeat(None) if timestamps is None else timestamps
-        chosen: Any = itertools.repeat(None) if targets is None else targets
-        last = -1  # the partition whose open batch is in hand (`builder`, `batch`): none yet
-        builder: Any = None
-        batch: Any = None
-        for (key, value, headers), timestamp, target in zip(records, stamps, chosen, strict=False):
-            if type(headers) is not list:  # aiokafka's builder takes exactly a list
-                # One shared empty list for the common case: the builder only reads it.
-                headers = list(headers) if headers else _NO_HEADERS
-            # aiokafka's builder stamps None with the current time; it would write a negative
-            # time (a consumed record's "no timestamp") as it is.
-            ts = timestamp if timestamp is None or timestamp >= 0 else None
-            if target is not None:
-                partition = target
-            elif key is None:
-                partition = random.choice(unkeyed)
-            else:
-                index = placed.get(key)
-                if index is None:
-                    index = placed[key] = partition_for_key(key, count)
-                partition = partitions[index]
-            if partition != last:
-                # Records of one partition often follow one another (a changelog's run, in
-                # stretches per table partition): its open batch is looked up once for them.
-                slot = opened.get(partition)
-                if slot is not None:
-                    builder, batch = slot
-                    covering[batch] = None
-                    last = partition
-            if last == partition:
-                # aiokafka's `BatchBuilder.append` inlined (aiokafka is pinned): its wrapper
-                # frame and serializer step (the producer has no serializers) cost a third of
-                # the record's append. A batch that is full is closed, as `append` does.
-                if not builder._closed:
-                    if (
-                        builder._builder.append(builder._relative_offset, ts, key, value, headers)
-                        is not None
-                    ):
-                        builder._relative_offset += 1
-                        continue
-                    builder._closed = True
-            # No open batch for the partition, or it is full or already drained: a new one.
-            # aiokafka's builder takes any record into an empty batch (one larger than the
-            # batch size goes alone; larger than a request was refused above).
-            builder = producer.create_batch()
-            builder.append(timestamp=ts, key=key, value=value, headers=headers)
-            # Waits while aiokafka still queues an undrained batch for the partition.
-            batch = await producer.send_batch(builder, topic, partition=partition)
-            opened[partition] = (builder, batch)
-            # While this run waited, aiokafka may have taken any open batch for sending (this
-            # one too): the next record looks its partition's batch up again.
-            _drop_taken(producer, topic, opened)
-            last = -1
-            self._unsettled.append(batch)
-            covering[batch] = None
-        if len(self._unsettled) >= self._settle_at:
-            self._settle()
-        return _all_of(list(covering))
-
-    def _settle(self) -> None:
-        """Move the failures of resolved sends to `_failed` and forget them, oldest first.
-
-        In bulk rather than by a callback per record, and only from the head of the queue, so
-        each future is looked at about once: aiokafka resolves records roughly in send order
-        (a batch at a time). A future still unresolved at the head keeps the later ones queued
-        until it resolves, which every record does within the producer's timeouts. A
-        cancelled future is not a failure: aiokafka never cancels them, and `Topic.send`
-        gives user code a shield, so only the runtime could, and it does not.
-        """
-        unsettled = self._unsettled
-        failed = self._failed
-        while unsettled and unsettled[0].done():
-            fut = unsettled.popleft()
-            if not fut.cancelled():
-                exc = fut.exception()  # also keeps asyncio from logging "never retrieved"
-                if exc is not None:
-                    failed.append(exc)
-        self._settle_at = len(unsettled) + _SETTLE_EVERY
-
-    async def flush(self) -> None:
-        """Wait until everything sent so far is stored; raise if any of it failed.
-
-        Failures are raised here even when the sender also awaited the `Delivery`: a commit
-        follows every flush, and committing past lost output would break at-least-once.
-        """
-        if self._producer is None and not self._stopped:
-            return  # never started: nothing was sent (a worker stopping after a failed start)
-        await self._require(self._producer).flush()
-        # Every record sent before the flush is stored or failed now. aiokafka resolves a
-        # batch's record futures together with the batch future the flush waited for, but
-        # `send_batch` hands out a shield of it, which resolves one callback later.
-        late = [fut for fut in self._unsettled if not fut.done()]
-        if late:
-            await asyncio.wait(late)
-        self._settle()
-        if self._failed:
-            failed, self._failed = self._failed, []
-            raise KafkaDeliveryError(
-                f"{len(failed)} record(s) could not be produced: {_describe(failed[0])}"
-            ) from failed[0]
-
-    # -- helpers -----------------------------------------------------------------------------
-
-    def _require(self, client: Any) -> Any:
-        if client is None:
-            state = "stopped" if self._stopped else "not started"
-            raise KafkaTransportError(f"the Kafka transport is {state}")
-        return client
-
-
-# The most keys `_send_many` remembers the partition of, per partition count.
-_KEY_PARTITIONS_MAX = 65536
-
-# What `_send_many` hands aiokafka's builder for a record without headers, rather than a new
-# empty list per record (aiokafka's own `append` defaults to one shared list the same way).
-_NO_HEADERS: list[tuple[str, bytes]] = []
-
-
-def _refuse_too_large(
-    producer: Any, records: Sequence[tuple[bytes | None, bytes | None, Headers]]
-) -> None:
-    """Raise `KafkaRecordTooLargeError` naming every record aiokafka's `send` would refuse as
-    larger than `max_request_size`, before any of the run is queued (queued, such a record
-    would fail its whole batch at the broker, and so the run, and stop the worker).
-
-    The exact size is computed only for records whose key and value come near the limit."""
-    limit = getattr(producer, "_max_request_size", _MAX_REQUEST_SIZE)
-    near = limit - _RECORD_OVERHEAD
-    refused = []
-    for i, (key, value, headers) in enumerate(records):
-        size = (len(key) if key else 0) + (len(value) if value else 0)
-        for k, v in headers:  # a loop, not sum() over a generator: twice as fast per record
-            # A consumed header may have no value (None): Kafka allows it, and so the builder.
-            size += len(k) + (len(v) if v is not None else 0)
-        if size > near:
-            exact = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers))
-            if exact > limit:
-                refused.append(i)
-    if refused:
-        raise KafkaRecordTooLargeError(
-            f"{len(refused)} record(s) larger than max_request_size ({limit} bytes)",
-            refused,
-            limit,
-        )
-
-
-def _send_error(exc: Exception, producer: Any) -> Exception:
-    """What the runtime is to make of aiokafka's refusal to queue a record: too large (a data
-    error, dead-lettered), transient (retried), or as it is (the worker stops)."""
-    if isinstance(exc, kerrors.MessageSizeTooLargeError):
-        limit = getattr(producer, "_max_request_size", _MAX_REQUEST_SIZE)
-        return KafkaRecordTooLargeError(_describe(exc), (0,), limit)
-    if getattr(exc, "retriable", False) or isinstance(exc, kerrors.KafkaTimeoutError):
-        return KafkaSendError(_describe(exc))
-    return exc
-
-
-def _drop_taken(producer: Any, topic: str, opened: dict[int, tuple[Any, Any]]) -> None:
-    """Forget the open builders of `topic` that aiokafka no longer queues (it has taken them
-    for sending, or failed them): a builder may take records only while it is the last batch
-    aiokafka queues for its partition, which is when aiokafka's own `send` appends to it.
-
-    aiokafka has no public way to tell, so this reads its accumulator (aiokafka is pinned
-    exactly, and tests/kafka/test_delivery.py runs this against aiokafka's own accumulator);
-    should that ever be missing, no builder is reused, which is slower but still correct."""
-    if not opened:
-        return
-    queued = getattr(getattr(producer, "_message_accumulator", None), "_batches", None)
-    if not isinstance(queued, Mapping):
-        opened.clear()
-        return
-    for partition, (builder, _batch) in list(opened.items()):
-        batches = queued.get(TopicPartition(topic, partition))
-        if not batches or getattr(batches[-1], "_builder", None) is not builder:
-            del opened[partition]
-
 
 async def _nothing_within(timeout: float) -> dict[Any, list[Any]]:  # noqa: ASYNC109
     """What `getmany` returns when every assigned partition is paused: nothing, after the wait
     (which a resume ends early, see `KafkaTransport._getmany_or_resume`)."""
     await asyncio.sleep(timeout)
     return {}
-
-
-def _all_of(futures: Sequence[asyncio.Future[Any]]) -> Awaitable[Any]:
-    """One awaitable for several deliveries: done (or failed) when all of them are."""
-    if len(futures) == 1:
-        return futures[0]
-    return asyncio.gather(*futures)  # with none, a future already done
 
 
 def _format_tps(tps: Collection[TP]) -> str:
@@ -1378,37 +790,3 @@ def _format_tps(tps: Collection[TP]) -> str:
         by_topic.setdefault(tp.topic, []).append(tp.partition)
     parts = [f"{t}[{','.join(map(str, sorted(ps)))}]" for t, ps in sorted(by_topic.items())]
     return " ".join(parts) or "(none)"
-
-
-def _describe(exc: BaseException) -> str:
-    """`Name: text` once (aiokafka's messages often start with their class name already)."""
-    name, text = type(exc).__name__, str(exc)
-    if not text:
-        return name
-    return text if text.startswith(name) else f"{name}: {text}"
-
-
-def _fatal_start_error(exc: BaseException, settings: KafkaSettings) -> str | None:
-    """A start-up failure that retrying cannot fix, described for the user; else None."""
-    if isinstance(exc, KafkaConfigError):
-        return str(exc)
-    if isinstance(
-        exc,
-        kerrors.AuthenticationFailedError
-        | kerrors.UnsupportedSaslMechanismError
-        | kerrors.IllegalSaslStateError,
-    ):
-        return (
-            f"authentication failed ({_describe(exc)}); check {ENV_PREFIX}SASL_MECHANISM, "
-            f"{ENV_PREFIX}SASL_USERNAME and {ENV_PREFIX}SASL_PASSWORD"
-        )
-    if isinstance(exc, kerrors.UnknownError | kerrors.UnsupportedVersionError) and (
-        settings.enable_idempotence
-    ):
-        # aiokafka speaks only the oldest InitProducerId; brokers that cannot serve it answer
-        # with one of these (Tansu: UnknownError).
-        return (
-            f"the broker refused an idempotent producer ({_describe(exc)}). If it does not "
-            f"support idempotence, set {ENV_PREFIX}ENABLE_IDEMPOTENCE=false"
-        )
-    return None

@@ -31,9 +31,10 @@ from typing import Any
 import msgspec
 
 from .app import App
+from .events import Carrier, Event, carrier_events
 from .memory import MemoryBroker, MemoryTransport
 from .records import Time
-from .stream import Carrier, Event, SourceStream, carrier_events
+from .source import SourceStream
 from .tasks import cancel
 from .topic import Topic
 from .transport import TP

@@ -30,6 +30,16 @@ from typing import Any, TypeVar, cast
 from .app import Agent, App
 from .conductor import Conductor
 from .deadletter import send_dead
+from .events import (
+    Carrier,
+    Event,
+    Members,
+    ack_carrier,
+    carrier_events,
+    forwarded_key_headers,
+    forwarded_timestamp,
+    positioned,
+)
 from .gcpolicy import acquire as acquire_gc_policy
 from .gcpolicy import release as release_gc_policy
 from .latency import Latency
@@ -37,18 +47,8 @@ from .logs import AGENT
 from .offsets import OffsetTracker, PartitionOffsets
 from .periodic import commit_loop, stats_loop
 from .records import DecodeError
+from .source import SourceStream
 from .state.table import WorkerTables
-from .stream import (
-    Carrier,
-    Event,
-    Members,
-    SourceStream,
-    ack_carrier,
-    carrier_events,
-    forwarded_key_headers,
-    forwarded_timestamp,
-    positioned,
-)
 from .tasks import cancel
 from .topic import Topic
 from .transport import (

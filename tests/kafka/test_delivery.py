@@ -23,8 +23,13 @@ from aiokafka.producer.transaction_manager import (  # type: ignore[import-untyp
 )
 from aiokafka.record.default_records import DefaultRecordBatch  # type: ignore[import-untyped]
 from aiokafka.structs import RecordMetadata, TopicPartition  # type: ignore[import-untyped]
-from streamc_runtime import kafka as kafka_module
-from streamc_runtime.kafka import KafkaDeliveryError, KafkaSettings, KafkaTransport
+from streamc_runtime import kafka_send as kafka_send_module
+from streamc_runtime.kafka import (
+    KafkaDeliveryError,
+    KafkaRecordTooLargeError,
+    KafkaSettings,
+    KafkaTransport,
+)
 from streamc_runtime.memory import partition_for_key
 
 pytestmark = pytest.mark.asyncio
@@ -76,7 +81,7 @@ async def test_send_returns_the_record_future_and_flush_raises_unawaited_failure
 
 async def test_failures_survive_bulk_settling_until_the_flush() -> None:
     t, producer = transport()
-    every = kafka_module._SETTLE_EVERY
+    every = kafka_send_module._SETTLE_EVERY
     for i in range(every * 4):
         await t.send("t", b"x")
         fut = producer.futures[i]
@@ -94,7 +99,7 @@ async def test_failures_survive_bulk_settling_until_the_flush() -> None:
 
 async def test_an_unresolved_send_keeps_later_ones_until_it_resolves() -> None:
     t, producer = transport()
-    every = kafka_module._SETTLE_EVERY
+    every = kafka_send_module._SETTLE_EVERY
     for i in range(every * 3):
         await t.send("t", b"x")
         if i != 1:  # the second record waits, as a slow batch would
@@ -384,7 +389,7 @@ async def test_send_many_sends_a_header_that_has_no_value() -> None:
     # Kafka allows a header with no value (aiokafka reads one as None): a consumed record
     # carrying one is forwarded with it, as Kafka allows, near the size limit or not.
     t, producer = batch_transport(batch_size=1 << 21)
-    near = b"n" * (kafka_module._MAX_REQUEST_SIZE - 200)
+    near = b"n" * (kafka_send_module._MAX_REQUEST_SIZE - 200)
     records = [
         (b"k", b"1", (("trace", None), ("streamc.position", b"in:0:3"))),
         (b"k", near, [("trace", None)]),
@@ -396,6 +401,16 @@ async def test_send_many_sends_a_header_that_has_no_value() -> None:
         (b"1", [("trace", None), ("streamc.position", b"in:0:3")]),
         (near, [("trace", None)]),
     ]
+
+
+def test_a_fused_loops_size_check_takes_a_header_that_has_no_value() -> None:
+    # `refuse_too_large` is the per-record check of a fused loop's sends: a forwarded record
+    # with a header of no value passes it, and one too large is still refused.
+    t, _ = batch_transport(batch_size=1 << 21)
+    t.refuse_too_large(b"k", b"1", (("trace", None), ("streamc.position", b"in:0:3")))
+    huge = b"n" * (kafka_send_module._MAX_REQUEST_SIZE + 1)
+    with pytest.raises(KafkaRecordTooLargeError):
+        t.refuse_too_large(b"k", huge, [("trace", None)])
 
 
 async def test_send_many_resolves_when_every_batch_it_touched_is_stored() -> None:

@@ -195,16 +195,16 @@ class _FourPartitions(_Producer):
 async def test_send_many_partitions_keys_as_kafka_does_hashing_each_distinct_key_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import streamc_runtime.kafka as kafka_module
+    import streamc_runtime.kafka_send as kafka_send_module
 
     hashed: list[bytes] = []
-    partition_for_key = kafka_module.partition_for_key
+    partition_for_key = kafka_send_module.partition_for_key
 
     def counting(key: bytes, count: int) -> int:
         hashed.append(key)
         return partition_for_key(key, count)
 
-    monkeypatch.setattr(kafka_module, "partition_for_key", counting)
+    monkeypatch.setattr(kafka_send_module, "partition_for_key", counting)
     t = KafkaTransport(KafkaSettings(bootstrap_servers=("localhost:9092",), group_id="g"))
     producer = _FourPartitions(batch_size=t.settings.max_batch_size)
     t._producer = producer
@@ -222,9 +222,9 @@ async def test_send_many_partitions_keys_as_kafka_does_hashing_each_distinct_key
 async def test_send_many_partitions_keys_as_kafka_does_past_its_cache_of_keys(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import streamc_runtime.kafka as kafka_module
+    import streamc_runtime.kafka_send as kafka_send_module
 
-    monkeypatch.setattr(kafka_module, "_KEY_PARTITIONS_MAX", 5)  # the cache starts again
+    monkeypatch.setattr(kafka_send_module, "_KEY_PARTITIONS_MAX", 5)  # the cache starts again
     t = KafkaTransport(KafkaSettings(bootstrap_servers=("localhost:9092",), group_id="g"))
     producer = _FourPartitions(batch_size=t.settings.max_batch_size)
     t._producer = producer

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
-import streamc_runtime.stream as stream_module
+import streamc_runtime.source as source_module
 from rtkit import Order, Running, wait_for
 from statekit import AccountTotals, TotalsState, row
 from streamc_runtime import App, Stream
@@ -92,7 +92,7 @@ async def test_a_sampled_run_is_timed_as_its_share_per_element(
 ) -> None:
     # The sampler's clock, advanced only by the folds: one second per element.
     clock = [1000.0]
-    monkeypatch.setattr(stream_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(source_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
 
     def fold(state: TotalsState, order: Order) -> TotalsState:
         clock[0] += 1.0

@@ -10,8 +10,8 @@ from typing import Any
 
 from rtkit import Order, Running
 from streamc_runtime import App, Stream, Worker
+from streamc_runtime.events import Chunk
 from streamc_runtime.memory import MemoryBroker, MemoryTransport
-from streamc_runtime.stream import Chunk
 from streamc_runtime.transport import HANDOUT_RUN, TP
 
 BAD = {7, 8, 63, 99}  # two adjacent, and mid-run in each partition (runs of HANDOUT_RUN)

@@ -13,8 +13,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from streamc_runtime import App, Worker
+from streamc_runtime.events import Event
 from streamc_runtime.memory import MemoryBroker, MemoryMessage, MemoryTransport
-from streamc_runtime.stream import Event
 from streamc_runtime.transport import TP
 
 PARTITIONS = 3

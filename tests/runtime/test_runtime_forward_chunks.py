@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 import pytest
-import streamc_runtime.stream as stream_module
+import streamc_runtime.forward as forward_module
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rtkit import GatedTransport, Running, gated
@@ -133,7 +133,7 @@ async def test_a_dead_letter_mid_chunk_holds_the_commit_and_the_rest_is_acked_as
 async def test_forwarded_chunks_cut_at_the_run_maximum_are_each_forwarded_once_in_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(stream_module, "_RUN_MAX", 7)  # chunks of up to 50 get cut
+    monkeypatch.setattr(forward_module, "_RUN_MAX", 7)  # chunks of up to 50 get cut
     got: list[int] = []
     r = Running(_app(got))
     sizes: list[int] = []
@@ -306,12 +306,12 @@ def test_a_forward_over_chunks_never_commits_past_an_element_not_done(
     scenario: _Scenario,
 ) -> None:
     *rest, run_max = scenario
-    run_max_was = stream_module._RUN_MAX
-    stream_module._RUN_MAX = run_max
+    run_max_was = forward_module._RUN_MAX
+    forward_module._RUN_MAX = run_max
     try:
         asyncio.run(asyncio.wait_for(_scenario(*rest), 30))
     finally:
-        stream_module._RUN_MAX = run_max_was
+        forward_module._RUN_MAX = run_max_was
 
 
 async def test_a_record_too_large_in_a_forwarded_chunk_is_dead_lettered_alone() -> None:
@@ -351,7 +351,7 @@ async def test_a_revocation_commits_the_forwarded_part_of_a_cut_chunk_not_its_ab
     # hook when partition 1 is revoked: the rest 3..9 is abandoned. Once 0..2 are forwarded
     # the revocation's commit covers them, as it would have event by event; the new owner
     # must not forward them again.
-    monkeypatch.setattr(stream_module, "_RUN_MAX", 3)
+    monkeypatch.setattr(forward_module, "_RUN_MAX", 3)
     app = App("cut")
     nums = app.topic("nums", key_type=str, value_type=int, partitions=2)
     rekeyed = app.topic("cut-rekeyed", key_type=str, value_type=int, partitions=1, internal=True)
@@ -390,7 +390,7 @@ async def test_a_stop_commits_the_forwarded_part_of_a_cut_chunk_not_its_dropped_
 ) -> None:
     # As on revocation: the stop drops the rest 3..9 of the cut chunk, the forward finishes
     # 0..2, and the stop's commit covers them (the next owner starts at 3).
-    monkeypatch.setattr(stream_module, "_RUN_MAX", 3)
+    monkeypatch.setattr(forward_module, "_RUN_MAX", 3)
     app = App("cutstop")
     nums = app.topic("nums", key_type=str, value_type=int)
     rekeyed = app.topic("cutstop-rekeyed", key_type=str, value_type=int, internal=True)

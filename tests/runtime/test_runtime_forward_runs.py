@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 import pytest
-import streamc_runtime.stream as stream_module
+import streamc_runtime.forward as forward_module
 from rtkit import Running, gated
 from streamc_runtime import App, Stream, Worker
 from streamc_runtime.memory import MemoryBroker, MemoryMessage, MemoryTransport, partition_for_key
@@ -189,7 +189,7 @@ async def test_a_value_the_target_topic_cannot_encode_dead_letters_only_its_elem
 async def test_runs_larger_than_the_maximum_forward_everything_once_in_order(
     monkeypatch: pytest.MonkeyPatch, run_max: int
 ) -> None:
-    monkeypatch.setattr(stream_module, "_RUN_MAX", run_max)
+    monkeypatch.setattr(forward_module, "_RUN_MAX", run_max)
     total = 50 if run_max == 7 else 2500
     app = App("g")
     nums = app.topic("nums", key_type=str, value_type=int, partitions=2)
@@ -340,7 +340,7 @@ async def test_a_repeating_str_key_is_encoded_once_and_lands_where_kafkas_partit
 async def test_str_keys_past_the_remembered_ones_are_still_each_encoded_by_the_topics_codec(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(stream_module, "_KEY_CACHE_MAX", 2)  # forgets them as it goes
+    monkeypatch.setattr(forward_module, "_KEY_CACHE_MAX", 2)  # forgets them as it goes
     app = App("g")
     nums = app.topic("nums", key_type=str, value_type=int)
     rekeyed = app.topic("g-rekeyed", key_type=str, value_type=int, partitions=3, internal=True)

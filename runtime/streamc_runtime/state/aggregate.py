@@ -23,19 +23,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from ..stream import (
-    _UNDECODED,
-    EMPTY,
-    Carrier,
-    Chunk,
-    Element,
-    Event,
-    Pulled,
-    Stream,
-    _Member,
-    _next_source_value,
-    ack_carrier,
-)
+from ..events import _UNDECODED, EMPTY, Carrier, Chunk, Element, Event, Pulled, _Member, ack_carrier
+from ..source import _next_source_value
+from ..stream import Stream
 from ..transport import Delivery, Headers
 from .changelog import POSITION_HEADER, map_record, source_partition, unreadable_position
 

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
-from ..stream import _UNDECODED, Element, Event, SourceStream
+from ..events import _UNDECODED, Element, Event
+from ..source import SourceStream
 from ..transport import Delivery, Headers
 from .aggregate import _without_closed
 from .changelog import POSITION_HEADER, map_record, source_partition, unreadable_position

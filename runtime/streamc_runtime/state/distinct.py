@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
-from ..stream import EMPTY, Element, Event, Pulled, Stream
+from ..events import EMPTY, Element, Event, Pulled
+from ..stream import Stream
 from ..transport import Delivery, Headers
 from .aggregate import _NO_HELD, _without_closed, held_store
 from .changelog import POSITION_HEADER, map_record

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, cast
 from ..records import to_ms
 
 if TYPE_CHECKING:
-    from ..stream import Event, Stream
+    from ..events import Event
+    from ..stream import Stream
 
 __all__ = ["STREAM_TIME", "LateError", "event_time_of"]
 

@@ -25,8 +25,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+from ..events import EMPTY, Element, Event, Pulled, ack_carrier
 from ..records import DecodeError
-from ..stream import EMPTY, Element, Event, Pulled, SourceStream, Stream, ack_carrier
+from ..source import SourceStream
+from ..stream import Stream
 from ..tasks import cancel
 from .aggregate import _ready
 from .memory import MemoryStore

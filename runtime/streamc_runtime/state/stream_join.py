@@ -44,8 +44,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
+from ..events import EMPTY, Element, Event, Pulled
 from ..records import Time, value_codec
-from ..stream import EMPTY, Element, Event, Pulled, SourceStream, Stream
+from ..source import SourceStream
+from ..stream import Stream
 from ..transport import TP
 from .aggregate import _NO_HELD, held_store
 from .closing import _Closing, _position, _Run, send_run

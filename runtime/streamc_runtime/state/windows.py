@@ -30,17 +30,9 @@ from collections.abc import Callable, Sequence
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any, cast
 
+from ..events import _UNDECODED, EMPTY, Carrier, Element, Event, Pulled, ack_carrier
 from ..records import Time, key_codec
-from ..stream import (
-    _UNDECODED,
-    EMPTY,
-    Carrier,
-    Element,
-    Event,
-    Pulled,
-    Stream,
-    ack_carrier,
-)
+from ..stream import Stream
 from .aggregate import (
     _KEYS_MAX,
     _NO_HELD,
