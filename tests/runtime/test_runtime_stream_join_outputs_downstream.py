@@ -128,3 +128,48 @@ async def test_unmatched_rows_an_element_closes_are_numbered_apart_from_its_pair
             (Paid(id=None, amount=None, paid=0.0), b"orders:0#c0:0"),
             (Paid(id=None, amount=None, paid=1.0), b"orders:0#c1:0"),
         ]
+
+
+def self_pairs_app() -> App:
+    """`from orders | join stream orders | group_by "all" | aggregate pairs { n = count() }
+    | to pairs`: both sides of the join read one topic, so an order's record on either side
+    has the same offset."""
+    app = App("shop")
+    orders = app.topic("orders", key_type=str, value_type=Order)
+    repartition = app.topic(
+        "shop-pairs-repartition", key_type=str, value_type=Paid, internal=True, positions=True
+    )
+    pairs = app.topic("pairs", key_type=str, value_type=Unpaid)
+    table: Table[str, Count] = app.table(
+        "pairs", key_type=str, value_type=Unpaid, state_type=Count, partitions=1
+    )
+
+    def fold(state: Count, _: Paid) -> Count:
+        state.orders += 1
+        return state
+
+    @app.agent(orders, name="pairs")
+    async def self_pairs(stream: Stream[Order]) -> None:
+        joined = stream.join_stream(orders, within=WITHIN, value_type=Order)
+        rows = (
+            joined.process(lambda p: Paid(id=p[0].id, amount=p[0].amount, paid=p[1].amount))
+            .group_by(lambda _: "all", topic=repartition, returns=str)
+            .aggregate(table, fold=fold, row=lambda _, state: Unpaid(orders=state.orders))
+        )
+        async for _ in rows.to(pairs):
+            pass
+
+    return app
+
+
+async def test_every_pair_of_a_self_join_is_counted_by_a_later_aggregate() -> None:
+    # The second order as the stream's element pairs with the first order's record of the
+    # other side, and as the other side's record with the first order: two rows of one
+    # offset, one of each side, which must not share a position.
+    async with Running(self_pairs_app()) as r:
+        produce(r.broker, "orders", Order(id="o1", amount=1.0), "o1", 1000)
+        produce(r.broker, "orders", Order(id="o1", amount=2.0), "o1", 2000)
+        await settled(r)
+        assert [u.orders for u in r.values("pairs", Unpaid)] == [1, 2, 3, 4]
+        positions = [dict(m.headers).get(POSITION) for m in r.messages("shop-pairs-repartition")]
+        assert len(set(positions)) == 4, positions

@@ -101,6 +101,7 @@ class _Run:
         q: int = -1,
         key: Any = _UNDECODED,
         closing: bool = False,
+        origin: str = "",
     ) -> None:
         """An output row, carried by its own event: it holds the source message of the
         element that produced it (`event`) until downstream is done with it. An element's
@@ -113,7 +114,13 @@ class _Run:
         `#ck`: a replay closes again a first part of what the element closed (the tombstones
         written are the last closed), whatever it emits again of its other outputs (its pairs
         go again only while the element's own entry and its partners are stored), so one
-        counter for both would give a row closed again another number than it had."""
+        counter for both would give a row closed again another number than it had.
+
+        `origin`: appended to the element's source in every output's position (its first
+        output's too), for elements whose source another input of the step shares: a stream
+        join's other topic (`#joined`), which may be the stream's own topic, where an output
+        of each side for one offset would share a position and a stateful step further on
+        would take the second for a replay."""
         if event is None:
             self.out.append((value, _detached(value, raw_key, ts, q, key)))
             return
@@ -127,12 +134,12 @@ class _Run:
             event._offsets.hold(m.offset)
             rows.elements.append(m.offset)
         if closing:
-            headers = _fanned(m, f"c{self.shut}")
+            headers = _fanned(m, f"c{self.shut}", origin)
             self.shut += 1
         else:
             fan = self.fan
-            if fan:
-                headers = _fanned(m, fan)
+            if fan or origin:
+                headers = _fanned(m, fan, origin)
             self.fan = fan + 1
         rows.refs += 1
         message = _Message(m.topic, m.partition, m.offset, ts, raw_key, None, headers)
@@ -341,15 +348,16 @@ class _NoOffsets:
         pass
 
 
-def _fanned(m: Any, k: int | str) -> Headers:
+def _fanned(m: Any, k: int | str, origin: str = "") -> Headers:
     """The headers of the k-th (k >= 1) output of the element of message `m` (or its k-th
     closing one, k `c0`, `c1`, ...: `_Run.emit`): a position of its own, under the source
     `<source>#k`. A stateful step further on skips a position at or below the highest it
     applied of that source, so outputs sharing their element's position would all count as
     replays of the first. The k-th outputs of a source partition's elements arrive in order,
-    like the elements, so the skip rule holds."""
+    like the elements, so the skip rule holds. `origin` (`_Run.emit`) follows the source,
+    and with it k 0 (the first output) adds no `#0`."""
     _, src, offset = _position(m)
-    mark = f"{src}#{k}:{offset}".encode()
+    mark = (f"{src}{origin}#{k}:{offset}" if k != 0 else f"{src}{origin}:{offset}").encode()
     return (*(h for h in m.headers if h[0] != POSITION_HEADER), (POSITION_HEADER, mark))
 
 

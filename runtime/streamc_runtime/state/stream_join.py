@@ -208,6 +208,9 @@ class StreamStreamJoin(Stream[Any]):
             value_type = inputs[0].value_type
         this_codec = value_codec(value_type)
         self._codecs = {_THIS: this_codec, _OTHER: other.value_codec}
+        # Appended to the source of the outputs' positions (`_Run.emit`): the two sides may
+        # share a source (a self-join), and each side's outputs are numbered on their own.
+        self._origins = {_THIS: "", _OTHER: _OTHER_SOURCE}
         # Which side's unmatched entries are emitted at close.
         self._unmatched = {_THIS: how != "inner", _OTHER: how == "outer"}
         self._this_time = event_time_of(_timestamp_field(up))
@@ -403,7 +406,7 @@ class StreamStreamJoin(Stream[Any]):
                 own = buffers.by_mark.get(mark)
                 if own is not None:
                     self._pair_again(run, event, side, value, raw_key, t, buffers, own, partners)
-                self._advance(run, store, buffers, q, t, now, event)
+                self._advance(run, store, buffers, q, t, now, event, side)
                 run.done(event)
                 continue
             if t + grace < now:
@@ -433,7 +436,7 @@ class StreamStreamJoin(Stream[Any]):
             buffers.add(own_raw, side, raw_key, entry, reach)
             run.record(q, store, own_raw, encoded, mark)
             positions[src] = offset
-            self._advance(run, store, buffers, q, t, now, event)
+            self._advance(run, store, buffers, q, t, now, event, side)
             run.hold(event)
         await self._send(run)
 
@@ -523,7 +526,7 @@ class StreamStreamJoin(Stream[Any]):
             pair = (value, self._codecs[_OTHER].decode(partner.value))
         else:
             pair = (self._codecs[_THIS].decode(partner.value), value)
-        run.emit(event, pair, raw_key, ts)
+        run.emit(event, pair, raw_key, ts, origin=self._origins[side])
 
     def _advance(
         self,
@@ -534,6 +537,7 @@ class StreamStreamJoin(Stream[Any]):
         t: int,
         now: int,
         event: Event[Any, Any] | None,
+        side: bytes,
     ) -> None:
         if t > now:
             store.positions[STREAM_TIME] = t
@@ -541,7 +545,7 @@ class StreamStreamJoin(Stream[Any]):
         if heap and heap[0][0] < t:
             # Not only when t moves stream time: a replay closes again what its element
             # closed, and entries whose close is not in the changelog are stored after a crash.
-            self._close(run, store, buffers, q, t, event)
+            self._close(run, store, buffers, q, t, event, self._origins[side])
 
     def _close(
         self,
@@ -551,6 +555,7 @@ class StreamStreamJoin(Stream[Any]):
         q: int,
         clock: int,
         event: Event[Any, Any] | None,
+        origin: str = "",
     ) -> None:
         """Close every entry whose time + within + grace < `clock`, in close order: an
         unmatched entry of a side that asks for it goes downstream; the tombstone waits
@@ -568,7 +573,7 @@ class StreamStreamJoin(Stream[Any]):
             if not b.matched and self._unmatched[side]:
                 value = self._codecs[side].decode(b.value)
                 pair = (value, None) if side is _THIS else (None, value)
-                run.emit(event, pair, key, b.ts, q, closing=True)
+                run.emit(event, pair, key, b.ts, q, closing=True, origin=origin)
 
     def _close_all(self, run: _Run) -> None:
         """At the end of `streamc run`'s input: stream time moves past every entry."""
