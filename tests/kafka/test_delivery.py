@@ -403,7 +403,7 @@ async def test_send_many_sends_a_header_that_has_no_value() -> None:
     ]
 
 
-def test_a_fused_loops_size_check_takes_a_header_that_has_no_value() -> None:
+async def test_a_fused_loops_size_check_takes_a_header_that_has_no_value() -> None:
     # `refuse_too_large` is the per-record check of a fused loop's sends: a forwarded record
     # with a header of no value passes it, and one too large is still refused.
     t, _ = batch_transport(batch_size=1 << 21)
