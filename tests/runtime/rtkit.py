@@ -4,14 +4,17 @@ them, and run on the in-memory broker."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
 import msgspec
+import pytest
 from streamc_runtime import App, Record
 from streamc_runtime.local import until_idle
 from streamc_runtime.memory import MemoryBroker, MemoryTransport
+from streamc_runtime.offsets import PartitionOffsets
 from streamc_runtime.transport import TP, Delivery, Message
 from streamc_runtime.worker import Worker
 
@@ -155,3 +158,31 @@ def gated(app: App, gated: Sequence[str] = (), **kwargs: Any) -> Running:
     kwargs.setdefault("commit_interval", 60.0)
     r.worker = Worker(app, r.transport, **kwargs)
     return r
+
+
+def release_topic(r: Running, topic: str) -> None:
+    """Resolve the gated deliveries of `topic` only."""
+    transport = r.transport
+    assert isinstance(transport, GatedTransport)
+    keep = []
+    for fut, delivery in transport.pending:
+        if delivery is not None and delivery.topic == topic:
+            fut.set_result(delivery)
+        else:
+            keep.append((fut, delivery))
+    transport.pending = keep
+
+
+def spy_acks(monkeypatch: pytest.MonkeyPatch) -> Counter[tuple[str, str]]:
+    """(topic, method) -> calls of `hold`, `release` and `release_members`, over every
+    partition's offsets."""
+    calls: Counter[tuple[str, str]] = Counter()
+    for name in ("hold", "release", "release_members"):
+        method = getattr(PartitionOffsets, name)
+
+        def spy(self: PartitionOffsets, *args: int, _name: str = name, _m: object = method) -> None:
+            calls[self.tp.topic, _name] += 1
+            _m(self, *args)  # type: ignore[operator]
+
+        monkeypatch.setattr(PartitionOffsets, name, spy)
+    return calls

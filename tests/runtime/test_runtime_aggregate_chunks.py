@@ -7,43 +7,14 @@ element whose changelog record or dead letter is not delivered."""
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 
 import pytest
-from rtkit import GatedTransport, Order, Running, gated
+from rtkit import Order, Running, gated, release_topic, spy_acks
 from statekit import AccountTotals, TotalsState, row
 from streamc_runtime import App, Stream
-from streamc_runtime.offsets import PartitionOffsets
 from streamc_runtime.transport import TP
 
 REPARTITION = "shop-totals-orders-account_id-repartition"
-
-
-def _release(r: Running, topic: str) -> None:
-    """Resolve the gated deliveries of `topic` only."""
-    transport = r.transport
-    assert isinstance(transport, GatedTransport)
-    keep = []
-    for fut, delivery in transport.pending:
-        if delivery is not None and delivery.topic == topic:
-            fut.set_result(delivery)
-        else:
-            keep.append((fut, delivery))
-    transport.pending = keep
-
-
-def _spy_acks(monkeypatch: pytest.MonkeyPatch) -> Counter[tuple[str, str]]:
-    """(topic, method) -> calls of `hold`, `release` and `release_members`."""
-    calls: Counter[tuple[str, str]] = Counter()
-    for name in ("hold", "release", "release_members"):
-        method = getattr(PartitionOffsets, name)
-
-        def spy(self: PartitionOffsets, *args: int, _name: str = name, _m: object = method) -> None:
-            calls[self.tp.topic, _name] += 1
-            _m(self, *args)  # type: ignore[operator]
-
-        monkeypatch.setattr(PartitionOffsets, name, spy)
-    return calls
 
 
 async def _settle() -> None:
@@ -86,7 +57,7 @@ async def test_an_aggregate_over_chunks_holds_each_chunk_until_its_changelog_is_
     amounts = [1.0, 2.0, 3.0, -1.0, 4.0, 5.0]  # the fold fails on the 4th (offset 3)
     for amount in amounts:
         r.produce("orders", Order(account_id="a", amount=amount), key="a")
-    acks = _spy_acks(monkeypatch)
+    acks = spy_acks(monkeypatch)
     async with r:
         await r.idle()
         state = r.worker.offsets.get(TP(REPARTITION, 0))
@@ -102,14 +73,14 @@ async def test_an_aggregate_over_chunks_holds_each_chunk_until_its_changelog_is_
         assert await r.worker.commit()
         assert r.committed(REPARTITION) == {0: 0}
 
-        _release(r, "shop-totals-changelog")
+        release_topic(r, "shop-totals-changelog")
         await _settle()
         assert acks[REPARTITION, "release"] == 1  # the chunk's hold, on delivery
         assert state.committable() == 3  # the dead letter holds its element alone
         assert await r.worker.commit()
         assert r.committed(REPARTITION) == {0: 3}
 
-        _release(r, "shop-dlq")
+        release_topic(r, "shop-dlq")
         await _settle()
         assert state.committable() == 6
         assert await r.worker.commit()

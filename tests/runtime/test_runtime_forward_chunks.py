@@ -7,7 +7,6 @@ dead letter is delivered; commits never pass an element still in flight."""
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from typing import Any
 
 import msgspec
@@ -15,42 +14,10 @@ import pytest
 import streamc_runtime.forward as forward_module
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rtkit import GatedTransport, Running, gated
+from rtkit import Running, gated, release_topic, spy_acks
 from streamc_runtime import App, Stream, Worker
 from streamc_runtime.memory import MemoryTransport
-from streamc_runtime.offsets import PartitionOffsets
 from streamc_runtime.transport import TP
-
-
-def _release(r: Running, topic: str) -> None:
-    """Resolve the gated deliveries of `topic` only."""
-    transport = r.transport
-    assert isinstance(transport, GatedTransport)
-    keep = []
-    for fut, delivery in transport.pending:
-        if delivery is not None and delivery.topic == topic:
-            fut.set_result(delivery)
-        else:
-            keep.append((fut, delivery))
-    transport.pending = keep
-
-
-def _spy_acks(monkeypatch: pytest.MonkeyPatch) -> Counter[tuple[str, str]]:
-    """(topic, "release" | "release_members") -> calls, over every partition's offsets."""
-    calls: Counter[tuple[str, str]] = Counter()
-    release, release_members = PartitionOffsets.release, PartitionOffsets.release_members
-
-    def spy_release(self: PartitionOffsets, offset: int) -> None:
-        calls[self.tp.topic, "release"] += 1
-        release(self, offset)
-
-    def spy_release_members(self: PartitionOffsets, key: int, count: int) -> None:
-        calls[self.tp.topic, "release_members"] += 1
-        release_members(self, key, count)
-
-    monkeypatch.setattr(PartitionOffsets, "release", spy_release)
-    monkeypatch.setattr(PartitionOffsets, "release_members", spy_release_members)
-    return calls
 
 
 async def _settle() -> None:
@@ -86,7 +53,7 @@ async def test_a_dead_letter_mid_chunk_holds_the_commit_and_the_rest_is_acked_as
 ) -> None:
     got: list[int] = []
     r = gated(_app(got), ["g-rekeyed", "g-dlq"])
-    acks = _spy_acks(monkeypatch)
+    acks = spy_acks(monkeypatch)
     for i in range(10):  # one chunk of partition 0: 0..9
         r.produce("nums", i, key=f"k{i}", partition=0)
     async with r:
@@ -104,7 +71,7 @@ async def test_a_dead_letter_mid_chunk_holds_the_commit_and_the_rest_is_acked_as
         assert acks["nums", "release_members"] == 2
         assert acks["nums", "release"] == 0
 
-        _release(r, "g-rekeyed")
+        release_topic(r, "g-rekeyed")
         await _settle()
         # The forwarded 7 acked with one release; the dead letter still holds 4 alone.
         assert acks["nums", "release_members"] == 3
@@ -114,7 +81,7 @@ async def test_a_dead_letter_mid_chunk_holds_the_commit_and_the_rest_is_acked_as
         assert await r.worker.commit()
         assert r.committed("nums") == {0: 4}
 
-        _release(r, "g-dlq")
+        release_topic(r, "g-dlq")
         await _settle()
         assert state.committable() == 10
         assert acks["nums", "release"] == 1  # the dead letter's hold, on its delivery
