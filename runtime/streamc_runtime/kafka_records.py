@@ -157,37 +157,24 @@ class LeanPartitionRecords(_PartitionRecords):  # type: ignore[misc]
                 self.next_fetch_offset = batch.next_offset
                 continue
             start = self.next_fetch_offset
-            if type(batch) is DefaultRecordBatch and batch.base_offset >= start:
-                unpacked = [
-                    KafkaRecord(
-                        topic,
-                        partition,
-                        r.offset,
-                        r.timestamp,
-                        r.timestamp_type,
-                        r.key,
-                        r.value,
-                        tuple(r.headers),
-                    )
-                    for r in batch
-                ]
-            else:
+            source: Any = batch
+            if type(batch) is not DefaultRecordBatch or batch.base_offset < start:
                 # Records before the fetch offset: the start of a batch the position is in
                 # the middle of, or the wrapper of an old compressed message set.
-                unpacked = [
-                    KafkaRecord(
-                        topic,
-                        partition,
-                        r.offset,
-                        r.timestamp,
-                        r.timestamp_type,
-                        r.key,
-                        r.value,
-                        tuple(r.headers),
-                    )
-                    for r in batch
-                    if r.offset >= start
-                ]
+                source = [r for r in batch if r.offset >= start]
+            unpacked = [
+                KafkaRecord(
+                    topic,
+                    partition,
+                    r.offset,
+                    r.timestamp,
+                    r.timestamp_type,
+                    r.key,
+                    r.value,
+                    tuple(r.headers),
+                )
+                for r in source
+            ]
             end = batch.next_offset
             if want < 0 or len(out) + len(unpacked) <= want:
                 out += unpacked
