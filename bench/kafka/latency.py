@@ -14,15 +14,23 @@ implementation, one process of that implementation on fresh topics and a fresh g
 
 Latency: once the process has forwarded a first warm-up order (so start-up and the group join
 are excluded), a separate load process produces orders at the given rate for the given time,
-round-robin over 4 partitions, each carrying its produce time (`sent`, seconds since the epoch,
-taken when the record is appended to the producer's batch) in its JSON value. The harness reads
-the output topic from its own consumer and takes, for each order, its first arrival time minus
-`sent`: p50, p99 and max over every order of the steady phase. An implementation that cannot
-keep up shows it here as growing latency (and as orders not delivered within the wait).
+round-robin over 4 partitions, in ticks of `--tick-ms` (default 5 ms, the linger of librdkafka's
+and Kafka 4's default producer). Each order carries its produce time (`sent`, seconds since the
+epoch, taken when the record is appended to the producer's batch) in its JSON value. A tick
+sends one batch per partition, so the tick sets how many batches per second the broker stores
+and every consumer reads; Tansu's memory store pays for each stored batch on every later fetch
+(docs/performance.md, "Where the 20 s tail came from"), and `--tick-ms 1` is that stress case.
+The harness reads the output topic from its own consumer and takes, for each order, its first
+arrival time minus `sent`: p50, p99 and max over every order of the steady phase. An
+implementation that cannot keep up shows it here as growing latency (and as orders not
+delivered within the wait).
+
 Beside them: the process's CPU time per order over the steady phase (user + system, what a
-shared machine changes least), and for rekey on streamc and the raw loop, p50/p99 of each hop
-(produced to the repartition topic, and from there to the output; read by a second consumer),
-which tells time lost on the way in from time lost on the read-back.
+shared machine changes least); the broker's CPU use over the steady phase (near 100% of a core,
+the broker is the bottleneck and every implementation's latency is its queue); p99 over each 4 s
+of the phase (a rising row: falling behind); and for rekey on streamc and the raw loop, p50/p99
+of each hop (produced to the repartition topic, and from there to the output; read by a second
+consumer), which tells time lost on the way in from time lost on the read-back.
 
 Skew: 4 x B orders are produced before the process starts, and the copy pipeline runs into a
 one-partition output topic, whose order is then the order the implementation handled them in.
@@ -79,10 +87,12 @@ def order_value(oid: str, i: int, sent: float) -> bytes:
     ).encode()
 
 
-async def generate(bootstrap: str, topic: str, rate: float, seconds: float, prefix: str) -> int:
-    """Produce `rate` orders per second for `seconds`, in 1 ms ticks, each stamped with the
-    time it is appended; batches per partition (a `send` per record would make this process,
-    not the one under test, the bottleneck at 50,000/s)."""
+async def generate(
+    bootstrap: str, topic: str, rate: float, seconds: float, tick: float, prefix: str
+) -> int:
+    """Produce `rate` orders per second for `seconds`, in ticks of `tick` seconds, each stamped
+    with the time it is appended; batches per partition (a `send` per record would make this
+    process, not the one under test, the bottleneck at 50,000/s)."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", linger_ms=0, max_batch_size=1_048_576
     )
@@ -109,7 +119,7 @@ async def generate(bootstrap: str, topic: str, rate: float, seconds: float, pref
                 for p, builder in builders.items():
                     pending.append(await producer.send_batch(builder, topic, partition=p))
                 done = due
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(tick)
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
@@ -291,6 +301,17 @@ def launch(impl: str, pipeline: str, group: str, topic: str, out: str, rundir: P
 
 
 BOOTSTRAP: list[str] = []  # set once the broker is up
+BROKER_PID: list[int] = []
+
+
+def broker_pid(bootstrap: str) -> int:
+    """The Tansu process listening on `bootstrap` (for its CPU time)."""
+    found = subprocess.run(
+        ["pgrep", "-f", "--", f"--listener-url tcp://{bootstrap} "], capture_output=True, text=True
+    ).stdout.split()
+    if len(found) != 1:
+        raise SystemExit(f"latency.py: expected one broker process on {bootstrap}, found {found}")
+    return int(found[0])
 
 
 async def start_process(how: Launch, log: Path, rundir: Path) -> asyncio.subprocess.Process:
@@ -332,6 +353,8 @@ class LatencyResult:
     p99_ms: float | None = None
     max_ms: float | None = None
     cpu_us: float | None = None  # the process's CPU time per order of the steady phase
+    broker_cpu: float | None = None  # the broker's CPU seconds per second of the steady phase
+    p99_by_window: list[float] = field(default_factory=list)  # p99 (ms) of each 4 s by `sent`
     log: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -348,7 +371,7 @@ class SkewResult:
 
 
 async def latency_run(
-    pipeline: str, rate: int, impl: str, seconds: float, run_id: str, rundir: Path
+    pipeline: str, rate: int, impl: str, seconds: float, tick_ms: float, run_id: str, rundir: Path
 ) -> LatencyResult:
     result = LatencyResult(pipeline, rate, impl)
     hop: Measurer | None = None
@@ -384,11 +407,16 @@ async def latency_run(
             hop = Measurer(BOOTSTRAP[0], repartition_topic(impl, tag), PARTITIONS)
             await hop.start()
         cpu_before = throughput._cpu_seconds(proc.pid)
+        broker_before = throughput._cpu_seconds(BROKER_PID[0])
+        phase_began = time.monotonic()
         gen = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "_generate", BOOTSTRAP[0], topic, str(rate), str(seconds),
-            stdout=asyncio.subprocess.PIPE,
+            str(tick_ms / 1000), stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         stdout, _ = await gen.communicate()
+        broker_after = throughput._cpu_seconds(BROKER_PID[0])
+        if broker_before is not None and broker_after is not None:
+            result.broker_cpu = (broker_after - broker_before) / (time.monotonic() - phase_began)
         result.produced = int(json.loads(stdout)["produced"])
         # Wait for the steady phase to come out (an implementation that fell behind gets
         # as long again as the phase took, plus 10 s).
@@ -402,6 +430,7 @@ async def latency_run(
         )
         result.delivered = len(lat)
         result.duplicates = measurer.duplicates
+        result.p99_by_window = p99_by_window(measurer)
         if lat:
             result.p50_ms = percentile(lat, 0.50)
             result.p99_ms = percentile(lat, 0.99)
@@ -418,6 +447,20 @@ async def latency_run(
         await measurer.stop()
         if hop is not None:
             await hop.stop()
+
+
+def p99_by_window(out: Measurer, width: float = 4.0) -> list[float]:
+    """p99 latency (ms) of the steady phase's orders in each `width` seconds by `sent`."""
+    sent = [
+        (out.sent[k], (out.arrived[k] - out.sent[k]) * 1000) for k in out.arrived if k[0] == "m"
+    ]
+    if not sent:
+        return []
+    first = min(s for s, _ in sent)
+    windows: dict[int, list[float]] = {}
+    for s, ms in sent:
+        windows.setdefault(int((s - first) // width), []).append(ms)
+    return [percentile(sorted(windows[w]), 0.99) for w in sorted(windows)]
 
 
 def repartition_topic(impl: str, group: str) -> str:
@@ -478,16 +521,27 @@ def _us(v: float | None) -> str:
     return f"{v:7.1f}" if v is not None else f"{'-':>7}"
 
 
+def _pct(v: float | None) -> str:
+    return f"{v:6.0%}" if v is not None else f"{'-':>6}"
+
+
+def windows_line(r: LatencyResult) -> str:
+    return f"  p99 ms by 4 s of {r.impl} {r.pipeline} {r.rate:,}/s: " + " ".join(
+        f"{v:.0f}" for v in r.p99_by_window
+    )
+
+
 def report(lat: list[LatencyResult], skews: list[SkewResult]) -> str:
     lines = [
         f"{'pipeline':8} {'rate/s':>7} {'implementation':14} {'p50 ms':>9} {'p99 ms':>9} "
-        f"{'max ms':>9} {'CPU us':>7} {'delivered':>12}",
+        f"{'max ms':>9} {'CPU us':>7} {'broker':>6} {'delivered':>12}",
     ]
     lines.append("-" * len(lines[0]))
     for r in lat:
         lines.append(
             f"{r.pipeline:8} {r.rate:7,} {r.impl:14} {_ms(r.p50_ms)} {_ms(r.p99_ms)} "
-            f"{_ms(r.max_ms)} {_us(r.cpu_us)} {r.delivered:>6,}/{r.produced:<6,}"
+            f"{_ms(r.max_ms)} {_us(r.cpu_us)} {_pct(r.broker_cpu)} "
+            f"{r.delivered:>6,}/{r.produced:<6,}"
             + (f"  {r.problem.splitlines()[0]}" if r.problem else "")
             + (
                 f"  hops p50/p99: in {r.extra['hop_in_p50_ms']:.1f}/{r.extra['hop_in_p99_ms']:.1f}"
@@ -496,6 +550,8 @@ def report(lat: list[LatencyResult], skews: list[SkewResult]) -> str:
                 else ""
             )
         )
+    if any(r.p99_by_window for r in lat):
+        lines += ["", *(windows_line(r) for r in lat if r.p99_by_window)]
     if skews:
         lines += [
             "",
@@ -510,18 +566,24 @@ def report(lat: list[LatencyResult], skews: list[SkewResult]) -> str:
 
 
 async def main_async(args: argparse.Namespace, run_id: str, rundir: Path) -> dict[str, Any]:
-    print(f"run {run_id}: {args.seconds:g} s per rate, logs in {rundir}", flush=True)
+    print(
+        f"run {run_id}: {args.seconds:g} s per rate in {args.tick_ms:g} ms ticks, logs in {rundir}",
+        flush=True,
+    )
     throughput.precompile(HERE / "peers", Path(streamc_runtime.__file__).parent)
     lat: list[LatencyResult] = []
     skews: list[SkewResult] = []
     async with throughput.tansu(rundir / "tansu.log") as bootstrap:
         BOOTSTRAP[:] = [bootstrap]
+        BROKER_PID[:] = [broker_pid(bootstrap)]
         for pipeline in args.pipeline:
             for rate in args.rate:
                 for impl in args.impl:
-                    r = await latency_run(pipeline, rate, impl, args.seconds, run_id, rundir)
+                    r = await latency_run(
+                        pipeline, rate, impl, args.seconds, args.tick_ms, run_id, rundir
+                    )
                     lat.append(r)
-                    print(report([r], []).splitlines()[-1], flush=True)
+                    print(report([r], []).splitlines()[2], flush=True)
         if args.backlog:
             for impl in args.impl:
                 s = await skew_run(impl, args.backlog, run_id, rundir)
@@ -537,6 +599,7 @@ async def main_async(args: argparse.Namespace, run_id: str, rundir: Path) -> dic
         "run_id": run_id,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "seconds": args.seconds,
+        "tick_ms": args.tick_ms,
         "loadavg": load,
         "latency": [asdict(r) for r in lat],
         "skew": [asdict(s) for s in skews],
@@ -547,14 +610,17 @@ async def main_async(args: argparse.Namespace, run_id: str, rundir: Path) -> dic
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_generate"]:  # the load process (see latency_run)
-        bootstrap, topic, rate, seconds = argv[1:5]
-        n = asyncio.run(generate(bootstrap, topic, float(rate), float(seconds), "m"))
+        bootstrap, topic, rate, seconds, tick = argv[1:6]
+        n = asyncio.run(generate(bootstrap, topic, float(rate), float(seconds), float(tick), "m"))
         print(json.dumps({"produced": n}), flush=True)
         return 0
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 s per rate, a 4 x 2,500 backlog")
     parser.add_argument("--seconds", type=float, help="steady phase per rate (default 20)")
     parser.add_argument("--rate", type=int, nargs="+", default=[10_000, 50_000])
+    parser.add_argument(
+        "--tick-ms", type=float, default=5.0, help="the load's batch interval (default 5 ms)"
+    )
     parser.add_argument("--impl", nargs="+", choices=IMPLS, default=list(IMPLS))
     parser.add_argument("--pipeline", nargs="+", choices=PIPELINES, default=list(PIPELINES))
     parser.add_argument(
