@@ -315,16 +315,23 @@ class Worker:
                 self.dead_letters,
             )
 
+    @property
+    def _stuck_after(self) -> float:
+        # `shutdown_timeout` 0 (`streamc run` stopped by a limit) gives agents no time to
+        # finish their element; a step that ends at once still gets the loop turns it needs.
+        return max(self.shutdown_timeout, _STUCK_AFTER_MIN)
+
     async def _end(self, task: asyncio.Task[Any]) -> bool:
         """Cancel one of our tasks and wait up to `shutdown_timeout` for it to end (a stop, a
         revocation); if it does not (a library swallowed the cancel, or its clean-up is
         stuck), say where it waits and leave it."""
-        if await cancel(task, self.shutdown_timeout):
+        within = self._stuck_after
+        if await cancel(task, within):
             return True
         logger.warning(
             "%s did not end within %.1fs of being cancelled (waiting in %s); left behind",
             task.get_name(),
-            self.shutdown_timeout,
+            within,
             awaiting(task),
         )
         return False
@@ -337,7 +344,7 @@ class Worker:
         once it finished (what it raised is raised here), False if it did not; it is then
         logged with where it waits, cancelled and left, and the stop goes on."""
         task = asyncio.get_running_loop().create_task(work, name=f"stop: {step}")
-        within = bounds * self.shutdown_timeout
+        within = bounds * self._stuck_after
         try:
             await asyncio.wait({task}, timeout=within)
         except asyncio.CancelledError:
@@ -807,6 +814,8 @@ class Worker:
 
 
 _SEND_BACKOFF_MAX = 5.0
+# The least a stop's step (or a cancelled task) is given before it counts as stuck.
+_STUCK_AFTER_MIN = 1.0
 
 
 def _retrieved(task: asyncio.Task[Any]) -> None:
