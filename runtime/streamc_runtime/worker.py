@@ -6,8 +6,9 @@ producer), the Conductor, the offset tracker and every task. The worker lifecycl
     start:  transport.start -> ensure_topics -> agents build their streams -> subscribe ->
             ensure the dead-letter topic -> fetch loop, commit loop, stats loop
     stop:   stop fetching -> close streams and let agents finish the element in hand (bounded,
-            then cancelled; unfinished work stays uncommitted) -> flush the producer -> commit ->
-            transport.stop
+            then cancelled; unfinished work stays uncommitted) -> flush the producer -> close
+            the table stores -> commit -> transport.stop; each step given `shutdown_timeout`,
+            a stuck one logged and left behind (see `_bounded`)
 
 Both are idempotent. A background task that fails is logged and stops the worker (exit status
 1) rather than leaving it stalled; `CancelledError` is always re-raised.
