@@ -773,7 +773,20 @@ class KafkaTransport(_Producing):
                 if highwater is not None and await consumer.position(tp) >= highwater:
                     return
         finally:
-            await consumer.stop()
+            await _stop_uncancelled(consumer)
+
+
+async def _stop_uncancelled(consumer: Any) -> None:
+    """`consumer.stop()`, raising a cancellation of ours requested meanwhile. aiokafka's stop
+    awaits its own cancelled tasks inside `suppress(CancelledError)`, which also swallows a
+    cancel of the task calling it: a reader closing its consumer at the partition's end (a
+    global table's follower does, several times a second) went on as if never cancelled, and
+    whoever waited for it to end waited for ever."""
+    task = asyncio.current_task()
+    asked = 0 if task is None else task.cancelling()
+    await consumer.stop()
+    if task is not None and task.cancelling() > asked:
+        raise asyncio.CancelledError
 
 
 async def _nothing_within(timeout: float) -> dict[Any, list[Any]]:  # noqa: ASYNC109

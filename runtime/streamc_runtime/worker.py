@@ -6,8 +6,9 @@ producer), the Conductor, the offset tracker and every task. The worker lifecycl
     start:  transport.start -> ensure_topics -> agents build their streams -> subscribe ->
             ensure the dead-letter topic -> fetch loop, commit loop, stats loop
     stop:   stop fetching -> close streams and let agents finish the element in hand (bounded,
-            then cancelled; unfinished work stays uncommitted) -> flush the producer -> commit ->
-            transport.stop
+            then cancelled; unfinished work stays uncommitted) -> flush the producer -> close
+            the table stores -> commit -> transport.stop; each step given `shutdown_timeout`,
+            a stuck one logged and left behind (see `_bounded`)
 
 Both are idempotent. A background task that fails is logged and stops the worker (exit status
 1) rather than leaving it stalled; `CancelledError` is always re-raised.
@@ -49,7 +50,7 @@ from .periodic import commit_loop, stats_loop
 from .records import DecodeError
 from .source import SourceStream
 from .state.table import WorkerTables
-from .tasks import cancel
+from .tasks import awaiting, cancel
 from .topic import Topic
 from .transport import (
     TP,
@@ -245,11 +246,13 @@ class Worker:
         return self._roots
 
     async def _stop(self) -> None:
+        # Every wait here is bounded by `shutdown_timeout`: a step that does not end in time
+        # is logged with where it waits, and the stop goes on without it (see `_bounded`).
         try:
             self._state = "stopping"
             # 1. stop fetching: nothing new enters the streams
             if self._fetch_task is not None:
-                await cancel(self._fetch_task)
+                await self._end(self._fetch_task)
             # 2. finish the element in hand (take flushes its partial batch), within a bound;
             # buffered but unstarted events are abandoned unacked, so they stay uncommitted
             for stream in self.conductor.streams:
@@ -261,7 +264,7 @@ class Worker:
                 _, late = await asyncio.wait(drivers, timeout=self.shutdown_timeout)
                 for task in late:
                     logger.warning("%s did not finish in time; abandoned", task.get_name())
-                    await cancel(task)
+                await asyncio.gather(*(self._end(task) for task in late))
             # agents that ended by themselves finished their current element: ack it
             for name, task in self._agent_tasks.items():
                 if task.done() and not task.cancelled():
@@ -270,26 +273,34 @@ class Worker:
                             ack_carrier(node._current)
                             node._current = None
             # 3. flush the producer, so forwarded records are durable and release their holds
+            stuck = False
             try:
-                await self.transport.flush()
+                stuck = not await self._bounded("flushing the producer", self.transport.flush())
             except DeliveryError as exc:
                 self.lose_output(exc)
             except Exception:
                 logger.exception("flushing the producer failed")
+            if stuck:
+                # Deliveries may still be under way: the commit would wait for the same
+                # producer, and nothing is committed past output not known to be delivered
+                # (the next owner redoes what is uncommitted). Exit status 1 says so.
+                self.fail(TimeoutError("the producer's flush did not finish at the stop"))
             # let delivery callbacks run before computing the commit: a forwarded run's
             # delivery resolves some callbacks after the batches the flush waited for
             if self._runs_in_delivery:
                 await asyncio.wait(set(self._runs_in_delivery), timeout=self.shutdown_timeout)
             await asyncio.sleep(0)
             # 4. checkpoint and close the table stores, commit what is done
-            await self.tables.close()
-            await self.commit()
+            # (ending the stores' readers, then checkpointing: two bounded waits in turn)
+            await self._bounded("closing the table stores", self.tables.close(), bounds=2)
+            if not stuck:
+                await self._bounded("committing", self.commit())
         finally:
             # 5. close
             for task in self._tasks:
-                await cancel(task)
+                await self._end(task)
             try:
-                await self.transport.stop()
+                await self._bounded("closing the transport", self.transport.stop())
             except Exception:
                 logger.exception("closing the transport failed")
             self._state = "stopped"
@@ -304,6 +315,54 @@ class Worker:
                 self.sent,
                 self.dead_letters,
             )
+
+    @property
+    def _stuck_after(self) -> float:
+        # `shutdown_timeout` 0 (`streamc run` stopped by a limit) gives agents no time to
+        # finish their element; a step that ends at once still gets the loop turns it needs.
+        return max(self.shutdown_timeout, _STUCK_AFTER_MIN)
+
+    async def _end(self, task: asyncio.Task[Any]) -> bool:
+        """Cancel one of our tasks and wait up to `shutdown_timeout` for it to end (a stop, a
+        revocation); if it does not (a library swallowed the cancel, or its clean-up is
+        stuck), say where it waits and leave it."""
+        within = self._stuck_after
+        if await cancel(task, within):
+            return True
+        logger.warning(
+            "%s did not end within %.1fs of being cancelled (waiting in %s); left behind",
+            task.get_name(),
+            within,
+            awaiting(task),
+        )
+        return False
+
+    async def _bounded(
+        self, step: str, work: Coroutine[Any, Any, object], bounds: int = 1
+    ) -> bool:
+        """One step of the stop, given up to `bounds` times `shutdown_timeout` (a step made
+        of bounded waits in turn: theirs expire first, and say what they waited for): True
+        once it finished (what it raised is raised here), False if it did not; it is then
+        logged with where it waits, cancelled and left, and the stop goes on."""
+        task = asyncio.get_running_loop().create_task(work, name=f"stop: {step}")
+        within = bounds * self._stuck_after
+        try:
+            await asyncio.wait({task}, timeout=within)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task.done():
+            task.result()
+            return True
+        logger.warning(
+            "stop: %s did not finish within %.1fs (waiting in %s); going on without it",
+            step,
+            within,
+            awaiting(task),
+        )
+        task.add_done_callback(_retrieved)  # its late failure is no news: the stop went on
+        task.cancel()  # not waited for: its own clean-up may be what is stuck
+        return False
 
     def _release_gc(self, _: object = None) -> None:
         if self._gc_held:
@@ -756,6 +815,13 @@ class Worker:
 
 
 _SEND_BACKOFF_MAX = 5.0
+# The least a stop's step (or a cancelled task) is given before it counts as stuck.
+_STUCK_AFTER_MIN = 1.0
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _describe(exc: BaseException) -> str:

@@ -76,3 +76,32 @@ async def test_a_partition_the_topic_does_not_have_is_an_error_not_a_wait(
         await t.ensure_topics([TopicSpec(topic, 2)])
         with pytest.raises(KafkaTransportError, match=r"has no partition 3"):
             await asyncio.wait_for(read(t, topic, 3, 0), 20)
+
+
+async def test_a_reader_cancelled_while_it_closes_its_consumer_ends_cancelled(
+    kafka_broker: Broker, names: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiokafka's consumer stop awaits its own cancelled fetch task inside
+    `suppress(CancelledError)`: a cancel of the reader landing there was swallowed, and the
+    reader went on as if never cancelled (a global table's follower, which reads every
+    partition's end again and again, then never ended and the worker's stop waited for it
+    for ever)."""
+    from aiokafka.consumer.fetcher import Fetcher
+
+    topic = names("log")
+    closing = asyncio.Event()
+    close = Fetcher.close
+
+    async def close_noticed(self: Fetcher) -> None:
+        closing.set()
+        await close(self)  # suspends first where aiokafka suppresses CancelledError
+
+    monkeypatch.setattr(Fetcher, "close", close_noticed)
+    async with open_transport(kafka_broker, names("g")) as t:
+        await t.ensure_topics([TopicSpec(topic, 1)])
+        await fill(t, topic, 0, 3)
+        reader = asyncio.ensure_future(read(t, topic, 0, 0))
+        await asyncio.wait_for(closing.wait(), 20)  # read to the end: closing its consumer
+        reader.cancel()
+        await asyncio.wait({reader}, timeout=20)
+        assert reader.cancelled(), f"the reader went on: {reader.result()!r}"

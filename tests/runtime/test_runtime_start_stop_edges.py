@@ -4,12 +4,16 @@ running, cancellation is never swallowed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+from collections.abc import AsyncIterator, Sequence
 
+import msgspec
 import pytest
-from rtkit import Running, wait_for
-from streamc_runtime import App, Stream
-from streamc_runtime.memory import MemoryBroker, MemoryTransport
+from joinkit import Account, join_app
+from rtkit import Order, Running, wait_for
+from streamc_runtime import App, Stream, Worker
+from streamc_runtime.memory import MemoryBroker, MemoryMessage, MemoryTransport
 from streamc_runtime.transport import TP, TopicSpec
 
 
@@ -145,3 +149,113 @@ async def test_the_worker_command_stops_on_sigterm_while_still_connecting() -> N
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+class _SwallowingReads(MemoryTransport):
+    """Once `swallow` is set, a read of `accounts` that ends closes the way aiokafka's consumer
+    stop does: awaiting inside `suppress(CancelledError)`, so a cancel landing there is lost
+    and the reader goes on."""
+
+    def __init__(self, broker: MemoryBroker, group_id: str) -> None:
+        super().__init__(broker, group_id)
+        self.swallow = False
+        self.closing = asyncio.Event()
+
+    async def read_partition(
+        self, topic: str, partition: int, start: int
+    ) -> AsyncIterator[Sequence[MemoryMessage]]:
+        try:
+            async for batch in super().read_partition(topic, partition, start):
+                yield batch
+        finally:
+            if self.swallow and topic == "accounts":
+                self.closing.set()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0.5)
+
+
+async def test_a_global_table_reader_that_ignores_its_cancel_does_not_hold_up_the_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = join_app(global_=True)
+    broker = MemoryBroker()
+    for topic in app.topics.values():
+        broker.create_topic(topic.name, topic.partitions, topic.config)
+    for key in ("a0", "a1", "a2"):
+        account = msgspec.json.encode(Account(account_id=key, tier=f"t-{key}"))
+        broker.produce("accounts", account, key.encode())
+    transport = _SwallowingReads(broker, "shop")
+    worker = Worker(app, transport, stats_interval=0, commit_interval=60, shutdown_timeout=0.3)
+    await worker.start()
+    for key in ("a0", "a1", "a2", "a0"):
+        order = msgspec.json.encode(Order(account_id=key, amount=1.0))
+        broker.produce("orders", order, key.encode())
+    await wait_for(lambda: len(broker.messages("enriched")) == 4)
+    transport.swallow = True
+    await asyncio.wait_for(transport.closing.wait(), 5)  # the follower is closing a read
+    glob = worker.tables.globals["accounts_by_id"]
+    try:
+        await asyncio.wait_for(worker.stop(), 10)
+        assert await worker.wait() == 0
+        # what was handled is committed, as on any stop
+        ends = {p: broker.end_offset(TP("orders", p)) for p in range(2)}
+        assert {p: broker.committed("shop", TP("orders", p)) for p in range(2)} == ends
+        assert not glob.task.done()  # the reader went on: the stop left it behind...
+        left = [r.getMessage() for r in caplog.records if "left behind" in r.getMessage()]
+        # ...and said so, with where it waits
+        assert len(left) == 1 and left[0].startswith(
+            "global table accounts_by_id did not end within 1.0s of being cancelled (waiting in "
+        )
+        assert "GlobalTable._run" in left[0]
+    finally:
+        transport.swallow = False
+        glob.task.cancel()
+        await asyncio.wait({glob.task}, timeout=5)
+
+
+class _StuckFlush(MemoryTransport):
+    """A producer that cannot deliver: its flush never ends."""
+
+    async def flush(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_flush_that_never_ends_does_not_hold_up_the_stop_and_nothing_is_committed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App("f")
+    nums = app.topic("nums", key_type=str, value_type=int, partitions=2)
+    out = app.topic("out", key_type=str, value_type=int, partitions=2)
+
+    @app.agent(nums)
+    async def double(stream: Stream[int]) -> None:
+        async for _ in stream.process(lambda n: n * 2).to(out):
+            pass
+
+    broker = MemoryBroker()
+    for topic in app.topics.values():
+        broker.create_topic(topic.name, topic.partitions)
+    worker = Worker(
+        app, _StuckFlush(broker, "f"), stats_interval=0, commit_interval=60, shutdown_timeout=0.3
+    )
+    await worker.start()
+    def committed() -> list[int | None]:
+        return [broker.committed("f", TP("nums", p)) for p in range(2)]
+
+    for n in range(6):
+        broker.produce("nums", msgspec.json.encode(n), f"k{n}".encode())
+    # The commit loop commits the first work at once (a memory commit does not flush)...
+    await wait_for(lambda: committed() == [3, 3])
+    for n in range(6, 10):
+        broker.produce("nums", msgspec.json.encode(n), f"k{n}".encode())
+    await wait_for(lambda: len(broker.messages("out")) == 10)
+    await asyncio.wait_for(worker.stop(), 10)
+    # ...but the stop's commit waits for the flush: output that may not be durable keeps its
+    # input uncommitted, and exit status 1 says the stop did not end cleanly.
+    assert await worker.wait() == 1
+    assert committed() == [3, 3]
+    assert sum(broker.end_offset(TP("nums", p)) for p in range(2)) == 10
+    stuck = [r.getMessage() for r in caplog.records if "going on without it" in r.getMessage()]
+    assert stuck[0].startswith(
+        "stop: flushing the producer did not finish within 1.0s (waiting in _StuckFlush.flush"
+    )

@@ -29,7 +29,6 @@ from ..events import EMPTY, Element, Event, Pulled, ack_carrier
 from ..records import DecodeError
 from ..source import SourceStream
 from ..stream import Stream
-from ..tasks import cancel
 from .aggregate import _ready
 from .memory import MemoryStore
 from .table import valid_records
@@ -115,7 +114,7 @@ class GlobalTable:
         return {decode(raw): row for raw, row in self.store.items()}
 
     async def close(self) -> None:
-        await cancel(self.task)
+        await self.worker._end(self.task)
         self.store.close()
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..records import Codec, DecodeError, key_codec, value_codec
-from ..tasks import cancel
 from ..transport import TP, DeliveryError, Message, TopicSpec
 from .changelog import restore
 from .memory import MemoryStore
@@ -271,8 +270,7 @@ class WorkerTables:
     async def close(self) -> None:
         """At shutdown, after the producer's flush: checkpoint and close every store."""
         await self._close([(live, q) for live in self.tables.values() for q in live.held])
-        for held in self.globals.values():
-            await held.close()
+        await asyncio.gather(*(held.close() for held in self.globals.values()))
         for store in self.kept.values():
             store.close()
         self.kept.clear()
@@ -281,9 +279,9 @@ class WorkerTables:
         helds = [live.held.pop(q) for live, q in closing]
         for held in helds:
             held.closed = True
-        for held in helds:
-            if held.task is not None and not held.task.done():
-                await cancel(held.task)
+        # Together: each may take up to the worker's `shutdown_timeout` to end.
+        end = self.worker._end
+        await asyncio.gather(*(end(h.task) for h in helds if h.task is not None))
         ready = [h for h in helds if h.ready.is_set()]
         await self._checkpoint(ready)
         # A memory store is kept only if the changelog holds all of it: restored, nothing
