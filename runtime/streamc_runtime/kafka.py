@@ -79,6 +79,7 @@ __all__ = [
 
 log = logging.getLogger("streamc_runtime.kafka")
 _RESTORE_POLL_MS = 20  # how soon a changelog restore sees it has caught up
+_FOLLOW_WAIT_MS = 1000  # a follower's `getmany` wait once caught up (records end it early)
 # Kafka's error code for CreateTopics on a name that exists: someone (maybe another worker
 # starting at the same moment) created it first, which is what we wanted.
 _TOPIC_ALREADY_EXISTS = 36
@@ -776,12 +777,73 @@ class KafkaTransport(_Producing):
             await _stop_uncancelled(consumer)
 
 
+    async def follow(
+        self, topic: str, starts: Mapping[int, int]
+    ) -> AsyncIterator[Sequence[Message]]:
+        """The partitions in `starts` from their offsets on, by ONE consumer outside the group
+        (assign and seek, nothing committed) kept for as long as the caller iterates: a record
+        is handed out as soon as a fetch brings it, with no consumer started per look. Caught
+        up, as `read_partition` decides it, when every partition's position reached the high
+        watermark of its latest fetch (not `end_offsets()`: tansu.md)."""
+        count = self._partitions.get(topic)
+        if count is None or max(starts, default=0) >= count:
+            count = (await self._describe([topic])).get(topic)
+        missing = sorted(p for p in starts if count is None or p >= count)
+        if missing:
+            raise KafkaTransportError(
+                f"topic {topic!r} has no partition {missing[0]} (it has {count or 0})"
+            )
+        tps = [TopicPartition(topic, p) for p in sorted(starts)]
+        consumer = lean_consumer_class()(
+            **self.settings.client_kwargs(),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",  # a start compacted or deleted away: from the first
+            # The broker answers a held fetch as soon as a record arrives, so the wait costs
+            # an update no latency; idle, it is one fetch per wait (`read_partition`'s 20 ms
+            # would be 50 a second for ever). A fetch bringing records brings the watermarks of
+            # the other partitions it asked for too: only a broker with nothing to read for us
+            # holds the first catch-up this long.
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            max_partition_fetch_bytes=self.settings.max_partition_fetch_bytes,
+            fetch_max_bytes=self.settings.fetch_max_bytes,
+        )
+        try:
+            await consumer.start()  # (cancelled in here, it must still be stopped)
+            consumer.assign(tps)
+            for tp in tps:
+                consumer.seek(tp, starts[tp.partition])
+            caught_up = not tps
+            if caught_up:
+                yield ()
+            while True:
+                # aiokafka wakes `getmany` for records only; until caught up, a short wait lets
+                # the loop see the watermarks of fetches that brought none.
+                batches = await consumer.getmany(
+                    *tps, timeout_ms=_RESTORE_POLL_MS if not caught_up else _FOLLOW_WAIT_MS
+                )
+                for tp in tps:
+                    records = batches.get(tp)
+                    if records:
+                        yield records
+                if not caught_up:
+                    for tp in tps:
+                        highwater = consumer.highwater(tp)
+                        if highwater is None or await consumer.position(tp) < highwater:
+                            break
+                    else:
+                        caught_up = True
+                        yield ()
+        finally:
+            await _stop_uncancelled(consumer)
+
+
 async def _stop_uncancelled(consumer: Any) -> None:
     """`consumer.stop()`, raising a cancellation of ours requested meanwhile. aiokafka's stop
     awaits its own cancelled tasks inside `suppress(CancelledError)`, which also swallows a
     cancel of the task calling it: a reader closing its consumer at the partition's end (a
-    global table's follower does, several times a second) went on as if never cancelled, and
-    whoever waited for it to end waited for ever."""
+    global table's follower did, several times a second, before it had `follow`) went on as
+    if never cancelled, and whoever waited for it to end waited for ever."""
     task = asyncio.current_task()
     asked = 0 if task is None else task.cancelling()
     await consumer.stop()

@@ -405,18 +405,20 @@ class MemoryBroker:
             if not fut.done():
                 fut.set_result(None)
 
-    async def _wait(self, timeout: float) -> None:  # noqa: ASYNC109 - a poll bound
+    async def _wait(self, timeout: float | None) -> None:  # noqa: ASYNC109 - a poll bound
         # Not `asyncio.wait_for`: on Python 3.11 it swallows a cancellation that arrives
         # together with the wake-up, and a fetch that ignores its cancellation hangs the
         # worker's stop. A plain future with a timer cannot lose the CancelledError.
+        # `timeout=None`: until the next wake-up (a follower, which has nothing else to do).
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._waiters.append(fut)
-        timer = loop.call_later(timeout, _resolve, fut)
+        timer = None if timeout is None else loop.call_later(timeout, _resolve, fut)
         try:
             await fut
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             try:  # timed out or cancelled: do not keep it for the next wake-up
                 self._waiters.remove(fut)
             except ValueError:  # woken: `_wake` already took it
@@ -676,6 +678,37 @@ class MemoryTransport:
             yield chunk
             pos = chunk[-1].offset + 1
             await asyncio.sleep(0)  # a long restore leaves the loop to the rest
+
+
+    async def follow(
+        self, topic: str, starts: Mapping[int, int]
+    ) -> AsyncIterator[Sequence[MemoryMessage]]:
+        parts = self.broker._topics[topic]
+        for p in starts:
+            if not 0 <= p < len(parts):
+                raise ValueError(f"topic {topic!r} has no partition {p}")
+        positions = dict(starts)
+        caught_up = False
+        while True:
+            read = False
+            for p, pos in positions.items():
+                part = parts[p]
+                if pos < part.base:
+                    pos = part.base
+                while pos < part.end:
+                    chunk = part.read(pos, min(pos + _READ_CHUNK, part.end))
+                    pos = positions[p] = chunk[-1].offset + 1
+                    read = True
+                    yield chunk
+                    await asyncio.sleep(0)  # a long first read leaves the loop to the rest
+            if read:
+                continue  # the caller may have awaited: look at every partition again
+            if not caught_up:
+                caught_up = True
+                yield ()
+                continue
+            # Nothing new anywhere, and nothing awaited since looking: a produce wakes this.
+            await self.broker._wait(None)
 
 
 _READ_CHUNK = 10_000

@@ -4,7 +4,7 @@ a table that follows its topic (updates, deletes), restore across revocation, gl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -143,6 +143,14 @@ class GatedReads(MemoryTransport):
         if topic == self.topic:
             await self.gate.wait()
         async for batch in super().read_partition(topic, partition, start):
+            yield batch
+
+    async def follow(
+        self, topic: str, starts: Mapping[int, int]
+    ) -> AsyncIterator[Sequence[MemoryMessage]]:
+        if topic == self.topic:
+            await self.gate.wait()
+        async for batch in super().follow(topic, starts):
             yield batch
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import msgspec
 import pytest
@@ -152,22 +152,20 @@ async def test_the_worker_command_stops_on_sigterm_while_still_connecting() -> N
 
 
 class _SwallowingReads(MemoryTransport):
-    """Once `swallow` is set, a read of `accounts` that ends closes the way aiokafka's consumer
-    stop does: awaiting inside `suppress(CancelledError)`, so a cancel landing there is lost
-    and the reader goes on."""
+    """Once `swallow` is set, the follow of `accounts` hands over its next batch and then
+    awaits inside `suppress(CancelledError)`, as aiokafka's consumer stop does, so a cancel
+    landing there is lost and the reader goes on."""
 
     def __init__(self, broker: MemoryBroker, group_id: str) -> None:
         super().__init__(broker, group_id)
         self.swallow = False
         self.closing = asyncio.Event()
 
-    async def read_partition(
-        self, topic: str, partition: int, start: int
+    async def follow(
+        self, topic: str, starts: Mapping[int, int]
     ) -> AsyncIterator[Sequence[MemoryMessage]]:
-        try:
-            async for batch in super().read_partition(topic, partition, start):
-                yield batch
-        finally:
+        async for batch in super().follow(topic, starts):
+            yield batch
             if self.swallow and topic == "accounts":
                 self.closing.set()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -192,7 +190,8 @@ async def test_a_global_table_reader_that_ignores_its_cancel_does_not_hold_up_th
         broker.produce("orders", order, key.encode())
     await wait_for(lambda: len(broker.messages("enriched")) == 4)
     transport.swallow = True
-    await asyncio.wait_for(transport.closing.wait(), 5)  # the follower is closing a read
+    broker.produce("accounts", msgspec.json.encode(Account(account_id="a3", tier="t")), b"a3")
+    await asyncio.wait_for(transport.closing.wait(), 5)  # the follower is in the swallowing await
     glob = worker.tables.globals["accounts_by_id"]
     try:
         await asyncio.wait_for(worker.stop(), 10)

@@ -6,8 +6,8 @@ assigned (the stores of `table.py`, restored from partition q of the topic), and
 subscribed like any input: a follower applies each record to store q (a null value deletes
 the key) and acks it. Records below the offset a restore reached are applied already and are
 skipped, so a lookup never sees a row go back to an older value. A global table is one store
-with every partition, read whole (group-less) before the first lookup and followed by polling
-the partitions' ends.
+with every partition, read whole (group-less) before the first lookup and followed from there by
+the same reader (`Transport.follow`), which hands an update over as soon as it arrives.
 
 The join node looks up each element's row by its message key (`on=None`) or by `on(value)`
 encoded with the table's key codec, waiting for the partition's store like `aggregate`, and
@@ -19,7 +19,6 @@ change the table.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
 from collections.abc import Callable
@@ -41,10 +40,6 @@ __all__ = ["GlobalTable", "StreamJoin"]
 
 logger = logging.getLogger("streamc")
 
-# Seconds between looks at a global table's partition ends once it caught up.
-_GLOBAL_POLL = 0.2
-
-
 class GlobalTable:
     """A global table on one worker: every partition of its topic in one store."""
 
@@ -54,7 +49,6 @@ class GlobalTable:
         self.store = MemoryStore(table.state_codec.decode)
         self.ready = asyncio.Event()
         self.ends: list[int] = [0] * table.partitions
-        self._wake = asyncio.Event()
         self.task = worker._spawn(self._run(), f"global table {table.name}")
 
     async def _run(self) -> None:
@@ -63,49 +57,45 @@ class GlobalTable:
         logger.info("reading global table %s from %s", table.name, topic)
         count = 0
         valid = valid_records(self.worker, table, dead_letter=True)
-        for p in range(table.partitions):
-            async for batch in transport.read_partition(topic, p, 0):
-                if batch:
-                    self.ends[p] = batch[-1].offset + 1
-                    count += len(batch)
-                    kept = await valid(batch)
-                    store.restore_batch([(m.key, m.value) for m in kept if m.key is not None], 0)
-        store.restore_done()
-        logger.info(
-            "read global table %s: %d records, %d rows", table.name, count, len(store._states)
-        )
-        self.ready.set()
         decode = table.state_codec.decode
-        while True:
-            read = 0
-            for p in range(table.partitions):
-                async for batch in transport.read_partition(topic, p, self.ends[p]):
-                    for m in batch:
-                        if m.offset < self.ends[p]:
-                            continue
-                        self.ends[p] = m.offset + 1  # a keyless record is read too (no row)
-                        read += 1
-                        if m.key is None:
-                            continue
-                        if m.value is None:
-                            store.delete(m.key)
-                            continue
-                        try:
-                            state = decode(m.value)
-                        except DecodeError as exc:
-                            await self.worker.dead_letter_record(m, exc, f"table {table.name}")
-                            continue
-                        store.put(m.key, state, m.value)
-            if not read:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(_GLOBAL_POLL):
-                        await self._wake.wait()
-                self._wake.clear()
-
-    def poke(self) -> None:
-        """Look at the partition ends now rather than at the next poll (`streamc run` and
-        `streamc test` apply a table record before the stream records after it)."""
-        self._wake.set()
+        ends, ready = self.ends, self.ready
+        # One follow for the table's life: the first read is what it yields before it says it
+        # is caught up (an empty batch), the updates are what it yields after.
+        async for batch in transport.follow(topic, dict.fromkeys(range(table.partitions), 0)):
+            if not batch:
+                if not ready.is_set():
+                    store.restore_done()
+                    logger.info(
+                        "read global table %s: %d records, %d rows",
+                        table.name,
+                        count,
+                        len(store._states),
+                    )
+                    ready.set()
+                continue
+            if not ready.is_set():
+                ends[batch[-1].partition] = batch[-1].offset + 1
+                count += len(batch)
+                kept = await valid(batch)
+                store.restore_batch([(m.key, m.value) for m in kept if m.key is not None], 0)
+                continue
+            for m in batch:
+                p = m.partition
+                if m.offset < ends[p]:
+                    continue
+                ends[p] = m.offset + 1  # a keyless record is read too (no row)
+                if m.key is None:
+                    continue
+                if m.value is None:
+                    store.delete(m.key)
+                    continue
+                try:
+                    state = decode(m.value)
+                except DecodeError as exc:
+                    await self.worker.dead_letter_record(m, exc, f"table {table.name}")
+                    continue
+                store.put(m.key, state, m.value)
+        raise RuntimeError(f"the follow of {topic} ended: global table {table.name} went stale")
 
     def rows(self) -> dict[Any, Any]:
         if not self.ready.is_set():
