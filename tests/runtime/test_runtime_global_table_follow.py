@@ -1,0 +1,71 @@
+"""A global table follows its topic with one reader for its life (`Transport.follow`), and an
+update reaches the table as soon as it is produced, not at a poll of the partitions' ends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+import msgspec
+from joinkit import Account, join_app
+from rtkit import wait_for
+from streamc_runtime.memory import MemoryBroker, MemoryMessage, MemoryTransport
+from streamc_runtime.transport import TP
+from streamc_runtime.worker import Worker
+
+
+class CountedReads(MemoryTransport):
+    """Counts the group-less reads opened on each topic."""
+
+    def __init__(self, broker: MemoryBroker, group_id: str) -> None:
+        super().__init__(broker, group_id)
+        self.reads: list[tuple[str, str]] = []  # (method, topic), in the order opened
+
+    def read_partition(
+        self, topic: str, partition: int, start: int
+    ) -> AsyncIterator[Sequence[MemoryMessage]]:
+        self.reads.append(("read_partition", topic))
+        return super().read_partition(topic, partition, start)
+
+    def follow(
+        self, topic: str, starts: Mapping[int, int]
+    ) -> AsyncIterator[Sequence[MemoryMessage]]:
+        self.reads.append(("follow", topic))
+        return super().follow(topic, starts)
+
+
+def _account(key: str, tier: str) -> bytes:
+    return msgspec.json.encode(Account(account_id=key, tier=tier))
+
+
+async def _rounds(n: int) -> None:
+    """`n` scheduler rounds, no timer: nothing a poll could have woken in between."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_a_global_table_applies_each_update_at_once_through_one_follow() -> None:
+    app = join_app(global_=True, table_partitions=3)
+    broker = MemoryBroker()
+    for topic in app.topics.values():
+        broker.create_topic(topic.name, topic.partitions, topic.config)
+    broker.produce("accounts", _account("a0", "t0"), b"a0")
+    transport = CountedReads(broker, "shop")
+    worker = Worker(app, transport, stats_interval=0)
+    await worker.start()
+    try:
+        await wait_for(lambda: "a0" in worker.table("accounts_by_id"))
+        glob = worker.tables.globals["accounts_by_id"]
+        for i in range(1, 6):
+            key = f"a{i % 3}"  # new rows and updates of rows, over the partitions
+            broker.produce("accounts", _account(key, f"t{i}"), key.encode())
+            await _rounds(5)
+            assert worker.table("accounts_by_id")[key].tier == f"t{i}"
+        broker.produce("accounts", None, b"a1")  # a tombstone deletes the row at once too
+        await _rounds(5)
+        assert sorted(worker.table("accounts_by_id")) == ["a0", "a2"]
+        ends = [broker.end_offset(TP("accounts", p)) for p in range(3)]
+        assert glob.ends == ends
+        assert [r for r in transport.reads if r[1] == "accounts"] == [("follow", "accounts")]
+    finally:
+        await worker.stop()
