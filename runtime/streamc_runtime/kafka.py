@@ -776,7 +776,6 @@ class KafkaTransport(_Producing):
         finally:
             await _stop_uncancelled(consumer)
 
-
     async def follow(
         self, topic: str, starts: Mapping[int, int]
     ) -> AsyncIterator[Sequence[Message]]:

@@ -679,7 +679,6 @@ class MemoryTransport:
             pos = chunk[-1].offset + 1
             await asyncio.sleep(0)  # a long restore leaves the loop to the rest
 
-
     async def follow(
         self, topic: str, starts: Mapping[int, int]
     ) -> AsyncIterator[Sequence[MemoryMessage]]:

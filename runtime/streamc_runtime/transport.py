@@ -225,9 +225,7 @@ class Transport(Protocol):
         it) to its end as of the reading, in batches; outside the consumer group (a table's
         changelog restore). The end is the high watermark a fetch reports."""
 
-    def follow(
-        self, topic: str, starts: Mapping[int, int]
-    ) -> AsyncIterator[Sequence[Message]]:
+    def follow(self, topic: str, starts: Mapping[int, int]) -> AsyncIterator[Sequence[Message]]:
         """The records of the partitions in `starts` (partition -> first offset), outside the
         consumer group, in batches of one partition each, as they arrive, for as long as the
         caller iterates (a global table). One reader for the follower's life: it waits for

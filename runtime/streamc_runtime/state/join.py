@@ -40,6 +40,7 @@ __all__ = ["GlobalTable", "StreamJoin"]
 
 logger = logging.getLogger("streamc")
 
+
 class GlobalTable:
     """A global table on one worker: every partition of its topic in one store."""
 

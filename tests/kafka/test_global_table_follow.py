@@ -1,0 +1,107 @@
+"""A global table on the real broker follows its topic with one group-less consumer for the
+worker's life (`KafkaTransport.follow`), not a consumer started per partition per poll."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import pytest
+from kafkatest import FAST_GROUP, Broker, open_transport, wait_until
+from streamc_runtime import App, Record, Stream, kafka
+from streamc_runtime.kafka import KafkaTransport
+from streamc_runtime.kafka_records import lean_consumer_class
+from streamc_runtime.transport import TopicSpec
+from streamc_runtime.worker import Worker
+
+pytestmark = [pytest.mark.kafka, pytest.mark.asyncio]
+
+TABLE_PARTITIONS = 4
+
+
+class Account(Record, kw_only=True):
+    account_id: str
+    tier: str
+
+
+class Order(Record, kw_only=True):
+    account_id: str
+
+
+def global_join_app(names: Callable[[str], str]) -> App:
+    """Orders joined with a global table over `accounts` (4 partitions)."""
+    app = App(names("app"))
+    orders = app.topic(names("orders"), key_type=str, value_type=Order, partitions=2)
+    accounts = app.topic(
+        names("accounts"), key_type=str, value_type=Account, partitions=TABLE_PARTITIONS
+    )
+    table = app.table(
+        "accounts_by_id", key_type=str, value_type=Account, source=accounts, global_=True
+    )
+
+    @app.agent(orders, name="tiers")
+    async def tiers(stream: Stream[Order]) -> None:
+        async for _ in stream.join(table):
+            pass
+
+    return app
+
+
+def count_group_less_consumers(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every consumer the Kafka transport makes comes from `lean_consumer_class()`; the ones
+    without a group are the reads outside the group: here, only the global table's."""
+    base = lean_consumer_class()
+    made: list[Any] = []
+
+    class Counted(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            if kwargs.get("group_id") is None:
+                made.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(kafka, "lean_consumer_class", lambda: Counted)
+    return made
+
+
+def _account(key: str, tier: str) -> bytes:
+    return msgspec.json.encode(Account(account_id=key, tier=tier))
+
+
+async def test_a_global_table_follows_its_topic_with_one_consumer_and_sees_updates(
+    kafka_broker: Broker, names: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = global_join_app(names)
+    accounts = names("accounts")
+    keys = [f"a{i}" for i in range(8)]
+    async with open_transport(kafka_broker, names("producer")) as producer:
+        await producer.ensure_topics([TopicSpec(accounts, TABLE_PARTITIONS)])
+        await producer.send_many(accounts, [(k.encode(), _account(k, "basic"), ()) for k in keys])
+        await producer.flush()
+        made = count_group_less_consumers(monkeypatch)
+        transport = KafkaTransport.from_url(kafka_broker.url, group_id=names("g"), **FAST_GROUP)
+        worker = Worker(app, transport, stats_interval=0)
+        await worker.start()
+        try:
+            await wait_until(
+                lambda: len(worker.table("accounts_by_id")) == len(keys), 30, "the first read"
+            )
+            for i, key in enumerate(("a1", "a6", "a1")):  # updates while the worker runs
+                await producer.send_many(accounts, [(key.encode(), _account(key, f"t{i}"), ())])
+                await producer.flush()
+
+                def applied(key: str = key, tier: str = f"t{i}") -> bool:
+                    return worker.table("accounts_by_id")[key].tier == tier
+
+                await wait_until(applied, 30, f"update {i} of {key}")
+            assert {k: a.tier for k, a in worker.table("accounts_by_id").items()} == {
+                **dict.fromkeys(keys, "basic"),
+                "a1": "t2",
+                "a6": "t1",
+            }
+            assert len(made) == 1  # one follow consumer for every partition, for its life
+            assert made[0].assignment() == {
+                kafka.TopicPartition(accounts, p) for p in range(TABLE_PARTITIONS)
+            }
+        finally:
+            await worker.stop()
