@@ -3,6 +3,7 @@ worker's life (`KafkaTransport.follow`), not a consumer started per partition pe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -93,7 +94,10 @@ async def test_a_global_table_follows_its_topic_with_one_consumer_and_sees_updat
                 def applied(key: str = key, tier: str = f"t{i}") -> bool:
                     return worker.table("accounts_by_id")[key].tier == tier
 
+                sent = time.monotonic()
                 await wait_until(applied, 30, f"update {i} of {key}")
+                # A figure, not an assertion (pytest -s): the wait polls every 50 ms.
+                print(f"update {i} applied {time.monotonic() - sent:.3f}s after its flush")
             assert {k: a.tier for k, a in worker.table("accounts_by_id").items()} == {
                 **dict.fromkeys(keys, "basic"),
                 "a1": "t2",
