@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Collection, Coroutine, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Coroutine, Mapping, Sequence
 from typing import Any, cast
 
 from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener  # type: ignore[import-untyped]
@@ -778,7 +778,7 @@ class KafkaTransport(_Producing):
 
     async def follow(
         self, topic: str, starts: Mapping[int, int]
-    ) -> AsyncIterator[Sequence[Message]]:
+    ) -> AsyncGenerator[Sequence[Message], None]:
         """The partitions in `starts` from their offsets on, by ONE consumer outside the group
         (assign and seek, nothing committed) kept for as long as the caller iterates: a record
         is handed out as soon as a fetch brings it, with no consumer started per look. Caught

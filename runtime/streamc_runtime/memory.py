@@ -14,7 +14,15 @@ import asyncio
 import functools
 import itertools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any
 
@@ -681,7 +689,7 @@ class MemoryTransport:
 
     async def follow(
         self, topic: str, starts: Mapping[int, int]
-    ) -> AsyncIterator[Sequence[MemoryMessage]]:
+    ) -> AsyncGenerator[Sequence[MemoryMessage], None]:
         parts = self.broker._topics[topic]
         for p in starts:
             if not 0 <= p < len(parts):

@@ -9,7 +9,7 @@ raw bytes means codecs, acks and commits are the same code on both.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Collection, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -225,10 +225,13 @@ class Transport(Protocol):
         it) to its end as of the reading, in batches; outside the consumer group (a table's
         changelog restore). The end is the high watermark a fetch reports."""
 
-    def follow(self, topic: str, starts: Mapping[int, int]) -> AsyncIterator[Sequence[Message]]:
+    def follow(
+        self, topic: str, starts: Mapping[int, int]
+    ) -> AsyncGenerator[Sequence[Message], None]:
         """The records of the partitions in `starts` (partition -> first offset), outside the
         consumer group, in batches of one partition each, as they arrive, for as long as the
         caller iterates (a global table). One reader for the follower's life: it waits for
         new records rather than being reopened to look for them. One empty batch marks the
         first time every partition has been read to its end (as `read_partition` decides it):
-        the records before it are what the topic held when the follow started."""
+        the records before it are what the topic held when the follow started. Close it
+        (`aclose`) when done: it holds a consumer."""

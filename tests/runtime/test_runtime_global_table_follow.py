@@ -4,13 +4,13 @@ update reaches the table as soon as it is produced, not at a poll of the partiti
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 
 import msgspec
 from joinkit import Account, join_app
 from rtkit import wait_for
 from streamc_runtime.memory import MemoryBroker, MemoryMessage, MemoryTransport
-from streamc_runtime.transport import TP
+from streamc_runtime.transport import TP, Delivery
 from streamc_runtime.worker import Worker
 
 
@@ -29,7 +29,7 @@ class CountedReads(MemoryTransport):
 
     def follow(
         self, topic: str, starts: Mapping[int, int]
-    ) -> AsyncIterator[Sequence[MemoryMessage]]:
+    ) -> AsyncGenerator[Sequence[MemoryMessage], None]:
         self.reads.append(("follow", topic))
         return super().follow(topic, starts)
 
@@ -67,5 +67,64 @@ async def test_a_global_table_applies_each_update_at_once_through_one_follow() -
         ends = [broker.end_offset(TP("accounts", p)) for p in range(3)]
         assert glob.ends == ends
         assert [r for r in transport.reads if r[1] == "accounts"] == [("follow", "accounts")]
+    finally:
+        await worker.stop()
+
+
+class StuckDeadLetters(MemoryTransport):
+    """Dead letters never leave (`send` to the DLQ waits for ever); records when the global
+    table's follow is closed."""
+
+    def __init__(self, broker: MemoryBroker, group_id: str) -> None:
+        super().__init__(broker, group_id)
+        self.dead_lettering = asyncio.Event()
+        self.follow_closed = False
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> Awaitable[Delivery]:
+        if topic == "shop-dlq":
+            self.dead_lettering.set()
+            await asyncio.Event().wait()
+        return await super().send(topic, value, key, headers, partition, timestamp)
+
+    async def follow(
+        self, topic: str, starts: Mapping[int, int]
+    ) -> AsyncGenerator[Sequence[MemoryMessage], None]:
+        try:
+            async for batch in super().follow(topic, starts):
+                yield batch
+        finally:
+            self.follow_closed = True
+
+
+async def test_a_global_table_closes_its_follow_before_its_reader_ends_on_a_cancel() -> None:
+    """Cancelled while it awaits a dead letter (outside the follow), the reader still closes
+    the follow (on Kafka: stops its consumer) before it ends, not whenever it is collected."""
+    app = join_app(global_=True, partitions=1)
+    broker = MemoryBroker()
+    for topic in app.topics.values():
+        broker.create_topic(topic.name, topic.partitions, topic.config)
+    transport = StuckDeadLetters(broker, "shop")
+    worker = Worker(app, transport, stats_interval=0)
+    await worker.start()
+    glob = worker.tables.globals["accounts_by_id"]
+    try:
+        await asyncio.wait_for(glob.ready.wait(), 5)
+        broker.produce("accounts", b"{not json", b"a1")
+        await asyncio.wait_for(transport.dead_lettering.wait(), 5)
+        assert not transport.follow_closed
+        closed_at_end: list[bool] = []  # as the reader's task ends, not once it is collected
+        glob.task.add_done_callback(lambda _: closed_at_end.append(transport.follow_closed))
+        glob.task.cancel()
+        await asyncio.wait({glob.task}, timeout=5)
+        assert glob.task.cancelled()
+        assert closed_at_end == [True]
     finally:
         await worker.stop()

@@ -4,7 +4,7 @@ a table that follows its topic (updates, deletes), restore across revocation, gl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -147,7 +147,7 @@ class GatedReads(MemoryTransport):
 
     async def follow(
         self, topic: str, starts: Mapping[int, int]
-    ) -> AsyncIterator[Sequence[MemoryMessage]]:
+    ) -> AsyncGenerator[Sequence[MemoryMessage], None]:
         if topic == self.topic:
             await self.gate.wait()
         async for batch in super().follow(topic, starts):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 
 import msgspec
 import pytest
@@ -163,7 +163,7 @@ class _SwallowingReads(MemoryTransport):
 
     async def follow(
         self, topic: str, starts: Mapping[int, int]
-    ) -> AsyncIterator[Sequence[MemoryMessage]]:
+    ) -> AsyncGenerator[Sequence[MemoryMessage], None]:
         async for batch in super().follow(topic, starts):
             yield batch
             if self.swallow and topic == "accounts":

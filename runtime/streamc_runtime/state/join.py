@@ -19,6 +19,7 @@ change the table.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 from collections.abc import Callable
@@ -61,41 +62,45 @@ class GlobalTable:
         decode = table.state_codec.decode
         ends, ready = self.ends, self.ready
         # One follow for the table's life: the first read is what it yields before it says it
-        # is caught up (an empty batch), the updates are what it yields after.
-        async for batch in transport.follow(topic, dict.fromkeys(range(table.partitions), 0)):
-            if not batch:
+        # is caught up (an empty batch), the updates are what it yields after. Closed here
+        # whatever ends the loop: a cancel landing while this awaits a dead letter would
+        # leave its consumer to the garbage collector.
+        follow = transport.follow(topic, dict.fromkeys(range(table.partitions), 0))
+        async with contextlib.aclosing(follow) as batches:
+            async for batch in batches:
+                if not batch:
+                    if not ready.is_set():
+                        store.restore_done()
+                        logger.info(
+                            "read global table %s: %d records, %d rows",
+                            table.name,
+                            count,
+                            len(store._states),
+                        )
+                        ready.set()
+                    continue
                 if not ready.is_set():
-                    store.restore_done()
-                    logger.info(
-                        "read global table %s: %d records, %d rows",
-                        table.name,
-                        count,
-                        len(store._states),
-                    )
-                    ready.set()
-                continue
-            if not ready.is_set():
-                ends[batch[-1].partition] = batch[-1].offset + 1
-                count += len(batch)
-                kept = await valid(batch)
-                store.restore_batch([(m.key, m.value) for m in kept if m.key is not None], 0)
-                continue
-            for m in batch:
-                p = m.partition
-                if m.offset < ends[p]:
+                    ends[batch[-1].partition] = batch[-1].offset + 1
+                    count += len(batch)
+                    kept = await valid(batch)
+                    store.restore_batch([(m.key, m.value) for m in kept if m.key is not None], 0)
                     continue
-                ends[p] = m.offset + 1  # a keyless record is read too (no row)
-                if m.key is None:
-                    continue
-                if m.value is None:
-                    store.delete(m.key)
-                    continue
-                try:
-                    state = decode(m.value)
-                except DecodeError as exc:
-                    await self.worker.dead_letter_record(m, exc, f"table {table.name}")
-                    continue
-                store.put(m.key, state, m.value)
+                for m in batch:
+                    p = m.partition
+                    if m.offset < ends[p]:
+                        continue
+                    ends[p] = m.offset + 1  # a keyless record is read too (no row)
+                    if m.key is None:
+                        continue
+                    if m.value is None:
+                        store.delete(m.key)
+                        continue
+                    try:
+                        state = decode(m.value)
+                    except DecodeError as exc:
+                        await self.worker.dead_letter_record(m, exc, f"table {table.name}")
+                        continue
+                    store.put(m.key, state, m.value)
         raise RuntimeError(f"the follow of {topic} ended: global table {table.name} went stale")
 
     def rows(self) -> dict[Any, Any]:
