@@ -3,6 +3,7 @@ worker's life (`KafkaTransport.follow`), not a consumer started per partition pe
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -109,3 +110,35 @@ async def test_a_global_table_follows_its_topic_with_one_consumer_and_sees_updat
             }
         finally:
             await worker.stop()
+
+
+async def test_follow_hands_out_what_the_topic_held_then_says_caught_up_then_hands_out_news(
+    kafka_broker: Broker, names: Callable[[str], str]
+) -> None:
+    topic = names("log")
+    # The default fetch wait: a follow's consumer keeps it (a fetch returns at a record).
+    async with open_transport(kafka_broker, names("g"), fetch_max_wait_ms=500) as t:
+        await t.ensure_topics([TopicSpec(topic, 3)])
+        await t.send_many(
+            topic, [(b"k", f"v{i}".encode(), ()) for i in range(3)], partitions=[1] * 3
+        )
+        await t.flush()
+        follow = t.follow(topic, {0: 0, 1: 1, 2: 0})
+        try:
+            began = time.monotonic()
+            got: list[tuple[int, int]] = []
+            async for batch in follow:
+                if not batch:
+                    break
+                got.extend((m.partition, m.offset) for m in batch)
+            # Only partitions 0 and 2 have nothing: a figure, how long their end took to show.
+            print(f"caught up {time.monotonic() - began:.3f}s after the start")
+            assert got == [(1, 1), (1, 2)]
+            await t.send_many(topic, [(b"k", b"new", ())], partitions=[2])
+            await t.flush()
+            sent = time.monotonic()
+            batch = await asyncio.wait_for(anext(follow), 10)
+            print(f"a new record handed out {time.monotonic() - sent:.3f}s after its flush")
+            assert [(m.partition, m.offset, m.value) for m in batch] == [(2, 0, b"new")]
+        finally:
+            await follow.aclose()
