@@ -798,9 +798,10 @@ class KafkaTransport(_Producing):
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",  # a start compacted or deleted away: from the first
-            # The broker answers a held fetch as soon as a record arrives, so the wait costs
-            # an update no latency; idle, it is one fetch per wait (`read_partition`'s 20 ms
-            # would be 50 a second for ever). A fetch bringing records brings the watermarks of
+            # Kafka answers a held fetch as soon as a record arrives, so the wait costs an
+            # update no latency (Tansu holds it to the end, as for the group consumer's
+            # records); idle, it is one fetch per wait (`read_partition`'s 20 ms would be 50
+            # a second for ever). A fetch bringing records brings the watermarks of
             # the other partitions it asked for too: only a broker with nothing to read for us
             # holds the first catch-up this long.
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
