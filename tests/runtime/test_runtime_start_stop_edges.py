@@ -259,3 +259,73 @@ async def test_a_flush_that_never_ends_does_not_hold_up_the_stop_and_nothing_is_
     assert stuck[0].startswith(
         "stop: flushing the producer did not finish within 1.0s (waiting in _StuckFlush.flush"
     )
+
+
+class _StuckReads(MemoryTransport):
+    """Reads of `stuck` topics never end and swallow every cancel (a library's clean-up that
+    hangs) until `release` is set."""
+
+    def __init__(self, broker: MemoryBroker, group_id: str, stuck: set[str]) -> None:
+        super().__init__(broker, group_id)
+        self.stuck = stuck
+        self.release = asyncio.Event()
+        self.reading: set[tuple[str, int]] = set()
+
+    async def read_partition(
+        self, topic: str, partition: int, start: int
+    ) -> AsyncIterator[Sequence[MemoryMessage]]:
+        if topic in self.stuck:
+            self.reading.add((topic, partition))
+            while not self.release.is_set():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.release.wait()
+        async for batch in super().read_partition(topic, partition, start):
+            yield batch
+
+
+async def test_stuck_table_and_global_table_readers_are_each_named_and_left_behind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App("both")
+    orders = app.topic("orders", key_type=str, value_type=Order, partitions=2)
+    accounts = app.topic("accounts", key_type=str, value_type=Account, partitions=2)
+    tiers = app.topic("tiers", key_type=str, value_type=Account, partitions=1)
+    by_id = app.table("accounts_by_id", key_type=str, value_type=Account, source=accounts)
+    by_tier = app.table(
+        "tiers_by_id", key_type=str, value_type=Account, source=tiers, global_=True
+    )
+
+    @app.agent(orders, name="local")
+    async def local(stream: Stream[Order]) -> None:
+        async for _ in stream.join(by_id):
+            pass
+
+    @app.agent(orders, name="wide")
+    async def wide(stream: Stream[Order]) -> None:
+        async for _ in stream.join(by_tier):
+            pass
+
+    broker = MemoryBroker()
+    for topic in app.topics.values():
+        broker.create_topic(topic.name, topic.partitions, topic.config)
+    transport = _StuckReads(broker, "both", {"accounts", "tiers"})
+    worker = Worker(app, transport, stats_interval=0, commit_interval=60, shutdown_timeout=0.3)
+    await worker.start()
+    want = {("accounts", 0), ("accounts", 1), ("tiers", 0)}
+    await wait_for(lambda: transport.reading == want)
+    glob = worker.tables.globals["tiers_by_id"]
+    try:
+        await asyncio.wait_for(worker.stop(), 10)
+        messages = [r.getMessage() for r in caplog.records]
+        left = sorted(m.split(" did not end")[0] for m in messages if "left behind" in m)
+        # The stores' readers are all given their time together, so each stuck one is named
+        # within the step's bound, and the step itself finishes (stores closed).
+        assert left == [
+            "global table tiers_by_id",
+            "restore table accounts_by_id[0]",
+            "restore table accounts_by_id[1]",
+        ]
+        assert not [m for m in messages if "going on without it" in m]
+    finally:
+        transport.release.set()
+        await asyncio.wait({glob.task}, timeout=5)
