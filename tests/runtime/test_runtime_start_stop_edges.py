@@ -301,9 +301,7 @@ async def test_stuck_table_and_global_table_readers_are_each_named_and_left_behi
     accounts = app.topic("accounts", key_type=str, value_type=Account, partitions=2)
     tiers = app.topic("tiers", key_type=str, value_type=Account, partitions=1)
     by_id = app.table("accounts_by_id", key_type=str, value_type=Account, source=accounts)
-    by_tier = app.table(
-        "tiers_by_id", key_type=str, value_type=Account, source=tiers, global_=True
-    )
+    by_tier = app.table("tiers_by_id", key_type=str, value_type=Account, source=tiers, global_=True)
 
     @app.agent(orders, name="local")
     async def local(stream: Stream[Order]) -> None:
