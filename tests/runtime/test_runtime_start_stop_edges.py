@@ -14,6 +14,7 @@ from joinkit import Account, join_app
 from rtkit import Order, Running, wait_for
 from streamc_runtime import App, Stream, Worker
 from streamc_runtime.memory import MemoryBroker, MemoryMessage, MemoryTransport
+from streamc_runtime.tasks import awaiting
 from streamc_runtime.transport import TP, TopicSpec
 
 
@@ -337,3 +338,50 @@ async def test_stuck_table_and_global_table_readers_are_each_named_and_left_behi
     finally:
         transport.release.set()
         await _cancel_for_good(glob.task)
+
+
+class _StuckFetch(MemoryTransport):
+    """Once `stuck` is set, a fetch never ends and swallows every cancel until `release`."""
+
+    def __init__(self, broker: MemoryBroker, group_id: str) -> None:
+        super().__init__(broker, group_id)
+        self.stuck = False
+        self.release = asyncio.Event()
+
+    async def fetch(self, timeout: float, max_records: int) -> list[MemoryMessage]:  # noqa: ASYNC109
+        while self.stuck and not self.release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.release.wait()
+        return await super().fetch(timeout, max_records)
+
+
+async def test_a_fetch_left_behind_is_named_once_and_not_waited_for_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App("f")
+    nums = app.topic("nums", key_type=str, value_type=int)
+
+    @app.agent(nums)
+    async def collect(stream: Stream[int]) -> None:
+        async for _ in stream:
+            pass
+
+    broker = MemoryBroker()
+    broker.create_topic("nums", 1)
+    transport = _StuckFetch(broker, "f")
+    worker = Worker(app, transport, stats_interval=0, commit_interval=60, shutdown_timeout=0.3)
+    await worker.start()
+    transport.stuck = True
+    fetch = worker._fetch_task
+    assert fetch is not None
+    await wait_for(lambda: "_StuckFetch.fetch" in awaiting(fetch))
+    try:
+        await asyncio.wait_for(worker.stop(), 10)
+        assert await worker.wait() == 0
+        left = [r.getMessage() for r in caplog.records if "left behind" in r.getMessage()]
+        assert len(left) == 1 and left[0].startswith(
+            "fetch did not end within 1.0s of being cancelled (waiting in "
+        )
+    finally:
+        transport.release.set()
+        await _cancel_for_good(fetch)
