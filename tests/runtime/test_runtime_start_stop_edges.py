@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import msgspec
 import pytest
 from joinkit import Account, join_app
 from rtkit import Order, Running, wait_for
+from statekit import totals_app
 from streamc_runtime import App, Stream, Worker
 from streamc_runtime.memory import MemoryBroker, MemoryMessage, MemoryTransport
 from streamc_runtime.tasks import awaiting
@@ -385,3 +387,31 @@ async def test_a_fetch_left_behind_is_named_once_and_not_waited_for_again(
     finally:
         transport.release.set()
         await _cancel_for_good(fetch)
+
+
+async def test_a_stuck_flush_is_not_waited_for_again_by_the_stores_checkpoint(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    app = totals_app()
+    broker = MemoryBroker()
+    for topic in app.topics.values():
+        broker.create_topic(topic.name, topic.partitions, topic.config)
+    worker = Worker(
+        app,
+        _StuckFlush(broker, "shop"),
+        stats_interval=0,
+        commit_interval=60,
+        shutdown_timeout=0.3,
+        state_dir=tmp_path,
+    )
+    await worker.start()
+    for n, key in enumerate(("a0", "a1", "a2", "a0")):
+        broker.produce("orders", msgspec.json.encode(Order(account_id=key, amount=n)), key.encode())
+    await wait_for(lambda: len(broker.messages("account_totals")) == 4)
+    await asyncio.wait_for(worker.stop(), 10)
+    assert await worker.wait() == 1
+    # The failed flush already rules the checkpoint out: the stores are closed without
+    # waiting for the same producer again.
+    stuck = [r.getMessage() for r in caplog.records if "going on without it" in r.getMessage()]
+    assert [m.split(" did not finish")[0] for m in stuck] == ["stop: flushing the producer"]
+    assert all(broker.committed("shop", TP("orders", p)) is None for p in range(2))

@@ -324,9 +324,11 @@ class WorkerTables:
             await self._checkpoint([h for h in ready if h.ready.is_set()])
 
     async def _checkpoint(self, helds: list[_Held]) -> None:
-        if self.state_dir is None or not helds:
-            return
         worker = self.worker
+        if self.state_dir is None or not helds or worker.failure is not None:
+            # (failing: no checkpoint is written, see below; nor is the producer waited for
+            # again, which at a stop it may already have failed to flush)
+            return
         snapshots = [(held.store, held.store.snapshot()) for held in helds]
         runs = set(self._in_flight)
         try:
