@@ -21,7 +21,15 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Collection, Coroutine, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Collection,
+    Coroutine,
+    Mapping,
+    Sequence,
+)
 from typing import Any, cast
 
 from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener  # type: ignore[import-untyped]
@@ -290,7 +298,13 @@ class KafkaTransport(_Producing):
                 raise outcome
 
     async def _close_clients(self) -> None:
-        """Close whatever `_open` managed to start; never raises (used on failure paths)."""
+        """Close whatever `_open` managed to start; raises nothing but a cancellation (used on
+        failure paths), one aiokafka's stops swallowed too, once every client is closed: a
+        SIGTERM landing while a failed attempt is cleaned up must end the start, not let it
+        retry for minutes."""
+        await _stop_uncancelled(self._close_each())
+
+    async def _close_each(self) -> None:
         for name in ("_consumer", "_admin", "_producer"):
             client = getattr(self, name)
             setattr(self, name, None)
@@ -322,14 +336,14 @@ class KafkaTransport(_Producing):
             # can be committed anyway, and the group rebalances sooner.
             try:
                 if consumer is not None:
-                    await consumer.stop()
+                    await _stop_uncancelled(consumer.stop())
             finally:
                 try:
                     if admin is not None:
-                        await admin.close()
+                        await _stop_uncancelled(admin.close())
                 finally:
                     if producer is not None:
-                        await producer.stop()
+                        await _stop_uncancelled(producer.stop())
 
     # -- topics ------------------------------------------------------------------------------
 
@@ -774,7 +788,7 @@ class KafkaTransport(_Producing):
                 if highwater is not None and await consumer.position(tp) >= highwater:
                     return
         finally:
-            await _stop_uncancelled(consumer)
+            await _stop_uncancelled(consumer.stop())
 
     async def follow(
         self, topic: str, starts: Mapping[int, int]
@@ -835,18 +849,18 @@ class KafkaTransport(_Producing):
                         caught_up = True
                         yield ()
         finally:
-            await _stop_uncancelled(consumer)
+            await _stop_uncancelled(consumer.stop())
 
 
-async def _stop_uncancelled(consumer: Any) -> None:
-    """`consumer.stop()`, raising a cancellation of ours requested meanwhile. aiokafka's stop
-    awaits its own cancelled tasks inside `suppress(CancelledError)`, which also swallows a
-    cancel of the task calling it: a reader closing its consumer at the partition's end (a
-    global table's follower did, several times a second, before it had `follow`) went on as
-    if never cancelled, and whoever waited for it to end waited for ever."""
+async def _stop_uncancelled(stop: Awaitable[object]) -> None:
+    """A client's `stop()` (or `close()`), raising a cancellation of ours requested meanwhile.
+    aiokafka's stops await their own cancelled tasks inside `suppress(CancelledError)`, which
+    also swallows a cancel of the task calling them: a reader closing its consumer at the
+    partition's end (a global table's follower did, several times a second, before it had
+    `follow`) went on as if never cancelled, and whoever waited for it to end waited for ever."""
     task = asyncio.current_task()
     asked = 0 if task is None else task.cancelling()
-    await consumer.stop()
+    await stop
     if task is not None and task.cancelling() > asked:
         raise asyncio.CancelledError
 

@@ -148,6 +148,7 @@ class Worker:
         self._agent_tasks: dict[str, asyncio.Task[None]] = {}
         self._roots: dict[str, SourceStream[Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []  # fetch, commit, stats
+        self._left_behind: set[asyncio.Task[Any]] = set()  # by the stop (see `_end`)
         self._fetch_task: asyncio.Task[None] | None = None
         self._dispatching = False
         self._state = "new"
@@ -297,8 +298,9 @@ class Worker:
                 await self._bounded("committing", self.commit())
         finally:
             # 5. close
-            for task in self._tasks:
-                await self._end(task)
+            # Together, and not the fetch task again if it was left behind at step 1.
+            ending = [t for t in self._tasks if t not in self._left_behind]
+            await asyncio.gather(*(self._end(task) for task in ending))
             try:
                 await self._bounded("closing the transport", self.transport.stop())
             except Exception:
@@ -329,6 +331,7 @@ class Worker:
         within = self._stuck_after
         if await cancel(task, within):
             return True
+        self._left_behind.add(task)
         logger.warning(
             "%s did not end within %.1fs of being cancelled (waiting in %s); left behind",
             task.get_name(),

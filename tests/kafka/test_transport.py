@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import cast
@@ -331,3 +332,37 @@ async def test_a_failing_rebalance_listener_surfaces_from_fetch(
             while time.monotonic() < deadline:
                 await t.fetch(0.1, 10)
         assert isinstance(caught.value.__cause__, RuntimeError)
+
+
+async def test_a_start_cancelled_while_it_closes_a_failed_attempt_ends_cancelled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiokafka's client stops await their own cancelled tasks inside
+    `suppress(CancelledError)`: a SIGTERM's cancel of the start landing while it closed the
+    clients of a failed attempt was lost, and the start went on connecting (for minutes, while
+    `streamc worker` waited for it to end)."""
+    closing = asyncio.Event()
+    opened = 0
+
+    class SwallowingClient:
+        async def stop(self) -> None:
+            closing.set()
+            with contextlib.suppress(asyncio.CancelledError):  # as aiokafka's `close` does
+                await asyncio.sleep(0.2)
+
+    async def failing_open(self: KafkaTransport) -> None:
+        nonlocal opened
+        opened += 1
+        self._consumer = SwallowingClient()
+        raise ConnectionError("unreachable")
+
+    monkeypatch.setattr(KafkaTransport, "_open", failing_open)
+    transport = KafkaTransport.from_url(
+        "kafka://127.0.0.1:9", group_id="g", connect_attempts=50, connect_backoff_s=0.01
+    )
+    starting = asyncio.ensure_future(transport.start())
+    await asyncio.wait_for(closing.wait(), 5)
+    starting.cancel()
+    await asyncio.wait({starting}, timeout=5)
+    assert starting.cancelled(), f"the start went on: {starting}"
+    assert opened == 1

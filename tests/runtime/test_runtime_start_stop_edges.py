@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from pathlib import Path
 
 import msgspec
 import pytest
 from joinkit import Account, join_app
 from rtkit import Order, Running, wait_for
+from statekit import totals_app
 from streamc_runtime import App, Stream, Worker
 from streamc_runtime.memory import MemoryBroker, MemoryMessage, MemoryTransport
+from streamc_runtime.tasks import awaiting
 from streamc_runtime.transport import TP, TopicSpec
 
 
@@ -208,8 +211,18 @@ async def test_a_global_table_reader_that_ignores_its_cancel_does_not_hold_up_th
         assert "GlobalTable._run" in left[0]
     finally:
         transport.swallow = False
-        glob.task.cancel()
-        await asyncio.wait({glob.task}, timeout=5)
+        await _cancel_for_good(glob.task)
+
+
+async def _cancel_for_good(task: asyncio.Task[None]) -> None:
+    """End a task the stop left behind: a cancel landing while it still swallowed one (its
+    read was closing) is lost too, so cancel until it ends."""
+    for _ in range(50):
+        if task.done():
+            return
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    raise AssertionError(f"{task.get_name()} does not end")
 
 
 class _StuckFlush(MemoryTransport):
@@ -238,6 +251,7 @@ async def test_a_flush_that_never_ends_does_not_hold_up_the_stop_and_nothing_is_
         app, _StuckFlush(broker, "f"), stats_interval=0, commit_interval=60, shutdown_timeout=0.3
     )
     await worker.start()
+
     def committed() -> list[int | None]:
         return [broker.committed("f", TP("nums", p)) for p in range(2)]
 
@@ -258,3 +272,146 @@ async def test_a_flush_that_never_ends_does_not_hold_up_the_stop_and_nothing_is_
     assert stuck[0].startswith(
         "stop: flushing the producer did not finish within 1.0s (waiting in _StuckFlush.flush"
     )
+
+
+class _StuckReads(MemoryTransport):
+    """Reads of `stuck` topics never end and swallow every cancel (a library's clean-up that
+    hangs) until `release` is set."""
+
+    def __init__(self, broker: MemoryBroker, group_id: str, stuck: set[str]) -> None:
+        super().__init__(broker, group_id)
+        self.stuck = stuck
+        self.release = asyncio.Event()
+        self.reading: set[tuple[str, int]] = set()
+
+    async def read_partition(
+        self, topic: str, partition: int, start: int
+    ) -> AsyncIterator[Sequence[MemoryMessage]]:
+        if topic in self.stuck:
+            self.reading.add((topic, partition))
+            while not self.release.is_set():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.release.wait()
+        async for batch in super().read_partition(topic, partition, start):
+            yield batch
+
+
+async def test_stuck_table_and_global_table_readers_are_each_named_and_left_behind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App("both")
+    orders = app.topic("orders", key_type=str, value_type=Order, partitions=2)
+    accounts = app.topic("accounts", key_type=str, value_type=Account, partitions=2)
+    tiers = app.topic("tiers", key_type=str, value_type=Account, partitions=1)
+    by_id = app.table("accounts_by_id", key_type=str, value_type=Account, source=accounts)
+    by_tier = app.table("tiers_by_id", key_type=str, value_type=Account, source=tiers, global_=True)
+
+    @app.agent(orders, name="local")
+    async def local(stream: Stream[Order]) -> None:
+        async for _ in stream.join(by_id):
+            pass
+
+    @app.agent(orders, name="wide")
+    async def wide(stream: Stream[Order]) -> None:
+        async for _ in stream.join(by_tier):
+            pass
+
+    broker = MemoryBroker()
+    for topic in app.topics.values():
+        broker.create_topic(topic.name, topic.partitions, topic.config)
+    transport = _StuckReads(broker, "both", {"accounts", "tiers"})
+    worker = Worker(app, transport, stats_interval=0, commit_interval=60, shutdown_timeout=0.3)
+    await worker.start()
+    want = {("accounts", 0), ("accounts", 1), ("tiers", 0)}
+    await wait_for(lambda: transport.reading == want)
+    glob = worker.tables.globals["tiers_by_id"]
+    try:
+        await asyncio.wait_for(worker.stop(), 10)
+        messages = [r.getMessage() for r in caplog.records]
+        left = sorted(m.split(" did not end")[0] for m in messages if "left behind" in m)
+        # The stores' readers are all given their time together, so each stuck one is named
+        # within the step's bound, and the step itself finishes (stores closed).
+        assert left == [
+            "global table tiers_by_id",
+            "restore table accounts_by_id[0]",
+            "restore table accounts_by_id[1]",
+        ]
+        assert not [m for m in messages if "going on without it" in m]
+    finally:
+        transport.release.set()
+        await _cancel_for_good(glob.task)
+
+
+class _StuckFetch(MemoryTransport):
+    """Once `stuck` is set, a fetch never ends and swallows every cancel until `release`."""
+
+    def __init__(self, broker: MemoryBroker, group_id: str) -> None:
+        super().__init__(broker, group_id)
+        self.stuck = False
+        self.release = asyncio.Event()
+
+    async def fetch(self, timeout: float, max_records: int) -> list[MemoryMessage]:  # noqa: ASYNC109
+        while self.stuck and not self.release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.release.wait()
+        return await super().fetch(timeout, max_records)
+
+
+async def test_a_fetch_left_behind_is_named_once_and_not_waited_for_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App("f")
+    nums = app.topic("nums", key_type=str, value_type=int)
+
+    @app.agent(nums)
+    async def collect(stream: Stream[int]) -> None:
+        async for _ in stream:
+            pass
+
+    broker = MemoryBroker()
+    broker.create_topic("nums", 1)
+    transport = _StuckFetch(broker, "f")
+    worker = Worker(app, transport, stats_interval=0, commit_interval=60, shutdown_timeout=0.3)
+    await worker.start()
+    transport.stuck = True
+    fetch = worker._fetch_task
+    assert fetch is not None
+    await wait_for(lambda: "_StuckFetch.fetch" in awaiting(fetch))
+    try:
+        await asyncio.wait_for(worker.stop(), 10)
+        assert await worker.wait() == 0
+        left = [r.getMessage() for r in caplog.records if "left behind" in r.getMessage()]
+        assert len(left) == 1 and left[0].startswith(
+            "fetch did not end within 1.0s of being cancelled (waiting in "
+        )
+    finally:
+        transport.release.set()
+        await _cancel_for_good(fetch)
+
+
+async def test_a_stuck_flush_is_not_waited_for_again_by_the_stores_checkpoint(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    app = totals_app()
+    broker = MemoryBroker()
+    for topic in app.topics.values():
+        broker.create_topic(topic.name, topic.partitions, topic.config)
+    worker = Worker(
+        app,
+        _StuckFlush(broker, "shop"),
+        stats_interval=0,
+        commit_interval=60,
+        shutdown_timeout=0.3,
+        state_dir=tmp_path,
+    )
+    await worker.start()
+    for n, key in enumerate(("a0", "a1", "a2", "a0")):
+        broker.produce("orders", msgspec.json.encode(Order(account_id=key, amount=n)), key.encode())
+    await wait_for(lambda: len(broker.messages("account_totals")) == 4)
+    await asyncio.wait_for(worker.stop(), 10)
+    assert await worker.wait() == 1
+    # The failed flush already rules the checkpoint out: the stores are closed without
+    # waiting for the same producer again.
+    stuck = [r.getMessage() for r in caplog.records if "going on without it" in r.getMessage()]
+    assert [m.split(" did not finish")[0] for m in stuck] == ["stop: flushing the producer"]
+    assert all(broker.committed("shop", TP("orders", p)) is None for p in range(2))

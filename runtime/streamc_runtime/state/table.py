@@ -269,8 +269,17 @@ class WorkerTables:
 
     async def close(self) -> None:
         """At shutdown, after the producer's flush: checkpoint and close every store."""
-        await self._close([(live, q) for live in self.tables.values() for q in live.held])
-        await asyncio.gather(*(held.close() for held in self.globals.values()))
+        # The global tables with the others: each kind's readers get `shutdown_timeout` to end
+        # at the same time, not one after the other (which would spend the stop's whole bound
+        # for this step on them, so a stuck global reader was never named).
+        ended = await asyncio.gather(
+            self._close([(live, q) for live in self.tables.values() for q in live.held]),
+            *(held.close() for held in self.globals.values()),
+            return_exceptions=True,
+        )
+        for outcome in ended:
+            if isinstance(outcome, BaseException):
+                raise outcome
         for store in self.kept.values():
             store.close()
         self.kept.clear()
@@ -315,9 +324,11 @@ class WorkerTables:
             await self._checkpoint([h for h in ready if h.ready.is_set()])
 
     async def _checkpoint(self, helds: list[_Held]) -> None:
-        if self.state_dir is None or not helds:
-            return
         worker = self.worker
+        if self.state_dir is None or not helds or worker.failure is not None:
+            # (failing: no checkpoint is written, see below; nor is the producer waited for
+            # again, which at a stop it may already have failed to flush)
+            return
         snapshots = [(held.store, held.store.snapshot()) for held in helds]
         runs = set(self._in_flight)
         try:
