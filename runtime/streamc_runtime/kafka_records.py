@@ -48,7 +48,7 @@ from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
 from .transport import TransportError
 
-__all__ = ["KafkaRecord", "LeanFetchError", "lean_consumer_class"]
+__all__ = ["KafkaRecord", "LeanFetchError", "lean_consumer_class", "set_fetch_max_wait"]
 
 
 class LeanFetchError(TransportError):
@@ -390,6 +390,17 @@ def _check_append() -> None:
         raise LeanFetchError(
             f"appending to aiokafka's BatchBuilder fails ({type(exc).__name__}: {exc})"
         ) from exc
+
+
+def set_fetch_max_wait(consumer: Any, ms: int) -> None:
+    """Change a started consumer's `fetch_max_wait_ms` for its next fetches (aiokafka reads
+    its fetcher's copy into every FetchRequest; it has no public setter)."""
+    fetcher: Any = getattr(consumer, "_fetcher", None)
+    if not isinstance(getattr(fetcher, "_fetch_max_wait_ms", None), int):
+        raise LeanFetchError(
+            f"aiokafka {getattr(aiokafka, '__version__', '?')}'s consumer has no fetch wait to set"
+        )
+    fetcher._fetch_max_wait_ms = ms
 
 
 @functools.cache
