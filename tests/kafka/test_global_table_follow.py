@@ -111,6 +111,7 @@ async def test_a_global_table_follows_its_topic_with_one_consumer_and_sees_updat
             }
         finally:
             await worker.stop()
+        assert made[0]._closed is True  # the stop ended the follow and stopped its consumer
 
 
 async def test_follow_hands_out_what_the_topic_held_then_says_caught_up_then_hands_out_news(
