@@ -393,14 +393,10 @@ def _check_append() -> None:
 
 
 def set_fetch_max_wait(consumer: Any, ms: int) -> None:
-    """Change a started consumer's `fetch_max_wait_ms` for its next fetches (aiokafka reads
-    its fetcher's copy into every FetchRequest; it has no public setter)."""
-    fetcher: Any = getattr(consumer, "_fetcher", None)
-    if not isinstance(getattr(fetcher, "_fetch_max_wait_ms", None), int):
-        raise LeanFetchError(
-            f"aiokafka {getattr(aiokafka, '__version__', '?')}'s consumer has no fetch wait to set"
-        )
-    fetcher._fetch_max_wait_ms = ms
+    """Change a started lean consumer's `fetch_max_wait_ms` for its next fetches: aiokafka has
+    no setter, but reads its fetcher's copy into every FetchRequest it builds (which
+    `lean_consumer_class` checks)."""
+    consumer._fetcher._fetch_max_wait_ms = ms
 
 
 @functools.cache
@@ -424,6 +420,9 @@ def lean_consumer_class() -> type[Any]:
             _Fetcher, ("_proc_fetch_request", "fetched_records", "next_record"), hooked
         )
         _check_only_rebound(AIOKafkaConsumer, ("start",), ("Fetcher",))
+        if "_fetch_max_wait_ms" not in _names(_Fetcher._get_actions_per_node.__code__):
+            # Where each FetchRequest is built: else `set_fetch_max_wait` would change nothing.
+            raise LeanFetchError("aiokafka's fetch requests do not read _fetch_max_wait_ms")
         try:
             _check_unpacks_as_aiokafka()
         except LeanFetchError:
