@@ -171,7 +171,8 @@ async def test_follow_fetches_with_the_short_wait_until_caught_up_then_with_the_
             await t.flush()
             batch = await asyncio.wait_for(anext(follow), 10)
             assert [(m.partition, m.offset, m.value) for m in batch] == [(0, 0, b"new")]
-            # At most the one fetch in flight at the catch-up still had the short wait.
-            assert set(waits[caught_up_at + 1 :]) == {500}
+            # Every fetch built after the catch-up was said has the consumer's wait.
+            await wait_until(lambda: len(waits) > caught_up_at, 10, "a fetch after the catch-up")
+            assert set(waits[caught_up_at:]) == {500}
         finally:
             await follow.aclose()
