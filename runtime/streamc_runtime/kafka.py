@@ -40,7 +40,7 @@ from aiokafka.coordinator.assignors.range import (  # type: ignore[import-untype
 )
 from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
-from .kafka_records import check_inlined_append, lean_consumer_class
+from .kafka_records import check_inlined_append, lean_consumer_class, set_fetch_max_wait
 from .kafka_send import _SETTLE_EVERY, _Producing
 from .kafka_settings import (
     ENV_PREFIX,
@@ -812,13 +812,10 @@ class KafkaTransport(_Producing):
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",  # a start compacted or deleted away: from the first
-            # Kafka answers a held fetch as soon as a record arrives, so the wait costs an
-            # update no latency (Tansu holds it to the end, as for the group consumer's
-            # records); idle, it is one fetch per wait (`read_partition`'s 20 ms would be 50
-            # a second for ever). A fetch bringing records brings the watermarks of
-            # the other partitions it asked for too: only a broker with nothing to read for us
-            # holds the first catch-up this long.
-            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            # Until caught up, `read_partition`'s short wait: a broker with nothing to read
+            # for us (an empty topic) holds a fetch to its end, and the first read would take
+            # the whole `fetch_max_wait_ms` (500 ms by default) before the table is ready.
+            fetch_max_wait_ms=min(self.settings.fetch_max_wait_ms, _RESTORE_POLL_MS),
             max_partition_fetch_bytes=self.settings.max_partition_fetch_bytes,
             fetch_max_bytes=self.settings.fetch_max_bytes,
         )
@@ -847,6 +844,11 @@ class KafkaTransport(_Producing):
                             break
                     else:
                         caught_up = True
+                        # From here the group consumer's wait: Kafka answers a held fetch as
+                        # soon as a record arrives, so it costs an update no latency (Tansu
+                        # holds it to the end, as for stream records); idle, it is one fetch
+                        # per wait (the catch-up's 20 ms would be 50 a second for ever).
+                        set_fetch_max_wait(consumer, self.settings.fetch_max_wait_ms)
                         yield ()
         finally:
             await _stop_uncancelled(consumer.stop())

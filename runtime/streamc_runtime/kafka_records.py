@@ -48,7 +48,7 @@ from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
 from .transport import TransportError
 
-__all__ = ["KafkaRecord", "LeanFetchError", "lean_consumer_class"]
+__all__ = ["KafkaRecord", "LeanFetchError", "lean_consumer_class", "set_fetch_max_wait"]
 
 
 class LeanFetchError(TransportError):
@@ -392,6 +392,13 @@ def _check_append() -> None:
         ) from exc
 
 
+def set_fetch_max_wait(consumer: Any, ms: int) -> None:
+    """Change a started lean consumer's `fetch_max_wait_ms` for its next fetches: aiokafka has
+    no setter, but reads its fetcher's copy into every FetchRequest it builds (which
+    `lean_consumer_class` checks)."""
+    consumer._fetcher._fetch_max_wait_ms = ms
+
+
 @functools.cache
 def lean_consumer_class() -> type[Any]:
     """`LeanConsumer`, after checking that the installed aiokafka is one it fits: raises
@@ -413,6 +420,9 @@ def lean_consumer_class() -> type[Any]:
             _Fetcher, ("_proc_fetch_request", "fetched_records", "next_record"), hooked
         )
         _check_only_rebound(AIOKafkaConsumer, ("start",), ("Fetcher",))
+        if "_fetch_max_wait_ms" not in _names(_Fetcher._get_actions_per_node.__code__):
+            # Where each FetchRequest is built: else `set_fetch_max_wait` would change nothing.
+            raise LeanFetchError("aiokafka's fetch requests do not read _fetch_max_wait_ms")
         try:
             _check_unpacks_as_aiokafka()
         except LeanFetchError:

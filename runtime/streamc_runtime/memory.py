@@ -700,9 +700,12 @@ class MemoryTransport:
             read = False
             for p, pos in positions.items():
                 part = parts[p]
-                if pos < part.base:
-                    pos = part.base
-                while pos < part.end:
+                while True:
+                    # Trimmed (retention's stand-in), also while the caller held a chunk: on
+                    # from the first message kept, as a consumer reset to the earliest goes.
+                    pos = max(pos, part.base)
+                    if pos >= part.end:
+                        break
                     chunk = part.read(pos, min(pos + _READ_CHUNK, part.end))
                     pos = positions[p] = chunk[-1].offset + 1
                     read = True

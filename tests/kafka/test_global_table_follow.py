@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from aiokafka.consumer import fetcher  # type: ignore[import-untyped]
 from kafkatest import FAST_GROUP, Broker, open_transport, wait_until
 from streamc_runtime import App, Record, Stream, kafka
 from streamc_runtime.kafka import KafkaTransport
@@ -110,6 +111,7 @@ async def test_a_global_table_follows_its_topic_with_one_consumer_and_sees_updat
             }
         finally:
             await worker.stop()
+        assert made[0]._closed is True  # the stop ended the follow and stopped its consumer
 
 
 async def test_follow_hands_out_what_the_topic_held_then_says_caught_up_then_hands_out_news(
@@ -140,5 +142,37 @@ async def test_follow_hands_out_what_the_topic_held_then_says_caught_up_then_han
             batch = await asyncio.wait_for(anext(follow), 10)
             print(f"a new record handed out {time.monotonic() - sent:.3f}s after its flush")
             assert [(m.partition, m.offset, m.value) for m in batch] == [(2, 0, b"new")]
+        finally:
+            await follow.aclose()
+
+
+async def test_follow_fetches_with_the_short_wait_until_caught_up_then_with_the_consumers(
+    kafka_broker: Broker, names: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An empty topic: a broker holds each fetch to the end of its wait, so a catch-up fetching
+    # with `fetch_max_wait_ms` (500) kept the table from being ready that long.
+    waits: list[int] = []
+    real = fetcher.FetchRequest
+
+    def recorded(max_wait_ms: int, *args: Any, **kwargs: Any) -> Any:
+        waits.append(max_wait_ms)
+        return real(max_wait_ms, *args, **kwargs)
+
+    monkeypatch.setattr(fetcher, "FetchRequest", recorded)
+    topic = names("empty")
+    async with open_transport(kafka_broker, names("g"), fetch_max_wait_ms=500) as t:
+        await t.ensure_topics([TopicSpec(topic, 3)])
+        follow = t.follow(topic, dict.fromkeys(range(3), 0))
+        try:
+            assert await asyncio.wait_for(anext(follow), 10) == ()
+            assert waits and set(waits) == {20}  # read_partition's `_RESTORE_POLL_MS`
+            caught_up_at = len(waits)
+            await t.send_many(topic, [(b"k", b"new", ())], partitions=[0])
+            await t.flush()
+            batch = await asyncio.wait_for(anext(follow), 10)
+            assert [(m.partition, m.offset, m.value) for m in batch] == [(0, 0, b"new")]
+            # Every fetch built after the catch-up was said has the consumer's wait.
+            await wait_until(lambda: len(waits) > caught_up_at, 10, "a fetch after the catch-up")
+            assert set(waits[caught_up_at:]) == {500}
         finally:
             await follow.aclose()

@@ -368,6 +368,20 @@ def test_an_aiokafka_naming_the_hooked_classes_in_another_method_is_refused_at_s
         kafka_records.lean_consumer_class.__wrapped__()
 
 
+def test_an_aiokafka_building_fetches_without_its_fetch_wait_copy_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A global table's follow lengthens its consumer's fetch wait once caught up by setting
+    # the fetcher's copy (`set_fetch_max_wait`): with requests built otherwise it would keep
+    # fetching with the catch-up's 20 ms wait, 50 fetches a second for ever.
+    def builds_otherwise(self: Any, assignment: Any) -> Any:
+        return self._max_wait_elsewhere
+
+    monkeypatch.setattr(aiokafka_fetcher.Fetcher, "_get_actions_per_node", builds_otherwise)
+    with pytest.raises(LeanFetchError, match="fetch requests do not read _fetch_max_wait_ms"):
+        kafka_records.lean_consumer_class.__wrapped__()
+
+
 def test_an_aiokafka_whose_partition_records_keep_other_attributes_is_refused_at_start(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

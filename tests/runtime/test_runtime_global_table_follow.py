@@ -128,3 +128,24 @@ async def test_a_global_table_closes_its_follow_before_its_reader_ends_on_a_canc
         assert closed_at_end == [True]
     finally:
         await worker.stop()
+
+
+async def test_memory_follow_goes_on_from_the_base_after_a_trim_to_the_end_mid_read() -> None:
+    """Trimmed to the end while the caller holds a chunk (more than one chunk to read): the
+    follow goes on from the new base (as `read_partition` does), saying it is caught up, and
+    hands out what is produced next; it used to index an empty read and fail."""
+    broker = MemoryBroker()
+    broker.create_topic("t", 1)
+    broker.produce_many("t", [(b"k", b"v", ())] * 10_005)
+    transport = MemoryTransport(broker, "g")
+    follow = transport.follow("t", {0: 0})
+    try:
+        first = await anext(follow)
+        assert (first[0].offset, first[-1].offset) == (0, 9_999)  # one chunk of the two
+        broker._commit("g", {TP("t", 0): 10_005})
+        assert broker.trim() == 10_005
+        assert await anext(follow) == ()
+        broker.produce("t", b"new", b"k")
+        assert [(m.offset, m.value) for m in await anext(follow)] == [(10_005, b"new")]
+    finally:
+        await follow.aclose()
