@@ -275,8 +275,8 @@ async def test_a_flush_that_never_ends_does_not_hold_up_the_stop_and_nothing_is_
 
 
 class _StuckReads(MemoryTransport):
-    """Reads of `stuck` topics never end and swallow every cancel (a library's clean-up that
-    hangs) until `release` is set."""
+    """Reads and follows of `stuck` topics never end and swallow every cancel (a library's
+    clean-up that hangs) until `release` is set."""
 
     def __init__(self, broker: MemoryBroker, group_id: str, stuck: set[str]) -> None:
         super().__init__(broker, group_id)
@@ -293,6 +293,17 @@ class _StuckReads(MemoryTransport):
                 with contextlib.suppress(asyncio.CancelledError):
                     await self.release.wait()
         async for batch in super().read_partition(topic, partition, start):
+            yield batch
+
+    async def follow(
+        self, topic: str, starts: Mapping[int, int]
+    ) -> AsyncGenerator[Sequence[MemoryMessage], None]:
+        if topic in self.stuck:
+            self.reading.update((topic, p) for p in starts)
+            while not self.release.is_set():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.release.wait()
+        async for batch in super().follow(topic, starts):
             yield batch
 
 
