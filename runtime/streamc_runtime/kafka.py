@@ -305,6 +305,7 @@ class KafkaTransport(_Producing):
         await _stop_uncancelled(self._close_each())
 
     async def _close_each(self) -> None:
+        cancelled: asyncio.CancelledError | None = None
         for name in ("_consumer", "_admin", "_producer"):
             client = getattr(self, name)
             setattr(self, name, None)
@@ -312,8 +313,14 @@ class KafkaTransport(_Producing):
                 continue
             try:
                 await (client.close() if name == "_admin" else client.stop())
+            except asyncio.CancelledError as exc:
+                # Raised once the others are closed too: nobody closes them after a
+                # cancelled start (the stop may already have run).
+                cancelled = exc
             except Exception:
                 log.debug("error closing the Kafka %s", name.strip("_"), exc_info=True)
+        if cancelled is not None:
+            raise cancelled
 
     async def stop(self) -> None:
         """Flush the producer, leave the group, close every connection. Idempotent."""

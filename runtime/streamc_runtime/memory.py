@@ -677,12 +677,14 @@ class MemoryTransport:
     ) -> AsyncIterator[Sequence[MemoryMessage]]:
         part = self.broker._topics[topic][partition]
         end = part.end  # as of now: what is appended while reading is not waited for
-        pos = max(start, part.base)
-        while pos < end:
-            upto = min(pos + _READ_CHUNK, end)
-            chunk = part.read(pos, upto)
-            if not chunk:  # trimmed meanwhile
+        pos = start
+        while True:
+            # Trimmed (retention's stand-in), also while the caller held a chunk: on from the
+            # first message kept, as a consumer reset to the earliest goes.
+            pos = max(pos, part.base)
+            if pos >= end:
                 return
+            chunk = part.read(pos, min(pos + _READ_CHUNK, end))
             yield chunk
             pos = chunk[-1].offset + 1
             await asyncio.sleep(0)  # a long restore leaves the loop to the rest

@@ -300,6 +300,10 @@ class Worker:
             # 5. close
             # Together, and not the fetch task again if it was left behind at step 1.
             ending = [t for t in self._tasks if t not in self._left_behind]
+            for task in self._left_behind:
+                # Cancelled again, not waited for: one whose cancel a library lost went on
+                # (fetching, for the fetch task) and would go on after the stop.
+                task.cancel()
             await asyncio.gather(*(self._end(task) for task in ending))
             try:
                 await self._bounded("closing the transport", self.transport.stop())

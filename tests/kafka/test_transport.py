@@ -366,3 +366,43 @@ async def test_a_start_cancelled_while_it_closes_a_failed_attempt_ends_cancelled
     await asyncio.wait({starting}, timeout=5)
     assert starting.cancelled(), f"the start went on: {starting}"
     assert opened == 1
+
+
+async def test_a_start_cancelled_while_a_client_closes_still_closes_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cancel aiokafka does not swallow (it lands outside its `suppress`) came out of the
+    consumer's close and skipped the admin's and the producer's: after a SIGTERM during
+    start-up their connections stayed open, as the stop had already closed what it found."""
+    closing = asyncio.Event()
+    closed: list[str] = []
+
+    class Client:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def stop(self) -> None:
+            closing.set()
+            await asyncio.sleep(0.2)  # the cancel comes out of here
+            closed.append(self.name)
+
+        async def close(self) -> None:
+            closed.append(self.name)
+
+    async def failing_open(self: KafkaTransport) -> None:
+        self._consumer = Client("consumer")
+        self._admin = Client("admin")
+        self._producer = Client("producer")
+        raise ConnectionError("unreachable")
+
+    monkeypatch.setattr(KafkaTransport, "_open", failing_open)
+    transport = KafkaTransport.from_url(
+        "kafka://127.0.0.1:9", group_id="g", connect_attempts=50, connect_backoff_s=0.01
+    )
+    starting = asyncio.ensure_future(transport.start())
+    await asyncio.wait_for(closing.wait(), 5)
+    starting.cancel()
+    await asyncio.wait({starting}, timeout=5)
+    assert starting.cancelled(), f"the start went on: {starting}"
+    assert closed == ["admin", "producer"]
+    assert (transport._consumer, transport._admin, transport._producer) == (None, None, None)

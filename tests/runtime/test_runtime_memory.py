@@ -213,3 +213,19 @@ async def test_fetch_reads_across_sealed_chunks_and_the_tail_from_the_retained_b
     assert [m.offset for m in got] == list(range(_CHUNK + 10, 2 * _CHUNK + 10))
     got = await t.fetch(0.01, _CHUNK)
     assert [m.value for m in got] == [b"%d" % i for i in range(2 * _CHUNK + 10, total)]
+
+
+async def test_read_partition_goes_on_from_the_base_after_a_trim_mid_read() -> None:
+    """Trimmed past the next chunk while the caller holds one: the read goes on from the
+    first message kept to the end it saw at the start (as a consumer reset to the earliest
+    does, and as `follow` does); it used to stop there, and a restore missed the rest."""
+    broker = MemoryBroker()
+    broker.create_topic("t", 1)
+    broker.produce_many("t", [(b"k", b"%d" % i, ()) for i in range(30_000)])
+    reads = MemoryTransport(broker, "g").read_partition("t", 0, 0)
+    first = await anext(reads)
+    assert (first[0].offset, first[-1].offset) == (0, 9_999)
+    broker._commit("g", {TP("t", 0): 25_000})
+    assert broker.trim() == 25_000
+    rest = [m for chunk in [c async for c in reads] for m in chunk]
+    assert [m.offset for m in rest] == list(range(25_000, 30_000))

@@ -202,13 +202,15 @@ async def test_a_global_table_reader_that_ignores_its_cancel_does_not_hold_up_th
         # what was handled is committed, as on any stop
         ends = {p: broker.end_offset(TP("orders", p)) for p in range(2)}
         assert {p: broker.committed("shop", TP("orders", p)) for p in range(2)} == ends
-        assert not glob.task.done()  # the reader went on: the stop left it behind...
         left = [r.getMessage() for r in caplog.records if "left behind" in r.getMessage()]
-        # ...and said so, with where it waits
+        # the reader went on: the stop left it behind and said so, with where it waits...
         assert len(left) == 1 and left[0].startswith(
             "global table accounts_by_id did not end within 1.0s of being cancelled (waiting in "
         )
         assert "GlobalTable._run" in left[0]
+        # ...and cancelled it again at the end, without waiting, so it does not follow on
+        await asyncio.wait({glob.task}, timeout=1)
+        assert glob.task.cancelled()
     finally:
         transport.swallow = False
         await _cancel_for_good(glob.task)
@@ -397,6 +399,64 @@ async def test_a_fetch_left_behind_is_named_once_and_not_waited_for_again(
         )
     finally:
         transport.release.set()
+        await _cancel_for_good(fetch)
+
+
+class _FetchSwallowingOneCancel(MemoryTransport):
+    """Once `swallow` is set, the next fetch loses the cancel that lands in it (as inside
+    aiokafka's `suppress(CancelledError)`) and the fetch loop goes on fetching."""
+
+    def __init__(self, broker: MemoryBroker, group_id: str) -> None:
+        super().__init__(broker, group_id)
+        self.swallow = False
+        self.swallowing = asyncio.Event()
+
+    async def fetch(self, timeout: float, max_records: int) -> list[MemoryMessage]:  # noqa: ASYNC109
+        if self.swallow:
+            self.swallow = False
+            self.swallowing.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(5)
+        return list(await super().fetch(timeout, max_records))
+
+
+async def test_a_fetch_that_went_on_after_its_cancel_is_cancelled_again_before_the_transport_closes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Left behind at the first step, the fetch task was never cancelled again: one whose
+    cancel a library lost went on fetching from the closed transport after the stop."""
+    app = App("f")
+    nums = app.topic("nums", key_type=str, value_type=int)
+
+    @app.agent(nums)
+    async def collect(stream: Stream[int]) -> None:
+        async for _ in stream:
+            pass
+
+    broker = MemoryBroker()
+    broker.create_topic("nums", 1)
+    transport = _FetchSwallowingOneCancel(broker, "f")
+    worker = Worker(
+        app,
+        transport,
+        stats_interval=0,
+        commit_interval=60,
+        shutdown_timeout=0.3,
+        fetch_timeout=0.05,
+    )
+    await worker.start()
+    fetch = worker._fetch_task
+    assert fetch is not None
+    transport.swallow = True
+    await asyncio.wait_for(transport.swallowing.wait(), 5)
+    try:
+        await asyncio.wait_for(worker.stop(), 10)
+        assert await worker.wait() == 0
+        left = [r.getMessage() for r in caplog.records if "left behind" in r.getMessage()]
+        assert len(left) == 1 and left[0].startswith("fetch did not end within 1.0s")
+        await asyncio.wait({fetch}, timeout=1)
+        assert fetch.cancelled(), f"the fetch loop went on after the stop: {fetch}"
+    finally:
         await _cancel_for_good(fetch)
 
 
