@@ -23,7 +23,6 @@ import time
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
-    AsyncIterator,
     Awaitable,
     Collection,
     Coroutine,
@@ -755,7 +754,7 @@ class KafkaTransport(_Producing):
 
     async def read_partition(
         self, topic: str, partition: int, start: int
-    ) -> AsyncIterator[Sequence[Message]]:
+    ) -> AsyncGenerator[Sequence[Message], None]:
         """One partition from `start` to its end, by a consumer of its own outside the group
         (assign and seek, nothing committed). The end is the high watermark of the fetches,
         not `end_offsets()` (wrong on Tansu: tansu.md); a partition written meanwhile is read

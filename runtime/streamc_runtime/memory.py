@@ -16,7 +16,6 @@ import itertools
 import time
 from collections.abc import (
     AsyncGenerator,
-    AsyncIterator,
     Awaitable,
     Callable,
     Collection,
@@ -674,7 +673,7 @@ class MemoryTransport:
 
     async def read_partition(
         self, topic: str, partition: int, start: int
-    ) -> AsyncIterator[Sequence[MemoryMessage]]:
+    ) -> AsyncGenerator[Sequence[MemoryMessage], None]:
         part = self.broker._topics[topic][partition]
         end = part.end  # as of now: what is appended while reading is not waited for
         pos = start

@@ -9,7 +9,7 @@ raw bytes means codecs, acks and commits are the same code on both.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Collection, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -220,7 +220,7 @@ class Transport(Protocol):
 
     def read_partition(
         self, topic: str, partition: int, start: int
-    ) -> AsyncIterator[Sequence[Message]]:
+    ) -> AsyncGenerator[Sequence[Message], None]:
         """The records of one partition from offset `start` (or the first one retained after
         it) to its end as of the reading, in batches; outside the consumer group (a table's
         changelog restore). The end is the high watermark a fetch reports."""

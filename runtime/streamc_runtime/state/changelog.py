@@ -16,10 +16,11 @@ record's position (entries only rise, so a replay can only be skipped, never re-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..transport import Message
@@ -53,7 +54,7 @@ _PROGRESS_EVERY = 5.0  # seconds between restore progress lines
 class PartitionReader(Protocol):
     def read_partition(
         self, topic: str, partition: int, start: int
-    ) -> AsyncIterator[Sequence[Message]]: ...
+    ) -> AsyncGenerator[Sequence[Message], None]: ...
 
 
 def parse_position(text: bytes) -> tuple[str, int]:
@@ -140,23 +141,27 @@ async def restore(
     count = 0
     end = start
     logger.info("restoring %s from %s[%d] at offset %d", what, topic, partition, start)
-    async for batch in reader.read_partition(topic, partition, start):
-        if not batch:
-            continue
-        end = batch[-1].offset + 1
-        records = _split(batch if valid is None else await valid(batch), store.positions)
-        store.restore_batch(records, end)
-        count += len(batch)
-        now = time.monotonic()
-        if now - last >= _PROGRESS_EVERY:
-            last = now
-            logger.info(
-                "restoring %s: %d records read (offset %d), %.0f/s",
-                what,
-                count,
-                end,
-                count / max(now - began, 1e-9),
-            )
+    # Closed here, not whenever the collector finalizes it: a failure or cancel while a batch
+    # is handled (a store that refuses it, a dead letter being sent) leaves the reader
+    # suspended mid-read, and on Kafka it holds a consumer.
+    async with contextlib.aclosing(reader.read_partition(topic, partition, start)) as batches:
+        async for batch in batches:
+            if not batch:
+                continue
+            end = batch[-1].offset + 1
+            records = _split(batch if valid is None else await valid(batch), store.positions)
+            store.restore_batch(records, end)
+            count += len(batch)
+            now = time.monotonic()
+            if now - last >= _PROGRESS_EVERY:
+                last = now
+                logger.info(
+                    "restoring %s: %d records read (offset %d), %.0f/s",
+                    what,
+                    count,
+                    end,
+                    count / max(now - began, 1e-9),
+                )
     store.restore_done()
     elapsed = time.monotonic() - began
     logger.info(
