@@ -27,8 +27,9 @@ delivered within the wait).
 
 Beside them: the process's CPU time per order over the steady phase (user + system, what a
 shared machine changes least); the broker's CPU use over the steady phase (near 100% of a core,
-the broker is the bottleneck and every implementation's latency is its queue); p99 over each 4 s
-of the phase (a rising row: falling behind); and for rekey on streamc and the raw loop, p50/p99
+the broker is the bottleneck and every implementation's latency is its queue; it includes the
+harness's own readers, two of them for rekey on streamc and the raw loop); p99 over each 4 s of
+the phase (a rising row: falling behind); and for rekey on streamc and the raw loop, p50/p99
 of each hop (produced to the repartition topic, and from there to the output; read by a second
 consumer), which tells time lost on the way in from time lost on the read-back.
 
@@ -89,10 +90,11 @@ def order_value(oid: str, i: int, sent: float) -> bytes:
 
 async def generate(
     bootstrap: str, topic: str, rate: float, seconds: float, tick: float, prefix: str
-) -> int:
+) -> tuple[int, float]:
     """Produce `rate` orders per second for `seconds`, in ticks of `tick` seconds, each stamped
     with the time it is appended; batches per partition (a `send` per record would make this
-    process, not the one under test, the bottleneck at 50,000/s)."""
+    process, not the one under test, the bottleneck at 50,000/s). Returns the orders and the
+    seconds from the first tick to the last acknowledgement."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", linger_ms=0, max_batch_size=1_048_576
     )
@@ -121,9 +123,10 @@ async def generate(
                 done = due
             await asyncio.sleep(tick)
         await asyncio.gather(*pending)
+        span = time.monotonic() - began
     finally:
         await producer.stop()
-    return total
+    return total, span
 
 
 async def produce_backlog(bootstrap: str, topic: str, per_partition: int) -> None:
@@ -408,16 +411,18 @@ async def latency_run(
             await hop.start()
         cpu_before = throughput._cpu_seconds(proc.pid)
         broker_before = throughput._cpu_seconds(BROKER_PID[0])
-        phase_began = time.monotonic()
         gen = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "_generate", BOOTSTRAP[0], topic, str(rate), str(seconds),
             str(tick_ms / 1000), stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         stdout, _ = await gen.communicate()
         broker_after = throughput._cpu_seconds(BROKER_PID[0])
+        load = json.loads(stdout)
+        result.produced = int(load["produced"])
         if broker_before is not None and broker_after is not None:
-            result.broker_cpu = (broker_after - broker_before) / (time.monotonic() - phase_began)
-        result.produced = int(json.loads(stdout)["produced"])
+            # Over the load's producing span (the load process's start-up, when the broker is
+            # nearly idle, would read low in a 3 s phase).
+            result.broker_cpu = (broker_after - broker_before) / load["span"]
         # Wait for the steady phase to come out (an implementation that fell behind gets
         # as long again as the phase took, plus 10 s).
         measured = lambda: sum(1 for k in measurer.arrived if k[0] == "m")  # noqa: E731
@@ -430,7 +435,7 @@ async def latency_run(
         )
         result.delivered = len(lat)
         result.duplicates = measurer.duplicates
-        result.p99_by_window = p99_by_window(measurer)
+        result.p99_by_window = p99_by_window(measurer, seconds)
         if lat:
             result.p50_ms = percentile(lat, 0.50)
             result.p99_ms = percentile(lat, 0.99)
@@ -449,17 +454,19 @@ async def latency_run(
             await hop.stop()
 
 
-def p99_by_window(out: Measurer, width: float = 4.0) -> list[float]:
-    """p99 latency (ms) of the steady phase's orders in each `width` seconds by `sent`."""
+def p99_by_window(out: Measurer, seconds: float, width: float = 4.0) -> list[float]:
+    """p99 latency (ms) of the steady phase's delivered orders in each `width` seconds by `sent`
+    (the phase's last moments go to its last window, not to a window of a few orders)."""
     sent = [
         (out.sent[k], (out.arrived[k] - out.sent[k]) * 1000) for k in out.arrived if k[0] == "m"
     ]
     if not sent:
         return []
     first = min(s for s, _ in sent)
+    last = max(1, round(seconds / width)) - 1
     windows: dict[int, list[float]] = {}
     for s, ms in sent:
-        windows.setdefault(int((s - first) // width), []).append(ms)
+        windows.setdefault(min(last, int((s - first) // width)), []).append(ms)
     return [percentile(sorted(windows[w]), 0.99) for w in sorted(windows)]
 
 
@@ -611,8 +618,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_generate"]:  # the load process (see latency_run)
         bootstrap, topic, rate, seconds, tick = argv[1:6]
-        n = asyncio.run(generate(bootstrap, topic, float(rate), float(seconds), float(tick), "m"))
-        print(json.dumps({"produced": n}), flush=True)
+        n, span = asyncio.run(
+            generate(bootstrap, topic, float(rate), float(seconds), float(tick), "m")
+        )
+        print(json.dumps({"produced": n, "span": span}), flush=True)
         return 0
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 s per rate, a 4 x 2,500 backlog")
@@ -628,6 +637,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", help="folder for logs, builds and results.json")
     args = parser.parse_args(argv)
+    if args.tick_ms <= 0:
+        parser.error("--tick-ms must be above 0")
     if args.seconds is None:
         args.seconds = 3.0 if args.quick else 20.0
     if args.backlog is None:
