@@ -114,6 +114,34 @@ async def test_a_global_table_follows_its_topic_with_one_consumer_and_sees_updat
         assert made[0]._closed is True  # the stop ended the follow and stopped its consumer
 
 
+async def test_a_global_table_over_a_topic_with_more_partitions_than_declared_holds_every_row(
+    kafka_broker: Broker, names: Callable[[str], str]
+) -> None:
+    app = global_join_app(names)
+    accounts = names("accounts")
+    extra = TABLE_PARTITIONS + 2  # the topic exists already, with more partitions
+    async with open_transport(kafka_broker, names("producer")) as producer:
+        await producer.ensure_topics([TopicSpec(accounts, extra)])
+        await producer.send_many(
+            accounts,
+            [(f"a{p}".encode(), _account(f"a{p}", f"t{p}"), ()) for p in range(extra)],
+            partitions=list(range(extra)),
+        )
+        await producer.flush()
+        transport = KafkaTransport.from_url(kafka_broker.url, group_id=names("g"), **FAST_GROUP)
+        worker = Worker(app, transport, stats_interval=0)
+        await worker.start()
+        try:
+            await wait_until(
+                lambda: len(worker.table("accounts_by_id")) == extra, 30, "every partition's row"
+            )
+            assert {k: a.tier for k, a in worker.table("accounts_by_id").items()} == {
+                f"a{p}": f"t{p}" for p in range(extra)
+            }
+        finally:
+            await worker.stop()
+
+
 async def test_follow_hands_out_what_the_topic_held_then_says_caught_up_then_hands_out_news(
     kafka_broker: Broker, names: Callable[[str], str]
 ) -> None:

@@ -149,3 +149,27 @@ async def test_memory_follow_goes_on_from_the_base_after_a_trim_to_the_end_mid_r
         assert [(m.offset, m.value) for m in await anext(follow)] == [(10_005, b"new")]
     finally:
         await follow.aclose()
+
+
+async def test_a_global_table_reads_every_partition_its_topic_has_not_only_the_declared_ones() -> (
+    None
+):
+    app = join_app(global_=True, table_partitions=2)
+    broker = MemoryBroker()
+    for topic in app.topics.values():
+        # The accounts topic already exists with one partition more than the app declares.
+        broker.create_topic(topic.name, 3 if topic.name == "accounts" else topic.partitions)
+    for p in range(3):
+        broker.produce("accounts", _account(f"a{p}", f"t{p}"), f"a{p}".encode(), partition=p)
+    worker = Worker(app, MemoryTransport(broker, "shop"), stats_interval=0)
+    await worker.start()
+    try:
+        await wait_for(lambda: len(worker.table("accounts_by_id")) == 3)
+        assert {k: v.tier for k, v in worker.table("accounts_by_id").items()} == {
+            "a0": "t0",
+            "a1": "t1",
+            "a2": "t2",
+        }
+        assert worker.tables.globals["accounts_by_id"].ends == [1, 1, 1]
+    finally:
+        await worker.stop()

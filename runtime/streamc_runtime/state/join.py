@@ -65,7 +65,12 @@ class GlobalTable:
         # is caught up (an empty batch), the updates are what it yields after. Closed here
         # whatever ends the loop: a cancel landing while this awaits a dead letter would
         # leave its consumer to the garbage collector.
-        follow = transport.follow(topic, dict.fromkeys(range(table.partitions), 0))
+        # Every partition the topic has, which can differ from the declared count for a table
+        # over a user's topic (`ensure_topics` only warns): a global table holds every row.
+        partitions = transport.partitions_for(topic) or table.partitions
+        if partitions != len(ends):
+            ends[:] = [0] * partitions
+        follow = transport.follow(topic, dict.fromkeys(range(partitions), 0))
         async with contextlib.aclosing(follow) as batches:
             async for batch in batches:
                 if not batch:
