@@ -12,7 +12,7 @@ import msgspec
 import pytest
 from aiokafka.consumer import fetcher  # type: ignore[import-untyped]
 from kafkatest import FAST_GROUP, Broker, open_transport, wait_until
-from streamc_runtime import App, Record, Stream, kafka
+from streamc_runtime import App, Record, Stream, kafka, kafka_read
 from streamc_runtime.kafka import KafkaTransport
 from streamc_runtime.kafka_records import lean_consumer_class
 from streamc_runtime.transport import TopicSpec
@@ -63,7 +63,8 @@ def count_group_less_consumers(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
                 made.append(self)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(kafka, "lean_consumer_class", lambda: Counted)
+    for module in (kafka, kafka_read):  # the group's consumer, the group-less readers
+        monkeypatch.setattr(module, "lean_consumer_class", lambda: Counted)
     return made
 
 

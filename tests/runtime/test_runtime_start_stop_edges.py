@@ -370,9 +370,9 @@ class _StuckFetch(MemoryTransport):
         return await super().fetch(timeout, max_records)
 
 
-async def test_a_fetch_left_behind_is_named_once_and_not_waited_for_again(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def _collect_worker(transport: MemoryTransport, **settings: float) -> Worker:
+    """An agent that reads `nums` (one partition, created on the transport's broker), with a
+    0.3 s shutdown timeout: what the fetch-left-behind tests stop."""
     app = App("f")
     nums = app.topic("nums", key_type=str, value_type=int)
 
@@ -381,10 +381,17 @@ async def test_a_fetch_left_behind_is_named_once_and_not_waited_for_again(
         async for _ in stream:
             pass
 
-    broker = MemoryBroker()
-    broker.create_topic("nums", 1)
-    transport = _StuckFetch(broker, "f")
-    worker = Worker(app, transport, stats_interval=0, commit_interval=60, shutdown_timeout=0.3)
+    transport.broker.create_topic("nums", 1)
+    return Worker(
+        app, transport, stats_interval=0, commit_interval=60, shutdown_timeout=0.3, **settings
+    )
+
+
+async def test_a_fetch_left_behind_is_named_once_and_not_waited_for_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    transport = _StuckFetch(MemoryBroker(), "f")
+    worker = _collect_worker(transport)
     await worker.start()
     transport.stuck = True
     fetch = worker._fetch_task
@@ -425,25 +432,8 @@ async def test_a_fetch_that_went_on_after_its_cancel_is_cancelled_again_before_t
 ) -> None:
     """Left behind at the first step, the fetch task was never cancelled again: one whose
     cancel a library lost went on fetching from the closed transport after the stop."""
-    app = App("f")
-    nums = app.topic("nums", key_type=str, value_type=int)
-
-    @app.agent(nums)
-    async def collect(stream: Stream[int]) -> None:
-        async for _ in stream:
-            pass
-
-    broker = MemoryBroker()
-    broker.create_topic("nums", 1)
-    transport = _FetchSwallowingOneCancel(broker, "f")
-    worker = Worker(
-        app,
-        transport,
-        stats_interval=0,
-        commit_interval=60,
-        shutdown_timeout=0.3,
-        fetch_timeout=0.05,
-    )
+    transport = _FetchSwallowingOneCancel(MemoryBroker(), "f")
+    worker = _collect_worker(transport, fetch_timeout=0.05)
     await worker.start()
     fetch = worker._fetch_task
     assert fetch is not None
